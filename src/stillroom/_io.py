@@ -1,0 +1,95 @@
+"""Small I/O helpers: atomic writes and content hashes.
+
+Every artefact Stillroom writes (indexes, stores, checkpoints, metrics, reports) goes through ``atomic_write_*``:
+write to a temporary file in the same directory, fsync, then ``os.replace``. A crash leaves either the old file or
+the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "sha256_bytes",
+    "sha256_file",
+    "sha256_lines",
+    "StillroomError",
+]
+
+
+class StillroomError(Exception):
+    """An expected, user-facing error (bad input, misaligned store...). The CLI prints it without a traceback."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, Paths: the usual suspects in metrics dicts.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StillroomError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise StillroomError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_lines(items: Iterable[object]) -> str:
+    """sha256 over items joined by newlines (each item terminated), so ["ab","c"] and ["a","bc"] differ."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(str(item).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Datasets: builders (sprites, import-folder), preprocessing, the canonical index, loaders."""

@@ -1,0 +1,247 @@
+"""The canonical dataset index (REFERENCE 1.3; seed 001 §3, §4.2).
+
+A dataset directory holds the images, ``index.csv`` (one row per sample, columns ``INDEX_COLUMNS`` plus optional
+extras such as ``frame``) and ``index.json`` (hashes, counts, class names, the preprocessing recipe and any probe
+results). Everything downstream (soft-label stores, runs) is tied to the index by its hashes:
+
+- ``index_hash``   = sha256 over the ordered relative paths (seed 001 §4.2),
+- ``labels_hash``  = sha256 over the ordered label ids,
+- ``content_hash`` = sha256 over the ordered per-file sha256 values (a rebuilt image with the same name changes it).
+
+Rows are never reordered after writing: row ``i`` of the CSV is sample ``i`` everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json, sha256_lines
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "SPLITS",
+    "IndexRow",
+    "DatasetIndex",
+    "index_hashes",
+    "write_index",
+    "load_index",
+]
+
+INDEX_COLUMNS = ("path", "label", "label_name", "split", "group", "sha256")
+SPLITS = ("train", "val", "test")
+FORMAT = "stillroom-index/1"
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    path: str  # relative to the dataset directory, forward slashes
+    label: int
+    label_name: str
+    split: str
+    group: str  # animation ("025/front"), emoji name, or source folder: the unit that must not straddle splits
+    sha256: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def index_hashes(paths: Sequence[str], labels: Sequence[int], sha256s: Sequence[str]) -> dict[str, str]:
+    return {
+        "index_hash": sha256_lines(paths),
+        "labels_hash": sha256_lines(int(v) for v in labels),
+        "content_hash": sha256_lines(sha256s),
+    }
+
+
+@dataclass
+class DatasetIndex:
+    """A loaded index: column arrays in canonical row order plus the ``index.json`` metadata."""
+
+    root: Path
+    paths: list[str]
+    labels: np.ndarray  # (N,) int64
+    label_names: list[str]
+    splits: np.ndarray  # (N,) str
+    groups: list[str]
+    sha256: list[str]
+    extra: dict[str, list[str]]
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return dict(self.meta.get("recipe", {}))
+
+    @property
+    def index_hash(self) -> str:
+        return self.meta["index_hash"]
+
+    @property
+    def labels_hash(self) -> str:
+        return self.meta["labels_hash"]
+
+    @property
+    def content_hash(self) -> str:
+        return self.meta["content_hash"]
+
+    def split_indices(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise StillroomError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return np.flatnonzero(self.splits == split)
+
+    def image_path(self, i: int) -> Path:
+        return self.root / self.paths[i]
+
+
+def _counts(rows: Sequence[IndexRow], classes: Sequence[str]) -> dict[str, Any]:
+    per_split = Counter(r.split for r in rows)
+    per_class: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for r in rows:
+        per_class[r.split][classes[r.label]] = per_class[r.split].get(classes[r.label], 0) + 1
+    return {
+        "total": len(rows),
+        "per_split": {s: per_split.get(s, 0) for s in SPLITS},
+        "classes_per_split": {s: len(per_class[s]) for s in SPLITS},
+        "groups": len({r.group for r in rows}),
+    }
+
+
+def write_index(
+    root: str | Path,
+    rows: Sequence[IndexRow],
+    classes: Sequence[str],
+    recipe: dict[str, Any],
+    extra_meta: dict[str, Any] | None = None,
+) -> DatasetIndex:
+    """Validate ``rows`` and write ``index.csv`` + ``index.json`` atomically; return the loaded index."""
+    root = Path(root)
+    _validate_rows(rows, len(classes), source=str(root / "index.csv"))
+    extra_cols = sorted({k for r in rows for k in r.extra})
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*INDEX_COLUMNS, *extra_cols])
+    for r in rows:
+        writer.writerow(
+            [
+                r.path,
+                r.label,
+                r.label_name,
+                r.split,
+                r.group,
+                r.sha256,
+                *(r.extra.get(k, "") for k in extra_cols),
+            ]
+        )
+    hashes = index_hashes([r.path for r in rows], [r.label for r in rows], [r.sha256 for r in rows])
+    meta = {
+        "format": FORMAT,
+        **hashes,
+        "num_samples": len(rows),
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "counts": _counts(rows, classes),
+        "recipe": recipe,
+        **(extra_meta or {}),
+    }
+    atomic_write_text(root / "index.csv", buf.getvalue())
+    atomic_write_json(root / "index.json", meta)
+    return load_index(root)
+
+
+def _validate_rows(rows: Sequence[IndexRow], num_classes: int, source: str) -> None:
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        where = f"{source}: row {i + 2}"  # +1 header, +1 one-based
+        if not r.path or r.path.startswith("/") or ".." in Path(r.path).parts:
+            raise StillroomError(f"{where}: path {r.path!r} must be relative and inside the dataset directory")
+        if r.path in seen:
+            raise StillroomError(f"{where}: duplicate path {r.path!r} (first at row {seen[r.path] + 2})")
+        seen[r.path] = i
+        if not 0 <= r.label < num_classes:
+            raise StillroomError(f"{where}: label {r.label} out of range 0..{num_classes - 1}")
+        if r.split not in SPLITS:
+            raise StillroomError(f"{where}: split {r.split!r} not one of {', '.join(SPLITS)}")
+
+
+def load_index(root: str | Path, verify_files: bool = False) -> DatasetIndex:
+    """Load and validate a dataset directory. ``verify_files`` re-hashes every image (slow, thorough)."""
+    root = Path(root)
+    csv_path, json_path = root / "index.csv", root / "index.json"
+    if not csv_path.is_file():
+        raise StillroomError(f"{csv_path}: no index.csv here; build one with `stillroom data build` or import-folder")
+    meta = read_json(json_path)
+    if meta.get("format") != FORMAT:
+        raise StillroomError(f"{json_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise StillroomError(f"{json_path}: 'classes' must be a non-empty list")
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise StillroomError(f"{csv_path}: missing column(s) {', '.join(missing)}")
+        extra_cols = [c for c in reader.fieldnames or [] if c not in INDEX_COLUMNS]
+        rows = []
+        for i, rec in enumerate(reader):
+            try:
+                label = int(rec["label"])
+            except (TypeError, ValueError):
+                raise StillroomError(f"{csv_path}: row {i + 2}: label {rec['label']!r} is not an integer") from None
+            rows.append(
+                IndexRow(
+                    rec["path"],
+                    label,
+                    rec["label_name"],
+                    rec["split"],
+                    rec["group"],
+                    rec["sha256"],
+                    {c: rec[c] for c in extra_cols},
+                )
+            )
+    if not rows:
+        raise StillroomError(f"{csv_path}: no rows")
+    _validate_rows(rows, len(classes), source=str(csv_path))
+    hashes = index_hashes([r.path for r in rows], [r.label for r in rows], [r.sha256 for r in rows])
+    for key, value in hashes.items():
+        if meta.get(key) != value:
+            raise StillroomError(
+                f"{root}: index.csv does not match index.json ({key} {value[:12]} vs {str(meta.get(key))[:12]});"
+                " the CSV was edited or the JSON is stale: rebuild the index"
+            )
+    index = DatasetIndex(
+        root=root,
+        paths=[r.path for r in rows],
+        labels=np.array([r.label for r in rows], dtype=np.int64),
+        label_names=[r.label_name for r in rows],
+        splits=np.array([r.split for r in rows]),
+        groups=[r.group for r in rows],
+        sha256=[r.sha256 for r in rows],
+        extra={c: [r.extra[c] for r in rows] for c in extra_cols},
+        meta=meta,
+    )
+    if verify_files:
+        from stillroom._io import sha256_file
+
+        for i, p in enumerate(index.paths):
+            f = root / p
+            if not f.is_file():
+                raise StillroomError(f"{f}: listed in index.csv row {i + 2} but missing")
+            if sha256_file(f) != index.sha256[i]:
+                raise StillroomError(f"{f}: content changed since the index was written (sha256 mismatch)")
+    return index

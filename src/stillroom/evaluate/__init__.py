@@ -1,0 +1,1 @@
+"""Stillroom evaluate stage."""

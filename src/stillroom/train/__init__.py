@@ -1,0 +1,1 @@
+"""Stillroom train stage."""
