@@ -1,0 +1,142 @@
+"""Typed run configuration (pydantic), validated on load.
+
+One source of defaults per run (STYLE 9): the model below, overridden by a YAML file, then by ``--set key=value``
+on the command line, then frozen and written into the run directory. YAML is read with ``safe_load`` only, and
+unknown keys are errors, so a config can never import or execute code (REFERENCE 6, torchdistill pitfall).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from stillroom._io import StillroomError
+
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_from_dict"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    index: Path = Field(description="dataset directory holding index.csv + index.json")
+    train_split: Literal["train", "val", "test"] = "train"
+    val_split: Literal["train", "val", "test"] = "val"
+    test_split: Literal["train", "val", "test"] = "test"
+
+
+class ModelConfig(_Strict):
+    name: str = "mobilenet_v3_small"
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class ScheduleConfig(_Strict):
+    epochs: int = Field(30, ge=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+
+
+class LossConfig(_Strict):
+    name: str = "ce"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeachersConfig(_Strict):
+    cached: list[Path] = Field(default_factory=list, description="soft-label store directories (aligned)")
+    online: list[Path] = Field(default_factory=list, description="teacher run directories, run on each batch")
+
+    @property
+    def count(self) -> int:
+        return len(self.cached) + len(self.online)
+
+
+class PreciseBNConfig(_Strict):
+    enabled: bool = True
+    max_images: int = Field(2048, ge=1, description="un-augmented train images used to re-estimate BN statistics")
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs; teachers and students use the same schema and the same loop."""
+
+    name: str = "run"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    loss: LossConfig = LossConfig()
+    teachers: TeachersConfig = TeachersConfig()
+    batch_size: int = Field(128, ge=2)
+    augment: Literal["auto", "silhouette", "rgb", "none"] = "auto"
+    seed: int = 0
+    precise_bn: PreciseBNConfig = PreciseBNConfig()
+    eval_every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")
+    channels_last: bool = True
+    amp: Literal["auto", "off"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError("name must be a plain directory name (no '/', not starting with '.')")
+        return v
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" else ""))
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise StillroomError(_format_errors(err, source)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML scalar/list) to a nested dict, returning a copy."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise StillroomError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise StillroomError(f"--set {item!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (safe_load), apply overrides, validate. Relative paths resolve from the CWD."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise StillroomError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise StillroomError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise StillroomError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return config_from_dict(apply_overrides(raw, overrides or []), source=str(path))

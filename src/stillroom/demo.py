@@ -1,0 +1,139 @@
+"""``stillroom demo``: the whole pipeline on Gen-1 silhouettes (species 1-151, 64 px), end to end.
+
+build data -> train 2 resnet18 teachers (seeds 0, 1) -> export + strictly check their soft labels -> train a
+mobilenet_v3_small from scratch and one distilled from both cached teachers (KD, fused) -> evaluate -> report.md.
+Every run is an ordinary ``stillroom train`` config (written to ``<out>/configs``), so each step can be repeated
+by hand. Finished steps are reused when the demo is run again (runs resume; the data build is skipped when its
+index is complete), so an interrupted demo continues where it stopped.
+
+Budget on a 2-core CPU (default settings): about 15 minutes. ``quick=True`` shrinks everything to a smoke test.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stillroom._io import StillroomError, atomic_write_text
+from stillroom._progress import console, training_progress
+from stillroom.config import config_from_dict
+from stillroom.data.index import DatasetIndex, load_index
+
+__all__ = ["run_demo", "DEMO_BUDGET"]
+
+# Epoch budgets: resnet18 teachers take ~13 s/epoch here, mobilenet_v3_small students ~3-4 s/epoch (issue 2).
+DEMO_BUDGET = {
+    "species": (1, 151),
+    "size": 64,
+    "teacher_epochs": 15,
+    "student_epochs": 30,
+    "teacher_seeds": (0, 1),
+}
+QUICK_BUDGET = {
+    "species": (1, 12),
+    "size": 32,
+    "teacher_epochs": 2,
+    "student_epochs": 3,
+    "teacher_seeds": (0, 1),
+}
+
+
+def _config(name: str, index: Path, model: str, epochs: int, seed: int, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "name": name,
+        "data": {"index": str(index)},
+        "model": {"name": model},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": {"epochs": epochs, "warmup_epochs": 1},
+        "batch_size": 128,
+        "seed": seed,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def _train(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path, float]:
+    from stillroom.train.trainer import train
+
+    path = config_dir / f"{raw['name']}.yaml"
+    atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
+    cfg = config_from_dict(raw, source=str(path))
+    run_dir = runs_dir / cfg.name
+    if (run_dir / "metrics.json").is_file() and (run_dir / "final.safetensors").is_file():
+        console.print(f"[dim]reusing finished run {run_dir}[/]")
+        return run_dir, 0.0
+    t0 = time.perf_counter()
+    with training_progress(cfg.name) as progress:
+        train(cfg, run_dir, resume=True, progress=progress)
+    return run_dir, time.perf_counter() - t0
+
+
+def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[DatasetIndex, float]:
+    from stillroom.data.sprites import build_sprites
+
+    lo, hi = budget["species"]
+    data_dir = out / "data" / f"sprites{budget['size']}_{lo}-{hi}"
+    if (data_dir / "index.json").is_file():
+        try:
+            index = load_index(data_dir)
+            console.print(f"[dim]reusing dataset {data_dir}[/]")
+            return index, 0.0
+        except StillroomError:
+            pass  # incomplete or stale: rebuild below
+    t0 = time.perf_counter()
+    index = build_sprites(data_dir, size=budget["size"], species=(lo, hi), tarball=tarball, split="blocks")
+    return index, time.perf_counter() - t0
+
+
+def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, quick: bool = False) -> Path:
+    """Run the demo pipeline into ``out``; return the path of the written report."""
+    from stillroom.report.markdown import write_demo_report
+    from stillroom.softlabels.check import require_aligned
+    from stillroom.softlabels.export import export_softlabels
+
+    out = Path(out)
+    budget = QUICK_BUDGET if quick else DEMO_BUDGET
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    console.rule("[bold]1/5 data: species silhouettes")
+    index, timings["data"] = _dataset(out, budget, tarball)
+    config_dir, runs_dir = out / "configs", out / "runs"
+
+    console.rule("[bold]2/5 teachers")
+    teachers = []
+    for seed in budget["teacher_seeds"]:
+        raw = _config(f"teacher_resnet18_s{seed}", index.root, "resnet18", budget["teacher_epochs"], seed)
+        run, timings[raw["name"]] = _train(raw, config_dir, runs_dir)
+        teachers.append(run)
+
+    console.rule("[bold]3/5 soft labels: export + strict alignment check")
+    stores = []
+    for run in teachers:
+        t0 = time.perf_counter()
+        stores.append(export_softlabels(run, index.root, run / "softlabels" / index.index_hash[:12]))
+        timings[f"export_{run.name}"] = time.perf_counter() - t0
+    alignment = require_aligned(stores, index, out_json=out / "alignment_check.json")
+
+    console.rule("[bold]4/5 students")
+    student_epochs = budget["student_epochs"]
+    scratch_raw = _config("student_mnv3s_scratch", index.root, "mobilenet_v3_small", student_epochs, 0)
+    scratch, timings[scratch_raw["name"]] = _train(scratch_raw, config_dir, runs_dir)
+    kd_raw = _config(
+        "student_mnv3s_kd",
+        index.root,
+        "mobilenet_v3_small",
+        student_epochs,
+        0,
+        loss={"name": "kd", "params": {"kd_weight": 0.5, "temperature": 4.0, "multi_teacher": "fused"}},
+        teachers={"cached": [str(s.path) for s in stores]},
+    )
+    kd, timings[kd_raw["name"]] = _train(kd_raw, config_dir, runs_dir)
+
+    console.rule("[bold]5/5 report")
+    timings["total"] = time.perf_counter() - t_start
+    runs = {"teacher (resnet18, seed 0)": teachers[0], "teacher (resnet18, seed 1)": teachers[1]}
+    runs.update({"student scratch (mobilenet_v3_small)": scratch, "student KD (mobilenet_v3_small)": kd})
+    return write_demo_report(out / "report.md", index, runs, alignment=alignment, timings=timings, budget=budget)

@@ -1,0 +1,71 @@
+"""Where teacher logits come from during distillation: cached soft-label stores or teachers run online.
+
+Both return raw teacher logits of shape (M, B, K) for a batch, so a loss cannot tell them apart; on un-augmented
+batches they give the same loss (tested), which is how the cache is checked. Teachers are frozen by construction
+(STYLE 3): eval mode, ``requires_grad_(False)``, forward under ``torch.no_grad()``, never in an optimizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stillroom._io import StillroomError
+from stillroom.data.index import DatasetIndex
+from stillroom.softlabels.check import require_aligned
+from stillroom.softlabels.store import SoftLabelStore, teacher_logits_for
+from stillroom.train.checkpoint import LoadedRun, load_run
+
+__all__ = ["CachedTeachers", "OnlineTeachers", "build_teachers"]
+
+
+class CachedTeachers:
+    """Logits looked up by index row from aligned stores; alignment is checked before the first step."""
+
+    def __init__(self, store_dirs: list[Path], index: DatasetIndex, alignment_json: Path | None = None) -> None:
+        self.stores = [SoftLabelStore.open(p) for p in store_dirs]
+        self.report = require_aligned(self.stores, index, out_json=alignment_json)
+
+    def __len__(self) -> int:
+        return len(self.stores)
+
+    def __call__(self, x_uint8: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return teacher_logits_for(self.stores, rows)
+
+
+class OnlineTeachers:
+    """Teacher runs evaluated on the very (augmented) batch the student sees; exact but costly."""
+
+    def __init__(self, run_dirs: list[Path], index: DatasetIndex, weights: str = "best") -> None:
+        self.runs: list[LoadedRun] = [load_run(p, weights) for p in run_dirs]
+        recipe = index.recipe
+        for run in self.runs:
+            r = run.meta["recipe"]
+            if (r.get("size"), r.get("channels")) != (recipe.get("size"), recipe.get("channels")):
+                raise StillroomError(
+                    f"{run.path}: teacher expects {r.get('channels')}x{r.get('size')}px input, the dataset has "
+                    f"{recipe.get('channels')}x{recipe.get('size')}px"
+                )
+            if run.meta["classes"] != index.classes[: len(run.meta["classes"])]:
+                raise StillroomError(f"{run.path}: teacher classes differ from the dataset's classes")
+            run.model.eval().requires_grad_(False)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    @torch.no_grad()
+    def __call__(self, x_uint8: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return torch.stack([run.model(run.normalizer(x_uint8)).float() for run in self.runs])
+
+
+def build_teachers(
+    cached: list[Path], online: list[Path], index: DatasetIndex, alignment_json: Path | None = None
+) -> CachedTeachers | OnlineTeachers | None:
+    if cached and online:
+        raise StillroomError("teachers: use either cached stores or online runs in one run, not both")
+    if cached:
+        return CachedTeachers(cached, index, alignment_json)
+    if online:
+        return OnlineTeachers(online, index)
+    return None

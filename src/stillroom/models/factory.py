@@ -1,0 +1,96 @@
+"""Model registry: teachers and students by name, built for the dataset's channels and classes.
+
+torchvision builds the CNNs and timm the ViT. The first convolution is rebuilt for ``in_chans`` (1 for silhouettes,
+seed 000 §2.3; 3 for RGB) and the head is sized to ``num_classes`` (K, or K+1 with an OOD sink). No pretrained
+weights: nothing can be downloaded at run time here, teachers are trained by the project. Any other timm model is
+reachable as ``timm:<name>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import timm
+import torchvision.models as tvm
+from torch import nn
+
+from stillroom._io import StillroomError
+from stillroom._registry import Registry
+
+__all__ = ["MODELS", "create_model", "list_models", "count_parameters"]
+
+ModelBuilder = Callable[[int, int, int], nn.Module]  # (in_chans, num_classes, img_size) -> model
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+
+def _replace_conv(conv: nn.Conv2d, in_chans: int) -> nn.Conv2d:
+    if conv.in_channels == in_chans:
+        return conv
+    return nn.Conv2d(
+        in_chans,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=1,
+        bias=conv.bias is not None,
+    )
+
+
+@MODELS.register("resnet18")
+def _resnet18(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+    m = tvm.resnet18(weights=None, num_classes=num_classes)
+    m.conv1 = _replace_conv(m.conv1, in_chans)
+    return m
+
+
+def _mobilenet_v3(factory: Callable[..., nn.Module]) -> ModelBuilder:
+    def build(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+        m = factory(weights=None, num_classes=num_classes)
+        m.features[0][0] = _replace_conv(m.features[0][0], in_chans)
+        return m
+
+    return build
+
+
+MODELS.register("mobilenet_v3_small")(_mobilenet_v3(tvm.mobilenet_v3_small))
+MODELS.register("mobilenet_v3_large")(_mobilenet_v3(tvm.mobilenet_v3_large))
+MODELS.register("efficientnet_b0")(_mobilenet_v3(tvm.efficientnet_b0))  # same stem layout: features[0][0]
+MODELS.register("efficientnet_b3")(_mobilenet_v3(tvm.efficientnet_b3))
+MODELS.register("convnext_tiny")(_mobilenet_v3(tvm.convnext_tiny))
+
+
+@MODELS.register("vit_small")
+def _vit_small(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+    # Patch 8 keeps an 8x8 token grid at 64 px (16 at 128); patch 16 would leave 4x4 tokens on small silhouettes.
+    return timm.create_model(
+        "vit_small_patch16_224",
+        pretrained=False,
+        img_size=img_size,
+        patch_size=8,
+        in_chans=in_chans,
+        num_classes=num_classes,
+    )
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return MODELS.list(pattern)
+
+
+def create_model(name: str, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+    """Build ``name`` with ``in_chans`` input channels and ``num_classes`` outputs (randomly initialised)."""
+    if in_chans not in (1, 3):
+        raise StillroomError(f"in_chans must be 1 or 3, got {in_chans}")
+    if num_classes < 2:
+        raise StillroomError(f"num_classes must be >= 2, got {num_classes}")
+    if name.startswith("timm:"):
+        try:
+            return timm.create_model(name[5:], pretrained=False, in_chans=in_chans, num_classes=num_classes)
+        except RuntimeError as err:
+            raise StillroomError(f"timm model {name[5:]!r}: {err}") from None
+    return MODELS.get(name)(in_chans, num_classes, img_size)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,35 @@
+"""Batched, un-augmented inference over rows of an index (evaluation, soft-label export, BN re-estimation)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["iter_batches", "predict_logits"]
+
+
+def iter_batches(
+    images: np.ndarray, rows: np.ndarray, normalizer: nn.Module, batch_size: int, channels_last: bool = False
+) -> Iterator[torch.Tensor]:
+    """Yield normalized float batches of ``images[rows]`` in row order."""
+    for start in range(0, len(rows), batch_size):
+        x = torch.from_numpy(np.asarray(images[rows[start : start + batch_size]]))
+        x = normalizer(x)
+        yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, normalizer: nn.Module, images: np.ndarray, rows: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """Raw logits (len(rows), K) float32 of ``model`` in eval mode, no augmentation, rows kept in order."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(x).float().cpu() for x in iter_batches(images, rows, normalizer, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

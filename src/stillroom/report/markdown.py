@@ -1,0 +1,163 @@
+"""A plain Markdown report of a pipeline run: data, leakage probe, metrics, confused pairs, timings.
+
+Every number in it is read from the artefacts the run wrote (index.json, metrics.json, state.json,
+alignment_check.json); nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stillroom import __version__
+from stillroom._io import atomic_write_text, read_json
+from stillroom.data.index import DatasetIndex
+
+__all__ = ["write_demo_report", "metrics_rows"]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def metrics_rows(runs: dict[str, Path], split: str = "test") -> list[dict[str, Any]]:
+    rows = []
+    for label, run in runs.items():
+        metrics = read_json(run / "metrics.json")
+        state = read_json(run / "state.json")
+        seconds = sum(h.get("epoch_seconds", 0.0) for h in state.get("history", []))
+        for weights, rep in metrics["splits"].get(split, {}).items():
+            rows.append(
+                {
+                    "label": label,
+                    "run": run,
+                    "weights": weights,
+                    "epoch": metrics.get("best_epoch") if weights == "best" else metrics.get("epochs"),
+                    "top1": rep["top1"],
+                    "top5": rep["top5"],
+                    "macro_f1": rep["macro_f1"],
+                    "nll": rep.get("nll"),
+                    "train_seconds": seconds,
+                    "report": rep,
+                }
+            )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| model | weights (epoch) | top-1 | top-5 | macro-F1 | NLL | train time |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['weights']} ({r['epoch']}) | {_pct(r['top1'])} | {_pct(r['top5'])} | "
+            f"{r['macro_f1']:.4f} | {r['nll']:.3f} | {r['train_seconds'] / 60:.1f} min |"
+        )
+    return lines
+
+
+def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
+    meta, recipe = index.meta, index.recipe
+    counts = meta.get("counts", {}).get("per_split", {})
+    lines = [
+        "## Data",
+        "",
+        f"- Source: `{recipe.get('source')}`, {meta['num_classes']} classes, {meta['num_samples']} images at "
+        f"{recipe.get('size')} px, {recipe.get('channels')} channel(s); split `{recipe.get('split')}` "
+        f"(train/val/test = {counts.get('train')}/{counts.get('val')}/{counts.get('test')}).",
+        f"- Index hash `{index.index_hash[:16]}`, content hash `{index.content_hash[:16]}`.",
+    ]
+    dedup = meta.get("dedup")
+    if dedup:
+        lines.append(
+            f"- Frames decoded: {dedup.get('frames_decoded')}; exact-distinct: {dedup.get('exact_distinct')}; "
+            f"kept after the {recipe.get('dedup_threshold')} near-duplicate rule: {dedup.get('kept')}."
+        )
+    probe = meta.get("leakage_probe")
+    if probe:
+        lines += ["", "### Leakage probe (read this next to every accuracy below)", "", probe.get("summary", "")]
+        for split in ("val", "test"):
+            part = probe.get(split) or {}
+            q = part.get("distance_quantiles") or {}
+            if part:
+                lines.append(
+                    f"- 1-NN pixel classifier, train -> {split}: accuracy {_pct(part.get('accuracy'))} "
+                    f"(n = {part.get('n')}); nearest-train distance median {q.get('p50', float('nan')):.4f}"
+                    f" (p10 {q.get('p10', float('nan')):.4f}, p90 {q.get('p90', float('nan')):.4f})."
+                )
+    sheet = index.root / "contact_sheet.png"
+    if sheet.is_file():
+        shutil.copyfile(sheet, report_dir / "contact_sheet.png")
+        lines += ["", "![contact sheet](contact_sheet.png)"]
+    return lines + [""]
+
+
+def write_demo_report(
+    path: str | Path,
+    index: DatasetIndex,
+    runs: dict[str, Path],
+    alignment: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
+    budget: dict[str, Any] | None = None,
+) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = metrics_rows(runs)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = [
+        "# Stillroom demo report",
+        "",
+        f"Generated {now} by stillroom {__version__} (torch {torch.__version__}, {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores{', CUDA' if torch.cuda.is_available() else ''}).",
+        "",
+    ]
+    lines += _data_section(index, path.parent)
+    lines += ["## Results (test split)", ""]
+    lines += _table(rows)
+    by = {(r["label"], r["weights"]): r for r in rows}
+    scratch = next((r for r in rows if "scratch" in r["label"] and r["weights"] == "best"), None)
+    kd = next((r for r in rows if "KD" in r["label"] and r["weights"] == "best"), None)
+    lines.append("")
+    lines.append(
+        "`best` = the epoch with the highest validation top-1 (never selected on test); `final` = the last epoch. "
+        "Both have BatchNorm statistics re-estimated on clean training images."
+    )
+    if scratch and kd:
+        lines += [
+            "",
+            f"KD over scratch (best-validation weights): top-1 {100 * (kd['top1'] - scratch['top1']):+.1f} points, "
+            f"macro-F1 {kd['macro_f1'] - scratch['macro_f1']:+.4f} (one seed each: a single comparison, not a "
+            "statistical claim).",
+        ]
+    if alignment is not None:
+        lines += [
+            "",
+            "## Soft labels",
+            "",
+            f"Alignment check over {len(alignment['stores'])} store(s): **{'ok' if alignment['ok'] else 'FAILED'}** "
+            "(lengths, path/label/content hashes; see `alignment_check.json`).",
+        ]
+    if kd is not None:
+        rep = kd["report"]
+        lines += ["", f"## Most confused pairs ({kd['label']}, test, best weights)", ""]
+        lines += ["| class a | class b | a as b | b as a | rate |", "|---|---|---:|---:|---:|"]
+        for p in rep.get("confused_pairs", [])[:10]:
+            lines.append(f"| {p['a']} | {p['b']} | {p['a_as_b']} | {p['b_as_a']} | {p['rate']:.3f} |")
+        worst = rep.get("worst_classes") or []
+        if worst:
+            lines += ["", "Lowest per-class F1: " + ", ".join(f"{w['class']} {w['f1']:.2f}" for w in worst)]
+    if timings:
+        lines += ["", "## Wall time", ""]
+        lines += [f"- {k}: {v / 60:.1f} min" for k, v in timings.items() if v > 0]
+    if budget:
+        lines += ["", "## Settings", "", "```", *(f"{k}: {v}" for k, v in budget.items()), "```"]
+    del by
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

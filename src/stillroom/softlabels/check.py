@@ -1,0 +1,133 @@
+"""Alignment gate between soft-label stores and the canonical index (REFERENCE 1.3; seed 001 §4.2, §7.3.3).
+
+Seed 001 lost 6-9 macro-F1 points to teacher probabilities that were silently truncated to a common length and
+averaged across different images. Here a store is usable only with the exact index it was computed for: the same
+ordered paths (``index_hash``), labels (``labels_hash``), image bytes (``content_hash``), length and class count.
+Any difference is a hard failure that names the store, the check and the first mismatching rows; nothing is ever
+truncated or reordered to make it fit. The report is written as ``alignment_check.json`` beside the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from stillroom._io import StillroomError, atomic_write_json
+from stillroom.data.index import DatasetIndex
+from stillroom.softlabels.store import SoftLabelStore
+
+__all__ = ["ALIGNMENT_FILE", "check_alignment", "require_aligned"]
+
+ALIGNMENT_FILE = "alignment_check.json"
+_MAX_ROWS = 5
+# report flag -> (manifest / index attribute, what a mismatch means)
+_HASH_CHECKS = {
+    "hash_paths_equal": ("index_hash", "paths differ in order or content"),
+    "labels_equal": ("labels_hash", "labels differ"),
+    "content_equal": ("content_hash", "image files differ (rebuilt images?)"),
+}
+
+
+def check_alignment(stores: Sequence[SoftLabelStore | str | Path], index: DatasetIndex) -> dict[str, Any]:
+    """Compare every store with ``index`` (and so with each other); return the report, never raise on mismatch.
+
+    A store given as a path that cannot be opened is reported as not ok with the reason.
+    """
+    if not stores:
+        raise StillroomError("check_alignment: no soft-label stores given")
+    entries = [_check_one(s, index) for s in stores]
+    flags = ["len_equal", "num_classes_equal", *_HASH_CHECKS]
+    report: dict[str, Any] = {
+        "index": str(index.root),
+        "index_hash": index.index_hash,
+        "labels_hash": index.labels_hash,
+        "content_hash": index.content_hash,
+        "num_samples": len(index),
+        "num_classes": index.num_classes,
+        "stores": entries,
+        **{flag: all(e["checks"].get(flag, False) for e in entries) for flag in flags},
+        "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    report["ok"] = all(e["ok"] for e in entries)
+    return report
+
+
+def require_aligned(
+    stores: Sequence[SoftLabelStore | str | Path], index: DatasetIndex, out_json: str | Path | None = None
+) -> dict[str, Any]:
+    """Run ``check_alignment``; write the report to ``out_json`` (a directory gets ``alignment_check.json``) even on
+    failure, for the audit trail; raise ``StillroomError`` unless every store aligns. Returns the report."""
+    report = check_alignment(stores, index)
+    if out_json is not None:
+        out = Path(out_json)
+        atomic_write_json(out / ALIGNMENT_FILE if out.is_dir() else out, report)
+    if report["ok"]:
+        return report
+    lines = [
+        f"soft labels do not align with the index at {index.root}; nothing is truncated or reordered: "
+        "re-export the failing store(s) for this index"
+    ]
+    for e in report["stores"]:
+        if e["ok"]:
+            continue
+        lines.append(f"  {e['path']}: " + "; ".join(e["problems"]))
+        if e["first_mismatches"]:
+            rows = ", ".join(
+                f"row {m['row']}: index {m['index_path']!r} vs store {m['store_path']!r}" for m in e["first_mismatches"]
+            )
+            lines.append(f"    first mismatching rows: {rows}")
+    raise StillroomError("\n".join(lines))
+
+
+def _check_one(store: SoftLabelStore | str | Path, index: DatasetIndex) -> dict[str, Any]:
+    if not isinstance(store, SoftLabelStore):
+        try:
+            store = SoftLabelStore.open(store)
+        except StillroomError as err:
+            return {"path": str(store), "ok": False, "checks": {}, "problems": [str(err)], "first_mismatches": []}
+    m = store.manifest
+    problems: list[str] = []
+    checks = {
+        "len_equal": store.num_samples == len(index),
+        "num_classes_equal": store.num_classes == index.num_classes,
+    }
+    if not checks["len_equal"]:
+        problems.append(f"length mismatch: store has {store.num_samples} rows, index {len(index)}")
+    if not checks["num_classes_equal"]:
+        problems.append(f"num_classes mismatch: store has {store.num_classes}, index {index.num_classes}")
+    for flag, (key, meaning) in _HASH_CHECKS.items():
+        ours, theirs = m.get(key), getattr(index, key)
+        checks[flag] = ours == theirs
+        if not checks[flag]:
+            problems.append(f"{key} mismatch ({meaning}): store {str(ours)[:12]} vs index {theirs[:12]}")
+    mismatches = _first_mismatches(store.paths, index.paths)
+    if mismatches and checks["hash_paths_equal"]:  # cannot happen for a store that opened, but never trust silence
+        checks["hash_paths_equal"] = False
+        problems.append("paths.txt differs from the index although index_hash matches")
+    return {
+        "path": str(store.path),
+        "teacher": store.teacher.get("arch"),
+        "num_samples": store.num_samples,
+        "num_classes": store.num_classes,
+        **{key: m.get(key) for key, _ in _HASH_CHECKS.values()},
+        "ok": not problems,
+        "checks": checks,
+        "problems": problems,
+        "first_mismatches": mismatches,
+    }
+
+
+def _first_mismatches(store_paths: Sequence[str], index_paths: Sequence[str]) -> list[dict[str, Any]]:
+    if list(store_paths) == list(index_paths):
+        return []
+    out: list[dict[str, Any]] = []
+    for row in range(max(len(store_paths), len(index_paths))):
+        a = index_paths[row] if row < len(index_paths) else None
+        b = store_paths[row] if row < len(store_paths) else None
+        if a != b:
+            out.append({"row": row, "index_path": a, "store_path": b})
+            if len(out) == _MAX_ROWS:
+                break
+    return out

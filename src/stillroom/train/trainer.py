@@ -1,0 +1,253 @@
+"""The one training loop, for teachers and students alike.
+
+What varies between a teacher, a scratch student and a distilled student is only configuration: the model name,
+the loss (looked up in the loss registry) and where teacher logits come from (none, cached stores, online runs).
+
+Per epoch: shuffle with a generator seeded by (seed, epoch); every sample's augmented view is a function of
+(seed, row, epoch) (``data.augment``); SGD/AdamW with linear warm-up then cosine decay per step. Evaluation works
+on a copy of the model whose BatchNorm statistics are re-estimated on clean training images (``precise_bn``), so
+evaluating never changes the training trajectory. Model selection uses the validation split only; test metrics of
+both the best-validation and the last-epoch weights are written at the end (REFERENCE 6: mdistiller selects on
+test, we do not). ``resume=True`` continues from the last finished epoch with identical results.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from stillroom import __version__
+from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
+from stillroom.config import TrainConfig
+from stillroom.data.augment import get_augment
+from stillroom.data.dataset import IndexDataset, Normalizer, load_images
+from stillroom.data.index import DatasetIndex, load_index
+from stillroom.distill.losses import build_loss
+from stillroom.distill.teachers import build_teachers
+from stillroom.evaluate.metrics import classification_report
+from stillroom.models.factory import create_model
+from stillroom.models.inference import iter_batches, predict_logits
+from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
+from stillroom.train.precise_bn import recompute_bn_stats
+
+__all__ = ["train", "Progress"]
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = cfg.schedule.epochs * steps_per_epoch
+    warmup = int(round(cfg.schedule.warmup_epochs * steps_per_epoch))
+    floor = cfg.schedule.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases: standard for both CNNs and ViTs.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+
+
+def _bn_rows(index: DatasetIndex, cfg: TrainConfig) -> np.ndarray:
+    rows = index.split_indices(cfg.data.train_split)
+    if len(rows) > cfg.precise_bn.max_images:
+        rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.precise_bn.max_images, replace=False))
+    return rows
+
+
+def evaluation_copy(
+    model: nn.Module, normalizer: Normalizer, images: np.ndarray, bn_rows: np.ndarray, cfg: TrainConfig
+) -> nn.Module:
+    """A deep copy in eval mode with BN statistics re-estimated on clean training images (when enabled)."""
+    clone = copy.deepcopy(model)
+    if cfg.precise_bn.enabled:
+        recompute_bn_stats(clone, iter_batches(images, bn_rows, normalizer, cfg.batch_size))
+    return clone.eval()
+
+
+def _split_report(
+    model: nn.Module, normalizer: Normalizer, images: np.ndarray, index: DatasetIndex, split: str
+) -> dict[str, Any]:
+    rows = index.split_indices(split)
+    if len(rows) == 0:
+        raise StillroomError(f"{index.root}: split {split!r} is empty")
+    logits = predict_logits(model, normalizer, images, rows)
+    labels = index.labels[rows]
+    report = classification_report(logits, labels, index.classes)
+    report["nll"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    return report
+
+
+def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool) -> bool:
+    """Create or validate the run directory; True when there is a finished epoch to resume from."""
+    resumable = (out_dir / "last.safetensors").is_file()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not resume:
+            raise StillroomError(f"{out_dir}: a run already exists here; pass --resume to continue it or pick --out")
+        if (out_dir / "config.json").is_file() and read_json(out_dir / "config.json") != json.loads(
+            cfg.model_dump_json()
+        ):
+            raise StillroomError(f"{out_dir}: --resume with a different config than the one saved in config.json")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", json.loads(cfg.model_dump_json()))
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    return resumable
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: Progress | None = None) -> Path:
+    """Train ``cfg`` into ``out_dir``; return the run directory. See the module docstring."""
+    out_dir = Path(out_dir)
+    index = load_index(cfg.data.index)
+    resumable = _prepare_run_dir(cfg, out_dir, resume)
+    _seed_everything(cfg.seed, cfg.deterministic)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_amp = device.type == "cuda" and cfg.amp == "auto"
+    recipe = index.recipe
+    channels, size = int(recipe.get("channels", 1)), int(recipe["size"])
+
+    loss_fn = build_loss(cfg.loss.name, **cfg.loss.params)
+    teachers = build_teachers(cfg.teachers.cached, cfg.teachers.online, index, out_dir / "alignment_check.json")
+    if getattr(loss_fn, "needs_teacher", False) and teachers is None:
+        raise StillroomError(f"loss {cfg.loss.name!r} needs teachers: set teachers.cached or teachers.online")
+    if teachers is not None and not getattr(loss_fn, "needs_teacher", False):
+        raise StillroomError(f"loss {cfg.loss.name!r} ignores teachers; remove them or use a distillation loss")
+
+    num_classes = int(getattr(loss_fn, "num_outputs", lambda k: k)(index.num_classes))
+    model = create_model(cfg.model.name, channels, num_classes, size).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer.from_recipe(recipe).to(device)
+    images = load_images(index)
+    train_rows = index.split_indices(cfg.data.train_split)
+    if len(train_rows) < 2:
+        raise StillroomError(f"{index.root}: the {cfg.data.train_split!r} split has {len(train_rows)} sample(s)")
+    dataset = IndexDataset(images, index.labels, train_rows, get_augment(cfg.augment, recipe), cfg.seed)
+    batch_size = min(cfg.batch_size, len(train_rows))
+    steps_per_epoch = len(train_rows) // batch_size  # drop_last: a batch of 1 breaks BatchNorm
+    optimizer = _optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    bn_rows = _bn_rows(index, cfg)
+
+    meta = {
+        "arch": cfg.model.name,
+        "in_chans": channels,
+        "num_classes": num_classes,
+        "img_size": size,
+        "classes": index.classes + (["ood"] if num_classes > index.num_classes else []),
+        "recipe": recipe,
+        "index": str(index.root),
+        "index_hash": index.index_hash,
+        "labels_hash": index.labels_hash,
+        "content_hash": index.content_hash,
+        "loss": cfg.loss.name,
+        "stillroom_version": __version__,
+    }
+    history: list[dict[str, Any]] = []
+    start_epoch, best = 0, {"epoch": -1, "val_top1": -1.0, "val_nll": math.inf}
+    if resumable:
+        rng, state = load_training_state(out_dir / "last.safetensors", model, optimizer)
+        torch.set_rng_state(rng)
+        start_epoch, history, best = state["epoch"], state["history"], state["best"]
+        scheduler.last_epoch = start_epoch * steps_per_epoch - 1
+        scheduler.step()  # re-derive the LR for the next step from the restored step count
+    atomic_write_json(out_dir / "model.json", meta)
+
+    for epoch in range(start_epoch, cfg.schedule.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        dataset.set_view(epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=RandomSampler(dataset, generator=gen),
+            drop_last=True,
+            num_workers=cfg.num_workers,
+        )
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        for step, (x, y, rows) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            t_logits = teachers(x, rows).to(device) if teachers is not None else None
+            xn = normalizer(x)
+            if cfg.channels_last:
+                xn = xn.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = model(xn)
+            terms = loss_fn(logits.float(), t_logits, y, epoch=epoch)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise StillroomError(f"epoch {epoch + 1} step {step}: loss is {loss.item()}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if progress:
+                progress("train", step + 1, steps_per_epoch)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_top1": correct / max(seen, 1),
+            **{k: v / max(seen, 1) for k, v in sums.items()},
+            "train_seconds": time.perf_counter() - t0,
+        }
+        last = epoch + 1 == cfg.schedule.epochs
+        if (epoch + 1) % cfg.eval_every == 0 or last:
+            eval_model = evaluation_copy(model, normalizer, images, bn_rows, cfg)
+            val = _split_report(eval_model, normalizer, images, index, cfg.data.val_split)
+            record.update(val_top1=val["top1"], val_macro_f1=val["macro_f1"], val_nll=val["nll"])
+            # Best = highest val top-1, ties broken by lower val NLL (never test: REFERENCE 6).
+            if (val["top1"], -val["nll"]) > (best["val_top1"], -best["val_nll"]):
+                best = {"epoch": epoch + 1, "val_top1": val["top1"], "val_nll": val["nll"]}
+                save_weights(eval_model, out_dir / "best.safetensors")
+            if last:
+                save_weights(eval_model, out_dir / "final.safetensors")
+        record["epoch_seconds"] = time.perf_counter() - t0
+        history.append(record)
+        loop_state = {"epoch": epoch + 1, "history": history, "best": best}
+        save_training_state(out_dir / "last.safetensors", model, optimizer, torch.get_rng_state(), loop_state)
+        atomic_write_json(out_dir / "state.json", loop_state)
+        with open(out_dir / "log.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if progress:
+            progress("epoch", epoch + 1, cfg.schedule.epochs)
+
+    from stillroom.evaluate.runner import evaluate_run  # late: the runner loads runs written above
+
+    evaluate_run(out_dir, splits=(cfg.data.val_split, cfg.data.test_split), index=index, images=images)
+    return out_dir
