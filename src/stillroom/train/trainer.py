@@ -179,8 +179,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         rng, state = load_training_state(out_dir / "last.safetensors", model, optimizer)
         torch.set_rng_state(rng)
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
-        scheduler.last_epoch = start_epoch * steps_per_epoch - 1
-        scheduler.step()  # re-derive the LR for the next step from the restored step count
+        # Re-derive the LR from the restored step count (LambdaLR is stateless apart from last_epoch).
+        scheduler.last_epoch = start_epoch * steps_per_epoch
+        for group, base, lr_lambda in zip(
+            optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * lr_lambda(scheduler.last_epoch)
     atomic_write_json(out_dir / "model.json", meta)
 
     for epoch in range(start_epoch, cfg.schedule.epochs):

@@ -1,0 +1,538 @@
+"""Import a user's own images into the canonical dataset index (REFERENCE 1.1 preprocessing, 1.3 index format).
+
+Layouts:
+
+- ImageFolder: ``src/<class_name>/**/*.{png,jpg,jpeg,gif,bmp,webp}``; when the top-level folders are exactly
+  ``train``, ``val`` and ``test``, ``src/<split>/<class_name>/...`` with the splits taken as given.
+- CSV: ``csv_path`` with columns ``path,label_name`` and optional ``split``, ``group``; paths relative to ``src``.
+
+Kinds: ``silhouette`` (alpha or black-on-white mask -> :func:`preprocess_image`, 1 channel, REFERENCE 1.1),
+``grayscale`` / ``rgb`` (EXIF-rotated, transparency flattened onto white, shorter side resized to ``size`` then
+centre-cropped), or ``auto`` (decided on a sample of the images; the choice and its reason go into the recipe).
+Animated GIFs contribute their first frame.
+
+Groups: the source path relative to ``src`` without its extension (``cat/0001``), or the CSV ``group``. The bare
+file stem would make ``cat/0001`` and ``dog/0001`` one group that "straddles" splits; the folder prefix keeps
+groups unique, like the sprites' ``025/front``. Without given splits, groups are split per class at random
+(stratified, seeded), so one group never straddles splits.
+
+Bad files (zero bytes, not an image, truncated, empty silhouette) are skipped and listed with the reason in
+``out_dir/rejects.json``. The dataset is built in a temporary directory beside ``out_dir`` and renamed into place
+at the end, so a crash never leaves a half-written dataset; the leakage probe (:mod:`stillroom.data.leakage`) and a
+contact sheet are part of the build.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_bytes
+from stillroom.data.contact_sheet import make_contact_sheet
+from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.leakage import leakage_probe
+from stillroom.data.preprocess import preprocess_image
+from stillroom.data.stats import channel_stats
+
+__all__ = ["import_folder", "IMAGE_EXTENSIONS", "KINDS"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+KINDS = ("auto", "silhouette", "grayscale", "rgb")
+SILHOUETTE_PADDING = 0.2  # REFERENCE 1.1
+# "auto" inspects at most this many images, spread evenly over the sorted file list.
+_AUTO_SAMPLE = 256
+# Below this many files a process pool costs more to start than it saves.
+_PARALLEL_MIN = 64
+_CHUNK = 32
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "F")
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path  # absolute
+    rel: str  # relative to src, forward slashes: how the file is named in messages and rejects.json
+    label_name: str
+    split: str | None
+    group: str
+
+
+# --- discovery -------------------------------------------------------------------------------------------------------
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _visible(p: Path, root: Path) -> bool:
+    # Hidden files and folders (".DS_Store", ".ipynb_checkpoints") are never data.
+    return not any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
+def _default_group(rel: str) -> str:
+    return rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel
+
+
+def _scan_class_dir(class_dir: Path, src: Path, label: str, split: str | None, ignored: list[dict]) -> list[_Source]:
+    out = []
+    for p in sorted(class_dir.rglob("*")):
+        if not p.is_file() or not _visible(p, src):
+            continue
+        rel = p.relative_to(src).as_posix()
+        if not _is_image_name(p):
+            ignored.append({"path": rel, "reason": f"unsupported extension {p.suffix or '(none)'!r}"})
+            continue
+        out.append(_Source(p, rel, label, split, _default_group(rel)))
+    return out
+
+
+def _scan_folder(src: Path, ignored: list[dict]) -> tuple[list[_Source], str]:
+    top = sorted(d for d in src.iterdir() if _visible(d, src))
+    for f in top:
+        if f.is_file():
+            ignored.append({"path": f.name, "reason": "file outside a class folder"})
+    dirs = [d for d in top if d.is_dir()]
+    names = {d.name for d in dirs}
+    if names == set(SPLITS):
+        sources = []
+        for split in SPLITS:
+            for class_dir in sorted(d for d in (src / split).iterdir() if d.is_dir() and _visible(d, src)):
+                sources += _scan_class_dir(class_dir, src, class_dir.name, split, ignored)
+            for f in sorted((src / split).iterdir()):
+                if f.is_file() and _visible(f, src):
+                    ignored.append({"path": f"{split}/{f.name}", "reason": "file outside a class folder"})
+        return sources, "imagefolder-presplit"
+    if names and names < set(SPLITS):
+        # Classes literally named "train"/"test" are far less likely than a pre-split folder missing one split.
+        missing = ", ".join(s for s in SPLITS if s not in names)
+        raise StillroomError(
+            f"{src}: top-level folders look like a pre-split dataset but {missing} is missing;"
+            " add it (pre-split folders need exactly train/val/test) or move the class folders up one level"
+        )
+    sources = []
+    for class_dir in dirs:
+        sources += _scan_class_dir(class_dir, src, class_dir.name, None, ignored)
+    return sources, "imagefolder"
+
+
+def _scan_csv(src: Path, csv_path: Path) -> list[_Source]:
+    if not csv_path.is_file():
+        raise StillroomError(f"{csv_path}: CSV file not found")
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip() for f in reader.fieldnames or []]
+        missing = [c for c in ("path", "label_name") if c not in fields]
+        if missing:
+            raise StillroomError(f"{csv_path}: missing column(s) {', '.join(missing)}; need path,label_name")
+        has_split, has_group = "split" in fields, "group" in fields
+        sources: list[_Source] = []
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(reader):
+            rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+            where = f"{csv_path}: row {i + 2}"
+            rel, label = rec["path"].replace("\\", "/"), rec["label_name"]
+            if not rel or not label:
+                raise StillroomError(f"{where}: empty path or label_name")
+            if rel in seen:
+                raise StillroomError(f"{where}: path {rel!r} already listed at row {seen[rel]}")
+            seen[rel] = i + 2
+            split = rec.get("split") if has_split else None
+            if has_split and split not in SPLITS:
+                raise StillroomError(f"{where}: split {split!r} not one of {', '.join(SPLITS)}")
+            group = (rec.get("group") if has_group else "") or _default_group(rel)
+            sources.append(_Source(src / rel, rel, label, split, group))
+    if not sources:
+        raise StillroomError(f"{csv_path}: no rows")
+    return sources
+
+
+# --- per-file work (runs in worker processes) ------------------------------------------------------------------------
+
+
+def _open(path: Path) -> Image.Image:
+    """Open and fully decode the first frame; raise ValueError with a plain reason for anything unusable."""
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError("empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    try:
+        img = Image.open(path)
+    except UnidentifiedImageError:
+        raise ValueError("not an image (format not recognised)") from None
+    try:
+        img.load()  # decoding is lazy; truncation only shows here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        img.close()
+        raise ValueError(f"corrupt or truncated image ({err})") from None
+    if img.width == 0 or img.height == 0:
+        raise ValueError(f"image has zero size {img.size}")
+    return img
+
+
+def _traits(path: Path) -> dict[str, Any] | None:
+    """What "auto" needs to know about one image; None when it cannot be read (it is rejected later)."""
+    try:
+        img = _open(path)
+    except ValueError:
+        return None
+    with img:
+        mode = img.mode
+        has_alpha = "A" in img.getbands() or "transparency" in img.info
+        clean_alpha = False
+        if has_alpha:
+            hist = img.convert("RGBA").getchannel("A").histogram()
+            clean_alpha = sum(hist[1:255]) == 0
+        hist_l = img.convert("L").histogram()
+        binary = not has_alpha and sum(hist_l[1:255]) == 0
+    return {"mode": mode, "has_alpha": has_alpha, "clean_alpha": clean_alpha, "binary": binary}
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Composite transparency onto white so transparent areas look like an empty background, not black."""
+    if "A" in img.getbands() or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img
+
+
+def _to_array(img: Image.Image, kind: str, size: int, source: str) -> np.ndarray:
+    if kind == "silhouette":
+        return preprocess_image(img, size, padding=SILHOUETTE_PADDING, source=source)
+    img = _flatten(ImageOps.exif_transpose(img))
+    img = img.convert("L" if kind == "grayscale" else "RGB")
+    w, h = img.size
+    s = size / min(w, h)
+    # Shorter side to `size`, keep aspect, then centre-crop the longer side.
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    resample = Image.Resampling.LANCZOS if s < 1 else Image.Resampling.BICUBIC
+    img = img.resize((nw, nh), resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _convert_one(path: Path, rel: str, dest: Path, kind: str, size: int) -> tuple[str | None, str | None]:
+    """Convert one file and write it as PNG to ``dest``; return (sha256, None) or (None, reason)."""
+    try:
+        img = _open(path)
+    except ValueError as err:
+        return None, str(err)
+    try:
+        with img:
+            arr = _to_array(img, kind, size, rel)
+    except StillroomError:
+        return None, "empty silhouette (no object pixels)"
+    except (OSError, ValueError) as err:
+        return None, f"cannot convert ({err})"
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    data = buf.getvalue()
+    dest.write_bytes(data)  # the whole build directory is renamed into place at the end, so no per-file atomicity
+    return sha256_bytes(data), None
+
+
+def _convert_chunk(items: list[tuple[Path, str, Path]], kind: str, size: int) -> list[tuple[str | None, str | None]]:
+    return [_convert_one(p, rel, dest, kind, size) for p, rel, dest in items]
+
+
+def _traits_chunk(paths: list[Path]) -> list[dict[str, Any] | None]:
+    return [_traits(p) for p in paths]
+
+
+def _run_chunked(fn: Any, items: list[Any], workers: int, *args: Any) -> list[Any]:
+    if workers < 2 or len(items) < _PARALLEL_MIN:
+        return fn(items, *args)
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        parts = pool.map(fn, chunks, *([a] * len(chunks) for a in args))
+        return [r for part in parts for r in part]
+
+
+# --- decisions -------------------------------------------------------------------------------------------------------
+
+
+def _choose_kind(sources: Sequence[_Source], workers: int) -> tuple[str, str]:
+    n = len(sources)
+    picks = sorted({round(i * (n - 1) / max(_AUTO_SAMPLE - 1, 1)) for i in range(min(n, _AUTO_SAMPLE))})
+    sample = [sources[i] for i in picks]
+    traits = _run_chunked(_traits_chunk, [s.path for s in sample], workers)
+    seen = [(s, t) for s, t in zip(sample, traits, strict=True) if t is not None]
+    if not seen:
+        return "rgb", f"auto: none of {len(sample)} sampled images could be read; defaulting to rgb"
+    not_mask = [(s, t) for s, t in seen if not (t["clean_alpha"] or t["binary"])]
+    if not not_mask:
+        return "silhouette", (
+            f"auto: all {len(seen)} sampled images have a clean 0/255 alpha channel or are binary black-and-white"
+        )
+    s0, t0 = not_mask[0]
+    why_not = (
+        f"{len(not_mask)} of {len(seen)} sampled images are not masks (e.g. {s0.rel}: "
+        + ("alpha has values between 0 and 255" if t0["has_alpha"] else "has grey levels between black and white")
+        + ")"
+    )
+    colour = [(s, t) for s, t in seen if t["mode"] not in _GRAY_MODES]
+    if not colour:
+        return "grayscale", f"auto: {why_not}; all sampled images are grayscale"
+    s1, t1 = colour[0]
+    return "rgb", f"auto: {why_not}; {len(colour)} are colour (e.g. {s1.rel}, mode {t1['mode']})"
+
+
+def _check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
+    try:
+        fr = tuple(float(f) for f in split_fractions)
+    except (TypeError, ValueError):
+        raise StillroomError(f"split_fractions must be three numbers, got {split_fractions!r}") from None
+    if len(fr) != 3 or any(not (f >= 0) for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
+        raise StillroomError(
+            f"split_fractions must be three non-negative numbers (train, val, test) summing to 1 with train > 0,"
+            f" got {split_fractions!r}"
+        )
+    return fr  # type: ignore[return-value]
+
+
+def _split_counts(g: int, fr: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Groups per split for a class with ``g`` groups; >= 1 in every split with a positive fraction when g >= 3."""
+    if g == 1:
+        return 1, 0, 0
+    if g == 2:
+        # Too few to cover three splits: keep one to learn from, one to report on.
+        return (1, 0, 1) if fr[2] > 0 else (1, 1, 0) if fr[1] > 0 else (2, 0, 0)
+    n_val = max(1, round(fr[1] * g)) if fr[1] > 0 else 0
+    n_test = max(1, round(fr[2] * g)) if fr[2] > 0 else 0
+    while g - n_val - n_test < 1:  # rounding up small fractions must not starve train
+        if n_val >= n_test and n_val > 1:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return g - n_val - n_test, n_val, n_test
+
+
+def _assign_splits(kept: Sequence[_Source], fr: tuple[float, float, float], seed: int) -> list[str]:
+    """Stratified random split over groups: each group goes whole to one split, counted in its first row's class."""
+    primary: dict[str, str] = {}
+    for s in kept:
+        primary.setdefault(s.group, s.label_name)
+    by_class: dict[str, list[str]] = {}
+    for group, label in primary.items():
+        by_class.setdefault(label, []).append(group)
+    split_of: dict[str, str] = {}
+    for label, groups in by_class.items():
+        # A per-class generator keyed by the class name: adding a class does not reshuffle the others.
+        rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        n_train, n_val, _ = _split_counts(len(order), fr)
+        for k, group in enumerate(order):
+            split_of[group] = "train" if k < n_train else "val" if k < n_train + n_val else "test"
+    return [split_of[s.group] for s in kept]
+
+
+def _safe_dirnames(classes: Sequence[str]) -> list[str]:
+    """Folder name per class: the name itself where that is a safe path part, else a sanitized, unique variant."""
+    out, taken = [], set()
+    for label, name in enumerate(classes):
+        d = re.sub(r"[^\w.+-]", "_", name).lstrip(".") or f"class_{label}"
+        if d.lower() in taken:  # case-insensitive file systems would merge "Cat" and "cat"
+            d = f"{d}_{label}"
+        taken.add(d.lower())
+        out.append(d)
+    return out
+
+
+# --- output directory ------------------------------------------------------------------------------------------------
+
+
+def _is_dataset(d: Path) -> bool:
+    try:
+        return (d / "index.json").is_file() and read_json(d / "index.json").get("format") == FORMAT
+    except (StillroomError, AttributeError):
+        return False
+
+
+def _check_out_dir(out_dir: Path, src: Path) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise StillroomError(f"{out_dir}: exists and is not a directory; refusing to overwrite")
+        if any(out_dir.iterdir()) and not _is_dataset(out_dir):
+            raise StillroomError(
+                f"{out_dir}: directory is not empty and is not a stillroom dataset; refusing to overwrite it"
+            )
+    s, o = src.resolve(), out_dir.resolve()
+    if s == o or s.is_relative_to(o) or o.is_relative_to(s):
+        raise StillroomError(f"{out_dir}: output must lie outside the source folder {src} (and not contain it)")
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move the finished build into place; an old dataset is moved aside first and deleted only afterwards."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old.rmdir()
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_images(paths: Sequence[Path]) -> Iterator[np.ndarray]:
+    for p in paths:
+        with Image.open(p) as img:
+            yield np.asarray(img)
+
+
+# --- entry point -----------------------------------------------------------------------------------------------------
+
+
+def import_folder(
+    src: Path,
+    out_dir: Path,
+    kind: str = "auto",
+    size: int = 64,
+    csv_path: Path | None = None,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    workers: int | None = None,
+) -> DatasetIndex:
+    """Build a stillroom dataset in ``out_dir`` from an ImageFolder tree or a CSV under ``src``.
+
+    Args:
+        src: folder holding the images (the CSV's paths are relative to it).
+        out_dir: dataset directory to create; an existing stillroom dataset there is replaced, anything else that
+            is not empty is refused.
+        kind: "auto", "silhouette", "grayscale" or "rgb" (see module docstring).
+        size: output side S; images are S x S PNGs, 1 channel (silhouette, grayscale) or 3 (rgb).
+        csv_path: use the CSV layout (columns path,label_name[,split][,group]) instead of folders.
+        split_fractions: (train, val, test) fractions for the seeded stratified group split, used only when the
+            layout gives no splits.
+        seed: seed of that split.
+        workers: decoding processes (default: up to 2, the cores of the reference machine).
+
+    Returns the loaded index of ``out_dir``. Classes are sorted by name -> labels 0..K-1; ``index.json`` holds the
+    recipe (kind, kind_reason, source, size, channels, mean/std over train, augment, padding for silhouettes), the
+    import summary (rejected/ignored counts) and the leakage probe; ``rejects.json`` and ``contact_sheet.png`` sit
+    beside it.
+    """
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.is_dir():
+        raise StillroomError(f"{src}: source folder not found")
+    if kind not in KINDS:
+        raise StillroomError(f"kind {kind!r} not one of {', '.join(KINDS)}")
+    if int(size) != size or size < 1:
+        raise StillroomError(f"size must be a positive integer, got {size!r}")
+    fr = _check_fractions(split_fractions)
+    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    _check_out_dir(out_dir, src)
+
+    ignored: list[dict] = []
+    if csv_path is not None:
+        sources, layout = _scan_csv(src, Path(csv_path)), "csv"
+    else:
+        sources, layout = _scan_folder(src, ignored)
+    if not sources:
+        raise StillroomError(f"{src}: no image files found ({', '.join(IMAGE_EXTENSIONS)}) in the {layout} layout")
+
+    if kind == "auto":
+        kind, kind_reason = _choose_kind(sources, workers)
+    else:
+        kind_reason = "requested"
+    log.info("import-folder %s: %d files, kind %s (%s)", src, len(sources), kind, kind_reason)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        staging = tmp / "staging"
+        staging.mkdir()
+        items = [(s.path, s.rel, staging / f"{i}.png") for i, s in enumerate(sources)]
+        results = _run_chunked(_convert_chunk, items, workers, kind, size)
+        rejected = [
+            {"path": s.rel, "reason": reason}
+            for s, (_, reason) in zip(sources, results, strict=True)
+            if reason is not None
+        ]
+        kept_idx = [i for i, (sha, _) in enumerate(results) if sha is not None]
+        if not kept_idx:
+            examples = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:3])
+            raise StillroomError(f"{src}: no usable images ({len(rejected)} rejected, e.g. {examples})")
+        kept = [sources[i] for i in kept_idx]
+        all_classes = sorted({s.label_name for s in sources})
+        classes = sorted({s.label_name for s in kept})
+        if classes != all_classes:
+            empty = [c for c in all_classes if c not in classes]
+            raise StillroomError(
+                f"{src}: class(es) {', '.join(empty[:5])} have no usable images left; see the reasons:"
+                + "".join(f"\n  {r['path']}: {r['reason']}" for r in rejected if r["path"] and len(rejected) < 20)
+            )
+        given = all(s.split is not None for s in kept)
+        splits = [s.split for s in kept] if given else _assign_splits(kept, fr, seed)
+        if "train" not in splits:
+            raise StillroomError(f"{src}: no usable training images; the train split is empty")
+
+        label_of = {c: i for i, c in enumerate(classes)}
+        dirnames = _safe_dirnames(classes)
+        counters = [0] * len(classes)
+        rows: list[IndexRow] = []
+        for i, s, split in zip(kept_idx, kept, splits, strict=True):
+            label = label_of[s.label_name]
+            rel = f"images/{dirnames[label]}/{counters[label]:05d}.png"
+            counters[label] += 1
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(items[i][2], tmp / rel)
+            rows.append(IndexRow(rel, label, s.label_name, split, s.group, results[i][0], {"source": s.rel}))
+        staging.rmdir()
+
+        mean, std = channel_stats(_read_images([tmp / r.path for r in rows if r.split == "train"]))
+        recipe: dict[str, Any] = {
+            "kind": kind,
+            "kind_reason": kind_reason,
+            "source": f"import-folder:{src.resolve()}",
+            "size": int(size),
+            "channels": 3 if kind == "rgb" else 1,
+            "mean": mean,
+            "std": std,
+            "augment": "silhouette" if kind == "silhouette" else "rgb",
+        }
+        if kind == "silhouette":
+            recipe["padding"] = SILHOUETTE_PADDING
+        summary = {
+            "layout": layout,
+            "split": "given" if given else "stratified-random-by-group",
+            **({} if given else {"split_fractions": list(fr), "seed": int(seed)}),
+            "files": len(sources),
+            "imported": len(rows),
+            "rejected": len(rejected),
+            "ignored": len(ignored),
+        }
+        atomic_write_json(
+            tmp / "rejects.json", {"source": str(src.resolve()), "rejected": rejected, "ignored": ignored}
+        )
+        index = write_index(tmp, rows, classes, recipe, extra_meta={"import": summary})
+        probe = leakage_probe(index)
+        write_index(tmp, rows, classes, recipe, extra_meta={"import": summary, "leakage_probe": probe})
+        make_contact_sheet(index, tmp / "contact_sheet.png")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if rejected:
+        log.warning("import-folder %s: %d file(s) rejected, listed in %s", src, len(rejected), out_dir / "rejects.json")
+    return load_index(out_dir)

@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny drawn-shapes dataset and a teacher trained on it once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from stillroom.config import config_from_dict
+from stillroom.data.synthetic import build_shapes
+
+torch.set_num_threads(2)
+
+
+def _tiny_config(index: Path, name: str, model: str = "timm:resnet10t", epochs: int = 2, **extra: Any) -> dict:
+    cfg: dict[str, Any] = {
+        "name": name,
+        "data": {"index": str(index)},
+        "model": {"name": model},
+        "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.01},
+        "augment": "none",  # tiny data learns faster unaugmented; augmentation has its own tests
+        "schedule": {"epochs": epochs, "warmup_epochs": 0.5},
+        "batch_size": 32,
+        "seed": 0,
+        "precise_bn": {"max_images": 128},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Factory of small, fast run configs on a given index."""
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def shapes_index(tmp_path_factory: pytest.TempPathFactory):
+    """4 classes x 60 drawn silhouettes at 32 px (36/12/12 per class)."""
+    return build_shapes(tmp_path_factory.mktemp("shapes"), n_per_class=60, size=32, num_classes=4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def teacher_run(shapes_index, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from stillroom.train.trainer import train
+
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    raw = _tiny_config(shapes_index.root, "teacher", model="resnet18", epochs=6, optim={"name": "adamw", "lr": 0.002})
+    cfg = config_from_dict(raw)
+    return train(cfg, out)

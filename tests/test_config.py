@@ -1,0 +1,41 @@
+"""Typed configs: unknown keys and wrong types are errors that name the field; overrides; no code execution."""
+
+import pytest
+
+from stillroom._io import StillroomError
+from stillroom.config import apply_overrides, config_from_dict, load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\ndata: {index: some/dir}\nschedule: {epochs: 3}\n")
+    cfg = load_config(p, ["schedule.epochs=5", "loss.params.kd_weight=0.3", "loss.name=kd"])
+    assert cfg.schedule.epochs == 5 and cfg.loss.name == "kd" and cfg.loss.params == {"kd_weight": 0.3}
+    assert cfg.model.name == "mobilenet_v3_small" and cfg.precise_bn.enabled
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"data": {"index": "x"}, "batch_sise": 3}, "batch_sise"),
+        ({"data": {"index": "x"}, "schedule": {"epochs": "many"}}, "schedule.epochs"),
+        ({"data": {"index": "x"}, "optim": {"name": "lbfgs"}}, "optim.name"),
+        ({"name": "../escape", "data": {"index": "x"}}, "name"),
+        ({}, "data"),
+    ],
+)
+def test_bad_fields_are_named(raw, field):
+    with pytest.raises(StillroomError, match=field.replace(".", r"\.")):
+        config_from_dict(raw, source="c.yaml")
+
+
+def test_yaml_cannot_construct_python_objects(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo pwned']\ndata: {index: x}\n")
+    with pytest.raises(StillroomError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_override_syntax_error():
+    with pytest.raises(StillroomError, match="key=value"):
+        apply_overrides({}, ["no_equals"])

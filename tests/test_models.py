@@ -1,0 +1,34 @@
+"""Every registered model builds for 1 and 3 input channels with K and K+1 outputs (STYLE 8)."""
+
+import pytest
+import torch
+
+from stillroom._io import StillroomError
+from stillroom.models.factory import create_model, list_models
+
+FAST = ["resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "vit_small"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registered_model_builds_single_channel(name):
+    model = create_model(name, in_chans=1, num_classes=7, img_size=32).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 1, 32, 32))
+    assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_three_channels_and_sink_head(name):
+    model = create_model(name, in_chans=3, num_classes=8, img_size=32).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 8)
+
+
+def test_unknown_model_lists_known():
+    with pytest.raises(StillroomError, match="resnet18"):
+        create_model("resnet9000", 1, 3, 32)
+
+
+def test_timm_passthrough():
+    model = create_model("timm:resnet10t", 1, 4, 32).eval()
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 4)

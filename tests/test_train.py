@@ -1,0 +1,139 @@
+"""The one training loop end to end on a tiny drawn-shapes dataset: teacher -> export -> check -> distil ->
+evaluate; determinism; resume; cached vs online teachers; refusal of misaligned soft labels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stillroom._io import StillroomError
+from stillroom.config import config_from_dict
+from stillroom.data.dataset import Normalizer, load_images
+from stillroom.data.index import IndexRow, write_index
+from stillroom.distill.losses import build_loss
+from stillroom.distill.teachers import CachedTeachers, OnlineTeachers
+from stillroom.evaluate.runner import evaluate_run
+from stillroom.softlabels.export import export_softlabels
+from stillroom.train.trainer import train
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_teacher_learns_and_writes_a_complete_run(teacher_run, shapes_index):
+    for name in ("config.json", "config.yaml", "model.json", "state.json", "best.safetensors", "final.safetensors"):
+        assert (teacher_run / name).is_file(), name
+    m = _metrics(teacher_run)
+    test = m["splits"]["test"]
+    assert set(test) == {"best", "final"}  # REFERENCE 6: both best-validation and last-epoch weights reported
+    assert test["best"]["top1"] > 0.6  # 4 classes: chance is 0.25
+    assert len(test["best"]["per_class_f1"]) == 4 and "confused_pairs" in test["best"]
+    assert (teacher_run / test["best"]["confusion_matrix_file"]).is_file()
+    assert 1 <= m["best_epoch"] <= 6
+    history = json.loads((teacher_run / "state.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+
+
+def test_distillation_end_to_end_and_cache_is_checked(teacher_run, shapes_index, tmp_path, tiny_config):
+    store = export_softlabels(teacher_run, shapes_index.root, tmp_path / "store")
+    assert store.logits.shape == (len(shapes_index), 4)
+    raw = tiny_config(
+        shapes_index.root,
+        "kd",
+        epochs=6,
+        loss={"name": "kd", "params": {"kd_weight": 0.5, "temperature": 4.0}},
+        teachers={"cached": [str(store.path)]},
+    )
+    run = train(config_from_dict(raw), tmp_path / "kd")
+    report = json.loads((run / "alignment_check.json").read_text())
+    assert report["ok"] is True
+    assert _metrics(run)["splits"]["test"]["best"]["top1"] > 0.5  # clearly above chance (0.25)
+
+
+def test_training_refuses_a_store_of_another_index(teacher_run, shapes_index, tmp_path, tiny_config):
+    store = export_softlabels(teacher_run, shapes_index.root, tmp_path / "store")
+    # Same images, one row moved to the end: a reordered index.
+    other = tmp_path / "reordered"
+    shutil.copytree(shapes_index.root, other, ignore=shutil.ignore_patterns(".cache"))
+    rows = [
+        IndexRow(p, int(lab), n, str(s), g, h)
+        for p, lab, n, s, g, h in zip(
+            shapes_index.paths, shapes_index.labels, shapes_index.label_names, shapes_index.splits,
+            shapes_index.groups, shapes_index.sha256, strict=True,
+        )
+    ]  # fmt: skip
+    rows = rows[1:] + rows[:1]
+    write_index(other, rows, shapes_index.classes, shapes_index.recipe)
+    raw = tiny_config(
+        other, "kd_bad", loss={"name": "kd", "params": {}}, teachers={"cached": [str(store.path)]}, epochs=1
+    )
+    with pytest.raises(StillroomError, match=r"row 0"):
+        train(config_from_dict(raw), tmp_path / "kd_bad")
+    assert not (tmp_path / "kd_bad" / "last.safetensors").exists()  # stopped before the first step
+    assert json.loads((tmp_path / "kd_bad" / "alignment_check.json").read_text())["ok"] is False
+
+
+def test_same_seed_twice_gives_identical_metrics_and_weights(shapes_index, tmp_path, tiny_config):
+    runs = [train(config_from_dict(tiny_config(shapes_index.root, f"r{i}")), tmp_path / f"r{i}") for i in range(2)]
+    a, b = (_metrics(r)["splits"]["test"] for r in runs)
+    assert a["best"]["top1"] == b["best"]["top1"] and a["final"]["nll"] == b["final"]["nll"]
+    wa, wb = (load_file(r / "final.safetensors") for r in runs)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_after_interruption_equals_uninterrupted(shapes_index, tmp_path, tiny_config):
+    raw = tiny_config(shapes_index.root, "res", epochs=3)
+    full = train(config_from_dict(raw), tmp_path / "full")
+
+    def stop_after_two(phase, done, total):
+        if phase == "epoch" and done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_two)
+    with pytest.raises(StillroomError, match="--resume"):
+        train(config_from_dict(raw), tmp_path / "cut")
+    resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
+    wa, wb = load_file(full / "final.safetensors"), load_file(resumed / "final.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _metrics(full)["splits"]["test"]["final"]["nll"] == _metrics(resumed)["splits"]["test"]["final"]["nll"]
+
+
+def test_online_and_cached_teachers_give_the_same_loss(teacher_run, shapes_index, tmp_path):
+    store = export_softlabels(teacher_run, shapes_index.root, tmp_path / "store")
+    cached = CachedTeachers([store.path], shapes_index)
+    online = OnlineTeachers([teacher_run], shapes_index)
+    images = load_images(shapes_index)
+    rows = torch.arange(0, 40)
+    x = torch.from_numpy(np.asarray(images[rows.numpy()]))  # un-augmented uint8 batch
+    t_cached, t_online = cached(x, rows), online(x, rows)
+    assert torch.allclose(t_cached, t_online, atol=1e-5)
+    loss = build_loss("kd", kd_weight=0.7, temperature=4.0)
+    student = torch.randn(40, 4)
+    y = torch.from_numpy(shapes_index.labels[rows.numpy()])
+    a, b = loss(student, t_cached, y), loss(student, t_online, y)
+    assert torch.allclose(a["loss_kd"], b["loss_kd"], atol=1e-6)
+    assert not any(p.requires_grad for r in online.runs for p in r.model.parameters())
+
+
+def test_evaluate_refuses_other_index_without_flag(teacher_run, tmp_path):
+    from stillroom.data.synthetic import build_shapes
+
+    other = build_shapes(tmp_path / "other", n_per_class=10, size=32, num_classes=4, seed=5)
+    with pytest.raises(StillroomError, match="allow-other-index"):
+        evaluate_run(teacher_run, index=other)
+    out = evaluate_run(teacher_run, index=other, allow_other_index=True, splits=("test",), weights=("best",))
+    assert out["index_hash"] == other.index_hash
+
+
+def test_normalizer_uses_recipe_statistics(shapes_index):
+    norm = Normalizer.from_recipe(shapes_index.recipe)
+    images = load_images(shapes_index)
+    x = norm(torch.from_numpy(np.asarray(images[shapes_index.split_indices("train")])))
+    assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-2
