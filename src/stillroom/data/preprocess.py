@@ -60,7 +60,8 @@ def preprocess_mask(mask: np.ndarray, size: int, padding: float = 0.2, source: s
     Returns:
         ``(size, size)`` uint8 array with values in {0, 255}; 0 = object (black), 255 = background (white).
         The object is centred with offsets ``(side - w) // 2`` and ``(side - h) // 2``; BOX resampling of the 0/255
-        canvas is thresholded at 128 (values < 128 become 0).
+        canvas is thresholded at 128 (values < 128 become 0). PIL rounds the 8-bit average half up, so an output
+        pixel exactly half covered by the object (127.5) becomes 128: background.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -82,7 +83,7 @@ def preprocess_mask(mask: np.ndarray, size: int, padding: float = 0.2, source: s
     canvas[top : top + h, left : left + w][crop] = 0
     if side != size:
         canvas = np.asarray(Image.fromarray(canvas, "L").resize((size, size), Image.Resampling.BOX))
-    return np.where(canvas < 128, 0, 255).astype(np.uint8)
+    return np.where(canvas < 128, np.uint8(0), np.uint8(255))
 
 
 def preprocess_image(img: Image.Image, size: int, padding: float = 0.2, source: str = "<image>") -> np.ndarray:

@@ -7,7 +7,7 @@ sit in train. The methods here, all found by name in ``SPLIT_METHODS``:
   train first, then val, then test (80/10/10). Still leaky at the block borders and across views; it measures
   recognition of known animations.
 - ``random``: the seed's stratified random frame split, 80/10/10 per class. Leaky; kept for comparison with the seed.
-- ``cross-view``: the front view of each species goes to train/val (a block split, ~89/11), the back view to test.
+- ``cross-view``: the front view of each species goes to train/val (a block split, 90/10), the back view to test.
   No animation is ever in test and in train/val, so test accuracy measures generalization to an unseen view.
 
 Every method takes per-sample arrays ``labels``, ``groups`` (animation id such as ``"025/front"``), ``order``
@@ -155,8 +155,8 @@ def split_cross_view(
 ) -> SplitResult:
     """Front view to train/val, every other view (back) to test (``seed`` unused: fully determined).
 
-    The front animations are block-split into train then val with the ratio ``train : val`` of ``fractions``
-    (0.8 : 0.1, about 89/11; val gets >= 1 frame once there are >= 2). Test holds every non-front frame, so no
+    The front animations are block-split into train then val, val taking the val fraction (10%: a 90/10 split; val
+    gets >= 1 frame once there are >= 2, unless the val fraction is 0). Test holds every non-front frame, so no
     animation is ever in test and in train/val. Degenerate classes:
 
     - only a front view: all of it goes to train/val and the class has no test samples; listed in
@@ -167,7 +167,8 @@ def split_cross_view(
     if views is None:
         raise StillroomError("split 'cross-view' needs per-sample views ('front'/'back'); none were given")
     views_arr = np.asarray(views)
-    trainval = (fractions[0], fractions[1], 0.0)
+    # The val share stays the val fraction of the animation (10%); train takes the rest (the test share is moot).
+    trainval = (1.0 - fractions[1], fractions[1], 0.0)
     out = np.full(len(labels), "train", dtype="<U5")
     no_test, no_front = [], []
     for label in np.unique(labels):
