@@ -91,7 +91,7 @@ def test_resume_after_interruption_equals_uninterrupted(shapes_index, tmp_path, 
     raw = tiny_config(shapes_index.root, "res", epochs=3)
     full = train(config_from_dict(raw), tmp_path / "full")
 
-    def stop_after_two(phase, done, total):
+    def stop_after_two(phase, done, total, record=None):
         if phase == "epoch" and done == 2:
             raise KeyboardInterrupt
 

@@ -30,12 +30,16 @@ def training_progress(label: str, enabled: bool = True) -> Iterator:
     ) as bar:
         tasks: dict[str, int] = {}
 
-        def update(phase: str, done: int, total: int) -> None:
+        def update(phase: str, done: int, total: int, record: dict | None = None) -> None:
             name = f"{label} epochs" if phase == "epoch" else f"{label} {phase}"
             if phase not in tasks:
                 tasks[phase] = bar.add_task(name, total=total)
             bar.update(tasks[phase], completed=done, total=total)
             if phase == "epoch" and "train" in tasks:
                 bar.reset(tasks["train"])
+            if record:
+                keys = ("train_top1", "val_top1", "val_macro_f1", "epoch_seconds")
+                parts = [f"{k}={record[k]:.3f}" for k in keys if isinstance(record.get(k), float)]
+                bar.console.log(f"{label} epoch {done}/{total} " + " ".join(parts))
 
         yield update

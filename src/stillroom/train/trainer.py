@@ -44,7 +44,7 @@ from stillroom.train.precise_bn import recompute_bn_stats
 
 __all__ = ["train", "Progress"]
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
+Progress = Callable[..., None]  # (phase, done, total, record=None); record: the epoch's log line
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         with open(out_dir / "log.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         if progress:
-            progress("epoch", epoch + 1, cfg.schedule.epochs)
+            progress("epoch", epoch + 1, cfg.schedule.epochs, record)
 
     from stillroom.evaluate.runner import evaluate_run  # late: the runner loads runs written above
 
