@@ -6,7 +6,7 @@ Layouts:
   ``train``, ``val`` and ``test``, ``src/<split>/<class_name>/...`` with the splits taken as given.
 - CSV: ``csv_path`` with columns ``path,label_name`` and optional ``split``, ``group``; paths relative to ``src``.
 
-Kinds: ``silhouette`` (alpha or black-on-white mask -> :func:`preprocess_image`, 1 channel, REFERENCE 1.1),
+Kinds: ``silhouette`` (alpha or black-on-white mask -> ``preprocess_image``, 1 channel, REFERENCE 1.1),
 ``grayscale`` / ``rgb`` (EXIF-rotated, transparency flattened onto white, shorter side resized to ``size`` then
 centre-cropped), or ``auto`` (decided on a sample of the images; the choice and its reason go into the recipe).
 Animated GIFs contribute their first frame.
@@ -29,8 +29,8 @@ import io
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -45,7 +45,7 @@ from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_b
 from stillroom.data.contact_sheet import make_contact_sheet
 from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, write_index
 from stillroom.data.leakage import leakage_probe
-from stillroom.data.preprocess import preprocess_image
+from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.stats import channel_stats
 
 __all__ = ["import_folder", "IMAGE_EXTENSIONS", "KINDS"]
@@ -175,6 +175,8 @@ def _open(path: Path) -> Image.Image:
         img = Image.open(path)
     except UnidentifiedImageError:
         raise ValueError("not an image (format not recognised)") from None
+    except OSError as err:  # a directory listed in a CSV, no read permission...
+        raise ValueError(f"cannot open ({err.strerror or err})") from None
     try:
         img.load()  # decoding is lazy; truncation only shows here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
@@ -212,9 +214,16 @@ def _flatten(img: Image.Image) -> Image.Image:
     return img
 
 
+class _EmptySilhouette(Exception):
+    """A readable image without object pixels: a reject, not an error."""
+
+
 def _to_array(img: Image.Image, kind: str, size: int, source: str) -> np.ndarray:
     if kind == "silhouette":
-        return preprocess_image(img, size, padding=SILHOUETTE_PADDING, source=source)
+        mask = object_mask(img, source=source)
+        if not mask.any():
+            raise _EmptySilhouette
+        return preprocess_mask(mask, size, padding=SILHOUETTE_PADDING, source=source)
     img = _flatten(ImageOps.exif_transpose(img))
     img = img.convert("L" if kind == "grayscale" else "RGB")
     w, h = img.size
@@ -236,9 +245,9 @@ def _convert_one(path: Path, rel: str, dest: Path, kind: str, size: int) -> tupl
     try:
         with img:
             arr = _to_array(img, kind, size, rel)
-    except StillroomError:
-        return None, "empty silhouette (no object pixels)"
-    except (OSError, ValueError) as err:
+    except _EmptySilhouette:
+        return None, "empty silhouette (no object pixels: fully transparent or blank)"
+    except (StillroomError, OSError, ValueError) as err:
         return None, f"cannot convert ({err})"
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
@@ -268,8 +277,8 @@ def _run_chunked(fn: Any, items: list[Any], workers: int, *args: Any) -> list[An
 
 
 def _choose_kind(sources: Sequence[_Source], workers: int) -> tuple[str, str]:
-    n = len(sources)
-    picks = sorted({round(i * (n - 1) / max(_AUTO_SAMPLE - 1, 1)) for i in range(min(n, _AUTO_SAMPLE))})
+    n, m = len(sources), min(len(sources), _AUTO_SAMPLE)
+    picks = sorted({round(i * (n - 1) / max(m - 1, 1)) for i in range(m)})  # evenly spread over all classes
     sample = [sources[i] for i in picks]
     traits = _run_chunked(_traits_chunk, [s.path for s in sample], workers)
     seen = [(s, t) for s, t in zip(sample, traits, strict=True) if t is not None]
@@ -283,7 +292,7 @@ def _choose_kind(sources: Sequence[_Source], workers: int) -> tuple[str, str]:
     s0, t0 = not_mask[0]
     why_not = (
         f"{len(not_mask)} of {len(seen)} sampled images are not masks (e.g. {s0.rel}: "
-        + ("alpha has values between 0 and 255" if t0["has_alpha"] else "has grey levels between black and white")
+        + ("alpha has values between 0 and 255" if t0["has_alpha"] else "not pure black-and-white")
         + ")"
     )
     colour = [(s, t) for s, t in seen if t["mode"] not in _GRAY_MODES]
@@ -381,8 +390,7 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Move the finished build into place; an old dataset is moved aside first and deleted only afterwards."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        old.rmdir()
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
         os.rename(out_dir, old)
     try:
         os.rename(tmp, out_dir)
@@ -392,6 +400,17 @@ def _replace_dir(tmp: Path, out_dir: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _duplicates(rows: Sequence[IndexRow]) -> dict[str, int]:
+    """Identical output images: within a split they only reweight, across splits they are plain leakage."""
+    splits_of: dict[str, set[str]] = {}
+    for r in rows:
+        splits_of.setdefault(r.sha256, set()).add(r.split)
+    return {
+        "duplicate_images": len(rows) - len(splits_of),
+        "duplicates_across_splits": sum(len(v) > 1 for v in splits_of.values()),
+    }
 
 
 def _read_images(paths: Sequence[Path]) -> Iterator[np.ndarray]:
@@ -458,7 +477,9 @@ def import_folder(
     log.info("import-folder %s: %d files, kind %s (%s)", src, len(sources), kind, kind_reason)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # Not mkdtemp: its 0700 mode would survive the final rename; a plain mkdir honours the umask.
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
     try:
         staging = tmp / "staging"
         staging.mkdir()
@@ -478,9 +499,12 @@ def import_folder(
         classes = sorted({s.label_name for s in kept})
         if classes != all_classes:
             empty = [c for c in all_classes if c not in classes]
+            why = [f"{s.rel}: {r}" for s, (_, r) in zip(sources, results, strict=True) if s.label_name in empty]
             raise StillroomError(
-                f"{src}: class(es) {', '.join(empty[:5])} have no usable images left; see the reasons:"
-                + "".join(f"\n  {r['path']}: {r['reason']}" for r in rejected if r["path"] and len(rejected) < 20)
+                f"{src}: class(es) {', '.join(empty[:5])} have no usable images left ("
+                + "; ".join(why[:3])
+                + (f"; {len(why) - 3} more" if len(why) > 3 else "")
+                + ")"
             )
         given = all(s.split is not None for s in kept)
         splits = [s.split for s in kept] if given else _assign_splits(kept, fr, seed)
@@ -521,6 +545,7 @@ def import_folder(
             "imported": len(rows),
             "rejected": len(rejected),
             "ignored": len(ignored),
+            **_duplicates(rows),
         }
         atomic_write_json(
             tmp / "rejects.json", {"source": str(src.resolve()), "rejected": rejected, "ignored": ignored}

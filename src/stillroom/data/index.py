@@ -26,6 +26,7 @@ import numpy as np
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json, sha256_lines
 
 __all__ = [
+    "FORMAT",
     "INDEX_COLUMNS",
     "SPLITS",
     "IndexRow",
@@ -33,6 +34,7 @@ __all__ = [
     "index_hashes",
     "write_index",
     "load_index",
+    "update_index_meta",
 ]
 
 INDEX_COLUMNS = ("path", "label", "label_name", "split", "group", "sha256")
@@ -245,3 +247,16 @@ def load_index(root: str | Path, verify_files: bool = False) -> DatasetIndex:
             if sha256_file(f) != index.sha256[i]:
                 raise StillroomError(f"{f}: content changed since the index was written (sha256 mismatch)")
     return index
+
+
+def update_index_meta(root: str | Path, **entries: Any) -> DatasetIndex:
+    """Add or replace top-level ``index.json`` entries (probe results...) atomically; hashes and rows are untouched
+    (the keys that tie the JSON to the CSV cannot be overwritten)."""
+    root = Path(root)
+    protected = {"format", "index_hash", "labels_hash", "content_hash", "num_samples", "num_classes", "classes"}
+    clash = protected & set(entries)
+    if clash:
+        raise StillroomError(f"update_index_meta: {', '.join(sorted(clash))} are derived from index.csv")
+    index = load_index(root)
+    atomic_write_json(root / "index.json", {**index.meta, **entries})
+    return load_index(root)
