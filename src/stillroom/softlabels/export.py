@@ -39,7 +39,9 @@ def export_softlabels(
                 f"{index.root}: preprocessing {key}={recipe.get(key)!r} differs from the teacher's "
                 f"{trecipe.get(key)!r} ({run.path}); the teacher would see inputs it was not trained on"
             )
-    if run.meta["classes"] != index.classes:
+    sink = index.recipe.get("sink_class")
+    k_class_teacher = sink == index.num_classes - 1 and run.meta["classes"] == index.classes[:-1]  # no sink column
+    if run.meta["classes"] != index.classes and not k_class_teacher:
         raise StillroomError(f"{index.root}: class list differs from the teacher's ({run.path})")
     images = load_images(index)
     rows = np.arange(len(index))

@@ -31,7 +31,7 @@ import torch
 from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_lines
 from stillroom.data.index import DatasetIndex
 
-__all__ = ["FORMAT", "SoftLabelStore", "write_store", "teacher_logits_for"]
+__all__ = ["FORMAT", "SoftLabelStore", "write_store", "teacher_logits_for", "teacher_class_counts"]
 
 FORMAT = "stillroom-softlabels/1"
 DTYPES = ("float32", "float16")
@@ -109,6 +109,13 @@ class SoftLabelStore:
         return cls(path=path, manifest=manifest, paths=paths, logits=logits)
 
 
+def teacher_class_counts(index: DatasetIndex) -> tuple[int, ...]:
+    """Class counts a store for ``index`` may have: K, and K - 1 on an index whose recipe has an OOD sink as its
+    last class (``sink_class``, seed 000 §2.4): teachers are K-class and have no sink column."""
+    k = index.num_classes
+    return (k, k - 1) if index.recipe.get("sink_class") == k - 1 and k > 1 else (k,)
+
+
 def write_store(
     out_dir: str | Path,
     logits: np.ndarray,
@@ -128,11 +135,14 @@ def write_store(
         raise StillroomError(f"write_store: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if not isinstance(logits, np.ndarray) or logits.ndim != 2:
         raise StillroomError(f"write_store: logits must be a 2-D numpy array (N, K), got {_describe(logits)}")
-    n, k = len(index), index.num_classes
-    if logits.shape != (n, k):
+    n, allowed = len(index), teacher_class_counts(index)
+    if logits.shape[0] != n or logits.shape[1] not in allowed:
+        want = " or ".join(map(str, allowed))
         raise StillroomError(
-            f"write_store: logits shape {logits.shape} does not match the index at {index.root} ({n} rows, {k} classes)"
+            f"write_store: logits shape {logits.shape} does not match the index at {index.root}"
+            f" ({n} rows, {want} classes)"
         )
+    k = int(logits.shape[1])
     if not np.issubdtype(logits.dtype, np.floating):
         raise StillroomError(f"write_store: logits must be floating point, got {logits.dtype}")
     if not isinstance(teacher, dict) or not all(

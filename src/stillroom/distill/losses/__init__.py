@@ -81,4 +81,4 @@ def list_losses(pattern: str = "*") -> list[str]:
 
 
 # Registration happens on import of each loss module; they import LOSSES from here, so they come last.
-from stillroom.distill.losses import ce, kd  # noqa: E402, F401
+from stillroom.distill.losses import ce, dkd, kd, luminet, target_dampened  # noqa: E402, F401

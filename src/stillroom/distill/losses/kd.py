@@ -4,7 +4,8 @@
 
 ``kd_weight`` is seed 001's alpha (weight of the KD term). torchdistill's ``alpha`` weights the CE term instead
 (REFERENCE 6), hence the unambiguous name. T^2 keeps the gradient scale of the soft term independent of T.
-Multi-teacher modes, with weights w_m (uniform unless ``teacher_weights`` is given):
+Multi-teacher modes (``_multi.teacher_targets``, shared with DKD and LumiNet), weights w_m uniform unless
+``teacher_weights`` is given:
 
 - ``fused``  (default): KL(sum_m w_m softmax(t_m / T) || p_s^T), the probability-averaged ensemble target;
 - ``split``: sum_m w_m KL(softmax(t_m / T) || p_s^T), each teacher's distribution kept (seed 001's "split");
@@ -20,16 +21,20 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from stillroom._io import StillroomError
 from stillroom.distill.losses import LOSSES, DistillLoss
+from stillroom.distill.losses._multi import (
+    MULTI_TEACHER_MODES,
+    check_classes,
+    check_mode,
+    check_teacher_weights,
+    teacher_targets,
+)
 
 __all__ = ["KDLoss", "MULTI_TEACHER_MODES"]
-
-MULTI_TEACHER_MODES = ("fused", "split", "logits")
 
 
 @LOSSES.register("kd")
@@ -60,59 +65,29 @@ class KDLoss(DistillLoss):
             raise StillroomError(f"loss 'kd': kd_weight must be in [0, 1], got {kd_weight}")
         if not float(temperature) > 0.0 or not math.isfinite(float(temperature)):
             raise StillroomError(f"loss 'kd': temperature must be a positive number, got {temperature}")
-        if multi_teacher not in MULTI_TEACHER_MODES:
-            raise StillroomError(
-                f"loss 'kd': multi_teacher must be one of {MULTI_TEACHER_MODES}, got {multi_teacher!r}"
-            )
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise StillroomError(f"loss 'kd': label_smoothing must be in [0, 1), got {label_smoothing}")
         self.kd_weight, self.temperature = float(kd_weight), float(temperature)
-        self.multi_teacher, self.label_smoothing = multi_teacher, float(label_smoothing)
-        self.teacher_weights = None if teacher_weights is None else _check_weights(teacher_weights)
+        self.multi_teacher, self.label_smoothing = check_mode(multi_teacher, "kd"), float(label_smoothing)
+        self.teacher_weights = check_teacher_weights(teacher_weights, "kd")
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
     ) -> dict[str, Tensor]:
         t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K), detached
         assert t is not None
-        m, _, k = t.shape
-        if student_logits.shape[1] != k:
-            sink = " (an OOD sink column? open-set KD is a separate loss)" if student_logits.shape[1] == k + 1 else ""
-            raise StillroomError(f"loss 'kd': student has {student_logits.shape[1]} outputs, teachers {k}{sink}")
-        w = self._weights(m, t)  # (M,)
+        check_classes(student_logits, t, "kd")
         temp = self.temperature
+        log_q, w = teacher_targets(t, temp, self.multi_teacher, self.teacher_weights, "kd")  # (M', B, K), (M',)
         log_p_s = F.log_softmax(student_logits / temp, dim=1)  # (B, K)
-        log_p_t = F.log_softmax(t / temp, dim=2)  # (M, B, K)
-        if self.multi_teacher == "split":
-            # per-teacher batch-mean KL, shape (M,)
-            kl_m = F.kl_div(log_p_s.expand(m, -1, -1), log_p_t, reduction="none", log_target=True).sum(2).mean(1)
-            kl = (w * kl_m).sum()
-        else:
-            if self.multi_teacher == "fused":
-                # log of the weighted mean probability, in log space so no teacher underflows to log(0)
-                log_target = torch.logsumexp(log_p_t + w.log()[:, None, None], dim=0)  # (B, K)
-            else:
-                log_target = F.log_softmax((w[:, None, None] * t).sum(0) / temp, dim=1)  # (B, K)
-            kl = F.kl_div(log_p_s, log_target, reduction="batchmean", log_target=True)
+        # per-target batch-mean KL, shape (M',); split averages them with the teacher weights
+        kl_m = F.kl_div(log_p_s.expand_as(log_q), log_q, reduction="none", log_target=True).sum(2).mean(1)
+        kl = (w * kl_m).sum()
         ce = F.cross_entropy(student_logits, target, label_smoothing=self.label_smoothing)
         return {"loss_ce": (1.0 - self.kd_weight) * ce, "loss_kd": self.kd_weight * temp**2 * kl}
-
-    def _weights(self, m: int, like: Tensor) -> Tensor:
-        if self.teacher_weights is None:
-            return torch.full((m,), 1.0 / m, dtype=like.dtype, device=like.device)
-        if len(self.teacher_weights) != m:
-            raise StillroomError(f"loss 'kd': {len(self.teacher_weights)} teacher_weights for {m} teachers")
-        return torch.tensor(self.teacher_weights, dtype=like.dtype, device=like.device)
 
     def extra_repr(self) -> str:
         return (
             f"kd_weight={self.kd_weight}, temperature={self.temperature}, multi_teacher={self.multi_teacher!r}, "
             f"teacher_weights={self.teacher_weights}, label_smoothing={self.label_smoothing}"
         )
-
-
-def _check_weights(weights: Sequence[float]) -> list[float]:
-    ws = [float(v) for v in weights]
-    if not ws or any(not math.isfinite(v) or v < 0 for v in ws) or abs(sum(ws) - 1.0) > 1e-6:
-        raise StillroomError(f"loss 'kd': teacher_weights must be non-negative and sum to 1, got {list(weights)}")
-    return ws
