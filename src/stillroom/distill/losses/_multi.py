@@ -1,0 +1,106 @@
+"""Helpers shared by the logit losses: multi-teacher targets (seed 001 §4.1.4, §9.4; REFERENCE 2), warm-up.
+
+A loss that compares a student distribution with teacher distributions asks ``teacher_targets`` for the targets
+and the weights to average its per-target terms with, so every loss handles the three modes the same way:
+
+- ``fused``:  one target, log(sum_m w_m softmax(t_m / T)), the probability-averaged ensemble;
+- ``split``:  M targets log softmax(t_m / T), each kept, with weights w_m (the loss averages its terms);
+- ``logits``: one target, log softmax(sum_m w_m t_m / T), logit-space fusion (seed 001 §9.4).
+
+w_m is uniform unless ``teacher_weights`` is given (non-negative, summing to 1). For a single teacher, or identical
+teachers, the three modes give the same loss. Losses that transform logits first (LumiNet) pass the transformed
+logits as ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stillroom._io import StillroomError
+
+__all__ = [
+    "MULTI_TEACHER_MODES",
+    "check_mode",
+    "check_teacher_weights",
+    "check_classes",
+    "teacher_targets",
+    "warmup_factor",
+]
+
+MULTI_TEACHER_MODES = ("fused", "split", "logits")
+
+
+def check_mode(mode: str, loss: str) -> str:
+    if mode not in MULTI_TEACHER_MODES:
+        raise StillroomError(f"loss {loss!r}: multi_teacher must be one of {MULTI_TEACHER_MODES}, got {mode!r}")
+    return mode
+
+
+def check_teacher_weights(weights: Sequence[float] | None, loss: str) -> list[float] | None:
+    """Validate ``teacher_weights`` at construction (None = uniform over however many teachers come)."""
+    if weights is None:
+        return None
+    ws = [float(v) for v in weights]
+    if not ws or any(not math.isfinite(v) or v < 0 for v in ws) or abs(sum(ws) - 1.0) > 1e-6:
+        raise StillroomError(f"loss {loss!r}: teacher_weights must be non-negative and sum to 1, got {list(weights)}")
+    return ws
+
+
+def check_classes(student_logits: Tensor, t: Tensor, loss: str) -> None:
+    """Student and teachers must score the same K classes (an open-set student has its own loss)."""
+    k_s, k = student_logits.shape[1], t.shape[2]
+    if k_s != k:
+        sink = " (an OOD sink column? open-set KD is a separate loss)" if k_s == k + 1 else ""
+        raise StillroomError(f"loss {loss!r}: student has {k_s} outputs, teachers {k}{sink}")
+
+
+def teacher_targets(
+    t: Tensor, temperature: float, mode: str, weights: list[float] | None, loss: str
+) -> tuple[Tensor, Tensor]:
+    """Targets for teacher logits ``t`` (M, B, K) at ``temperature``.
+
+    Returns ``(log_targets (M', B, K), w (M',))``: M' = M with the teacher weights for ``split``, M' = 1 with
+    w = [1] otherwise. The loss computes its batch-mean terms per target and returns ``(w * terms).sum()``.
+    """
+    m = t.shape[0]
+    if weights is None:
+        w = torch.full((m,), 1.0 / m, dtype=t.dtype, device=t.device)
+    elif len(weights) != m:
+        raise StillroomError(f"loss {loss!r}: {len(weights)} teacher_weights for {m} teachers")
+    else:
+        w = torch.tensor(weights, dtype=t.dtype, device=t.device)
+    if mode == "split":
+        return F.log_softmax(t / temperature, dim=2), w
+    one = torch.ones(1, dtype=t.dtype, device=t.device)
+    if mode == "fused":
+        # log of the weighted mean probability, in log space so a confident teacher's zeros never reach log(0);
+        # a zero weight gives log 0 = -inf inside logsumexp, which drops that teacher exactly
+        log_p = F.log_softmax(t / temperature, dim=2)  # (M, B, K)
+        return torch.logsumexp(log_p + w.log()[:, None, None], dim=0, keepdim=True), one  # (1, B, K)
+    if mode == "logits":
+        return F.log_softmax((w[:, None, None] * t).sum(0, keepdim=True) / temperature, dim=2), one  # (1, B, K)
+    raise StillroomError(f"loss {loss!r}: multi_teacher must be one of {MULTI_TEACHER_MODES}, got {mode!r}")
+
+
+def warmup_factor(epoch: Any, warmup_epochs: float, loss: str) -> float:
+    """Linear warm-up min((epoch + 1) / warmup_epochs, 1) for the trainer's 0-based ``epoch`` index.
+
+    Equals mdistiller's min(epoch / warmup, 1) with its 1-based epoch: 1/20 in the first epoch of a 20-epoch
+    warm-up, full weight from the 20th on, never a zero factor (which would make the first epoch plain CE).
+    1.0 when there is no warm-up or no epoch in ctx (a validation loss, a unit test).
+    """
+    if epoch is None or warmup_epochs == 0:
+        return 1.0
+    try:
+        e = float(epoch)
+    except (TypeError, ValueError):
+        raise StillroomError(f"loss {loss!r}: epoch must be a 0-based epoch index, got {epoch!r}") from None
+    if not e >= 0 or not math.isfinite(e):
+        raise StillroomError(f"loss {loss!r}: epoch must be a 0-based epoch index >= 0, got {epoch!r}")
+    return min((e + 1.0) / warmup_epochs, 1.0)

@@ -1,0 +1,156 @@
+"""Decoupled knowledge distillation (Zhao et al., CVPR 2022; seed 001 §4.1.5; REFERENCE 2).
+
+With p^T = softmax(logits / T), target class g, binary b = (p_g, 1 - p_g) and the renormalised non-target
+distribution p~_j = p_j / (1 - p_g), j != g (batch means over i):
+
+    TCKD = KL(b_t || b_s),   NCKD = KL(p~_t || p~_s)
+
+Two parameterisations (``parameterisation``):
+
+- ``reference`` (Zhao et al. / mdistiller CIFAR-100 defaults): ce_weight 1.0, alpha 1.0, beta 8.0, T 4.0,
+  warmup_epochs 20;  L = ce_weight CE + f(epoch) T^2 (alpha TCKD + beta NCKD);
+- ``seed001``: kd_weight a = 0.5, beta b = 4.0, T = 2.0, warmup_epochs 0;
+  L = (1 - a) CE + f(epoch) T^2 (a TCKD + b NCKD).
+
+They coincide for ce_weight = 1 - a, alpha = a once warm-up is over. Warm-up f(epoch) = min((epoch + 1) /
+warmup_epochs, 1) where ``epoch`` (from ctx) is the 0-based epoch index the trainer passes: the same schedule as
+mdistiller's min(epoch / warmup, 1) with its 1-based epoch (1/20 in the first epoch, full from the 20th), and never
+a zero factor, which would make the first epoch plain CE. Without ``epoch`` in ctx (e.g. a validation loss) f = 1.
+The warm-up scales TCKD and NCKD, never CE, as in mdistiller.
+
+Where we differ from the paper's code (mdistiller ``distillers/DKD.py``) and from seed 001:
+
+- NCKD drops the target column exactly (the K-1 non-target log-probabilities are gathered and renormalised with
+  logsumexp) instead of subtracting 1000 from the target logit; no inf enters, so no NaN gradient either.
+- TCKD takes log(1 - p_g) as logsumexp of the non-target log-probabilities, not torch.log of a sum of softmax
+  outputs, which is -inf (NaN loss) once p_g rounds to 1 in float32.
+- TCKD and NCKD come back as separate terms (mdistiller returns their sum as ``loss_kd``); the total is the same.
+- Multi-teacher modes (``multi_teacher``, ``teacher_weights``; see ``_multi``) are ours: ``fused`` and ``logits``
+  build one teacher distribution before the decoupling, ``split`` averages the per-teacher TCKD and NCKD terms.
+- Seed 001 prints TCKD as -(1/n) sum_i p_t,g log p_s,g. That keeps only the target half of the binary
+  cross-entropy, so it always pushes p_s,g up; we use the binary KL of the paper and REFERENCE 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stillroom._io import StillroomError
+from stillroom.distill.losses import LOSSES, DistillLoss
+from stillroom.distill.losses._multi import (
+    check_classes,
+    check_mode,
+    check_teacher_weights,
+    teacher_targets,
+    warmup_factor,
+)
+
+__all__ = ["DKDLoss", "PARAMETERISATIONS"]
+
+#: defaults per parameterisation; a parameter missing from the chosen one is an error
+PARAMETERISATIONS: dict[str, dict[str, float]] = {
+    "reference": {"ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20},
+    "seed001": {"kd_weight": 0.5, "beta": 4.0, "temperature": 2.0, "warmup_epochs": 0},
+}
+
+
+@LOSSES.register("dkd")
+class DKDLoss(DistillLoss):
+    """Args: parameterisation ("reference" | "seed001"), its weights (None = the defaults above), temperature,
+    warmup_epochs >= 0, multi_teacher ("fused" | "split" | "logits"), teacher_weights (None = uniform).
+
+    Returns ``{"loss_ce", "loss_tckd", "loss_nckd"}``, each with its weight, T^2 and warm-up factor applied.
+    """
+
+    needs_teacher: ClassVar[bool] = True
+    ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"alpha": 0.0, "beta": 0.0}
+    param_hints: ClassVar[dict[str, str]] = {"T": "use temperature", "warmup": "use warmup_epochs"}
+
+    def __init__(
+        self,
+        parameterisation: str = "reference",
+        ce_weight: float | None = None,
+        alpha: float | None = None,
+        kd_weight: float | None = None,
+        beta: float | None = None,
+        temperature: float | None = None,
+        warmup_epochs: float | None = None,
+        multi_teacher: str = "fused",
+        teacher_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if parameterisation not in PARAMETERISATIONS:
+            raise StillroomError(
+                f"loss 'dkd': parameterisation must be one of {tuple(PARAMETERISATIONS)}, got {parameterisation!r}"
+            )
+        given = {"ce_weight": ce_weight, "alpha": alpha, "kd_weight": kd_weight, "beta": beta,
+                 "temperature": temperature, "warmup_epochs": warmup_epochs}  # fmt: skip
+        p = dict(PARAMETERISATIONS[parameterisation])
+        for name, value in given.items():
+            if value is None:
+                continue
+            if name not in p:
+                raise StillroomError(
+                    f"loss 'dkd': {name} is not a parameter of parameterisation {parameterisation!r} "
+                    f"(its parameters: {', '.join(p)})"
+                )
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise StillroomError(f"loss 'dkd': {name} must be a finite number >= 0, got {value!r}")
+            p[name] = float(value)
+        if p["temperature"] <= 0:
+            raise StillroomError(f"loss 'dkd': temperature must be > 0, got {p['temperature']}")
+        if parameterisation == "seed001":
+            if p["kd_weight"] > 1:
+                raise StillroomError(f"loss 'dkd': kd_weight must be in [0, 1], got {p['kd_weight']}")
+            p["ce_weight"], p["alpha"] = 1.0 - p["kd_weight"], p["kd_weight"]
+        self.parameterisation, self.params = parameterisation, p
+        self.ce_weight, self.alpha, self.beta = p["ce_weight"], p["alpha"], p["beta"]
+        self.temperature, self.warmup_epochs = p["temperature"], p["warmup_epochs"]
+        self.multi_teacher = check_mode(multi_teacher, "dkd")
+        self.teacher_weights = check_teacher_weights(teacher_weights, "dkd")
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
+    ) -> dict[str, Tensor]:
+        t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K), detached
+        assert t is not None
+        check_classes(student_logits, t, "dkd")
+        if t.shape[2] < 2:
+            raise StillroomError(f"loss 'dkd': needs at least 2 classes, got {t.shape[2]}")
+        temp = self.temperature
+        log_q, w = teacher_targets(t, temp, self.multi_teacher, self.teacher_weights, "dkd")  # (M', B, K), (M',)
+        log_p = F.log_softmax(student_logits / temp, dim=1).expand_as(log_q)  # (M', B, K)
+        gt = F.one_hot(target, t.shape[2]).bool().expand_as(log_q)  # (M', B, K)
+        bin_q, non_q = _decouple(log_q, gt)
+        bin_p, non_p = _decouple(log_p, gt)
+        # batch-mean KL per target, (M',); split averages them with the teacher weights
+        tckd = (w * F.kl_div(bin_p, bin_q, reduction="none", log_target=True).sum(2).mean(1)).sum()
+        nckd = (w * F.kl_div(non_p, non_q, reduction="none", log_target=True).sum(2).mean(1)).sum()
+        scale = warmup_factor(ctx.get("epoch"), self.warmup_epochs, "dkd") * temp**2
+        return {
+            "loss_ce": self.ce_weight * F.cross_entropy(student_logits, target),
+            "loss_tckd": scale * self.alpha * tckd,
+            "loss_nckd": scale * self.beta * nckd,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"parameterisation={self.parameterisation!r}, {self.params}, multi_teacher={self.multi_teacher!r}, "
+            f"teacher_weights={self.teacher_weights}"
+        )
+
+
+def _decouple(log_p: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-probabilities (M, B, K) -> binary (log p_g, log(1 - p_g)) (M, B, 2) and the renormalised non-target
+    log-probabilities (M, B, K-1), classes in their original order. Exact: no column is masked with a constant."""
+    m, b, k = log_p.shape
+    log_g = log_p[gt].view(m, b, 1)  # boolean indexing keeps row-major order: one target per row
+    log_non = log_p[~gt].view(m, b, k - 1)
+    log_rest = torch.logsumexp(log_non, dim=2, keepdim=True)  # log(1 - p_g), stable as p_g -> 1
+    return torch.cat([log_g, log_rest], dim=2), log_non - log_rest
