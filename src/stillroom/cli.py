@@ -214,6 +214,16 @@ def demo_cmd(
     console.print(f"[bold green]report:[/] {report}")
 
 
+def _register_plugins() -> None:
+    """Command groups that live next to the code they drive (one module per pipeline stage)."""
+    from stillroom.distill.commands import register as register_distill
+
+    register_distill(app)
+
+
+_register_plugins()
+
+
 def main() -> None:
     try:
         app()

@@ -25,7 +25,7 @@ import torchvision.transforms.v2.functional as TF
 
 from stillroom._registry import Registry
 
-__all__ = ["AUGMENTS", "augment_rng", "get_augment"]
+__all__ = ["AUGMENTS", "augment_rng", "augment_name", "get_augment"]
 
 Augment = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]  # (C,H,W) uint8 -> (C,H,W) uint8
 AUGMENTS: Registry[Augment] = Registry("augmentation")
@@ -87,8 +87,14 @@ def identity(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return img
 
 
-def get_augment(name: str, recipe: dict) -> Augment:
-    """Resolve ``auto`` from the dataset recipe (silhouettes get the seed recipe, photos the RGB one)."""
+def augment_name(name: str, recipe: dict) -> str:
+    """The registered recipe ``name`` stands for: ``auto`` resolves from the dataset recipe (silhouettes get the
+    seed recipe, photos the RGB one). Replay stores record this name, so student and store can be compared."""
     if name == "auto":
         name = recipe.get("augment") or ("silhouette" if recipe.get("kind", "silhouette") == "silhouette" else "rgb")
-    return AUGMENTS.get(name)
+    return name
+
+
+def get_augment(name: str, recipe: dict) -> Augment:
+    """The augmentation function for ``name`` (``auto`` resolved by ``augment_name``)."""
+    return AUGMENTS.get(augment_name(name, recipe))

@@ -60,8 +60,13 @@ def load_images(index: DatasetIndex) -> np.ndarray:
 
 
 class IndexDataset(Dataset):
-    """Samples ``rows`` of an index; item = (uint8 image (C,S,S), label, row). Augmented views depend on
-    (seed, row, view), where the view is the epoch unless ``set_view`` picks another scheme."""
+    """Samples ``rows`` of an index; item = (uint8 image (C,S,S), label, row, view). Augmented views depend on
+    (seed, row, view), where the view is the epoch unless ``set_view`` picks another scheme.
+
+    Augmentation replay (``replay_views`` = V > 0): the teacher logits of V fixed views per row are in a store, so
+    the view is drawn per sample per epoch from [0, V) as a function of (``draw_seed``, epoch, row), and the image
+    is re-created exactly with ``augment_rng(seed, row, view)``; ``seed`` must then be the store's augment seed.
+    """
 
     def __init__(
         self,
@@ -70,22 +75,35 @@ class IndexDataset(Dataset):
         rows: np.ndarray,
         augment: Augment | None = None,
         seed: int = 0,
+        replay_views: int = 0,
+        draw_seed: int | None = None,
     ) -> None:
+        if replay_views < 0:
+            raise StillroomError(f"IndexDataset: replay_views must be >= 0, got {replay_views}")
         self.images, self.labels, self.rows = images, labels, np.asarray(rows, dtype=np.int64)
         self.augment, self.seed, self.view = augment, seed, 0
+        self.replay_views, self.draw_seed = replay_views, seed if draw_seed is None else draw_seed
+        self._views: np.ndarray | None = None
+        self.set_view(0)
 
     def set_view(self, view: int) -> None:
+        """Select the epoch's views: ``view`` itself for every sample, or (replay) a draw seeded by (draw_seed,
+        view) with one entry per index row, so a row's view depends on (draw_seed, epoch, row) only."""
         self.view = view
+        if self.replay_views:
+            rng = np.random.default_rng([self.draw_seed & 0xFFFFFFFF, int(view)])
+            self._views = rng.integers(0, self.replay_views, size=len(self.images))  # (N,) one view per row
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, int, int, int]:
         row = int(self.rows[k])
+        view = int(self._views[row]) if self._views is not None else self.view
         img = torch.from_numpy(np.array(self.images[row]))  # copy: the memmap is read-only
         if self.augment is not None:
-            img = self.augment(img, augment_rng(self.seed, row, self.view))
-        return img, int(self.labels[row]), row
+            img = self.augment(img, augment_rng(self.seed, row, view))
+        return img, int(self.labels[row]), row, view
 
 
 class Normalizer(torch.nn.Module):

@@ -7,12 +7,13 @@ the same index writer as real data. ``group`` is the sample itself, splits are s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stillroom._io import atomic_write_bytes, sha256_bytes
+from stillroom._io import StillroomError, atomic_write_bytes, sha256_bytes
 from stillroom.data.index import IndexRow, write_index
 
 __all__ = ["SHAPES", "build_shapes"]
@@ -71,13 +72,20 @@ def build_shapes(
     num_classes: int = 4,
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    kinds: Sequence[str] | None = None,
 ):
-    """Write ``num_classes`` x ``n_per_class`` drawn silhouettes and their index; return the DatasetIndex."""
+    """Write ``num_classes`` x ``n_per_class`` drawn silhouettes and their index; return the DatasetIndex.
+
+    ``kinds``: the shapes to draw, in label order (default: the first ``num_classes`` of ``SHAPES``), e.g.
+    ``("ring", "bar")`` for a set of other shapes than a default set.
+    """
     import io
 
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    classes = list(SHAPES[:num_classes])
+    if kinds is not None and (not kinds or any(k not in SHAPES for k in kinds)):
+        raise StillroomError(f"kinds must be a non-empty subset of {SHAPES}, got {kinds!r}")
+    classes = list(SHAPES[:num_classes]) if kinds is None else list(kinds)
     rows: list[IndexRow] = []
     stack = []
     n_train = int(round(fractions[0] * n_per_class))
