@@ -124,12 +124,21 @@ def softlabels_export_cmd(
     out: Path | None = typer.Option(None, "--out", help="store directory (default RUN/softlabels/<index_hash>)"),
     weights: str = typer.Option("best", help="best | final"),
     dtype: str = typer.Option("float32", help="float32 | float16"),
+    views: int = typer.Option(0, help="augmented views per sample for replay (0: the un-augmented image only)"),
+    augment: str = typer.Option("auto", help="augmentation recipe of the views (must be the student's)"),
+    augment_seed: int = typer.Option(0, help="seed of the views: the student's seed or its teachers.replay_seed"),
 ) -> None:
-    """Run the teacher once over every sample (no augmentation) and store raw logits with hashes."""
+    """Run the teacher once over every sample (no augmentation, or V replayable augmented views) and store raw
+    logits with hashes."""
     from stillroom.softlabels.export import export_softlabels
 
-    store = export_softlabels(teacher, index, out, weights=weights, dtype=dtype)
-    console.print(f"[green]wrote[/] {store.path}: {store.num_samples} x {store.num_classes} logits ({dtype})")
+    with training_progress("export") as progress:
+        store = export_softlabels(
+            teacher, index, out, weights=weights, dtype=dtype, views=views, augment=augment,
+            augment_seed=augment_seed, progress=progress,
+        )  # fmt: skip
+    shape = f"{views} views x " if views else ""
+    console.print(f"[green]wrote[/] {store.path}: {shape}{store.num_samples} x {store.num_classes} logits ({dtype})")
 
 
 @soft_app.command("check")

@@ -55,6 +55,9 @@ class LossConfig(_Strict):
 class TeachersConfig(_Strict):
     cached: list[Path] = Field(default_factory=list, description="soft-label store directories (aligned)")
     online: list[Path] = Field(default_factory=list, description="teacher run directories, run on each batch")
+    replay_seed: int | None = Field(
+        None, description="augment seed replay stores must have been exported with (default: the run's seed)"
+    )
 
     @property
     def count(self) -> int:

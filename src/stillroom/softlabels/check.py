@@ -5,6 +5,10 @@ averaged across different images. Here a store is usable only with the exact ind
 ordered paths (``index_hash``), labels (``labels_hash``), image bytes (``content_hash``), length and class count.
 Any difference is a hard failure that names the store, the check and the first mismatching rows; nothing is ever
 truncated or reordered to make it fit. The report is written as ``alignment_check.json`` beside the run.
+
+Replay stores (augmentation replay, issue 7) must also agree with each other and with the student on the views:
+the number of views, the augment recipe and the augment seed. A store made with another seed or recipe would
+pair the student's view with the logits of a different image: a hard failure, never a warning.
 """
 
 from __future__ import annotations
@@ -30,15 +34,20 @@ _HASH_CHECKS = {
 }
 
 
-def check_alignment(stores: Sequence[SoftLabelStore | str | Path], index: DatasetIndex) -> dict[str, Any]:
+def check_alignment(
+    stores: Sequence[SoftLabelStore | str | Path], index: DatasetIndex, replay: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Compare every store with ``index`` (and so with each other); return the report, never raise on mismatch.
 
-    A store given as a path that cannot be opened is reported as not ok with the reason.
+    A store given as a path that cannot be opened is reported as not ok with the reason. ``replay`` is what the
+    student will re-create (``{"augment": name, "augment_seed": seed}``); replay stores must match it and every
+    store must have the same views, augment and augment_seed as the first one.
     """
     if not stores:
         raise StillroomError("check_alignment: no soft-label stores given")
     entries = [_check_one(s, index) for s in stores]
-    flags = ["len_equal", "num_classes_equal", *_HASH_CHECKS]
+    _check_replay(entries, replay)
+    flags = ["len_equal", "num_classes_equal", *_HASH_CHECKS, "replay_equal"]
     report: dict[str, Any] = {
         "index": str(index.root),
         "index_hash": index.index_hash,
@@ -46,6 +55,8 @@ def check_alignment(stores: Sequence[SoftLabelStore | str | Path], index: Datase
         "content_hash": index.content_hash,
         "num_samples": len(index),
         "num_classes": index.num_classes,
+        "views": entries[0].get("views", 0),
+        "replay": replay,
         "stores": entries,
         **{flag: all(e["checks"].get(flag, False) for e in entries) for flag in flags},
         "checked": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -55,11 +66,14 @@ def check_alignment(stores: Sequence[SoftLabelStore | str | Path], index: Datase
 
 
 def require_aligned(
-    stores: Sequence[SoftLabelStore | str | Path], index: DatasetIndex, out_json: str | Path | None = None
+    stores: Sequence[SoftLabelStore | str | Path],
+    index: DatasetIndex,
+    out_json: str | Path | None = None,
+    replay: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``check_alignment``; write the report to ``out_json`` (a directory gets ``alignment_check.json``) even on
     failure, for the audit trail; raise ``StillroomError`` unless every store aligns. Returns the report."""
-    report = check_alignment(stores, index)
+    report = check_alignment(stores, index, replay=replay)
     if out_json is not None:
         out = Path(out_json)
         atomic_write_json(out / ALIGNMENT_FILE if out.is_dir() else out, report)
@@ -111,12 +125,36 @@ def _check_one(store: SoftLabelStore | str | Path, index: DatasetIndex) -> dict[
         "teacher": store.teacher.get("arch"),
         "num_samples": store.num_samples,
         "num_classes": store.num_classes,
+        "views": store.views,
+        "augment": m.get("augment"),
+        "augment_seed": m.get("augment_seed"),
         **{key: m.get(key) for key, _ in _HASH_CHECKS.values()},
         "ok": not problems,
         "checks": checks,
         "problems": problems,
         "first_mismatches": mismatches,
     }
+
+
+def _check_replay(entries: list[dict[str, Any]], replay: dict[str, Any] | None) -> None:
+    """Set ``checks["replay_equal"]`` on every opened entry: same views/augment/augment_seed as the first opened
+    store, and (replay stores only) the student's ``replay`` expectation."""
+    opened = [e for e in entries if "views" in e]
+    if not opened:
+        return
+    keys = ("views", "augment", "augment_seed")
+    ref = {k: opened[0][k] for k in keys}
+    for e in opened:
+        problems = [f"{k} {e[k]!r} differs from {ref[k]!r} in {opened[0]['path']}" for k in keys if e[k] != ref[k]]
+        if e["views"] and replay is not None:
+            problems += [
+                f"{k} {e[k]!r} differs from the student's {replay.get(k)!r} (the student would re-create other views)"
+                for k in ("augment", "augment_seed")
+                if e[k] != replay.get(k)
+            ]
+        e["checks"]["replay_equal"] = not problems
+        e["problems"] += [f"replay mismatch: {p}" for p in problems]
+        e["ok"] = e["ok"] and not problems
 
 
 def _first_mismatches(store_paths: Sequence[str], index_paths: Sequence[str]) -> list[dict[str, Any]]:

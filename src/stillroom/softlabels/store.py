@@ -2,11 +2,13 @@
 
 A store is a directory::
 
-    logits.npy     (N, K) float32 or float16; row i is index row i; opened memory-mapped so it streams
+    logits.npy     (N, K) float32 or float16; row i is index row i; opened memory-mapped so it streams.
+                   A replay store (augmentation replay) holds (V, N, K): [v, i] = logits of view v of row i
     paths.txt      the N relative paths, in order, that the logits were computed for (names rows on a mismatch)
     manifest.json  format, the index's index_hash / labels_hash / content_hash, N, K, dtype, teacher
                    (arch, weights_sha256, run, ...), preprocessing recipe, temperature (null: raw logits),
-                   created, stillroom_version
+                   created, stillroom_version; a replay store adds views (V), augment (recipe name) and
+                   augment_seed: view v of row i is ``augment(image_i, augment_rng(augment_seed, i, v))``
 
 Logits are stored raw (temperature-free) so any T can be applied at training time. Nothing is ever unpickled:
 the array is opened with ``np.lib.format.open_memmap`` (header only; no pickle, no zip). Before training on
@@ -42,7 +44,8 @@ _CHUNK = 65536  # rows per finiteness check, so a large array is not duplicated 
 
 @dataclass
 class SoftLabelStore:
-    """An opened store. ``logits`` is a read-only memmap of shape (num_samples, num_classes)."""
+    """An opened store. ``logits`` is a read-only memmap of shape (num_samples, num_classes), or
+    (views, num_samples, num_classes) for a replay store."""
 
     path: Path
     manifest: dict[str, Any]
@@ -56,6 +59,11 @@ class SoftLabelStore:
     @property
     def num_classes(self) -> int:
         return int(self.manifest["num_classes"])
+
+    @property
+    def views(self) -> int:
+        """Number of stored augmented views per sample; 0 for a plain (un-augmented) store."""
+        return int(self.manifest.get("views") or 0)
 
     @property
     def teacher(self) -> dict[str, Any]:
@@ -83,6 +91,10 @@ class SoftLabelStore:
         if manifest["dtype"] not in DTYPES:
             raise StillroomError(f"{manifest_path}: dtype {manifest['dtype']!r} not one of {', '.join(DTYPES)}")
         n, k = int(manifest["num_samples"]), int(manifest["num_classes"])
+        v = manifest.get("views") or 0
+        if not isinstance(v, int) or v < 0:
+            raise StillroomError(f"{manifest_path}: views must be a non-negative integer, got {v!r}")
+        want_shape = (v, n, k) if v else (n, k)
 
         logits_path = path / LOGITS
         if not logits_path.is_file():
@@ -95,8 +107,8 @@ class SoftLabelStore:
             raise StillroomError(f"{logits_path}: not a readable .npy array of numbers ({err})") from None
         if logits.dtype != np.dtype(manifest["dtype"]):
             raise StillroomError(f"{logits_path}: dtype {logits.dtype} but the manifest says {manifest['dtype']}")
-        if logits.shape != (n, k):
-            raise StillroomError(f"{logits_path}: shape {logits.shape} but the manifest says ({n}, {k})")
+        if logits.shape != want_shape:
+            raise StillroomError(f"{logits_path}: shape {logits.shape} but the manifest says {want_shape}")
 
         paths_path = path / PATHS
         if not paths_path.is_file():
@@ -123,8 +135,13 @@ def write_store(
     teacher: dict[str, Any],
     preprocessing: dict[str, Any],
     dtype: str = "float32",
+    replay: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> SoftLabelStore:
     """Write ``logits`` (N, K) for ``index`` as a store at ``out_dir``, atomically, and return it opened.
+
+    A replay store: ``logits`` (V, N, K) and ``replay = {"augment": name, "augment_seed": seed}`` (both or
+    neither). ``extra`` adds manifest fields (e.g. build time); the manifest always gets ``logits_bytes``.
 
     ``teacher`` needs ``arch`` and ``weights_sha256`` (``run`` and anything else is kept as given). The files are
     written into a temporary sibling directory that is then renamed into place; an existing ``out_dir`` is replaced
@@ -133,16 +150,25 @@ def write_store(
     out_dir = Path(out_dir)
     if dtype not in DTYPES:
         raise StillroomError(f"write_store: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if not isinstance(logits, np.ndarray) or logits.ndim != 2:
-        raise StillroomError(f"write_store: logits must be a 2-D numpy array (N, K), got {_describe(logits)}")
+    ndim = 3 if replay is not None else 2
+    if not isinstance(logits, np.ndarray) or logits.ndim != ndim:
+        want = "3-D numpy array (V, N, K) with replay" if replay is not None else "2-D numpy array (N, K)"
+        raise StillroomError(f"write_store: logits must be a {want}, got {_describe(logits)}")
+    if replay is not None and (
+        not isinstance(replay.get("augment"), str) or not isinstance(replay.get("augment_seed"), int)
+    ):
+        raise StillroomError(f"write_store: replay must have a str 'augment' and an int 'augment_seed', got {replay}")
+    views = int(logits.shape[0]) if replay is not None else 0
+    if replay is not None and views < 1:
+        raise StillroomError("write_store: a replay store needs at least one view")
     n, allowed = len(index), teacher_class_counts(index)
-    if logits.shape[0] != n or logits.shape[1] not in allowed:
+    if logits.shape[-2] != n or logits.shape[-1] not in allowed:
         want = " or ".join(map(str, allowed))
         raise StillroomError(
             f"write_store: logits shape {logits.shape} does not match the index at {index.root}"
             f" ({n} rows, {want} classes)"
         )
-    k = int(logits.shape[1])
+    k = int(logits.shape[-1])
     if not np.issubdtype(logits.dtype, np.floating):
         raise StillroomError(f"write_store: logits must be floating point, got {logits.dtype}")
     if not isinstance(teacher, dict) or not all(
@@ -155,12 +181,14 @@ def write_store(
         )
     with np.errstate(over="ignore"):  # float16 overflow is reported below, with the row it happened in
         stored = np.ascontiguousarray(logits, dtype=dtype)
-    for start in range(0, n, _CHUNK):
-        bad = ~np.isfinite(stored[start : start + _CHUNK])
+    flat, flat_in = stored.reshape(-1, k), logits.reshape(-1, k)  # (V*N, K): view v of row i at v*N + i
+    for start in range(0, len(flat), _CHUNK):
+        bad = ~np.isfinite(flat[start : start + _CHUNK])
         if bad.any():
-            row = start + int(np.argwhere(bad)[0][0])
-            why = " (overflows float16: store as float32)" if np.isfinite(logits[row]).all() else ""
-            raise StillroomError(f"write_store: logits row {row} ({index.paths[row]}) is not finite{why}")
+            pos = start + int(np.argwhere(bad)[0][0])
+            row, where = pos % n, f" view {pos // n}" if views else ""
+            why = " (overflows float16: store as float32)" if np.isfinite(flat_in[pos]).all() else ""
+            raise StillroomError(f"write_store: logits row {row} ({index.paths[row]}){where} is not finite{why}")
     _check_replaceable(out_dir)
 
     manifest = {
@@ -176,6 +204,8 @@ def write_store(
         "temperature": None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "stillroom_version": _version(),
+        **({"views": views, "augment": replay["augment"], "augment_seed": replay["augment_seed"]} if views else {}),
+        **(extra or {}),
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -184,6 +214,7 @@ def write_store(
             np.save(fh, stored, allow_pickle=False)
             fh.flush()
             os.fsync(fh.fileno())
+        manifest["logits_bytes"] = os.path.getsize(tmp / LOGITS)
         _write_synced(tmp / PATHS, "".join(p + "\n" for p in index.paths))
         atomic_write_json(tmp / MANIFEST, manifest)
         _swap_into_place(tmp, out_dir)
@@ -193,24 +224,46 @@ def write_store(
     return SoftLabelStore.open(out_dir)
 
 
-def teacher_logits_for(stores: Sequence[SoftLabelStore], rows: torch.Tensor | np.ndarray) -> torch.Tensor:
+def teacher_logits_for(
+    stores: Sequence[SoftLabelStore],
+    rows: torch.Tensor | np.ndarray,
+    views: torch.Tensor | np.ndarray | None = None,
+) -> torch.Tensor:
     """Gather cached logits of aligned ``stores`` for index ``rows`` (B,): a float32 tensor (M, B, K).
 
+    Replay stores need ``views`` (B,), the augmented view of each row: entry b is ``logits[views[b], rows[b]]``.
     Only shapes are checked here; run ``require_aligned`` once before training to prove the stores fit the index.
     """
     if not stores:
         raise StillroomError("teacher_logits_for: no stores given")
-    idx = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise StillroomError(f"teacher_logits_for: rows must be a 1-D integer array, got {_describe(idx)}")
+    idx = _int_vector(rows, "rows")
     shapes = {s.logits.shape for s in stores}
     if len(shapes) != 1:
         raise StillroomError(f"teacher_logits_for: stores have different shapes {sorted(shapes)}; check alignment")
-    n = stores[0].logits.shape[0]
+    n = stores[0].logits.shape[-2]
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise StillroomError(f"teacher_logits_for: rows must be in 0..{n - 1}, got {idx.min()}..{idx.max()}")
-    # fancy indexing on a memmap reads only the requested rows
-    return torch.from_numpy(np.stack([np.asarray(s.logits[idx], dtype=np.float32) for s in stores]))
+    n_views = stores[0].logits.shape[0] if stores[0].logits.ndim == 3 else 0
+    if not n_views:
+        if views is not None:
+            raise StillroomError("teacher_logits_for: views given but the stores hold un-augmented logits only")
+        # fancy indexing on a memmap reads only the requested rows
+        return torch.from_numpy(np.stack([np.asarray(s.logits[idx], dtype=np.float32) for s in stores]))
+    if views is None:
+        raise StillroomError(f"teacher_logits_for: the stores hold {n_views} views per row; pass views")
+    vdx = _int_vector(views, "views")
+    if vdx.shape != idx.shape:
+        raise StillroomError(f"teacher_logits_for: views shape {vdx.shape} differs from rows shape {idx.shape}")
+    if vdx.size and (vdx.min() < 0 or vdx.max() >= n_views):
+        raise StillroomError(f"teacher_logits_for: views must be in 0..{n_views - 1}, got {vdx.min()}..{vdx.max()}")
+    return torch.from_numpy(np.stack([np.asarray(s.logits[vdx, idx], dtype=np.float32) for s in stores]))
+
+
+def _int_vector(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise StillroomError(f"teacher_logits_for: {name} must be a 1-D integer array, got {_describe(arr)}")
+    return arr
 
 
 def _check_replaceable(out_dir: Path) -> None:

@@ -9,6 +9,18 @@ on a copy of the model whose BatchNorm statistics are re-estimated on clean trai
 evaluating never changes the training trajectory. Model selection uses the validation split only; test metrics of
 both the best-validation and the last-epoch weights are written at the end (REFERENCE 6: mdistiller selects on
 test, we do not). ``resume=True`` continues from the last finished epoch with identical results.
+
+Augmentation replay (issue 7): with cached stores that hold V augmented views per row, each sample's view is drawn
+per epoch from [0, V) as a function of (seed, epoch, row), the image is re-created with the store's augment seed,
+and the teacher logits of exactly that view are looked up (``data.dataset.IndexDataset``).
+
+Several processes (``torchrun --nproc_per_node=N -m stillroom train CONFIG``; WORLD_SIZE > 1): one process group
+(nccl on GPU, gloo on CPU), the model wrapped in DistributedDataParallel (gradients all-reduced, i.e. averaged over
+ranks), and ``GlobalBatchSampler``: the epoch permutation is the single-process one, cut into global batches of
+``batch_size``, and rank r trains on the r-th contiguous shard of each. Since every rank's shard has the same size,
+the mean of the per-rank mean losses is the global-batch mean loss, so N processes follow the single-process run up
+to float reduction order (models without BatchNorm; SyncBatchNorm is used on GPU only, torch has no CPU kernel for
+it). Rank 0 alone writes files (checkpoints, state, logs, metrics) and evaluates.
 """
 
 from __future__ import annotations
@@ -16,8 +28,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,13 +39,15 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
 
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
 from stillroom.config import TrainConfig
-from stillroom.data.augment import get_augment
+from stillroom.data.augment import augment_name, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import DatasetIndex, load_index
 from stillroom.distill.losses import build_loss
@@ -42,7 +58,7 @@ from stillroom.models.inference import iter_batches, predict_logits
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import recompute_bn_stats
 
-__all__ = ["train", "Progress"]
+__all__ = ["train", "Progress", "GlobalBatchSampler"]
 
 Progress = Callable[..., None]  # (phase, done, total, record=None); record: the epoch's log line
 
@@ -52,6 +68,94 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """This rank's samples of an epoch: ``randperm(n)`` from a generator seeded with ``seed``, cut into
+    ``n // batch_size`` global batches (the remainder dropped, as ``drop_last``), rank r taking the r-th contiguous
+    ``batch_size // world_size`` slice of each. Load with ``DataLoader(batch_size=batch_size // world_size)``.
+
+    With one process the order equals ``RandomSampler(generator=seeded)`` + ``drop_last``. torch's
+    ``DistributedSampler`` is not used because its permutation (seeded by seed + epoch, strided over ranks, padded)
+    differs from the single-process order, so an N-process run could not be compared with a 1-process one.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise StillroomError(
+                f"batch_size {batch_size} is not divisible by the world size {world_size}: each rank must take an "
+                "equal share of every global batch"
+            )
+        if not 0 <= rank < world_size:
+            raise StillroomError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.local = batch_size // world_size
+        self.steps = n // batch_size
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        batches = perm[: self.steps * self.batch_size].view(self.steps, self.batch_size)  # (steps, batch_size)
+        shard = batches[:, self.rank * self.local : (self.rank + 1) * self.local]  # (steps, local)
+        return iter(shard.reshape(-1).tolist())
+
+    def __len__(self) -> int:
+        return self.steps * self.local
+
+
+class _Dist:
+    """The process group of a torchrun launch (WORLD_SIZE > 1), or a single process."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.owned = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            self.owned = True
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        self.main = self.rank == 0
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if self.world > 1 else 0)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (float64, on the backend's device)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.owned:
+            dist.destroy_process_group()
+
+
+class _PlainBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Stand-in for a SyncBatchNorm in the rank-0 evaluation copy: plain per-process statistics (the input rank is
+    whatever the original BatchNorm had, so no dimension check)."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        pass
+
+
+def _unsync_bn(module: nn.Module) -> nn.Module:
+    """Replace SyncBatchNorm layers (in place) so re-estimating statistics on rank 0 alone cannot wait on peers."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = _PlainBatchNorm(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain.to(next(child.buffers(), torch.empty(0)).device))
+        else:
+            _unsync_bn(child)
+    return module
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -90,7 +194,7 @@ def evaluation_copy(
     model: nn.Module, normalizer: Normalizer, images: np.ndarray, bn_rows: np.ndarray, cfg: TrainConfig
 ) -> nn.Module:
     """A deep copy in eval mode with BN statistics re-estimated on clean training images (when enabled)."""
-    clone = copy.deepcopy(model)
+    clone = _unsync_bn(copy.deepcopy(model))
     if cfg.precise_bn.enabled:
         recompute_bn_stats(clone, iter_batches(images, bn_rows, normalizer, cfg.batch_size))
     return clone.eval()
@@ -109,8 +213,8 @@ def _split_report(
     return report
 
 
-def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool) -> bool:
-    """Create or validate the run directory; True when there is a finished epoch to resume from."""
+def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool, write: bool = True) -> bool:
+    """Validate (and with ``write``, create) the run directory; True when there is a finished epoch to resume."""
     resumable = (out_dir / "last.safetensors").is_file()
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
@@ -119,6 +223,8 @@ def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool) -> bool:
             cfg.model_dump_json()
         ):
             raise StillroomError(f"{out_dir}: --resume with a different config than the one saved in config.json")
+    if not write:
+        return resumable
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "config.json", json.loads(cfg.model_dump_json()))
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
@@ -126,36 +232,82 @@ def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool) -> bool:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: Progress | None = None) -> Path:
-    """Train ``cfg`` into ``out_dir``; return the run directory. See the module docstring."""
-    out_dir = Path(out_dir)
+    """Train ``cfg`` into ``out_dir``; return the run directory. See the module docstring.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; only rank 0 writes and reports ``progress``.
+    """
+    ddp = _Dist()
+    try:
+        return _train(cfg, Path(out_dir), resume, progress if ddp.main else None, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | None, ddp: _Dist) -> Path:
     index = load_index(cfg.data.index)
-    resumable = _prepare_run_dir(cfg, out_dir, resume)
+    # Every rank validates the directory before rank 0 writes into it.
+    resumable = _prepare_run_dir(cfg, out_dir, resume, write=ddp.world == 1)
+    if ddp.world > 1:
+        ddp.barrier()
+        if ddp.main:
+            _prepare_run_dir(cfg, out_dir, resume)
     _seed_everything(cfg.seed, cfg.deterministic)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = ddp.device
     use_amp = device.type == "cuda" and cfg.amp == "auto"
     recipe = index.recipe
     channels, size = int(recipe.get("channels", 1)), int(recipe["size"])
 
     loss_fn = build_loss(cfg.loss.name, **cfg.loss.params)
-    teachers = build_teachers(cfg.teachers.cached, cfg.teachers.online, index, out_dir / "alignment_check.json")
+    aug_name = augment_name(cfg.augment, recipe)
+    replay_seed = cfg.seed if cfg.teachers.replay_seed is None else cfg.teachers.replay_seed
+    teachers = build_teachers(
+        cfg.teachers.cached,
+        cfg.teachers.online,
+        index,
+        out_dir / "alignment_check.json" if ddp.main else None,
+        replay={"augment": aug_name, "augment_seed": replay_seed},
+    )
+    replay_views = int(getattr(teachers, "views", 0))
     if getattr(loss_fn, "needs_teacher", False) and teachers is None:
         raise StillroomError(f"loss {cfg.loss.name!r} needs teachers: set teachers.cached or teachers.online")
     if teachers is not None and not getattr(loss_fn, "needs_teacher", False):
         raise StillroomError(f"loss {cfg.loss.name!r} ignores teachers; remove them or use a distillation loss")
 
     num_classes = int(getattr(loss_fn, "num_outputs", lambda k: k)(index.num_classes))
-    model = create_model(cfg.model.name, channels, num_classes, size).to(device)
+    net = create_model(cfg.model.name, channels, num_classes, size).to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        net = net.to(memory_format=torch.channels_last)
+    model: nn.Module = net  # what the step runs: ``net`` itself, or its DDP wrapper
+    if ddp.world > 1:
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        elif has_bn and ddp.main:
+            warnings.warn(
+                "BatchNorm statistics are per rank on CPU (no SyncBatchNorm kernel): results differ from one "
+                "process with the same global batch",
+                stacklevel=2,
+            )
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     normalizer = Normalizer.from_recipe(recipe).to(device)
     images = load_images(index)
     train_rows = index.split_indices(cfg.data.train_split)
     if len(train_rows) < 2:
         raise StillroomError(f"{index.root}: the {cfg.data.train_split!r} split has {len(train_rows)} sample(s)")
-    dataset = IndexDataset(images, index.labels, train_rows, get_augment(cfg.augment, recipe), cfg.seed)
+    # Replay: views are re-created with the store's augment seed (checked equal to replay_seed above).
+    dataset = IndexDataset(
+        images,
+        index.labels,
+        train_rows,
+        get_augment(cfg.augment, recipe),
+        replay_seed if replay_views else cfg.seed,
+        replay_views=replay_views,
+        draw_seed=cfg.seed,
+    )
     batch_size = min(cfg.batch_size, len(train_rows))
+    GlobalBatchSampler(len(train_rows), batch_size, 0, 0, ddp.world)  # fail on an indivisible batch before any step
     steps_per_epoch = len(train_rows) // batch_size  # drop_last: a batch of 1 breaks BatchNorm
-    optimizer = _optimizer(cfg, model)
+    optimizer = _optimizer(cfg, net)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     bn_rows = _bn_rows(index, cfg)
 
@@ -176,7 +328,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, {"epoch": -1, "val_top1": -1.0, "val_nll": math.inf}
     if resumable:
-        rng, state = load_training_state(out_dir / "last.safetensors", model, optimizer)
+        rng, state = load_training_state(out_dir / "last.safetensors", net, optimizer)
         torch.set_rng_state(rng)
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         # Re-derive the LR from the restored step count (LambdaLR is stateless apart from last_epoch).
@@ -185,25 +337,29 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
             optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
         ):
             group["lr"] = base * lr_lambda(scheduler.last_epoch)
-    atomic_write_json(out_dir / "model.json", meta)
+    if ddp.main:
+        atomic_write_json(out_dir / "model.json", meta)
 
     for epoch in range(start_epoch, cfg.schedule.epochs):
         t0 = time.perf_counter()
         model.train()
         dataset.set_view(epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        sampler = GlobalBatchSampler(len(dataset), batch_size, cfg.seed * 100_003 + epoch, ddp.rank, ddp.world)
         loader = DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=RandomSampler(dataset, generator=gen),
+            batch_size=batch_size // ddp.world,
+            sampler=sampler,
             drop_last=True,
             num_workers=cfg.num_workers,
         )
         sums: dict[str, float] = {}
         correct = seen = 0
-        for step, (x, y, rows) in enumerate(loader):
+        for step, (x, y, rows, views) in enumerate(loader):
             x, y = x.to(device), y.to(device)
-            t_logits = teachers(x, rows).to(device) if teachers is not None else None
+            if teachers is None:
+                t_logits = None
+            else:
+                t_logits = teachers(x, rows, views if replay_views else None).to(device)
             xn = normalizer(x)
             if cfg.channels_last:
                 xn = xn.contiguous(memory_format=torch.channels_last)
@@ -223,6 +379,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
             seen += len(y)
             if progress:
                 progress("train", step + 1, steps_per_epoch)
+        keys = sorted(sums)
+        correct, seen, *totals = ddp.sum([correct, seen, *(sums[k] for k in keys)])  # over ranks
+        sums = dict(zip(keys, totals, strict=True))
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -231,8 +390,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
             "train_seconds": time.perf_counter() - t0,
         }
         last = epoch + 1 == cfg.schedule.epochs
+        if not ddp.main:
+            continue  # rank 0 alone evaluates and writes; peers wait for it in the next all-reduce
         if (epoch + 1) % cfg.eval_every == 0 or last:
-            eval_model = evaluation_copy(model, normalizer, images, bn_rows, cfg)
+            eval_model = evaluation_copy(net, normalizer, images, bn_rows, cfg)
             val = _split_report(eval_model, normalizer, images, index, cfg.data.val_split)
             record.update(val_top1=val["top1"], val_macro_f1=val["macro_f1"], val_nll=val["nll"])
             # Best = highest val top-1, ties broken by lower val NLL (never test: REFERENCE 6).
@@ -244,7 +405,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
         record["epoch_seconds"] = time.perf_counter() - t0
         history.append(record)
         loop_state = {"epoch": epoch + 1, "history": history, "best": best}
-        save_training_state(out_dir / "last.safetensors", model, optimizer, torch.get_rng_state(), loop_state)
+        save_training_state(out_dir / "last.safetensors", net, optimizer, torch.get_rng_state(), loop_state)
         atomic_write_json(out_dir / "state.json", loop_state)
         with open(out_dir / "log.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -253,5 +414,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress:
 
     from stillroom.evaluate.runner import evaluate_run  # late: the runner loads runs written above
 
-    evaluate_run(out_dir, splits=(cfg.data.val_split, cfg.data.test_split), index=index, images=images)
+    if ddp.main:
+        evaluate_run(out_dir, splits=(cfg.data.val_split, cfg.data.test_split), index=index, images=images)
+    ddp.barrier()  # every rank returns a finished run directory
     return out_dir
