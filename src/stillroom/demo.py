@@ -1,7 +1,8 @@
 """``stillroom demo``: the whole pipeline on Gen-1 silhouettes (species 1-151, 64 px), end to end.
 
 build data -> train 2 resnet18 teachers (seeds 0, 1) -> export + strictly check their soft labels -> train a
-mobilenet_v3_small from scratch and one distilled from both cached teachers (KD, fused) -> evaluate -> report.md.
+mobilenet_v3_small from scratch and one distilled from both cached teachers (KD, fused) -> evaluate -> report.md
+and the self-contained report.html.
 Every run is an ordinary ``stillroom train`` config (written to ``<out>/configs``), so each step can be repeated
 by hand. Finished steps are reused when the demo is run again (runs resume; the data build is skipped when its
 index is complete), so an interrupted demo continues where it stopped.
@@ -90,6 +91,7 @@ def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[D
 
 def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, quick: bool = False) -> Path:
     """Run the demo pipeline into ``out``; return the path of the written report."""
+    from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
     from stillroom.softlabels.check import require_aligned
     from stillroom.softlabels.export import export_softlabels
@@ -136,4 +138,7 @@ def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, qu
     timings["total"] = time.perf_counter() - t_start
     runs = {"teacher (resnet18, seed 0)": teachers[0], "teacher (resnet18, seed 1)": teachers[1]}
     runs.update({"student scratch (mobilenet_v3_small)": scratch, "student KD (mobilenet_v3_small)": kd})
-    return write_demo_report(out / "report.md", index, runs, alignment=alignment, timings=timings, budget=budget)
+    report = write_demo_report(out / "report.md", index, runs, alignment=alignment, timings=timings, budget=budget)
+    html_report = write_html_report(out, out / "report.html")
+    console.print(f"[bold green]html report:[/] {html_report}")
+    return report

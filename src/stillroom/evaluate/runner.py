@@ -4,6 +4,14 @@ Reports come from ``evaluate.metrics.classification_report`` (top-1/top-5, macro
 seed 000 §4.1). Confusion matrices go to ``confusion_<split>_<weights>.npy`` beside the JSON (649 x 649 does not
 belong in a JSON file). The run must have been trained on the same index (hash check) unless ``index`` has the same
 classes and ``allow_other_index`` is set, e.g. to evaluate on a rebuilt or imported set.
+
+Calibration (REFERENCE 4; seed 001 §4.1.6, §5.2; ``evaluate.calibration``): on the run's own index, a temperature
+is fitted on the validation split (the config's ``data.val_split``; ID rows only) for each weights file and stored
+in ``calibration.json`` with the weights' sha256; the method of an existing entry (``nll`` by default, or ``grid``
+after ``stillroom calibrate --method grid``) is kept. On another index the stored temperature is used as it is
+(never refitted on foreign data). Each split report gets ``"calibration": {"before", "after", "temperature"}``
+(ECE, MCE, Brier, NLL with their reliability bins; ``after`` is None when no temperature is available) and, for
+every split but the one T was fitted on, a reliability diagram ``plots/reliability_<split>_<weights>.png``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json, read_json
 from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.evaluate.calibration import CALIBRATION_FILE, TemperatureScaler, calibration_metrics
 from stillroom.evaluate.metrics import classification_report
 from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import WEIGHT_CHOICES, load_run
@@ -32,6 +41,50 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _fit_temperature(
+    run_dir: Path,
+    weights: str,
+    sha256: str,
+    val_split: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    k_id: int,
+    method: str | None,
+) -> TemperatureScaler:
+    """Fit on validation logits with ``method``, else the one stored for these weights (default ``nll``); store."""
+    path = run_dir / CALIBRATION_FILE
+    if method is None:
+        stored = read_json(path).get("weights", {}).get(weights, {}) if path.is_file() else {}
+        method = stored.get("method", "nll")
+    scaler = TemperatureScaler(num_id_classes=k_id).fit(logits, labels, method=method)
+    scaler.save(path, weights, weights_sha256=sha256, fit_split=val_split)
+    return scaler
+
+
+def _stored_temperature(run_dir: Path, weights: str, sha256: str) -> TemperatureScaler | None:
+    path = run_dir / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    entry = read_json(path).get("weights", {}).get(weights)
+    if entry is None or entry.get("weights_sha256") not in (None, sha256):
+        return None
+    return TemperatureScaler.from_dict(entry)
+
+
+def _calibration_section(
+    logits: np.ndarray, labels: np.ndarray, k_id: int, scaler: TemperatureScaler | None
+) -> dict[str, Any] | None:
+    keep = labels < k_id  # ID rows only: calibration of the K renormalized in-distribution probabilities
+    if not keep.any():
+        return None
+    z, y = logits[keep], labels[keep]
+    before = calibration_metrics(z, y, num_id_classes=k_id, return_bins=True)
+    if scaler is None:
+        return {"before": before, "after": None, "temperature": None, "method": None}
+    after = calibration_metrics(scaler.transform(z), y, num_id_classes=k_id, return_bins=True)
+    return {"before": before, "after": after, "temperature": scaler.temperature_, "method": scaler.method_}
+
+
 def evaluate_run(
     run_dir: str | Path,
     splits: Sequence[str] = ("test",),
@@ -39,12 +92,19 @@ def evaluate_run(
     index: DatasetIndex | None = None,
     images: np.ndarray | None = None,
     allow_other_index: bool = False,
+    plots: bool = True,
+    temperature_method: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``weights`` of the run on ``splits``; merge into ``run_dir/metrics.json`` and return it."""
+    """Evaluate ``weights`` of the run on ``splits``; merge into ``run_dir/metrics.json`` and return it.
+
+    Also fits/stores the temperature (module docstring; ``temperature_method`` "nll" or "grid" overrides the stored
+    method) and, with ``plots``, writes reliability diagrams.
+    """
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "model.json")
     index = index or load_index(meta["index"])
-    if index.index_hash != meta["index_hash"] or index.content_hash != meta["content_hash"]:
+    own_index = index.index_hash == meta["index_hash"] and index.content_hash == meta["content_hash"]
+    if not own_index:
         if not allow_other_index:
             raise StillroomError(
                 f"{index.root}: not the index {run_dir} was trained on (index/content hash differ); "
@@ -61,14 +121,35 @@ def evaluate_run(
     out["epochs"] = state.get("epoch")
     out.setdefault("splits", {})
     out.setdefault("weights", {})
+    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+    val_split = config.get("data", {}).get("val_split", "val")
+    k_id = int(index.recipe.get("sink_class", index.num_classes))  # ID classes (a merged index has a sink class)
     for w in weights:
         run = load_run(run_dir, w)
         out["weights"][w] = {"file": run.weights_path.name, "sha256": run.weights_sha256}
+        cache: dict[str, np.ndarray] = {}
+
+        def split_logits(split: str, run=run, cache=cache) -> np.ndarray:
+            if split not in cache:
+                cache[split] = predict_logits(run.model, run.normalizer, images, index.split_indices(split))
+            return cache[split]
+
+        scaler = None
+        if own_index:
+            val_labels = index.labels[index.split_indices(val_split)]
+            if (val_labels < k_id).any():
+                val_id = val_labels < k_id
+                val_logits = split_logits(val_split)[val_id]
+                scaler = _fit_temperature(
+                    run_dir, w, run.weights_sha256, val_split, val_logits, val_labels[val_id], k_id, temperature_method
+                )
+        else:
+            scaler = _stored_temperature(run_dir, w, run.weights_sha256)
         for split in splits:
             rows = index.split_indices(split)
             if len(rows) == 0:
                 raise StillroomError(f"{index.root}: split {split!r} is empty")
-            logits = predict_logits(run.model, run.normalizer, images, rows)
+            logits = split_logits(split)
             labels = index.labels[rows]
             # A K+1 model (OOD sink) is scored on the K in-distribution classes here; open-set metrics are separate.
             k = index.num_classes
@@ -80,6 +161,19 @@ def evaluate_run(
             cm_file = f"confusion_{split}_{w}.npy"
             _save_npy(run_dir / cm_file, cm)
             report["confusion_matrix_file"] = cm_file
+            report["calibration"] = _calibration_section(logits, labels, k_id, scaler)
+            # no diagram for the split T was fitted on: its "after" is in-sample (the numbers stay in the JSON)
+            if plots and report["calibration"] is not None and not (own_index and split == val_split):
+                from stillroom.evaluate.plots import reliability_diagram  # late: matplotlib only when plotting
+
+                cal = report["calibration"]
+                reliability_diagram(
+                    cal["before"],
+                    cal["after"],
+                    cal["temperature"],
+                    title=f"{run_dir.name}: {split} split, {w} weights",
+                    path=run_dir / "plots" / f"reliability_{split}_{w}.png",
+                )
             out["splits"].setdefault(split, {})[w] = report
     atomic_write_json(metrics_path, out)
     return out

@@ -17,6 +17,13 @@ Named recipes (``RECIPES``) hold the paper's values: ``build_loss("target_dampen
 default recipe); explicitly given parameters override the recipe's. With ``kd_weight = 0`` the loss needs no
 teacher: ``needs_teacher`` is then False on the instance, so the trainer runs it without stores (the scratch +
 sink baseline of seed 000 §3.4); teacher logits passed anyway are ignored.
+
+Seed 000 Table 3 (g x seeds) is a ``stillroom sweep`` file over a base config that uses this loss::
+
+    base: student_seed000.yaml       # loss: {name: target_dampened, params: {recipe: seed000}}
+    seeds: [0, 1, 2]
+    variants: {g0: {loss.params.ood_weight: 0.0}, g4: {loss.params.ood_weight: 4.0},
+               g7.8: {loss.params.ood_weight: 7.8}, g10: {loss.params.ood_weight: 10.0}}
 """
 
 from __future__ import annotations
