@@ -225,9 +225,11 @@ def demo_cmd(
 
 def _register_plugins() -> None:
     """Command groups that live next to the code they drive (one module per pipeline stage)."""
+    from stillroom.data.ood_commands import register as register_ood
     from stillroom.distill.commands import register as register_distill
 
     register_distill(app)
+    register_ood(data_app, build_app, app)
 
 
 _register_plugins()

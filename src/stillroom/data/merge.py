@@ -1,0 +1,124 @@
+"""Merge an ID index and an OOD set into one open-set training index with a sink class (seed 000 §2.5; REFERENCE 1.2).
+
+The merged dataset lists every ID row first, unchanged (same relative path, label, split and group), then every OOD
+row with label ``K`` (= number of ID classes) and label name ``"ood"``; classes = ID classes + ``["ood"]``. Image
+files are hard-linked when both directories share a file system, copied otherwise; OOD files live under ``ood/``.
+
+The recipe is the ID recipe (size, channels, **mean and std**: teachers trained on the ID index must see exactly the
+inputs they were trained on, and a student's normalization must not shift with the OOD share) plus
+``sink_class: K`` and ``ood_source`` (the OOD index's hashes and recipe). An extra column ``source`` says ``id`` or
+``ood`` for every row; the OOD rows keep their own groups (emoji names) and splits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from stillroom._io import StillroomError
+from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.sprites import _check_out_dir, _rmtree, _swap_into_place
+
+__all__ = ["SINK_NAME", "OOD_PREFIX", "merge_with_sink"]
+
+SINK_NAME = "ood"
+OOD_PREFIX = "ood/"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _rows(index: DatasetIndex) -> list[IndexRow]:
+    return [
+        IndexRow(p, int(lab), name, str(s), g, h, {c: index.extra[c][i] for c in index.extra})
+        for i, (p, lab, name, s, g, h) in enumerate(
+            zip(index.paths, index.labels, index.label_names, index.splits, index.groups, index.sha256, strict=True)
+        )
+    ]
+
+
+def merge_with_sink(
+    id_index: DatasetIndex | str | Path, ood_index: DatasetIndex | str | Path, out_dir: str | Path
+) -> DatasetIndex:
+    """Write the merged ID + OOD dataset to ``out_dir`` (replaced as a whole when it is a dataset) and return it.
+
+    Raises ``StillroomError`` when the two recipes disagree on size, channels or padding, when the ID index already
+    has a sink or an ``"ood"`` class, or when the OOD index has more than one class.
+    """
+    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
+    ood_index = ood_index if isinstance(ood_index, DatasetIndex) else load_index(ood_index)
+    out_dir = Path(out_dir)
+    rid, rood = id_index.recipe, ood_index.recipe
+    for key in ("size", "channels", "padding"):
+        if key == "padding" and (key not in rid or key not in rood):
+            continue  # a drawn or imported set has no padding step; size and channels always count
+        if rid.get(key) != rood.get(key):
+            raise StillroomError(
+                f"{ood_index.root}: recipe {key}={rood.get(key)!r} differs from the ID index's {rid.get(key)!r}"
+                f" ({id_index.root}); rebuild the OOD set to match"
+            )
+    if "sink_class" in rid or SINK_NAME in id_index.classes:
+        raise StillroomError(f"{id_index.root}: already has an OOD sink class; merge into the plain ID index")
+    if ood_index.num_classes != 1:
+        raise StillroomError(f"{ood_index.root}: an OOD set has one class, this one has {ood_index.num_classes}")
+    if out_dir.resolve() in (id_index.root.resolve(), ood_index.root.resolve()):
+        raise StillroomError(f"{out_dir}: the merged index must go to a new directory, not over an input")
+    _check_out_dir(out_dir)
+
+    k = id_index.num_classes
+    id_rows = [
+        IndexRow(r.path, r.label, r.label_name, r.split, r.group, r.sha256, {**r.extra, "source": "id"})
+        for r in _rows(id_index)
+    ]
+    ood_rows = [
+        IndexRow(OOD_PREFIX + r.path, k, SINK_NAME, r.split, r.group, r.sha256, {**r.extra, "source": "ood"})
+        for r in _rows(ood_index)
+    ]
+    clash = set(id_index.paths) & {r.path for r in ood_rows}
+    if clash:
+        raise StillroomError(f"{id_index.root}: ID paths already use the {OOD_PREFIX!r} prefix ({sorted(clash)[0]})")
+    recipe: dict[str, Any] = {
+        **rid,
+        "sink_class": k,
+        "ood_source": {
+            "root": str(ood_index.root),
+            "index_hash": ood_index.index_hash,
+            "content_hash": ood_index.content_hash,
+            "recipe": rood,
+        },
+    }
+    extra_meta = {
+        "merge": {
+            "id": {"root": str(id_index.root), "index_hash": id_index.index_hash, "rows": len(id_index)},
+            "ood": {"root": str(ood_index.root), "index_hash": ood_index.index_hash, "rows": len(ood_index)},
+        },
+        "id_meta": {key: id_index.meta[key] for key in ("leakage_probe", "split_info") if key in id_index.meta},
+        "ood_meta": {
+            key: ood_index.meta[key]
+            for key in ("audit", "dedup", "split_info", "shortcut_probe")
+            if key in ood_index.meta
+        },
+    }
+
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        _rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for r in id_rows:
+            _link_or_copy(id_index.root / r.path, tmp / r.path)
+        for src, r in zip(ood_index.paths, ood_rows, strict=True):
+            _link_or_copy(ood_index.root / src, tmp / r.path)
+        write_index(tmp, [*id_rows, *ood_rows], [*id_index.classes, SINK_NAME], recipe, extra_meta)
+        _swap_into_place(tmp, out_dir)
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    return load_index(out_dir)

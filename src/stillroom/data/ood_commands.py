@@ -1,0 +1,162 @@
+"""CLI commands for the open-set workflow (REFERENCE 1.2, 4; seed 000 §2.4-2.5, §3.2-3.3).
+
+``register(data_app, build_app, app)`` adds:
+
+- ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...]``
+- ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR``
+- ``stillroom data probe-shortcuts INDEX``
+- ``stillroom evaluate-ood RUN --ood-split test [--tune-odin]``  -> ``RUN/ood_metrics.json``
+- ``stillroom ood-table RUN... [--markdown FILE]``               (seed 000 Table 2)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
+from stillroom._progress import console
+
+__all__ = ["register"]
+
+_SIZES = (32, 64, 96, 128, 160, 224)
+
+
+def _print_audit(meta: dict) -> None:
+    audit = meta.get("audit", {})
+    if audit:
+        reasons = ", ".join(f"{r} {n}" for r, n in audit["rejected_by_reason"].items() if n)
+        console.print(
+            f"audit: {audit['candidates']} rendered, {audit['passed']} passed, {audit['rejected_total']} rejected"
+            f" ({reasons or 'none'}; a mask may fail several checks)"
+        )
+    dedup = meta.get("dedup")
+    if dedup:
+        console.print(
+            f"dedup across sets: {dedup['audited']} -> {dedup['kept']} (exact-distinct {dedup['exact_distinct']})"
+        )
+
+
+def _print_probe(probe: dict | None) -> None:
+    if not probe:
+        return
+    for fset, per in probe["auroc"].items():
+        console.print(f"shortcut probe ({fset}): " + ", ".join(f"{c} AUROC {v:.3f}" for c, v in per.items()))
+    colour = "red" if any(v >= probe["thresholds"]["high"] for v in probe["max_auroc"].values()) else "green"
+    console.print(f"[{colour}]{probe['summary']}[/]")
+
+
+def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) -> None:
+    """Attach the open-set commands to the CLI's ``data``, ``data build`` and top-level apps."""
+
+    @build_app.command("ood-emoji")
+    def build_ood_emoji_cmd(
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        size: int = typer.Option(128, help="image side in pixels; must match --id-index"),
+        id_index: Path | None = typer.Option(None, "--id-index", help="ID sprite index: resolution source + probe"),
+        tarball: list[Path] = typer.Option([], "--tarball", help="local @iconify-json .tgz (offline); repeatable"),
+        seed: int = typer.Option(0, help="seed for target resolutions and the split by emoji name"),
+        dedup_threshold: float = typer.Option(0.01, help="near-duplicate rule across sets (fraction of pixels)"),
+        tone_variants: bool = typer.Option(False, "--tone-variants", help="also render skin-tone variants"),
+    ) -> None:
+        """Build the emoji OOD sink set (REFERENCE 1.2): fetch, render, sprite-like resolution, audit, dedup."""
+        from stillroom.data.ood_emoji import build_ood_emoji
+
+        if size not in _SIZES:
+            raise StillroomError(f"--size {size}: use one of {', '.join(map(str, _SIZES))}")
+        index = build_ood_emoji(
+            out, size=size, id_index=id_index, tarballs=tarball or None, seed=seed,
+            dedup_threshold=dedup_threshold, tone_variants=tone_variants,
+        )  # fmt: skip
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} OOD images, {index.meta['counts']['groups']} emoji names, "
+            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+        )
+        _print_audit(index.meta)
+        _print_probe(index.meta.get("shortcut_probe"))
+
+    @data_app.command("merge-sink")
+    def merge_sink_cmd(
+        id_index: Path = typer.Argument(..., help="ID dataset directory (K classes)"),
+        ood_index: Path = typer.Argument(..., help="OOD dataset directory (from `data build ood-emoji`)"),
+        out: Path = typer.Option(..., "--out", help="merged dataset directory to write (K + 1 classes)"),
+    ) -> None:
+        """Merge ID + OOD into one index with the sink as class K (ID normalization kept)."""
+        from stillroom.data.merge import merge_with_sink
+
+        index = merge_with_sink(id_index, ood_index, out)
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} images, {index.num_classes} classes (sink = class "
+            f"{index.recipe['sink_class']}), train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+        )
+
+    @data_app.command("probe-shortcuts")
+    def probe_shortcuts_cmd(
+        index: Path = typer.Argument(..., help="merged ID + OOD dataset directory"),
+        seed: int = typer.Option(0, help="classifier seed"),
+    ) -> None:
+        """AUROC of simple classifiers on topology / edge-texture features alone, ID vs OOD (into index.json)."""
+        from stillroom.data.shortcuts import probe_index
+
+        _print_probe(probe_index(index, seed=seed))
+        console.print(f"wrote shortcut_probe into {index / 'index.json'}")
+
+    @app.command("evaluate-ood")
+    def evaluate_ood_cmd(
+        run: Path = typer.Argument(..., help="run directory"),
+        ood_split: str = typer.Option("test", "--ood-split", help="split with ID and OOD rows to evaluate"),
+        index: Path | None = typer.Option(None, "--index", help="merged index (default: the run's own index)"),
+        weights: list[str] = typer.Option(["best"], "--weights", help="best and/or final"),
+        tune_odin: bool = typer.Option(False, "--tune-odin", help="tune ODIN T and eps on the val split first"),
+        odin_t: float = typer.Option(1000.0, "--odin-T", help="ODIN temperature (ignored with --tune-odin)"),
+        odin_eps: float = typer.Option(0.0014, "--odin-eps", help="ODIN step in [0, 1] image units"),
+        grid_t: list[float] = typer.Option([], "--odin-grid-T", help="temperatures for --tune-odin (repeatable)"),
+        grid_eps: list[float] = typer.Option([], "--odin-grid-eps", help="eps values for --tune-odin (repeatable)"),
+    ) -> None:
+        """Open-set metrics (MSP, MaxLogit, Energy, ODIN, sink) + closed-set top-1 -> RUN/ood_metrics.json."""
+        from stillroom.evaluate import ood
+        from stillroom.evaluate.ood_table import OOD_METRICS_FILE, ood_table_rich, ood_table_rows
+
+        if ood_split not in ("val", "test"):
+            raise StillroomError(f"--ood-split {ood_split!r}: use val or test")
+        path = run / OOD_METRICS_FILE
+        out = read_json(path) if path.is_file() else {}
+        out.setdefault("splits", {})
+        for w in weights:
+            t, eps, tuned_on = odin_t, odin_eps, None
+            if tune_odin:
+                tuned = ood.tune_odin(
+                    run, index, split="val", weights=w, temperatures=grid_t or None, epsilons=grid_eps or None
+                )
+                out.setdefault("odin_tuning", {})[w] = tuned
+                t, eps, tuned_on = tuned["temperature"], tuned["eps"], "val"
+                console.print(f"ODIN tuned on val ({w}): T={t:g}, eps={eps:g}, val AUROC {tuned['val_auroc']:.4f}")
+            report = ood.ood_report(
+                run, index, split=ood_split, weights=w, odin_T=t, odin_eps=eps, odin_tuned_on=tuned_on
+            )
+            out["splits"].setdefault(ood_split, {})[w] = report
+            console.print(ood_table_rich(ood_table_rows([report]), title=f"{run} ({ood_split}, {w})"))
+            if "ood_rejection_rate" in report:
+                console.print(f"OOD rejection rate (argmax = sink): {100 * report['ood_rejection_rate']:.2f}%")
+        atomic_write_json(path, out)
+        console.print(f"wrote {path}")
+
+    @app.command("ood-table")
+    def ood_table_cmd(
+        runs: list[Path] = typer.Argument(..., help="run directories (e.g. the seeds of one configuration)"),
+        split: str = typer.Option("test", help="split the reports were computed on"),
+        weights: str = typer.Option("best", help="best | final"),
+        markdown: Path | None = typer.Option(None, "--markdown", help="also write the table as markdown here"),
+    ) -> None:
+        """Seed 000 Table 2 over runs: method x top-1, AUROC, AUPR, FPR@95TPR (mean ± std)."""
+        from stillroom.evaluate.ood_table import load_ood_reports, ood_table_markdown, ood_table_rich, ood_table_rows
+
+        rows = ood_table_rows(load_ood_reports(runs, split=split, weights=weights))
+        title = f"OOD baselines over {len(runs)} run(s) ({split}, {weights})"
+        console.print(ood_table_rich(rows, title=title))
+        if markdown is not None:
+            atomic_write_text(markdown, ood_table_markdown(rows, title=title))
+            console.print(f"wrote {markdown}")

@@ -1,0 +1,189 @@
+"""Target-dampened open-set loss (seed 000 §2.4; REFERENCE 2): golden values, the OOD rule, and a tiny end-to-end run
+(K-class teacher, synthetic OOD sink, K+1 student, open-set report)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import typer
+from scipy.special import rel_entr
+from scipy.special import softmax as sp_softmax
+from typer.testing import CliRunner
+
+from stillroom._io import StillroomError, read_json
+from stillroom.config import config_from_dict
+from stillroom.data.index import IndexRow, write_index
+from stillroom.data.merge import merge_with_sink
+from stillroom.data.synthetic import build_shapes
+from stillroom.distill.losses import build_loss
+from stillroom.distill.losses.target_dampened import GAMMA_GRID, RECIPES
+
+# sample 1 (ID, y = 0): z = (1, 2, 0.5), teacher t = (2, 0.5); sample 2 (OOD, y = K = 2): z = (0.5, 0, 1.5)
+Z = torch.tensor([[1.0, 2.0, 0.5], [0.5, 0.0, 1.5]], dtype=torch.float64)
+T_LOGITS = torch.tensor([[[2.0, 0.5], [9.0, -9.0]]], dtype=torch.float64)  # the OOD row's teacher must not matter
+Y = torch.tensor([0, 2])
+
+
+def test_golden_values_by_hand():
+    # CE(z1, 0) over all 3 columns; KL at T = 2 over the 2 ID columns only; CE(z2, sink)
+    ce1 = math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5)) - 1.0
+    p_s = [math.exp(0.5) / (math.exp(0.5) + math.exp(1.0)), math.exp(1.0) / (math.exp(0.5) + math.exp(1.0))]
+    p_t = [math.exp(1.0) / (math.exp(1.0) + math.exp(0.25)), math.exp(0.25) / (math.exp(1.0) + math.exp(0.25))]
+    kl1 = sum(a * math.log(a / b) for a, b in zip(p_t, p_s, strict=True))
+    ce2 = math.log(math.exp(0.5) + 1.0 + math.exp(1.5)) - 1.5
+    assert (ce1, kl1, ce2) == pytest.approx((1.4643687841079447, 0.186179352034448, 0.4643687841079449), abs=1e-12)
+
+    loss = build_loss("target_dampened", kd_weight=0.3, temperature=2.0, ood_weight=7.8)
+    out = loss(Z, T_LOGITS, Y)
+    assert set(out) == {"loss_ce", "loss_kd", "loss_ood"}
+    # every term is a mean over the whole batch of B = 2
+    assert out["loss_ce"].item() == pytest.approx(0.7 * ce1 / 2, abs=1e-12)
+    assert out["loss_kd"].item() == pytest.approx(0.3 * 2.0**2 * kl1 / 2, abs=1e-12)
+    assert out["loss_ood"].item() == pytest.approx(7.8 * ce2 / 2, abs=1e-12)
+    assert (out["loss_ce"] + out["loss_kd"] + out["loss_ood"]).item() == pytest.approx(
+        0.5125290744377806 + 0.11170761122066879 + 1.8110382580209852, abs=1e-12
+    )
+
+
+def test_ood_sample_contributes_only_g_ce_toward_the_sink():
+    z = Z[1:].clone().requires_grad_(True)
+    loss = build_loss("target_dampened")  # seed000: g = 7.8
+    out = loss(z, torch.randn(3, 1, 2, dtype=torch.float64), Y[1:])
+    assert out["loss_ce"].item() == 0.0 and out["loss_kd"].item() == 0.0
+    assert out["loss_ood"].item() == pytest.approx(7.8 * F.cross_entropy(Z[1:], Y[1:]).item(), abs=1e-12)
+    sum(out.values()).backward()
+    expected = 7.8 * (torch.softmax(Z[1:], 1) - F.one_hot(Y[1:], 3))  # d(g CE)/dz
+    torch.testing.assert_close(z.grad, expected)
+    # the teachers' opinion of an OOD image never enters the loss
+    other = loss(Z, T_LOGITS * torch.tensor([1.0, 0.0])[None, :, None] + torch.tensor([0.0, 5.0])[None, :, None], Y)
+    torch.testing.assert_close(sum(other.values()), sum(loss(Z, T_LOGITS, Y).values()))
+
+
+def test_matches_scipy_with_two_teachers_fused():
+    g = torch.Generator().manual_seed(0)
+    k = 5
+    z = torch.randn(12, k + 1, generator=g, dtype=torch.float64) * 2
+    t = torch.randn(2, 12, k, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, k + 1, (12,), generator=g)
+    y[:3] = k  # some OOD rows for sure
+    a, temp, gamma = 0.3, 4.0, 7.8
+    out = build_loss("target_dampened")(z, t, y)
+    zn, tn, yn = z.numpy(), t.numpy(), y.numpy()
+    is_id = yn != k
+    ce = -(zn - np.log(np.exp(zn).sum(1, keepdims=True)))[np.arange(12), yn]
+    p_t = sp_softmax(tn / temp, axis=2).mean(0)  # fused: mean of the teachers' probabilities
+    kl = rel_entr(p_t, sp_softmax(zn[:, :k] / temp, axis=1)).sum(1)
+    assert out["loss_ce"].item() == pytest.approx((1 - a) * ce[is_id].sum() / 12, abs=1e-10)
+    assert out["loss_kd"].item() == pytest.approx(a * temp**2 * kl[is_id].sum() / 12, abs=1e-10)
+    assert out["loss_ood"].item() == pytest.approx(gamma * ce[~is_id].sum() / 12, abs=1e-10)
+
+
+def test_recipe_seed000_and_overrides():
+    assert RECIPES["seed000"] == {"kd_weight": 0.3, "temperature": 4.0, "ood_weight": 7.8}
+    assert GAMMA_GRID == (0.0, 4.0, 7.8, 10.0)
+    for loss in (build_loss("target_dampened"), build_loss("target_dampened", recipe="seed000")):
+        assert (loss.kd_weight, loss.temperature, loss.ood_weight) == (0.3, 4.0, 7.8) and loss.needs_teacher
+    over = build_loss("target_dampened", recipe="seed000", ood_weight=4.0)
+    assert (over.kd_weight, over.ood_weight) == (0.3, 4.0)
+    with pytest.raises(StillroomError, match="unknown recipe"):
+        build_loss("target_dampened", recipe="paper")
+    with pytest.raises(StillroomError, match="ood_weight"):
+        build_loss("target_dampened", gamma=7.8)
+    with pytest.raises(StillroomError, match="kd_weight must be"):
+        build_loss("target_dampened", kd_weight=1.5)
+
+
+def test_without_teachers_when_kd_weight_is_zero():
+    loss = build_loss("target_dampened", kd_weight=0.0)
+    assert loss.needs_teacher is False
+    out = loss(Z, None, Y)
+    assert out["loss_kd"].item() == 0.0
+    torch.testing.assert_close(out["loss_ce"] + out["loss_ood"], loss(Z, T_LOGITS, Y)["loss_ce"] + out["loss_ood"])
+    with pytest.raises(StillroomError, match="needs teacher logits"):
+        build_loss("target_dampened")(Z, None, Y)
+
+
+def test_shapes_are_checked():
+    loss = build_loss("target_dampened")
+    with pytest.raises(StillroomError, match="teachers have 1 classes"):
+        loss(Z, T_LOGITS[:, :, :1], Y)
+    with pytest.raises(StillroomError, match="targets must be in 0..2"):
+        loss(Z, T_LOGITS, torch.tensor([0, 3]))
+    with pytest.raises(StillroomError, match="sink must be the last"):
+        build_loss("target_dampened", sink_index=1)(Z, T_LOGITS, Y)
+    # a K+1 teacher is restricted to its K ID columns
+    wide = torch.cat([T_LOGITS, torch.full((1, 2, 1), 50.0, dtype=torch.float64)], dim=2)
+    torch.testing.assert_close(loss(Z, wide, Y)["loss_kd"], loss(Z, T_LOGITS, Y)["loss_kd"])
+
+
+# --- end to end ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merged_shapes(shapes_index, tmp_path_factory: pytest.TempPathFactory):
+    """The teacher's 4 shape classes + drawn rings and bars as the OOD sink (class 4)."""
+    other = build_shapes(tmp_path_factory.mktemp("other"), n_per_class=30, size=32, seed=5, kinds=("ring", "bar"))
+    rows = [
+        IndexRow(p, 0, "ood", str(s), g, h)
+        for p, s, g, h in zip(other.paths, other.splits, other.groups, other.sha256, strict=True)
+    ]
+    ood = write_index(other.root, rows, ["ood"], other.recipe)
+    return merge_with_sink(shapes_index, ood, tmp_path_factory.mktemp("merged") / "merged")
+
+
+def test_end_to_end_k_plus_one_student(teacher_run, merged_shapes, tiny_config, tmp_path):
+    from stillroom.evaluate.ood import ood_report
+    from stillroom.evaluate.ood_table import ood_table_markdown, ood_table_rows
+    from stillroom.softlabels.export import export_softlabels
+    from stillroom.train.trainer import train
+
+    store = export_softlabels(teacher_run, merged_shapes.root, tmp_path / "store")
+    assert store.num_classes == 4 and store.num_samples == len(merged_shapes)  # K-class teacher, no sink column
+    raw = tiny_config(
+        merged_shapes.root, "student_td", epochs=3,
+        loss={"name": "target_dampened", "params": {"recipe": "seed000"}},
+        teachers={"cached": [str(store.path)]},
+    )  # fmt: skip
+    run = train(config_from_dict(raw), tmp_path / "student_td")
+    assert read_json(run / "model.json")["num_classes"] == 5
+    assert read_json(run / "alignment_check.json")["ok"]
+    log = [line for line in (run / "log.jsonl").read_text().splitlines() if line]
+    assert "loss_ood" in log[-1]
+
+    report = ood_report(run, merged_shapes)
+    assert report["has_sink"] and report["num_id_classes"] == 4
+    assert set(report["scores"]) == {"msp", "maxlogit", "energy", "odin", "sink"}
+    assert report["scores"]["sink"]["auroc"] > 0.5
+    assert 0.0 <= report["ood_rejection_rate"] <= 1.0 and 0.0 <= report["closed_set"]["top1"] <= 1.0
+    assert report["conventions"]["orientation"].startswith("higher score = more in-distribution")
+    table = ood_table_markdown(ood_table_rows([report, report]))
+    assert "| Sink 1 - p_sink (target-dampened) |" in table and "± 0.0000" in table
+
+    # kd_weight = 0: the scratch + sink baseline trains without any teacher
+    raw0 = tiny_config(merged_shapes.root, "student_sink_only", epochs=1, loss={"name": "target_dampened",
+                       "params": {"kd_weight": 0.0}})  # fmt: skip
+    run0 = train(config_from_dict(raw0), tmp_path / "student_sink_only")
+    assert ood_report(run0, merged_shapes)["has_sink"]
+
+    # the K-class teacher is evaluated on the same merged index: baselines only, no sink score
+    teacher = ood_report(teacher_run, merged_shapes)
+    assert not teacher["has_sink"] and "sink" not in teacher["scores"] and not teacher["trained_on_this_index"]
+
+    from stillroom.data.ood_commands import register
+
+    app, data_app, build_app = typer.Typer(), typer.Typer(), typer.Typer()
+    register(data_app, build_app, app)
+    app.add_typer(data_app, name="data")
+    grid = ["--odin-grid-T", "1", "--odin-grid-T", "1000", "--odin-grid-eps", "0", "--odin-grid-eps", "0.0014"]
+    res = CliRunner().invoke(app, ["evaluate-ood", str(run), "--ood-split", "test", "--tune-odin", *grid])
+    assert res.exit_code == 0, res.output
+    saved = read_json(run / "ood_metrics.json")
+    assert saved["splits"]["test"]["best"]["odin"]["tuned_on"] == "val"
+    assert saved["odin_tuning"]["best"]["split"] == "val" and len(saved["odin_tuning"]["best"]["grid"]) == 4
+    res = CliRunner().invoke(app, ["ood-table", str(run), "--markdown", str(tmp_path / "table.md")])
+    assert res.exit_code == 0, res.output
+    assert "ODIN" in (tmp_path / "table.md").read_text()
