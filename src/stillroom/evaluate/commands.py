@@ -1,0 +1,164 @@
+"""CLI commands for experiments and their reports: ``sweep``, ``compare``, ``report`` and ``calibrate``.
+
+``register(app)`` adds them to a typer app; ``stillroom.cli`` wires them in.
+
+- ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.sweep``);
+- ``stillroom compare SUMMARY.csv --metric macro_f1 --a VARIANT --b VARIANT``: per-seed values, mean ± std,
+  bootstrap CI, exact permutation p, Cohen's d and a verdict (``evaluate.stats``; seed 001 §5.1);
+- ``stillroom report RUN_OR_SWEEP_DIR -o report.html``: the self-contained HTML report (``report.html``);
+- ``stillroom calibrate RUN [--method nll|grid]``: fit the temperature on validation logits and store it in
+  ``RUN/calibration.json``, then re-evaluate so ``metrics.json`` uses it (``evaluate.calibration``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from stillroom._io import StillroomError, atomic_write_json
+from stillroom._progress import console
+
+__all__ = ["register"]
+
+_LOWER_IS_BETTER = ("nll", "ece", "mce", "brier", "seconds")
+
+
+def _read_summary(path: Path) -> tuple[Path, list[dict[str, str]]]:
+    from stillroom.sweep import SUMMARY_FILE
+
+    if path.is_dir():
+        path = path / SUMMARY_FILE
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return path, list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise StillroomError(f"{path}: summary CSV not found (run `stillroom sweep` first)") from None
+
+
+def _column(rows: list[dict[str, str]], metric: str, split: str, path: Path) -> str:
+    columns = list(rows[0]) if rows else []
+    for candidate in (metric, f"{split}_{metric}"):
+        if candidate in columns:
+            return candidate
+    numeric = [c for c in columns if c not in ("variant", "seed", "run_dir", "finished_at")]
+    raise StillroomError(f"{path}: no column {metric!r} or {split}_{metric!r}; columns: {', '.join(numeric)}")
+
+
+def _variant_values(rows: list[dict[str, str]], variant: str, column: str, path: Path) -> tuple[list[float], list[int]]:
+    picked = [r for r in rows if r["variant"] == variant and r.get(column) not in (None, "")]
+    if not picked:
+        known = sorted({r["variant"] for r in rows})
+        raise StillroomError(f"{path}: no finished run of variant {variant!r} with {column}; variants: {known}")
+    return [float(r[column]) for r in picked], [int(r["seed"]) for r in picked]
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sweep")
+    def sweep_cmd(
+        sweep_file: Path = typer.Argument(..., help="sweep YAML: base, seeds, variants (see stillroom.sweep)"),
+        out: Path | None = typer.Option(None, "--out", help="sweep directory (default runs/sweeps/<name>)"),
+        jobs: int = typer.Option(1, "--jobs", help="runs trained in parallel processes"),
+    ) -> None:
+        """Train a grid of named variants x seeds; finished runs are skipped, interrupted ones resumed."""
+        from stillroom.sweep import load_sweep, run_sweep
+
+        spec, _ = load_sweep(sweep_file)
+        out = out or Path("runs") / "sweeps" / spec.name
+        summary = run_sweep(sweep_file, out, jobs=jobs, log=console.print)
+        console.print(f"[bold green]summary:[/] {summary}")
+
+    @app.command("compare")
+    def compare_cmd(
+        summary: Path = typer.Argument(..., help="results_summary.csv (or the sweep directory holding it)"),
+        metric: str = typer.Option("macro_f1", "--metric", help="column, or metric name prefixed with --split"),
+        a: str = typer.Option(..., "--a", help="baseline variant"),
+        b: str = typer.Option(..., "--b", help="variant compared against the baseline (difference = b - a)"),
+        split: str = typer.Option("test", "--split", help="split prefix when --metric is not a full column name"),
+        resamples: int = typer.Option(10_000, "--resamples", help="bootstrap resamples B"),
+        seed: int = typer.Option(0, "--seed", help="random seed of the bootstrap (and Monte Carlo permutations)"),
+        json_out: Path | None = typer.Option(None, "--json", help="also write the full result as JSON here"),
+    ) -> None:
+        """Compare two variants over seeds: mean ± std, bootstrap 95% CI, permutation p, Cohen's d, verdict."""
+        from stillroom.evaluate.stats import compare
+
+        path, rows = _read_summary(summary)
+        column = _column(rows, metric, split, path)
+        va, sa = _variant_values(rows, a, column, path)
+        vb, sb = _variant_values(rows, b, column, path)
+        higher = not any(k in column for k in _LOWER_IS_BETTER)
+        res = compare(va, vb, sa, sb, names=(a, b), metric=column, higher_is_better=higher, B=resamples, seed=seed)
+        table = Table(title=f"{column} per seed ({'paired by seed' if res['paired'] else 'unpaired'})")
+        for col in ("variant", "seeds", "values", "mean", "std (ddof=1)"):
+            table.add_column(col)
+        for side in ("a", "b"):
+            s = res[side]
+            seeds = ", ".join(str(x) for x in s["seeds"]) if s["seeds"] else "-"
+            std = "-" if math.isnan(s["std"]) else f"{s['std']:.5f}"
+            table.add_row(s["name"], seeds, ", ".join(f"{v:.5f}" for v in s["values"]), f"{s['mean']:.5f}", std)
+        console.print(table)
+        ci, perm = res["bootstrap_ci"], res["permutation"]
+        console.print(
+            f"mean difference ({b} - {a}): {res['mean_diff']:+.5f}; bootstrap {100 * ci['level']:.0f}% CI "
+            f"[{ci['low']:.5f}, {ci['high']:.5f}] (B = {ci['B']:,}, percentile); permutation p = "
+            f"{perm['p_value']:.4g} ({perm['method']}); Cohen's d = {res['cohens_d']:.3f}"
+        )
+        console.print(res["verdict"], highlight=False)
+        if json_out is not None:
+            atomic_write_json(json_out, _json_safe(res))
+            console.print(f"wrote {json_out}")
+
+    @app.command("report")
+    def report_cmd(
+        source: Path = typer.Argument(..., help="a run, a directory with runs/ (the demo), or a sweep directory"),
+        out: Path = typer.Option(Path("report.html"), "-o", "--out", help="HTML file to write"),
+    ) -> None:
+        """One self-contained HTML report (images inlined, no network): data, curves, metrics, calibration."""
+        from stillroom.report.html import write_html_report
+
+        path = write_html_report(source, out)
+        console.print(f"[bold green]report:[/] {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+    @app.command("calibrate")
+    def calibrate_cmd(
+        run: Path = typer.Argument(..., help="run directory"),
+        method: str = typer.Option("nll", "--method", help="nll (bounded search of log T) | grid (seed 001 §5.2)"),
+        weights: list[str] = typer.Option(["best", "final"], "--weights", help="best and/or final"),
+    ) -> None:
+        """Fit the temperature on validation logits, store it in RUN/calibration.json and re-evaluate with it."""
+        from stillroom._io import read_json
+        from stillroom.evaluate.calibration import CALIBRATION_FILE
+        from stillroom.evaluate.runner import evaluate_run
+
+        if method not in ("nll", "grid"):
+            raise StillroomError(f"--method {method!r}: use nll or grid")
+        config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+        data = config.get("data", {})
+        splits = list(dict.fromkeys([data.get("val_split", "val"), data.get("test_split", "test")]))
+        metrics = evaluate_run(run, splits=splits, weights=weights, temperature_method=method)
+        table = Table(title=f"{run}: temperature scaling ({method}, fitted on {splits[0]})")
+        for col in ("weights", "split", "T", "ECE before", "ECE after", "NLL before", "NLL after"):
+            table.add_column(col)
+        for split in splits:
+            for w in weights:
+                cal = metrics["splits"][split][w].get("calibration") or {}
+                before, after = cal.get("before") or {}, cal.get("after") or {}
+                t = cal.get("temperature")
+                cells = [f"{m[k]:.4f}" if k in m else "-" for k in ("ece", "nll") for m in (before, after)]
+                table.add_row(w, split, "-" if t is None else f"{t:.4f}", *cells)
+        console.print(table)
+        console.print(f"wrote {run / CALIBRATION_FILE}; on {splits[0]} the 'after' numbers are in-sample")
