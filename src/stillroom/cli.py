@@ -226,12 +226,14 @@ def demo_cmd(
 def _register_plugins() -> None:
     """Command groups that live next to the code they drive (one module per pipeline stage)."""
     from stillroom.data.ood_commands import register as register_ood
+    from stillroom.deploy.commands import register as register_deploy
     from stillroom.distill.commands import register as register_distill
     from stillroom.evaluate.commands import register as register_evaluate
 
     register_distill(app)
     register_evaluate(app)
     register_ood(data_app, build_app, app)
+    register_deploy(app)
 
 
 _register_plugins()

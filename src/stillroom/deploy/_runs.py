@@ -1,0 +1,83 @@
+"""Private helpers shared by export, ladder fitting, benchmarks and the service: a run's index and rows, numpy
+normalization identical to ``Normalizer``, and ONNX Runtime sessions with an explicit thread count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom._io import StillroomError
+from stillroom.data.index import DatasetIndex, load_index
+
+__all__ = ["run_index", "sink_class", "split_rows", "normalize_uint8", "ort_session", "ort_logits"]
+
+
+def run_index(meta: dict[str, Any], run_dir: Path, index: DatasetIndex | str | Path | None = None) -> DatasetIndex:
+    """The index the run was trained on (``model.json`` ``index``), checked by hash; or ``index`` if it has the same
+    classes (images from another build of the same dataset)."""
+    if isinstance(index, DatasetIndex):
+        idx = index
+    else:
+        path = Path(index) if index is not None else Path(meta["index"])
+        if not (path / "index.csv").is_file():
+            raise StillroomError(f"{run_dir}: its dataset {path} is not there; pass the dataset with --index")
+        idx = load_index(path)
+    if idx.index_hash != meta.get("index_hash") and idx.classes != list(meta["classes"])[: idx.num_classes]:
+        raise StillroomError(f"{idx.root}: classes differ from those of {run_dir}; cannot use it for this run")
+    return idx
+
+
+def sink_class(meta: dict[str, Any]) -> int | None:
+    """Column of the OOD sink of a K+1 model (recipe ``sink_class``, or a last class named "ood"), else None."""
+    recipe = meta.get("recipe", {})
+    if recipe.get("sink_class") is not None:
+        return int(recipe["sink_class"])
+    classes = list(meta.get("classes", []))
+    return len(classes) - 1 if classes and classes[-1] == "ood" else None
+
+
+def split_rows(index: DatasetIndex, split: str, sink: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(ID rows, OOD rows) of ``split``; OOD rows are those labelled with the sink class of a merged index."""
+    rows = index.split_indices(split)
+    if sink is None:
+        return rows, rows[:0]
+    is_ood = index.labels[rows] == sink
+    return rows[~is_ood], rows[is_ood]
+
+
+def normalize_uint8(x: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """uint8 (B, C, S, S) -> float32 ``(x / 255 - mean) / std``, the same float32 operations as ``Normalizer``."""
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((np.asarray(x).astype(np.float32) / np.float32(255.0) - mean) / std).astype(np.float32, copy=False)
+
+
+def ort_session(path: str | Path, threads: int | None = None):
+    """CPU InferenceSession with ``threads`` intra-op threads (None: ORT's default), sequential execution."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # warnings about unused initializers etc. are noise here
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types (InvalidGraph, NoSuchFile...)
+        raise StillroomError(f"{path}: onnxruntime cannot load it ({err})") from None
+
+
+def ort_logits(session, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """Run ``session`` over float32 (N, C, S, S) ``x`` in chunks of ``batch_size`` (None: the model's fixed batch,
+    else everything at once); returns (N, K) float32."""
+    inp = session.get_inputs()[0]
+    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+    bs = fixed or batch_size or max(len(x), 1)
+    if fixed and batch_size and batch_size != fixed:
+        raise StillroomError(f"model has a fixed batch of {fixed}, asked for {batch_size}")
+    out = [session.run(None, {inp.name: x[i : i + bs]})[0] for i in range(0, len(x), bs)]
+    return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, 0), np.float32)

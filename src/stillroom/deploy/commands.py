@@ -1,0 +1,163 @@
+"""CLI commands for deployment: ``export``, ``bench-latency``, ``serve`` and ``feedback export``.
+
+``register(app)`` adds them to a typer app; ``stillroom.cli`` wires them in. Heavy imports (onnxruntime, fastapi,
+uvicorn) happen inside the commands, so the rest of the CLI works without the deployment extras.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from stillroom._io import StillroomError
+from stillroom._progress import console
+
+__all__ = ["register"]
+
+
+def _command_line(prog: str = "stillroom") -> str:
+    """The exact command as typed, with the program shown as ``prog`` (recorded in BENCHMARKS.md)."""
+    return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def export_cmd(
+    run: Path = typer.Argument(..., help="run directory"),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write the ONNX files (--no-onnx: only fit the ladder)"),
+    int8: bool = typer.Option(False, "--int8", help="also write a static int8 model calibrated on training images"),
+    dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
+    weights: str = typer.Option("best", help="best | final"),
+    index: Path | None = typer.Option(None, "--index", help="dataset directory (default: the run's own)"),
+    atol: float = typer.Option(1e-3, help="parity tolerance: max |logit difference| PyTorch vs ONNX Runtime"),
+    ladder: bool = typer.Option(True, "--ladder/--no-ladder", help="fit the strictness ladder into RUN/ladder.json"),
+    target_accept: float = typer.Option(0.95, help="ladder: fraction of ID validation samples to accept"),
+    ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset whose val split reports rejection"),
+) -> None:
+    """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""
+    if onnx:
+        from stillroom.deploy.onnx_export import export_onnx
+
+        rep = export_onnx(run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol)
+        table = Table(title=f"{run}/export (parity on {rep['parity']['fp32']['n']} val images)")
+        for col in ("model", "max |diff|", "top-1 agreement", "sha256"):
+            table.add_column(col)
+        for key, entry in rep["models"].items():
+            par = rep["parity"].get(key) or rep.get("int8_check", {})
+            table.add_row(
+                entry["file"], f"{par['max_abs_diff']:.2e}", f"{par['top1_agreement']:.4f}", entry["sha256"][:12]
+            )
+        console.print(table)
+        chk = rep.get("int8_check")
+        if chk:
+            mark = "[green]ok[/]" if chk["ok"] else "[red]FAILED[/]"
+            console.print(
+                f"int8 check {mark}: top-1 {100 * chk['top1_fp32']:.2f}% fp32 vs {100 * chk['top1_int8']:.2f}% int8 "
+                f"(limit {100 * chk['max_drop']:.1f} pt)"
+            )
+    if ladder:
+        from stillroom.deploy.ladder import fit_run_ladder
+
+        lad = fit_run_ladder(run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index)
+        s = lad.fit_summary_
+        msg = f"[green]ladder[/] {lad!r}: ID val accept {s['id']['accept']:.3f}"
+        if "ood" in s:
+            msg += f", OOD val reject {s['ood']['reject']:.3f} (accept {s['ood']['accept']:.3f})"
+        console.print(msg + f" -> {Path(run) / 'ladder.json'}")
+
+
+def bench_latency_cmd(
+    run: Path | None = typer.Argument(None, help="exported run directory (or use --arch for an untrained model)"),
+    arch: str | None = typer.Option(None, help="benchmark an untrained model of this architecture instead"),
+    img_size: int = typer.Option(128, help="--arch: input side"),
+    in_chans: int = typer.Option(1, help="--arch: input channels"),
+    num_classes: int = typer.Option(151, help="--arch: classes"),
+    threads: int = typer.Option(2, help="threads for PyTorch and ONNX Runtime"),
+    batch: list[int] = typer.Option([1, 64], "--batch", help="batch sizes (repeat the flag)"),
+    warmup: int = typer.Option(20, help="untimed calls before timing (batch 1; a tenth for larger batches)"),
+    repeats: int = typer.Option(200, help="timed calls per row at most"),
+    max_seconds: float = typer.Option(10.0, help="time budget per row"),
+    md: str = typer.Option("BENCHMARKS.md", "--md", help="BENCHMARKS.md to update ('' to skip)"),
+) -> None:
+    """Batch-1 / batch-64 latency of PyTorch eager vs ONNX Runtime fp32 and int8 -> table in BENCHMARKS.md."""
+    from stillroom.deploy.latency import bench_arch, bench_run, update_benchmarks_md
+
+    if (run is None) == (arch is None):
+        raise StillroomError("give either a RUN directory or --arch NAME (untrained), not both or neither")
+    kw = dict(batch_sizes=batch, threads=threads, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    if run is not None:
+        res = bench_run(run, **kw)
+        from stillroom._io import atomic_write_json
+
+        atomic_write_json(run / "export" / "latency.json", res)
+    else:
+        res = bench_arch(arch, img_size=img_size, in_chans=in_chans, num_classes=num_classes, **kw)
+    table = Table(title=f"{res['config']['arch']} ({res['config']['weights']}), {threads} threads")
+    for col in ("backend", "batch", "median ms", "p95 ms", "img/s", "runs"):
+        table.add_column(col, justify="right")
+    for r in res["results"]:
+        table.add_row(r["backend"], str(r["batch"]), f"{r['median_ms']:.3f}", f"{r['p95_ms']:.3f}",
+                      f"{r['throughput_img_s']:.0f}", str(r["runs"]))  # fmt: skip
+    console.print(table)
+    console.print(f"load average before {res['load_before']}, after {res['load_after']}")
+    if md:
+        update_benchmarks_md(md, res, _command_line())
+        console.print(f"[green]updated[/] {md}")
+
+
+def serve_cmd(
+    run: Path = typer.Argument(..., help="exported run directory (stillroom export RUN --onnx)"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 exposes the service to the network)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    db: Path | None = typer.Option(None, "--db", help="telemetry SQLite file (default RUN/telemetry.sqlite)"),
+    int8: bool = typer.Option(False, "--int8", help="serve the int8 model (must have passed its accuracy check)"),
+    threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's choice)"),
+    max_upload_mb: float = typer.Option(5.0, help="largest accepted upload, MiB"),
+    max_pixels: int = typer.Option(4096 * 4096, help="largest accepted image, width x height"),
+    no_store_inputs: bool = typer.Option(False, "--no-store-inputs", help="keep only the silhouette in telemetry"),
+) -> None:
+    """Serve predictions over HTTP (FastAPI + ONNX Runtime) with the ladder, a web page and SQLite telemetry."""
+    import uvicorn
+
+    from stillroom.deploy.service import create_app
+
+    app = create_app(
+        run, db_path=db, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
+        model="int8" if int8 else "fp32", threads=threads, store_inputs=not no_store_inputs,
+    )  # fmt: skip
+    console.print(f"serving {run} on http://{host}:{port}/ (telemetry: {app.state.telemetry.path})")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def feedback_export_cmd(
+    db: Path = typer.Argument(..., help="telemetry SQLite file written by `stillroom serve`"),
+    out: Path = typer.Option(..., "--out", help="folder to write (an ImageFolder for `data import-folder`)"),
+    include_confirmed: bool = typer.Option(False, help="also export confirmed accepted predictions"),
+    uncertain: bool = typer.Option(
+        True, "--uncertain/--no-uncertain", help="unanswered uncertain ones to .unlabelled/"
+    ),
+    not_species_class: str | None = typer.Option(None, help="class folder for 'not a species' answers (else skipped)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing non-empty --out"),
+) -> None:
+    """Corrected and uncertain predictions as a new dataset folder (seed 000 §4.3)."""
+    from stillroom.deploy.feedback_export import export_feedback
+
+    man = export_feedback(db, out, include_uncertain=uncertain, include_confirmed=include_confirmed,
+                          not_species_class=not_species_class, overwrite=overwrite)  # fmt: skip
+    console.print(
+        f"[green]wrote[/] {out}: {man['labelled']} labelled in {len(man['classes'])} class folder(s), "
+        f"{man['unlabelled']} unlabelled in {out}/.unlabelled; skipped {man['skipped'] or 'none'}"
+    )
+    console.print(f"next: {man['import_with']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export``, ``bench-latency``, ``serve`` and the ``feedback`` group (``feedback export``) to ``app``."""
+    app.command("export")(export_cmd)
+    app.command("bench-latency")(bench_latency_cmd)
+    app.command("serve")(serve_cmd)
+    feedback_app = typer.Typer(help="User feedback collected by `stillroom serve`.", no_args_is_help=True)
+    feedback_app.command("export")(feedback_export_cmd)
+    app.add_typer(feedback_app, name="feedback")

@@ -1,0 +1,512 @@
+"""The strictness ladder: accept, ask (uncertain) or reject one input from one or several models' logits.
+
+Seed 000 §4.2; REFERENCE 5. With M members and raw logits ``z_m`` (no softmax: it would manufacture confidence):
+
+- ``mu`` = mean over members of the max logit over the in-distribution classes;
+- ``mu < t1``: **reject**, weak signal;
+- risk zone ``t1 <= mu < t2``: all members must agree on the top-1 class -> **accept**, else **uncertain**;
+- strong zone ``mu >= t2``: agreement -> **accept**; moderate disagreement (a strict majority of members still
+  votes for one class) -> **uncertain**; extreme disagreement (no class has a strict majority) -> **reject**.
+
+The predicted class is the soft vote: argmax of the mean over members of the softmax of the ID logits.
+
+One model. A single model is trivially unanimous, so the ladder would collapse to one threshold and never say
+"uncertain", which is exactly the output the feedback loop (seed 000 §4.3) needs. With one member, "agreement"
+therefore means that the model agrees with itself: its top-1 logit beats its top-2 logit by at least a fitted
+``margin_``. A small margin is the single-model analogue of disagreement (two classes compete), so it routes to
+uncertain in both zones; there is no second opinion that could disagree *extremely*, so a single model never
+rejects for disagreement, only for weak signal (or the sink).
+
+OOD sink. With ``sink=True`` the last column of every member is the OOD sink (REFERENCE 2, target-dampened loss):
+the input is rejected ("ood-sink") when the sink wins the soft vote over all K+1 columns; every other rule sees the
+K ID columns only.
+
+Fitting (``fit``), on in-distribution validation logits, for a target acceptance ``a`` (fraction of ID samples whose
+verdict is accept), nothing hard-coded:
+
+- ensemble: the disagreement rate is a property of the members, so ``t1`` takes the whole budget: the largest value
+  such that at least ``ceil(a * N)`` samples are unanimous with ``mu >= t1``;
+- one model: the ID rejection budget ``1 - a`` is split, ``weak_share`` of it to the weak-signal rule (``t1`` = the
+  ``weak_share * (1 - a)`` quantile of ``mu``) and the rest to the margin rule (``margin_`` = the largest margin that
+  still accepts ``ceil(a * N)`` samples);
+- ``t2`` = the ``strong_quantile`` quantile of ``mu`` over ID samples clearing ``t1`` (0.5: half of the accepted
+  signal range counts as strong).
+
+If the target cannot be reached (too few unanimous samples) the loosest thresholds are kept and a warning says what
+acceptance was reached. Given OOD validation logits, ``fit`` also records the OOD rejection the thresholds give.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom._io import StillroomError, atomic_write_json, read_json
+
+__all__ = [
+    "Ladder",
+    "NotFittedError",
+    "VERDICTS",
+    "REASONS",
+    "describe",
+    "LADDER_FILE",
+    "ladder_report",
+    "fit_run_ladder",
+    "run_ladder_report",
+]
+
+FORMAT = "stillroom-ladder/1"
+VERDICTS = ("accept", "uncertain", "reject")
+# Reason codes returned by ``decide`` and what they mean (``describe`` picks the one-model wording).
+REASONS = {
+    "agreement": "signal above t1 and all members agree",
+    "weak-signal": "mean max logit below t1: too weak to trust",
+    "risk-zone-disagreement": "risk zone (t1 <= mu < t2) and the members disagree",
+    "moderate-disagreement": "strong signal, a majority of the members agrees but not all",
+    "extreme-disagreement": "strong signal but no class has a majority of the members",
+    "ood-sink": "the OOD sink class wins the soft vote",
+}
+_REASONS_ONE_MODEL = {
+    "agreement": "signal above t1 and a clear top-1 margin",
+    "weak-signal": "max logit below t1: too weak to trust",
+    "risk-zone-disagreement": "risk zone (t1 <= max logit < t2) and the top-2 class is close",
+    "moderate-disagreement": "strong signal but the top-2 class is close",
+}
+
+
+def describe(reason: str, n_members: int = 1) -> str:
+    """Human wording of a reason code, for one model or an ensemble."""
+    if reason not in REASONS:
+        raise StillroomError(f"unknown ladder reason {reason!r}; known: {', '.join(REASONS)}")
+    return _REASONS_ONE_MODEL.get(reason, REASONS[reason]) if n_members == 1 else REASONS[reason]
+
+
+_KEYS = ("format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary")
+
+
+class NotFittedError(StillroomError):
+    """The ladder was used before ``fit`` (or ``load``)."""
+
+
+def _as_members(logits_list: Any, name: str = "logits_list") -> list[np.ndarray]:
+    """One (N, K) array, an (M, N, K) array, or a sequence of M (N, K) arrays -> list of M float64 (N, K) arrays."""
+    if hasattr(logits_list, "detach"):  # a torch tensor
+        logits_list = logits_list.detach().cpu().numpy()
+    if isinstance(logits_list, np.ndarray):
+        members = [logits_list] if logits_list.ndim == 2 else list(logits_list)
+    elif isinstance(logits_list, Sequence) and len(logits_list) > 0:
+        members = [m.detach().cpu().numpy() if hasattr(m, "detach") else m for m in logits_list]
+    else:
+        raise StillroomError(f"{name}: expected an (N, K) array or a non-empty list of them, got {type(logits_list)}")
+    out = [np.asarray(m, dtype=np.float64) for m in members]
+    if not out:
+        raise StillroomError(f"{name}: no members")
+    shape = out[0].shape
+    for i, m in enumerate(out):
+        if m.ndim != 2:
+            raise StillroomError(f"{name}: member {i} must be 2-D (N, K), got shape {m.shape}")
+        if m.shape != shape:
+            raise StillroomError(f"{name}: member {i} has shape {m.shape}, member 0 has {shape}")
+        if not np.isfinite(m).all():
+            raise StillroomError(f"{name}: member {i} holds non-finite logits")
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Ladder:
+    """Strictness ladder estimator (scikit-learn style).
+
+    Args:
+        sink: the last logit column of every member is an OOD sink class.
+        weak_share: one model only: share of the ID rejection budget given to the weak-signal rule (the rest goes
+            to the top-1 margin rule). In [0, 1].
+        strong_quantile: ``t2`` is this quantile of ``mu`` over ID validation samples that clear ``t1``. In [0, 1].
+
+    Fitted attributes: ``t1_``, ``t2_``, ``margin_`` (None for ensembles), ``n_members_``, ``num_classes_`` (ID
+    classes), ``target_accept_``, ``fit_summary_`` (achieved ID verdict rates, and OOD rates when given).
+    """
+
+    def __init__(self, sink: bool = False, weak_share: float = 0.5, strong_quantile: float = 0.5) -> None:
+        for name, v in (("weak_share", weak_share), ("strong_quantile", strong_quantile)):
+            if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
+                raise StillroomError(f"Ladder: {name} must be a number in [0, 1], got {v!r}")
+        self.sink = bool(sink)
+        self.weak_share = float(weak_share)
+        self.strong_quantile = float(strong_quantile)
+
+    # --- signals -----------------------------------------------------------------------------------------------
+
+    def signals(self, logits_list: Any) -> dict[str, np.ndarray]:
+        """Per-sample quantities the rules use: ``mu``, ``pred`` (soft vote), ``agree``, ``majority``, ``margin``
+        (top-1 minus top-2 ID logit, mean over members), ``sink_top``, ``votes`` (M, N) member top-1 classes and
+        ``num_classes`` (K, the ID classes)."""
+        members = _as_members(logits_list)
+        k_total = members[0].shape[1]
+        k = k_total - 1 if self.sink else k_total
+        if k < 2:
+            raise StillroomError(f"Ladder: need >= 2 in-distribution classes, got {k} (sink={self.sink})")
+        ids = [m[:, :k] for m in members]
+        mu = np.mean([z.max(axis=1) for z in ids], axis=0)  # (N,)
+        votes = np.stack([z.argmax(axis=1) for z in ids])  # (M, N)
+        pred = np.mean([_softmax(z) for z in ids], axis=0).argmax(axis=1)  # (N,) soft vote over ID classes
+        top2 = [np.sort(z, axis=1)[:, -2:] for z in ids]
+        margin = np.mean([t[:, 1] - t[:, 0] for t in top2], axis=0)
+        m = len(members)
+        # Size of the largest voting block per sample: count of the plurality class.
+        plurality = np.stack([(votes == votes[i]).sum(axis=0) for i in range(m)]).max(axis=0)
+        if self.sink:
+            sink_top = np.mean([_softmax(z) for z in members], axis=0).argmax(axis=1) == k
+        else:
+            sink_top = np.zeros(len(mu), dtype=bool)
+        return {
+            "mu": mu,
+            "pred": pred,
+            "votes": votes,
+            "agree": plurality == m,
+            "majority": plurality * 2 > m,
+            "margin": margin,
+            "sink_top": sink_top,
+            "num_classes": np.int64(k),
+        }
+
+    # --- fitting -----------------------------------------------------------------------------------------------
+
+    def fit(self, val_logits_list: Any, target_accept: float = 0.95, ood_logits_list: Any = None) -> Ladder:
+        """Fit ``t1_``, ``t2_`` (and ``margin_`` for one model) on ID validation logits; return self.
+
+        ``target_accept`` in (0, 1]: wanted fraction of ID validation samples accepted. ``ood_logits_list``
+        (optional, OOD validation logits of the same members) is only used to report the OOD rejection reached.
+        """
+        if not (isinstance(target_accept, int | float) and 0.0 < target_accept <= 1.0):
+            raise StillroomError(f"Ladder.fit: target_accept must be in (0, 1], got {target_accept!r}")
+        s = self.signals(val_logits_list)
+        n, m = len(s["mu"]), s["votes"].shape[0]
+        if n == 0:
+            raise StillroomError("Ladder.fit: no validation samples")
+        need = min(n, math.ceil(target_accept * n - 1e-9))  # accepted samples wanted
+        mu, live = s["mu"], ~s["sink_top"]
+        if m >= 2:
+            eligible = live & s["agree"]
+            t1 = self._kth_largest(mu[eligible], need, "unanimous samples")
+            margin = None
+        else:
+            n_weak = math.floor(self.weak_share * (1.0 - target_accept) * n + 1e-9)
+            t1 = float(np.sort(mu)[min(n_weak, n - 1)])
+            eligible = live & (mu >= t1)
+            margin = self._kth_largest(s["margin"][eligible], need, f"samples with mu >= t1={t1:.4g}")
+            margin = max(margin, 0.0)
+        passing = mu[live & (mu >= t1)]
+        t2 = float(np.quantile(passing, self.strong_quantile)) if passing.size else t1
+        self.t1_, self.t2_, self.margin_ = float(t1), max(float(t2), float(t1)), margin
+        self.n_members_, self.num_classes_ = m, int(s["num_classes"])
+        self.target_accept_ = float(target_accept)
+        summary: dict[str, Any] = {"n_val": n, "id": _rates(self.decide(val_logits_list))}
+        if ood_logits_list is not None:
+            summary["n_ood"] = len(_as_members(ood_logits_list, "ood_logits_list")[0])
+            summary["ood"] = _rates(self.decide(ood_logits_list))
+        self.fit_summary_ = summary
+        achieved = summary["id"]["accept"]
+        if achieved + 1e-12 < target_accept:
+            warnings.warn(
+                f"Ladder.fit: target ID acceptance {target_accept:.3f} unreachable; reached {achieved:.3f} "
+                f"(limited by {'member disagreement' if m >= 2 else 'the sink'} on validation data)",
+                stacklevel=2,
+            )
+        return self
+
+    @staticmethod
+    def _kth_largest(values: np.ndarray, k: int, what: str) -> float:
+        """Threshold accepting >= k of ``values`` (``v >= t``); the loosest one (the minimum) when fewer exist."""
+        if values.size == 0:
+            warnings.warn(f"Ladder.fit: no {what} on validation data; nothing can be accepted", stacklevel=3)
+            return math.inf
+        if k > values.size:
+            return float(values.min())
+        return float(np.sort(values)[::-1][k - 1])
+
+    @classmethod
+    def from_thresholds(
+        cls,
+        t1: float,
+        t2: float,
+        n_members: int,
+        num_classes: int,
+        margin: float | None = None,
+        sink: bool = False,
+    ) -> Ladder:
+        """A ladder with given thresholds (fitted elsewhere, or hand-built for tests); ``margin`` is required for
+        one member and ignored (None) for ensembles."""
+        if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
+            raise StillroomError(f"Ladder.from_thresholds: need finite t1 <= t2, got t1={t1!r}, t2={t2!r}")
+        if n_members < 1 or num_classes < 2:
+            raise StillroomError(
+                f"Ladder.from_thresholds: n_members >= 1 and num_classes >= 2, got {n_members}, {num_classes}"
+            )
+        if n_members == 1 and (margin is None or not margin >= 0):
+            raise StillroomError(f"Ladder.from_thresholds: one member needs a margin >= 0, got {margin!r}")
+        lad = cls(sink=sink)
+        lad.t1_, lad.t2_ = float(t1), float(t2)
+        lad.margin_ = float(margin) if n_members == 1 else None
+        lad.n_members_, lad.num_classes_ = int(n_members), int(num_classes)
+        lad.target_accept_, lad.fit_summary_ = None, {}
+        return lad
+
+    # --- deciding ----------------------------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "t1_"):
+            raise NotFittedError("Ladder: call fit(...) or Ladder.load(...) before deciding")
+
+    def decide(self, logits_list: Any) -> list[tuple[str, str]]:
+        """``(verdict, reason)`` per sample; verdict in ``VERDICTS``, reason a key of ``REASONS``."""
+        return [(v, r) for v, r, _ in self._decide(logits_list)]
+
+    def decide_detailed(self, logits_list: Any) -> list[dict[str, Any]]:
+        """Like ``decide`` with the soft-vote prediction and the signals per sample (for telemetry)."""
+        self._check_fitted()
+        s = self.signals(logits_list)
+        out = []
+        for i, (verdict, reason, _) in enumerate(self._decide_from(s)):
+            out.append(
+                {
+                    "verdict": verdict,
+                    "reason": reason,
+                    "pred": int(s["pred"][i]),
+                    "mu": float(s["mu"][i]),
+                    "margin": float(s["margin"][i]),
+                    "votes": [int(v) for v in s["votes"][:, i]],
+                }
+            )
+        return out
+
+    def _decide(self, logits_list: Any) -> list[tuple[str, str, int]]:
+        self._check_fitted()
+        return self._decide_from(self.signals(logits_list))
+
+    def _decide_from(self, s: dict[str, np.ndarray]) -> list[tuple[str, str, int]]:
+        n_members = s["votes"].shape[0]
+        if n_members != self.n_members_:
+            raise StillroomError(f"Ladder: fitted for {self.n_members_} member(s), got {n_members}")
+        if int(s["num_classes"]) != self.num_classes_:
+            raise StillroomError(f"Ladder: fitted for {self.num_classes_} ID classes, got {int(s['num_classes'])}")
+        single = n_members == 1
+        agree = s["margin"] >= self.margin_ if single else s["agree"]
+        out = []
+        for i in range(len(s["mu"])):
+            mu, pred = s["mu"][i], int(s["pred"][i])
+            if s["sink_top"][i]:
+                out.append(("reject", "ood-sink", pred))
+            elif mu < self.t1_:
+                out.append(("reject", "weak-signal", pred))
+            elif agree[i]:
+                out.append(("accept", "agreement", pred))
+            elif mu < self.t2_:
+                out.append(("uncertain", "risk-zone-disagreement", pred))
+            elif single or s["majority"][i]:
+                out.append(("uncertain", "moderate-disagreement", pred))
+            else:
+                out.append(("reject", "extreme-disagreement", pred))
+        return out
+
+    # --- persistence -------------------------------------------------------------------------------------------
+
+    def thresholds(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"t1": self.t1_, "t2": self.t2_, "margin": self.margin_, "n_members": self.n_members_}
+
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {
+            "format": FORMAT,
+            "params": {"sink": self.sink, "weak_share": self.weak_share, "strong_quantile": self.strong_quantile},
+            "t1": self.t1_,
+            "t2": self.t2_,
+            "margin": self.margin_,
+            "n_members": self.n_members_,
+            "num_classes": self.num_classes_,
+            "target_accept": self.target_accept_,
+            "fit_summary": self.fit_summary_,
+        }
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the fitted ladder as JSON (atomically); ``extra`` (e.g. the members' weight sha256) is kept."""
+        return atomic_write_json(path, {**self.to_dict(), **(extra or {})})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Ladder:
+        d = read_json(path)
+        if d.get("format") != FORMAT:
+            raise StillroomError(f"{path}: format {d.get('format')!r}, expected {FORMAT!r}")
+        try:
+            lad = cls(**d["params"])
+            lad.t1_, lad.t2_ = float(d["t1"]), float(d["t2"])
+            lad.margin_ = None if d["margin"] is None else float(d["margin"])
+            lad.n_members_, lad.num_classes_ = int(d["n_members"]), int(d["num_classes"])
+            lad.target_accept_ = None if d["target_accept"] is None else float(d["target_accept"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise StillroomError(f"{path}: malformed ladder ({err!r})") from None
+        if lad.n_members_ == 1 and lad.margin_ is None:
+            raise StillroomError(f"{path}: a one-model ladder needs a margin")
+        lad.fit_summary_ = d.get("fit_summary", {})
+        lad.extra_ = {k: v for k, v in d.items() if k not in _KEYS}
+        return lad
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "t1_"):
+            return f"Ladder(sink={self.sink}, unfitted)"
+        m = "" if self.margin_ is None else f", margin={self.margin_:.4g}"
+        return f"Ladder(t1={self.t1_:.4g}, t2={self.t2_:.4g}{m}, members={self.n_members_}, sink={self.sink})"
+
+
+def _rates(decisions: list[tuple[str, str]]) -> dict[str, Any]:
+    n = len(decisions)
+    reasons: dict[str, int] = {}
+    for _, r in decisions:
+        reasons[r] = reasons.get(r, 0) + 1
+    rates: dict[str, Any] = {v: (sum(d[0] == v for d in decisions) / n if n else math.nan) for v in VERDICTS}
+    rates["reasons"] = reasons
+    return rates
+
+
+def ladder_report(
+    ladder: Ladder,
+    id_logits_list: Any,
+    id_labels: np.ndarray,
+    ood_logits_list: Any = None,
+) -> dict[str, Any]:
+    """Coverage, selective accuracy and OOD acceptance of a fitted ladder.
+
+    Returns a dict with ``thresholds``; ``id``: ``n``, ``coverage`` (fraction accepted), ``uncertain``, ``reject``,
+    ``selective_accuracy`` (soft-vote top-1 accuracy on accepted samples; nan with a warning when none is accepted),
+    ``accuracy`` (on all samples, for reference), ``accuracy_accept_or_uncertain``, ``reasons`` (counts); and, when
+    OOD logits are given, ``ood``: ``n``, ``acceptance`` (the number to keep low), ``uncertain``, ``rejection``,
+    ``reasons``.
+    """
+    labels = np.asarray(id_labels).astype(np.int64).ravel()
+    dets = ladder.decide_detailed(id_logits_list)
+    if len(dets) != len(labels):
+        raise StillroomError(f"ladder_report: {len(dets)} ID samples but {len(labels)} labels")
+    verdict = np.array([d["verdict"] for d in dets])
+    correct = np.array([d["pred"] for d in dets]) == labels
+    acc = verdict == "accept"
+    if not acc.any():
+        warnings.warn("ladder_report: no ID sample accepted; selective accuracy is nan", stacklevel=2)
+    kept = verdict != "reject"
+    rates = _rates([(d["verdict"], d["reason"]) for d in dets])
+    out: dict[str, Any] = {
+        "thresholds": ladder.thresholds(),
+        "id": {
+            "n": len(labels),
+            "coverage": rates["accept"],
+            "uncertain": rates["uncertain"],
+            "reject": rates["reject"],
+            "selective_accuracy": float(correct[acc].mean()) if acc.any() else math.nan,
+            "accuracy": float(correct.mean()) if len(correct) else math.nan,
+            "accuracy_accept_or_uncertain": float(correct[kept].mean()) if kept.any() else math.nan,
+            "reasons": rates["reasons"],
+        },
+    }
+    if ood_logits_list is not None:
+        o = _rates(ladder.decide(ood_logits_list))
+        out["ood"] = {
+            "n": len(_as_members(ood_logits_list, "ood_logits_list")[0]),
+            "acceptance": o["accept"],
+            "uncertain": o["uncertain"],
+            "rejection": o["reject"],
+            "reasons": o["reasons"],
+        }
+    return out
+
+
+LADDER_FILE = "ladder.json"
+
+
+def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: str) -> dict[str, Any]:
+    """PyTorch logits of a run on ``split``: ID rows, their labels, and OOD rows (the sink-labelled rows of a merged
+    index, else the same split of ``ood_index``) with where they came from."""
+    from stillroom.data.dataset import load_images
+    from stillroom.data.index import load_index
+    from stillroom.deploy._runs import run_index, sink_class, split_rows
+    from stillroom.models.inference import predict_logits
+    from stillroom.train.checkpoint import load_run
+
+    run = load_run(run_dir, weights)
+    idx = run_index(run.meta, run_dir, index)
+    images = load_images(idx)
+    sink = sink_class(run.meta)
+    id_rows, ood_rows = split_rows(idx, split, sink)
+    if len(id_rows) == 0:
+        raise StillroomError(f"{idx.root}: no in-distribution rows in the {split!r} split")
+    out: dict[str, Any] = {"run": run, "index": idx, "sink": sink, "ood": None, "ood_source": None}
+    out["id"] = predict_logits(run.model, run.normalizer, images, id_rows)
+    out["labels"] = idx.labels[id_rows]
+    if len(ood_rows):
+        out["ood"] = predict_logits(run.model, run.normalizer, images, ood_rows)
+        out["ood_source"] = f"{idx.root} ({split}, sink-labelled rows)"
+    elif ood_index is not None:
+        oidx = ood_index if hasattr(ood_index, "split_indices") else load_index(ood_index)
+        if int(oidx.recipe.get("size", -1)) != int(run.meta["img_size"]):
+            raise StillroomError(f"{oidx.root}: image size {oidx.recipe.get('size')} != run's {run.meta['img_size']}")
+        out["ood"] = predict_logits(run.model, run.normalizer, load_images(oidx), oidx.split_indices(split))
+        out["ood_source"] = f"{oidx.root} ({split})"
+    return out
+
+
+def fit_run_ladder(
+    run_dir: str | Path,
+    target_accept: float = 0.95,
+    weights: str = "best",
+    index: Any = None,
+    ood_index: Any = None,
+    save: bool = True,
+    **params: Any,
+) -> Ladder:
+    """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``.
+
+    ID logits: the val rows of the run's index (of a merged open-set index, the rows not labelled with the sink).
+    OOD logits, used only to report the OOD rejection reached: the sink-labelled val rows of a merged index, else
+    the val split of ``ood_index`` (an OOD dataset directory) when given. ``params`` go to ``Ladder(...)``; ``sink``
+    defaults to whether the run has a sink class. The file records the weights' sha256 the ladder belongs to.
+    """
+    run_dir = Path(run_dir)
+    d = _run_logits(run_dir, weights, index, ood_index, "val")
+    params.setdefault("sink", d["sink"] is not None)
+    ladder = Ladder(**params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
+    if save:
+        ladder.save(
+            run_dir / LADDER_FILE,
+            extra={
+                "members": [{"run": str(run_dir), "weights": weights, "sha256": d["run"].weights_sha256}],
+                "fit_data": {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"]},
+            },
+        )
+    return ladder
+
+
+def run_ladder_report(
+    run_dir: str | Path,
+    split: str = "test",
+    weights: str = "best",
+    index: Any = None,
+    ood_index: Any = None,
+) -> dict[str, Any]:
+    """``ladder_report`` of ``RUN/ladder.json`` on ``split`` of the run's index (and OOD rows as in
+    ``fit_run_ladder``): what ``stillroom evaluate`` reports. Refuses a ladder fitted on other weights."""
+    run_dir = Path(run_dir)
+    ladder = Ladder.load(run_dir / LADDER_FILE)
+    d = _run_logits(run_dir, weights, index, ood_index, split)
+    members = getattr(ladder, "extra_", {}).get("members") or [{}]
+    if members[0].get("sha256") not in (None, d["run"].weights_sha256):
+        raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights than {weights!r}; fit it again")
+    rep = ladder_report(ladder, d["id"], d["labels"], d["ood"])
+    rep.update(split=split, weights=weights, ood_source=d["ood_source"], target_accept=ladder.target_accept_)
+    return rep

@@ -1,0 +1,255 @@
+"""ONNX export of a trained run, the parity check against PyTorch, and int8 static quantization.
+
+``export_onnx(run)`` writes beside the run::
+
+    RUN/export/model.onnx           fp32, fixed batch 1 (what the service runs: one upload, one image)
+    RUN/export/model_dynamic.onnx   fp32, dynamic batch (batched scoring, benchmarks at batch 64)
+    RUN/export/model_int8.onnx      int8 QDQ, dynamic batch (optional), calibrated on training images
+    RUN/export/export.json          files + sha256, input contract, parity and int8 checks
+
+The graph is the model only: input ``input`` float32 (B, C, S, S) already normalized with the recipe's mean/std
+(recorded in export.json), output ``logits`` (B, K). Preprocessing stays in Python, identical to training.
+
+Parity (fail above ``atol``, default 1e-3): PyTorch fp32 vs ONNX Runtime on real validation images of the run's
+index: max and mean absolute logit difference and top-1 agreement, for each fp32 file.
+
+int8: ``onnxruntime.quantization.quantize_static`` in QDQ format, per-channel int8 weights, uint8 activations,
+MinMax calibration over up to ``calib_samples`` training images (evenly spaced over the train split, never val/test).
+Its own check on the validation ID rows: top-1 accuracy of int8 vs fp32; ``ok`` when the drop is at most
+``int8_max_drop`` (0.005 = 0.5 pt). A failed int8 check is recorded, not raised: the service refuses an int8 model
+whose check failed.
+
+Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)``, opset 17. The dynamo exporter needs
+``onnxscript``, which is not a dependency; the choice is recorded in export.json.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from onnxruntime.quantization import CalibrationDataReader
+from torch import nn
+
+from stillroom import __version__
+from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json, sha256_file
+from stillroom.data.dataset import load_images
+from stillroom.data.index import DatasetIndex
+from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session, run_index, sink_class, split_rows
+from stillroom.models.inference import predict_logits
+from stillroom.train.checkpoint import load_run
+
+__all__ = ["export_onnx", "export_model_onnx", "quantize_int8", "TrainImagesReader", "onnx_parity", "EXPORT_DIR"]
+
+EXPORT_DIR = "export"
+FORMAT = "stillroom-export/1"
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OPSET = 17
+
+
+def export_model_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], dynamic: bool) -> str:
+    """Export ``model`` (eval mode, CPU) to ``path`` atomically; ``input_shape`` = (C, S, S). Returns the sha256."""
+    import onnx
+
+    model = model.eval().cpu()
+    x = torch.zeros((1, *input_shape), dtype=torch.float32)
+    buf = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, on every call
+        torch.onnx.export(
+            model, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=OPSET, dynamic_axes=axes, do_constant_folding=True,
+        )  # fmt: skip
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    atomic_write_bytes(path, buf.getvalue())
+    return sha256_file(path)
+
+
+class TrainImagesReader(CalibrationDataReader):
+    """Calibration batches for ``quantize_static``: ``images[rows]`` (uint8), normalized like training."""
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, mean: Any, std: Any, batch_size: int = 16) -> None:
+        self.images, self.rows, self.mean, self.std = images, np.asarray(rows), mean, std
+        self.batch_size, self.pos = int(batch_size), 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.rows):
+            return None
+        chunk = self.rows[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return {INPUT_NAME: normalize_uint8(np.asarray(self.images[chunk]), self.mean, self.std)}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+
+def quantize_int8(src: str | Path, dst: str | Path, reader: CalibrationDataReader) -> str:
+    """Static int8 quantization (QDQ, per-channel weights, MinMax calibration) of ``src`` into ``dst``; sha256."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    dst = Path(dst)
+    pre = dst.with_name(f".{dst.stem}.pre.onnx")
+    tmp = dst.with_name(f".{dst.stem}.tmp.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )  # fmt: skip
+        atomic_write_bytes(dst, tmp.read_bytes())
+    except StillroomError:
+        raise
+    except Exception as err:  # onnxruntime.quantization raises plain exceptions of many kinds
+        raise StillroomError(f"{src}: int8 quantization failed ({type(err).__name__}: {err})") from None
+    finally:
+        pre.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        for extra in dst.parent.glob("augmented_model*.onnx"):  # calibrator leftovers in older onnxruntime
+            extra.unlink(missing_ok=True)
+    return sha256_file(dst)
+
+
+def onnx_parity(ref_logits: np.ndarray, onnx_logits: np.ndarray) -> dict[str, Any]:
+    """Max/mean absolute logit difference and top-1 agreement of two (N, K) logit arrays."""
+    if ref_logits.shape != onnx_logits.shape:
+        raise StillroomError(f"parity: shapes differ, {ref_logits.shape} vs {onnx_logits.shape}")
+    diff = np.abs(ref_logits.astype(np.float64) - onnx_logits.astype(np.float64))
+    return {
+        "n": int(len(ref_logits)),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "top1_agreement": float((ref_logits.argmax(1) == onnx_logits.argmax(1)).mean()) if diff.size else 1.0,
+    }
+
+
+def _spread(rows: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` rows, evenly spaced (deterministic, covers every class of a class-sorted split)."""
+    if len(rows) <= n:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, n).round().astype(np.int64)]
+
+
+def _top1(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    return float((logits[:, :k].argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def export_onnx(
+    run_dir: str | Path,
+    weights: str = "best",
+    dynamic: bool = True,
+    int8: bool = False,
+    index: DatasetIndex | str | Path | None = None,
+    atol: float = 1e-3,
+    parity_samples: int = 256,
+    calib_samples: int = 256,
+    int8_max_drop: float = 0.005,
+) -> dict[str, Any]:
+    """Export the run's ``weights`` to ONNX, check parity on validation images, optionally quantize to int8.
+
+    Writes ``RUN/export/export.json`` (also when parity fails, with ``"ok": false``) and returns its content.
+    Raises ``StillroomError`` when the fp32 parity exceeds ``atol``.
+    """
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, weights)
+    meta = run.meta
+    idx = run_index(meta, run_dir, index)
+    images = load_images(idx)
+    sink = sink_class(meta)
+    k_id = sink if sink is not None else int(meta["num_classes"])
+    shape = (int(meta["in_chans"]), int(meta["img_size"]), int(meta["img_size"]))
+    mean, std = run.normalizer.mean.flatten().tolist(), run.normalizer.std.flatten().tolist()
+    out_dir = run_dir / EXPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    val_rows = idx.split_indices("val")
+    if len(val_rows) == 0:
+        raise StillroomError(f"{idx.root}: the val split is empty; parity needs real validation images")
+    files: dict[str, dict[str, Any]] = {"fp32": {"file": "model.onnx", "batch": 1}}
+    files["fp32"]["sha256"] = export_model_onnx(run.model, out_dir / "model.onnx", shape, dynamic=False)
+    if dynamic:
+        files["fp32_dynamic"] = {"file": "model_dynamic.onnx", "batch": "dynamic"}
+        files["fp32_dynamic"]["sha256"] = export_model_onnx(run.model, out_dir / "model_dynamic.onnx", shape, True)
+    else:
+        (out_dir / "model_dynamic.onnx").unlink(missing_ok=True)
+
+    prow = _spread(val_rows, parity_samples)
+    ref = predict_logits(run.model, run.normalizer, images, prow)
+    x = normalize_uint8(np.asarray(images[prow]), mean, std)
+    parity: dict[str, Any] = {"split": "val", "atol": atol}
+    for key, entry in files.items():
+        sess = ort_session(out_dir / entry["file"], threads=2)
+        parity[key] = onnx_parity(ref, ort_logits(sess, x, None if entry["batch"] == 1 else 64))
+    parity["ok"] = all(parity[k]["max_abs_diff"] <= atol for k in files)
+
+    report: dict[str, Any] = {
+        "format": FORMAT,
+        "run": str(run_dir),
+        "arch": meta["arch"],
+        "weights": {"name": weights, "file": run.weights_path.name, "sha256": run.weights_sha256},
+        "index": str(idx.root),
+        "index_hash": idx.index_hash,
+        "input": {"name": INPUT_NAME, "shape": ["B", *shape], "dtype": "float32", "mean": mean, "std": std},
+        "output": {"name": OUTPUT_NAME, "num_classes": int(meta["num_classes"]), "sink_class": sink},
+        "classes": list(meta["classes"]),
+        "exporter": {"kind": "torchscript", "opset": OPSET, "torch": torch.__version__},
+        "versions": _versions(),
+        "models": files,
+        "parity": parity,
+    }
+    if not parity["ok"]:
+        report["ok"] = False
+        atomic_write_json(out_dir / "export.json", report)
+        worst = max((parity[k]["max_abs_diff"], k) for k in files)
+        raise StillroomError(
+            f"{run_dir}: ONNX parity failed: max |logit diff| {worst[0]:.3g} ({files[worst[1]]['file']}) > {atol:g}"
+        )
+
+    (out_dir / "model_int8.onnx").unlink(missing_ok=True)
+    if int8:
+        train_rows = _spread(idx.split_indices("train"), calib_samples)
+        if len(train_rows) == 0:
+            raise StillroomError(f"{idx.root}: the train split is empty; int8 calibration needs training images")
+        src = out_dir / ("model_dynamic.onnx" if dynamic else "model.onnx")
+        reader = TrainImagesReader(images, train_rows, mean, std, batch_size=16 if dynamic else 1)
+        sha = quantize_int8(src, out_dir / "model_int8.onnx", reader)
+        files["int8"] = {"file": "model_int8.onnx", "batch": "dynamic" if dynamic else 1, "sha256": sha}
+        id_rows, _ = split_rows(idx, "val", sink)
+        xv = normalize_uint8(np.asarray(images[id_rows]), mean, std)
+        bs = 64 if dynamic else None
+        fp = ort_logits(ort_session(src, threads=2), xv, bs)
+        q = ort_logits(ort_session(out_dir / "model_int8.onnx", threads=2), xv, bs)
+        labels = idx.labels[id_rows]
+        acc_fp, acc_q = _top1(fp, labels, k_id), _top1(q, labels, k_id)
+        report["int8_check"] = {
+            "split": "val",
+            "calibration": {"split": "train", "n": int(len(train_rows)), "method": "minmax", "format": "QDQ"},
+            "top1_fp32": acc_fp,
+            "top1_int8": acc_q,
+            "top1_drop": acc_fp - acc_q,
+            "max_drop": int8_max_drop,
+            **onnx_parity(fp, q),
+            "ok": bool(acc_fp - acc_q <= int8_max_drop + 1e-12),
+        }
+    report["ok"] = True
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_json(out_dir / "export.json", report)
+    return report
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"stillroom": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

@@ -1,0 +1,449 @@
+"""The prediction service: FastAPI + ONNX Runtime, the strictness ladder, SQLite telemetry (seed 000 §4.2-4.3).
+
+``create_app(run_dir, db_path)`` needs an exported run: ``RUN/export/export.json`` with its ONNX files (``stillroom
+export RUN --onnx``) and ``RUN/ladder.json``. At start-up every artefact is checked against the run: the ONNX file's
+sha256 against export.json, export.json and ladder.json against the sha256 of the safetensors they came from, so a
+retrained run never serves with stale files.
+
+Endpoints:
+
+- ``POST /predict``: multipart field ``file`` (PNG, GIF, JPEG, WebP or BMP). The image goes through the training
+  preprocessing (``object_mask`` + ``preprocess_mask``): RGBA alpha > threshold when the image has an alpha channel
+  (``mask_source: "alpha"``), else a ready black-on-white mask (``"mask"``, luminance < 128 is object). Returns the
+  ladder's verdict and reason, top-5 with probabilities softmax(z / T) over the in-distribution classes, the
+  temperature and where it came from, the silhouette that was classified (PNG data URL) and an ``id``.
+- ``POST /feedback/{id}``: JSON ``{"action": "confirm" | "correct" | "not_species", "label": ...}``.
+- ``GET /`` the web page, ``GET /info`` classes and thresholds, ``GET /health``, ``GET /metrics`` counts by verdict.
+
+Limits, each a clear 4xx: request body over the byte cap (413, checked on the declared length and while reading),
+empty upload (400), a declared content type that is not an accepted image type, or bytes of another format (415),
+undecodable or truncated image (400), more pixels than ``max_pixels`` (413; read from the header, before any
+decoding, so a decompression bomb is never expanded), no object pixels (422).
+
+The ladder's thresholds were fitted on the fp32 PyTorch logits (ONNX fp32 parity <= 1e-3); serving the int8 model
+(``model="int8"``, only if its accuracy check passed) applies them to int8 logits, which differ by up to the
+``max_abs_diff`` in export.json.
+
+Temperature: from ``RUN/calibration.json`` (the entry for the served weights, checked by sha256, or a top-level
+``temperature``); without one T = 1 and the response says so (``temperature_source``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
+from stillroom.data.preprocess import object_mask, preprocess_mask
+from stillroom.deploy._runs import normalize_uint8, ort_session, sink_class
+from stillroom.deploy.ladder import LADDER_FILE, Ladder, describe
+from stillroom.deploy.telemetry import FEEDBACK_ACTIONS, Telemetry
+
+__all__ = [
+    "create_app",
+    "Predictor",
+    "UploadRejected",
+    "ALLOWED_TYPES",
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "DEFAULT_MAX_PIXELS",
+]
+
+DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# Multipart framing around the file (boundaries, part headers) on top of the file's own bytes.
+_MULTIPART_SLACK = 16 * 1024
+ALLOWED_TYPES = {
+    "image/png": "PNG",
+    "image/gif": "GIF",
+    "image/jpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+}
+_EXT = {"PNG": "png", "GIF": "gif", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp"}
+TOP_K = 5
+
+
+class Feedback(BaseModel):
+    """Body of ``POST /feedback/{id}``: ``label`` is required for "correct" (one of the model's classes)."""
+
+    action: Literal["confirm", "correct", "not_species"]
+    label: str | None = Field(default=None, max_length=200)
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class UploadRejected(Exception):
+    """A client error: HTTP ``status`` and a message for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _temperature(run_dir: Path, weights: str, weights_sha256: str) -> tuple[float, str]:
+    path = run_dir / "calibration.json"
+    if not path.is_file():
+        return 1.0, "default T = 1: no calibration.json in the run"
+    data = read_json(path)
+    entry = data.get("weights", {}).get(weights) if isinstance(data.get("weights"), dict) else None
+    if entry is not None:
+        if entry.get("weights_sha256") not in (None, weights_sha256):
+            raise StillroomError(
+                f"{path}: the temperature for {weights!r} was fitted on other weights; calibrate the run again"
+            )
+        t, src = entry.get("temperature"), f"calibration.json [{weights}]"
+    elif "temperature" in data:
+        t, src = data["temperature"], "calibration.json"
+    else:
+        return 1.0, f"default T = 1: calibration.json has no temperature for {weights!r}"
+    if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
+        raise StillroomError(f"{path}: temperature must be a finite number > 0, got {t!r}")
+    return float(t), src
+
+
+@dataclass
+class _Upload:
+    data: bytes
+    content_type: str
+    filename: str
+
+
+class Predictor:
+    """Everything ``/predict`` needs, loaded once and checked: ONNX session, ladder, temperature, preprocessing."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        model: Literal["fp32", "int8"] = "fp32",
+        threads: int | None = None,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.run_dir = run_dir = Path(run_dir)
+        if max_upload_bytes < 1 or max_pixels < 1:
+            raise StillroomError(f"limits must be >= 1, got {max_upload_bytes} bytes and {max_pixels} pixels")
+        self.max_upload_bytes, self.max_pixels = int(max_upload_bytes), int(max_pixels)
+        meta = read_json(run_dir / "model.json")
+        recipe = meta.get("recipe", {})
+        if recipe.get("kind", "silhouette") != "silhouette":
+            raise StillroomError(
+                f"{run_dir}: the service serves silhouette models, this run's data is {recipe['kind']}"
+            )
+        exp_path = run_dir / "export" / "export.json"
+        if not exp_path.is_file():
+            raise StillroomError(f"{exp_path}: not found; run `stillroom export {run_dir} --onnx` first")
+        exp = read_json(exp_path)
+        if not exp.get("ok"):
+            raise StillroomError(f"{exp_path}: the export failed its parity check; export again")
+        weights = exp["weights"]
+        wpath = run_dir / weights["file"]
+        self.weights_sha256 = sha256_file(wpath)
+        if self.weights_sha256 != weights["sha256"]:
+            raise StillroomError(f"{exp_path}: exported from other weights than {wpath}; export again")
+        if model not in ("fp32", "int8"):
+            raise StillroomError(f"model must be 'fp32' or 'int8', got {model!r}")
+        key = model
+        if key not in exp["models"]:
+            raise StillroomError(f"{exp_path}: no {key} model; run `stillroom export {run_dir} --onnx --int8`")
+        if key == "int8" and not exp.get("int8_check", {}).get("ok"):
+            raise StillroomError(f"{exp_path}: the int8 model failed its accuracy check; serve fp32")
+        self.model_file = run_dir / "export" / exp["models"][key]["file"]
+        self.model_sha256 = sha256_file(self.model_file)
+        if self.model_sha256 != exp["models"][key]["sha256"]:
+            raise StillroomError(f"{self.model_file}: sha256 differs from export.json; export again")
+        self.session = ort_session(self.model_file, threads=threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.ladder = Ladder.load(run_dir / LADDER_FILE)
+        members = getattr(self.ladder, "extra_", {}).get("members", [])
+        if self.ladder.n_members_ != 1:
+            raise StillroomError(f"{run_dir / LADDER_FILE}: fitted for {self.ladder.n_members_} models; serving one")
+        if members and members[0].get("sha256") not in (None, self.weights_sha256):
+            raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights; run `stillroom export` again")
+        self.temperature, self.temperature_source = _temperature(run_dir, weights["name"], self.weights_sha256)
+        self.classes = list(meta["classes"])
+        self.sink = sink_class(meta)
+        self.k_id = self.sink if self.sink is not None else len(self.classes)
+        if self.ladder.num_classes_ != self.k_id:
+            raise StillroomError(
+                f"{run_dir / LADDER_FILE}: fitted for {self.ladder.num_classes_} classes, run has {self.k_id}"
+            )
+        self.size, self.channels = int(meta["img_size"]), int(meta["in_chans"])
+        self.padding = float(recipe.get("padding", 0.2))
+        self.alpha_threshold = int(recipe.get("alpha_threshold", 127))
+        self.mean, self.std = exp["input"]["mean"], exp["input"]["std"]
+        self.weights = {
+            f"onnx:{self.model_file.name}": self.model_sha256,
+            f"safetensors:{wpath.name}": self.weights_sha256,
+        }
+
+    # --- pieces ------------------------------------------------------------------------------------------------
+
+    def thresholds(self) -> dict[str, Any]:
+        return {**self.ladder.thresholds(), "target_accept": self.ladder.target_accept_}
+
+    def decode(self, up: _Upload) -> tuple[Image.Image, str]:
+        """Checked, decoded first frame and its format. Header checks come before any pixel is decoded."""
+        if len(up.data) == 0:
+            raise UploadRejected(400, "empty upload: the file has zero bytes")
+        if len(up.data) > self.max_upload_bytes:
+            raise UploadRejected(413, f"upload is larger than the limit of {self.max_upload_bytes} bytes")
+        declared = up.content_type.split(";")[0].strip().lower()
+        if declared not in ALLOWED_TYPES:
+            raise UploadRejected(
+                415, f"content type {declared or '(none)'!r} not accepted; send one of {', '.join(ALLOWED_TYPES)}"
+            )
+        try:
+            # Image.open reads the header only; PIL refuses > 2 x MAX_IMAGE_PIXELS itself (a warning above 1 x,
+            # left alone: ``warnings.catch_warnings`` is not thread-safe), and max_pixels is checked below.
+            img = Image.open(io.BytesIO(up.data))
+        except Image.DecompressionBombError as err:
+            raise UploadRejected(413, f"image refused as a decompression bomb ({err})") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise UploadRejected(400, f"{up.filename or 'upload'}: not a decodable image") from None
+        fmt = img.format or "?"
+        if fmt not in ALLOWED_TYPES.values():
+            raise UploadRejected(415, f"image format {fmt} not accepted; send PNG, GIF, JPEG, WebP or BMP")
+        if ALLOWED_TYPES[declared] != fmt:
+            raise UploadRejected(415, f"declared {declared} but the bytes are {fmt}")
+        w, h = img.size
+        if w * h > self.max_pixels:
+            raise UploadRejected(413, f"image is {w}x{h} = {w * h} pixels; the limit is {self.max_pixels}")
+        try:
+            img.seek(0)
+            img.load()
+        except (OSError, ValueError, SyntaxError, EOFError):
+            raise UploadRejected(400, f"{up.filename or 'upload'}: truncated or corrupt image") from None
+        return img, fmt
+
+    def silhouette(self, img: Image.Image, source: str) -> tuple[np.ndarray, str]:
+        """(S, S) uint8 mask exactly as in training, and which rule made it ("alpha" or "mask")."""
+        mask_source = "alpha" if ("A" in img.getbands() or "transparency" in img.info) else "mask"
+        try:
+            obj = object_mask(img, source=source, alpha_threshold=self.alpha_threshold)
+            return preprocess_mask(obj, self.size, padding=self.padding, source=source), mask_source
+        except StillroomError as err:
+            raise UploadRejected(422, str(err)) from None
+
+    def logits(self, mask: np.ndarray) -> np.ndarray:
+        x = np.repeat(mask[None, None], self.channels, axis=1)  # (1, C, S, S) uint8
+        return self.session.run(None, {self.input_name: normalize_uint8(x, self.mean, self.std)})[0]
+
+    # --- the whole thing ---------------------------------------------------------------------------------------
+
+    def predict(self, data: bytes, content_type: str, filename: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+        """(response body, telemetry row) for one upload; raises ``UploadRejected`` for client errors."""
+        t0 = time.perf_counter()
+        up = _Upload(data, content_type or "", filename or "")
+        img, fmt = self.decode(up)
+        mask, mask_source = self.silhouette(img, source=up.filename or "upload")
+        logits = self.logits(mask)  # (1, K)
+        det = self.ladder.decide_detailed([logits])[0]
+        z = logits[0].astype(np.float64) / self.temperature
+        zi = z[: self.k_id]
+        p = np.exp(zi - zi.max())
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")[: min(TOP_K, self.k_id)]
+        top5 = [{"class_id": int(i), "label": self.classes[i], "probability": float(p[i])} for i in order]
+        scores: dict[str, Any] = {"max_logit": det["mu"], "margin": det["margin"], "logits": logits[0].tolist()}
+        if self.sink is not None:
+            pz = np.exp(z - z.max())
+            scores["p_sink"] = float(pz[self.sink] / pz.sum())
+        png = io.BytesIO()
+        Image.fromarray(mask, "L").save(png, format="PNG")
+        pid = uuid.uuid4().hex
+        input_sha = sha256_bytes(data)
+        body = {
+            "id": pid,
+            "verdict": det["verdict"],
+            "reason": det["reason"],
+            "reason_text": describe(det["reason"], self.ladder.n_members_),
+            "prediction": {"class_id": det["pred"], "label": self.classes[det["pred"]]},
+            "top5": top5,
+            "temperature": self.temperature,
+            "temperature_source": self.temperature_source,
+            "mask_source": mask_source,
+            "mask_rule": (
+                f"alpha > {self.alpha_threshold} is object" if mask_source == "alpha" else "luminance < 128 is object"
+            ),
+            "scores": {k: v for k, v in scores.items() if k != "logits"},
+            "thresholds": self.thresholds(),
+            "input_sha256": input_sha,
+            "image": {"format": fmt, "width": img.size[0], "height": img.size[1]},
+            "silhouette_png": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode("ascii"),
+            "model": {"file": self.model_file.name, "sha256": self.model_sha256},
+            "latency_ms": (time.perf_counter() - t0) * 1e3,
+        }
+        row = {
+            "id": pid,
+            "input_sha256": input_sha,
+            "input_bytes": data,
+            "content_type": up.content_type[:100],
+            "filename": up.filename[:255],
+            "mask_source": mask_source,
+            "silhouette_png": png.getvalue(),
+            "verdict": det["verdict"],
+            "reason": det["reason"],
+            "pred_index": det["pred"],
+            "pred_label": self.classes[det["pred"]],
+            "top5_json": top5,
+            "scores_json": scores,
+            "thresholds_json": self.thresholds(),
+            "temperature": self.temperature,
+            "weights_json": self.weights,
+            "model_file": self.model_file.name,
+        }
+        return body, row
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for request bodies over ``limit`` bytes, on the declared Content-Length and, for
+    chunked or lying clients, while the body is read."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        try:
+            declared = int(headers.get(b"content-length", b"-1"))
+        except ValueError:
+            declared = -1
+        if declared > self.limit:
+            msg = f"request body is {declared} bytes; the limit is {self.limit}"
+            await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, f"request body exceeds the limit of {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(
+    run_dir: str | Path,
+    db_path: str | Path | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    model: Literal["fp32", "int8"] = "fp32",
+    threads: int | None = None,
+    store_inputs: bool = True,
+):
+    """The FastAPI app serving ``run_dir``. ``db_path``: telemetry SQLite file (default ``RUN/telemetry.sqlite``).
+
+    ``store_inputs``: keep the uploaded bytes in telemetry (needed to export corrections with the original image;
+    without them the 128 px silhouette is exported instead).
+    """
+    predictor = Predictor(run_dir, model=model, threads=threads, max_upload_bytes=max_upload_bytes,
+                          max_pixels=max_pixels)  # fmt: skip
+    telemetry = Telemetry(Path(db_path) if db_path else Path(run_dir) / "telemetry.sqlite")
+    try:
+        page = resources.files("stillroom.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        raise StillroomError("stillroom/deploy/static/index.html is missing from the installed package") from None
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        telemetry.close()
+
+    app = FastAPI(title="Stillroom", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.predictor, app.state.telemetry = predictor, telemetry
+    app.add_middleware(_BodyLimit, limit=max_upload_bytes + _MULTIPART_SLACK)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": predictor.model_file.name, "uptime_s": round(time.time() - started, 1)}
+
+    @app.get("/info")
+    def info() -> dict[str, Any]:
+        return {
+            "run": str(predictor.run_dir),
+            "classes": predictor.classes[: predictor.k_id],
+            "sink": predictor.sink is not None,
+            "img_size": predictor.size,
+            "model": {"file": predictor.model_file.name, "sha256": predictor.model_sha256},
+            "weights": predictor.weights,
+            "thresholds": predictor.thresholds(),
+            "temperature": predictor.temperature,
+            "temperature_source": predictor.temperature_source,
+            "limits": {"max_upload_bytes": predictor.max_upload_bytes, "max_pixels": predictor.max_pixels},
+            "accepted_types": list(ALLOWED_TYPES),
+            "feedback_actions": list(FEEDBACK_ACTIONS),
+        }
+
+    @app.get("/metrics")
+    def metrics() -> dict[str, Any]:
+        return {**telemetry.counts(), "uptime_s": round(time.time() - started, 1)}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise HTTPException(415, "send the image as multipart/form-data in the field 'file'")
+        form = await request.form(max_files=1, max_fields=8)
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(422, "multipart field 'file' with an image is missing")
+            data = await upload.read(max_upload_bytes + 1)
+            try:
+                body, row = await run_in_threadpool(
+                    predictor.predict, data, upload.content_type or "", upload.filename or ""
+                )
+            except UploadRejected as err:
+                raise HTTPException(err.status, err.message) from None
+        finally:
+            await form.close()
+        if not store_inputs:
+            row["input_bytes"] = None
+        await run_in_threadpool(telemetry.record_prediction, row)
+        return body
+
+    @app.post("/feedback/{prediction_id}")
+    def feedback(prediction_id: str, fb: Feedback) -> dict[str, Any]:
+        pred = telemetry.get_prediction(prediction_id)
+        if pred is None:
+            raise HTTPException(404, f"no prediction with id {prediction_id!r}")
+        label = fb.label
+        if fb.action == "correct":
+            if label not in predictor.classes[: predictor.k_id]:
+                raise HTTPException(422, f"label {label!r} is not one of the model's {predictor.k_id} classes")
+        elif fb.action == "confirm":
+            label = pred["pred_label"]
+        else:
+            label = None
+        stored = telemetry.record_feedback(prediction_id, fb.action, label, fb.comment)
+        return {"id": prediction_id, "feedback_id": stored["id"], "action": fb.action, "label": label, "stored": True}
+
+    return app

@@ -1,0 +1,161 @@
+"""ONNX export, parity with PyTorch, int8 quantization, latency benchmark and BENCHMARKS.md (issue 6)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from _deploy import exported_run, link_run  # noqa: E402
+from stillroom._io import StillroomError, sha256_file  # noqa: E402
+from stillroom.data.dataset import load_images  # noqa: E402
+from stillroom.data.index import load_index  # noqa: E402
+from stillroom.deploy import onnx_export  # noqa: E402
+from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session  # noqa: E402
+from stillroom.deploy.latency import LATENCY_SECTION, bench_run, time_calls, update_benchmarks_md  # noqa: E402
+from stillroom.deploy.onnx_export import export_model_onnx, onnx_parity  # noqa: E402
+from stillroom.models.factory import create_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(teacher_run, tmp_path_factory):
+    return exported_run(teacher_run, tmp_path_factory.mktemp("deploy"))
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_tiny_model_parity(tmp_path, dynamic):
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small", 1, 5, 32).eval()
+    path = tmp_path / "m.onnx"
+    sha = export_model_onnx(model, path, (1, 32, 32), dynamic=dynamic)
+    assert sha == sha256_file(path)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort_logits(ort_session(path, threads=1), x.numpy(), batch_size=3 if dynamic else None)
+    assert np.abs(ref - got).max() < 1e-4
+    inp = ort_session(path).get_inputs()[0]
+    assert (inp.shape[0] == 1) is (not dynamic)
+
+
+def test_onnx_parity_by_hand():
+    a = np.array([[1.0, 2.0], [3.0, 0.0]])
+    b = np.array([[1.0, 2.5], [2.0, 2.1]])
+    assert onnx_parity(a, b) == {"n": 2, "max_abs_diff": 2.1, "mean_abs_diff": 0.9, "top1_agreement": 0.5}
+
+
+def test_normalize_matches_training_normalizer():
+    from stillroom.data.dataset import Normalizer
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 8), dtype=np.uint8)
+    ref = Normalizer([0.7], [0.3])(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(normalize_uint8(x, [0.7], [0.3]), ref)
+
+
+def test_export_files_parity_and_int8(run):
+    rep = json.loads((run / "export" / "export.json").read_text())
+    assert rep["ok"] and rep["parity"]["ok"]
+    for key, entry in rep["models"].items():
+        assert sha256_file(run / "export" / entry["file"]) == entry["sha256"], key
+    assert set(rep["models"]) == {"fp32", "fp32_dynamic", "int8"}
+    for key in ("fp32", "fp32_dynamic"):
+        par = rep["parity"][key]
+        assert par["max_abs_diff"] <= 1e-3 and par["top1_agreement"] == 1.0
+    assert rep["weights"]["sha256"] == sha256_file(run / "best.safetensors")
+    chk = rep["int8_check"]
+    assert chk["calibration"]["split"] == "train" and chk["n"] > 0
+    assert chk["top1_drop"] == pytest.approx(chk["top1_fp32"] - chk["top1_int8"])
+    assert chk["ok"] == (chk["top1_drop"] <= chk["max_drop"] + 1e-12)
+    # The recorded parity is real: recompute it on validation images independently of the export code.
+    index = load_index(rep["index"])
+    rows = index.split_indices("val")[:8]
+    x = normalize_uint8(np.asarray(load_images(index)[rows]), rep["input"]["mean"], rep["input"]["std"])
+    from stillroom.train.checkpoint import load_run
+
+    with torch.no_grad():
+        ref = load_run(run).model(torch.from_numpy(x)).numpy()
+    got = ort_logits(ort_session(run / "export" / "model.onnx"), x)
+    assert np.abs(ref - got).max() <= 1e-3
+
+
+def test_parity_failure_is_recorded_and_raises(run, tmp_path, monkeypatch):
+    copy = link_run(run, tmp_path / "copy")
+    real = onnx_export.predict_logits
+    monkeypatch.setattr(onnx_export, "predict_logits", lambda *a, **k: real(*a, **k) + 0.01)
+    with pytest.raises(StillroomError, match="parity failed"):
+        onnx_export.export_onnx(copy, dynamic=False)
+    rep = json.loads((copy / "export" / "export.json").read_text())
+    assert rep["ok"] is False and rep["parity"]["fp32"]["max_abs_diff"] == pytest.approx(0.01, abs=1e-4)
+
+
+def test_time_calls_budget():
+    calls = []
+    times = time_calls(lambda: calls.append(1), warmup=3, repeats=7, max_seconds=60)
+    assert len(times) == 7 and len(calls) == 10
+    times = time_calls(lambda: None, warmup=0, repeats=10**9, max_seconds=0.0, min_runs=4)
+    assert len(times) == 4
+
+
+def test_bench_run_and_benchmarks_md(run, tmp_path):
+    res = bench_run(run, batch_sizes=(1, 4), threads=1, warmup=1, repeats=3, max_seconds=5)
+    got = {(r["backend"], r["batch"]) for r in res["results"]}
+    assert got == {(b, n) for b in ("eager", "ort_fp32", "ort_int8") for n in (1, 4)}
+    for r in res["results"]:
+        assert r["runs"] == 3 and 0 < r["median_ms"] <= r["p95_ms"] * (1 + 1e-9) + 1e-9
+        assert r["throughput_img_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
+    fp32_files = {r["batch"]: r["file"] for r in res["results"] if r["backend"] == "ort_fp32"}
+    assert fp32_files == {1: "model.onnx", 4: "model_dynamic.onnx"}
+
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## Training\n\nkeep me\n\n## Other\n\nand me\n")
+    update_benchmarks_md(md, res, "stillroom bench-latency RUN")
+    update_benchmarks_md(md, res, "stillroom bench-latency RUN --threads 1")  # same configuration: replaced
+    other = {**res, "config": {**res["config"], "img_size": 64}}
+    update_benchmarks_md(md, other, "stillroom bench-latency --arch x")  # another configuration: appended
+    text = md.read_text()
+    assert "keep me" in text and "and me" in text and text.count(LATENCY_SECTION) == 1
+    assert text.count("bench-latency:begin") == 2
+    assert "`stillroom bench-latency RUN --threads 1`" in text and "`stillroom bench-latency RUN`" not in text
+    assert text.index("## Other") < text.index(LATENCY_SECTION)
+    assert "| ONNX Runtime int8 (QDQ) | 4 |" in text
+
+
+def test_cli_export_ladder_only_and_bench(run, tmp_path, monkeypatch):
+    import typer
+
+    from stillroom.deploy.commands import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    copy = link_run(run, tmp_path / "cli", extra=("export",))
+    res = runner.invoke(app, ["export", str(copy), "--no-onnx", "--target-accept", "0.9"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((copy / "ladder.json").read_text())["target_accept"] == 0.9
+    md = tmp_path / "B.md"
+    args = ["bench-latency", str(copy), "--batch", "1", "--threads", "1", "--repeats", "2", "--warmup", "1"]
+    res = runner.invoke(app, [*args, "--md", str(md)])
+    assert res.exit_code == 0, res.output
+    assert "bench-latency:begin" in md.read_text() and (copy / "export" / "latency.json").is_file()
+    res = runner.invoke(app, ["bench-latency"])
+    assert isinstance(res.exception, StillroomError)
+
+
+def test_run_ladder_file_and_report(run, shapes_index):
+    from stillroom.deploy.ladder import Ladder, run_ladder_report
+
+    lad = Ladder.load(run / "ladder.json")
+    assert lad.extra_["members"][0]["sha256"] == sha256_file(run / "best.safetensors")
+    assert lad.fit_summary_["id"]["accept"] >= 0.95 and lad.n_members_ == 1 and lad.margin_ is not None
+    # Plumbing of the OOD source (any index of the same size works; the shapes themselves are not OOD).
+    rep = run_ladder_report(run, split="test", ood_index=shapes_index.root)
+    n_val = len(shapes_index.split_indices("test"))
+    assert rep["id"]["n"] == n_val and rep["ood"]["n"] == n_val and rep["split"] == "test"
+    assert rep["id"]["coverage"] + rep["id"]["uncertain"] + rep["id"]["reject"] == pytest.approx(1.0)
+    assert rep["ood"]["acceptance"] == pytest.approx(rep["id"]["coverage"])  # same images, same verdicts
