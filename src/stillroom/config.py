@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stillroom._io import StillroomError
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_from_dict"]
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_from_dict", "read_yaml_mapping"]
 
 
 class _Strict(BaseModel):
@@ -131,15 +131,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config (safe_load), apply overrides, validate. Relative paths resolve from the CWD."""
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, read with ``safe_load`` (no tags that build Python objects)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
-        raise StillroomError(f"{path}: config file not found") from None
+        raise StillroomError(f"{path}: {what} not found") from None
     except yaml.YAMLError as err:
         raise StillroomError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):
         raise StillroomError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (safe_load), apply overrides, validate. Relative paths resolve from the CWD."""
+    raw = read_yaml_mapping(path)
     return config_from_dict(apply_overrides(raw, overrides or []), source=str(path))

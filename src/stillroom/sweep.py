@@ -42,11 +42,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
-from stillroom.config import apply_overrides, config_from_dict
+from stillroom.config import apply_overrides, config_from_dict, read_yaml_mapping
 
 __all__ = ["SweepSpec", "SweepRun", "SUMMARY_FILE", "SUMMARY_COLUMNS", "load_sweep", "plan_sweep", "run_sweep"]
 
@@ -107,15 +106,7 @@ class SweepRun:
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise StillroomError(f"{path}: {what} not found") from None
-    except yaml.YAMLError as err:
-        raise StillroomError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise StillroomError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    return raw
+    return read_yaml_mapping(path, what)
 
 
 def load_sweep(sweep_yaml: str | Path) -> tuple[SweepSpec, dict[str, Any]]:

