@@ -6,7 +6,7 @@ import torch
 from stillroom._io import StillroomError
 from stillroom.models.factory import create_model, list_models
 
-FAST = ["resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "vit_small"]
+FAST = ["resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "vit_small", "vit_tiny"]
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -35,7 +35,7 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -215,10 +215,14 @@ def run_sweep(
     out_dir: str | Path,
     jobs: int = 1,
     log: Callable[[str], None] | None = None,
+    variants: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Path:
     """Train every unfinished run of the sweep (module docstring); return the path of ``results_summary.csv``.
 
-    Runs that fail are reported together at the end (``StillroomError``) after the others have finished.
+    ``variants`` / ``seeds`` restrict what is trained now (e.g. 3 seeds for the baselines, 2 for the rest);
+    every finished run of the sweep stays in the summary. Runs that fail are reported together at the end
+    (``StillroomError``) after the others have finished.
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise StillroomError(f"run_sweep: jobs must be a positive integer, got {jobs!r}")
@@ -226,6 +230,10 @@ def run_sweep(
     out_dir = Path(out_dir)
     spec, base = load_sweep(sweep_yaml)
     runs = _plan(spec, base, sweep_yaml, out_dir)
+    for name, wanted, known in (("variant", variants, spec.variants), ("seed", seeds, spec.seeds)):
+        unknown = sorted(set(wanted or ()) - set(known))
+        if unknown:
+            raise StillroomError(f"{sweep_yaml}: no {name} {unknown} in the sweep (it has {list(known)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         out_dir / "sweep.json",
@@ -244,7 +252,7 @@ def run_sweep(
         if run.finished:
             say(f"skip {run.variant} seed {run.seed}: finished ({run.run_dir})")
             finish(run)
-        else:
+        elif (variants is None or run.variant in variants) and (seeds is None or run.seed in seeds):
             todo.append(run)
     if not done:
         _write_summary(summary, [])

@@ -73,13 +73,15 @@ def register(app: typer.Typer) -> None:
         sweep_file: Path = typer.Argument(..., help="sweep YAML: base, seeds, variants (see stillroom.sweep)"),
         out: Path | None = typer.Option(None, "--out", help="sweep directory (default runs/sweeps/<name>)"),
         jobs: int = typer.Option(1, "--jobs", help="runs trained in parallel processes"),
+        variant: list[str] = typer.Option([], "--variant", help="train only these variants (repeatable)"),
+        seed: list[int] = typer.Option([], "--seed", help="train only these seeds (repeatable)"),
     ) -> None:
         """Train a grid of named variants x seeds; finished runs are skipped, interrupted ones resumed."""
         from stillroom.sweep import load_sweep, run_sweep
 
         spec, _ = load_sweep(sweep_file)
         out = out or Path("runs") / "sweeps" / spec.name
-        summary = run_sweep(sweep_file, out, jobs=jobs, log=console.print)
+        summary = run_sweep(sweep_file, out, jobs=jobs, log=console.print, variants=variant or None, seeds=seed or None)
         console.print(f"[bold green]summary:[/] {summary}")
 
     @app.command("compare")

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Cross-view comparisons on species 1-151 at 64 px (issues 4 and 5): a teacher pool of four architectures, its
+# teacher-selection scores, and mobilenet_v3_small students (scratch, KD fused / split, DKD, LumiNet) over seeds.
+# Cross-view split: train/val on one view of each species, test on the other view (1-NN pixel probe ~20% on test),
+# so scores are not saturated the way the block split's are. Resumable: finished steps are skipped on re-run.
+#
+#   bash benchmarks/crossview_151.sh            # OUT=artifacts/crossview151 by default
+#
+# Wall time on the 2-core CPU box: see BENCHMARKS.md ("Cross-view, species 1-151").
+set -euo pipefail
+OUT=${OUT:-artifacts/crossview151}
+CFG=configs/crossview151
+TEACHERS=(resnet18 efficientnet_b0 convnext_tiny vit_tiny)
+mkdir -p "$OUT"
+stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+if [ ! -f "$OUT/data/index.json" ]; then
+  stamp "data"
+  stillroom data build sprites --size 64 --species 1-151 --split cross-view --out "$OUT/data"
+fi
+
+runs=()
+for arch in "${TEACHERS[@]}"; do
+  run="$OUT/runs/cv_teacher_${arch}_s0"
+  runs+=("$run")
+  if [ ! -f "$run/metrics.json" ]; then
+    stamp "teacher $arch"
+    /usr/bin/time -f "teacher $arch wall %e s" stillroom train "$CFG/teacher_${arch}.yaml" --out "$run" --resume --quiet
+  fi
+  if [ ! -f "$OUT/stores/cv_teacher_${arch}_s0/manifest.json" ]; then
+    stillroom softlabels export --teacher "$run" --index "$OUT/data" --out "$OUT/stores/cv_teacher_${arch}_s0"
+  fi
+done
+stillroom softlabels check "$OUT"/stores/cv_teacher_*_s0 --index "$OUT/data" --strict --out "$OUT/alignment_check.json"
+stamp "teacher selection scores (val split)"
+stillroom score-teachers "${runs[@]}" --split val --out "$OUT/teacher_scores.json" | tee "$OUT/teacher_scores.txt"
+
+stamp "students: scratch vs KD (fused), 3 seeds"
+stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant ce_scratch --variant kd_fused_pool4
+stamp "students: KD split, DKD, LumiNet, seeds 0 and 1"
+stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant kd_split_pool4 --variant dkd_fused_pool4 \
+  --variant luminet_fused_pool4 --seed 0 --seed 1
+
+stamp "comparisons"
+for b in kd_fused_pool4 kd_split_pool4 dkd_fused_pool4 luminet_fused_pool4; do
+  for metric in top1 macro_f1; do
+    stillroom compare "$OUT/sweep" --metric "$metric" --a ce_scratch --b "$b" --json "$OUT/compare_${b}_${metric}.json" \
+      | tee "$OUT/compare_${b}_${metric}.txt"
+  done
+done
+stillroom compare "$OUT/sweep" --metric top1 --a kd_fused_pool4 --b kd_split_pool4 --json "$OUT/compare_split_vs_fused_top1.json" \
+  | tee "$OUT/compare_split_vs_fused_top1.txt"
+stamp "done"
