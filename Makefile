@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(VENV)/bin/stillroom demo --out artifacts/demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 test: lint
 	$(PY) -m pytest -q

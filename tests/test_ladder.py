@@ -203,8 +203,10 @@ def test_ladder_report_by_hand():
     assert rep["id"]["selective_accuracy"] == 0.5
     assert rep["id"]["accuracy"] == 0.75
     assert rep["id"]["accuracy_accept_or_uncertain"] == pytest.approx(2 / 3)
+    assert rep["id"]["counts"] == {"accept": 2, "uncertain": 1, "reject": 1}
     assert rep["ood"] == {
         "n": 4,
+        "counts": {"accept": 1, "uncertain": 1, "reject": 2},
         "acceptance": 0.25,
         "uncertain": 0.25,
         "rejection": 0.5,

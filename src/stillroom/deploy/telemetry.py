@@ -5,7 +5,9 @@ it: the sha256 of the input bytes, the ladder thresholds and temperature in forc
 used (ONNX graph and the safetensors it came from), the verdict with its reason and scores, and a UTC timestamp.
 Feedback rows (confirm / correct / not a species) reference a prediction; the latest one counts.
 
-The database runs in WAL mode (readers never block the writer) with ``synchronous=NORMAL``. One connection is
+The database runs in WAL mode (readers never block the writer) with ``synchronous=FULL``: the WAL is fsynced at
+every commit, so a row the service has answered "stored" for survives a power cut or OS crash too, not only a crash
+of the process (NORMAL would only promise the latter). One connection is
 shared by the app's worker threads behind a lock: sqlite3 connections are not safe to use from two threads at
 once, and a single writer is all SQLite allows anyway.
 """
@@ -78,7 +80,7 @@ class Telemetry:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
             self._conn.row_factory = sqlite3.Row
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA synchronous=FULL")  # durable commits; see the module docstring
             self._conn.execute("PRAGMA foreign_keys=ON")
             with self._conn:
                 self._conn.executescript(_SCHEMA)

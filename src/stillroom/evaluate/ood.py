@@ -22,6 +22,7 @@ scored with MSP of z / T (Liang et al. 2018). T = 1000, eps = 0.0014 (seed 000 �
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "ODINTuner",
     "ood_report",
     "tune_odin",
+    "evaluate_open_set",
 ]
 
 SCORES: Registry[Callable[[Tensor], Tensor]] = Registry("OOD score")
@@ -198,24 +200,38 @@ def ood_metrics(id_scores: Any, ood_scores: Any, tpr_level: float = TPR_LEVEL) -
 
 
 class _RunData:
-    """A loaded run on a merged index: model, normalizer, images and the K / sink layout, checked."""
+    """A loaded run with its ID and OOD rows: model, normalizer, images and the K / sink layout, checked.
 
-    def __init__(self, run_dir: str | Path, index: DatasetIndex | str | Path | None, weights: str) -> None:
+    OOD rows are either the sink-labelled rows (``recipe.sink_class`` = K) of ``index``, a merged index written by
+    ``data merge-sink`` (seed 000 §2.5), or, with ``ood_index`` (an OOD dataset with the run's image size and
+    channels), every row of the same split there; the ID rows are then the non-sink rows of ``index``. ``images``
+    (the decoded images of ``index``) saves a second decode when the caller already has them.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        index: DatasetIndex | str | Path | None,
+        weights: str,
+        ood_index: DatasetIndex | str | Path | None = None,
+        images: np.ndarray | None = None,
+    ) -> None:
         from stillroom.data.dataset import load_images
         from stillroom.train.checkpoint import load_run
 
         self.run = load_run(run_dir, weights)
+        self.weights = weights
         meta = self.run.meta
         if index is None:
             index = meta["index"]
         self.index = index if isinstance(index, DatasetIndex) else load_index(index)
         recipe = self.index.recipe
-        if "sink_class" not in recipe:
+        if ood_index is None and "sink_class" not in recipe:
             raise StillroomError(
                 f"{self.index.root}: not an ID + OOD index (no recipe sink_class); pass the merged index"
-                " (`stillroom data merge-sink`)"
+                " (`stillroom data merge-sink`) or the OOD dataset (--ood-index)"
             )
-        self.k = int(recipe["sink_class"])
+        self.k = int(recipe.get("sink_class", self.index.num_classes))
         n_out = int(meta["num_classes"])
         if n_out not in (self.k, self.k + 1):
             raise StillroomError(
@@ -231,30 +247,74 @@ class _RunData:
                     f"{meta['recipe'].get(key)!r}; the model would see inputs it was not trained on"
                 )
         self.has_sink = n_out == self.k + 1
-        self.images = load_images(self.index)
+        self.images = load_images(self.index) if images is None else images
+        self.ood_index: DatasetIndex | None = None
+        self.ood_images: np.ndarray | None = None
+        if ood_index is not None:
+            self.ood_index = ood_index if isinstance(ood_index, DatasetIndex) else load_index(ood_index)
+            # Only the image geometry must match: the run's own normalizer is applied to the OOD images (an OOD
+            # build's own mean/std describe its pixels, not what the model expects).
+            for key in ("size", "channels"):
+                default = 1 if key == "channels" else None  # an index without "channels" is single-channel
+                got, want = self.ood_index.recipe.get(key, default), meta["recipe"].get(key, default)
+                if got != want:
+                    raise StillroomError(f"{self.ood_index.root}: OOD images have {key}={got!r}, the run {want!r}")
+            self.ood_images = load_images(self.ood_index)
 
-    def rows(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def source(self, split: str) -> str:
+        """Where the OOD rows of ``split`` come from (recorded in the report)."""
+        if self.ood_index is None:
+            return f"{self.index.root} ({split}, rows labelled with sink class {self.k})"
+        return f"{self.ood_index.root} ({split}, every row)"
+
+    def parts(self, split: str, check: bool = True) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """``([(images, rows), ...], is_ood)`` of ``split``: the row blocks in order and the (N,) OOD mask over them.
+
+        With ``check`` a split without both ID and OOD rows is an error naming the source.
+        """
         rows = self.index.split_indices(split)
         is_ood = self.index.labels[rows] == self.k
-        if is_ood.all() or not is_ood.any():
-            raise StillroomError(f"{self.index.root}: split {split!r} needs both ID and OOD rows")
-        return rows, is_ood
+        parts = [(self.images, rows)]
+        if self.ood_index is not None:
+            orows = self.ood_index.split_indices(split)
+            # a merged index's own sink rows are dropped: OOD rows come from one source only
+            parts = [(self.images, rows[~is_ood]), (self.ood_images, orows)]
+            is_ood = np.r_[np.zeros(int((~is_ood).sum()), dtype=bool), np.ones(len(orows), dtype=bool)]
+        if check and (is_ood.all() or not is_ood.any()):
+            raise StillroomError(f"{self.source(split)}: split {split!r} needs both ID and OOD rows")
+        return parts, is_ood
 
-    def batches(self, rows: np.ndarray, batch_size: int) -> Iterable[Tensor]:
+    def labels(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Labels of the rows of ``parts`` (K for every row of an OOD index)."""
+        out = [self.index.labels[parts[0][1]]]
+        if len(parts) > 1:
+            out.append(np.full(len(parts[1][1]), self.k, dtype=self.index.labels.dtype))
+        return np.concatenate(out)
+
+    def logits(self, parts: list[tuple[np.ndarray, np.ndarray]], batch_size: int) -> np.ndarray:
+        from stillroom.models.inference import predict_logits
+
+        run = self.run
+        out = [predict_logits(run.model, run.normalizer, im, rows, batch_size=batch_size) for im, rows in parts]
+        return np.concatenate(out)
+
+    def batches(self, parts: list[tuple[np.ndarray, np.ndarray]], batch_size: int) -> Iterable[Tensor]:
         from stillroom.models.inference import iter_batches
 
-        return iter_batches(self.images, rows, self.run.normalizer, batch_size)
+        return itertools.chain.from_iterable(
+            iter_batches(im, rows, self.run.normalizer, batch_size) for im, rows in parts
+        )
 
     @property
     def std(self) -> Tensor:
         return self.run.normalizer.std.flatten()
 
 
-def _odin_all(data: _RunData, rows: np.ndarray, temperature: float, eps: float, batch_size: int) -> np.ndarray:
+def _odin_all(data: _RunData, parts: list, temperature: float, eps: float, batch_size: int) -> np.ndarray:
     model = data.run.model.eval()
     out = [
         odin_score(model, x, data.std, temperature, eps, num_classes=data.k).cpu()
-        for x in data.batches(rows, batch_size)
+        for x in data.batches(parts, batch_size)
     ]
     return torch.cat(out).numpy()
 
@@ -268,53 +328,69 @@ def ood_report(
     odin_eps: float = ODIN_EPS,
     batch_size: int = 256,
     odin_tuned_on: str | None = None,
+    ood_index: DatasetIndex | str | Path | None = None,
+    images: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Open-set report of a run's ``weights`` on ``split`` of a merged ID + OOD index (default: the run's index).
+    """Open-set report of a run's ``weights`` on ``split``: ID and OOD rows of a merged index (default: the run's
+    index), or ID rows of ``index`` and every ``split`` row of ``ood_index`` (REFERENCE 4; seed 000 §3.2).
 
-    Closed-set metrics (top-1, top-5, macro-F1) use the ID rows and the K ID columns; every score of ``SCORES``
-    (``sink`` only for K+1 models) and ``odin`` gets ``ood_metrics``; a K+1 model also gets the OOD rejection rate
-    (seed 000 Table 1: the fraction of OOD rows whose argmax over K+1 is the sink) and the ID false-rejection rate.
-    ``odin_tuned_on`` only records where ``odin_T``/``odin_eps`` came from (``tune_odin``: "val").
+    Closed-set metrics (top-1, top-5, macro-F1) use the ID rows and the K ID columns (a K+1 model also gets
+    ``top1_with_sink``: argmax over all K+1 outputs, a sink prediction on an ID row counting as an error, the
+    trainer's ``val_id_top1``); every score of ``SCORES`` (``sink`` only for K+1 models) and ``odin`` gets
+    ``ood_metrics``; a K+1 model also gets the OOD rejection rate (seed 000 Table 1: the fraction of OOD rows whose
+    argmax over K+1 is the sink) and the ID false-rejection rate. ``odin_tuned_on`` only records where
+    ``odin_T``/``odin_eps`` came from (``tune_odin``: the validation split).
     """
+    if odin_tuned_on == "test":
+        raise StillroomError("ODIN parameters tuned on test data are not allowed (REFERENCE 4): tune on val")
+    data = _RunData(run_dir, index, weights, ood_index=ood_index, images=images)
+    return _report_from(data, split, odin_T, odin_eps, odin_tuned_on, batch_size)
+
+
+def _report_from(
+    data: _RunData, split: str, odin_t: float, odin_eps: float, odin_tuned_on: str | None, batch_size: int
+) -> dict[str, Any]:
     from stillroom.evaluate.metrics import classification_report
-    from stillroom.models.inference import predict_logits
 
     if odin_tuned_on == "test":
         raise StillroomError("ODIN parameters tuned on test data are not allowed (REFERENCE 4): tune on val")
-    data = _RunData(run_dir, index, weights)
-    rows, is_ood = data.rows(split)
+    parts, is_ood = data.parts(split)
     k = data.k
-    logits = predict_logits(data.run.model, data.run.normalizer, data.images, rows, batch_size=batch_size)
-    labels = data.index.labels[rows]
+    logits = data.logits(parts, batch_size)
+    labels = data.labels(parts)
     closed = classification_report(logits[~is_ood, :k], labels[~is_ood], data.index.classes[:k], n_pairs=0)
     z = torch.from_numpy(logits)
     scores: dict[str, np.ndarray] = {
         "msp": msp(z[:, :k]).numpy(),
         "maxlogit": max_logit(z[:, :k]).numpy(),
         "energy": energy(z[:, :k]).numpy(),
-        "odin": _odin_all(data, rows, odin_T, odin_eps, batch_size),
+        "odin": _odin_all(data, parts, odin_t, odin_eps, batch_size),
     }
     if data.has_sink:
         scores["sink"] = sink_score(z).numpy()
+    closed_set = {key: closed[key] for key in ("n", "top1", "top5", "macro_f1")}
+    pred = logits.argmax(axis=1)
+    if data.has_sink:
+        closed_set["top1_with_sink"] = float((pred[~is_ood] == labels[~is_ood]).mean())
     out: dict[str, Any] = {
         "run": str(data.run.path),
-        "weights": weights,
+        "weights": data.weights,
         "weights_sha256": data.run.weights_sha256,
         "index": str(data.index.root),
         "index_hash": data.index.index_hash,
+        "ood_source": data.source(split),
         "trained_on_this_index": data.run.meta.get("index_hash") == data.index.index_hash,
         "split": split,
         "num_id_classes": k,
         "has_sink": data.has_sink,
         "n_id": int((~is_ood).sum()),
         "n_ood": int(is_ood.sum()),
-        "closed_set": {key: closed[key] for key in ("n", "top1", "top5", "macro_f1")},
+        "closed_set": closed_set,
         "conventions": CONVENTIONS,
-        "odin": {"temperature": float(odin_T), "eps": float(odin_eps), "tuned_on": odin_tuned_on},
+        "odin": {"temperature": float(odin_t), "eps": float(odin_eps), "tuned_on": odin_tuned_on},
         "scores": {name: ood_metrics(s[~is_ood], s[is_ood]) for name, s in scores.items()},
     }
     if data.has_sink:
-        pred = logits.argmax(axis=1)
         out["ood_rejection_rate"] = float((pred[is_ood] == k).mean())
         out["id_false_rejection_rate"] = float((pred[~is_ood] == k).mean())
     return out
@@ -384,14 +460,74 @@ def tune_odin(
     temperatures: Sequence[float] | None = None,
     epsilons: Sequence[float] | None = None,
     batch_size: int = 256,
+    ood_index: DatasetIndex | str | Path | None = None,
+    images: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Tune ODIN's T and eps on the ``val`` rows (ID and OOD) of a merged index; refuses the test split."""
+    """Tune ODIN's T and eps on the ``val`` rows (ID and OOD, found as in ``ood_report``); refuses the test split
+    (REFERENCE 4: ODIN is tuned on validation data only)."""
     if split == "test":
         raise StillroomError("tune_odin: never tune on the test split (REFERENCE 4); use val")
-    data = _RunData(run_dir, index, weights)
-    rows, is_ood = data.rows(split)
+    data = _RunData(run_dir, index, weights, ood_index=ood_index, images=images)
+    return _tune_from(data, split, temperatures, epsilons, batch_size)
+
+
+def _tune_from(
+    data: _RunData,
+    split: str,
+    temperatures: Sequence[float] | None,
+    epsilons: Sequence[float] | None,
+    batch_size: int,
+) -> dict[str, Any]:
+    if split == "test":
+        raise StillroomError("tune_odin: never tune on the test split (REFERENCE 4); use val")
+    parts, is_ood = data.parts(split)
     kwargs = {k: v for k, v in (("temperatures", temperatures), ("epsilons", epsilons)) if v is not None}
     tuner = ODINTuner(**kwargs).fit(
-        data.run.model.eval(), lambda: data.batches(rows, batch_size), is_ood, data.std, num_classes=data.k
+        data.run.model.eval(), lambda: data.batches(parts, batch_size), is_ood, data.std, num_classes=data.k
     )
-    return {"split": split, "weights": weights, **tuner.result()}
+    return {"split": split, "weights": data.weights, **tuner.result()}
+
+
+def evaluate_open_set(
+    run_dir: str | Path,
+    split: str = "test",
+    weights: Sequence[str] = ("best",),
+    index: DatasetIndex | str | Path | None = None,
+    ood_index: DatasetIndex | str | Path | None = None,
+    images: np.ndarray | None = None,
+    tune: bool = False,
+    val_split: str = "val",
+    odin_T: float = ODIN_TEMPERATURE,  # noqa: N803 (the paper's symbol)
+    odin_eps: float = ODIN_EPS,
+    temperatures: Sequence[float] | None = None,
+    epsilons: Sequence[float] | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """``ood_report`` of every ``weights`` on ``split``, merged into ``RUN/ood_metrics.json``; returns its content.
+
+    What ``stillroom evaluate RUN --ood-split SPLIT`` (and its alias ``evaluate-ood``) runs. With ``tune``, ODIN's
+    (T, eps) are first tuned on ``val_split`` (REFERENCE 4: validation only; ``ODINTuner`` grid, or
+    ``temperatures`` x ``epsilons``) and the result is stored under ``odin_tuning``; when ``val_split`` has no OOD
+    rows the paper's T = 1000, eps = 0.0014 are used and ``odin_tuning`` says why. File layout (read by
+    ``ood-table`` and ``report``): ``{"splits": {split: {weights: report}}, "odin_tuning": {weights: ...}}``.
+    """
+    from stillroom._io import atomic_write_json, read_json
+    from stillroom.evaluate.ood_table import OOD_METRICS_FILE
+
+    path = Path(run_dir) / OOD_METRICS_FILE
+    out: dict[str, Any] = read_json(path) if path.is_file() else {}
+    out.setdefault("splits", {})
+    for w in weights:
+        data = _RunData(run_dir, index, w, ood_index=ood_index, images=images)
+        t, eps, tuned_on = odin_T, odin_eps, None
+        if tune:
+            _, val_ood = data.parts(val_split, check=False)
+            if val_ood.any() and not val_ood.all():
+                tuned = _tune_from(data, val_split, temperatures, epsilons, batch_size)
+                t, eps, tuned_on = tuned["temperature"], tuned["eps"], val_split
+            else:  # nothing to tune on: say so instead of silently tuning on test or failing the whole evaluation
+                tuned = {"split": val_split, "weights": w, "skipped": f"{data.source(val_split)}: no ID + OOD rows"}
+            out.setdefault("odin_tuning", {})[w] = tuned
+        out["splits"].setdefault(split, {})[w] = _report_from(data, split, t, eps, tuned_on, batch_size)
+    atomic_write_json(path, out)
+    return out

@@ -1,9 +1,10 @@
 """Seed 000 Table 2 from our runs: method x (top-1, AUROC, AUPR-In, AUPR-Out, FPR@95TPR), mean +- std over runs.
 
 Input: ``ood_report`` dicts (``evaluate.ood``) of one or several runs, typically the seeds of one configuration,
-read from each run's ``ood_metrics.json``. A method is an OOD score applied to the same checkpoints; top-1 is the
-closed-set accuracy on the ID rows (the same for every method of a run, as in the seed's table). Statistics across
-runs: mean and sample std (ddof = 1; "-" for a single run; REFERENCE 4).
+read from each run's ``ood_metrics.json`` (written by ``stillroom evaluate RUN --ood-split SPLIT``). A method is an
+OOD score applied to the same checkpoints; top-1 is the closed-set accuracy on the ID rows (the same for every method
+of a run, as in the seed's table). Statistics across runs: mean and sample std (ddof = 1; "-" for a single run;
+REFERENCE 4).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def load_ood_reports(run_dirs: Sequence[str | Path], split: str = "test", weight
             out.append(data["splits"][split][weights])
         except (KeyError, TypeError):
             raise StillroomError(
-                f"{path}: no report for split {split!r} / weights {weights!r}; run `stillroom evaluate-ood {run}`"
+                f"{path}: no report for split {split!r} / weights {weights!r}; run "
+                f"`stillroom evaluate {run} --ood-split {split} --weights {weights}`"
             ) from None
     return out
 

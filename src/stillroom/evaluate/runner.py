@@ -12,6 +12,19 @@ after ``stillroom calibrate --method grid``) is kept. On another index the store
 (never refitted on foreign data). Each split report gets ``"calibration": {"before", "after", "temperature"}``
 (ECE, MCE, Brier, NLL with their reliability bins; ``after`` is None when no temperature is available) and, for
 every split but the one T was fitted on, a reliability diagram ``plots/reliability_<split>_<weights>.png``.
+
+Open set (``ood_split``; REFERENCE 4, seed 000 §3.2): ``evaluate.ood.evaluate_open_set`` writes the full reports
+(every score's AUROC, AUPR-In, AUPR-Out, FPR@95TPR with the orientation conventions; closed-set top-1 / macro-F1 on
+the ID rows over the K ID classes; for K+1 models the OOD rejection rate = share of OOD rows whose argmax is the
+sink) into ``ood_metrics.json``, where ``ood-table`` and ``report`` read them; ``metrics.json`` gets ``"ood"``: a
+reference to that file plus a per-weights summary. OOD rows are the sink-labelled rows of a merged index (``data
+merge-sink``) or every row of the split in ``ood_index``. ODIN's (T, eps) are tuned on the validation split only.
+
+Strictness ladder (REFERENCE 5, seed 000 §4.2; ``deploy.ladder``): with ``ladder=True`` the ladder is fitted on the
+validation split for ``target_accept`` and stored in ``RUN/ladder.json`` (as ``stillroom export`` does); with
+``ladder=None`` an existing ``ladder.json`` is used. ``metrics.json`` then gets ``"ladder"``: the thresholds, the
+target, and per split the verdict counts on ID and OOD rows, coverage (accepted share of ID), selective accuracy
+(top-1 on accepted ID) and OOD acceptance (accepted share of OOD), for the weights the ladder was fitted on.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ from stillroom.evaluate.metrics import classification_report
 from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import WEIGHT_CHOICES, load_run
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_run", "print_open_set"]
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -94,11 +107,21 @@ def evaluate_run(
     allow_other_index: bool = False,
     plots: bool = True,
     temperature_method: str | None = None,
+    ood_split: str | None = None,
+    ood_index: DatasetIndex | str | Path | None = None,
+    tune_odin: bool = True,
+    odin_temperatures: Sequence[float] | None = None,
+    odin_epsilons: Sequence[float] | None = None,
+    ladder: bool | None = None,
+    target_accept: float = 0.95,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` of the run on ``splits``; merge into ``run_dir/metrics.json`` and return it.
 
     Also fits/stores the temperature (module docstring; ``temperature_method`` "nll" or "grid" overrides the stored
-    method) and, with ``plots``, writes reliability diagrams.
+    method) and, with ``plots``, writes reliability diagrams. ``ood_split`` adds the open-set report (``ood_index``:
+    OOD rows from another dataset; ``tune_odin`` on the validation split over ``odin_temperatures`` x
+    ``odin_epsilons``, default grid of ``ODINTuner``); ``ladder`` (True: fit on validation and store; None: use a
+    stored one; False: skip) adds the strictness-ladder section (module docstring).
     """
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "model.json")
@@ -175,5 +198,140 @@ def evaluate_run(
                     path=run_dir / "plots" / f"reliability_{split}_{w}.png",
                 )
             out["splits"].setdefault(split, {})[w] = report
+    if ood_split is not None:
+        from stillroom.evaluate.ood import evaluate_open_set
+
+        ood_out = evaluate_open_set(
+            run_dir, split=ood_split, weights=weights, index=index, ood_index=ood_index, images=images,
+            tune=tune_odin, val_split=val_split, temperatures=odin_temperatures, epsilons=odin_epsilons,
+        )  # fmt: skip
+        out["ood"] = _ood_summary(ood_out, ood_split, weights)
+    ladder_splits = list(dict.fromkeys([*splits, *([ood_split] if ood_split else [])]))
+    section = _ladder_section(run_dir, weights, out["weights"], ladder_splits, index, ood_index, ladder, target_accept)
+    if section is not None:
+        prev = out.get("ladder") or {}
+        if prev.get("thresholds") == section["thresholds"] and prev.get("weights_sha256") == section.get(
+            "weights_sha256"
+        ):  # the same ladder: keep the splits reported earlier
+            section["splits"] = {**prev.get("splits", {}), **section["splits"]}
+        out["ladder"] = section
     atomic_write_json(metrics_path, out)
     return out
+
+
+def _ood_summary(ood_out: dict[str, Any], split: str, weights: Sequence[str]) -> dict[str, Any]:
+    """The pointer into ``ood_metrics.json`` kept in ``metrics.json``: where the full reports are, plus the headline
+    numbers per weights. No ``scores``/``splits`` keys on purpose: ``report`` reads full reports from the file and
+    would otherwise list them twice."""
+    from stillroom.evaluate.ood_table import OOD_METRICS_FILE
+
+    summary: dict[str, Any] = {}
+    for w in weights:
+        rep = ood_out["splits"][split][w]
+        entry: dict[str, Any] = {
+            "n_id": rep["n_id"],
+            "n_ood": rep["n_ood"],
+            "ood_source": rep.get("ood_source"),
+            "closed_set_top1": rep["closed_set"]["top1"],
+            "closed_set_macro_f1": rep["closed_set"]["macro_f1"],
+            "auroc": {name: m["auroc"] for name, m in rep["scores"].items()},
+            "fpr_at_95_tpr": {name: m["fpr_at_95_tpr"] for name, m in rep["scores"].items()},
+            "odin": rep["odin"],
+        }
+        if "ood_rejection_rate" in rep:
+            entry["ood_rejection_rate"] = rep["ood_rejection_rate"]
+        summary[w] = entry
+    return {
+        "file": OOD_METRICS_FILE,
+        "path": ["splits", split],  # ood_metrics.json[splits][split][weights] is the full report
+        "split": split,
+        "conventions": "see the reports' 'conventions' (higher score = more in-distribution; ID positive)",
+        "summary": summary,
+    }
+
+
+def _ladder_section(
+    run_dir: Path,
+    weights: Sequence[str],
+    weight_files: dict[str, Any],
+    splits: Sequence[str],
+    index: DatasetIndex,
+    ood_index: DatasetIndex | str | Path | None,
+    ladder: bool | None,
+    target_accept: float,
+) -> dict[str, Any] | None:
+    """``metrics.json["ladder"]`` (module docstring), or None when there is no ladder to report."""
+    from stillroom.deploy.ladder import LADDER_FILE, Ladder, fit_run_ladder, run_ladder_report
+
+    path = run_dir / LADDER_FILE
+    if ladder is False or (ladder is None and not path.is_file()):
+        return None
+    if ladder:
+        # one ladder per run (the service loads it): fitted for the best weights when they are evaluated
+        fit_w = "best" if "best" in weights else weights[0]
+        fit_run_ladder(run_dir, target_accept=target_accept, weights=fit_w, index=index, ood_index=ood_index)
+    lad = Ladder.load(path)
+    members = lad.extra_.get("members") or []
+    section: dict[str, Any] = {
+        "file": LADDER_FILE,
+        "target_accept": lad.target_accept_,
+        "thresholds": lad.thresholds(),
+        "fit_data": lad.extra_.get("fit_data"),
+        "fit_summary": lad.fit_summary_,
+        "splits": {},
+    }
+    if lad.n_members_ != 1 or len(members) > 1:
+        section["skipped"] = f"an ensemble ladder ({lad.n_members_} members) is reported by the service, not per run"
+        return section
+    member = members[0] if members else {}
+    # the weights this ladder belongs to: the member's sha256 when recorded, else its weights name
+    sha = member.get("sha256")
+    match = [w for w in weights if (weight_files[w]["sha256"] == sha if sha else member.get("weights", "best") == w)]
+    if not match:
+        section["skipped"] = (
+            f"{path} was fitted on other weights (sha256 {str(member.get('sha256'))[:12]}) than those evaluated;"
+            " refit with `stillroom evaluate RUN --ladder`"
+        )
+        return section
+    w = match[0]
+    section.update(weights=w, weights_sha256=weight_files[w]["sha256"])
+    for split in splits:
+        rep = run_ladder_report(run_dir, split=split, weights=w, index=index, ood_index=ood_index)
+        section["splits"][split] = {key: rep.get(key) for key in ("id", "ood", "ood_source")}
+        # coverage on the split the thresholds were fitted on is in-sample (it meets the target by construction)
+        section["splits"][split]["in_sample"] = split == (section["fit_data"] or {}).get("split", "val")
+    return section
+
+
+def print_open_set(metrics: dict[str, Any], print_fn: Any = print) -> None:
+    """Console lines for the ``ood`` and ``ladder`` sections of ``metrics`` (used by ``stillroom evaluate``)."""
+    ood = metrics.get("ood")
+    if ood:
+        for w, e in ood["summary"].items():
+            aurocs = ", ".join(f"{k} {v:.4f}" for k, v in e["auroc"].items())
+            rej = e.get("ood_rejection_rate")
+            rej_txt = "" if rej is None else f"; OOD rejection (argmax = sink) {100 * rej:.2f}%"
+            print_fn(
+                f"open set ({ood['split']}, {w}): {e['n_id']} ID / {e['n_ood']} OOD; closed-set top-1 "
+                f"{100 * e['closed_set_top1']:.2f}%; AUROC {aurocs}{rej_txt} -> {ood['file']}"
+            )
+    lad = metrics.get("ladder")
+    if lad:
+        if "skipped" in lad:
+            print_fn(f"ladder: skipped ({lad['skipped']})")
+            return
+        t = lad["thresholds"]
+        margin = "" if t.get("margin") is None else f", margin {t['margin']:.4g}"
+        print_fn(
+            f"ladder ({lad['weights']}, target ID acceptance {lad['target_accept']}): "
+            f"t1 {t['t1']:.4g}, t2 {t['t2']:.4g}{margin}"
+        )
+        for split, rep in lad["splits"].items():
+            i = rep["id"]
+            line = (
+                f"  {split}: ID {i['counts']} coverage {i['coverage']:.4f}, "
+                f"selective accuracy {i['selective_accuracy']:.4f}"
+            )
+            if rep.get("ood"):
+                line += f"; OOD {rep['ood']['counts']} acceptance {rep['ood']['acceptance']:.4f}"
+            print_fn(line)

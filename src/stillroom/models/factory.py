@@ -87,6 +87,9 @@ def create_model(name: str, in_chans: int, num_classes: int, img_size: int) -> n
     if num_classes < 2:
         raise StillroomError(f"num_classes must be >= 2, got {num_classes}")
     if name.startswith("timm:"):
+        if any(c in name[5:] for c in ":/"):
+            # "timm:hf-hub:org/model" would make timm fetch a model config from the network at build time
+            raise StillroomError(f"model {name!r}: only local timm architecture names are allowed (no hub ids)")
         try:
             return timm.create_model(name[5:], pretrained=False, in_chans=in_chans, num_classes=num_classes)
         except RuntimeError as err:

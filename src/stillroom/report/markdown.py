@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import torch
 
 from stillroom import __version__
-from stillroom._io import atomic_write_text, read_json
+from stillroom._io import atomic_write_bytes, atomic_write_text, read_json
 from stillroom.data.index import DatasetIndex
 
 __all__ = ["write_demo_report", "metrics_rows"]
@@ -110,7 +109,8 @@ def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
                 )
     sheet = index.root / "contact_sheet.png"
     if sheet.is_file():
-        shutil.copyfile(sheet, report_dir / "contact_sheet.png")
+        # atomic like every report artefact: a crash mid-copy must not leave a torn PNG next to report.md
+        atomic_write_bytes(report_dir / "contact_sheet.png", sheet.read_bytes())
         lines += ["", "![contact sheet](contact_sheet.png)"]
     return lines + [""]
 

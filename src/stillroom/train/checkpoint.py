@@ -85,7 +85,7 @@ def load_training_state(
     try:
         with safe_open(str(path), framework="pt") as fh:
             state = json.loads((fh.metadata() or {})["state"])
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except Exception as err:  # SafetensorError (a pickle or torn file), missing file, no/garbled state metadata
         raise StillroomError(f"{path}: not a resumable training state ({err})") from None
     tensors = _read_safetensors(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -8,7 +8,10 @@ Per epoch: shuffle with a generator seeded by (seed, epoch); every sample's augm
 on a copy of the model whose BatchNorm statistics are re-estimated on clean training images (``precise_bn``), so
 evaluating never changes the training trajectory. Model selection uses the validation split only; test metrics of
 both the best-validation and the last-epoch weights are written at the end (REFERENCE 6: mdistiller selects on
-test, we do not). ``resume=True`` continues from the last finished epoch with identical results.
+test, we do not). A K+1 open-set model (merged index, class K = sink; seed 000 §2.4) is selected on the ID val rows
+only: top-1 with the argmax over all K+1 outputs (a sink prediction on an ID row is an error), ties by ID NLL; the
+epoch log adds ``val_id_top1``, ``val_id_nll`` and ``val_ood_rejection``. ``resume=True`` continues from the last
+finished epoch with identical results.
 
 Augmentation replay (issue 7): with cached stores that hold V augmented views per row, each sample's view is drawn
 per epoch from [0, V) as a function of (seed, epoch, row), the image is re-created with the store's augment seed,
@@ -201,8 +204,18 @@ def evaluation_copy(
 
 
 def _split_report(
-    model: nn.Module, normalizer: Normalizer, images: np.ndarray, index: DatasetIndex, split: str
+    model: nn.Module,
+    normalizer: Normalizer,
+    images: np.ndarray,
+    index: DatasetIndex,
+    split: str,
+    sink: int | None = None,
 ) -> dict[str, Any]:
+    """Metrics of ``split`` over all its rows; with ``sink`` (= K, the sink column of a K+1 model) also the ID-only
+    selection metrics (seed 000 §2.4; REFERENCE 6): ``id_top1`` and ``id_nll`` on the rows labelled < K with the
+    argmax / softmax over all K+1 outputs, so a sink prediction on an ID row counts as an error (the deployed model
+    answers over K+1 classes; dropping the sink column would hide false rejections), and ``ood_rejection`` = share
+    of the sink-labelled rows whose argmax is the sink (None without such rows)."""
     rows = index.split_indices(split)
     if len(rows) == 0:
         raise StillroomError(f"{index.root}: split {split!r} is empty")
@@ -210,6 +223,14 @@ def _split_report(
     labels = index.labels[rows]
     report = classification_report(logits, labels, index.classes)
     report["nll"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    if sink is not None:
+        is_id = labels < sink
+        if not is_id.any():
+            raise StillroomError(f"{index.root}: split {split!r} has no in-distribution rows to select a model on")
+        z, y = torch.from_numpy(logits[is_id]), torch.from_numpy(labels[is_id])
+        report["id_top1"] = float((logits[is_id].argmax(axis=1) == labels[is_id]).mean())
+        report["id_nll"] = float(torch.nn.functional.cross_entropy(z, y).item())
+        report["ood_rejection"] = float((logits[~is_id].argmax(axis=1) == sink).mean()) if (~is_id).any() else None
     return report
 
 
@@ -327,6 +348,12 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
     }
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, {"epoch": -1, "val_top1": -1.0, "val_nll": math.inf}
+    # K+1 model on a merged index (class K = OOD sink): select on ID-only val rows (``_split_report``) so the OOD
+    # val rows cannot dominate the choice; closed-set runs keep the all-rows rule and identical state files.
+    sink = index.recipe.get("sink_class")
+    sink = int(sink) if sink is not None and num_classes == int(sink) + 1 else None
+    if sink is not None:
+        best.update(val_id_top1=-1.0, val_id_nll=math.inf, selected_on="val_id_top1")
     if resumable:
         rng, state = load_training_state(out_dir / "last.safetensors", net, optimizer)
         torch.set_rng_state(rng)
@@ -394,11 +421,22 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
             continue  # rank 0 alone evaluates and writes; peers wait for it in the next all-reduce
         if (epoch + 1) % cfg.eval_every == 0 or last:
             eval_model = evaluation_copy(net, normalizer, images, bn_rows, cfg)
-            val = _split_report(eval_model, normalizer, images, index, cfg.data.val_split)
+            val = _split_report(eval_model, normalizer, images, index, cfg.data.val_split, sink)
             record.update(val_top1=val["top1"], val_macro_f1=val["macro_f1"], val_nll=val["nll"])
-            # Best = highest val top-1, ties broken by lower val NLL (never test: REFERENCE 6).
-            if (val["top1"], -val["nll"]) > (best["val_top1"], -best["val_nll"]):
+            # Best = highest val top-1, ties broken by lower val NLL (never test: REFERENCE 6); K+1 runs use the
+            # ID-only top-1 and NLL instead (``_split_report``).
+            key, prev = (val["top1"], -val["nll"]), (best["val_top1"], -best["val_nll"])
+            if sink is not None:
+                record.update(
+                    val_id_top1=val["id_top1"], val_id_nll=val["id_nll"], val_ood_rejection=val["ood_rejection"]
+                )
+                # .get: a state saved before ID-only selection existed has no such keys
+                key = (val["id_top1"], -val["id_nll"])
+                prev = (best.get("val_id_top1", -1.0), -best.get("val_id_nll", math.inf))
+            if key > prev:
                 best = {"epoch": epoch + 1, "val_top1": val["top1"], "val_nll": val["nll"]}
+                if sink is not None:
+                    best.update(val_id_top1=val["id_top1"], val_id_nll=val["id_nll"], selected_on="val_id_top1")
                 save_weights(eval_model, out_dir / "best.safetensors")
             if last:
                 save_weights(eval_model, out_dir / "final.safetensors")
@@ -407,8 +445,9 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
         loop_state = {"epoch": epoch + 1, "history": history, "best": best}
         save_training_state(out_dir / "last.safetensors", net, optimizer, torch.get_rng_state(), loop_state)
         atomic_write_json(out_dir / "state.json", loop_state)
-        with open(out_dir / "log.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        # Rewritten whole (atomically) from ``history``, which resume restores: a crash can neither tear the last
+        # line nor keep the line of an epoch whose checkpoint was never saved.
+        atomic_write_text(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         if progress:
             progress("epoch", epoch + 1, cfg.schedule.epochs, record)
 

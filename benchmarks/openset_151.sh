@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Open-set experiment on species 1-151 at 64 px (issue 3; seed 000 Tables 2 and 3): emoji OOD sink, two K-class
+# resnet18 teachers, a K-class KD student (post-hoc OOD scores) and target-dampened K+1 students over the OOD
+# weight g, then the Table-2-style comparison and the strictness ladder on the test split. Resumable.
+#
+#   bash benchmarks/openset_151.sh            # OUT=artifacts/openset151; g = 7.8 (recipe seed000), seed 0
+#   GAMMAS="td_g0 td_g4 td_g7.8 td_g10" SEEDS="0 1 2" bash benchmarks/openset_151.sh   # seed 000 Table 3
+set -euo pipefail
+OUT=${OUT:-artifacts/openset151}
+SEEDS=${SEEDS:-0}
+GAMMAS=${GAMMAS:-td_g7.8}
+CFG=configs/openset151
+mkdir -p "$OUT"
+stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+stamp "data: ID sprites (block split), emoji sink (matched audit), merged index, shortcut probe"
+[ -f "$OUT/id/index.json" ] || stillroom data build sprites --size 64 --species 1-151 --out "$OUT/id"
+[ -f "$OUT/ood/index.json" ] || stillroom data build ood-emoji --size 64 --id-index "$OUT/id" --out "$OUT/ood"
+[ -f "$OUT/merged/index.json" ] || stillroom data merge-sink "$OUT/id" "$OUT/ood" --out "$OUT/merged"
+stillroom data probe-shortcuts "$OUT/merged" | tee "$OUT/shortcut_probe.txt"
+
+for seed in 0; do  # one resnet18 teacher: the 2-core CPU budget (add seeds here and to the student configs)
+  name=os_teacher_resnet18_s$seed
+  run="$OUT/runs/$name"
+  if [ ! -f "$run/metrics.json" ]; then
+    stamp "teacher $name"
+    stillroom train "$CFG/teacher.yaml" --out "$run" --resume --quiet --set seed=$seed --set name=$name
+  fi
+  # the same teacher's logits aligned to each index a student trains on
+  [ -f "$OUT/stores_id/$name/manifest.json" ] || \
+    stillroom softlabels export --teacher "$run" --index "$OUT/id" --out "$OUT/stores_id/$name"
+  [ -f "$OUT/stores_merged/$name/manifest.json" ] || \
+    stillroom softlabels export --teacher "$run" --index "$OUT/merged" --out "$OUT/stores_merged/$name"
+done
+
+if [ ! -f "$OUT/runs/os_student_kd/metrics.json" ]; then
+  stamp "K-class KD student"
+  stillroom train "$CFG/student_kd.yaml" --out "$OUT/runs/os_student_kd" --resume --quiet
+fi
+stamp "target-dampened students: $GAMMAS, seeds: $SEEDS"
+sweep_args=(); for s in $SEEDS; do sweep_args+=(--seed "$s"); done
+for g in $GAMMAS; do sweep_args+=(--variant "$g"); done
+stillroom sweep "$CFG/sweep_gamma.yaml" --out "$OUT/sweep_gamma" "${sweep_args[@]}"
+
+stamp "open-set evaluation on the merged test split (ODIN tuned on val), ladder fitted on val"
+# the K-class baseline on its own index, OOD rows from the emoji index (the same rows as the merged test sink)
+stillroom evaluate "$OUT/runs/os_student_kd" --split test --ood-split test --ood-index "$OUT/ood" --ladder
+runs=("$OUT/runs/os_student_kd")
+for g in $GAMMAS; do
+  for s in $SEEDS; do
+    runs+=("$OUT/sweep_gamma/$g/seed$s")
+    stillroom evaluate "$OUT/sweep_gamma/$g/seed$s" --split test --ood-split test --ladder
+  done
+done
+stillroom ood-table "${runs[@]}" --markdown "$OUT/table2.md" | tee "$OUT/table2.txt"
+stamp "done"

@@ -1,0 +1,60 @@
+"""The benchmark scripts run end to end with tiny settings and write their BENCHMARKS.md sections between markers.
+
+Tiny sizes only (a handful of 32 px images, 1-2 steps): this checks the scripts, not the numbers. One thread:
+two OpenMP threads stall badly when the test machine's cores are busy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sections(text: str, begin: str, end: str) -> int:
+    assert text.count(begin) == text.count(end)
+    return text.count(begin)
+
+
+def test_bench_topk_smoke(tmp_path, capsys):
+    bench = _script("bench_topk")
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    assert bench.main(["--rows", "32", "--classes", "12", "--k", "1", "--k", "5", "--write", "--md", str(md)]) == 0
+    text = md.read_text()
+    assert "kept" in text and "top-5 + rest lse" in text and "python benchmarks/bench_topk.py --rows 32" in text
+    assert "Top-k stores: effect on student accuracy" in text
+    md.write_text(text.replace("Not measured yet.", "Measured by hand."))
+    bench.main(["--rows", "32", "--classes", "12", "--k", "2", "--write", "--md", str(md)])
+    again = md.read_text()
+    assert _sections(again, bench.BEGIN, bench.END) == 1 and "top-2 + rest lse" in again
+    assert "top-5 + rest lse" not in again and "Measured by hand." in again  # only the marked section changes
+    assert "float16" in capsys.readouterr().out
+
+
+def test_bench_kd_step_smoke(tmp_path, capsys):
+    pytest.importorskip("torchvision")
+    bench = _script("bench_kd_step")
+    md = tmp_path / "BENCHMARKS.md"
+    argv = ["--sizes", "32", "--n-per-class", "6", "--batch", "8", "--steps", "1", "--warmup", "0", "--rounds", "1",
+            "--teachers", "1", "--views", "2", "--loader-batches", "1", "--student", "mobilenet_v3_small",
+            "--teacher-arch", "mobilenet_v3_small", "--threads", "1", "--write", "--md", str(md)]  # fmt: skip
+    assert bench.main(argv) == 0
+    text = md.read_text()
+    assert _sections(text, bench.BEGIN, bench.END) == 1
+    for variant in ("ce (student only)", "kd, cached logits", "kd, replayed views (V=2)", "kd, online 1x"):
+        assert variant in text
+    assert "Load average" in text and "num_workers=1" in text and "Goal (cached and replay" in text
+    assert "loader alone" in capsys.readouterr().out
