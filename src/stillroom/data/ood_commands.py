@@ -3,7 +3,7 @@
 ``register(data_app, build_app, app)`` adds:
 
 - ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
-- ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR``
+- ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR [--ood-train-fraction F]``
 - ``stillroom data probe-shortcuts INDEX``
 - ``stillroom evaluate-ood RUN --ood-split test [--tune-odin]``  -> ``RUN/ood_metrics.json`` (alias of the open-set
   part of ``stillroom evaluate RUN --ood-split test``)
@@ -88,11 +88,15 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         id_index: Path = typer.Argument(..., help="ID dataset directory (K classes)"),
         ood_index: Path = typer.Argument(..., help="OOD dataset directory (from `data build ood-emoji`)"),
         out: Path = typer.Option(..., "--out", help="merged dataset directory to write (K + 1 classes)"),
+        ood_train_fraction: float | None = typer.Option(
+            None, "--ood-train-fraction", help="cap on the OOD share of train rows (val/test keep all OOD)"
+        ),
+        seed: int = typer.Option(0, help="seed of the groups dropped by --ood-train-fraction"),
     ) -> None:
         """Merge ID + OOD into one index with the sink as class K (ID normalization kept)."""
         from stillroom.data.merge import merge_with_sink
 
-        index = merge_with_sink(id_index, ood_index, out)
+        index = merge_with_sink(id_index, ood_index, out, ood_train_fraction=ood_train_fraction, seed=seed)
         counts = index.meta["counts"]["per_split"]
         console.print(
             f"[green]wrote[/] {index.root}: {len(index)} images, {index.num_classes} classes (sink = class "
