@@ -39,3 +39,11 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 def test_override_syntax_error():
     with pytest.raises(StillroomError, match="key=value"):
         apply_overrides({}, ["no_equals"])
+
+
+def test_set_reads_exponent_floats_as_numbers():
+    # PyYAML (YAML 1.1) reads "1e-5" as a string; a loss parameter would then fail its own numeric check
+    from stillroom.config import apply_overrides
+
+    out = apply_overrides({}, ["loss.params.eps=1e-5", "optim.lr=5E-4", "name=1e5x"])
+    assert out["loss"]["params"]["eps"] == 1e-5 and out["optim"]["lr"] == 5e-4 and out["name"] == "1e5x"

@@ -7,6 +7,7 @@ unknown keys are errors, so a config can never import or execute code (REFERENCE
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,6 +113,22 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> TrainConf
         raise StillroomError(_format_errors(err, source)) from None
 
 
+# PyYAML follows YAML 1.1, where "1e-5" (no dot) is a string; YAML 1.2 and every user read it as a number.
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key`` "a.b.c" in place, creating sections; a non-section on the way is an
+    error."""
+    node = raw
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise StillroomError(f"{key!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML scalar/list) to a nested dict, returning a copy."""
     import copy
@@ -121,16 +138,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise StillroomError(f"--set {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise StillroomError(f"--set {item!r}: {p!r} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(value)  # safe_load: a tag like !!python/object is refused, never run
+            parsed = yaml.safe_load(value)  # safe_load: a tag like !!python/object is refused, never run
         except yaml.YAMLError as err:
             raise StillroomError(f"--set {item!r}: not a valid YAML value ({err})") from None
+        if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
+            parsed = float(parsed)
+        try:
+            set_dotted(out, key, parsed)
+        except StillroomError as err:
+            raise StillroomError(f"--set {item!r}: {err}") from None
     return out
 
 

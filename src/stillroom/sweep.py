@@ -28,6 +28,7 @@ Paths inside the base config (``data.index``, teacher stores) resolve from the w
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -45,7 +46,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
-from stillroom.config import apply_overrides, config_from_dict, read_yaml_mapping
+from stillroom.config import config_from_dict, read_yaml_mapping, set_dotted
 
 __all__ = ["SweepSpec", "SweepRun", "SUMMARY_FILE", "SUMMARY_COLUMNS", "load_sweep", "plan_sweep", "run_sweep"]
 
@@ -134,8 +135,13 @@ def plan_sweep(sweep_yaml: str | Path, out_dir: str | Path) -> list[SweepRun]:
 def _plan(spec: SweepSpec, base: dict[str, Any], sweep_yaml: str | Path, out_dir: Path) -> list[SweepRun]:
     runs = []
     for variant, overrides in spec.variants.items():
-        # JSON is YAML: values go through apply_overrides' own parsing unchanged (lists, mappings, numbers)
-        raw = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+        # values are already parsed by the sweep file's YAML: set them as they are (no string round trip)
+        raw = copy.deepcopy(base)
+        for k, v in overrides.items():
+            try:
+                set_dotted(raw, k, copy.deepcopy(v))
+            except StillroomError as err:
+                raise StillroomError(f"{sweep_yaml}: variant {variant!r}: {err}") from None
         for seed in spec.seeds:
             cell = {**raw, "seed": seed, "name": f"{variant}-seed{seed}"}
             cfg = config_from_dict(cell, source=f"{sweep_yaml} [variant {variant!r}, seed {seed}]")
