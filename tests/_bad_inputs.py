@@ -186,7 +186,7 @@ IMAGES: dict[str, Bad] = {
     "truncated_png": Bad(truncated_png, "cut.png", "reject", "truncated", (400,)),
     "truncated_gif": Bad(truncated_gif, "cut.gif", "reject", "truncated", (400,)),
     "text_as_png": Bad(text_as_image, "notes.png", "reject", "not an image", (400,)),
-    "one_by_one": Bad(one_by_one, "dot.png", "reject", "1x1 pixels, too small", (200, 422)),
+    "one_by_one": Bad(one_by_one, "dot.png", "reject", "1x1 pixels, too small", (422,)),
     "bomb": Bad(png_bomb, "bomb.png", "reject", "decompression bomb", (413,)),
     "over_pixel_cap": Bad(png_over_cap, "huge.png", "reject", "over the limit", (413,)),
     "cmyk": Bad(cmyk_jpeg, "cmyk.jpg", "convert", "", (200,)),

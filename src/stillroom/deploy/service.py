@@ -18,7 +18,7 @@ Endpoints:
 Limits, each a clear 4xx: request body over the byte cap (413, checked on the declared length and while reading),
 empty upload (400), a declared content type that is not an accepted image type, or bytes of another format (415),
 undecodable or truncated image (400), more pixels than ``max_pixels`` (413; read from the header, before any
-decoding, so a decompression bomb is never expanded), no object pixels (422).
+decoding, so a decompression bomb is never expanded), a side under 8 px or no object pixels (422).
 
 The ladder's thresholds were fitted on the fp32 PyTorch logits (ONNX fp32 parity <= 1e-3); serving the int8 model
 (``model="int8"``, only if its accuracy check passed) applies them to int8 logits, which differ by up to the
@@ -51,7 +51,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
-from stillroom.data.preprocess import object_mask, preprocess_mask
+from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask, preprocess_mask
 from stillroom.deploy._runs import normalize_uint8, ort_session, sink_class
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, describe
 from stillroom.deploy.telemetry import FEEDBACK_ACTIONS, Telemetry
@@ -224,6 +224,8 @@ class Predictor:
         w, h = img.size
         if w * h > self.max_pixels:
             raise UploadRejected(413, f"image is {w}x{h} = {w * h} pixels; the limit is {self.max_pixels}")
+        if min(w, h) < MIN_IMAGE_SIDE:  # the dataset builders reject these too: no silhouette to classify
+            raise UploadRejected(422, f"image is {w}x{h} pixels; each side must be at least {MIN_IMAGE_SIDE}")
         try:
             img.seek(0)
             img.load()
