@@ -43,6 +43,13 @@ stamp "students from the 4-teacher pool: KD fused / split, DKD, LumiNet, seeds: 
 stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant kd_fused_pool4 --variant kd_split_pool4 --variant dkd_fused_pool4 \
   --variant luminet_fused_pool4 "${seed_args[@]}"
 
+stamp "teacher selection check: one KD student per teacher (seed 0), Spearman rho of each score vs student top-1"
+stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant kd_r18 --variant kd_effb0 --variant kd_convnext \
+  --variant kd_vit --seed 0
+stillroom validate-selection --scores "$OUT/teacher_scores.json" --teachers "${runs[@]}" \
+  --students "$OUT"/sweep/{kd_r18,kd_effb0,kd_convnext,kd_vit}/seed0 --out "$OUT/selection_validation.json" \
+  > "$OUT/selection_validation.txt"
+
 stamp "comparisons"
 for metric in top1 macro_f1; do
   stillroom compare "$OUT/sweep" --metric "$metric" --a ce_scratch --b kd_r18 --json "$OUT/compare_kd_r18_${metric}.json" \
