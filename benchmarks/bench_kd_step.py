@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shlex
 import statistics
 import sys
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stillroom._io import atomic_write_json, atomic_write_text
+from stillroom._io import atomic_write_json, replace_marked_section
 from stillroom.config import TrainConfig
 from stillroom.data.augment import augment_name, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
@@ -290,14 +289,7 @@ def render(res: dict[str, Any], command: str) -> str:
 
 def update_md(path: Path, section: str) -> Path:
     """Replace the text between the markers of ``path``; or append a titled section at the end."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{TITLE}\n\n{section}\n"
-    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
-    return path
+    return replace_marked_section(path, BEGIN, END, section, f"{TITLE}\n\n{section}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -269,16 +269,10 @@ def render(result: dict[str, Any], command: str) -> str:
 
 
 def write_markdown(path: Path, result: dict[str, Any], command: str) -> Path:
-    from stillroom._io import atomic_write_text
+    from stillroom._io import replace_marked_section
 
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
     entry = render(result, command)
-    if BEGIN in text and END in text:
-        start, end = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:start] + entry.rstrip("\n") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + entry
-    return atomic_write_text(path, text)
+    return replace_marked_section(path, BEGIN, END, entry.rstrip("\n"), entry)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stillroom._io import atomic_write_text
+from stillroom._io import replace_marked_section
 from stillroom.distill.losses import build_loss
 from stillroom.softlabels.store import SoftLabelStore, reconstruct_topk, topk_compress
 
@@ -178,14 +177,7 @@ def render(results: list[dict[str, Any]], sources: list[str], command: str, temp
 
 def update_md(path: Path, section: str) -> Path:
     """Replace the text between the markers of ``path``; or append the title, section and accuracy note."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{TITLE}\n\n{section}\n\n{ACCURACY_NOTE}"
-    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
-    return path
+    return replace_marked_section(path, BEGIN, END, section, f"{TITLE}\n\n{section}\n\n{ACCURACY_NOTE}")
 
 
 def main(argv: list[str] | None = None) -> int:

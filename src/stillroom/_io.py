@@ -24,6 +24,7 @@ __all__ = [
     "sha256_file",
     "sha256_lines",
     "StillroomError",
+    "replace_marked_section",
 ]
 
 
@@ -103,3 +104,18 @@ def sha256_lines(items: Iterable[object]) -> str:
         h.update(str(item).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
+
+
+def replace_marked_section(path: str | Path, begin: str, end: str, section: str, new_tail: str | None = None) -> Path:
+    """Put ``section`` (which starts with ``begin`` and ends with ``end``) in place of the text between the first
+    ``begin`` .. ``end`` pair of the Markdown file ``path``, atomically; when there is none (or no file), append
+    ``new_tail`` (default: ``section``) to it. The rest of the file is kept as it is (benchmark write-ups)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    start = text.find(begin)
+    stop = text.find(end, start) if start >= 0 else -1
+    if stop >= 0:
+        text = text[:start] + section + text[stop + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + (section if new_tail is None else new_tail)
+    return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
