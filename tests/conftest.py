@@ -43,6 +43,19 @@ def shapes_index(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def ood_only(tmp_path_factory: pytest.TempPathFactory):
+    """Drawn rings and bars relabelled as one class "ood" (an OOD dataset, as `data build ood-emoji` writes)."""
+    from stillroom.data.index import IndexRow, write_index
+
+    other = build_shapes(tmp_path_factory.mktemp("oodset"), n_per_class=30, size=32, seed=5, kinds=("ring", "bar"))
+    rows = [
+        IndexRow(p, 0, "ood", str(s), g, h)
+        for p, s, g, h in zip(other.paths, other.splits, other.groups, other.sha256, strict=True)
+    ]
+    return write_index(other.root, rows, ["ood"], other.recipe)
+
+
+@pytest.fixture(scope="session")
 def teacher_run(shapes_index, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stillroom.train.trainer import train
 

@@ -16,25 +16,13 @@ from stillroom._io import read_json
 from stillroom.cli import app
 from stillroom.config import config_from_dict
 from stillroom.data.dataset import load_images
-from stillroom.data.index import IndexRow, load_index, write_index
+from stillroom.data.index import load_index
 from stillroom.data.merge import merge_with_sink
-from stillroom.data.synthetic import build_shapes
 from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import load_run
 
 SCORE_NAMES = {"msp", "maxlogit", "energy", "odin", "sink"}
 ODIN_GRID = ["--odin-grid-T", "1", "--odin-grid-T", "1000", "--odin-grid-eps", "0", "--odin-grid-eps", "0.0014"]
-
-
-@pytest.fixture(scope="module")
-def ood_only(tmp_path_factory: pytest.TempPathFactory):
-    """Drawn rings and bars relabelled as one class "ood" (an OOD dataset, as `data build ood-emoji` writes)."""
-    other = build_shapes(tmp_path_factory.mktemp("oodset"), n_per_class=30, size=32, seed=5, kinds=("ring", "bar"))
-    rows = [
-        IndexRow(p, 0, "ood", str(s), g, h)
-        for p, s, g, h in zip(other.paths, other.splits, other.groups, other.sha256, strict=True)
-    ]
-    return write_index(other.root, rows, ["ood"], other.recipe)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stillroom._io import StillroomError
-from stillroom.data.index import IndexRow, write_index
 from stillroom.data.merge import merge_with_sink
-from stillroom.data.synthetic import build_shapes
-
-
-@pytest.fixture(scope="module")
-def ood_set(tmp_path_factory: pytest.TempPathFactory):
-    other = build_shapes(tmp_path_factory.mktemp("oodset"), n_per_class=30, size=32, seed=5, kinds=("ring", "bar"))
-    rows = [
-        IndexRow(p, 0, "ood", str(s), g, h)
-        for p, s, g, h in zip(other.paths, other.splits, other.groups, other.sha256, strict=True)
-    ]
-    return write_index(other.root, rows, ["ood"], other.recipe)
 
 
 def _ood_rows(index, split):
@@ -26,9 +14,9 @@ def _ood_rows(index, split):
     return rows[index.labels[rows] == index.num_classes - 1]
 
 
-def test_cap_keeps_eval_splits_and_drops_whole_groups(shapes_index, ood_set, tmp_path):
-    full = merge_with_sink(shapes_index, ood_set, tmp_path / "full")
-    capped = merge_with_sink(shapes_index, ood_set, tmp_path / "capped", ood_train_fraction=0.1, seed=3)
+def test_cap_keeps_eval_splits_and_drops_whole_groups(shapes_index, ood_only, tmp_path):
+    full = merge_with_sink(shapes_index, ood_only, tmp_path / "full")
+    capped = merge_with_sink(shapes_index, ood_only, tmp_path / "capped", ood_train_fraction=0.1, seed=3)
     n_train = len(capped.split_indices("train"))
     n_ood_train = len(_ood_rows(capped, "train"))
     assert 0 < n_ood_train <= 0.1 * n_train < len(_ood_rows(full, "train"))
@@ -38,11 +26,11 @@ def test_cap_keeps_eval_splits_and_drops_whole_groups(shapes_index, ood_set, tmp
     kept_groups = {capped.groups[i] for i in _ood_rows(capped, "train")}
     full_train_groups = {full.groups[i] for i in _ood_rows(full, "train")}
     assert dropped and not dropped & kept_groups and dropped | kept_groups == full_train_groups
-    again = merge_with_sink(shapes_index, ood_set, tmp_path / "again", ood_train_fraction=0.1, seed=3)
+    again = merge_with_sink(shapes_index, ood_only, tmp_path / "again", ood_train_fraction=0.1, seed=3)
     assert again.index_hash == capped.index_hash
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
-def test_fraction_out_of_range(shapes_index, ood_set, tmp_path, fraction):
+def test_fraction_out_of_range(shapes_index, ood_only, tmp_path, fraction):
     with pytest.raises(StillroomError, match="ood_train_fraction"):
-        merge_with_sink(shapes_index, ood_set, tmp_path / "bad", ood_train_fraction=fraction)
+        merge_with_sink(shapes_index, ood_only, tmp_path / "bad", ood_train_fraction=fraction)
