@@ -8,15 +8,22 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["iter_batches", "predict_logits"]
+__all__ = ["inference_device", "iter_batches", "predict_logits"]
+
+
+def inference_device() -> torch.device:
+    """Where batch inference (evaluation, soft-label export, selection) runs: the first GPU when there is one."""
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def iter_batches(
     images: np.ndarray, rows: np.ndarray, normalizer: nn.Module, batch_size: int, channels_last: bool = False
 ) -> Iterator[torch.Tensor]:
-    """Yield normalized float batches of ``images[rows]`` in row order."""
+    """Yield normalized float batches of ``images[rows]`` in row order, on the device of ``normalizer``'s buffers
+    (the model's device: callers move both together)."""
+    device = next(normalizer.buffers()).device
     for start in range(0, len(rows), batch_size):
-        x = torch.from_numpy(np.asarray(images[rows[start : start + batch_size]]))
+        x = torch.from_numpy(np.asarray(images[rows[start : start + batch_size]])).to(device)
         x = normalizer(x)
         yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
 

@@ -35,7 +35,7 @@ from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.data.augment import augment_name, augment_rng, get_augment
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
-from stillroom.models.inference import iter_batches
+from stillroom.models.inference import inference_device, iter_batches
 from stillroom.softlabels.store import SoftLabelStore, write_store
 from stillroom.train.checkpoint import load_run
 
@@ -79,7 +79,7 @@ def export_softlabels(
     if batch_size < 1:
         raise StillroomError(f"export_softlabels: batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
-    run = load_run(run_dir, weights)
+    run = load_run(run_dir, weights, device=inference_device())
     index = load_index(index_dir)
     recipe, trecipe = index.recipe, run.meta["recipe"]
     for key in ("size", "channels", "mean", "std"):
@@ -216,7 +216,7 @@ def _compute(
             # (B, C, S, S) uint8: exactly what IndexDataset serves for (seed, row, view)
             seed = replay["augment_seed"]
             raw = [aug(torch.from_numpy(np.array(images[r])), augment_rng(seed, r, v)) for r in range(start, stop)]
-            x = normalizer(torch.stack(raw))
+            x = normalizer(torch.stack(raw).to(next(normalizer.buffers()).device))
         arr[done : done + stop - start] = model(x).float().cpu().numpy()
         done += stop - start
         if done == total or time.monotonic() - last_commit >= COMMIT_SECONDS:

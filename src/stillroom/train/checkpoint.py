@@ -113,8 +113,9 @@ class LoadedRun:
         return list(self.meta["classes"])
 
 
-def load_run(run_dir: str | Path, weights: str = "best") -> LoadedRun:
-    """Rebuild a trained model from its run directory in eval mode (``weights``: best or final)."""
+def load_run(run_dir: str | Path, weights: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a trained model from its run directory in eval mode (``weights``: best or final), model and
+    normalizer on ``device`` (CPU by default: ONNX export, latency and serving expect it)."""
     run_dir = Path(run_dir)
     if weights not in WEIGHT_CHOICES:
         raise StillroomError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
@@ -124,5 +125,6 @@ def load_run(run_dir: str | Path, weights: str = "best") -> LoadedRun:
         raise StillroomError(f"{wpath}: not found; is {run_dir} a finished run?")
     model = create_model(meta["arch"], meta["in_chans"], meta["num_classes"], meta["img_size"])
     load_weights(model, wpath)
-    model.eval()
-    return LoadedRun(run_dir, model, Normalizer.from_recipe(meta["recipe"]), meta, wpath, sha256_file(wpath))
+    model.to(device).eval()
+    normalizer = Normalizer.from_recipe(meta["recipe"]).to(device)
+    return LoadedRun(run_dir, model, normalizer, meta, wpath, sha256_file(wpath))

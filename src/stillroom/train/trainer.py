@@ -274,7 +274,8 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
             _prepare_run_dir(cfg, out_dir, resume)
     _seed_everything(cfg.seed, cfg.deterministic)
     device = ddp.device
-    use_amp = device.type == "cuda" and cfg.amp == "auto"
+    # bfloat16 autocast where the GPU has it: float16 would need a GradScaler against underflowing gradients.
+    use_amp = device.type == "cuda" and cfg.amp == "auto" and torch.cuda.is_bf16_supported()
     recipe = index.recipe
     channels, size = int(recipe.get("channels", 1)), int(recipe["size"])
 
@@ -390,7 +391,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
             xn = normalizer(x)
             if cfg.channels_last:
                 xn = xn.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=use_amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(xn)
             terms = loss_fn(logits.float(), t_logits, y, epoch=epoch)
             loss = sum(terms.values())
