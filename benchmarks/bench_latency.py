@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from stillroom.deploy.latency import bench_arch, bench_run, update_benchmarks_md
+from stillroom.deploy.latency import WARMUP_SECONDS, bench_arch, bench_run, update_benchmarks_md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1 and 64)")
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=200)
+    p.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS, help="untimed warm-up per row, at least")
+    p.add_argument("--repeats", type=int, default=500)
     p.add_argument("--max-seconds", type=float, default=10.0)
     p.add_argument("--md", default="BENCHMARKS.md", help="file to update ('' to skip)")
     p.add_argument("--json", type=Path, help="also write the raw result here")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.run is None) == (args.arch is None):
         p.error("give either a RUN directory or --arch NAME")
     kw = dict(batch_sizes=args.batch or [1, 64], threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-              max_seconds=args.max_seconds)  # fmt: skip
+              max_seconds=args.max_seconds, warmup_seconds=args.warmup_seconds)  # fmt: skip
     if args.run is not None:
         res = bench_run(args.run, **kw)
     else:

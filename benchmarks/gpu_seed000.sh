@@ -12,17 +12,19 @@
 #   tar czf .gpu/data128.tgz -C D --exclude=.cache --transform 's,^id128,id,;s,^ood128,ood,;s,^merged128,merged,' \
 #       id128 ood128 merged128
 # Then (on the GPU machine):  DATA_TAR=.gpu/data128.tgz bash benchmarks/gpu_seed000.sh
-# STAGES picks steps (default: all); TEACHER_EPOCHS, STUDENT_EPOCHS, N_TEACHERS, TD_SEEDS, EXTRA ("ce kd dkd")
-# scale it down for a smoke run. RESULTS (default artifacts/seed000_649/results) receives the small result files.
+# STAGES picks steps (default: all); TEACHER_EPOCHS (20 in BENCHMARKS.md), STUDENT_EPOCHS, N_TEACHERS, TD_SEEDS,
+# EXTRA ("ce kd dkd"), GAMMAS / GAMMA_EPOCHS (seed 000 Table 3: 35 epochs, seed 7) scale it down for a smoke run. RESULTS (default artifacts/seed000_649/results) receives the small result files.
 set -euo pipefail
 A=${A:-artifacts/seed000_649}
 CFG=configs/seed000_649
-STAGES=${STAGES:-"data teachers export students evaluate"}
+STAGES=${STAGES:-"data teachers export students gsweep evaluate"}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-30}
 STUDENT_EPOCHS=${STUDENT_EPOCHS:-60}
 N_TEACHERS=${N_TEACHERS:-5}
 TD_SEEDS=${TD_SEEDS:-"7 25 121"}  # seed 000 §3.1's seeds
 EXTRA=${EXTRA:-"ce kd dkd"}
+GAMMAS=${GAMMAS:-"0 4 7.8 10"}
+GAMMA_EPOCHS=${GAMMA_EPOCHS:-35}
 RESULTS=${RESULTS:-$A/results}
 SL=${SL:-stillroom}
 mkdir -p "$A/runs" "$RESULTS"
@@ -100,9 +102,21 @@ if has students; then
   stamp "students done"
 fi
 
+if has gsweep; then
+  stamp "Table 3: g in [$GAMMAS], $GAMMA_EPOCHS epochs, seed 7 (side by side)"
+  pids=()
+  for g in $GAMMAS; do
+    train $CFG/student_td.yaml "s649_g${g}_e$GAMMA_EPOCHS" --set data.index="$A/merged" --set seed=7 \
+      --set schedule.epochs="$GAMMA_EPOCHS" --set loss.params.ood_weight="$g" --set "teachers.cached=$(stores merged)" &
+    pids+=($!)
+  done
+  wait_all "${pids[@]}"
+  stamp "Table 3 done"
+fi
+
 if has evaluate; then
   stamp "evaluate: open-set metrics on test (ladder fitted on val), Table-2-style tables"
-  for run in "$A"/runs/s649_*; do
+  for run in "$A"/runs/s649_*; do  # side by side: one evaluation is mostly CPU-side bookkeeping
     [ -d "$run" ] || continue
     name=$(basename "$run")
     case $name in
@@ -111,11 +125,17 @@ if has evaluate; then
       *) ood=() ;;
     esac
     [ -f "$run/metrics.json" ] || continue
-    $SL evaluate "$run" --split test --ood-split test "${ood[@]}" --ladder --no-tune-odin \
-      > "$run/evaluate_stdout.txt" 2>&1 || echo "evaluate failed: $run" | tee -a "$LOG"
+    ($SL evaluate "$run" --split test --ood-split test "${ood[@]}" --ladder --no-tune-odin \
+      > "$run/evaluate_stdout.txt" 2>&1 || echo "evaluate failed: $run" | tee -a "$LOG") &
   done
+  wait
   td_runs=(); for s in $TD_SEEDS; do td_runs+=("$A/runs/s649_td_s$s"); done
   $SL ood-table "${td_runs[@]}" --markdown "$RESULTS/table2_td.md" > "$RESULTS/table2_td.txt" 2>&1 || true
+  for g in $GAMMAS; do
+    $SL ood-table "$A/runs/s649_g${g}_e$GAMMA_EPOCHS" --markdown "$RESULTS/table3_g$g.md" \
+      > "$RESULTS/table3_g$g.txt" 2>&1 || true
+  done
+  python3 benchmarks/seed000_table.py "$A/runs" --out "$RESULTS/table_all.md"
   for e in $EXTRA; do
     $SL ood-table "$A/runs/s649_${e}_s7" --markdown "$RESULTS/table2_$e.md" > "$RESULTS/table2_$e.txt" 2>&1 || true
   done

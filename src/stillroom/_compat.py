@@ -54,6 +54,11 @@ def ensure_torchvision_importable() -> list[str]:
         return []
     if _extension_loads():
         return []
+    # A loaded extension may register some of the ops but not all (qnms is absent from some builds): shim only
+    # what is still missing, or define() fails on a duplicate.
+    missing = [name for name in missing if not _has_op(name)]
+    if not missing:
+        return []
     if _LIB is None:
         _LIB = torch.library.Library("torchvision", "FRAGMENT")  # noqa: TOR901 - kept alive for the process
     for name in missing:

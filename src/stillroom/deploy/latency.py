@@ -44,12 +44,25 @@ BACKENDS = ("eager", "ort_fp32", "ort_int8")
 # Latency targets of issue 6 (2 cores): batch-1 median in ms per backend, keyed by (arch, img_size).
 TARGETS = {("mobilenet_v3_large", 128): {"ort_fp32": 0.7, "ort_int8": 0.4}}
 _LABELS = {"eager": "PyTorch eager (fp32)", "ort_fp32": "ONNX Runtime fp32", "ort_int8": "ONNX Runtime int8 (QDQ)"}
+# Untimed warm-up per row, at least: on the 2-core VM the first 1-2 s of ORT batch-1 calls run 10-30% slower
+# (medians of 300-call blocks 2.2 -> 1.6 ms over the first 3 s of one session), so 20 calls were not enough.
+WARMUP_SECONDS = 2.0
 
 
-def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, max_seconds: float, min_runs: int = 5) -> np.ndarray:
-    """Seconds per call of ``fn`` after ``warmup`` untimed calls: ``repeats`` calls or ``max_seconds``, whichever
-    comes first, but at least ``min_runs``."""
+def time_calls(
+    fn: Callable[[], Any],
+    warmup: int,
+    repeats: int,
+    max_seconds: float,
+    min_runs: int = 5,
+    warmup_seconds: float = 0.0,
+) -> np.ndarray:
+    """Seconds per call of ``fn`` after ``warmup`` untimed calls (and then more until ``warmup_seconds`` have
+    passed): ``repeats`` calls or ``max_seconds``, whichever comes first, but at least ``min_runs``."""
+    start = time.perf_counter()
     for _ in range(warmup):
+        fn()
+    while time.perf_counter() - start < warmup_seconds:
         fn()
     times: list[float] = []
     start = time.perf_counter()
@@ -130,9 +143,10 @@ def benchmark_latency(
     batch_sizes: Sequence[int] = (1, 64),
     threads: int = 2,
     warmup: int = 20,
-    repeats: int = 200,
+    repeats: int = 500,
     max_seconds: float = 10.0,
     backends: Sequence[str] = BACKENDS,
+    warmup_seconds: float = WARMUP_SECONDS,
 ) -> dict[str, Any]:
     """Time ``model`` eagerly and the ONNX files (``{"ort_fp32": {"fixed": p, "dynamic": p}, "ort_int8": {...}}``).
 
@@ -180,13 +194,14 @@ def benchmark_latency(
 
                     file = Path(path).name
                 times = time_calls(call, warmup=warmup if b == 1 else max(2, warmup // 10), repeats=repeats,
-                                   max_seconds=max_seconds)  # fmt: skip
+                                   max_seconds=max_seconds, warmup_seconds=warmup_seconds)  # fmt: skip
                 results.append({"backend": backend, "batch": int(b), "file": file, **_summary(times, b)})
     finally:
         torch.set_num_threads(old_threads)
     return {
         "threads": threads,
         "warmup": warmup,
+        "warmup_seconds": warmup_seconds,
         "repeats": repeats,
         "max_seconds": max_seconds,
         "machine": _machine(),
@@ -230,7 +245,7 @@ def bench_arch(
     arch: str, img_size: int = 128, in_chans: int = 1, num_classes: int = 151, seed: int = 0, **kwargs: Any
 ) -> dict[str, Any]:
     """``benchmark_latency`` of an untrained ``arch`` (exported and int8-quantized in a temporary directory)."""
-    from stillroom.deploy.onnx_export import TrainImagesReader, export_model_onnx, quantize_int8
+    from stillroom.deploy.onnx_export import TrainImagesReader, export_int8, export_model_onnx
     from stillroom.models.factory import create_model
 
     torch.manual_seed(seed)
@@ -242,7 +257,7 @@ def bench_arch(
         export_model_onnx(model, d / "model_dynamic.onnx", shape, dynamic=True)
         calib = np.repeat(_silhouettes(64, img_size, seed=seed + 1)[:, None], in_chans, axis=1)
         reader = TrainImagesReader(calib, np.arange(len(calib)), [0.5] * in_chans, [0.5] * in_chans, batch_size=16)
-        quantize_int8(d / "model_dynamic.onnx", d / "model_int8.onnx", reader)
+        export_int8(model, d / "model_int8.onnx", shape, dynamic=True, reader=reader)  # as `stillroom export --int8`
         files = {
             "ort_fp32": {"fixed": d / "model.onnx", "dynamic": d / "model_dynamic.onnx"},
             "ort_int8": {"dynamic": d / "model_int8.onnx"},
@@ -280,7 +295,8 @@ def _render_entry(result: dict[str, Any], command: str) -> str:
         "",
         f"Measured {result['measured_at']} on {m['cpu']} ({m['cpus_visible']} CPUs visible), "
         f"{result['threads']} threads for both runtimes; torch {result['versions']['torch']}, "
-        f"onnxruntime {result['versions']['onnxruntime']}. Warm-up {result['warmup']} calls (batch 1), then up to "
+        f"onnxruntime {result['versions']['onnxruntime']}. Warm-up {result['warmup']} calls (batch 1) and at least "
+        f"{result.get('warmup_seconds', 0):g} s per row, then up to "
         f"{result['repeats']} timed calls or {result['max_seconds']:g} s per row.",
         f"Load average (1/5/15 min) before {lb[0]}/{lb[1]}/{lb[2]}, after {la[0]}/{la[1]}/{la[2]}"
         + ("" if steal is None else f", CPU steal {steal}%")
