@@ -25,3 +25,29 @@ def test_shim_is_idempotent_and_defines_only_missing_ops():
 
     for name in ("nms", "qnms"):
         torch._C._dispatch_find_schema_or_throw(f"torchvision::{name}", "")
+
+
+def test_shim_skips_ops_the_extension_registered(monkeypatch):
+    """A CUDA torchvision build (0.26 seen on a GPU machine) registers nms from its extension but not qnms, so the
+    load attempt "fails": only qnms may be defined then, or define() raises on the duplicate nms."""
+    from stillroom import _compat
+
+    registered: set[str] = set()
+    defined: list[str] = []
+
+    def fake_extension_loads() -> bool:
+        registered.add("nms")  # the extension's side effect
+        return False
+
+    class FakeLibrary:
+        def define(self, schema: str) -> None:
+            name = schema.split("(")[0]
+            assert name not in registered, f"{name} defined twice"
+            defined.append(name)
+
+    monkeypatch.setattr(_compat, "_has_op", lambda name: name in registered)
+    monkeypatch.setattr(_compat, "_extension_loads", fake_extension_loads)
+    monkeypatch.setattr(_compat, "_LIB", FakeLibrary())
+    monkeypatch.setattr(_compat, "TORCHVISION_SHIMMED", [])
+    assert _compat.ensure_torchvision_importable() == ["qnms"]
+    assert defined == ["qnms"]

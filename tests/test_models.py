@@ -32,3 +32,17 @@ def test_unknown_model_lists_known():
 def test_timm_passthrough():
     model = create_model("timm:resnet10t", 1, 4, 32).eval()
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 4)
+
+
+def test_inference_batches_follow_the_normalizer_device():
+    """Evaluation, BN re-estimation and export feed ``iter_batches`` output to a model on the normalizer's device
+    (a GPU run failed at its first validation when batches stayed on the CPU); the meta device stands in for CUDA."""
+    import numpy as np
+
+    from stillroom.data.dataset import Normalizer
+    from stillroom.models.inference import iter_batches
+
+    images = np.zeros((5, 1, 8, 8), dtype=np.uint8)
+    batches = list(iter_batches(images, np.arange(5), Normalizer([0.5], [0.5]).to("meta"), 2))
+    assert [b.shape[0] for b in batches] == [2, 2, 1]
+    assert all(b.device.type == "meta" and b.dtype == torch.float32 for b in batches)
