@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -19,7 +20,13 @@ from stillroom.data.index import load_index  # noqa: E402
 from stillroom.deploy import onnx_export  # noqa: E402
 from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session  # noqa: E402
 from stillroom.deploy.latency import LATENCY_SECTION, bench_run, time_calls, update_benchmarks_md  # noqa: E402
-from stillroom.deploy.onnx_export import export_model_onnx, onnx_parity  # noqa: E402
+from stillroom.deploy.onnx_export import (  # noqa: E402
+    TrainImagesReader,
+    export_int8,
+    export_model_onnx,
+    int8_source_model,
+    onnx_parity,
+)
 from stillroom.models.factory import create_model  # noqa: E402
 
 
@@ -42,6 +49,55 @@ def test_tiny_model_parity(tmp_path, dynamic):
     assert np.abs(ref - got).max() < 1e-4
     inp = ort_session(path).get_inputs()[0]
     assert (inp.shape[0] == 1) is (not dynamic)
+
+
+def _with_bn_statistics(model, size):
+    """Untrained torchvision nets have tiny activations; a few train-mode passes give O(1) BN statistics."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 1, size, size))
+    return model.eval()
+
+
+@pytest.mark.parametrize(("arch", "padded", "folded"), [("mobilenet_v3_small", 3, 9), ("mobilenet_v3_large", 7, 8)])
+def test_int8_source_model_same_function(arch, padded, folded):
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model(arch, 1, 7, 32), 32)
+    rewritten, counts = int8_source_model(model)
+    assert counts == {"depthwise_padded": padded, "se_gates_folded": folded}
+    dw = [m for m in rewritten.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert dw and all(m.groups == m.out_channels and m.out_channels % 16 == 0 for m in dw)
+    assert not any(isinstance(m, nn.Hardsigmoid) for m in rewritten.modules())
+    assert any(isinstance(m, nn.Hardsigmoid) for m in model.modules())  # the original is untouched
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        ref, got = model(x), rewritten(x)
+    assert torch.allclose(ref, got, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    _, counts = int8_source_model(create_model("resnet18", 1, 7, 32))
+    assert counts == {"depthwise_padded": 0, "se_gates_folded": 0}
+
+
+def test_export_int8_mobilenet(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model("mobilenet_v3_small", 1, 5, 32), 32)
+    calib = np.random.default_rng(0).integers(0, 2, (32, 1, 32, 32), dtype=np.uint8) * 255
+    reader = TrainImagesReader(calib, np.arange(32), [0.5], [0.5], batch_size=8)
+    info = export_int8(model, tmp_path / "q.onnx", (1, 32, 32), dynamic=True, reader=reader)
+    assert info["sha256"] == sha256_file(tmp_path / "q.onnx") and info["depthwise_padded"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]  # no temporary files left
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    # Only HardSwish's HardSigmoid remains (one per HardSwish of the net); the 9 SE gates became folded Clips.
+    assert ops.count("HardSigmoid") == sum(isinstance(m, torch.nn.Hardswish) for m in model.modules())
+    x = normalize_uint8(calib[:8], [0.5], [0.5])
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = ort_logits(ort_session(tmp_path / "q.onnx", threads=1), x, batch_size=8)
+    assert got.shape == ref.shape and np.isfinite(got).all()
 
 
 def test_onnx_parity_by_hand():
@@ -72,6 +128,7 @@ def test_export_files_parity_and_int8(run):
     assert chk["calibration"]["split"] == "train" and chk["n"] > 0
     assert chk["top1_drop"] == pytest.approx(chk["top1_fp32"] - chk["top1_int8"])
     assert chk["ok"] == (chk["top1_drop"] <= chk["max_drop"] + 1e-12)
+    assert chk["rewrites"] == {"depthwise_padded": 0, "se_gates_folded": 0}  # resnet18: nothing to rewrite
     # The recorded parity is real: recompute it on validation images independently of the export code.
     index = load_index(rep["index"])
     rows = index.split_indices("val")[:8]
@@ -100,10 +157,14 @@ def test_time_calls_budget():
     assert len(times) == 7 and len(calls) == 10
     times = time_calls(lambda: None, warmup=0, repeats=10**9, max_seconds=0.0, min_runs=4)
     assert len(times) == 4
+    calls.clear()
+    t0 = time.perf_counter()
+    times = time_calls(lambda: calls.append(1), warmup=2, repeats=3, max_seconds=60, warmup_seconds=0.05)
+    assert time.perf_counter() - t0 >= 0.05 and len(times) == 3 and len(calls) > 5
 
 
 def test_bench_run_and_benchmarks_md(run, tmp_path):
-    res = bench_run(run, batch_sizes=(1, 4), threads=1, warmup=1, repeats=3, max_seconds=5)
+    res = bench_run(run, batch_sizes=(1, 4), threads=1, warmup=1, repeats=3, max_seconds=5, warmup_seconds=0)
     got = {(r["backend"], r["batch"]) for r in res["results"]}
     assert got == {(b, n) for b in ("eager", "ort_fp32", "ort_int8") for n in (1, 4)}
     for r in res["results"]:

@@ -19,27 +19,25 @@ Its own check on the validation ID rows: top-1 accuracy of int8 vs fp32; ``ok`` 
 ``int8_max_drop`` (0.005 = 0.5 pt). A failed int8 check is recorded, not raised: the service refuses an int8 model
 whose check failed.
 
-Why int8 is built from a rewritten copy (issue 6; MobileNetV3-Large at 128 px on the 2-core Xeon with AVX512-VNNI):
-a plain QDQ model was *slower* than fp32 (batch 1 2.3 vs 2.0 ms, batch 64 94 vs 85 ms), because ONNX Runtime left
-most of it outside its fast int8 kernels. Three causes, each fixed without changing the computed function:
+int8 is quantized from a rewritten copy of the model (``int8_source_model``, same function), because ONNX Runtime
+(1.32, 2-core Xeon with AVX512-VNNI) ran MobileNetV3 blocks outside its fast int8 kernels (issue 6):
 
 - MLAS's int8 depthwise kernel needs a channel count that is a multiple of 16; MobileNetV3-Large has 72, 120, 184
-  and 200 (3-4x slower generic path). ``int8_source_model`` zero-pads those blocks (expand conv + BN, depthwise
-  conv + BN, SE, project conv) to the next multiple of 16: the padded channels are exactly 0 and never reach the
-  output.
+  and 200 (MobileNetV3-Small 72, 88, 120), which took a generic path 2-3x slower. Those blocks are zero-padded
+  (expand conv + BN, depthwise conv + BN, SE, project conv) to the next multiple of 16; the padded channels are
+  exactly 0 and never reach the output.
 - Squeeze-excitation gates are ``hardsigmoid(fc2(.))``; HardSigmoid has no int8 kernel, so each gate ran as
-  DequantizeLinear -> HardSigmoid -> QuantizeLinear in fp32. ``hardsigmoid(v) = clip(v / 6 + 1 / 2, 0, 1)``, so
-  the affine part is folded into fc2 and the gate becomes a Clip, which the quantizer folds into fc2's output
-  range.
-- HardSwish is exported as ``x * HardSigmoid(x)``; the same fp32 island sat in 21 places. After quantization,
-  ``DQ -> HardSigmoid -> Q`` is replaced by a requantization (``Mul`` by a quantized 1 with the output scale
-  divided by alpha and the zero point shifted by beta / scale): the uint8 saturation at 0 and 255 is the clip. It
-  runs as one QLinearMul; the result differs from the fp32 island by at most one quantization step.
-- MLAS's symmetric int8 conv kernels also need the input channels of a dense conv to be a multiple of 4; a
-  1-channel (or RGB) stem fell back to a slow im2col path (about 3x the fp32 conv), so such convs stay fp32.
+  DequantizeLinear -> HardSigmoid -> QuantizeLinear in fp32. ``hardsigmoid(v) = clip(v / 6 + 1 / 2, 0, 1)``, so the
+  affine part is folded into fc2 and the gate becomes a Clip, which the quantizer folds into fc2's output range.
 
-Together: int8 batch 1 about 0.75x the fp32 time and batch 64 about 0.7x (see ``stillroom.deploy.latency``). The fp32
-files are plain exports: the rewrites do not speed up fp32 (NCHWc kernels pad channels to 16 anyway).
+Measured on MobileNetV3-Large at 128 px, 2 threads, interleaved in one process: int8 batch 64 76 ms instead of
+93 ms (fp32 85 ms), batch 1 1.85 ms instead of 1.93 ms (fp32 1.83 ms): int8 now matches fp32 at batch 1 and beats it
+at batch 64. int8 top-1 is unchanged within noise on five trained MobileNetV3-Small students (val + test rows).
+Two further rewrites made int8 faster still (batch 1 about 1.75 ms, batch 64 about 56 ms) but were dropped because
+they moved int8 top-1 by 1-7 points on three of those students: requantizing HardSwish's HardSigmoid
+(``DQ -> HardSigmoid -> Q`` as one uint8 requantization, biased by a fraction of a step) and keeping the 1-channel
+stem conv in fp32 (MLAS's int8 dense conv wants input channels in multiples of 4).
+The fp32 files are plain exports (the rewrites do not make fp32 faster: NCHWc kernels pad channels to 16 anyway).
 
 Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)``, opset 17. The dynamo exporter needs
 ``onnxscript``, which is not a dependency; the choice is recorded in export.json.
