@@ -58,3 +58,27 @@ def test_bench_kd_step_smoke(tmp_path, capsys):
         assert variant in text
     assert "Load average" in text and "num_workers=1" in text and "Goal (cached and replay" in text
     assert "loader alone" in capsys.readouterr().out
+
+
+def test_seed000_table_and_run_progress(teacher_run, tmp_path, capsys):
+    """The run-directory summaries used for BENCHMARKS.md read real run files: per-run rows with the test top-1 of
+    metrics.json, and a mean ± sd row over runs that differ only in their _sN suffix."""
+    import json
+    import shutil
+
+    runs = tmp_path / "runs"
+    for s in (0, 1):
+        shutil.copytree(teacher_run, runs / f"t_s{s}", ignore=shutil.ignore_patterns("*.safetensors", "*.npy"))
+    metrics = json.loads((teacher_run / "metrics.json").read_text())
+    top1, epochs = metrics["splits"]["test"]["best"]["top1"], metrics["epochs"]
+
+    table = _script("seed000_table")
+    text = table.markdown([table.run_row(p) for p in sorted(runs.iterdir())])
+    lines = text.splitlines()
+    assert len(lines) == 2 + 2 + 1  # header, rule, two runs, one mean row
+    assert f"| t_s0 | {epochs} | {top1:.2%} |" in text, text
+    assert lines[-1].startswith(f"| t (mean ± sd, 2 seeds) | {epochs} | {top1 * 100:.2f} ± 0.00% |"), lines[-1]
+
+    progress = _script("run_progress")
+    row = progress.run_summary(runs / "t_s0")
+    assert row["epochs"] == row["of"] == epochs and row["test_top1"] == top1
