@@ -82,3 +82,25 @@ def test_seed000_table_and_run_progress(teacher_run, tmp_path, capsys):
     progress = _script("run_progress")
     row = progress.run_summary(runs / "t_s0")
     assert row["epochs"] == row["of"] == epochs and row["test_top1"] == top1
+
+
+def test_edge_stress_transforms_keep_binary_masks():
+    """repixelate is the identity on an image already drawn on its grid and coarsens a finer outline; smooth keeps
+    a large square's area and rounds a one-pixel staircase away; both return 0/255 images of the same shape."""
+    import numpy as np
+
+    stress = _script("edge_stress")
+    coarse = np.full((1, 1, 16, 16), 255, np.uint8)
+    coarse[0, 0, 4:12, 2:10] = 0  # edges on even pixels: exactly representable on an 8 x 8 grid
+    assert np.array_equal(stress.repixelate(coarse, 0.5), coarse)
+    fine = coarse.copy()
+    fine[0, 0, 3, 5] = 0  # a one-pixel bump on the top edge
+    assert not np.array_equal(stress.repixelate(fine, 0.5), fine)
+    for out in (stress.repixelate(fine, 0.375), stress.smooth(fine, 1.0)):
+        assert out.shape == fine.shape and set(np.unique(out)) <= {0, 255}
+    big = np.full((1, 1, 32, 32), 255, np.uint8)
+    big[0, 0, 8:24, 8:24] = 0
+    big[0, 0, 7, 12] = 0
+    smoothed = stress.smooth(big, 1.0)
+    assert smoothed[0, 0, 7, 12] == 255  # the bump is gone
+    assert abs(int((smoothed == 0).sum()) - 256) <= 16  # the square's area is kept within its corners
