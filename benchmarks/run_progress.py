@@ -27,10 +27,7 @@ def run_summary(run: Path) -> dict:
     out["best_epoch"] = state.get("best", {}).get("epoch")
     metrics = run / "metrics.json"
     if metrics.is_file():
-        m = json.loads(metrics.read_text())
-        test = m.get("splits", {}).get("test", m.get("test", {}))
-        best = test.get("best", test) if isinstance(test, dict) else {}
-        out["test_top1"] = best.get("top1")
+        out["test_top1"] = json.loads(metrics.read_text())["splits"]["test"]["best"]["top1"]
     return out
 
 

@@ -445,10 +445,10 @@ def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: 
     from stillroom.data.dataset import load_images
     from stillroom.data.index import load_index
     from stillroom.deploy._runs import run_index, sink_class, split_rows
-    from stillroom.models.inference import inference_device, predict_logits
+    from stillroom.models.inference import predict_logits
     from stillroom.train.checkpoint import load_run
 
-    run = load_run(run_dir, weights, device=inference_device())
+    run = load_run(run_dir, weights)
     idx = run_index(run.meta, run_dir, index)
     images = load_images(idx)
     sink = sink_class(run.meta)

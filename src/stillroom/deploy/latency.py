@@ -21,13 +21,12 @@ hardware, not of the export or of the session settings. What was checked (2 intr
   / OrtValue calls, thread affinity, ORT_ENABLE_ALL vs EXTENDED (EXTENDED 3x slower: no NCHWc kernels), spinning
   off (2.9 ms), 1 vs 2 threads (1 thread 2.4 ms): nothing gets below about 1.5 ms.
 - A floor independent of the image size: the same model at 32 px (1/16 of the convolution work) still takes
-  0.9 ms. Each call streams about 20 MB of fp32 weights (5.0 M parameters) from L3 at about 20 GB/s per core
+  0.99 ms. Each call streams about 20 MB of fp32 weights (5.0 M parameters) from L3 at about 20 GB/s per core
   (the classifier alone, 8 MB, takes 0.23 ms), plus about 110 kernel launches. The convolutions add about 1 ms per
   image even at batch 64 (144 MFLOP per image; sgemm peaks at about 280 GFLOP/s on both cores).
 - int8 cannot reach 0.4 ms either: even with every fp32 island removed (HardSwish replaced by ReLU, a what-if
-  that changes the model) int8 batch 1 took 1.1-1.3 ms. Static int8 (MinMax, per-channel) also misses the 0.5-pt
-  accuracy limit on all five trained MobileNetV3-Small students at hand (drops of 0.5 to 32 points on val + test),
-  with or without the int8 rewrites of ``stillroom.deploy.onnx_export``.
+  that changes the model) int8 batch 1 took 1.3 ms. Its layout rewrites and its accuracy loss are described in
+  ``stillroom.deploy.onnx_export``.
 """
 
 from __future__ import annotations
@@ -236,7 +235,7 @@ def bench_run(run_dir: str | Path, weights: str = "best", **kwargs: Any) -> dict
     if not exp_path.is_file():
         raise StillroomError(f"{exp_path}: not found; run `stillroom export {run_dir} --onnx --int8` first")
     exp = read_json(exp_path)
-    run = load_run(run_dir, exp["weights"]["name"] if weights is None else weights)
+    run = load_run(run_dir, exp["weights"]["name"] if weights is None else weights, device="cpu")
     models, d = exp["models"], run_dir / "export"
     files = {"ort_fp32": {"fixed": d / models["fp32"]["file"]}}
     if "fp32_dynamic" in models:

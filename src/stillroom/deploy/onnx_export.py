@@ -284,7 +284,7 @@ def export_onnx(
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    run = load_run(run_dir, weights)
+    run = load_run(run_dir, weights, device="cpu")  # the exporter traces on CPU inputs
     meta = run.meta
     idx = run_index(meta, run_dir, index)
     images = load_images(idx)

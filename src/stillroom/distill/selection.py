@@ -149,7 +149,7 @@ def score_teachers(
     """
     from stillroom.data.dataset import load_images
     from stillroom.data.index import load_index
-    from stillroom.models.inference import inference_device, predict_logits
+    from stillroom.models.inference import predict_logits
     from stillroom.train.checkpoint import load_run
 
     if not run_dirs:
@@ -157,7 +157,7 @@ def score_teachers(
     cache: dict[str, tuple[Any, np.ndarray]] = {}  # index root -> (index, images): teachers often share one
     entries = []
     for run_dir in run_dirs:
-        run = load_run(run_dir, weights, device=inference_device())
+        run = load_run(run_dir, weights)
         root = str(run.meta["index"])
         if root not in cache:
             index = load_index(root)

@@ -16,7 +16,6 @@ import torch
 
 from stillroom._io import StillroomError
 from stillroom.data.index import DatasetIndex
-from stillroom.models.inference import inference_device
 from stillroom.softlabels.check import require_aligned
 from stillroom.softlabels.store import SoftLabelStore, teacher_logits_for
 from stillroom.train.checkpoint import LoadedRun, load_run
@@ -53,7 +52,7 @@ class OnlineTeachers:
     """Teacher runs evaluated on the very (augmented) batch the student sees; exact but costly."""
 
     def __init__(self, run_dirs: list[Path], index: DatasetIndex, weights: str = "best") -> None:
-        self.runs: list[LoadedRun] = [load_run(p, weights, device=inference_device()) for p in run_dirs]
+        self.runs: list[LoadedRun] = [load_run(p, weights) for p in run_dirs]
         recipe = index.recipe
         for run in self.runs:
             r = run.meta["recipe"]

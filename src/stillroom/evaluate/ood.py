@@ -217,10 +217,9 @@ class _RunData:
         images: np.ndarray | None = None,
     ) -> None:
         from stillroom.data.dataset import load_images
-        from stillroom.models.inference import inference_device
         from stillroom.train.checkpoint import load_run
 
-        self.run = load_run(run_dir, weights, device=inference_device())
+        self.run = load_run(run_dir, weights)
         self.weights = weights
         meta = self.run.meta
         if index is None:

@@ -42,7 +42,7 @@ from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex, load_index
 from stillroom.evaluate.calibration import CALIBRATION_FILE, TemperatureScaler, calibration_metrics
 from stillroom.evaluate.metrics import classification_report
-from stillroom.models.inference import inference_device, predict_logits
+from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import WEIGHT_CHOICES, load_run
 
 __all__ = ["evaluate_run", "print_open_set"]
@@ -148,7 +148,7 @@ def evaluate_run(
     val_split = config.get("data", {}).get("val_split", "val")
     k_id = int(index.recipe.get("sink_class", index.num_classes))  # ID classes (a merged index has a sink class)
     for w in weights:
-        run = load_run(run_dir, w, device=inference_device())
+        run = load_run(run_dir, w)
         out["weights"][w] = {"file": run.weights_path.name, "sha256": run.weights_sha256}
         cache: dict[str, np.ndarray] = {}
 

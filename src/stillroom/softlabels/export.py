@@ -35,7 +35,7 @@ from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.data.augment import augment_name, augment_rng, get_augment
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
-from stillroom.models.inference import inference_device, iter_batches
+from stillroom.models.inference import iter_batches
 from stillroom.softlabels.store import SoftLabelStore, write_store
 from stillroom.train.checkpoint import load_run
 
@@ -79,7 +79,7 @@ def export_softlabels(
     if batch_size < 1:
         raise StillroomError(f"export_softlabels: batch_size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
-    run = load_run(run_dir, weights, device=inference_device())
+    run = load_run(run_dir, weights)
     index = load_index(index_dir)
     recipe, trecipe = index.recipe, run.meta["recipe"]
     for key in ("size", "channels", "mean", "std"):

@@ -29,6 +29,7 @@ from torch import nn
 from stillroom._io import StillroomError, atomic_write_bytes, read_json, sha256_file
 from stillroom.data.dataset import Normalizer
 from stillroom.models.factory import create_model
+from stillroom.models.inference import inference_device
 
 __all__ = ["save_weights", "load_weights", "save_training_state", "load_training_state", "LoadedRun", "load_run"]
 
@@ -113,9 +114,10 @@ class LoadedRun:
         return list(self.meta["classes"])
 
 
-def load_run(run_dir: str | Path, weights: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, weights: str = "best", device: str | torch.device | None = None) -> LoadedRun:
     """Rebuild a trained model from its run directory in eval mode (``weights``: best or final), model and
-    normalizer on ``device`` (CPU by default: ONNX export, latency and serving expect it)."""
+    normalizer on ``device`` (None: ``inference_device()``, the GPU when there is one; ONNX export and latency
+    pass "cpu")."""
     run_dir = Path(run_dir)
     if weights not in WEIGHT_CHOICES:
         raise StillroomError(f"weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
@@ -125,6 +127,7 @@ def load_run(run_dir: str | Path, weights: str = "best", device: str | torch.dev
         raise StillroomError(f"{wpath}: not found; is {run_dir} a finished run?")
     model = create_model(meta["arch"], meta["in_chans"], meta["num_classes"], meta["img_size"])
     load_weights(model, wpath)
+    device = inference_device() if device is None else device
     model.to(device).eval()
     normalizer = Normalizer.from_recipe(meta["recipe"]).to(device)
     return LoadedRun(run_dir, model, normalizer, meta, wpath, sha256_file(wpath))
