@@ -57,6 +57,8 @@ fi
 if has teachers; then
   stamp "teachers: ${teachers[*]} ($TEACHER_EPOCHS epochs, side by side)"
   pids=()
+  # one utilization sample mid-stage: is the GPU or the CPU-side augmentation the bottleneck?
+  (sleep 120; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader && uptime) >> "$LOG" 2>&1 &
   for i in "${!teachers[@]}"; do
     train $CFG/teacher.yaml "${teachers[$i]}" --set data.index="$A/id" --set seed="$i" --set schedule.epochs="$TEACHER_EPOCHS" &
     pids+=($!)
