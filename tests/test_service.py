@@ -116,6 +116,63 @@ def test_feedback_endpoint(client):
     assert rows[0] == ("correct", "triangle") and rows[-1] == ("not_species", None) and len(rows) == 3
 
 
+def _json(client, url: str, raw: str):
+    return client.post(url, content=raw.encode("utf-8", "surrogatepass"), headers={"content-type": "application/json"})
+
+
+def test_feedback_lone_surrogates_and_big_inputs_get_a_short_422(client):
+    pid = _post(client, png_bytes(rgba_silhouette())).json()["id"]
+    url = f"/feedback/{pid}"
+    for raw, field in (
+        ('{"action": "confirm", "comment": "\\ud800"}', "comment"),
+        ('{"action": "correct", "label": "\\ud800"}', "label"),
+        ('{"action": "correct", "label": "\\udfff\\ud800", "comment": "\\ud800"}', "label"),
+        ('{"action": "not_sp\\ud800cies"}', "action"),
+        ('{"action": "confirm", "\\ud800": 1}', "body"),  # a key that is a lone surrogate: the body is unreadable
+    ):
+        r = _json(client, url, raw)
+        assert r.status_code == 422, (raw, r.status_code, r.text)
+        assert field in r.json()["detail"], r.text
+    # The reply names the field and the problem; it never echoes the rejected input.
+    big = "x" * 5000
+    for body, field in (
+        ({"action": "confirm", "comment": big}, "comment"),
+        ({"action": "correct", "label": big}, "label"),
+        ({"action": big}, "action"),
+        ({"action": "confirm", big: 1}, "body."),  # the unknown field is named, cut short
+    ):
+        r = client.post(url, json=body)
+        assert r.status_code == 422, r.text[:300]
+        assert len(r.content) < 1000 and big[:200] not in r.text, r.text[:300]
+        assert field in r.json()["detail"] and r.json()["errors"][0]["problem"]
+    # A feedback body far larger than any valid one is refused before it is parsed.
+    r = client.post(url, json={"action": "confirm", "comment": "y" * (MAX_BYTES // 2)})
+    assert r.status_code == 413 and len(r.content) < 1000, r.text[:300]
+    # Nothing of it was stored.
+    assert sqlite3.connect(client.db).execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 0
+
+
+def test_feedback_rejects_what_it_cannot_mean(client):
+    pid = _post(client, png_bytes(rgba_silhouette())).json()["id"]
+    url = f"/feedback/{pid}"
+    for body, field in (
+        ({"action": "not_species", "label": "disc"}, "label"),  # a label with "not a species": dropped before
+        ({"action": "confirm", "label": "cross"}, "label"),  # confirm takes the model's own label
+        ({"action": "confirm", "lable": "disc"}, "lable"),  # unknown fields were accepted silently
+        ({"action": "correct", "label": "disc", "extra": {"a": 1}}, "extra"),
+        ({"action": "correct", "label": ""}, "label"),
+    ):
+        r = client.post(url, json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert field in r.json()["detail"], r.text
+    for raw in ("[1, 2]", "null", "{", ""):
+        assert _json(client, url, raw).status_code == 422, raw
+    assert sqlite3.connect(client.db).execute("SELECT COUNT(*) FROM feedback").fetchone()[0] == 0
+    # What the page sends is still accepted: an explicit null label with confirm / not_species.
+    assert client.post(url, json={"action": "confirm", "label": None}).status_code == 200
+    assert client.post(url, json={"action": "not_species", "label": None, "comment": "a rock"}).status_code == 200
+
+
 def _bad_uploads():
     good = png_bytes(rgba_silhouette())
     return {

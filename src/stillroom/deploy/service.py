@@ -12,13 +12,17 @@ Endpoints:
   (``mask_source: "alpha"``), else a ready black-on-white mask (``"mask"``, luminance < 128 is object). Returns the
   ladder's verdict and reason, top-5 with probabilities softmax(z / T) over the in-distribution classes, the
   temperature and where it came from, the silhouette that was classified (PNG data URL) and an ``id``.
-- ``POST /feedback/{id}``: JSON ``{"action": "confirm" | "correct" | "not_species", "label": ...}``.
+- ``POST /feedback/{id}``: JSON ``{"action": "confirm" | "correct" | "not_species", "label": ..., "comment": ...}``.
+  ``label`` belongs to "correct" only (one of the model's classes; null or absent otherwise), unknown fields are
+  refused, and text must be valid Unicode (no lone surrogates).
 - ``GET /`` the web page, ``GET /info`` classes and thresholds, ``GET /health``, ``GET /metrics`` counts by verdict.
 
 Limits, each a clear 4xx: request body over the byte cap (413, checked on the declared length and while reading),
 empty upload (400), a declared content type that is not an accepted image type, or bytes of another format (415),
 undecodable or truncated image (400), more pixels than ``max_pixels`` (413; read from the header, before any
-decoding, so a decompression bomb is never expanded), a side under 8 px or no object pixels (422).
+decoding, so a decompression bomb is never expanded), a side under 8 px or no object pixels (422). A feedback body
+over ``FEEDBACK_MAX_BYTES`` is a 413. Every 422 names the field and the problem, never echoes the rejected input
+(``{"detail": "body.comment: ...", "errors": [{"field": ..., "problem": ...}]}``).
 
 The ladder's thresholds were fitted on the fp32 PyTorch logits (ONNX fp32 parity <= 1e-3); serving the int8 model
 (``model="int8"``, only if its accuracy check passed) applies them to int8 logits, which differ by up to the
@@ -33,6 +37,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,9 +49,10 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -63,12 +69,15 @@ __all__ = [
     "ALLOWED_TYPES",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "FEEDBACK_MAX_BYTES",
 ]
 
 DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 4096 * 4096
 # Multipart framing around the file (boundaries, part headers) on top of the file's own bytes.
 _MULTIPART_SLACK = 16 * 1024
+# A valid feedback body is under 2 KB (a 200-character label, a 1000-character comment, JSON escapes aside).
+FEEDBACK_MAX_BYTES = 16 * 1024
 ALLOWED_TYPES = {
     "image/png": "PNG",
     "image/gif": "GIF",
@@ -81,11 +90,49 @@ TOP_K = 5
 
 
 class Feedback(BaseModel):
-    """Body of ``POST /feedback/{id}``: ``label`` is required for "correct" (one of the model's classes)."""
+    """Body of ``POST /feedback/{id}``: ``label`` is required for "correct" (one of the model's classes) and refused
+    with the other actions; unknown fields are refused; text must encode as UTF-8 (no lone surrogates)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     action: Literal["confirm", "correct", "not_species"]
-    label: str | None = Field(default=None, max_length=200)
+    label: str | None = Field(default=None, min_length=1, max_length=200)
     comment: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("label", "comment")
+    @classmethod
+    def _utf8(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("not valid Unicode text (holds a lone surrogate)") from None
+        return v
+
+
+_FIELD_CHARS, _PROBLEM_CHARS, _MAX_ERRORS = 64, 200, 10
+_PREDICTION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as /predict hands them out
+
+
+def _printable(text: object, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, lone surrogates escaped: safe to put in a JSON reply."""
+    s = str(text)
+    s = s if len(s) <= limit else s[: limit - 3] + "..."
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _validation_reply(exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field and its problem. FastAPI's default echoes the whole rejected input, which fails to
+    encode for a lone surrogate (a 500) and mirrors megabytes back for a huge one."""
+    errors = [
+        {
+            "field": _printable(".".join(str(p) for p in e.get("loc", ())) or "body", _FIELD_CHARS),
+            "problem": _printable(e.get("msg", "invalid"), _PROBLEM_CHARS),
+        }
+        for e in exc.errors()[:_MAX_ERRORS]
+    ]
+    detail = "; ".join(f"{e['field']}: {e['problem']}" for e in errors) or "invalid request"
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
 
 class UploadRejected(Exception):
@@ -314,23 +361,29 @@ class Predictor:
 
 
 class _BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``limit`` bytes, on the declared Content-Length and, for
-    chunked or lying clients, while the body is read."""
+    """ASGI middleware: 413 for request bodies over ``limit`` bytes (``small_limit`` for paths starting with one of
+    ``small_prefixes``), on the declared Content-Length and, for chunked or lying clients, while the body is read."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(
+        self, app: Any, limit: int, small_limit: int | None = None, small_prefixes: tuple[str, ...] = ()
+    ) -> None:
+        self.app, self.default_limit = app, limit
+        self.small_limit, self.small_prefixes = small_limit, small_prefixes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        limit = self.default_limit
+        if self.small_limit is not None and str(scope.get("path", "")).startswith(self.small_prefixes):
+            limit = self.small_limit
         headers = dict(scope.get("headers") or [])
         try:
             declared = int(headers.get(b"content-length", b"-1"))
         except ValueError:
             declared = -1
-        if declared > self.limit:
-            msg = f"request body is {declared} bytes; the limit is {self.limit}"
+        if declared > limit:
+            msg = f"request body is {declared} bytes; the limit is {limit}"
             await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -340,8 +393,8 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise HTTPException(413, f"request body exceeds the limit of {self.limit} bytes")
+                if seen > limit:
+                    raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
             return message
 
         await self.app(scope, limited, send)
@@ -377,7 +430,16 @@ def create_app(
 
     app = FastAPI(title="Stillroom", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.predictor, app.state.telemetry = predictor, telemetry
-    app.add_middleware(_BodyLimit, limit=max_upload_bytes + _MULTIPART_SLACK)
+    app.add_middleware(
+        _BodyLimit,
+        limit=predictor.max_upload_bytes + _MULTIPART_SLACK,
+        small_limit=FEEDBACK_MAX_BYTES,
+        small_prefixes=("/feedback/",),
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_reply(exc)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -434,13 +496,22 @@ def create_app(
 
     @app.post("/feedback/{prediction_id}")
     def feedback(prediction_id: str, fb: Feedback) -> dict[str, Any]:
-        pred = telemetry.get_prediction(prediction_id)
+        pred = telemetry.get_prediction(prediction_id) if _PREDICTION_ID.fullmatch(prediction_id) else None
         if pred is None:
-            raise HTTPException(404, f"no prediction with id {prediction_id!r}")
+            raise HTTPException(404, f"no prediction with id {_printable(prediction_id, 40)!r}")
         label = fb.label
         if fb.action == "correct":
+            if label is None:
+                raise HTTPException(422, f"body.label: required with 'correct' (one of the {predictor.k_id} classes)")
             if label not in predictor.classes[: predictor.k_id]:
-                raise HTTPException(422, f"label {label!r} is not one of the model's {predictor.k_id} classes")
+                shown = _printable(label, 40)
+                raise HTTPException(422, f"body.label: {shown!r} is not one of the model's {predictor.k_id} classes")
+        elif label is not None:  # was silently dropped: say that this action takes no label
+            raise HTTPException(
+                422,
+                f"body.label: only the action 'correct' takes a label ({fb.action!r} uses "
+                + ("the model's own label)" if fb.action == "confirm" else "none)"),
+            )
         elif fb.action == "confirm":
             label = pred["pred_label"]
         else:
