@@ -224,6 +224,13 @@ def test_page_health_info_metrics(client):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
     assert info["classes"] == ["disc", "square", "triangle", "cross"] and info["limits"]["max_pixels"] == MAX_PIXELS
+    # The run is named, not located: no absolute path of the server's disk, but its name and hashes.
+    run = client.app.state.predictor.run_dir
+    assert str(run.parent) not in json.dumps(info)
+    assert info["run"]["name"] == run.name
+    assert info["run"]["weights_sha256"] == sha256_file(run / "best.safetensors")
+    assert info["run"]["model_sha256"] == sha256_file(run / "export" / "model.onnx")
+    assert info["run"]["ladder_sha256"] == sha256_file(run / "ladder.json")
     before = client.get("/metrics").json()
     verdict = _post(client, png_bytes(rgba_silhouette())).json()["verdict"]
     _post(client, b"", "image/png")  # rejected uploads are not predictions

@@ -15,7 +15,8 @@ Endpoints:
 - ``POST /feedback/{id}``: JSON ``{"action": "confirm" | "correct" | "not_species", "label": ..., "comment": ...}``.
   ``label`` belongs to "correct" only (one of the model's classes; null or absent otherwise), unknown fields are
   refused, and text must be valid Unicode (no lone surrogates).
-- ``GET /`` the web page, ``GET /info`` classes and thresholds, ``GET /health``, ``GET /metrics`` counts by verdict.
+- ``GET /`` the web page, ``GET /info`` the run's name and hashes (never its path on the server), classes and
+  thresholds, ``GET /health``, ``GET /metrics`` counts by verdict.
 
 Limits, each a clear 4xx: request body over the byte cap (413, checked on the declared length and while reading),
 empty upload (400), a declared content type that is not an accepted image type, or bytes of another format (415),
@@ -217,6 +218,7 @@ class Predictor:
         self.session = ort_session(self.model_file, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
         self.ladder = Ladder.load(run_dir / LADDER_FILE)
+        self.ladder_sha256 = sha256_file(run_dir / LADDER_FILE)
         members = getattr(self.ladder, "extra_", {}).get("members", [])
         if self.ladder.n_members_ != 1:
             raise StillroomError(f"{run_dir / LADDER_FILE}: fitted for {self.ladder.n_members_} models; serving one")
@@ -452,7 +454,13 @@ def create_app(
     @app.get("/info")
     def info() -> dict[str, Any]:
         return {
-            "run": str(predictor.run_dir),
+            # The run's name and what identifies its artefacts; never its absolute path on this machine.
+            "run": {
+                "name": predictor.run_dir.resolve().name,
+                "weights_sha256": predictor.weights_sha256,
+                "model_sha256": predictor.model_sha256,
+                "ladder_sha256": predictor.ladder_sha256,
+            },
             "classes": predictor.classes[: predictor.k_id],
             "sink": predictor.sink is not None,
             "img_size": predictor.size,
