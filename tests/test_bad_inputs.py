@@ -369,3 +369,60 @@ def test_predict_bad_uploads(client, key):
     if r.status_code >= 400:
         detail = r.json()["detail"]
         assert isinstance(detail, str) and detail and "Traceback" not in detail
+
+
+# --- serve: numeric options ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--max-upload-mb", "nan"),
+        ("--max-upload-mb", "inf"),
+        ("--max-upload-mb", "-1"),
+        ("--max-upload-mb", "0"),
+        ("--max-upload-mb", "1e-12"),
+        ("--max-upload-mb", "1e300"),
+        ("--port", "-1"),
+        ("--port", "0"),
+        ("--port", "70000"),
+        ("--threads", "0"),
+        ("--threads", "-3"),
+        ("--max-pixels", "-5"),
+        ("--max-pixels", "0"),
+        ("--max-pixels", str(10**12)),
+    ],
+)
+def test_serve_rejects_bad_numbers_in_one_line(teacher_run, tmp_path_factory, capsys, monkeypatch, option, value):
+    import uvicorn
+
+    from _deploy import exported_run
+
+    run = exported_run(teacher_run, tmp_path_factory.mktemp("deploy"))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("the server must not start"))
+    code, output = cli(capsys, monkeypatch, "serve", run, "--db", tmp_path_factory.mktemp("db") / "t.sqlite",
+                       option, value)  # fmt: skip
+    assert code == 2, output
+    assert_clean_error(code, output, option)
+    assert len(output.strip().splitlines()) == 1, output
+
+
+@pytest.mark.parametrize("option", ["--port", "--threads", "--max-pixels"])
+def test_serve_integer_options_refuse_nan(teacher_run, tmp_path_factory, capsys, monkeypatch, option):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("the server must not start"))
+    code, output = cli(capsys, monkeypatch, "serve", tmp_path_factory.mktemp("r"), option, "nan")
+    assert code == 2 and "Traceback" not in output and option in output, output
+
+
+def test_predictor_refuses_non_finite_limits(teacher_run, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from _deploy import exported_run
+    from stillroom._io import StillroomError
+    from stillroom.deploy.service import Predictor
+
+    run = exported_run(teacher_run, tmp_path_factory.mktemp("deploy"))
+    for kw in ({"max_upload_bytes": float("nan")}, {"max_pixels": float("inf")}, {"max_upload_bytes": -1}):
+        with pytest.raises(StillroomError, match="finite number >= 1"):
+            Predictor(run, **kw)

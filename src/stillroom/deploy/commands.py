@@ -6,6 +6,7 @@ uvicorn) happen inside the commands, so the rest of the CLI works without the de
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -24,6 +25,26 @@ def _command_line(prog: str = "stillroom") -> str:
     return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
+def _check_number(
+    option: str, value: float | int | None, low: float, high: float, low_open: bool = False
+) -> float | int | None:
+    """``value`` if it is a finite number in [low, high] (``(low, high]`` with ``low_open``; None passes), else a
+    one-line ``StillroomError`` naming the option: NaN, inf and negative values never reach the code."""
+    if value is None:
+        return None
+    ok = isinstance(value, int | float) and math.isfinite(value) and value <= high
+    ok = ok and (value > low if low_open else value >= low)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise StillroomError(f"{option} {value!r}: must be a finite number in {bounds}")
+    return value
+
+
+# Sane ceilings for serve: nothing larger is a useful limit for a silhouette classifier on one machine.
+MAX_UPLOAD_MB_LIMIT = 1024.0
+MAX_THREADS = 1024
+
+
 def export_cmd(
     run: Path = typer.Argument(..., help="run directory"),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write the ONNX files (--no-onnx: only fit the ladder)"),
@@ -37,6 +58,8 @@ def export_cmd(
     ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset whose val split reports rejection"),
 ) -> None:
     """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""
+    _check_number("--atol", atol, 0.0, 1e3, low_open=True)
+    _check_number("--target-accept", target_accept, 0.0, 1.0, low_open=True)
     if onnx:
         from stillroom.deploy.onnx_export import export_onnx
 
@@ -82,6 +105,19 @@ def bench_latency_cmd(
     md: str = typer.Option("BENCHMARKS.md", "--md", help="BENCHMARKS.md to update ('' to skip)"),
 ) -> None:
     """Batch-1 / batch-64 latency of PyTorch eager vs ONNX Runtime fp32 and int8 -> table in BENCHMARKS.md."""
+    bounds = [
+        ("--threads", threads, 1, MAX_THREADS),
+        ("--warmup", warmup, 0, 1e6),
+        ("--repeats", repeats, 1, 1e6),
+        ("--img-size", img_size, 8, 8192),
+        ("--in-chans", in_chans, 1, 64),
+        ("--num-classes", num_classes, 2, 1e6),
+    ]
+    for option, value, low, high in bounds:
+        _check_number(option, value, low, high)
+    for b in batch:
+        _check_number("--batch", b, 1, 1e5)
+    _check_number("--max-seconds", max_seconds, 0.0, 1e6, low_open=True)
     from stillroom.deploy.latency import bench_arch, bench_run, update_benchmarks_md
 
     if (run is None) == (arch is None):
@@ -114,11 +150,20 @@ def serve_cmd(
     db: Path | None = typer.Option(None, "--db", help="telemetry SQLite file (default RUN/telemetry.sqlite)"),
     int8: bool = typer.Option(False, "--int8", help="serve the int8 model (must have passed its accuracy check)"),
     threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's choice)"),
-    max_upload_mb: float = typer.Option(5.0, help="largest accepted upload, MiB"),
-    max_pixels: int = typer.Option(4096 * 4096, help="largest accepted image, width x height"),
+    max_upload_mb: float = typer.Option(5.0, help="largest accepted upload, MiB (> 0, at most 1024)"),
+    max_pixels: int = typer.Option(4096 * 4096, help="largest accepted image, width x height (1 .. 89478485)"),
     no_store_inputs: bool = typer.Option(False, "--no-store-inputs", help="keep only the silhouette in telemetry"),
 ) -> None:
     """Serve predictions over HTTP (FastAPI + ONNX Runtime) with the ladder, a web page and SQLite telemetry."""
+    from stillroom.data.preprocess import MAX_IMAGE_PIXELS
+
+    _check_number("--port", port, 1, 65535)
+    _check_number("--threads", threads, 1, MAX_THREADS)
+    _check_number("--max-upload-mb", max_upload_mb, 0.0, MAX_UPLOAD_MB_LIMIT, low_open=True)
+    _check_number("--max-pixels", max_pixels, 1, MAX_IMAGE_PIXELS)
+    if int(max_upload_mb * 1024 * 1024) < 1:
+        raise StillroomError(f"--max-upload-mb {max_upload_mb!r}: under one byte")
+
     import uvicorn
 
     from stillroom.deploy.service import create_app

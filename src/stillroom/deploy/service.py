@@ -184,8 +184,9 @@ class Predictor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.run_dir = run_dir = Path(run_dir)
-        if max_upload_bytes < 1 or max_pixels < 1:
-            raise StillroomError(f"limits must be >= 1, got {max_upload_bytes} bytes and {max_pixels} pixels")
+        for name, v in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 1):  # NaN fails every comparison
+                raise StillroomError(f"{name} must be a finite number >= 1, got {v!r}")
         self.max_upload_bytes, self.max_pixels = int(max_upload_bytes), int(max_pixels)
         meta = read_json(run_dir / "model.json")
         recipe = meta.get("recipe", {})
