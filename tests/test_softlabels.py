@@ -239,3 +239,76 @@ def test_one_bad_store_among_good_ones(tmp_path, index, store):
     assert "not a soft-label store directory" in report["stores"][2]["problems"][0]
     with pytest.raises(StillroomError, match="no soft-label stores"):
         check_alignment([], index)
+
+
+# --- logit values: non-finite or absurd logits fail the check and training --------------------------------------
+
+
+def _poison(store_dir: Path, name: str, edits: dict) -> None:
+    """Rewrite ``name`` (a .npy of the store) with ``edits`` {index: value} applied: a damaged or broken export."""
+    arr = np.load(store_dir / name)
+    for key, value in edits.items():
+        arr[key] = value
+    (store_dir / name).unlink()  # never write through a hard link
+    np.save(store_dir / name, arr)
+
+
+def test_write_refuses_absurd_logits(tmp_path, index):
+    from stillroom.softlabels.store import MAX_ABS_LOGIT
+
+    for value in (1e30, -2 * MAX_ABS_LOGIT):
+        big = _logits()
+        big[3, 2] = value
+        with pytest.raises(StillroomError, match=r"row 3 \(img/003.png\) holds \|logit\|.* > 10000"):
+            write_store(tmp_path / "s", big, index, TEACHER, RECIPE)
+    ok = _logits()
+    ok[3, 2] = MAX_ABS_LOGIT  # the bound itself is allowed
+    write_store(tmp_path / "s", ok, index, TEACHER, RECIPE)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e30, -3e4])
+def test_store_with_bad_logits_fails_the_check_naming_rows(tmp_path, index, store, value):
+    _poison(store.path, "logits.npy", {(2, 1): value, (6, 0): value})
+    out = tmp_path / "alignment_check.json"
+    report = check_alignment([store.path], index)
+    assert not report["ok"] and report["logits_in_range"] is False and report["len_equal"]
+    entry = report["stores"][0]
+    assert [r["row"] for r in entry["bad_logit_rows"]] == [2, 6]
+    assert entry["bad_logit_rows"][0]["path"] == "img/002.png"
+    with pytest.raises(StillroomError) as err:
+        require_aligned([store.path], index, out_json=out)
+    msg = str(err.value)
+    assert str(store.path) in msg and "row 2 ('img/002.png')" in msg and "row 6 ('img/006.png')" in msg
+    saved = json.loads(out.read_text())  # the audit trail says "not ok", never "ok"
+    assert saved["ok"] is False and saved["logits_in_range"] is False
+
+
+def test_clean_store_reports_logits_in_range(tmp_path, index, store):
+    report = check_alignment([store], index)
+    assert report["ok"] and report["logits_in_range"] is True and report["stores"][0]["bad_logit_rows"] == []
+
+
+def test_topk_and_replay_stores_are_checked_too(tmp_path, index):
+    from stillroom.softlabels.store import TOPK_REST, TOPK_VALUES
+
+    top = write_store(tmp_path / "top", _logits(k=3), index, TEACHER, RECIPE, topk=1)
+    _poison(top.path, TOPK_VALUES, {(4, 0): np.nan})
+    _poison(top.path, TOPK_REST, {5: 1e30})
+    entry = check_alignment([top.path], index)["stores"][0]
+    assert not entry["ok"] and [r["row"] for r in entry["bad_logit_rows"]] == [4, 5]
+
+    views = np.random.default_rng(0).normal(size=(2, 8, 3)).astype(np.float32)
+    rep = write_store(tmp_path / "rep", views, index, TEACHER, RECIPE, replay={"augment": "none", "augment_seed": 0})
+    _poison(rep.path, "logits.npy", {(1, 7, 2): np.inf})
+    entry = check_alignment([rep.path], index)["stores"][0]
+    assert not entry["ok"] and entry["bad_logit_rows"] == [{"row": 7, "view": 1, "path": "img/007.png", "value": "inf"}]
+    assert "row 7 view 1 ('img/007.png'): inf" in "; ".join(entry["problems"])
+
+
+def test_cached_teachers_refuse_a_store_with_bad_logits(tmp_path, index, store):
+    from stillroom.distill.teachers import build_teachers
+
+    _poison(store.path, "logits.npy", {(0, 0): np.nan})
+    with pytest.raises(StillroomError, match=r"row 0 \('img/000.png'\): nan"):
+        build_teachers([store.path], [], index, alignment_json=tmp_path / "a.json")
+    assert json.loads((tmp_path / "a.json").read_text())["ok"] is False

@@ -24,7 +24,9 @@ __all__ = ["CachedTeachers", "OnlineTeachers", "build_teachers"]
 
 
 class CachedTeachers:
-    """Logits looked up by index row from aligned stores; alignment is checked before the first step."""
+    """Logits looked up by index row from aligned stores. Before the first step ``require_aligned`` checks the
+    alignment and the values (one pass over each memory-mapped store: every logit finite and within
+    ``MAX_ABS_LOGIT``), so training never starts on a store with NaN, inf or absurd logits."""
 
     def __init__(
         self,

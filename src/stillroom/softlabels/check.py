@@ -6,6 +6,10 @@ ordered paths (``index_hash``), labels (``labels_hash``), image bytes (``content
 Any difference is a hard failure that names the store, the check and the first mismatching rows; nothing is ever
 truncated or reordered to make it fit. The report is written as ``alignment_check.json`` beside the run.
 
+The values are checked too (``logit_problems``, one pass over the memory-mapped arrays): a store holding NaN, inf or
+a logit beyond ``MAX_ABS_LOGIT`` (see ``stillroom.softlabels.store``) fails, naming its first bad rows, so training
+never starts on it (``require_aligned`` runs before the first step).
+
 Replay stores (augmentation replay, issue 7) must also agree with each other and with the student on the views:
 the number of views, the augment recipe and the augment seed. A store made with another seed or recipe would
 pair the student's view with the logits of a different image: a hard failure, never a warning.
@@ -20,7 +24,12 @@ from typing import Any
 
 from stillroom._io import StillroomError, atomic_write_json
 from stillroom.data.index import DatasetIndex
-from stillroom.softlabels.store import SoftLabelStore, teacher_class_counts
+from stillroom.softlabels.store import (
+    MAX_ABS_LOGIT,
+    SoftLabelStore,
+    logit_problems,
+    teacher_class_counts,
+)
 
 __all__ = ["ALIGNMENT_FILE", "check_alignment", "require_aligned"]
 
@@ -47,7 +56,7 @@ def check_alignment(
         raise StillroomError("check_alignment: no soft-label stores given")
     entries = [_check_one(s, index) for s in stores]
     _check_replay(entries, replay)
-    flags = ["len_equal", "num_classes_equal", *_HASH_CHECKS, "replay_equal"]
+    flags = ["len_equal", "num_classes_equal", *_HASH_CHECKS, "logits_in_range", "replay_equal"]
     report: dict[str, Any] = {
         "index": str(index.root),
         "index_hash": index.index_hash,
@@ -120,6 +129,12 @@ def _check_one(store: SoftLabelStore | str | Path, index: DatasetIndex) -> dict[
     if mismatches and checks["hash_paths_equal"]:  # cannot happen for a store that opened, but never trust silence
         checks["hash_paths_equal"] = False
         problems.append("paths.txt differs from the index although index_hash matches")
+    bad = logit_problems(store, limit=_MAX_ROWS)
+    checks["logits_in_range"] = bad["count"] == 0
+    if bad["count"]:
+        rows = ", ".join(_bad_row(r) for r in bad["rows"])
+        more = f" and {bad['count'] - len(bad['rows'])} more" if bad["count"] > len(bad["rows"]) else ""
+        problems.append(f"non-finite logits or |logit| > {MAX_ABS_LOGIT:g} (a broken export): {rows}{more}")
     return {
         "path": str(store.path),
         "teacher": store.teacher.get("arch"),
@@ -133,7 +148,13 @@ def _check_one(store: SoftLabelStore | str | Path, index: DatasetIndex) -> dict[
         "checks": checks,
         "problems": problems,
         "first_mismatches": mismatches,
+        "bad_logit_rows": bad["rows"],
     }
+
+
+def _bad_row(r: dict[str, Any]) -> str:
+    view = "" if r["view"] is None else f" view {r['view']}"
+    return f"row {r['row']}{view} ({r['path']!r}): {r['value']}"
 
 
 def _check_replay(entries: list[dict[str, Any]], replay: dict[str, Any] | None) -> None:

@@ -31,6 +31,14 @@ logits are all equal) and <= for T < 1; the ratios among the top-k classes stay 
 within the rest (its "dark knowledge") is replaced by a uniform one. ``benchmarks/bench_topk.py`` measures the
 effect on the KD term (BENCHMARKS.md).
 
+Bound on the values: every stored logit is finite with ``|z| <= MAX_ABS_LOGIT`` (1e4), and a top-k store's
+``lse_rest`` is finite with ``|lse_rest| <= MAX_ABS_LOGIT + log K`` (the log-sum-exp of logits within the bound).
+Trained classifiers give logits of order 10 (the teachers here stay under 100); 1e4 leaves two orders of magnitude
+of headroom, and anything beyond it is an overflow, an uninitialised buffer or a damaged file, not a teacher's
+opinion: softmax(z / T) of such a row is a one-hot for any usual T and float32 ``exp`` overflows past 88.
+``write_store`` refuses such logits, and ``logit_problems`` (run by ``softlabels check`` and, through
+``require_aligned``, before training on a store: one pass over the memory-mapped arrays) names the rows.
+
 Logits are stored raw (temperature-free) so any T can be applied at training time. Nothing is ever unpickled:
 the array is opened with ``np.lib.format.open_memmap`` (header only; no pickle, no zip). Before training on
 stores, call ``stillroom.softlabels.check.require_aligned``: a store is only usable with the exact index it was
@@ -56,8 +64,10 @@ from stillroom.data.index import DatasetIndex
 
 __all__ = [
     "FORMAT",
+    "MAX_ABS_LOGIT",
     "SoftLabelStore",
     "TopKLogits",
+    "logit_problems",
     "reconstruct_topk",
     "teacher_class_counts",
     "teacher_logits_for",
@@ -72,6 +82,8 @@ TOPK_INDICES, TOPK_VALUES, TOPK_REST = "topk_indices.npy", "topk_values.npy", "t
 NO_COMPRESSION: dict[str, Any] = {"kind": "none"}
 _REQUIRED = ("index_hash", "labels_hash", "content_hash", "num_samples", "num_classes", "dtype", "teacher")
 _CHUNK = 65536  # rows per finiteness check, so a large array is not duplicated as a boolean mask at once
+# Largest |logit| a store may hold (module docstring): beyond it a value is a broken export, not a logit.
+MAX_ABS_LOGIT = 1e4
 
 
 class TopKLogits:
@@ -228,6 +240,40 @@ def _open_array(path: Path, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return arr
 
 
+def logit_problems(store: SoftLabelStore, limit: int = 5) -> dict[str, Any]:
+    """Rows of ``store`` whose logits are not finite or beyond ``MAX_ABS_LOGIT`` (module docstring).
+
+    One pass over the memory-mapped array(s), ``_CHUNK`` rows at a time (a top-k store: its values, and its
+    ``lse_rest`` against ``MAX_ABS_LOGIT + log K``). Returns ``{"count": rows at fault, "rows": the first
+    ``limit`` as {"row", "view" (None for a plain store), "path", "value" (the first bad number, as text)}}``.
+    """
+    logits, n, k = store.logits, store.num_samples, store.num_classes
+    if isinstance(logits, TopKLogits):
+        parts = [(logits.values, MAX_ABS_LOGIT), (logits.rest_lse[..., None], MAX_ABS_LOGIT + float(np.log(k)))]
+    else:
+        parts = [(logits, MAX_ABS_LOGIT)]
+    flat = [(arr.reshape(-1, arr.shape[-1]), bound) for arr, bound in parts]  # (V*N, .): view v of row i at v*N + i
+    total, views = len(flat[0][0]), store.views
+    count, rows = 0, []
+    for start in range(0, total, _CHUNK):
+        chunks = [(np.asarray(arr[start : start + _CHUNK], dtype=np.float32), bound) for arr, bound in flat]
+        bad = [~(np.abs(c) <= bound) for c, bound in chunks]  # NaN compares False: bad
+        bad_rows = np.flatnonzero(np.logical_or.reduce([b.any(axis=1) for b in bad]))
+        count += len(bad_rows)
+        for r in bad_rows[: max(0, limit - len(rows))]:
+            c, b = next((c, b) for (c, _), b in zip(chunks, bad, strict=True) if b[r].any())
+            pos = start + int(r)
+            rows.append(
+                {
+                    "row": pos % n,
+                    "view": pos // n if views else None,
+                    "path": store.paths[pos % n],
+                    "value": f"{float(c[r][b[r]][0]):g}",  # text: NaN and inf are not JSON numbers
+                }
+            )
+    return {"count": count, "rows": rows}
+
+
 def teacher_class_counts(index: DatasetIndex) -> tuple[int, ...]:
     """Class counts a store for ``index`` may have: K, and K - 1 on an index whose recipe has an OOD sink as its
     last class (``sink_class``, seed 000 §2.4): teachers are K-class and have no sink column."""
@@ -307,6 +353,14 @@ def write_store(
             row, where = pos % n, f" view {pos // n}" if views else ""
             why = " (overflows float16: store as float32)" if np.isfinite(flat_in[pos]).all() else ""
             raise StillroomError(f"write_store: logits row {row} ({index.paths[row]}){where} is not finite{why}")
+        big = np.abs(chunk) > MAX_ABS_LOGIT
+        if big.any():
+            pos = start + int(np.argwhere(big)[0][0])
+            row, where = pos % n, f" view {pos // n}" if views else ""
+            raise StillroomError(
+                f"write_store: logits row {row} ({index.paths[row]}){where} holds |logit| "
+                f"{float(np.abs(chunk[pos - start]).max()):.3g} > {MAX_ABS_LOGIT:g}: not a trained classifier's logits"
+            )
     _check_replaceable(out_dir)
 
     manifest = {
