@@ -314,7 +314,25 @@ def bad_config_yaml(index: Path) -> str:
 def reshape_store_logits(store: Path) -> None:
     """Replace logits.npy by an array with one row too few (a store of the wrong shape)."""
     logits = np.load(store / "logits.npy")
+    (store / "logits.npy").unlink()  # never write through a hard link
     np.save(store / "logits.npy", np.ascontiguousarray(logits[:-1]))
+
+
+def reorder_store_paths(store: Path) -> None:
+    """Swap the first two lines of paths.txt (a store whose rows were reordered after it was written)."""
+    lines = (store / "paths.txt").read_text(encoding="utf-8").splitlines()
+    lines[0], lines[1] = lines[1], lines[0]
+    replace_file(store / "paths.txt", "".join(f"{line}\n" for line in lines).encode("utf-8"))
+
+
+def poison_store_logits(store: Path, rows: dict[int, float]) -> None:
+    """Set logit column 0 of each given row to the value (NaN, inf, 1e30: a broken export or a damaged file)."""
+    logits = np.load(store / "logits.npy")
+    for row, value in rows.items():
+        logits[row, 0] = value
+    buf = io.BytesIO()
+    np.save(buf, logits)
+    replace_file(store / "logits.npy", buf.getvalue())
 
 
 def replace_file(path: Path, data: bytes) -> None:

@@ -302,6 +302,60 @@ def test_softlabels_check_store_of_the_wrong_shape(store, shapes_index, tmp_path
     assert written == {} or written["ok"] is False
 
 
+def _store_copy(store: Path, dst: Path) -> Path:
+    bad.shutil.copytree(store, dst)
+    return dst
+
+
+_STORE_DAMAGE = {
+    # key: (damage, fragments of the one-line error)
+    "truncated_logits": (bad.reshape_store_logits, ("logits.npy", "shape", "first mismatching rows: row ")),
+    "reordered_paths": (bad.reorder_store_paths, ("paths.txt", "first mismatching rows: row 0", "row 1")),
+    "nan_logits": (lambda s: bad.poison_store_logits(s, {3: float("nan"), 9: 1.0}), ("row 3", "nan")),
+    "absurd_logits": (lambda s: bad.poison_store_logits(s, {7: 1e30}), ("row 7", "1e+30", "|logit| > 10000")),
+}
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["plain", "strict"])
+@pytest.mark.parametrize("key", list(_STORE_DAMAGE))
+def test_softlabels_check_mismatch_is_an_error_in_one_line(store, shapes_index, tmp_path, capsys, monkeypatch, key,
+                                                           strict):  # fmt: skip
+    damage, fragments = _STORE_DAMAGE[key]
+    damaged = _store_copy(store, tmp_path / "damaged")
+    damage(damaged)
+    report = tmp_path / "a.json"
+    args = ["softlabels", "check", store, damaged, "--index", shapes_index.root, "--out", report]
+    code, output = cli(capsys, monkeypatch, *args, *(["--strict"] if strict else []))
+    assert code == 2, output
+    assert_clean_error(code, output, f"{damaged}:", *fragments)
+    assert len(output.strip().splitlines()) == 1, output
+    assert f"{store}:" not in output  # the good store is not blamed
+    if key == "truncated_logits":  # the row without logits is named
+        assert f"row {len(shapes_index) - 1} (index {shapes_index.paths[-1]!r} vs store None)" in output
+    written = json.loads(report.read_text())  # the audit trail is written either way and says "not ok"
+    assert written["ok"] is False and [s["ok"] for s in written["stores"]] == [True, False]
+
+
+def test_softlabels_check_aligned_store_exits_0(store, shapes_index, tmp_path, capsys, monkeypatch):
+    report = tmp_path / "a.json"
+    code, output = cli(capsys, monkeypatch, "softlabels", "check", store, "--index", shapes_index.root, "--out", report)
+    assert code == 0 and "ok" in output, output
+    assert json.loads(report.read_text())["ok"] is True
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e30])
+def test_train_refuses_a_store_with_bad_logits(store, shapes_index, tiny_config, tmp_path, capsys, monkeypatch, value):
+    damaged = _store_copy(store, tmp_path / "damaged")
+    bad.poison_store_logits(damaged, {5: value})
+    raw = tiny_config(shapes_index.root, "kd", epochs=1, loss={"name": "kd", "params": {}},
+                      teachers={"cached": [str(damaged)]})  # fmt: skip
+    cfg = _write_config(tmp_path / "kd.yaml", raw)
+    code, output = cli(capsys, monkeypatch, "train", cfg, "--out", tmp_path / "run", "--quiet")
+    assert_clean_error(code, output, str(damaged), f"row 5 ({shapes_index.paths[5]!r})")
+    assert code == 2 and not (tmp_path / "run" / "last.safetensors").exists()  # stopped before the first step
+    assert json.loads((tmp_path / "run" / "alignment_check.json").read_text())["ok"] is False
+
+
 @pytest.mark.parametrize("key", list(bad.CORRUPT_INDEX))
 def test_softlabels_check_on_corrupt_index(store, corrupt_index, tmp_path, capsys, monkeypatch, key):
     root = corrupt_index(key)

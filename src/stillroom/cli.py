@@ -159,10 +159,14 @@ def softlabels_export_cmd(
 def softlabels_check_cmd(
     stores: list[Path] = typer.Argument(..., help="store directories, or teacher runs (their softlabels/ is used)"),
     index: Path = typer.Option(..., "--index", help="dataset directory the stores must align with"),
-    strict: bool = typer.Option(False, "--strict", help="exit non-zero unless every store aligns"),
+    strict: bool = typer.Option(
+        False, "--strict", help="no effect, kept for old scripts: a mismatch is an error (exit 2) with or without it"
+    ),
     out: Path = typer.Option(Path("alignment_check.json"), "--out", help="where to write the diagnostic JSON"),
 ) -> None:
-    """Alignment diagnostic (seed 001 §4.2, §7.3.3): lengths, path/label/content hashes, first mismatching rows."""
+    """Alignment diagnostic (seed 001 §4.2, §7.3.3): lengths, path/label/content hashes, logit values, first
+    mismatching rows. The report is written to --out either way; any mismatch is an error: one line naming the
+    store and its first mismatching rows, exit status 2 (--strict changes nothing)."""
     from stillroom._io import atomic_write_json
     from stillroom.data.index import load_index
     from stillroom.softlabels.check import check_alignment
@@ -171,14 +175,25 @@ def softlabels_check_cmd(
     resolved = [_resolve_store(p, idx.index_hash) for p in stores]
     report = check_alignment(resolved, idx)
     atomic_write_json(out, report)
+    failed = [e for e in report["stores"] if not e["ok"]]
+    if failed:
+        raise StillroomError(_mismatch_line(failed, len(report["stores"]), out))
     for entry in report["stores"]:
-        mark = "[green]ok[/]" if entry["ok"] else "[red]MISMATCH[/]"
-        console.print(f"{mark} {entry['path']}" + ("" if entry["ok"] else ": " + "; ".join(entry["problems"])))
-        for m in entry.get("first_mismatches", [])[:5]:
-            console.print(f"    row {m['row']}: index {m['index_path']!r} vs store {m['store_path']!r}")
+        console.print(f"[green]ok[/] {entry['path']}")
     console.print(f"wrote {out}")
-    if strict and not report["ok"]:
-        raise typer.Exit(1)
+
+
+def _mismatch_line(failed: list[dict], n_stores: int, out: Path) -> str:
+    """One line: the first failing store, its problems and first mismatching rows, how many more fail, the report."""
+    e = failed[0]
+    text = f"{e['path']}: " + "; ".join(p.replace("\n", " ") for p in e["problems"])
+    rows = e.get("first_mismatches") or []
+    if rows:
+        text += "; first mismatching rows: " + ", ".join(
+            f"row {m['row']} (index {m['index_path']!r} vs store {m['store_path']!r})" for m in rows
+        )
+    more = f"; {len(failed) - 1} more of {n_stores} store(s) fail" if len(failed) > 1 else ""
+    return f"soft labels do not align: {text}{more} (full report: {out})"
 
 
 def _resolve_store(path: Path, index_hash: str) -> Path:

@@ -22,10 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stillroom._io import StillroomError, atomic_write_json
 from stillroom.data.index import DatasetIndex
 from stillroom.softlabels.store import (
+    LOGITS,
     MAX_ABS_LOGIT,
+    PATHS,
     SoftLabelStore,
     logit_problems,
     teacher_class_counts,
@@ -109,7 +113,18 @@ def _check_one(store: SoftLabelStore | str | Path, index: DatasetIndex) -> dict[
         try:
             store = SoftLabelStore.open(store)
         except StillroomError as err:
-            return {"path": str(store), "ok": False, "checks": {}, "problems": [str(err)], "first_mismatches": []}
+            # Name the rows even so: from paths.txt when it can be read (a reordered or truncated one fails to
+            # open), else from the row count in the header of a truncated logits.npy.
+            mismatches = _first_mismatches(_read_paths(Path(store)), index.paths) or _missing_rows(
+                Path(store), index.paths
+            )
+            return {
+                "path": str(store),
+                "ok": False,
+                "checks": {},
+                "problems": [str(err)],
+                "first_mismatches": mismatches,
+            }
     m = store.manifest
     problems: list[str] = []
     checks = {
@@ -157,6 +172,29 @@ def _bad_row(r: dict[str, Any]) -> str:
     return f"row {r['row']}{view} ({r['path']!r}): {r['value']}"
 
 
+def _missing_rows(path: Path, index_paths: Sequence[str]) -> list[dict[str, Any]]:
+    """Index rows past the end of a truncated ``logits.npy`` (read from its header only), as mismatches."""
+    try:
+        with open(path / LOGITS, "rb") as fh:
+            fmt = np.lib.format
+            version = fmt.read_magic(fh)
+            shape = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(fh)[0]
+    except (OSError, ValueError, TypeError):
+        return []
+    rows = shape[-2] if len(shape) >= 2 else None
+    if rows is None or rows >= len(index_paths):
+        return []
+    last = min(len(index_paths), rows + _MAX_ROWS)
+    return [{"row": r, "index_path": index_paths[r], "store_path": None} for r in range(rows, last)]
+
+
+def _read_paths(path: Path) -> list[str] | None:
+    try:
+        return (path / PATHS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _check_replay(entries: list[dict[str, Any]], replay: dict[str, Any] | None) -> None:
     """Set ``checks["replay_equal"]`` on every opened entry: same views/augment/augment_seed as the first opened
     store, and (replay stores only) the student's ``replay`` expectation."""
@@ -178,8 +216,8 @@ def _check_replay(entries: list[dict[str, Any]], replay: dict[str, Any] | None) 
         e["ok"] = e["ok"] and not problems
 
 
-def _first_mismatches(store_paths: Sequence[str], index_paths: Sequence[str]) -> list[dict[str, Any]]:
-    if list(store_paths) == list(index_paths):
+def _first_mismatches(store_paths: Sequence[str] | None, index_paths: Sequence[str]) -> list[dict[str, Any]]:
+    if store_paths is None or list(store_paths) == list(index_paths):
         return []
     out: list[dict[str, Any]] = []
     for row in range(max(len(store_paths), len(index_paths))):
