@@ -49,6 +49,14 @@ def export_cmd(
     run: Path = typer.Argument(..., help="run directory"),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="write the ONNX files (--no-onnx: only fit the ladder)"),
     int8: bool = typer.Option(False, "--int8", help="also write a static int8 model calibrated on training images"),
+    int8_method: str = typer.Option(
+        "auto",
+        "--int8-method",
+        help="nncf (post-training, bias-corrected) | ort (ONNX Runtime MinMax) | auto: nncf if installed",
+    ),
+    int8_max_drop: float = typer.Option(0.01, "--int8-max-drop", help="largest val top-1 drop for int8 to pass"),
+    backends: bool = typer.Option(True, "--backends/--no-backends", help="record parity and timing per runtime"),
+    backend_timing: float = typer.Option(1.0, "--backend-timing", help="seconds per timed row (0: no timing)"),
     dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
     weights: str = typer.Option("best", help="best | final"),
     index: Path | None = typer.Option(None, "--index", help="dataset directory (default: the run's own)"),
@@ -63,7 +71,10 @@ def export_cmd(
     if onnx:
         from stillroom.deploy.onnx_export import export_onnx
 
-        rep = export_onnx(run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol)
+        rep = export_onnx(
+            run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol, int8_method=int8_method,
+            int8_max_drop=int8_max_drop, backends=backends, backend_timing=backend_timing,
+        )  # fmt: skip
         table = Table(title=f"{run}/export (parity on {rep['parity']['fp32']['n']} val images)")
         for col in ("model", "max |diff|", "top-1 agreement", "sha256"):
             table.add_column(col)
@@ -75,10 +86,23 @@ def export_cmd(
         console.print(table)
         chk = rep.get("int8_check")
         if chk:
-            mark = "[green]ok[/]" if chk["ok"] else "[red]FAILED[/]"
+            mark = "[green]ok[/]" if chk["ok"] else "[red]FAILED (int8 will not be served)[/]"
+            per_split = "; ".join(
+                f"{split} {100 * r['top1_fp32']:.2f}% fp32 vs {100 * r['top1_int8']:.2f}% int8"
+                for split, r in chk.get("splits", {"val": chk}).items()
+            )
             console.print(
-                f"int8 check {mark}: top-1 {100 * chk['top1_fp32']:.2f}% fp32 vs {100 * chk['top1_int8']:.2f}% int8 "
-                f"(limit {100 * chk['max_drop']:.1f} pt)"
+                f"int8 check ({chk.get('method', 'ort')}) {mark}: top-1 {per_split} "
+                f"(limit {100 * chk['max_drop']:.1f} pt on val)"
+            )
+        fastest = rep.get("backends", {}).get("fastest", {})
+        if fastest:
+            console.print(
+                "fastest passing backend (short timing, load "
+                f"{rep['backends']['load_before']}): "
+                + "; ".join(
+                    f"batch {b}: {f['backend']} {f['model']} {f['median_ms']:.3f} ms" for b, f in fastest.items()
+                )
             )
     if ladder:
         from stillroom.deploy.ladder import fit_run_ladder

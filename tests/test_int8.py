@@ -1,0 +1,228 @@
+"""int8 that keeps its accuracy (issue 15): NNCF post-training quantization, the fp32-vs-int8 check on val and
+test, the gate that keeps a failed int8 model from being served, and the per-runtime record in export.json."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from _deploy import link_run  # noqa: E402
+from stillroom._io import StillroomError, sha256_file  # noqa: E402
+from stillroom.data.dataset import load_images  # noqa: E402
+from stillroom.data.index import load_index  # noqa: E402
+from stillroom.deploy import onnx_export  # noqa: E402
+from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session, split_rows  # noqa: E402
+from stillroom.deploy.backends import make_runner, runner_logits  # noqa: E402
+from stillroom.deploy.onnx_export import export_model_onnx, resolve_int8_method  # noqa: E402
+from stillroom.models.factory import create_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(shapes_index, tiny_config, tmp_path_factory):
+    """A mobilenet_v3_small (hardswish, squeeze-excitation) trained briefly on the shapes, exported with int8 by
+    the default method (NNCF when installed) and a fitted ladder."""
+    from stillroom.config import config_from_dict
+    from stillroom.deploy.ladder import fit_run_ladder
+    from stillroom.train.trainer import train
+
+    raw = tiny_config(shapes_index.root, "mnv3", model="mobilenet_v3_small", epochs=4)
+    out = train(config_from_dict(raw), tmp_path_factory.mktemp("int8") / "mnv3")
+    onnx_export.export_onnx(out, int8=True, backend_timing=0.05)
+    fit_run_ladder(out)
+    return out
+
+
+def _mobilenet(num_classes: int = 5, size: int = 32) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small", 1, num_classes, size).train()
+    with torch.no_grad():  # O(1) BatchNorm statistics, as a trained net has
+        for _ in range(3):
+            model(torch.randn(8, 1, size, size))
+    return model.eval()
+
+
+def test_resolve_int8_method(monkeypatch):
+    assert resolve_int8_method("ort") == "ort"
+    with pytest.raises(StillroomError, match="unknown int8 method"):
+        resolve_int8_method("fp16")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    assert resolve_int8_method("auto") == "ort"  # without the int8 extra: ONNX Runtime's quantizer, recorded
+    with pytest.raises(StillroomError, match=r"\.\[int8\]"):
+        resolve_int8_method("nncf")
+
+
+def test_nncf_quantizes_mobilenet_to_a_qdq_file_onnx_runtime_runs(tmp_path):
+    pytest.importorskip("nncf")
+    import onnx
+
+    model = _mobilenet()
+    export_model_onnx(model, tmp_path / "fp32.onnx", (1, 32, 32), dynamic=True)
+    masks = np.random.default_rng(0).integers(0, 2, (12, 1, 32, 32), dtype=np.uint8) * 255
+    calib = normalize_uint8(masks, [0.5], [0.5])
+    info = onnx_export.quantize_int8_nncf(tmp_path / "fp32.onnx", tmp_path / "q.onnx", calib)
+    assert info["sha256"] == sha256_file(tmp_path / "q.onnx")
+    assert info["method"] == "nncf" and info["fast_bias_correction"] is False and info["subset_size"] == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "q.onnx"]
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    got = ort_logits(ort_session(tmp_path / "q.onnx", threads=1), calib[:8], batch_size=8)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(calib[:8])).numpy()
+    assert got.shape == ref.shape and np.isfinite(got).all()
+    with pytest.raises(StillroomError, match="at least one"):
+        onnx_export.quantize_int8_nncf(tmp_path / "fp32.onnx", tmp_path / "q2.onnx", calib[:0])
+
+
+def test_nncf_full_bias_correction_failure_falls_back_and_is_recorded(tmp_path, monkeypatch):
+    """NNCF's full bias correction can fail inside ONNX Runtime (ResNets, ORT 1.32): the fast variant is used
+    and the failure recorded; any other failure is a StillroomError."""
+    nncf = pytest.importorskip("nncf")
+    export_model_onnx(_mobilenet(), tmp_path / "fp32.onnx", (1, 32, 32), dynamic=True)
+    calib = normalize_uint8(np.full((4, 1, 32, 32), 255, np.uint8), [0.5], [0.5])
+    real = nncf.quantize
+
+    def flaky(model, dataset, **kw):
+        if not kw["fast_bias_correction"]:
+            raise RuntimeError("Failed to find node output")
+        return real(model, dataset, **kw)
+
+    monkeypatch.setattr(nncf, "quantize", flaky)
+    info = onnx_export.quantize_int8_nncf(tmp_path / "fp32.onnx", tmp_path / "q.onnx", calib)
+    assert info["fast_bias_correction"] is True and "Failed to find node output" in info["full_bias_correction_error"]
+    monkeypatch.setattr(nncf, "quantize", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad graph")))
+    with pytest.raises(StillroomError, match="NNCF int8 quantization failed.*bad graph"):
+        onnx_export.quantize_int8_nncf(tmp_path / "fp32.onnx", tmp_path / "q.onnx", calib)
+
+
+def test_int8_check_records_val_and_test_and_is_real(run):
+    rep = json.loads((run / "export" / "export.json").read_text())
+    chk = rep["int8_check"]
+    if importlib.util.find_spec("nncf") is not None:
+        assert chk["method"] == "nncf" and chk["quantizer"]["fast_bias_correction"] is False
+        assert chk["calibration"] == {"split": "train", "n": chk["calibration"]["n"], "method": "nncf", "format": "QDQ"}
+    assert set(chk["splits"]) == {"val", "test"} and chk["split"] == "val"
+    assert chk["max_drop"] == 0.01
+    for name in ("top1_fp32", "top1_int8", "top1_drop", "n", "top1_agreement"):  # top level = val (service, CLI)
+        assert chk[name] == chk["splits"]["val"][name]
+    # Recompute both splits from the files on disk, independently of the export code.
+    index = load_index(rep["index"])
+    images = load_images(index)
+    fp_sess = ort_session(run / "export" / "model_dynamic.onnx")
+    q_sess = ort_session(run / "export" / "model_int8.onnx")
+    for split, rec in chk["splits"].items():
+        rows, _ = split_rows(index, split, None)
+        x = normalize_uint8(np.asarray(images[rows]), rep["input"]["mean"], rep["input"]["std"])
+        labels = index.labels[rows]
+        acc_fp = float((ort_logits(fp_sess, x, 64).argmax(1) == labels).mean())
+        acc_q = float((ort_logits(q_sess, x, 64).argmax(1) == labels).mean())
+        assert rec["n"] == len(rows)
+        assert rec["top1_fp32"] == pytest.approx(acc_fp) and rec["top1_int8"] == pytest.approx(acc_q)
+        assert rec["top1_drop"] == pytest.approx(acc_fp - acc_q)
+    assert chk["ok"] == (chk["splits"]["val"]["top1_drop"] <= chk["max_drop"] + 1e-12)
+    assert chk["ok_test"] == (chk["splits"]["test"]["top1_drop"] <= chk["max_drop"] + 1e-12)
+
+
+def test_backends_recorded_with_parity_and_fastest(run):
+    rep = json.loads((run / "export" / "export.json").read_text())
+    b = rep["backends"]
+    ort = b["onnxruntime"]
+    assert ort["available"] and ort["fp32"]["ok"] and ort["fp32"]["compiles"]
+    assert max(p["max_abs_diff"] for p in ort["fp32"]["parity"].values()) <= rep["parity"]["atol"]
+    assert set(ort["fp32"]["parity"]) == {"model.onnx", "model_dynamic.onnx"}
+    # ONNX Runtime's int8 record is the int8 check itself (same runtime, same files)
+    assert ort["int8"]["top1"]["val"] == pytest.approx(rep["int8_check"]["top1_int8"])
+    assert ort["int8"]["ok"] == rep["int8_check"]["ok"]
+    assert set(ort["fp32"]["latency"]) == {"1", "64"}
+    assert set(b["fastest"]) == {"1", "64"}
+    for batch, f in b["fastest"].items():
+        passing = [
+            b[k][m]["latency"][batch]["median_ms"]
+            for k in ("onnxruntime", "openvino")
+            for m in ("fp32", "int8")
+            if b[k].get(m, {}).get("ok") and batch in b[k][m].get("latency", {})
+        ]
+        assert b[f["backend"]][f["model"]]["ok"] and f["median_ms"] == min(passing)
+    if importlib.util.find_spec("openvino") is None:
+        assert b["openvino"] == {"available": False}
+    else:
+        assert b["openvino"]["fp32"]["ok"]  # OpenVINO runs the fp32 file within 1e-3 of PyTorch (f32 precision)
+
+
+def test_openvino_runner_matches_onnx_runtime(run):
+    pytest.importorskip("openvino")
+    rep = json.loads((run / "export" / "export.json").read_text())
+    index = load_index(rep["index"])
+    rows = index.split_indices("val")[:5]
+    x = normalize_uint8(np.asarray(load_images(index)[rows]), rep["input"]["mean"], rep["input"]["std"])
+    for name in ("model.onnx", "model_dynamic.onnx"):
+        ov_run, fixed = make_runner("openvino", run / "export" / name, threads=1)
+        assert fixed == (1 if name == "model.onnx" else None)
+        got = runner_logits(ov_run, fixed, x)
+        ref = ort_logits(ort_session(run / "export" / name, threads=1), x, None if fixed else 5)
+        assert np.abs(got - ref).max() <= 1e-3
+    with pytest.raises(StillroomError, match="unknown backend"):
+        make_runner("tvm", run / "export" / "model.onnx")
+
+
+def _sabotaged_quantizer(src, dst, calib, **_):
+    """Stands in for NNCF: a valid ONNX file whose classifier bias is scrambled (a broken int8 model)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+    for init in model.graph.initializer:
+        if init.name == gemm.input[2]:
+            bias = numpy_helper.to_array(init).copy()
+            bias[:] = 0.0
+            bias[-1] = 1e4  # always the last class
+            init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    onnx.save(model, str(dst))
+    return {"sha256": sha256_file(dst), "method": "nncf", "fast_bias_correction": False, "subset_size": len(calib)}
+
+
+def test_failed_int8_check_is_recorded_and_never_served(run, tmp_path, monkeypatch):
+    """If the accuracy check were skipped or ignored, the broken int8 file below would be served: it must not."""
+    from stillroom.deploy.service import Predictor
+
+    copy = link_run(run, tmp_path / "bad", extra=("ladder.json",))
+    monkeypatch.setattr(onnx_export, "resolve_int8_method", lambda method: "nncf")
+    monkeypatch.setattr(onnx_export, "quantize_int8_nncf", _sabotaged_quantizer)
+    rep = onnx_export.export_onnx(copy, int8=True, backend_timing=0.02)
+    chk = rep["int8_check"]
+    assert chk["top1_drop"] > chk["max_drop"] and chk["ok"] is False
+    assert json.loads((copy / "export" / "export.json").read_text())["int8_check"]["ok"] is False
+    assert rep["ok"] is True  # fp32 parity passed: the export itself stands, int8 is just not servable
+    assert rep["backends"]["onnxruntime"]["int8"]["ok"] is False
+    assert all(f["model"] == "fp32" for f in rep["backends"]["fastest"].values())  # a failed int8 is never fastest
+    with pytest.raises(StillroomError, match="accuracy check"):
+        Predictor(copy, model="int8")
+    Predictor(copy, model="fp32")  # fp32 is still served
+    if json.loads((run / "export" / "export.json").read_text())["int8_check"]["ok"]:
+        Predictor(run, model="int8")  # the gate lets a passing int8 model through
+
+
+def test_cli_export_int8_options(run, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from stillroom.deploy.commands import register
+
+    app = typer.Typer()
+    register(app)
+    copy = link_run(run, tmp_path / "cli")
+    args = ["export", str(copy), "--int8", "--int8-method", "ort", "--int8-max-drop", "0.5", "--no-backends"]
+    res = CliRunner().invoke(app, [*args, "--no-dynamic", "--no-ladder"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((copy / "export" / "export.json").read_text())
+    assert rep["int8_check"]["method"] == "ort" and rep["int8_check"]["max_drop"] == 0.5 and "backends" not in rep
+    assert "int8 check (ort)" in res.output and "val" in res.output and "test" in res.output
+    res = CliRunner().invoke(app, ["export", str(copy), "--int8", "--int8-method", "fp16", "--no-ladder"])
+    assert isinstance(res.exception, StillroomError)
