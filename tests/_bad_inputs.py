@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # --- images ----------------------------------------------------------------------------------------------------------
 
@@ -172,6 +172,40 @@ def gif_all_empty() -> bytes:
     return save(frames[0], "GIF", save_all=True, append_images=frames[1:], disposal=2, duration=50)
 
 
+def _black_on_white(draw: Callable[[ImageDraw.ImageDraw], None], size: int = 64) -> bytes:
+    img = Image.new("L", (size, size), 255)
+    draw(ImageDraw.Draw(img))
+    return save(img)
+
+
+def full_square() -> bytes:
+    """A filled black square on white: a silhouette with no shape to it."""
+    return _black_on_white(lambda d: d.rectangle([16, 16, 47, 47], fill=0))
+
+
+def full_frame() -> bytes:
+    """An all-black image: every pixel is object (the "all-black square" a K-class student accepted)."""
+    return save(Image.new("L", (64, 64), 0))
+
+
+def opaque_frame_rgba() -> bytes:
+    """Fully opaque RGBA: through the alpha rule, the whole frame is object."""
+    return save(Image.new("RGBA", (64, 64), (40, 120, 200, 255)))
+
+
+def horizontal_line() -> bytes:
+    return _black_on_white(lambda d: d.rectangle([4, 30, 59, 32], fill=0))
+
+
+def diagonal_line() -> bytes:
+    return _black_on_white(lambda d: d.line([4, 4, 59, 59], fill=0, width=2))
+
+
+def hairline() -> bytes:
+    """One pixel thick: nothing of it survives the resize to the model's size."""
+    return _black_on_white(lambda d: d.line([4, 30, 59, 30], fill=0, width=1))
+
+
 @dataclass(frozen=True)
 class Bad:
     make: Callable[[], bytes]
@@ -179,6 +213,7 @@ class Bad:
     outcome: str  # "reject" or "convert" in the data builders
     reason: str  # fragment of the reject reason (import-folder, silhouette kind)
     http: tuple[int, ...]  # acceptable /predict statuses
+    verdict: str | None = None  # the /predict verdict a 200 must carry (None: any)
 
 
 IMAGES: dict[str, Bad] = {
@@ -194,6 +229,17 @@ IMAGES: dict[str, Bad] = {
     "palette_no_transparency": Bad(palette_without_transparency, "pal.png", "convert", "", (200,)),
     "all_transparent": Bad(all_transparent_rgba, "clear.png", "reject", "empty silhouette", (422,)),
     "gif_all_empty": Bad(gif_all_empty, "empty.gif", "reject", "empty silhouette", (422,)),
+}
+
+# Valid images without silhouette structure: decodable, so /predict answers 200, but the structure gate (fitted on
+# the training images, stored with the ladder) must reject them before the model's verdict.
+SHAPELESS: dict[str, Bad] = {
+    "full_square": Bad(full_square, "square.png", "convert", "", (200,), "reject"),
+    "full_frame": Bad(full_frame, "black.png", "convert", "", (200,), "reject"),
+    "opaque_frame_rgba": Bad(opaque_frame_rgba, "opaque.png", "convert", "", (200,), "reject"),
+    "horizontal_line": Bad(horizontal_line, "line.png", "convert", "", (200,), "reject"),
+    "diagonal_line": Bad(diagonal_line, "diagonal.png", "convert", "", (200,), "reject"),
+    "hairline": Bad(hairline, "hairline.png", "convert", "", (200,), "reject"),
 }
 
 # What the sprite builder says about each bad GIF (placed as a species' back view).

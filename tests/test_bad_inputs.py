@@ -414,6 +414,17 @@ def client(teacher_run, tmp_path_factory):
         yield c
 
 
+@pytest.mark.parametrize("key", list(bad.SHAPELESS))
+def test_predict_rejects_silhouettes_without_structure(client, key):
+    item = bad.SHAPELESS[key]
+    r = client.post("/predict", files={"file": (item.name, item.make(), "image/png")})
+    assert r.status_code in item.http, (r.status_code, r.text)
+    body = r.json()
+    assert body["verdict"] == item.verdict and body["reason"] == "no-structure", body["reason_text"]
+    assert body["structure"]["passed"] is False and body["structure"]["problems"]
+    assert "training" in body["reason_text"] or "no object pixel" in body["reason_text"]
+
+
 @pytest.mark.parametrize("key", list(bad.IMAGES))
 def test_predict_bad_uploads(client, key):
     item = bad.IMAGES[key]
@@ -423,6 +434,8 @@ def test_predict_bad_uploads(client, key):
     if r.status_code >= 400:
         detail = r.json()["detail"]
         assert isinstance(detail, str) and detail and "Traceback" not in detail
+    elif item.verdict is not None:
+        assert r.json()["verdict"] == item.verdict
 
 
 # --- serve: numeric options ------------------------------------------------------------------------------------------

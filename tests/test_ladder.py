@@ -220,3 +220,102 @@ def test_ladder_report_nothing_accepted_warns():
     with pytest.warns(UserWarning, match="no ID sample accepted"):
         rep = ladder_report(lad, np.eye(3), np.arange(3))
     assert math.isnan(rep["id"]["selective_accuracy"])
+
+
+# --- structure gate: silhouettes with no shape structure are rejected before the model's verdict -----------------
+
+
+@pytest.fixture(scope="module")
+def gate_data(tmp_path_factory):
+    """A structure gate fitted on drawn discs, triangles and crosses (train split) at 32 px, and the index."""
+    from stillroom.data.dataset import load_images
+    from stillroom.data.synthetic import build_shapes
+    from stillroom.deploy.structure import StructureGate, served_masks
+
+    idx = build_shapes(tmp_path_factory.mktemp("gate"), n_per_class=40, size=32, seed=3,
+                       kinds=("disc", "triangle", "cross"))  # fmt: skip
+    images = load_images(idx)
+    masks = served_masks(images[idx.split_indices("train")], 32, 0.2)
+    return StructureGate.fit(masks, quantile=0.001, fit_data="drawn shapes"), idx, images
+
+
+def _served(png: bytes, size: int = 32) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    from stillroom.data.preprocess import object_mask, preprocess_mask
+
+    return preprocess_mask(object_mask(Image.open(io.BytesIO(png))), size, padding=0.2)
+
+
+def test_structure_features_by_hand():
+    from stillroom.deploy.structure import silhouette_features
+
+    m = np.full((3, 10, 10), 255, dtype=np.uint8)
+    m[0, 2:6, 1:9] = 0  # a filled 4 x 8 rectangle
+    m[1, np.arange(10), np.arange(10)] = 0  # the diagonal
+    f = silhouette_features(m)  # the third one is empty
+    np.testing.assert_allclose(f["fill"], [1.0, 0.1, 0.0])
+    np.testing.assert_allclose(f["aspect"], [0.5, 1.0, 0.0])
+    np.testing.assert_allclose(f["share"], [0.32, 0.1, 0.0])
+    np.testing.assert_allclose(silhouette_features(m[0] == 0)["fill"], [1.0])  # boolean masks: True is object
+
+
+@pytest.mark.parametrize("key", ["full_square", "full_frame", "opaque_frame_rgba", "horizontal_line",
+                                 "diagonal_line", "hairline"])  # fmt: skip
+def test_structure_gate_rejects_the_shapeless_corpus(gate_data, key):
+    import _bad_inputs as bad
+
+    gate = gate_data[0]
+    problems = gate.problems(_served(bad.SHAPELESS[key].make()))
+    assert problems, (key, gate.features(_served(bad.SHAPELESS[key].make())), gate)
+    assert all("training range" in p or "no object pixel" in p for p in problems)
+
+
+def test_structure_gate_keeps_in_distribution_images(gate_data):
+    from stillroom.deploy.structure import served_masks
+
+    gate, idx, images = gate_data
+    assert gate.reject_rate(served_masks(images[idx.split_indices("train")], 32, 0.2)) <= 6 * 0.001 + 1e-9
+    assert gate.reject_rate(served_masks(images[idx.split_indices("val")], 32, 0.2)) <= 0.1
+    # Fitted, not written down: a dataset of filled squares keeps filled squares.
+    import _bad_inputs as bad
+    from stillroom.deploy.structure import StructureGate
+
+    squares = np.stack([_served(bad.full_square(), 32)] * 12)
+    assert StructureGate.fit(squares).problems(squares[0]) == []
+
+
+def test_ladder_round_trip_with_and_without_structure_gate(tmp_path, gate_data):
+    import json
+
+    import _bad_inputs as bad
+
+    gate = gate_data[0]
+    z = np.random.default_rng(0).normal(0, 4, (50, 4))
+    lad = Ladder().fit(z, target_accept=0.9)
+    lad.structure_ = gate
+    back = Ladder.load(lad.save(tmp_path / "ladder.json", extra={"members": [{"sha256": "abc"}]}))
+    assert back.structure_.ranges == gate.ranges and back.structure_.size == 32
+    assert back.extra_ == {"members": [{"sha256": "abc"}]}
+    black = _served(bad.full_frame())
+    assert back.structure_problems(black) and back.decide(z) == lad.decide(z)
+    # A ladder.json written before the gate existed still loads and works, without a gate.
+    old = {k: v for k, v in json.loads((tmp_path / "ladder.json").read_text()).items() if k != "structure_gate"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    legacy = Ladder.load(tmp_path / "old.json")
+    assert legacy.structure_ is None and legacy.structure_problems(black) == [] and legacy.decide(z) == lad.decide(z)
+    # A damaged gate is named, never ignored.
+    broken = {**old, "structure_gate": {**gate.to_dict(), "features": {"fill": [0.9, 0.1]}}}
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(StillroomError, match="broken.json: structure gate"):
+        Ladder.load(tmp_path / "broken.json")
+    with pytest.raises(StillroomError, match="fitted on 32x32"):
+        back.structure_problems(np.zeros((16, 16), dtype=np.uint8))
+
+
+def test_no_structure_reason_is_described():
+    from stillroom.deploy.ladder import REASONS, describe
+
+    assert "no-structure" in REASONS and "structure" in describe("no-structure")

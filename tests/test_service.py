@@ -221,6 +221,9 @@ def test_page_health_info_metrics(client):
     html = page.text
     assert 'id="file"' in html and "/predict" in html and "/feedback/" in html
     assert "http://" not in html and "https://" not in html  # no CDN: nothing fetched from the network
+    # The page says what the verdicts mean, reject included.
+    assert 'id="legend"' in html and all(f'<dt class="{v}">{v}</dt>' in html for v in ("accept", "uncertain", "reject"))
+    assert "lacks the shape structure of the training images" in html
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
     assert info["classes"] == ["disc", "square", "triangle", "cross"] and info["limits"]["max_pixels"] == MAX_PIXELS
@@ -237,6 +240,40 @@ def test_page_health_info_metrics(client):
     after = client.get("/metrics").json()
     assert after["predictions"] == before["predictions"] + 1
     assert after["by_verdict"][verdict] == before["by_verdict"][verdict] + 1
+
+
+def test_structure_gate_rejects_an_all_black_square_before_the_model(client, run):
+    import _bad_inputs as bad
+
+    gate = client.get("/info").json()["thresholds"]["structure_gate"]
+    assert set(gate) == {"fill", "aspect", "share"}
+    body = _post(client, bad.full_frame()).json()
+    assert body["verdict"] == "reject" and body["reason"] == "no-structure"
+    assert body["structure"]["passed"] is False and "training range" in body["reason_text"]
+    row = sqlite3.connect(client.db).execute("SELECT verdict, reason FROM predictions WHERE id = ?", (body["id"],))
+    assert row.fetchone() == ("reject", "no-structure")
+    # A training image passes the gate: the model's verdict stands.
+    from stillroom.data.index import load_index
+
+    idx = load_index(json.loads((run / "model.json").read_text())["index"])
+    row_i = int(idx.split_indices("train")[idx.labels[idx.split_indices("train")] == 0][0])
+    ok = _post(client, (idx.root / idx.paths[row_i]).read_bytes()).json()
+    assert ok["structure"]["passed"] is True and ok["reason"] != "no-structure"
+
+
+def test_ladder_json_without_structure_gate_still_serves(run, tmp_path):
+    copy = link_run(run, tmp_path / "r", extra=("export",))
+    ladder = json.loads((run / "ladder.json").read_text())
+    assert ladder["structure_gate"] is not None and "structure_gate" in ladder["fit_summary"]
+    atomic_write_json(copy / "ladder.json", {k: v for k, v in ladder.items() if k != "structure_gate"})
+    with TestClient(create_app(copy, db_path=tmp_path / "t.sqlite")) as c:
+        body = _post(c, png_bytes(rgba_silhouette())).json()
+        assert body["structure"] is None and body["reason"] != "no-structure"
+        assert c.get("/info").json()["thresholds"]["structure_gate"] is None
+    gate = {**ladder["structure_gate"], "size": 64}
+    atomic_write_json(copy / "ladder.json", {**ladder, "structure_gate": gate})
+    with pytest.raises(StillroomError, match="structure gate fitted on 64 px"):
+        Predictor(copy)
 
 
 def test_temperature_sources(tmp_path):

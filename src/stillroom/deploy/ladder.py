@@ -34,6 +34,12 @@ verdict is accept), nothing hard-coded:
 
 If the target cannot be reached (too few unanimous samples) the loosest thresholds are kept and a warning says what
 acceptance was reached. Given OOD validation logits, ``fit`` also records the OOD rejection the thresholds give.
+
+Structure gate. Logits alone cannot refuse an input the model is confidently wrong about, such as an all-black
+square. ``fit_run_ladder`` therefore also fits a ``StructureGate`` (``stillroom.deploy.structure``) on the ID
+training images of a silhouette run and stores it with the ladder (``structure_gate`` in ladder.json,
+``Ladder.structure_``); the service applies it before the logit rules and rejects with reason "no-structure".
+A ladder.json without it (written before it existed) loads with ``structure_ = None`` and serves without it.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom.deploy.structure import StructureGate
 
 __all__ = [
     "Ladder",
@@ -70,6 +77,7 @@ REASONS = {
     "moderate-disagreement": "strong signal, a majority of the members agrees but not all",
     "extreme-disagreement": "strong signal but no class has a majority of the members",
     "ood-sink": "the OOD sink class wins the soft vote",
+    "no-structure": "the silhouette lacks the structure of the training images (structure gate, before the model)",
 }
 _REASONS_ONE_MODEL = {
     "agreement": "signal above t1 and a clear top-1 margin",
@@ -86,7 +94,10 @@ def describe(reason: str, n_members: int = 1) -> str:
     return _REASONS_ONE_MODEL.get(reason, REASONS[reason]) if n_members == 1 else REASONS[reason]
 
 
-_KEYS = ("format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary")
+_KEYS = (
+    "format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary",
+    "structure_gate",
+)  # fmt: skip
 
 
 class NotFittedError(StillroomError):
@@ -133,6 +144,7 @@ class Ladder:
 
     Fitted attributes: ``t1_``, ``t2_``, ``margin_`` (None for ensembles), ``n_members_``, ``num_classes_`` (ID
     classes), ``target_accept_``, ``fit_summary_`` (achieved ID verdict rates, and OOD rates when given).
+    ``structure_``: the ``StructureGate`` applied before the logit rules (set by ``fit_run_ladder``; None: none).
     """
 
     def __init__(self, sink: bool = False, weak_share: float = 0.5, strong_quantile: float = 0.5) -> None:
@@ -142,6 +154,7 @@ class Ladder:
         self.sink = bool(sink)
         self.weak_share = float(weak_share)
         self.strong_quantile = float(strong_quantile)
+        self.structure_: StructureGate | None = None
 
     # --- signals -----------------------------------------------------------------------------------------------
 
@@ -317,6 +330,12 @@ class Ladder:
                 out.append(("reject", "extreme-disagreement", pred))
         return out
 
+    def structure_problems(self, mask: np.ndarray) -> list[str]:
+        """Why the structure gate refuses the served silhouette ``mask`` (S, S); empty when it passes or when the
+        ladder has no gate. A refusal is verdict "reject", reason "no-structure", whatever the logits say."""
+        gate = getattr(self, "structure_", None)
+        return [] if gate is None else gate.problems(mask)
+
     # --- persistence -------------------------------------------------------------------------------------------
 
     def thresholds(self) -> dict[str, Any]:
@@ -335,6 +354,7 @@ class Ladder:
             "num_classes": self.num_classes_,
             "target_accept": self.target_accept_,
             "fit_summary": self.fit_summary_,
+            "structure_gate": None if self.structure_ is None else self.structure_.to_dict(),
         }
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -357,6 +377,8 @@ class Ladder:
         if lad.n_members_ == 1 and lad.margin_ is None:
             raise StillroomError(f"{path}: a one-model ladder needs a margin")
         lad.fit_summary_ = d.get("fit_summary", {})
+        if d.get("structure_gate") is not None:  # absent from ladder.json files written before the gate
+            lad.structure_ = StructureGate.from_dict(d["structure_gate"], source=str(path))
         lad.extra_ = {k: v for k, v in d.items() if k not in _KEYS}
         return lad
 
@@ -455,22 +477,58 @@ def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: 
     # OOD rows are the index's sink-labelled rows, whether or not the model has a sink column: a K-class model on a
     # merged index must not count OOD rows as ID samples it could never label correctly.
     index_sink = idx.recipe.get("sink_class")
-    id_rows, ood_rows = split_rows(idx, split, sink if index_sink is None else int(index_sink))
+    row_sink = sink if index_sink is None else int(index_sink)
+    id_rows, ood_rows = split_rows(idx, split, row_sink)
     if len(id_rows) == 0:
         raise StillroomError(f"{idx.root}: no in-distribution rows in the {split!r} split")
     out: dict[str, Any] = {"run": run, "index": idx, "sink": sink, "ood": None, "ood_source": None}
+    out.update(images=images, row_sink=row_sink, id_rows=id_rows, ood_images=None, ood_rows=None)
     out["id"] = predict_logits(run.model, run.normalizer, images, id_rows)
     out["labels"] = idx.labels[id_rows]
     if len(ood_rows):
         out["ood"] = predict_logits(run.model, run.normalizer, images, ood_rows)
         out["ood_source"] = f"{idx.root} ({split}, sink-labelled rows)"
+        out.update(ood_images=images, ood_rows=ood_rows)
     elif ood_index is not None:
         oidx = ood_index if hasattr(ood_index, "split_indices") else load_index(ood_index)
         if int(oidx.recipe.get("size", -1)) != int(run.meta["img_size"]):
             raise StillroomError(f"{oidx.root}: image size {oidx.recipe.get('size')} != run's {run.meta['img_size']}")
-        out["ood"] = predict_logits(run.model, run.normalizer, load_images(oidx), oidx.split_indices(split))
+        ood_images = load_images(oidx)
+        out["ood"] = predict_logits(run.model, run.normalizer, ood_images, oidx.split_indices(split))
         out["ood_source"] = f"{oidx.root} ({split})"
+        out.update(ood_images=ood_images, ood_rows=oidx.split_indices(split))
     return out
+
+
+def _fit_structure_gate(d: dict[str, Any], quantile: float, max_images: int = 20000) -> StructureGate | None:
+    """The structure gate of a silhouette run, fitted on the ID training images as the service preprocesses them,
+    with its rejection rate on the ID validation rows (and OOD rows when there are some) in ``summary_``; None
+    for other kinds of data (the service only serves silhouettes) or too few training images (with a warning)."""
+    from stillroom.deploy._runs import split_rows
+    from stillroom.deploy.structure import MIN_FIT_IMAGES, served_features
+
+    run, idx = d["run"], d["index"]
+    recipe = run.meta.get("recipe", {})
+    if recipe.get("kind", "silhouette") != "silhouette":
+        return None
+    size, padding = int(run.meta["img_size"]), float(recipe.get("padding", 0.2))
+    train_rows = split_rows(idx, "train", d["row_sink"])[0]
+    if len(train_rows) < MIN_FIT_IMAGES:
+        warnings.warn(
+            f"fit_run_ladder: {len(train_rows)} ID training images in {idx.root}; no structure gate fitted "
+            f"(at least {MIN_FIT_IMAGES} needed)",
+            stacklevel=3,
+        )
+        return None
+    feats = served_features(d["images"], train_rows, size, padding, max_images=max_images)
+    n = len(feats["share"])
+    gate = StructureGate.fit_features(feats, size, quantile=quantile, fit_data=f"{idx.root.name}: {n} ID train images")
+    val = gate.passes(served_features(d["images"], d["id_rows"], size, padding, max_images=max_images))
+    gate.summary_ = {"n_train": n, "id_val_reject": float(1.0 - val.mean()) if len(val) else math.nan}
+    if d["ood_rows"] is not None and len(d["ood_rows"]):
+        ood = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, max_images=max_images))
+        gate.summary_["ood_val_reject"] = float(1.0 - ood.mean())
+    return gate
 
 
 def fit_run_ladder(
@@ -480,6 +538,7 @@ def fit_run_ladder(
     index: Any = None,
     ood_index: Any = None,
     save: bool = True,
+    structure_quantile: float = 0.001,
     **params: Any,
 ) -> Ladder:
     """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``.
@@ -488,11 +547,18 @@ def fit_run_ladder(
     OOD logits, used only to report the OOD rejection reached: the sink-labelled val rows of a merged index, else
     the val split of ``ood_index`` (an OOD dataset directory) when given. ``params`` go to ``Ladder(...)``; ``sink``
     defaults to whether the run has a sink class. The file records the weights' sha256 the ladder belongs to.
+
+    A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
+    images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
+    of ID validation images (and OOD ones, when given) it rejects.
     """
     run_dir = Path(run_dir)
     d = _run_logits(run_dir, weights, index, ood_index, "val")
     params.setdefault("sink", d["sink"] is not None)
     ladder = Ladder(**params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
+    ladder.structure_ = _fit_structure_gate(d, structure_quantile)
+    if ladder.structure_ is not None:
+        ladder.fit_summary_["structure_gate"] = ladder.structure_.summary_
     if save:
         ladder.save(
             run_dir / LADDER_FILE,

@@ -9,7 +9,10 @@ Endpoints:
 
 - ``POST /predict``: multipart field ``file`` (PNG, GIF, JPEG, WebP or BMP). The image goes through the training
   preprocessing (``object_mask`` + ``preprocess_mask``): RGBA alpha > threshold when the image has an alpha channel
-  (``mask_source: "alpha"``), else a ready black-on-white mask (``"mask"``, luminance < 128 is object). Returns the
+  (``mask_source: "alpha"``), else a ready black-on-white mask (``"mask"``, luminance < 128 is object). The
+  silhouette first goes through the ladder's structure gate (``stillroom.deploy.structure``): one without the
+  shape structure of the training images (a filled square, a full frame, a line) is rejected with reason
+  "no-structure" and the gate's findings (``structure``), whatever the model says. Returns the
   ladder's verdict and reason, top-5 with probabilities softmax(z / T) over the in-distribution classes, the
   temperature and where it came from, the silhouette that was classified (PNG data URL) and an ``id``.
 - ``POST /feedback/{id}``: JSON ``{"action": "confirm" | "correct" | "not_species", "label": ..., "comment": ...}``.
@@ -234,6 +237,12 @@ class Predictor:
                 f"{run_dir / LADDER_FILE}: fitted for {self.ladder.num_classes_} classes, run has {self.k_id}"
             )
         self.size, self.channels = int(meta["img_size"]), int(meta["in_chans"])
+        gate = self.ladder.structure_
+        if gate is not None and gate.size != self.size:
+            raise StillroomError(
+                f"{run_dir / LADDER_FILE}: structure gate fitted on {gate.size} px silhouettes, the run serves "
+                f"{self.size} px; run `stillroom export {run_dir}` again"
+            )
         self.padding = float(recipe.get("padding", 0.2))
         self.alpha_threshold = int(recipe.get("alpha_threshold", 127))
         self.mean, self.std = exp["input"]["mean"], exp["input"]["std"]
@@ -245,7 +254,12 @@ class Predictor:
     # --- pieces ------------------------------------------------------------------------------------------------
 
     def thresholds(self) -> dict[str, Any]:
-        return {**self.ladder.thresholds(), "target_accept": self.ladder.target_accept_}
+        gate = self.ladder.structure_
+        return {
+            **self.ladder.thresholds(),
+            "target_accept": self.ladder.target_accept_,
+            "structure_gate": None if gate is None else {k: list(v) for k, v in gate.ranges.items()},
+        }
 
     def decode(self, up: _Upload) -> tuple[Image.Image, str]:
         """Checked, decoded first frame and its format. Header checks come before any pixel is decoded."""
@@ -304,8 +318,17 @@ class Predictor:
         up = _Upload(data, content_type or "", filename or "")
         img, fmt = self.decode(up)
         mask, mask_source = self.silhouette(img, source=up.filename or "upload")
+        gate = self.ladder.structure_
+        no_structure = self.ladder.structure_problems(mask)  # before the model's verdict, which it overrides
         logits = self.logits(mask)  # (1, K)
         det = self.ladder.decide_detailed([logits])[0]
+        reason_text = describe(det["reason"], self.ladder.n_members_)
+        if no_structure:
+            det = {**det, "verdict": "reject", "reason": "no-structure"}
+            reason_text = describe("no-structure") + ": " + "; ".join(no_structure)
+        structure = None
+        if gate is not None:
+            structure = {"passed": not no_structure, "features": gate.features(mask), "problems": no_structure}
         z = logits[0].astype(np.float64) / self.temperature
         zi = z[: self.k_id]
         p = np.exp(zi - zi.max())
@@ -313,6 +336,8 @@ class Predictor:
         order = np.argsort(-p, kind="stable")[: min(TOP_K, self.k_id)]
         top5 = [{"class_id": int(i), "label": self.classes[i], "probability": float(p[i])} for i in order]
         scores: dict[str, Any] = {"max_logit": det["mu"], "margin": det["margin"], "logits": logits[0].tolist()}
+        if structure is not None:
+            scores["structure"] = structure["features"]
         if self.sink is not None:
             pz = np.exp(z - z.max())
             scores["p_sink"] = float(pz[self.sink] / pz.sum())
@@ -324,7 +349,8 @@ class Predictor:
             "id": pid,
             "verdict": det["verdict"],
             "reason": det["reason"],
-            "reason_text": describe(det["reason"], self.ladder.n_members_),
+            "reason_text": reason_text,
+            "structure": structure,
             "prediction": {"class_id": det["pred"], "label": self.classes[det["pred"]]},
             "top5": top5,
             "temperature": self.temperature,
