@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -169,10 +170,17 @@ def test_time_calls_budget():
 def test_bench_run_and_benchmarks_md(run, tmp_path):
     res = bench_run(run, batch_sizes=(1, 4), threads=1, warmup=1, repeats=3, max_seconds=5, warmup_seconds=0)
     got = {(r["backend"], r["batch"]) for r in res["results"]}
-    assert got == {(b, n) for b in ("eager", "ort_fp32", "ort_int8") for n in (1, 4)}
+    ov = ("ov_fp32", "ov_int8") if importlib.util.find_spec("openvino") else ()
+    assert got == {(b, n) for b in ("eager", "ort_fp32", "ort_int8", *ov) for n in (1, 4)}
+    if not ov:
+        assert {(s["backend"], s["reason"]) for s in res["skipped"]} == {
+            (b, "openvino not installed") for b in ("ov_fp32", "ov_int8")
+        }
     for r in res["results"]:
         assert r["runs"] == 3 and 0 < r["median_ms"] <= r["p95_ms"] * (1 + 1e-9) + 1e-9
         assert r["throughput_img_s"] == pytest.approx(r["batch"] / (r["median_ms"] / 1e3))
+        if r["file"]:
+            assert r["size_bytes"] == (run / "export" / r["file"]).stat().st_size
     fp32_files = {r["batch"]: r["file"] for r in res["results"] if r["backend"] == "ort_fp32"}
     assert fp32_files == {1: "model.onnx", 4: "model_dynamic.onnx"}
 

@@ -226,3 +226,31 @@ def test_cli_export_int8_options(run, tmp_path):
     assert "int8 check (ort)" in res.output and "val" in res.output and "test" in res.output
     res = CliRunner().invoke(app, ["export", str(copy), "--int8", "--int8-method", "fp16", "--no-ladder"])
     assert isinstance(res.exception, StillroomError)
+
+
+def test_bench_backends_script_tiny(run, tmp_path, capsys):
+    """The side-by-side benchmark runs end to end on a tiny repetition count (numbers not checked)."""
+    import importlib.util as iu
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_backends.py"
+    spec = iu.spec_from_file_location("_bench_backends", path)
+    bench = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    tiny = ["--repeats", "2", "--warmup", "1", "--warmup-seconds", "0", "--max-seconds", "1", "--threads", "1"]
+    argv = ["--config", "mobilenet_v3_small:32", "--num-classes", "5", "--int8-method", "ort", "--run", str(run)]
+    assert bench.main([*argv, *tiny, "--md", str(md), "--json", str(tmp_path / "r.json")]) == 0
+    assert bench.main([*argv, *tiny, "--md", str(md)]) == 0  # replaced in place, not appended
+    text = md.read_text()
+    assert "kept" in text and text.count(bench.BEGIN) == 1 and text.count(bench.END) == 1
+    for label in ("| PyTorch eager | fp32 |", "| ONNX Runtime | fp32 |", "| ONNX Runtime | int8 | ort |"):
+        assert f"| mobilenet_v3_small 32 px {label}" in text
+    assert "mobilenet_v3_small 32 px (mnv3) | ONNX Runtime | int8 |" in text  # the trained run, its own method
+    assert "int8 check" in text and "test" in text
+    if iu.find_spec("openvino"):
+        assert "| mobilenet_v3_small 32 px | OpenVINO | fp32 |" in text
+    else:
+        assert "not run: openvino not installed" in text
+    assert json.loads((tmp_path / "r.json").read_text())[0]["raw"][0]["results"]

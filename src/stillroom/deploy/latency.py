@@ -1,4 +1,4 @@
-"""Latency and throughput of a student: PyTorch eager vs ONNX Runtime fp32 and int8, batch 1 and batch 64.
+"""Latency and throughput of a student: PyTorch eager vs ONNX Runtime and OpenVINO, fp32 and int8, batch 1 and 64.
 
 Method: each (backend, batch) pair gets its own warm-up (``warmup`` calls and at least ``warmup_seconds``, not
 timed), then up to ``repeats`` timed calls or ``max_seconds`` of them, whichever comes first (at least
@@ -11,6 +11,10 @@ pool degrades gracefully; CPU steal from /proc/stat is recorded too). Inputs are
 (values do not change the work).
 
 ORT fp32 batch 1 runs ``model.onnx`` (fixed batch), batch 64 ``model_dynamic.onnx``; int8 runs ``model_int8.onnx``.
+OpenVINO (``ov_fp32`` / ``ov_int8``, when the ``openvino`` extra is installed) runs the same files, compiled as in
+``stillroom.deploy.backends`` (f32 inference precision, latency hint, the same thread count); a file it cannot
+compile is listed under ``skipped`` with the reason. Each row carries the size of the file it ran (``size_bytes``;
+eager: the fp32 parameters and buffers).
 
 Issue 6 (MobileNetV3-Large, 1x128x128, ORT fp32 batch 1 <= 0.7 ms on the 2-core VM) is out of reach of this
 hardware, not of the export or of the session settings. What was checked (2 intra-op threads unless noted):
@@ -52,10 +56,17 @@ from stillroom.deploy._runs import ort_session
 __all__ = ["benchmark_latency", "bench_run", "bench_arch", "update_benchmarks_md", "time_calls", "LATENCY_SECTION"]
 
 LATENCY_SECTION = "## Latency (`stillroom bench-latency`)"
-BACKENDS = ("eager", "ort_fp32", "ort_int8")
+BACKENDS = ("eager", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8")
 # Latency targets of issue 6 (2 cores): batch-1 median in ms per backend, keyed by (arch, img_size).
 TARGETS = {("mobilenet_v3_large", 128): {"ort_fp32": 0.7, "ort_int8": 0.4}}
-_LABELS = {"eager": "PyTorch eager (fp32)", "ort_fp32": "ONNX Runtime fp32", "ort_int8": "ONNX Runtime int8 (QDQ)"}
+_LABELS = {
+    "eager": "PyTorch eager (fp32)",
+    "ort_fp32": "ONNX Runtime fp32",
+    "ort_int8": "ONNX Runtime int8 (QDQ)",
+    "ov_fp32": "OpenVINO fp32",
+    "ov_int8": "OpenVINO int8 (same QDQ file)",
+}
+_RUNTIME = {"ort_fp32": "onnxruntime", "ort_int8": "onnxruntime", "ov_fp32": "openvino", "ov_int8": "openvino"}
 # Untimed warm-up per row, at least: on the 2-core VM the first 1-2 s of ORT batch-1 calls run 10-30% slower
 # (medians of 300-call blocks 2.2 -> 1.6 ms over the first 3 s of one session), so 20 calls were not enough.
 WARMUP_SECONDS = 2.0
@@ -160,13 +171,17 @@ def benchmark_latency(
     backends: Sequence[str] = BACKENDS,
     warmup_seconds: float = WARMUP_SECONDS,
 ) -> dict[str, Any]:
-    """Time ``model`` eagerly and the ONNX files (``{"ort_fp32": {"fixed": p, "dynamic": p}, "ort_int8": {...}}``).
+    """Time ``model`` eagerly and the ONNX files (``{"ort_fp32": {"fixed": p, "dynamic": p}, "ort_int8": {...}}``;
+    the ``ov_*`` backends take the ``ort_*`` files when they have none of their own).
 
     Returns ``{"threads", "warmup", "repeats", "max_seconds", "machine", "load_before", "load_after",
-    "versions", "results": [{"backend", "batch", "file", "median_ms", "p95_ms", "mean_ms", "min_ms", "runs",
-    "throughput_img_s"}]}``.
+    "versions", "results": [{"backend", "batch", "file", "size_bytes", "median_ms", "p95_ms", "mean_ms", "min_ms",
+    "runs", "throughput_img_s"}], "skipped": [{"backend", "batch", "reason"}]}``. OpenVINO rows are skipped (not
+    an error) when openvino is not installed.
     """
     import onnxruntime as ort
+
+    from stillroom.deploy.backends import available_backends, backend_version, make_runner
 
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
@@ -177,7 +192,10 @@ def benchmark_latency(
     masks = _silhouettes(max(batch_sizes), shape[-1])  # (B, S, S) uint8
     x_all = np.repeat((masks[:, None].astype(np.float32) / 255.0 - 0.5) / 0.5, shape[0], axis=1)
     load_before, cpu_before = os.getloadavg(), _cpu_times()
-    results = []
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    have = set(available_backends())
+    eager_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -192,22 +210,38 @@ def benchmark_latency(
                         with torch.inference_mode():
                             return model(xt)
 
-                    file = None
+                    file, size = None, eager_bytes
                 else:
-                    files = onnx_files.get(backend, {})
+                    files = onnx_files.get(backend) or onnx_files.get(backend.replace("ov_", "ort_"), {})
                     path = files.get("fixed") if b == 1 and files.get("fixed") else files.get("dynamic")
                     if path is None:
                         continue
-                    sess = ort_session(path, threads=threads)
-                    feed = {sess.get_inputs()[0].name: x}
+                    if _RUNTIME[backend] not in have:
+                        skipped.append({"backend": backend, "batch": int(b), "reason": "openvino not installed"})
+                        continue
+                    if backend.startswith("ort_"):
+                        sess = ort_session(path, threads=threads)
+                        feed = {sess.get_inputs()[0].name: x}
 
-                    def call(sess: Any = sess, feed: dict = feed) -> Any:
-                        return sess.run(None, feed)
+                        def call(sess: Any = sess, feed: dict = feed) -> Any:
+                            return sess.run(None, feed)
 
-                    file = Path(path).name
+                    else:
+                        try:
+                            runner, _ = make_runner(_RUNTIME[backend], path, threads=threads)
+                        except StillroomError as err:
+                            skipped.append({"backend": backend, "batch": int(b), "reason": str(err)})
+                            continue
+
+                        def call(runner: Any = runner, x: np.ndarray = x) -> Any:
+                            return runner(x)
+
+                    file, size = Path(path).name, Path(path).stat().st_size
                 times = time_calls(call, warmup=warmup if b == 1 else max(2, warmup // 10), repeats=repeats,
                                    max_seconds=max_seconds, warmup_seconds=warmup_seconds)  # fmt: skip
-                results.append({"backend": backend, "batch": int(b), "file": file, **_summary(times, b)})
+                results.append(
+                    {"backend": backend, "batch": int(b), "file": file, "size_bytes": int(size), **_summary(times, b)}
+                )
     finally:
         torch.set_num_threads(old_threads)
     return {
@@ -220,9 +254,11 @@ def benchmark_latency(
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "steal_pct": _steal_pct(cpu_before, _cpu_times()),
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
+        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__}
+        | ({"openvino": backend_version("openvino")} if "openvino" in have else {}),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "results": results,
+        "skipped": skipped,
     }
 
 
@@ -248,18 +284,34 @@ def bench_run(run_dir: str | Path, weights: str = "best", **kwargs: Any) -> dict
     out["config"] = {
         "arch": meta["arch"], "in_chans": shape[0], "img_size": shape[1], "num_classes": int(meta["num_classes"]),
         "weights": f"trained run {run_dir} ({run.weights_path.name})",
+        "int8_method": (exp.get("int8_check") or {}).get("method", "ort" if "int8" in models else None),
     }  # fmt: skip
     out["int8_check"] = exp.get("int8_check")
     return out
 
 
 def bench_arch(
-    arch: str, img_size: int = 128, in_chans: int = 1, num_classes: int = 151, seed: int = 0, **kwargs: Any
+    arch: str,
+    img_size: int = 128,
+    in_chans: int = 1,
+    num_classes: int = 151,
+    seed: int = 0,
+    int8_method: str = "auto",
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """``benchmark_latency`` of an untrained ``arch`` (exported and int8-quantized in a temporary directory)."""
-    from stillroom.deploy.onnx_export import TrainImagesReader, export_int8, export_model_onnx
+    """``benchmark_latency`` of an untrained ``arch`` (exported and int8-quantized in a temporary directory, int8
+    by ``int8_method`` as ``stillroom export --int8 --int8-method`` would, calibrated on 64 drawn silhouettes)."""
+    from stillroom.deploy._runs import normalize_uint8
+    from stillroom.deploy.onnx_export import (
+        TrainImagesReader,
+        export_int8,
+        export_model_onnx,
+        quantize_int8_nncf,
+        resolve_int8_method,
+    )
     from stillroom.models.factory import create_model
 
+    method = resolve_int8_method(int8_method)
     torch.manual_seed(seed)
     model = create_model(arch, in_chans, num_classes, img_size).eval()
     shape = (in_chans, img_size, img_size)
@@ -268,8 +320,12 @@ def bench_arch(
         export_model_onnx(model, d / "model.onnx", shape, dynamic=False)
         export_model_onnx(model, d / "model_dynamic.onnx", shape, dynamic=True)
         calib = np.repeat(_silhouettes(64, img_size, seed=seed + 1)[:, None], in_chans, axis=1)
-        reader = TrainImagesReader(calib, np.arange(len(calib)), [0.5] * in_chans, [0.5] * in_chans, batch_size=16)
-        export_int8(model, d / "model_int8.onnx", shape, dynamic=True, reader=reader)  # as `stillroom export --int8`
+        mean, std = [0.5] * in_chans, [0.5] * in_chans
+        if method == "nncf":
+            quantize_int8_nncf(d / "model_dynamic.onnx", d / "model_int8.onnx", normalize_uint8(calib, mean, std))
+        else:
+            reader = TrainImagesReader(calib, np.arange(len(calib)), mean, std, batch_size=16)
+            export_int8(model, d / "model_int8.onnx", shape, dynamic=True, reader=reader)
         files = {
             "ort_fp32": {"fixed": d / "model.onnx", "dynamic": d / "model_dynamic.onnx"},
             "ort_int8": {"dynamic": d / "model_int8.onnx"},
@@ -277,7 +333,7 @@ def bench_arch(
         out = benchmark_latency(model, shape, files, **kwargs)
     out["config"] = {
         "arch": arch, "in_chans": in_chans, "img_size": img_size, "num_classes": num_classes,
-        "weights": f"untrained (torch.manual_seed({seed}))",
+        "weights": f"untrained (torch.manual_seed({seed}))", "int8_method": method,
     }  # fmt: skip
     out["int8_check"] = None
     return out
@@ -318,21 +374,31 @@ def _render_entry(result: dict[str, Any], command: str) -> str:
             else " (the load after includes the benchmark's own threads)."
         ),
         "",
-        "| backend | batch | median ms | p95 ms | throughput img/s | runs | file |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| backend | batch | median ms | p95 ms | throughput img/s | runs | file | MB |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in result["results"]:
+        size = r.get("size_bytes")
         lines.append(
             f"| {_LABELS[r['backend']]} | {r['batch']} | {r['median_ms']:.3f} | {r['p95_ms']:.3f} | "
-            f"{r['throughput_img_s']:.0f} | {r['runs']} | {r['file'] or '-'} |"
+            f"{r['throughput_img_s']:.0f} | {r['runs']} | {r['file'] or '-'} | "
+            f"{'-' if size is None else f'{size / 1e6:.2f}'} |"
         )
     lines.append("")
+    for sk in result.get("skipped", []):
+        lines.append(f"Not run: {_LABELS[sk['backend']]} batch {sk['batch']} ({sk['reason']}).")
     chk = result.get("int8_check")
     if chk:
         lines.append(
-            f"int8 accuracy check (val, {chk['n']} images): top-1 {100 * chk['top1_fp32']:.2f}% fp32 vs "
-            f"{100 * chk['top1_int8']:.2f}% int8 (drop {100 * chk['top1_drop']:.2f} pt, "
-            f"{'within' if chk['ok'] else 'OUTSIDE'} the {100 * chk['max_drop']:.1f} pt limit)."
+            f"int8 accuracy check ({chk.get('method', 'ort')}; val, {chk['n']} images): top-1 "
+            f"{100 * chk['top1_fp32']:.2f}% fp32 vs {100 * chk['top1_int8']:.2f}% int8 (drop "
+            f"{100 * chk['top1_drop']:.2f} pt, {'within' if chk['ok'] else 'OUTSIDE'} the {100 * chk['max_drop']:.1f} "
+            "pt limit)"
+            + (
+                f"; test, {t['n']} images: {100 * t['top1_fp32']:.2f}% vs {100 * t['top1_int8']:.2f}%."
+                if (t := chk.get("splits", {}).get("test"))
+                else "."
+            )
         )
     else:
         lines.append("int8 accuracy: not measured (untrained weights; see `stillroom export --int8` on a trained run).")
