@@ -123,6 +123,10 @@ def _print_metrics(run_dir: Path, split: str = "test") -> None:
     for w, rep in metrics["splits"].get(split, {}).items():
         table.add_row(w, *(f"{rep[k]:.4f}" for k in ("top1", "top5", "macro_f1", "nll")))
     console.print(table)
+    for w, info in metrics.get("weights", {}).items():
+        check = info.get("bn_check") or {}
+        if check.get("suspect"):
+            console.print(f"[bold red]WARNING[/] {w} weights: {check['message']}", highlight=False)
 
 
 @soft_app.command("export")

@@ -30,6 +30,7 @@ target, and per split the verdict counts on ID and OOD rows, coverage (accepted 
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from stillroom.evaluate.calibration import CALIBRATION_FILE, TemperatureScaler, 
 from stillroom.evaluate.metrics import classification_report
 from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import WEIGHT_CHOICES, load_run
+from stillroom.train.precise_bn import bn_consistency
 
 __all__ = ["evaluate_run", "print_open_set"]
 
@@ -146,10 +148,13 @@ def evaluate_run(
     out.setdefault("weights", {})
     config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
     val_split = config.get("data", {}).get("val_split", "val")
+    train_split = config.get("data", {}).get("train_split", "train")
     k_id = int(index.recipe.get("sink_class", index.num_classes))  # ID classes (a merged index has a sink class)
     for w in weights:
         run = load_run(run_dir, w)
         out["weights"][w] = {"file": run.weights_path.name, "sha256": run.weights_sha256}
+        if own_index and len(index.split_indices(train_split)):
+            out["weights"][w]["bn_check"] = _bn_check(run, images, index, train_split, k_id, config)
         cache: dict[str, np.ndarray] = {}
 
         def split_logits(split: str, run=run, cache=cache) -> np.ndarray:
@@ -217,6 +222,19 @@ def evaluate_run(
         out["ladder"] = section
     atomic_write_json(metrics_path, out)
     return out
+
+
+def _bn_check(run: Any, images: np.ndarray, index: DatasetIndex, split: str, k_id: int, config: dict) -> dict:
+    """Guard against wrong BatchNorm statistics (issue 13): eval-mode vs batch-statistics top-1 on clean training
+    images (``train.precise_bn.bn_consistency``). A suspect result is recorded and warned about, never hidden."""
+    check = bn_consistency(
+        run.model, run.normalizer, images, index.split_indices(split), index.labels,
+        batch_size=int(config.get("batch_size", 128)), seed=int(config.get("seed", 0)), num_classes=k_id,
+    )  # fmt: skip
+    check["split"] = split
+    if check["suspect"]:
+        warnings.warn(f"{run.weights_path}: {check['message']}", stacklevel=3)
+    return check
 
 
 def _ood_summary(ood_out: dict[str, Any], split: str, weights: Sequence[str]) -> dict[str, Any]:

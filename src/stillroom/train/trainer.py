@@ -57,9 +57,9 @@ from stillroom.distill.losses import build_loss
 from stillroom.distill.teachers import build_teachers
 from stillroom.evaluate.metrics import classification_report
 from stillroom.models.factory import create_model
-from stillroom.models.inference import iter_batches, predict_logits
+from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
-from stillroom.train.precise_bn import recompute_bn_stats
+from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
 
 __all__ = ["train", "Progress", "GlobalBatchSampler"]
 
@@ -187,10 +187,8 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _bn_rows(index: DatasetIndex, cfg: TrainConfig) -> np.ndarray:
-    rows = index.split_indices(cfg.data.train_split)
-    if len(rows) > cfg.precise_bn.max_images:
-        rows = np.sort(np.random.default_rng(cfg.seed).choice(rows, cfg.precise_bn.max_images, replace=False))
-    return rows
+    """Clean train rows for BN statistics, in the canonical order (sorted, subsampled, permuted by the seed)."""
+    return canonical_bn_rows(index.split_indices(cfg.data.train_split), cfg.precise_bn.max_images, cfg.seed)
 
 
 def evaluation_copy(
@@ -199,7 +197,7 @@ def evaluation_copy(
     """A deep copy in eval mode with BN statistics re-estimated on clean training images (when enabled)."""
     clone = _unsync_bn(copy.deepcopy(model))
     if cfg.precise_bn.enabled:
-        recompute_bn_stats(clone, iter_batches(images, bn_rows, normalizer, cfg.batch_size))
+        recompute_bn_on_rows(clone, normalizer, images, bn_rows, cfg.batch_size, seed=cfg.seed)
     return clone.eval()
 
 
@@ -346,6 +344,15 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
         "content_hash": index.content_hash,
         "loss": cfg.loss.name,
         "stillroom_version": __version__,
+        # what evaluation copies re-estimate BN statistics on (precise_bn; issue 13): recorded, not implied
+        "precise_bn": {
+            "enabled": cfg.precise_bn.enabled,
+            "rows": int(len(bn_rows)),
+            "split": cfg.data.train_split,
+            "batch_size": cfg.batch_size,
+            "seed": cfg.seed,
+            "method": "pooled population statistics, order-free rows",
+        },
     }
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, {"epoch": -1, "val_top1": -1.0, "val_nll": math.inf}
