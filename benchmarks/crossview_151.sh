@@ -20,9 +20,9 @@ if [ ! -f "$OUT/data/index.json" ]; then
 fi
 
 runs=()
-for arch in "${TEACHERS[@]}"; do
-  run="$OUT/runs/cv_teacher_${arch}_s0"
-  runs+=("$run")
+for arch in "${TEACHERS[@]}"; do runs+=("$OUT/runs/cv_teacher_${arch}_s0"); done
+teacher() {  # train (resume) and export one teacher
+  local arch=$1 run="$OUT/runs/cv_teacher_$1_s0"
   if [ ! -f "$run/metrics.json" ]; then
     stamp "teacher $arch"
     /usr/bin/time -f "teacher $arch wall %e s" stillroom train "$CFG/teacher_${arch}.yaml" --out "$run" --resume --quiet
@@ -30,30 +30,66 @@ for arch in "${TEACHERS[@]}"; do
   if [ ! -f "$OUT/stores/cv_teacher_${arch}_s0/manifest.json" ]; then
     stillroom softlabels export --teacher "$run" --index "$OUT/data" --out "$OUT/stores/cv_teacher_${arch}_s0"
   fi
+}
+# two teachers at a time, one torch thread each (two 2-thread torch processes on 2 cores slow each other 5-15x)
+for pair in "resnet18 vit_tiny" "efficientnet_b0 convnext_tiny"; do
+  for arch in $pair; do OMP_NUM_THREADS=1 teacher "$arch" & done
+  wait
 done
 stillroom softlabels check "$OUT"/stores/cv_teacher_*_s0 --index "$OUT/data" --strict --out "$OUT/alignment_check.json"
 stamp "teacher selection scores (val split)"
 stillroom score-teachers "${runs[@]}" --split val --out "$OUT/teacher_scores.json" > "$OUT/teacher_scores.txt"
 
-stamp "students: scratch vs KD from the teacher ranked first by val top-1 (resnet18), 3 seeds"
-stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant ce_scratch --variant kd_r18
-SEEDS=${SEEDS:-0}  # of the method comparison; SEEDS="0 1 2" for the full grid
+JOBS=${JOBS:-2}  # student runs side by side (the sweep gives each cpu_count // JOBS torch threads)
+SEEDS=${SEEDS:-0 1 2}  # every comparison row gets these seeds (issue 13: at least 3)
 seed_args=(); for s in $SEEDS; do seed_args+=(--seed "$s"); done
+stamp "students: scratch vs KD from the teacher ranked first by val top-1 (resnet18), seeds: $SEEDS"
+stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --jobs "$JOBS" --variant ce_scratch --variant kd_r18 "${seed_args[@]}"
 stamp "students from the 4-teacher pool: KD fused / split, DKD, LumiNet, seeds: $SEEDS"
-stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant kd_fused_pool4 --variant kd_split_pool4 --variant dkd_fused_pool4 \
-  --variant luminet_fused_pool4 "${seed_args[@]}"
+stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --jobs "$JOBS" --variant kd_fused_pool4 --variant kd_split_pool4 \
+  --variant dkd_fused_pool4 --variant luminet_fused_pool4 "${seed_args[@]}"
 
-stamp "teacher selection check: one KD student per teacher (seed 0), Spearman rho of each score vs student top-1"
-stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --variant kd_r18 --variant kd_effb0 --variant kd_convnext \
-  --variant kd_vit --seed 0
-stillroom validate-selection --scores "$OUT/teacher_scores.json" --teachers "${runs[@]}" \
-  --students "$OUT"/sweep/{kd_r18,kd_effb0,kd_convnext,kd_vit}/seed0 --out "$OUT/selection_validation.json" \
-  > "$OUT/selection_validation.txt"
+stamp "teacher selection check: one KD student per teacher, seeds: $SEEDS; Spearman rho of each score vs top-1"
+stillroom sweep "$CFG/sweep.yaml" --out "$OUT/sweep" --jobs "$JOBS" --variant kd_r18 --variant kd_effb0 \
+  --variant kd_convnext --variant kd_vit "${seed_args[@]}"
+for s in $SEEDS; do
+  stillroom validate-selection --scores "$OUT/teacher_scores.json" --teachers "${runs[@]}" \
+    --students "$OUT"/sweep/{kd_r18,kd_effb0,kd_convnext,kd_vit}/seed$s --out "$OUT/selection_validation_seed$s.json" \
+    > "$OUT/selection_validation_seed$s.txt"
+done
+# the same check on each teacher's student top-1 averaged over the seeds (exact p over all 4! orderings)
+python - "$OUT" $SEEDS <<'PY' | tee "$OUT/selection_validation_mean.txt"
+import itertools, json, sys
+from pathlib import Path
+from scipy.stats import spearmanr
+out, seeds = Path(sys.argv[1]), sys.argv[2:]
+variants = {"resnet18": "kd_r18", "efficientnet_b0": "kd_effb0", "convnext_tiny": "kd_convnext", "vit_tiny": "kd_vit"}
+scores = {Path(e["run"]).name: e for e in json.loads((out / "teacher_scores.json").read_text())["teachers"]}
+acc = {}
+for arch, v in variants.items():
+    vals = [json.loads((out / "sweep" / v / f"seed{s}" / "metrics.json").read_text())["splits"]["test"]["best"]["top1"]
+            for s in seeds]
+    acc[arch] = sum(vals) / len(vals)
+archs = list(variants)
+y = [acc[a] for a in archs]
+print("student test top-1, mean over seeds " + " ".join(seeds) + ": " + ", ".join(f"{a} {acc[a]:.4f}" for a in archs))
+for metric in ("tac", "ssp", "r12", "margin", "logprob_gap", "prob_gap", "ece", "nll"):
+    x = [scores[f"cv_teacher_{a}_s0"][metric] for a in archs]
+    rho = spearmanr(x, y).statistic
+    perms = [spearmanr(x, [y[i] for i in p]).statistic for p in itertools.permutations(range(len(y)))]
+    p_exact = sum(abs(r) >= abs(rho) - 1e-12 for r in perms) / len(perms)
+    print(f"{metric}: rho {rho:+.3f} (raw orientation; exact two-sided p {p_exact:.3f}, n = {len(y)})")
+PY
 
 stamp "comparisons"
-for metric in top1 macro_f1; do
-  stillroom compare "$OUT/sweep" --metric "$metric" --a ce_scratch --b kd_r18 --json "$OUT/compare_kd_r18_${metric}.json" \
-    | tee "$OUT/compare_kd_r18_${metric}.txt"
+# a b pairs: KD vs scratch, split vs fused, DKD vs KD, LumiNet vs KD, the pool vs the best single teacher
+for pair in "ce_scratch kd_r18" "kd_fused_pool4 kd_split_pool4" "kd_fused_pool4 dkd_fused_pool4" \
+            "kd_fused_pool4 luminet_fused_pool4" "kd_r18 kd_fused_pool4" "ce_scratch luminet_fused_pool4"; do
+  read -r a b <<< "$pair"
+  for metric in top1 macro_f1; do
+    stillroom compare "$OUT/sweep" --metric "$metric" --a "$a" --b "$b" --json "$OUT/compare_${a}_vs_${b}_${metric}.json" \
+      | tee "$OUT/compare_${a}_vs_${b}_${metric}.txt"
+  done
 done
 # one row per run (variant, seed, test top-1 / macro-F1 / ECE), for the method comparison
 python - "$OUT/sweep/results_summary.csv" <<'PY' | tee "$OUT/methods_test.md"
