@@ -106,6 +106,10 @@ def test_int8_check_records_val_and_test_and_is_real(run):
     chk = rep["int8_check"]
     if importlib.util.find_spec("nncf") is not None:
         assert chk["method"] == "nncf" and chk["quantizer"]["fast_bias_correction"] is False
+        ac = chk["quantizer"]["accuracy_control"]  # on labelled training images, never val/test
+        index = load_index(rep["index"])
+        assert ac["split"] == "train" and ac["n"] == len(index.split_indices("train")) and ac["max_drop"] == 0.01
+        assert 0 <= ac["top1_int8"] <= 1 and 0 <= ac["top1_fp32"] <= 1 and ac["quantizers"] > 0
         assert chk["calibration"] == {"split": "train", "n": chk["calibration"]["n"], "method": "nncf", "format": "QDQ"}
     assert set(chk["splits"]) == {"val", "test"} and chk["split"] == "val"
     assert chk["max_drop"] == 0.01

@@ -55,6 +55,11 @@ def export_cmd(
         help="nncf (post-training, bias-corrected) | ort (ONNX Runtime MinMax) | auto: nncf if installed",
     ),
     int8_max_drop: float = typer.Option(0.01, "--int8-max-drop", help="largest val top-1 drop for int8 to pass"),
+    int8_accuracy_control: bool = typer.Option(
+        True,
+        "--int8-accuracy-control/--no-int8-accuracy-control",
+        help="nncf: return quantizers to fp32 while int8 loses more than --int8-max-drop on training images",
+    ),  # fmt: skip
     backends: bool = typer.Option(True, "--backends/--no-backends", help="record parity and timing per runtime"),
     backend_timing: float = typer.Option(1.0, "--backend-timing", help="seconds per timed row (0: no timing)"),
     dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
@@ -73,7 +78,8 @@ def export_cmd(
 
         rep = export_onnx(
             run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol, int8_method=int8_method,
-            int8_max_drop=int8_max_drop, backends=backends, backend_timing=backend_timing,
+            int8_max_drop=int8_max_drop, int8_accuracy_control=int8_accuracy_control, backends=backends,
+            backend_timing=backend_timing,
         )  # fmt: skip
         table = Table(title=f"{run}/export (parity on {rep['parity']['fp32']['n']} val images)")
         for col in ("model", "max |diff|", "top-1 agreement", "sha256"):

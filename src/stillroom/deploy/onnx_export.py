@@ -263,7 +263,13 @@ def resolve_int8_method(method: str) -> str:
 
 
 def quantize_int8_nncf(
-    src: str | Path, dst: str | Path, calib: np.ndarray, fast_bias_correction: bool = False
+    src: str | Path,
+    dst: str | Path,
+    calib: np.ndarray,
+    fast_bias_correction: bool = False,
+    control: tuple[np.ndarray, np.ndarray, int] | None = None,
+    max_drop: float = 0.01,
+    max_iterations: int = 30,
 ) -> dict[str, Any]:
     """NNCF post-training int8 quantization of the ONNX file ``src`` into ``dst`` (QDQ, runs in ONNX Runtime).
 
@@ -272,8 +278,13 @@ def quantize_int8_nncf(
     own quantizer placement for the CPU, and ``fast_bias_correction=False``: NNCF's full bias correction, which
     re-estimates every quantized layer's bias from the statistics of the quantized model so far. On trained
     MobileNetV3-Small students it is what keeps top-1 (the fast variant lost about 13 points of val top-1 on a
-    CE student, ONNX Runtime's MinMax quantizer about 48; see the module docstring). Returns the settings and
-    the sha256 of ``dst``.
+    CE student, ONNX Runtime's MinMax quantizer about 48; see the module docstring).
+
+    ``control = (x, labels, k)``: labelled *training* images (never val/test) for
+    ``nncf.quantize_with_accuracy_control``: when int8 top-1 on them (argmax over the first ``k`` outputs) drops
+    by more than ``max_drop`` against fp32, NNCF ranks the quantizers by their effect and returns the most harmful
+    ones to fp32, one at a time (at most ``max_iterations``), until the drop is within ``max_drop``; otherwise the
+    result is the plain post-training one. Returns the settings and the sha256 of ``dst``.
     """
     import nncf
     import onnx
@@ -287,13 +298,35 @@ def quantize_int8_nncf(
     level = logger.level
     nncf.set_log_level(logging.ERROR)  # NNCF logs each ignored node and statistics pass at INFO
     info: dict[str, Any] = {}
+    common = {"preset": nncf.QuantizationPreset(NNCF_PRESET), "subset_size": len(calib)}
+    control_top1: dict[str, float] = {}
+
+    def top1_on_control(candidate: Any, items: Any) -> tuple[float, list[float]]:
+        import onnxruntime as ort
+
+        rows = np.fromiter(items, dtype=np.int64)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.log_severity_level = 1, 3
+        sess = ort.InferenceSession(candidate.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        x, labels, k = control
+        logits = ort_logits(sess, x[rows], 64)
+        hits = (logits[:, :k].argmax(1) == labels[rows]).astype(np.float64)
+        return float(hits.mean()) if len(hits) else 0.0, hits.tolist()
 
     def run(fast: bool) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return nncf.quantize(
-                model, dataset, preset=nncf.QuantizationPreset(NNCF_PRESET), subset_size=len(calib),
-                fast_bias_correction=fast,
+            if control is None:
+                return nncf.quantize(model, dataset, fast_bias_correction=fast, **common)
+            from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+            return nncf.quantize_with_accuracy_control(
+                model, dataset, nncf.Dataset(range(len(control[0]))), top1_on_control, max_drop=max_drop,
+                drop_type=nncf.DropType.ABSOLUTE, fast_bias_correction=fast,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=max_iterations, num_ranking_workers=1
+                ),
+                **common,
             )  # fmt: skip
 
     try:
@@ -308,11 +341,28 @@ def quantize_int8_nncf(
             info["full_bias_correction_error"] = f"{type(err).__name__}: {str(err)[:300]}"
             fast_bias_correction = True
             quantized = run(True)
+        if control is not None:
+            everything = range(len(control[0]))
+            control_top1 = {
+                "fp32": top1_on_control(model, everything)[0],
+                "int8": top1_on_control(quantized, everything)[0],
+            }
     except Exception as err:  # NNCF raises many kinds (nncf.InternalError, ValueError, onnx errors)
         raise StillroomError(f"{src}: NNCF int8 quantization failed ({type(err).__name__}: {err})") from None
     finally:
         nncf.set_log_level(level or logging.WARNING)
     atomic_write_bytes(dst, quantized.SerializeToString())
+    if control is not None:
+        info["accuracy_control"] = {
+            "split": "train",
+            "n": int(len(control[0])),
+            "metric": "top-1",
+            "max_drop": max_drop,
+            "max_iterations": max_iterations,
+            "top1_fp32": control_top1["fp32"],
+            "top1_int8": control_top1["int8"],
+            "quantizers": _count_ops(quantized, "QuantizeLinear"),
+        }
     return {
         "sha256": sha256_file(dst),
         "method": "nncf",
@@ -322,6 +372,10 @@ def quantize_int8_nncf(
         "subset_size": int(len(calib)),
         **info,
     }
+
+
+def _count_ops(model: Any, op_type: str) -> int:
+    return sum(n.op_type == op_type for n in model.graph.node)
 
 
 def export_int8(
@@ -377,6 +431,8 @@ def export_onnx(
     calib_samples: int = 300,
     int8_max_drop: float = 0.01,
     int8_method: str = "auto",
+    int8_accuracy_control: bool = True,
+    control_samples: int = 1000,
     backends: bool = True,
     backend_timing: float = 1.0,
     threads: int = 2,
@@ -384,9 +440,12 @@ def export_onnx(
     """Export the run's ``weights`` to ONNX, check parity on validation images, optionally quantize to int8.
 
     ``int8_method``: ``nncf`` (NNCF post-training quantization with full bias correction), ``ort`` (ONNX
-    Runtime's static quantizer on the rewritten model) or ``auto`` (nncf when installed). ``backends``: also
-    record, per installed runtime (ONNX Runtime, OpenVINO), parity, int8 top-1 and a ``backend_timing``-second
-    timing per row, and the fastest that passes (``backends`` in export.json; 0 s skips the timing).
+    Runtime's static quantizer on the rewritten model) or ``auto`` (nncf when installed). ``nncf`` with
+    ``int8_accuracy_control``: NNCF's accuracy control on up to ``control_samples`` labelled training images
+    (never val/test) returns quantizers to fp32 while int8 top-1 there drops by more than ``int8_max_drop``.
+    ``backends``: also record, per installed runtime (ONNX Runtime, OpenVINO), parity, int8 top-1 and a
+    ``backend_timing``-second timing per row, and the fastest that passes (``backends`` in export.json; 0 s skips
+    the timing).
     Writes ``RUN/export/export.json`` (also when parity fails, with ``"ok": false``) and returns its content.
     Raises ``StillroomError`` when the fp32 parity exceeds ``atol``.
     """
@@ -458,7 +517,11 @@ def export_onnx(
         dst = out_dir / "model_int8.onnx"
         if method == "nncf":
             xcal = normalize_uint8(np.asarray(images[train_rows]), mean, std)
-            qinfo = quantize_int8_nncf(src, dst, xcal)
+            control = None
+            if int8_accuracy_control:
+                crows = _spread(split_rows(idx, "train", sink)[0], control_samples)
+                control = (normalize_uint8(np.asarray(images[crows]), mean, std), idx.labels[crows], k_id)
+            qinfo = quantize_int8_nncf(src, dst, xcal, control=control, max_drop=int8_max_drop)
             calibration = {"split": "train", "n": int(len(train_rows)), "method": "nncf", "format": "QDQ"}
         else:
             reader = TrainImagesReader(images, train_rows, mean, std, batch_size=16 if dynamic else 1)
