@@ -175,10 +175,15 @@ def test_openvino_runner_matches_onnx_runtime(run):
         make_runner("tvm", run / "export" / "model.onnx")
 
 
-def _sabotaged_quantizer(src, dst, calib, **_):
+SEEN: dict = {}
+
+
+def _sabotaged_quantizer(src, dst, calib, control=None, **_):
     """Stands in for NNCF: a valid ONNX file whose classifier bias is scrambled (a broken int8 model)."""
     import onnx
     from onnx import numpy_helper
+
+    SEEN.update(calib=calib, control=control)
 
     model = onnx.load(str(src))
     gemm = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
@@ -206,6 +211,15 @@ def test_failed_int8_check_is_recorded_and_never_served(run, tmp_path, monkeypat
     assert rep["ok"] is True  # fp32 parity passed: the export itself stands, int8 is just not servable
     assert rep["backends"]["onnxruntime"]["int8"]["ok"] is False
     assert all(f["model"] == "fp32" for f in rep["backends"]["fastest"].values())  # a failed int8 is never fastest
+    # Calibration and accuracy control saw training images only (the whole, small train split), never val/test.
+    index = load_index(rep["index"])
+    rows = index.split_indices("train")
+    train = normalize_uint8(np.asarray(load_images(index)[rows]), rep["input"]["mean"], rep["input"]["std"])
+    np.testing.assert_array_equal(SEEN["calib"], train)
+    x_control, labels, k = SEEN["control"]
+    np.testing.assert_array_equal(x_control, train)
+    np.testing.assert_array_equal(labels, index.labels[rows])
+    assert k == len(index.classes)
     with pytest.raises(StillroomError, match="accuracy check"):
         Predictor(copy, model="int8")
     Predictor(copy, model="fp32")  # fp32 is still served
