@@ -58,8 +58,11 @@ def export_cmd(
     int8_accuracy_control: bool = typer.Option(
         True,
         "--int8-accuracy-control/--no-int8-accuracy-control",
-        help="nncf: return quantizers to fp32 while int8 loses more than --int8-max-drop on training images",
+        help="nncf: return quantizers to fp32 while int8 loses more than --int8-control-drop on training images",
     ),  # fmt: skip
+    int8_control_drop: float | None = typer.Option(
+        None, "--int8-control-drop", help="accuracy control: largest top-1 drop on training images (default: max drop)"
+    ),
     backends: bool = typer.Option(True, "--backends/--no-backends", help="record parity and timing per runtime"),
     backend_timing: float = typer.Option(1.0, "--backend-timing", help="seconds per timed row (0: no timing)"),
     dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
@@ -78,7 +81,8 @@ def export_cmd(
 
         rep = export_onnx(
             run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol, int8_method=int8_method,
-            int8_max_drop=int8_max_drop, int8_accuracy_control=int8_accuracy_control, backends=backends,
+            int8_max_drop=int8_max_drop, int8_accuracy_control=int8_accuracy_control,
+            int8_control_drop=int8_control_drop, backends=backends,
             backend_timing=backend_timing,
         )  # fmt: skip
         table = Table(title=f"{run}/export (parity on {rep['parity']['fp32']['n']} val images)")

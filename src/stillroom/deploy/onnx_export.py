@@ -441,6 +441,7 @@ def export_onnx(
     int8_method: str = "auto",
     int8_accuracy_control: bool = True,
     control_samples: int = 1000,
+    int8_control_drop: float | None = None,
     backends: bool = True,
     backend_timing: float = 1.0,
     threads: int = 2,
@@ -450,10 +451,10 @@ def export_onnx(
     ``int8_method``: ``nncf`` (NNCF post-training quantization with full bias correction), ``ort`` (ONNX
     Runtime's static quantizer on the rewritten model) or ``auto`` (nncf when installed). ``nncf`` with
     ``int8_accuracy_control``: NNCF's accuracy control on up to ``control_samples`` labelled training images
-    (never val/test) returns quantizers to fp32 while int8 top-1 there drops by more than ``int8_max_drop``.
-    ``backends``: also record, per installed runtime (ONNX Runtime, OpenVINO), parity, int8 top-1 and a
-    ``backend_timing``-second timing per row, and the fastest that passes (``backends`` in export.json; 0 s skips
-    the timing).
+    (never val/test) returns quantizers to fp32 while int8 top-1 there drops by more than ``int8_control_drop``
+    (default: ``int8_max_drop``). ``backends``: also record, per installed runtime (ONNX Runtime, OpenVINO),
+    parity, int8 top-1 and a ``backend_timing``-second timing per row, and the fastest that passes (``backends`` in
+    export.json; 0 s skips the timing).
     Writes ``RUN/export/export.json`` (also when parity fails, with ``"ok": false``) and returns its content.
     Raises ``StillroomError`` when the fp32 parity exceeds ``atol``.
     """
@@ -529,7 +530,8 @@ def export_onnx(
             if int8_accuracy_control:
                 crows = _spread(split_rows(idx, "train", sink)[0], control_samples)
                 control = (normalize_uint8(np.asarray(images[crows]), mean, std), idx.labels[crows], k_id)
-            qinfo = quantize_int8_nncf(src, dst, xcal, control=control, max_drop=int8_max_drop)
+            control_drop = int8_max_drop if int8_control_drop is None else int8_control_drop
+            qinfo = quantize_int8_nncf(src, dst, xcal, control=control, max_drop=control_drop)
             calibration = {"split": "train", "n": int(len(train_rows)), "method": "nncf", "format": "QDQ"}
         else:
             reader = TrainImagesReader(images, train_rows, mean, std, batch_size=16 if dynamic else 1)
