@@ -4,6 +4,7 @@ numbers recomputed here from the stored weights' logits."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -22,6 +23,8 @@ from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import load_run
 
 SCORE_NAMES = {"msp", "maxlogit", "energy", "odin", "sink"}
+if importlib.util.find_spec("pytorch_ood") is not None:  # feature-based scores (evaluate.feature_ood)
+    SCORE_NAMES |= {"knn", "ash", "scale"}
 ODIN_GRID = ["--odin-grid-T", "1", "--odin-grid-T", "1000", "--odin-grid-eps", "0", "--odin-grid-eps", "0.0014"]
 
 

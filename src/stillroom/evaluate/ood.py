@@ -17,7 +17,9 @@ For a K+1 model the first three see the K ID columns only (the sink has its own 
 the input is moved against the sign of the gradient of CE(z / T, predicted class), by ``eps`` in [0, 1] image
 units, i.e. ``eps / std`` in the normalized input the model sees (std of the run's own preprocessing recipe), then
 scored with MSP of z / T (Liang et al. 2018). T = 1000, eps = 0.0014 (seed 000 §3.2) unless tuned with
-``tune_odin``, which only ever looks at validation rows.
+``tune_odin``, which only ever looks at validation rows. Feature-based scores ``knn``, ``ash`` and ``scale`` come from
+pytorch-ood when it is installed (``evaluate.feature_ood``; KNN fitted on the run's ID training rows); the report's
+``feature_scores`` gives their parameters or why they were skipped.
 """
 
 from __future__ import annotations
@@ -310,6 +312,24 @@ class _RunData:
         return self.run.normalizer.std.flatten()
 
 
+def _feature_scores(data: _RunData, parts: list, batch_size: int) -> dict[str, Any]:
+    """KNN / ASH / SCALE through pytorch-ood (``evaluate.feature_ood``); KNN fitted on the ID train rows of the
+    run's index (clean images), never on the rows it scores."""
+    from stillroom.evaluate.feature_ood import feature_scores
+    from stillroom.models.inference import iter_batches
+
+    train = data.index.split_indices("train")
+    train = train[data.index.labels[train] < data.k]
+    if len(train) == 0:
+        return {"skipped": f"{data.index.root}: no ID train rows to fit KNN on"}
+    return feature_scores(
+        data.run.model,
+        lambda: data.batches(parts, batch_size),
+        lambda: iter_batches(data.images, train, data.run.normalizer, batch_size),
+        num_id_classes=data.k,
+    )
+
+
 def _odin_all(data: _RunData, parts: list, temperature: float, eps: float, batch_size: int) -> np.ndarray:
     model = data.run.model.eval()
     out = [
@@ -368,6 +388,8 @@ def _report_from(
     }
     if data.has_sink:
         scores["sink"] = sink_score(z).numpy()
+    feature = _feature_scores(data, parts, batch_size)
+    scores.update(feature.pop("scores", {}))
     closed_set = {key: closed[key] for key in ("n", "top1", "top5", "macro_f1")}
     pred = logits.argmax(axis=1)
     if data.has_sink:
@@ -389,6 +411,7 @@ def _report_from(
         "conventions": CONVENTIONS,
         "odin": {"temperature": float(odin_t), "eps": float(odin_eps), "tuned_on": odin_tuned_on},
         "scores": {name: ood_metrics(s[~is_ood], s[is_ood]) for name, s in scores.items()},
+        "feature_scores": feature,  # parameters of knn / ash / scale, or why they were skipped
     }
     if data.has_sink:
         out["ood_rejection_rate"] = float((pred[is_ood] == k).mean())

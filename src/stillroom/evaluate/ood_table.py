@@ -27,6 +27,9 @@ METHODS = (
     ("energy", "Energy-based OOD"),
     ("maxlogit", "MaxLogit"),
     ("sink", "Sink 1 - p_sink (target-dampened)"),
+    ("knn", "KNN on penultimate features (pytorch-ood)"),
+    ("ash", "ASH-S (pytorch-ood)"),
+    ("scale", "SCALE (pytorch-ood)"),
 )
 _COLUMNS = (("top1", "Top-1 (%)"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"), ("aupr_out", "AUPR-Out"),
             ("fpr_at_95_tpr", "FPR@95TPR"))  # fmt: skip

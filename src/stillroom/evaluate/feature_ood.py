@@ -1,0 +1,113 @@
+"""Feature-based post-hoc OOD scores through pytorch-ood (optional dependency, extra ``ood``; issue 16 item 4).
+
+Logit scores (MSP, MaxLogit, Energy, ODIN in ``evaluate.ood``) see only the classifier's output. The strongest
+post-hoc detectors of the OpenOOD v1.5 board look inside the network; three are wired here, all computed by
+pytorch-ood (we never re-implement them) and re-oriented to our convention (higher = more in-distribution,
+REFERENCE 4; pytorch-ood returns outlier scores, higher = more OOD, so every score is negated):
+
+- ``knn`` (Sun et al. 2022, "Out-of-Distribution Detection with Deep Nearest Neighbors"): distance of the
+  L2-normalized penultimate feature (the globally pooled last feature map) to its k-th nearest neighbour among the
+  ID **training** rows (clean images, no augmentation). k = ``KNN_K`` (the paper's k = 50 was for 50,000 CIFAR
+  images; our training splits hold 2-25 thousand).
+- ``ash`` (Djurisic et al. 2023, ASH-S): the lowest ``ASH_PERCENTILE`` of each sample's last feature map is zeroed,
+  the rest scaled by exp(sum before / sum after), then the head's energy.
+- ``scale`` (Xu et al. 2024, SCALE): the whole feature map scaled by the same factor, nothing pruned, then energy.
+
+ASH and SCALE need the model cut into ``backbone`` (image -> 4-D feature map) and ``head`` (feature map -> logits);
+``split_model`` knows torchvision's MobileNetV3 / EfficientNet / ConvNeXt / ResNet and timm CNNs. For a K+1 model the
+energy is taken over the K ID columns only (the sink has its own score). A model that cannot be cut, or a machine
+without pytorch-ood, gets ``{"skipped": reason}`` in the report instead of silently fewer rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FEATURE_SCORES", "KNN_K", "ASH_PERCENTILE", "SCALE_PERCENTILE", "split_model", "feature_scores"]
+
+FEATURE_SCORES = ("knn", "ash", "scale")
+KNN_K = 10
+ASH_PERCENTILE = 0.65  # ASH-S at p = 65%: the authors' setting for their ResNet/MobileNet ImageNet runs
+SCALE_PERCENTILE = 0.85  # SCALE's default percentile in its paper
+
+
+def split_model(model: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """``(backbone, head)`` with ``head(backbone(x)) == model(x)`` and a 4-D backbone output; a ``ValueError``
+    naming the model when it has no such cut (e.g. a ViT, whose tokens are not a feature map)."""
+    if all(hasattr(model, a) for a in ("features", "avgpool", "classifier")):  # torchvision MobileNet/EffNet/ConvNeXt
+        if type(model).__name__ == "ConvNeXt":
+            return model.features, lambda f: model.classifier(model.avgpool(f))  # its classifier flattens
+        return model.features, lambda f: model.classifier(torch.flatten(model.avgpool(f), 1))
+    if all(hasattr(model, a) for a in ("layer4", "avgpool", "fc")) and hasattr(model, "conv1"):  # torchvision ResNet
+
+        def backbone(x: Tensor) -> Tensor:
+            x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+            return model.layer4(model.layer3(model.layer2(model.layer1(x))))
+
+        return backbone, lambda f: model.fc(torch.flatten(model.avgpool(f), 1))
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):  # timm (4-D output checked on use)
+        return model.forward_features, model.forward_head
+    raise ValueError(f"{type(model).__name__}: no backbone/head cut known for feature-based OOD scores")
+
+
+@torch.no_grad()
+def _collect(fn: Callable[[Tensor], Tensor], batches: Iterable[Tensor]) -> Tensor:
+    return torch.cat([fn(x).float().cpu() for x in batches])
+
+
+def feature_scores(
+    model: nn.Module,
+    batches: Callable[[], Iterable[Tensor]],
+    fit_batches: Callable[[], Iterable[Tensor]],
+    num_id_classes: int,
+    knn_k: int = KNN_K,
+) -> dict[str, Any]:
+    """``{"scores": {name: (N,) array, higher = ID}, "params": {...}}`` for ``FEATURE_SCORES`` on the rows of
+    ``batches()`` (normalized inputs in row order), with KNN fitted on ``fit_batches()`` (ID training rows); or
+    ``{"skipped": reason}`` when pytorch-ood is missing or the model cannot be cut (module docstring)."""
+    try:
+        from pytorch_ood.detector import ASH, KNN, SCALE, EnergyBased
+    except ImportError:
+        return {"skipped": "pytorch-ood is not installed (pip install 'stillroom[ood]')"}
+    try:
+        backbone, head = split_model(model)
+    except ValueError as err:
+        return {"skipped": str(err)}
+    model.eval()
+    k = num_id_classes
+
+    def energy_id(logits: Tensor) -> Tensor:  # outlier score over the K ID columns (the sink has its own score)
+        return EnergyBased.score(logits[:, :k])
+
+    def pooled(x: Tensor) -> Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(backbone(x), 1), 1)
+
+    maps = _collect(backbone, batches())
+    if maps.ndim != 4:
+        return {"skipped": f"{type(model).__name__}: its features are not a 4-D feature map (shape {list(maps.shape)})"}
+    train_feats = _collect(pooled, fit_batches())
+    if len(train_feats) <= knn_k:
+        return {"skipped": f"KNN needs more than k = {knn_k} training rows, got {len(train_feats)}"}
+    knn = KNN(None, k=knn_k).fit_features(train_feats, torch.zeros(len(train_feats), dtype=torch.long))
+    ash = ASH(backbone, head, variant="ash-s", percentile=ASH_PERCENTILE, detector=energy_id)
+    scale = SCALE(backbone, head, percentile=SCALE_PERCENTILE, detector=energy_id)
+    with torch.no_grad():
+        feats = torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
+        scores = {
+            "knn": -knn.predict_features(feats),
+            "ash": -ash.predict_feature_maps(maps),
+            "scale": -scale.predict_feature_maps(maps),
+        }
+    return {
+        "scores": {name: s.double().numpy() for name, s in scores.items()},
+        "params": {
+            "knn": {"k": knn_k, "fit_rows": len(train_feats), "features": "globally pooled last feature map, L2"},
+            "ash": {"variant": "ash-s", "percentile": ASH_PERCENTILE},
+            "scale": {"percentile": SCALE_PERCENTILE},
+            "library": "pytorch-ood",
+        },
+    }
