@@ -26,6 +26,7 @@ from typing import Any
 
 from stillroom._io import replace_marked_section
 from stillroom.deploy.latency import WARMUP_SECONDS, bench_arch, bench_run
+from stillroom.deploy.onnx_export import int8_check_summary
 
 BEGIN = "<!-- bench-backends:begin -->"
 END = "<!-- bench-backends:end -->"
@@ -121,10 +122,7 @@ def render(models: list[dict[str, Any]], command: str, batches: tuple[int, int])
     for model in models:
         chk = model.get("int8_check")
         if chk:
-            per = "; ".join(
-                f"{s} {100 * r['top1_fp32']:.2f}% fp32 vs {100 * r['top1_int8']:.2f}% int8"
-                for s, r in chk.get("splits", {"val": chk}).items()
-            )
+            per = int8_check_summary(chk)
             lines.append(
                 f"{model['name']}: int8 check ({chk.get('method', 'ort')}) {'passed' if chk['ok'] else 'FAILED'}: "
                 f"top-1 {per}."

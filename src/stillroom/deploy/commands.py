@@ -97,10 +97,9 @@ def export_cmd(
         chk = rep.get("int8_check")
         if chk:
             mark = "[green]ok[/]" if chk["ok"] else "[red]FAILED (int8 will not be served)[/]"
-            per_split = "; ".join(
-                f"{split} {100 * r['top1_fp32']:.2f}% fp32 vs {100 * r['top1_int8']:.2f}% int8"
-                for split, r in chk.get("splits", {"val": chk}).items()
-            )
+            from stillroom.deploy.onnx_export import int8_check_summary
+
+            per_split = int8_check_summary(chk)
             console.print(
                 f"int8 check ({chk.get('method', 'ort')}) {mark}: top-1 {per_split} "
                 f"(limit {100 * chk['max_drop']:.1f} pt on val)"

@@ -106,6 +106,7 @@ from stillroom.train.checkpoint import load_run
 
 __all__ = [
     "export_onnx",
+    "int8_check_summary",
     "export_model_onnx",
     "export_int8",
     "int8_source_model",
@@ -633,3 +634,11 @@ def _module_version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+def int8_check_summary(chk: dict[str, Any]) -> str:
+    """One line of an export.json ``int8_check``: top-1 fp32 vs int8 per split (older files: val only)."""
+    return "; ".join(
+        f"{split} {100 * r['top1_fp32']:.2f}% fp32 vs {100 * r['top1_int8']:.2f}% int8"
+        for split, r in chk.get("splits", {"val": chk}).items()
+    )
