@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom._io import replace_marked_section
-from stillroom.deploy.latency import WARMUP_SECONDS, bench_arch, bench_run
+from stillroom.deploy.latency import add_timing_args, bench_arch, bench_run
 from stillroom.deploy.onnx_export import int8_check_summary
 
 BEGIN = "<!-- bench-backends:begin -->"
@@ -139,15 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", action="append", help="ARCH:IMG_SIZE, untrained (repeatable; default both mnv3)")
     p.add_argument("--run", action="append", type=Path, help="exported run directory (repeatable)")
     p.add_argument("--int8-method", action="append", choices=["nncf", "ort"], help="untrained configs (repeatable)")
-    p.add_argument("--in-chans", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=151)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, nargs=2, default=[1, 64], metavar=("SMALL", "LARGE"))
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS, help="untimed warm-up per row, at least")
-    p.add_argument("--repeats", type=int, default=500)
-    p.add_argument("--max-seconds", type=float, default=10.0)
-    p.add_argument("--md", default="BENCHMARKS.md", help="file to update ('' to skip)")
+    add_timing_args(p)
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args(argv)
     kw = dict(batch_sizes=list(args.batch), threads=args.threads, warmup=args.warmup, repeats=args.repeats,

@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from stillroom.deploy.latency import WARMUP_SECONDS, bench_arch, bench_run, update_benchmarks_md
+from stillroom.deploy.latency import add_timing_args, bench_arch, bench_run, update_benchmarks_md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,15 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", nargs="?", type=Path, help="exported run directory (or --arch)")
     p.add_argument("--arch", help="untrained model of this registered architecture")
     p.add_argument("--img-size", type=int, default=128)
-    p.add_argument("--in-chans", type=int, default=1)
-    p.add_argument("--num-classes", type=int, default=151)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 1 and 64)")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--warmup-seconds", type=float, default=WARMUP_SECONDS, help="untimed warm-up per row, at least")
-    p.add_argument("--repeats", type=int, default=500)
-    p.add_argument("--max-seconds", type=float, default=10.0)
-    p.add_argument("--md", default="BENCHMARKS.md", help="file to update ('' to skip)")
+    add_timing_args(p)
     p.add_argument("--json", type=Path, help="also write the raw result here")
     args = p.parse_args(argv)
     if (args.run is None) == (args.arch is None):

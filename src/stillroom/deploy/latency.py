@@ -72,6 +72,20 @@ _RUNTIME = {"ort_fp32": "onnxruntime", "ort_int8": "onnxruntime", "ov_fp32": "op
 WARMUP_SECONDS = 2.0
 
 
+def add_timing_args(parser: Any) -> None:
+    """The timing and model-shape options shared by the latency benchmark scripts (``argparse`` parser)."""
+    parser.add_argument("--in-chans", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=151)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=WARMUP_SECONDS, help="untimed warm-up per row, at least"
+    )
+    parser.add_argument("--repeats", type=int, default=500)
+    parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument("--md", default="BENCHMARKS.md", help="file to update ('' to skip)")
+
+
 def time_calls(
     fn: Callable[[], Any],
     warmup: int,
