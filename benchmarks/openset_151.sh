@@ -36,10 +36,13 @@ for seed in 0; do  # one resnet18 teacher: the 2-core CPU budget (add seeds here
     stillroom softlabels export --teacher "$run" --index "$OUT/merged" --out "$OUT/stores_merged/$name"
 done
 
-if [ ! -f "$OUT/runs/os_student_kd/metrics.json" ]; then
-  stamp "K-class KD student"
-  stillroom train "$CFG/student_kd.yaml" --out "$OUT/runs/os_student_kd" --resume --quiet
-fi
+for s in $SEEDS; do  # the K-class KD baseline gets the same seeds as the sink students it is compared with
+  run="$OUT/runs/os_student_kd_s$s"
+  if [ ! -f "$run/metrics.json" ]; then
+    stamp "K-class KD student, seed $s"
+    stillroom train "$CFG/student_kd.yaml" --out "$run" --resume --quiet --set seed=$s --set name=os_student_kd_s$s
+  fi
+done
 stamp "target-dampened students: $GAMMAS, seeds: $SEEDS"
 sweep_args=(); for s in $SEEDS; do sweep_args+=(--seed "$s"); done
 for g in $GAMMAS; do sweep_args+=(--variant "$g"); done
@@ -47,9 +50,12 @@ stillroom sweep "$CFG/sweep_gamma.yaml" --out "$OUT/sweep_gamma" "${sweep_args[@
 
 stamp "open-set evaluation on the test split, ladder fitted on val"
 # the K-class baseline on its own index, OOD rows from the emoji index (the same rows as the merged test sink)
-stillroom evaluate "$OUT/runs/os_student_kd" --split test --ood-split test --ood-index "$OUT/ood" --ladder $ODIN
+kd_runs=(); for s in $SEEDS; do kd_runs+=("$OUT/runs/os_student_kd_s$s"); done
+for run in "${kd_runs[@]}"; do
+  stillroom evaluate "$run" --split test --ood-split test --ood-index "$OUT/ood" --ladder $ODIN
+done
 # one table per configuration (ood-table averages its runs as seeds of one model)
-stillroom ood-table "$OUT/runs/os_student_kd" --markdown "$OUT/table2_kd.md" | tee "$OUT/table2_kd.txt"
+stillroom ood-table "${kd_runs[@]}" --markdown "$OUT/table2_kd.md" | tee "$OUT/table2_kd.txt"
 for g in $GAMMAS; do
   runs=(); for s in $SEEDS; do runs+=("$OUT/sweep_gamma/$g/seed$s"); done
   for run in "${runs[@]}"; do stillroom evaluate "$run" --split test --ood-split test --ladder $ODIN; done
