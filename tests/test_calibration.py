@@ -285,7 +285,7 @@ def test_calibrate_command_switches_to_the_grid(teacher_run, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from stillroom.evaluate.commands import register
+    from stillroom.cli.evaluate import register
 
     run = tmp_path / "run"
     shutil.copytree(teacher_run, run)

@@ -201,7 +201,7 @@ def test_bench_run_and_benchmarks_md(run, tmp_path):
 def test_cli_export_ladder_only_and_bench(run, tmp_path, monkeypatch):
     import typer
 
-    from stillroom.deploy.commands import register
+    from stillroom.cli.deploy import register
 
     app = typer.Typer()
     register(app)

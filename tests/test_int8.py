@@ -231,7 +231,7 @@ def test_cli_export_int8_options(run, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from stillroom.deploy.commands import register
+    from stillroom.cli.deploy import register
 
     app = typer.Typer()
     register(app)

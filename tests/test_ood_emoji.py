@@ -18,10 +18,10 @@ import typer
 from typer.testing import CliRunner
 
 from stillroom._io import StillroomError, read_json
+from stillroom.cli.data import register
 from stillroom.data.fetch import sri_sha512
 from stillroom.data.index import load_index
 from stillroom.data.merge import merge_with_sink
-from stillroom.data.ood_commands import register
 from stillroom.data.ood_emoji import (
     DEFAULT_MATCHED_LIMITS,
     GEN5_NATIVE_SIDE_QUANTILES,

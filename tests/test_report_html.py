@@ -139,7 +139,7 @@ def test_open_set_section_only_with_open_set_metrics(teacher_run, shapes_index, 
 
 
 def test_report_errors_and_cli(teacher_run, tmp_path):
-    from stillroom.evaluate.commands import register
+    from stillroom.cli.evaluate import register
 
     with pytest.raises(StillroomError, match="no finished run"):
         write_html_report(tmp_path, tmp_path / "x.html")

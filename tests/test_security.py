@@ -233,7 +233,7 @@ def test_serve_binds_loopback_by_default(served_run, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from stillroom.cli import app
-    from stillroom.deploy.commands import serve_cmd
+    from stillroom.cli.deploy import serve_cmd
 
     default = inspect.signature(serve_cmd).parameters["host"].default
     assert getattr(default, "default", default) == "127.0.0.1"

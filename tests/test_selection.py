@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from stillroom._io import StillroomError, atomic_write_json
-from stillroom.distill.commands import register
+from stillroom.cli.distill import register
 from stillroom.distill.selection import DIRECTIONS, _ece, score_teachers, teacher_scores, validate_selection
 from stillroom.models.factory import create_model
 from stillroom.train.checkpoint import save_weights

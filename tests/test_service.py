@@ -385,7 +385,7 @@ def test_cli_serve_and_feedback_export(run, tmp_path, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner
 
-    from stillroom.deploy.commands import register
+    from stillroom.cli.deploy import register
 
     app = typer.Typer()
     register(app)

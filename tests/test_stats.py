@@ -187,7 +187,7 @@ def test_compare_command_on_a_summary_csv(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from stillroom.evaluate.commands import register
+    from stillroom.cli.evaluate import register
 
     csv_path = tmp_path / "results_summary.csv"
     lines = ["variant,seed,run_dir,test_macro_f1,test_nll"]

@@ -91,7 +91,7 @@ def test_sweep_runs_resumes_skips_and_summarises(shapes_index, tiny_config, tmp_
     assert sum(m.startswith("skip") for m in messages) == 4
 
     # the same through the command line
-    from stillroom.evaluate.commands import register
+    from stillroom.cli.evaluate import register
 
     app = typer.Typer()
     register(app)

