@@ -1,8 +1,9 @@
-"""Small I/O helpers: atomic writes and content hashes.
+"""Small I/O helpers: atomic writes, directory swaps and content hashes.
 
 Every artefact Stillroom writes (indexes, stores, checkpoints, metrics, reports) goes through ``atomic_write_*``:
 write to a temporary file in the same directory, fsync, then ``os.replace``. A crash leaves either the old file or
-the new one, never a torn one.
+the new one, never a torn one. Whole directories (datasets, soft-label stores, exports) are built beside their
+target and put in place with ``replace_dir``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ __all__ = [
     "sha256_lines",
     "StillroomError",
     "replace_marked_section",
+    "replace_dir",
 ]
 
 
@@ -119,3 +123,33 @@ def replace_marked_section(path: str | Path, begin: str, end: str, section: str,
     else:
         text = text.rstrip("\n") + "\n\n" + (section if new_tail is None else new_tail)
     return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_dir(tmp: str | Path, out_dir: str | Path, remove: Callable[[Path], None] = _remove_tree) -> Path:
+    """Put the finished directory ``tmp`` in the place of ``out_dir`` (absent, empty or not); return ``out_dir``.
+
+    A directory cannot be renamed over a non-empty one, so it takes two renames: an existing ``out_dir`` moves aside
+    to the hidden sibling ``.<name>.old-<pid>-<random>``, then ``tmp`` takes its name. If that second rename fails the
+    old directory is moved back before the error propagates; once the new one is in place the old one is deleted
+    with ``remove`` (default: ``shutil.rmtree``, errors ignored). A crash between the renames leaves the old
+    directory intact under the aside name, never a half-built one under ``out_dir``. ``tmp`` must be on the same
+    file system as ``out_dir`` (build it beside it).
+    """
+    tmp, out_dir = Path(tmp), Path(out_dir)
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        remove(old)
+    return out_dir

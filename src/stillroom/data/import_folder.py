@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_bytes
+from stillroom._io import StillroomError, atomic_write_json, read_json, replace_dir, sha256_bytes
 from stillroom.data.contact_sheet import make_contact_sheet
 from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.leakage import leakage_probe
@@ -391,22 +391,6 @@ def _check_out_dir(out_dir: Path, src: Path) -> None:
         raise StillroomError(f"{out_dir}: output must lie outside the source folder {src} (and not contain it)")
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move the finished build into place; an old dataset is moved aside first and deleted only afterwards."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _duplicates(rows: Sequence[IndexRow]) -> dict[str, int]:
     """Identical output images: within a split they only reweight, across splits they are plain leakage."""
     splits_of: dict[str, set[str]] = {}
@@ -567,7 +551,7 @@ def import_folder(
         index = write_index(tmp, rows, classes, recipe, extra_meta={"import": summary})
         update_index_meta(tmp, leakage_probe=leakage_probe(index))
         make_contact_sheet(index, tmp / "contact_sheet.png")
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)  # an old dataset is moved aside first and deleted only afterwards
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -25,13 +25,12 @@ is built beside ``out`` and renamed into place, so a crash never leaves half an 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json
+from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json, replace_dir
 from stillroom.deploy.telemetry import Telemetry
 
 __all__ = ["export_feedback", "UNLABELLED_DIR", "MANIFEST"]
@@ -140,9 +139,7 @@ def export_feedback(
             "items": items,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)  # the old export is removed only once the new one is in place
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stillroom._io import StillroomError, atomic_write_json, read_json, sha256_lines
+from stillroom._io import StillroomError, atomic_write_json, read_json, replace_dir, sha256_lines
 from stillroom.data.index import DatasetIndex
 
 __all__ = [
@@ -496,20 +496,9 @@ def _is_store(path: Path) -> bool:
 
 
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    # A directory cannot be os.replace'd over a non-empty one: move the old store aside first, then remove it.
+    # Checked again right before the swap: only a store is ever replaced. The old one is restored on failure.
     _check_replaceable(out_dir)
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-        os.replace(out_dir, old / "store")
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "store", out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out_dir)
 
 
 def _write_synced(path: Path, text: str) -> None:
