@@ -133,7 +133,7 @@ def sprite_cli(tmp_path, monkeypatch):
 
     tgz, backs = bad.sprite_tarball(tmp_path / "sprites.tgz", SPRITE_PREFIX)
     monkeypatch.setattr(sprites, "fetch_npm_package", lambda spec, integrity, tarball=None, cache_dir=None: tarball)
-    monkeypatch.setattr(sprites, "_default_workers", lambda: 1)
+    monkeypatch.setattr(sprites, "default_workers", lambda: 1)
     return tgz, backs
 
 

@@ -166,7 +166,7 @@ def test_dedup_counts_follow_the_drawings(built):
 def test_index_rows_paths_and_columns(built):
     root = built.root
     assert built.classes == ["species_001", "species_002", "species_003"]
-    assert not any(root.parent.glob("sprites.tmp-*")) and not any(root.parent.glob("sprites.old-*"))
+    assert not any(root.parent.glob("sprites.tmp-*")) and not any(root.parent.glob(".sprites.old-*"))
     first = built.paths[:7]
     # species 1: front frames 0..5 (6..11 are exact repeats), then the plain back square (frame 0).
     assert first == [f"images/001/front_{k:03d}.png" for k in range(6)] + ["images/001/back_000.png"]

@@ -45,9 +45,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from stillroom._io import StillroomError, atomic_write_json, read_json, replace_dir, sha256_bytes
+from stillroom._io import StillroomError, atomic_write_json, replace_dir, sha256_bytes
+from stillroom.data.builder import is_dataset_dir
 from stillroom.data.contact_sheet import make_contact_sheet
-from stillroom.data.index import FORMAT, SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.leakage import leakage_probe
 from stillroom.data.preprocess import BadImageError, object_mask, open_image, preprocess_mask, to_8bit
 from stillroom.data.stats import channel_stats
@@ -371,18 +372,11 @@ def _safe_dirnames(classes: Sequence[str]) -> list[str]:
 # --- output directory ------------------------------------------------------------------------------------------------
 
 
-def _is_dataset(d: Path) -> bool:
-    try:
-        return (d / "index.json").is_file() and read_json(d / "index.json").get("format") == FORMAT
-    except (StillroomError, AttributeError):
-        return False
-
-
 def _check_out_dir(out_dir: Path, src: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise StillroomError(f"{out_dir}: exists and is not a directory; refusing to overwrite")
-        if any(out_dir.iterdir()) and not _is_dataset(out_dir):
+        if any(out_dir.iterdir()) and not is_dataset_dir(out_dir):
             raise StillroomError(
                 f"{out_dir}: directory is not empty and is not a stillroom dataset; refusing to overwrite it"
             )

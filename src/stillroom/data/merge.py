@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
+from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
-from stillroom.data.sprites import _check_out_dir, _rmtree, _swap_into_place
 
 __all__ = ["SINK_NAME", "OOD_PREFIX", "merge_with_sink"]
 
@@ -101,7 +101,7 @@ def merge_with_sink(
         raise StillroomError(f"{ood_index.root}: an OOD set has one class, this one has {ood_index.num_classes}")
     if out_dir.resolve() in (id_index.root.resolve(), ood_index.root.resolve()):
         raise StillroomError(f"{out_dir}: the merged index must go to a new directory, not over an input")
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
 
     if ood_train_fraction is not None and not 0 < ood_train_fraction <= 1:
         raise StillroomError(f"ood_train_fraction must be in (0, 1], got {ood_train_fraction!r}")
@@ -152,18 +152,15 @@ def merge_with_sink(
         },
     }
 
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        _rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = new_build_dir(out_dir)
     try:
         for r in id_rows:
             _link_or_copy(id_index.root / r.path, tmp / r.path)
         for src, r in zip(ood_sources, ood_rows, strict=True):
             _link_or_copy(ood_index.root / src, tmp / r.path)
         write_index(tmp, [*id_rows, *ood_rows], [*id_index.classes, SINK_NAME], recipe, extra_meta)
-        _swap_into_place(tmp, out_dir)
+        install_build(tmp, out_dir)
     except BaseException:
-        _rmtree(tmp)
+        rmtree(tmp)
         raise
     return load_index(out_dir)

