@@ -79,6 +79,7 @@ from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_inde
 from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.splits import DEFAULT_FRACTIONS, block_sizes
 from stillroom.data.sprites import ALPHA_THRESHOLD, PADDING
+from stillroom.data.stats import silhouette_train_stats
 
 __all__ = [
     "ICONIFY_EMOJI_SETS",
@@ -768,12 +769,7 @@ def build_ood_emoji(
             white[j] = int(np.count_nonzero(o.image))
             extra = {"set": sets[s].prefix, "icon": name, "category": category, "side": str(o.side), "eff": str(o.eff)}
             rows.append(IndexRow(rel, 0, "ood", str(split), concept, sha256_bytes(data), extra))
-        is_train = splits == "train"
-        n_px = int(is_train.sum()) * size * size
-        if n_px == 0:
-            raise StillroomError("the split by name left no training images; cannot compute the mean/std")
-        w = int(white[is_train].sum())
-        mean, std = w / n_px, math.sqrt(max(n_px * w - w * w, 0)) / n_px
+        mean, std = silhouette_train_stats(white, splits == "train", size)
         recipe = {
             "kind": "silhouette",
             "source": [{"spec": st.spec, "integrity": st.integrity, "license": st.license} for st in sets],

