@@ -69,7 +69,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from stillroom._io import StillroomError, sha256_bytes
 from stillroom.data.builder import check_out_dir, default_workers, install_build, new_build_dir, rmtree
@@ -80,6 +79,7 @@ from stillroom.data.preprocess import object_mask, preprocess_mask
 from stillroom.data.splits import DEFAULT_FRACTIONS, block_sizes
 from stillroom.data.sprites import ALPHA_THRESHOLD, PADDING
 from stillroom.data.stats import silhouette_train_stats
+from stillroom.data.topology import mask_topology, object_box
 
 __all__ = [
     "ICONIFY_EMOJI_SETS",
@@ -238,14 +238,6 @@ def render_mask(svg: str, source: str = "<svg>") -> np.ndarray:
 # --- resolution matching --------------------------------------------------------------------------------------
 
 
-def _box(mask: np.ndarray) -> np.ndarray | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-
 def effective_resolution(image: np.ndarray) -> int:
     """Native pixel count of a (possibly enlarged) mask along the longer side of its object box.
 
@@ -256,7 +248,7 @@ def effective_resolution(image: np.ndarray) -> int:
     """
     arr = np.asarray(image)
     obj = arr if arr.dtype == np.bool_ else arr < 128
-    box = _box(obj)
+    box = object_box(obj)
     if box is None:
         return 0
     n_rows = 1 + int(np.count_nonzero((box[1:] != box[:-1]).any(axis=1)))
@@ -281,7 +273,7 @@ def sprite_like(mask: np.ndarray, side: int, size: int, padding: float = PADDING
     ``(size, size)`` uint8 0/255 image. A mask smaller than ``side`` keeps its own resolution (never upscaled
     here; ``preprocess_mask`` enlarges it like a sprite).
     """
-    box = _box(np.asarray(mask, dtype=bool))
+    box = object_box(np.asarray(mask, dtype=bool))
     if box is None:
         raise StillroomError("sprite_like: mask has no object pixels")
     side = int(side)
@@ -294,39 +286,6 @@ def sprite_like(mask: np.ndarray, side: int, size: int, padding: float = PADDING
 
 
 # --- audit ----------------------------------------------------------------------------------------------------
-
-_EIGHT = np.ones((3, 3), dtype=bool)
-_FOUR = ndimage.generate_binary_structure(2, 1)
-
-
-def mask_topology(image: np.ndarray) -> dict[str, float]:
-    """Topology of a silhouette: ``components`` (object, 8-connected), ``holes`` (background components, 4-connected,
-    not touching the border), ``fill`` (object pixels / box area), ``area`` (object pixels), ``perimeter`` (object /
-    background 4-neighbour edges, the image border counting as background).
-
-    ``image``: ``(H, W)`` uint8 (object < 128) or boolean. 8-connectivity for the object and 4 for the background
-    is the pairing under which a diagonal touch neither joins two pieces nor closes a hole.
-    """
-    arr = np.asarray(image)
-    obj = arr if arr.dtype == np.bool_ else arr < 128
-    area = int(obj.sum())
-    if area == 0:
-        return {"components": 0, "holes": 0, "fill": 0.0, "area": 0, "perimeter": 0}
-    _, n_obj = ndimage.label(obj, structure=_EIGHT)
-    bg_labels, n_bg = ndimage.label(~obj, structure=_FOUR)
-    border = np.unique(np.concatenate([bg_labels[0], bg_labels[-1], bg_labels[:, 0], bg_labels[:, -1]]))
-    holes = n_bg - int(np.count_nonzero(border))  # label 0 (object) may be in ``border``; it is not counted
-    box = _box(obj)
-    assert box is not None
-    padded = np.pad(obj, 1)
-    perimeter = int(np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1]))
-    return {
-        "components": int(n_obj),
-        "holes": int(holes),
-        "fill": area / box.size,
-        "area": area,
-        "perimeter": perimeter,
-    }
 
 
 def audit_mask(image: np.ndarray, min_fill: float = MIN_FILL, max_components: int = 1, max_holes: int = 0) -> list[str]:
@@ -425,7 +384,7 @@ def _render_one(item: _Item, size: int, limits: _Limits) -> _Outcome:
     px = max(64, math.ceil(need / 0.8))  # emoji drawings span most of their canvas; re-rendered below if not
     try:
         mask = render_mask(icon_svg(icon, w, h, px), source=item.source)
-        box = _box(mask)
+        box = object_box(mask)
         if box is None:
             return _Outcome(item.key, ("empty",), None, 0, 0)
         longer = max(box.shape)

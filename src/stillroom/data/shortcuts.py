@@ -27,6 +27,7 @@ import numpy as np
 
 from stillroom._io import StillroomError
 from stillroom.data.index import DatasetIndex, load_index, update_index_meta
+from stillroom.data.topology import mask_topology
 
 __all__ = ["FEATURE_SETS", "topology_features", "edge_features", "shortcut_probe", "probe_index", "ood_rows"]
 
@@ -39,8 +40,6 @@ _STAIRCASE_COL = 14  # edge_features: 14 pattern frequencies, then the staircase
 
 def topology_features(images: np.ndarray) -> np.ndarray:
     """``(N, S, S)`` uint8 silhouettes (object < 128) -> ``(N, 5)`` float64 topology features (module docstring)."""
-    from stillroom.data.ood_emoji import mask_topology
-
     images = _as_stack(images)
     out = np.zeros((len(images), len(_TOPOLOGY_NAMES)), dtype=np.float64)
     for i, img in enumerate(images):

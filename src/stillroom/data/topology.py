@@ -1,0 +1,55 @@
+"""Topology of a silhouette: pieces, holes, box fill, area, perimeter (REFERENCE 1.2; seed 000 §2.5 audit).
+
+The seed 000 §2.5 audit counts object components and internal holes and measures box fill; the emoji OOD audit
+(``emoji_audit``) applies it and the shortcut probe (``shortcuts``, REFERENCE 1.2 (b)) uses the same numbers as
+features, so both import them from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["object_box", "mask_topology"]
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+_FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+def object_box(mask: np.ndarray) -> np.ndarray | None:
+    """The boolean ``(H, W)`` ``mask`` cropped to the bounding box of its True pixels; None when it has none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def mask_topology(image: np.ndarray) -> dict[str, float]:
+    """Topology of a silhouette: ``components`` (object, 8-connected), ``holes`` (background components, 4-connected,
+    not touching the border), ``fill`` (object pixels / box area), ``area`` (object pixels), ``perimeter`` (object /
+    background 4-neighbour edges, the image border counting as background).
+
+    ``image``: ``(H, W)`` uint8 (object < 128) or boolean. 8-connectivity for the object and 4 for the background
+    is the pairing under which a diagonal touch neither joins two pieces nor closes a hole.
+    """
+    arr = np.asarray(image)
+    obj = arr if arr.dtype == np.bool_ else arr < 128
+    area = int(obj.sum())
+    if area == 0:
+        return {"components": 0, "holes": 0, "fill": 0.0, "area": 0, "perimeter": 0}
+    _, n_obj = ndimage.label(obj, structure=_EIGHT)
+    bg_labels, n_bg = ndimage.label(~obj, structure=_FOUR)
+    border = np.unique(np.concatenate([bg_labels[0], bg_labels[-1], bg_labels[:, 0], bg_labels[:, -1]]))
+    holes = n_bg - int(np.count_nonzero(border))  # label 0 (object) may be in ``border``; it is not counted
+    box = object_box(obj)
+    assert box is not None
+    padded = np.pad(obj, 1)
+    perimeter = int(np.count_nonzero(padded[1:] != padded[:-1]) + np.count_nonzero(padded[:, 1:] != padded[:, :-1]))
+    return {
+        "components": int(n_obj),
+        "holes": int(holes),
+        "fill": area / box.size,
+        "area": area,
+        "perimeter": perimeter,
+    }
