@@ -55,7 +55,7 @@ def tiny_run(root: Path) -> Path:
     from stillroom.data.synthetic import build_shapes
     from stillroom.deploy.ladder import fit_run_ladder
     from stillroom.deploy.onnx_export import export_onnx
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     index = build_shapes(root / "shapes", n_per_class=40, size=32, num_classes=4, seed=0)
     cfg = {

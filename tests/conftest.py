@@ -57,7 +57,7 @@ def ood_only(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def teacher_run(shapes_index, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     out = tmp_path_factory.mktemp("runs") / "teacher"
     raw = _tiny_config(shapes_index.root, "teacher", model="resnet18", epochs=6, optim={"name": "adamw", "lr": 0.002})

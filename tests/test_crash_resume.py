@@ -122,7 +122,7 @@ def crash_data(tmp_path_factory) -> Path:
 def trained(crash_data, tiny_config, tmp_path_factory) -> dict[str, Path]:
     """A run SIGKILLed in epoch 2 (subprocess) then resumed, and an uninterrupted run trained meanwhile."""
     from stillroom.config import config_from_dict
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     root = tmp_path_factory.mktemp("crash")
     raw = tiny_config(crash_data, "crash", epochs=2, batch_size=8, precise_bn={"max_images": 32})

@@ -23,7 +23,8 @@ from torch.utils.data import RandomSampler
 
 from stillroom._io import StillroomError
 from stillroom.config import config_from_dict
-from stillroom.train.trainer import GlobalBatchSampler, train
+from stillroom.pipeline import train
+from stillroom.train.trainer import GlobalBatchSampler
 
 
 def test_global_batch_sampler_with_one_process_is_the_random_sampler_order():

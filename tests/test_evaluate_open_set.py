@@ -37,7 +37,7 @@ def merged(shapes_index, ood_only, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def open_run(merged, tiny_config, tmp_path_factory: pytest.TempPathFactory):
     """A K+1 student (target-dampened, kd_weight 0: no teacher needed to exercise the open-set plumbing)."""
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     raw = tiny_config(
         merged.root, "student_open", epochs=3, loss={"name": "target_dampened", "params": {"kd_weight": 0.0}}

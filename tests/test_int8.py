@@ -29,7 +29,7 @@ def run(shapes_index, tiny_config, tmp_path_factory):
     the default method (NNCF when installed) and a fitted ladder."""
     from stillroom.config import config_from_dict
     from stillroom.deploy.ladder import fit_run_ladder
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     raw = tiny_config(shapes_index.root, "mnv3", model="mobilenet_v3_small", epochs=4)
     out = train(config_from_dict(raw), tmp_path_factory.mktemp("int8") / "mnv3")

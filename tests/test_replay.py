@@ -18,10 +18,10 @@ from stillroom.config import config_from_dict
 from stillroom.data.augment import get_augment
 from stillroom.data.dataset import IndexDataset, load_images
 from stillroom.distill.teachers import CachedTeachers, OnlineTeachers
+from stillroom.pipeline import train
 from stillroom.softlabels.check import check_alignment
 from stillroom.softlabels.export import export_softlabels
 from stillroom.softlabels.store import SoftLabelStore, teacher_logits_for, write_store
-from stillroom.train.trainer import train
 
 VIEWS = 3
 

@@ -50,7 +50,7 @@ def test_sweep_runs_resumes_skips_and_summarises(shapes_index, tiny_config, tmp_
     assert plan[3].config["seed"] == 1 and plan[3].run_dir == out / "slow" / "seed1"
 
     # an interrupted run: its only epoch finished, evaluation never ran (no metrics.json)
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     def stop(phase, done, total, record=None):
         if phase == "epoch":

@@ -19,8 +19,8 @@ from stillroom.config import config_from_dict
 from stillroom.data.index import IndexRow, write_index
 from stillroom.data.merge import merge_with_sink
 from stillroom.data.synthetic import build_shapes
-from stillroom.distill.losses import build_loss
-from stillroom.distill.losses.target_dampened import GAMMA_GRID, RECIPES
+from stillroom.distill.losses import build_loss, resolve_loss_params
+from stillroom.distill.losses.target_dampened import GAMMA_GRID, TargetDampenedParams
 
 # sample 1 (ID, y = 0): z = (1, 2, 0.5), teacher t = (2, 0.5); sample 2 (OOD, y = K = 2): z = (0.5, 0, 1.5)
 Z = torch.tensor([[1.0, 2.0, 0.5], [0.5, 0.0, 1.5]], dtype=torch.float64)
@@ -82,19 +82,65 @@ def test_matches_scipy_with_two_teachers_fused():
     assert out["loss_ood"].item() == pytest.approx(gamma * ce[~is_id].sum() / 12, abs=1e-10)
 
 
-def test_recipe_seed000_and_overrides():
-    assert RECIPES["seed000"] == {"kd_weight": 0.3, "temperature": 4.0, "ood_weight": 7.8}
+def test_preset_seed000_and_overrides():
+    assert TargetDampenedParams.presets["seed000"] == {"kd_weight": 0.3, "temperature": 4.0, "ood_weight": 7.8}
     assert GAMMA_GRID == (0.0, 4.0, 7.8, 10.0)
-    for loss in (build_loss("target_dampened"), build_loss("target_dampened", recipe="seed000")):
-        assert (loss.kd_weight, loss.temperature, loss.ood_weight) == (0.3, 4.0, 7.8) and loss.needs_teacher
-    over = build_loss("target_dampened", recipe="seed000", ood_weight=4.0)
-    assert (over.kd_weight, over.ood_weight) == (0.3, 4.0)
-    with pytest.raises(StillroomError, match="unknown recipe"):
-        build_loss("target_dampened", recipe="paper")
+    for loss in (build_loss("target_dampened"), build_loss("target_dampened", preset="seed000")):
+        p = loss.params
+        assert (p.preset, p.kd_weight, p.temperature, p.ood_weight) == ("seed000", 0.3, 4.0, 7.8) and loss.needs_teacher
+    over = build_loss("target_dampened", preset="seed000", ood_weight=4.0)
+    assert (over.params.kd_weight, over.params.ood_weight) == (0.3, 4.0)
+    with pytest.raises(StillroomError, match=r"preset must be one of \('seed000',\), got 'paper'"):
+        build_loss("target_dampened", preset="paper")
     with pytest.raises(StillroomError, match="ood_weight"):
         build_loss("target_dampened", gamma=7.8)
-    with pytest.raises(StillroomError, match="kd_weight must be"):
+    with pytest.raises(StillroomError, match=r"kd_weight must be in \[0, 1\]"):
         build_loss("target_dampened", kd_weight=1.5)
+    for bad in (0, True, 2.0):
+        with pytest.raises(StillroomError, match="sink_index must be an integer >= 1"):
+            build_loss("target_dampened", sink_index=bad)
+
+
+def test_recipe_is_read_as_preset_with_a_warning():
+    # finished runs' config.json say "recipe"; they must still load, and resolve under the new name
+    with pytest.warns(FutureWarning, match="'recipe' is deprecated"):
+        old = build_loss("target_dampened", recipe="seed000", ood_weight=4.0)
+    assert old.params == build_loss("target_dampened", preset="seed000", ood_weight=4.0).params
+    with pytest.warns(FutureWarning):
+        resolved = resolve_loss_params("target_dampened", {"recipe": "seed000"})
+    assert resolved == {
+        "preset": "seed000",
+        "kd_weight": 0.3,
+        "temperature": 4.0,
+        "ood_weight": 7.8,
+        "sink_index": None,
+    }
+    with pytest.raises(StillroomError, match="preset must be one of"), pytest.warns(FutureWarning):
+        build_loss("target_dampened", recipe="paper")
+    with pytest.raises(StillroomError, match="recipe is the deprecated name of preset"), pytest.warns(FutureWarning):
+        build_loss("target_dampened", recipe="seed000", preset="seed000")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_kd_term_uses_the_shared_fused_target(dtype, m):
+    # the teachers' mean probability now comes from _multi.teacher_targets(mode="fused"); the former inline formula
+    # logsumexp_m(log p_m) - log M gives the same loss (bit for bit with one teacher, to rounding otherwise)
+    g = torch.Generator().manual_seed(m)
+    k = 6
+    z = torch.randn(16, k + 1, generator=g, dtype=dtype) * 2
+    t = torch.randn(m, 16, k + 2, generator=g, dtype=dtype) * 4  # wider teacher: restricted to its first K columns
+    y = torch.randint(0, k + 1, (16,), generator=g)
+    temp, a = 4.0, 0.3
+    out = build_loss("target_dampened", kd_weight=a, temperature=temp)(z, t, y)
+    log_target = torch.logsumexp(F.log_softmax(t[:, :, :k] / temp, dim=2), dim=0) - math.log(m)  # (B, K)
+    kl = F.kl_div(F.log_softmax(z[:, :k] / temp, dim=1), log_target, reduction="none", log_target=True).sum(1)
+    ref = a * temp**2 * torch.where(y != k, kl, kl.new_zeros(())).sum() / 16
+    if m == 1:
+        assert torch.equal(out["loss_kd"], ref)
+    else:
+        tol = 1e-6 if dtype == torch.float32 else 1e-14
+        torch.testing.assert_close(out["loss_kd"], ref, rtol=tol, atol=0)
 
 
 def test_without_teachers_when_kd_weight_is_zero():
@@ -138,14 +184,14 @@ def merged_shapes(shapes_index, tmp_path_factory: pytest.TempPathFactory):
 def test_end_to_end_k_plus_one_student(teacher_run, merged_shapes, tiny_config, tmp_path):
     from stillroom.evaluate.ood import ood_report
     from stillroom.evaluate.ood_table import ood_table_markdown, ood_table_rows
+    from stillroom.pipeline import train
     from stillroom.softlabels.export import export_softlabels
-    from stillroom.train.trainer import train
 
     store = export_softlabels(teacher_run, merged_shapes.root, tmp_path / "store")
     assert store.num_classes == 4 and store.num_samples == len(merged_shapes)  # K-class teacher, no sink column
     raw = tiny_config(
         merged_shapes.root, "student_td", epochs=3,
-        loss={"name": "target_dampened", "params": {"recipe": "seed000"}},
+        loss={"name": "target_dampened", "params": {"preset": "seed000"}},
         teachers={"cached": [str(store.path)]},
     )  # fmt: skip
     run = train(config_from_dict(raw), tmp_path / "student_td")

@@ -18,8 +18,8 @@ from stillroom.data.index import IndexRow, write_index
 from stillroom.distill.losses import build_loss
 from stillroom.distill.teachers import CachedTeachers, OnlineTeachers
 from stillroom.evaluate.runner import evaluate_run
+from stillroom.pipeline import train
 from stillroom.softlabels.export import export_softlabels
-from stillroom.train.trainer import train
 
 
 def _metrics(run):

@@ -62,7 +62,7 @@ def _config(name: str, index: Path, model: str, epochs: int, seed: int, **extra:
 
 
 def _train(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path, float]:
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     path = config_dir / f"{raw['name']}.yaml"
     atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))

@@ -16,11 +16,13 @@ this builds that file from ordinary training runs. A sweep file (YAML, validated
 Each (variant, seed) trains into ``OUT/<variant>/seed<k>/`` (``seed`` and ``name`` are set by the sweep) with the
 ordinary trainer and ``resume=True``: a run with ``metrics.json`` is finished and skipped, an interrupted one
 continues from its last finished epoch, so re-running the same command completes a sweep. Every config is resolved
-and validated before anything trains. ``jobs > 1`` trains in that many spawned processes with
-``cpu_count // jobs`` torch threads each. After every finished run ``OUT/results_summary.csv`` is rewritten
-atomically (``SUMMARY_COLUMNS``; unprefixed metrics are of the best-validation weights, ``final_*`` of the last
-epoch, ``*_ts`` after temperature scaling, ``val_*`` on the validation split the temperature is fitted on;
-``wall_seconds`` is the time of the invocation that finished the run, evaluation included).
+and validated before anything trains, loss parameters and teachers included (``distill.losses.check_loss_config``:
+a bad ``loss.params`` value or an unknown key in any variant fails the whole sweep at once, not hours in).
+``jobs > 1`` trains in that many spawned processes with ``cpu_count // jobs`` torch threads each. After every
+finished run ``OUT/results_summary.csv`` is rewritten atomically (``SUMMARY_COLUMNS``; unprefixed metrics are of the
+best-validation weights, ``final_*`` of the last epoch, ``*_ts`` after temperature scaling, ``val_*`` on the
+validation split the temperature is fitted on; ``wall_seconds`` is the time of the invocation that finished the run,
+evaluation included).
 
 Paths inside the base config (``data.index``, teacher stores) resolve from the working directory, exactly as with
 ``stillroom train``; only ``base`` itself is relative to the sweep file.
@@ -133,6 +135,9 @@ def plan_sweep(sweep_yaml: str | Path, out_dir: str | Path) -> list[SweepRun]:
 
 
 def _plan(spec: SweepSpec, base: dict[str, Any], sweep_yaml: str | Path, out_dir: Path) -> list[SweepRun]:
+    # the loss registry imports torch: imported here, as the trainer is, so reading a sweep file stays light
+    from stillroom.distill.losses import check_loss_config
+
     runs = []
     for variant, overrides in spec.variants.items():
         # values are already parsed by the sweep file's YAML: set them as they are (no string round trip)
@@ -144,7 +149,9 @@ def _plan(spec: SweepSpec, base: dict[str, Any], sweep_yaml: str | Path, out_dir
                 raise StillroomError(f"{sweep_yaml}: variant {variant!r}: {err}") from None
         for seed in spec.seeds:
             cell = {**raw, "seed": seed, "name": f"{variant}-seed{seed}"}
-            cfg = config_from_dict(cell, source=f"{sweep_yaml} [variant {variant!r}, seed {seed}]")
+            source = f"{sweep_yaml} [variant {variant!r}, seed {seed}]"
+            cfg = config_from_dict(cell, source=source)
+            check_loss_config(cfg, source=source)  # loss name, parameters and teachers, before anything trains
             runs.append(SweepRun(variant, seed, out_dir / variant / f"seed{seed}", json.loads(cfg.model_dump_json())))
     return runs
 
@@ -157,7 +164,7 @@ def _set_threads(threads: int) -> None:
 
 def _train_one(config: dict[str, Any], run_dir: str, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume) one run; record its wall time beside it. Runs in the main or a spawned worker process."""
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()

@@ -103,14 +103,20 @@ def evaluate_cmd(
     """Top-1/top-5, macro-F1, per-class F1, confusion matrix and most confused pairs -> RUN/metrics.json; with
     --ood-split also open-set metrics (-> RUN/ood_metrics.json) and the ladder's coverage and OOD acceptance."""
     from stillroom.data.index import load_index
+    from stillroom.deploy.ladder import update_ladder_metrics
     from stillroom.evaluate.runner import evaluate_run, print_open_set
 
     idx = load_index(index) if index else None
     metrics = evaluate_run(
         run, splits=split, weights=weights, index=idx, allow_other_index=index is not None, ood_split=ood_split,
         ood_index=ood_index, tune_odin=tune_odin, odin_temperatures=grid_t or None, odin_epsilons=grid_eps or None,
-        ladder=ladder, target_accept=target_accept,
     )  # fmt: skip
+    ladder_splits = list(dict.fromkeys([*split, *([ood_split] if ood_split else [])]))
+    section = update_ladder_metrics(
+        run, ladder_splits, weights, index=idx, ood_index=ood_index, ladder=ladder, target_accept=target_accept
+    )
+    if section is not None:
+        metrics["ladder"] = section
     for s in split:
         _print_metrics(run, s)
     print_open_set(metrics, console.print)

@@ -26,7 +26,7 @@ def train_cmd(
 ) -> None:
     """Train a teacher or a student: one loop, the loss and teachers come from the config."""
     from stillroom.config import load_config
-    from stillroom.train.trainer import train
+    from stillroom.pipeline import train
 
     cfg = load_config(config, set_)
     out = out or Path("runs") / cfg.name

@@ -65,6 +65,7 @@ __all__ = [
     "ladder_report",
     "fit_run_ladder",
     "run_ladder_report",
+    "update_ladder_metrics",
 ]
 
 FORMAT = "stillroom-ladder/1"
@@ -588,3 +589,90 @@ def run_ladder_report(
     rep = ladder_report(ladder, d["id"], d["labels"], d["ood"])
     rep.update(split=split, weights=weights, ood_source=d["ood_source"], target_accept=ladder.target_accept_)
     return rep
+
+
+def update_ladder_metrics(
+    run_dir: str | Path,
+    splits: Sequence[str],
+    weights: Sequence[str] = ("best", "final"),
+    index: Any = None,
+    ood_index: Any = None,
+    ladder: bool | None = None,
+    target_accept: float = 0.95,
+) -> dict[str, Any] | None:
+    """The strictness-ladder section of ``RUN/metrics.json`` (REFERENCE 5, seed 000 §4.2), written by
+    ``stillroom evaluate`` after ``evaluate.runner.evaluate_run`` (whose ``metrics.json`` must exist).
+
+    With ``ladder=True`` the ladder is fitted on the validation split for ``target_accept`` and stored in
+    ``RUN/ladder.json`` (as ``stillroom export`` does); with ``ladder=None`` an existing ``ladder.json`` is used;
+    ``False`` skips. ``metrics.json`` then gets ``"ladder"``: the thresholds, the target, and per split the verdict
+    counts on ID and OOD rows, coverage (accepted share of ID), selective accuracy (top-1 on accepted ID) and OOD
+    acceptance (accepted share of OOD), for the weights the ladder was fitted on. Returns the section (None: no
+    ladder to report). A re-report of the same ladder keeps the splits reported earlier.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise StillroomError(f"{metrics_path}: not found; evaluate the run before reporting its ladder")
+    metrics = read_json(metrics_path)
+    section = _ladder_section(run_dir, weights, metrics["weights"], splits, index, ood_index, ladder, target_accept)
+    if section is None:
+        return None
+    prev = metrics.get("ladder") or {}
+    if prev.get("thresholds") == section["thresholds"] and prev.get("weights_sha256") == section.get(
+        "weights_sha256"
+    ):  # the same ladder: keep the splits reported earlier
+        section["splits"] = {**prev.get("splits", {}), **section["splits"]}
+    metrics["ladder"] = section
+    atomic_write_json(metrics_path, metrics)
+    return section
+
+
+def _ladder_section(
+    run_dir: Path,
+    weights: Sequence[str],
+    weight_files: dict[str, Any],
+    splits: Sequence[str],
+    index: Any,
+    ood_index: Any,
+    ladder: bool | None,
+    target_accept: float,
+) -> dict[str, Any] | None:
+    path = run_dir / LADDER_FILE
+    if ladder is False or (ladder is None and not path.is_file()):
+        return None
+    if ladder:
+        # one ladder per run (the service loads it): fitted for the best weights when they are evaluated
+        fit_w = "best" if "best" in weights else weights[0]
+        fit_run_ladder(run_dir, target_accept=target_accept, weights=fit_w, index=index, ood_index=ood_index)
+    lad = Ladder.load(path)
+    members = lad.extra_.get("members") or []
+    section: dict[str, Any] = {
+        "file": LADDER_FILE,
+        "target_accept": lad.target_accept_,
+        "thresholds": lad.thresholds(),
+        "fit_data": lad.extra_.get("fit_data"),
+        "fit_summary": lad.fit_summary_,
+        "splits": {},
+    }
+    if lad.n_members_ != 1 or len(members) > 1:
+        section["skipped"] = f"an ensemble ladder ({lad.n_members_} members) is reported by the service, not per run"
+        return section
+    member = members[0] if members else {}
+    # the weights this ladder belongs to: the member's sha256 when recorded, else its weights name
+    sha = member.get("sha256")
+    match = [w for w in weights if (weight_files[w]["sha256"] == sha if sha else member.get("weights", "best") == w)]
+    if not match:
+        section["skipped"] = (
+            f"{path} was fitted on other weights (sha256 {str(member.get('sha256'))[:12]}) than those evaluated;"
+            " refit with `stillroom evaluate RUN --ladder`"
+        )
+        return section
+    w = match[0]
+    section.update(weights=w, weights_sha256=weight_files[w]["sha256"])
+    for split in splits:
+        rep = run_ladder_report(run_dir, split=split, weights=w, index=index, ood_index=ood_index)
+        section["splits"][split] = {key: rep.get(key) for key in ("id", "ood", "ood_source")}
+        # coverage on the split the thresholds were fitted on is in-sample (it meets the target by construction)
+        section["splits"][split]["in_sample"] = split == (section["fit_data"] or {}).get("split", "val")
+    return section

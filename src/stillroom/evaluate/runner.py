@@ -20,11 +20,8 @@ sink) into ``ood_metrics.json``, where ``ood-table`` and ``report`` read them; `
 reference to that file plus a per-weights summary. OOD rows are the sink-labelled rows of a merged index (``data
 merge-sink``) or every row of the split in ``ood_index``. ODIN's (T, eps) are tuned on the validation split only.
 
-Strictness ladder (REFERENCE 5, seed 000 §4.2; ``deploy.ladder``): with ``ladder=True`` the ladder is fitted on the
-validation split for ``target_accept`` and stored in ``RUN/ladder.json`` (as ``stillroom export`` does); with
-``ladder=None`` an existing ``ladder.json`` is used. ``metrics.json`` then gets ``"ladder"``: the thresholds, the
-target, and per split the verdict counts on ID and OOD rows, coverage (accepted share of ID), selective accuracy
-(top-1 on accepted ID) and OOD acceptance (accepted share of OOD), for the weights the ladder was fitted on.
+The strictness ladder section of ``metrics.json`` is added by ``deploy.ladder.update_ladder_metrics`` (``stillroom
+evaluate --ladder``): evaluation sits below deployment and does not import it.
 """
 
 from __future__ import annotations
@@ -114,16 +111,13 @@ def evaluate_run(
     tune_odin: bool = True,
     odin_temperatures: Sequence[float] | None = None,
     odin_epsilons: Sequence[float] | None = None,
-    ladder: bool | None = None,
-    target_accept: float = 0.95,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` of the run on ``splits``; merge into ``run_dir/metrics.json`` and return it.
 
     Also fits/stores the temperature (module docstring; ``temperature_method`` "nll" or "grid" overrides the stored
     method) and, with ``plots``, writes reliability diagrams. ``ood_split`` adds the open-set report (``ood_index``:
     OOD rows from another dataset; ``tune_odin`` on the validation split over ``odin_temperatures`` x
-    ``odin_epsilons``, default grid of ``ODINTuner``); ``ladder`` (True: fit on validation and store; None: use a
-    stored one; False: skip) adds the strictness-ladder section (module docstring).
+    ``odin_epsilons``, default grid of ``ODINTuner``).
     """
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "model.json")
@@ -211,15 +205,6 @@ def evaluate_run(
             tune=tune_odin, val_split=val_split, temperatures=odin_temperatures, epsilons=odin_epsilons,
         )  # fmt: skip
         out["ood"] = _ood_summary(ood_out, ood_split, weights)
-    ladder_splits = list(dict.fromkeys([*splits, *([ood_split] if ood_split else [])]))
-    section = _ladder_section(run_dir, weights, out["weights"], ladder_splits, index, ood_index, ladder, target_accept)
-    if section is not None:
-        prev = out.get("ladder") or {}
-        if prev.get("thresholds") == section["thresholds"] and prev.get("weights_sha256") == section.get(
-            "weights_sha256"
-        ):  # the same ladder: keep the splits reported earlier
-            section["splits"] = {**prev.get("splits", {}), **section["splits"]}
-        out["ladder"] = section
     atomic_write_json(metrics_path, out)
     return out
 
@@ -266,59 +251,6 @@ def _ood_summary(ood_out: dict[str, Any], split: str, weights: Sequence[str]) ->
         "conventions": "see the reports' 'conventions' (higher score = more in-distribution; ID positive)",
         "summary": summary,
     }
-
-
-def _ladder_section(
-    run_dir: Path,
-    weights: Sequence[str],
-    weight_files: dict[str, Any],
-    splits: Sequence[str],
-    index: DatasetIndex,
-    ood_index: DatasetIndex | str | Path | None,
-    ladder: bool | None,
-    target_accept: float,
-) -> dict[str, Any] | None:
-    """``metrics.json["ladder"]`` (module docstring), or None when there is no ladder to report."""
-    from stillroom.deploy.ladder import LADDER_FILE, Ladder, fit_run_ladder, run_ladder_report
-
-    path = run_dir / LADDER_FILE
-    if ladder is False or (ladder is None and not path.is_file()):
-        return None
-    if ladder:
-        # one ladder per run (the service loads it): fitted for the best weights when they are evaluated
-        fit_w = "best" if "best" in weights else weights[0]
-        fit_run_ladder(run_dir, target_accept=target_accept, weights=fit_w, index=index, ood_index=ood_index)
-    lad = Ladder.load(path)
-    members = lad.extra_.get("members") or []
-    section: dict[str, Any] = {
-        "file": LADDER_FILE,
-        "target_accept": lad.target_accept_,
-        "thresholds": lad.thresholds(),
-        "fit_data": lad.extra_.get("fit_data"),
-        "fit_summary": lad.fit_summary_,
-        "splits": {},
-    }
-    if lad.n_members_ != 1 or len(members) > 1:
-        section["skipped"] = f"an ensemble ladder ({lad.n_members_} members) is reported by the service, not per run"
-        return section
-    member = members[0] if members else {}
-    # the weights this ladder belongs to: the member's sha256 when recorded, else its weights name
-    sha = member.get("sha256")
-    match = [w for w in weights if (weight_files[w]["sha256"] == sha if sha else member.get("weights", "best") == w)]
-    if not match:
-        section["skipped"] = (
-            f"{path} was fitted on other weights (sha256 {str(member.get('sha256'))[:12]}) than those evaluated;"
-            " refit with `stillroom evaluate RUN --ladder`"
-        )
-        return section
-    w = match[0]
-    section.update(weights=w, weights_sha256=weight_files[w]["sha256"])
-    for split in splits:
-        rep = run_ladder_report(run_dir, split=split, weights=w, index=index, ood_index=ood_index)
-        section["splits"][split] = {key: rep.get(key) for key in ("id", "ood", "ood_source")}
-        # coverage on the split the thresholds were fitted on is in-sample (it meets the target by construction)
-        section["splits"][split]["in_sample"] = split == (section["fit_data"] or {}).get("split", "val")
-    return section
 
 
 def print_open_set(metrics: dict[str, Any], print_fn: Any = print) -> None:

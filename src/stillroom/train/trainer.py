@@ -1,7 +1,10 @@
 """The one training loop, for teachers and students alike.
 
 What varies between a teacher, a scratch student and a distilled student is only configuration: the model name,
-the loss (looked up in the loss registry) and where teacher logits come from (none, cached stores, online runs).
+the loss and where teacher logits come from (none, cached stores, online runs). This layer does not know losses or
+teachers: the caller passes an ``objective`` that builds both from the config (``distill.objective``), and an
+``on_finished`` hook that evaluates the finished run (``evaluate.runner``); ``stillroom.pipeline.train`` wires the
+two, so ``train`` imports nothing above it (import-linter contract in pyproject.toml).
 
 Per epoch: shuffle with a generator seeded by (seed, epoch); every sample's augmented view is a function of
 (seed, row, epoch) (``data.augment``); SGD/AdamW with linear warm-up then cosine decay per step. Evaluation works
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from sklearn.metrics import f1_score
 from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -53,17 +57,21 @@ from stillroom.config import TrainConfig
 from stillroom.data.augment import augment_name, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import DatasetIndex, load_index
-from stillroom.distill.losses import build_loss
-from stillroom.distill.teachers import build_teachers
-from stillroom.evaluate.metrics import classification_report
 from stillroom.models.factory import create_model
 from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
 
-__all__ = ["train", "Progress", "GlobalBatchSampler"]
+__all__ = ["train", "Progress", "Objective", "OnFinished", "GlobalBatchSampler"]
 
 Progress = Callable[..., None]  # (phase, done, total, record=None); record: the epoch's log line
+#: (cfg, index, alignment_json or None, replay {"augment", "augment_seed"}) -> (loss module, teachers or None).
+#: The loss is called as loss(student_logits, teacher_logits or None, target, epoch=e) -> {term name: tensor}; its
+#: optional ``num_outputs(K)`` gives the student's output count (K + 1 for a sink). Teachers are called as
+#: teachers(x, rows, views or None) -> (M, B, K) logits and may carry ``views`` (replay stores).
+Objective = Callable[[TrainConfig, DatasetIndex, "Path | None", dict[str, Any]], tuple[nn.Module, Any]]
+#: (run_dir, index, images): called on rank 0 once the last epoch is saved, e.g. to write metrics.json
+OnFinished = Callable[[Path, DatasetIndex, np.ndarray], None]
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -219,7 +227,13 @@ def _split_report(
         raise StillroomError(f"{index.root}: split {split!r} is empty")
     logits = predict_logits(model, normalizer, images, rows)
     labels = index.labels[rows]
-    report = classification_report(logits, labels, index.classes)
+    # the selection metrics only (evaluate.metrics.classification_report has the full report, same definitions):
+    # top-1, and macro-F1 over the classes present in the split
+    present = np.unique(labels)
+    report: dict[str, Any] = {
+        "top1": float((logits.argmax(axis=1) == labels).mean()),
+        "macro_f1": float(f1_score(labels, logits.argmax(axis=1), labels=present, average="macro", zero_division=0)),
+    }
     report["nll"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
     if sink is not None:
         is_id = labels < sink
@@ -250,19 +264,37 @@ def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool, write: bool 
     return resumable
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: Progress | None = None) -> Path:
-    """Train ``cfg`` into ``out_dir``; return the run directory. See the module docstring.
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: Progress | None = None,
+    *,
+    objective: Objective,
+    on_finished: OnFinished | None = None,
+) -> Path:
+    """Train ``cfg`` into ``out_dir`` with the loss and teachers ``objective`` builds; return the run directory.
+    See the module docstring; ``stillroom.pipeline.train`` is the entry point that also evaluates the run.
 
-    Under torchrun (WORLD_SIZE > 1) every process calls this; only rank 0 writes and reports ``progress``.
+    Under torchrun (WORLD_SIZE > 1) every process calls this; only rank 0 writes, reports ``progress`` and calls
+    ``on_finished``.
     """
     ddp = _Dist()
     try:
-        return _train(cfg, Path(out_dir), resume, progress if ddp.main else None, ddp)
+        return _train(cfg, Path(out_dir), resume, progress if ddp.main else None, ddp, objective, on_finished)
     finally:
         ddp.close()
 
 
-def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | None, ddp: _Dist) -> Path:
+def _train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    resume: bool,
+    progress: Progress | None,
+    ddp: _Dist,
+    objective: Objective,
+    on_finished: OnFinished | None,
+) -> Path:
     index = load_index(cfg.data.index)
     # Every rank validates the directory before rank 0 writes into it.
     resumable = _prepare_run_dir(cfg, out_dir, resume, write=ddp.world == 1)
@@ -277,21 +309,15 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
     recipe = index.recipe
     channels, size = int(recipe.get("channels", 1)), int(recipe["size"])
 
-    loss_fn = build_loss(cfg.loss.name, **cfg.loss.params)
     aug_name = augment_name(cfg.augment, recipe)
     replay_seed = cfg.seed if cfg.teachers.replay_seed is None else cfg.teachers.replay_seed
-    teachers = build_teachers(
-        cfg.teachers.cached,
-        cfg.teachers.online,
+    loss_fn, teachers = objective(
+        cfg,
         index,
         out_dir / "alignment_check.json" if ddp.main else None,
-        replay={"augment": aug_name, "augment_seed": replay_seed},
+        {"augment": aug_name, "augment_seed": replay_seed},
     )
     replay_views = int(getattr(teachers, "views", 0))
-    if getattr(loss_fn, "needs_teacher", False) and teachers is None:
-        raise StillroomError(f"loss {cfg.loss.name!r} needs teachers: set teachers.cached or teachers.online")
-    if teachers is not None and not getattr(loss_fn, "needs_teacher", False):
-        raise StillroomError(f"loss {cfg.loss.name!r} ignores teachers; remove them or use a distillation loss")
 
     num_classes = int(getattr(loss_fn, "num_outputs", lambda k: k)(index.num_classes))
     net = create_model(cfg.model.name, channels, num_classes, size).to(device)
@@ -459,9 +485,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: Progress | N
         if progress:
             progress("epoch", epoch + 1, cfg.schedule.epochs, record)
 
-    from stillroom.evaluate.runner import evaluate_run  # late: the runner loads runs written above
-
-    if ddp.main:
-        evaluate_run(out_dir, splits=(cfg.data.val_split, cfg.data.test_split), index=index, images=images)
+    if ddp.main and on_finished is not None:
+        on_finished(out_dir, index, images)
     ddp.barrier()  # every rank returns a finished run directory
     return out_dir
