@@ -62,7 +62,7 @@ def test_dkd_golden_three_classes_by_hand():
     assert ref["loss_ce"].item() == pytest.approx(ce, abs=1e-12)
     assert ref["loss_tckd"].item() == pytest.approx(1.0 * 4.0 * tckd, abs=1e-12)
     assert ref["loss_nckd"].item() == pytest.approx(8.0 * 4.0 * nckd, abs=1e-12)
-    s01 = build_loss("dkd", parameterisation="seed001")(z, t, y)  # a = 0.5, b = 4, T = 2
+    s01 = build_loss("dkd", preset="seed001")(z, t, y)  # a = 0.5, b = 4, T = 2
     assert s01["loss_ce"].item() == pytest.approx(0.5 * ce, abs=1e-12)
     assert s01["loss_tckd"].item() == pytest.approx(0.5 * 4.0 * tckd, abs=1e-12)
     assert s01["loss_nckd"].item() == pytest.approx(4.0 * 4.0 * nckd, abs=1e-12)
@@ -125,13 +125,13 @@ def test_dkd_matches_scipy(mode, temperature, weights):
     assert out["loss_nckd"].item() == pytest.approx(3.0 * temperature**2 * nckd, abs=1e-6)
 
 
-# --- DKD: parameterisations and warm-up -------------------------------------------------------------------------
+# --- DKD: presets and warm-up -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_dkd_parameterisations_coincide(mode):
+def test_dkd_presets_coincide(mode):
     z, t, y = _batch()
-    seed = build_loss("dkd", parameterisation="seed001", kd_weight=0.3, beta=5.0, temperature=3.0, multi_teacher=mode)
+    seed = build_loss("dkd", preset="seed001", kd_weight=0.3, beta=5.0, temperature=3.0, multi_teacher=mode)
     ref = build_loss("dkd", ce_weight=0.7, alpha=0.3, beta=5.0, temperature=3.0, multi_teacher=mode)
     a, b = seed(z, t, y, epoch=40), ref(z, t, y, epoch=40)  # past the 20-epoch warm-up of the reference one
     for key in ("loss_ce", "loss_tckd", "loss_nckd"):
@@ -158,7 +158,7 @@ def test_dkd_warmup_scales_kd_terms_not_ce():
         for key in ("loss_tckd", "loss_nckd"):
             assert out[key].item() == pytest.approx(factor * full[key].item(), rel=1e-12)
     # seed 001's form has no warm-up unless asked for
-    s01 = build_loss("dkd", parameterisation="seed001")
+    s01 = build_loss("dkd", preset="seed001")
     torch.testing.assert_close(s01(z, t, y, epoch=0)["loss_nckd"], s01(z, t, y)["loss_nckd"])
     with pytest.raises(StillroomError, match="epoch"):
         loss(z, t, y, epoch=-1)
@@ -224,14 +224,14 @@ def test_dkd_teacher_weights(mode):
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"kd_weight": 0.5}, "kd_weight is not a parameter of parameterisation 'reference'"),
-        ({"parameterisation": "seed001", "alpha": 1.0}, "alpha is not a parameter of parameterisation 'seed001'"),
-        ({"parameterisation": "seed001", "ce_weight": 1.0}, "ce_weight is not a parameter"),
-        ({"parameterisation": "seed001", "kd_weight": 1.5}, "kd_weight must be in"),
-        ({"parameterisation": "mdistiller"}, "parameterisation must be one of"),
+        ({"kd_weight": 0.5}, "kd_weight is not a parameter of preset 'reference'"),
+        ({"preset": "seed001", "alpha": 1.0}, "alpha is not a parameter of preset 'seed001'"),
+        ({"preset": "seed001", "ce_weight": 1.0}, "ce_weight is not a parameter"),
+        ({"preset": "seed001", "kd_weight": 1.5}, "kd_weight must be in"),
+        ({"preset": "mdistiller"}, "preset must be one of"),
         ({"beta": -1.0}, "beta must be a finite number"),
         ({"alpha": float("nan")}, "alpha must be a finite number"),
-        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": 0.0}, "temperature must be a finite number > 0"),
         ({"warmup_epochs": "20"}, "warmup_epochs must be a finite number"),
         ({"multi_teacher": "mean"}, "multi_teacher must be one of"),
         ({"teacher_weights": [0.5, 0.6]}, "sum to 1"),
@@ -280,14 +280,14 @@ def test_luminet_golden_by_hand():
     ce = sum(math.log(sum(math.exp(v) for v in zs[i])) - zs[i][y[i]] for i in range(3)) / 3
     assert kl == pytest.approx(0.06444882646078126, abs=1e-14)
 
-    loss = build_loss("luminet", kd_weight=weight, temperature=tau, eps=eps)
+    loss = build_loss("luminet", kd_scale=weight, temperature=tau, eps=eps)
     out = loss(torch.tensor(zs, dtype=torch.float64), torch.tensor([zt], dtype=torch.float64), torch.tensor(y))
     assert set(out) == {"loss_ce", "loss_kd"}
     assert out["loss_ce"].item() == pytest.approx(ce, abs=1e-12)
     assert out["loss_kd"].item() == pytest.approx(weight * kl, abs=1e-12)
 
 
-def _scipy_luminet(z, t, y, kd_weight, tau, eps, mode, weights):
+def _scipy_luminet(z, t, y, kd_scale, tau, eps, mode, weights):
     z, t, y = z.numpy(), t.numpy(), y.numpy()
     m = t.shape[0]
     w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -301,7 +301,7 @@ def _scipy_luminet(z, t, y, kd_weight, tau, eps, mode, weights):
     else:
         kl = rel_entr(sp_softmax(np.tensordot(w, h_t, axes=1) / tau, axis=1), p_s).sum(1).mean()
     ce = -sp_log_softmax(z, axis=1)[np.arange(len(y)), y].mean()
-    return ce, kd_weight * kl
+    return ce, kd_scale * kl
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -309,7 +309,7 @@ def _scipy_luminet(z, t, y, kd_weight, tau, eps, mode, weights):
 @pytest.mark.parametrize("weights", [None, [0.2, 0.5, 0.3]])
 def test_luminet_matches_scipy(mode, tau, weights):
     z, t, y = _batch(b=8)
-    out = build_loss("luminet", kd_weight=50.0, temperature=tau, multi_teacher=mode, teacher_weights=weights)(z, t, y)
+    out = build_loss("luminet", kd_scale=50.0, temperature=tau, multi_teacher=mode, teacher_weights=weights)(z, t, y)
     ce, kd = _scipy_luminet(z, t, y, 50.0, tau, 1e-5, mode, weights)
     assert out["loss_ce"].item() == pytest.approx(ce, abs=1e-6)
     assert out["loss_kd"].item() == pytest.approx(kd, abs=1e-6)
@@ -348,14 +348,14 @@ def test_luminet_batch_of_one_is_an_error():
 
 def test_luminet_weight_default_warmup_and_errors():
     loss = build_loss("luminet")
-    assert loss.kd_weight == 34.0**2 / 2.0  # the authors' alpha^2 / CE_WEIGHT (REFERENCE 2)
-    assert loss.temperature == 4.0 and loss.eps == 1e-5
+    assert loss.params.kd_scale == 34.0**2 / 2.0  # the authors' alpha^2 / CE_WEIGHT (REFERENCE 2)
+    assert loss.params.temperature == 4.0 and loss.params.eps == 1e-5
     z, t, y = _batch(b=8)
-    assert torch.equal(sum(build_loss("luminet", kd_weight=0.0)(z, t, y).values()), F.cross_entropy(z, y))
+    assert torch.equal(sum(build_loss("luminet", kd_scale=0.0)(z, t, y).values()), F.cross_entropy(z, y))
     warm = build_loss("luminet", warmup_epochs=20)
     assert warm(z, t, y, epoch=4)["loss_kd"].item() == pytest.approx(0.25 * loss(z, t, y)["loss_kd"].item())
-    for bad in ({"kd_weight": -1.0}, {"temperature": 0.0}, {"eps": 0.0}, {"multi_teacher": "avg"}, {"alpha": 34}):
-        with pytest.raises(StillroomError, match=next(iter(bad)) if "alpha" not in bad else "kd_weight"):
+    for bad in ({"kd_scale": -1.0}, {"temperature": 0.0}, {"eps": 0.0}, {"multi_teacher": "avg"}, {"alpha": 34}):
+        with pytest.raises(StillroomError, match=next(iter(bad)) if "alpha" not in bad else "use kd_scale"):
             build_loss("luminet", **bad)
     with pytest.raises(StillroomError, match="OOD sink"):
         loss(torch.randn(8, 6, dtype=torch.float64), t, y)
@@ -364,7 +364,7 @@ def test_luminet_weight_default_warmup_and_errors():
 def test_luminet_gradient_flows_through_student_statistics():
     z, t, y = _batch(b=8, m=1)
     z.requires_grad_(True)
-    build_loss("luminet", kd_weight=1.0)(z, t, y)["loss_kd"].backward()
+    build_loss("luminet", kd_scale=1.0)(z, t, y)["loss_kd"].backward()
     # d/dz of a function of batch-standardised columns sums to zero over each column (shift invariance)
     torch.testing.assert_close(z.grad.sum(0), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-12)
     assert z.grad.abs().sum() > 0

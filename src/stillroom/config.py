@@ -49,6 +49,10 @@ class ScheduleConfig(_Strict):
 
 
 class LossConfig(_Strict):
+    """The loss by registry name and its raw parameters. Each loss types its own parameters, in the distillation
+    layer above this module (``stillroom.distill.losses``: ``check_loss_config``, ``resolve_loss_params``), which
+    ``stillroom sweep`` calls when it plans. Kept raw here, so config.json holds what was given."""
+
     name: str = "ce"
     params: dict[str, Any] = Field(default_factory=dict)
 

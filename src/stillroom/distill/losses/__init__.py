@@ -9,32 +9,98 @@ The returned dict holds named scalar terms (``loss_ce``, ``loss_kd``, ...), each
 weight; the trainer sums them for the backward pass and logs them one by one. ``ctx`` carries optional extras
 (epoch, OOD mask...) that a loss may read and must otherwise ignore.
 
+Parameters are typed: each loss declares a frozen pydantic model (``DistillLoss.Params``, a ``LossParams``) with
+the ranges of its parameters, its presets (named defaults that explicit parameters override) and the deprecated
+names it still reads. ``resolve_loss_params`` gives the values a config stands for; ``check_loss_config``
+validates a whole run config's loss section (and that teachers are given exactly when the loss needs them)
+before anything trains. ``stillroom.config`` stays below this package: it holds the raw ``loss.params`` mapping.
+
 Teacher logits are detached inside every loss: the teacher is frozen by construction, whether its logits come
 from a cached store or from a live forward pass.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, ClassVar
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from stillroom._io import StillroomError
 from stillroom._registry import Registry
+from stillroom.distill.losses._params import LossParams, describe_errors
 
-__all__ = ["LOSSES", "DistillLoss", "build_loss", "list_losses"]
+if TYPE_CHECKING:
+    from stillroom.config import TrainConfig
+
+__all__ = [
+    "DEFAULT_TEMPERATURE",
+    "LOSSES",
+    "DistillLoss",
+    "LossParams",
+    "build_loss",
+    "check_loss_config",
+    "list_losses",
+    "register_loss",
+    "resolve_loss_params",
+]
+
+#: softmax temperature of every loss that has one, unless a preset or the config says otherwise: T = 4, the CIFAR
+#: setting of mdistiller, DKD's and LumiNet's reference configs and seed 000 §2.4 (the presets that cite them use it)
+DEFAULT_TEMPERATURE = 4.0
 
 
 class DistillLoss(nn.Module):
-    """Base class: shared input checks and the class attributes the trainer and conformance tests read."""
+    """Base class: typed parameters, shared input checks, and the class attributes the trainer and tests read.
 
+    A loss is built from keyword parameters (validated by its ``Params`` model; an invalid or unknown one is a
+    ``StillroomError`` naming the loss and the parameter) or from a ready ``Params`` instance; ``self.params``
+    holds the resolved, frozen values.
+    """
+
+    #: the loss's parameter model; the subclass declares its own
+    Params: ClassVar[type[LossParams]] = LossParams
+    #: the registry name, set by ``register_loss``
+    loss_name: ClassVar[str] = ""
     #: whether ``forward`` needs teacher logits (a CE baseline does not, so no teacher is loaded for it)
     needs_teacher: ClassVar[bool] = False
     #: constructor params that reduce the loss to plain cross-entropy (conformance tests); None: no such setting
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = None
-    #: misspelt or foreign parameter names -> hint shown by ``build_loss``
+    #: misspelt or foreign parameter names -> hint shown with the "unknown parameter" error
     param_hints: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, params: LossParams | None = None, /, **kwargs: Any) -> None:
+        super().__init__()
+        if params is None:
+            params = self.resolve_params(kwargs)
+        elif kwargs or type(params) is not self.Params:
+            raise StillroomError(
+                f"loss {self.loss_name!r}: pass one {self.Params.__name__} or keyword parameters, got "
+                f"{type(params).__name__}" + (f" and {', '.join(kwargs)}" if kwargs else "")
+            )
+        self.params = params
+
+    @classmethod
+    def resolve_params(cls, params: Mapping[str, Any]) -> LossParams:
+        """Validate raw parameters (a config's ``loss.params``): aliases read, preset applied, defaults filled."""
+        for old, new in cls.Params.aliases.items():
+            if old in params:
+                warnings.warn(
+                    f"loss {cls.loss_name!r}: parameter {old!r} is deprecated and read as {new!r}; rename it",
+                    FutureWarning,
+                    stacklevel=3,
+                )
+        try:
+            return cls.Params.model_validate(dict(params))
+        except ValidationError as err:
+            raise StillroomError(
+                f"loss {cls.loss_name!r}: {describe_errors(err, cls.Params, cls.param_hints)}"
+            ) from None
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.params.resolved().items())
 
     def _check_inputs(self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor | None:
         """Validate shapes; return teacher logits as a detached (M, B, K) tensor in the student's dtype."""
@@ -58,22 +124,48 @@ class DistillLoss(nn.Module):
 
 
 LOSSES: Registry[type[DistillLoss]] = Registry("loss")
+L = TypeVar("L", bound=type[DistillLoss])
+
+
+def register_loss(name: str) -> Callable[[L], L]:
+    """Class decorator: register a loss in ``LOSSES`` under ``name`` (which its error messages then use)."""
+
+    def deco(cls: L) -> L:
+        cls.loss_name = name
+        return LOSSES.register(name)(cls)
+
+    return deco
 
 
 def build_loss(name: str, **params: Any) -> DistillLoss:
-    """Build the loss registered as ``name``; an unknown parameter is an error naming it and the loss."""
-    cls = LOSSES.get(name)
-    sig = inspect.signature(cls.__init__)
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    known = [p for p in sig.parameters if p != "self" and sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
-    unknown = [p for p in params if p not in known]
-    if unknown and not accepts_any:
-        hints = "".join(f"; {p!r}: {cls.param_hints[p]}" for p in unknown if p in cls.param_hints)
+    """Build the loss registered as ``name``; an unknown or invalid parameter is an error naming it and the loss."""
+    return LOSSES.get(name)(**params)
+
+
+def resolve_loss_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The full parameter values that ``params`` stands for, as plain JSON-able types: the preset applied, defaults
+    filled, deprecated names read under their current ones. What a run's metadata should record."""
+    return LOSSES.get(name).resolve_params(params).resolved()
+
+
+def check_loss_config(cfg: TrainConfig, source: str = "<config>") -> dict[str, Any]:
+    """Validate a run config's loss: name, parameters, and teachers given exactly when the loss needs them.
+
+    Raises ``StillroomError`` prefixed with ``source`` (a file, a sweep cell) that names the loss and the bad
+    parameter; returns the resolved parameters (``resolve_loss_params``). Call it before anything is written.
+    """
+    try:
+        cls = LOSSES.get(cfg.loss.name)
+        loss = cls(cls.resolve_params(cfg.loss.params))
+    except StillroomError as err:
+        raise StillroomError(f"{source}: {err}") from None
+    if loss.needs_teacher and not cfg.teachers.count:
+        raise StillroomError(f"{source}: loss {cfg.loss.name!r} needs teachers: set teachers.cached or teachers.online")
+    if cfg.teachers.count and not loss.needs_teacher:
         raise StillroomError(
-            f"loss {name!r}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(known) or '(none)'}{hints}"
+            f"{source}: loss {cfg.loss.name!r} ignores teachers; remove them or use a distillation loss"
         )
-    return cls(**params)
+    return loss.params.resolved()
 
 
 def list_losses(pattern: str = "*") -> list[str]:

@@ -9,47 +9,56 @@ and the weights to average its per-target terms with, so every loss handles the 
 
 w_m is uniform unless ``teacher_weights`` is given (non-negative, summing to 1). For a single teacher, or identical
 teachers, the three modes give the same loss. Losses that transform logits first (LumiNet) pass the transformed
-logits as ``t``.
+logits as ``t``. Their parameter models derive from ``MultiTeacherParams`` (``multi_teacher``, ``teacher_weights``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator
 from torch import Tensor
 
 from stillroom._io import StillroomError
+from stillroom.distill.losses._params import LossParams
 
 __all__ = [
     "MULTI_TEACHER_MODES",
-    "check_mode",
-    "check_teacher_weights",
+    "MultiTeacherParams",
     "check_classes",
     "teacher_targets",
     "warmup_factor",
 ]
 
-MULTI_TEACHER_MODES = ("fused", "split", "logits")
+MultiTeacherMode = Literal["fused", "split", "logits"]
+MULTI_TEACHER_MODES: tuple[str, ...] = get_args(MultiTeacherMode)
 
 
-def check_mode(mode: str, loss: str) -> str:
-    if mode not in MULTI_TEACHER_MODES:
-        raise StillroomError(f"loss {loss!r}: multi_teacher must be one of {MULTI_TEACHER_MODES}, got {mode!r}")
-    return mode
+class MultiTeacherParams(LossParams):
+    """Parameters shared by the losses that handle several teachers (module docstring)."""
 
+    multi_teacher: MultiTeacherMode = "fused"
+    #: None: uniform over however many teachers come; else one non-negative weight per teacher, summing to 1
+    teacher_weights: list[float] | None = None
 
-def check_teacher_weights(weights: Sequence[float] | None, loss: str) -> list[float] | None:
-    """Validate ``teacher_weights`` at construction (None = uniform over however many teachers come)."""
-    if weights is None:
-        return None
-    ws = [float(v) for v in weights]
-    if not ws or any(not math.isfinite(v) or v < 0 for v in ws) or abs(sum(ws) - 1.0) > 1e-6:
-        raise StillroomError(f"loss {loss!r}: teacher_weights must be non-negative and sum to 1, got {list(weights)}")
-    return ws
+    @field_validator("teacher_weights", mode="before")
+    @classmethod
+    def _weights(cls, v: Any) -> list[float] | None:
+        if v is None:
+            return None
+        ok = isinstance(v, (list, tuple)) and len(v) > 0
+        ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < math.inf for x in v)
+        if not ok or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"teacher_weights must be non-negative and sum to 1, got {v!r}")
+        return [float(x) for x in v]
+
+    def resolved(self) -> dict[str, Any]:
+        d = super().resolved()
+        shared = {k: d.pop(k) for k in ("multi_teacher", "teacher_weights")}
+        return {**d, **shared}  # the loss's own parameters first
 
 
 def check_classes(student_logits: Tensor, t: Tensor, loss: str) -> None:

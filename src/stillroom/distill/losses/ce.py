@@ -10,36 +10,32 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom._io import StillroomError
-from stillroom.distill.losses import LOSSES, DistillLoss
+from stillroom.distill.losses import DistillLoss, LossParams, register_loss
+from stillroom.distill.losses._params import Smoothing
 
-__all__ = ["CELoss"]
+__all__ = ["CELoss", "CEParams"]
 
 
-@LOSSES.register("ce")
+class CEParams(LossParams):
+    """label_smoothing: epsilon in [0, 1) as in ``torch.nn.functional.cross_entropy``."""
+
+    label_smoothing: Smoothing = 0.0
+
+
+@register_loss("ce")
 class CELoss(DistillLoss):
-    """Plain cross-entropy; teacher logits, if given, are ignored.
-
-    Args:
-        label_smoothing: epsilon in [0, 1) as in ``torch.nn.functional.cross_entropy`` (default 0.0).
+    """Plain cross-entropy; teacher logits, if given, are ignored. Parameters: ``CEParams``.
 
     Returns ``{"loss_ce": scalar}``.
     """
 
+    Params: ClassVar[type[CEParams]] = CEParams
+    params: CEParams
     needs_teacher: ClassVar[bool] = False
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {}
-
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise StillroomError(f"loss 'ce': label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
     ) -> dict[str, Tensor]:
         self._check_inputs(student_logits, None, target)
-        return {"loss_ce": F.cross_entropy(student_logits, target, label_smoothing=self.label_smoothing)}
-
-    def extra_repr(self) -> str:
-        return f"label_smoothing={self.label_smoothing}"
+        return {"loss_ce": F.cross_entropy(student_logits, target, label_smoothing=self.params.label_smoothing)}

@@ -5,18 +5,21 @@ distribution p~_j = p_j / (1 - p_g), j != g (batch means over i):
 
     TCKD = KL(b_t || b_s),   NCKD = KL(p~_t || p~_s)
 
-Two parameterisations (``parameterisation``):
+Two presets (``preset``; named defaults that explicit parameters override, ``DKDParams.presets``), each with its
+own form of the CE / TCKD weights:
 
-- ``reference`` (Zhao et al. / mdistiller CIFAR-100 defaults): ce_weight 1.0, alpha 1.0, beta 8.0, T 4.0,
+- ``reference`` (default; Zhao et al. / mdistiller CIFAR-100): ce_weight 1.0, alpha 1.0, beta 8.0, T 4.0,
   warmup_epochs 20;  L = ce_weight CE + f(epoch) T^2 (alpha TCKD + beta NCKD);
 - ``seed001``: kd_weight a = 0.5, beta b = 4.0, T = 2.0, warmup_epochs 0;
   L = (1 - a) CE + f(epoch) T^2 (a TCKD + b NCKD).
 
-They coincide for ce_weight = 1 - a, alpha = a once warm-up is over. Warm-up f(epoch) = min((epoch + 1) /
-warmup_epochs, 1) where ``epoch`` (from ctx) is the 0-based epoch index the trainer passes: the same schedule as
-mdistiller's min(epoch / warmup, 1) with its 1-based epoch (1/20 in the first epoch, full from the 20th), and never
-a zero factor, which would make the first epoch plain CE. Without ``epoch`` in ctx (e.g. a validation loss) f = 1.
-The warm-up scales TCKD and NCKD, never CE, as in mdistiller.
+They coincide for ce_weight = 1 - a, alpha = a once warm-up is over; kd_weight with ce_weight or alpha is an error.
+``parameterisation``, the former name of ``preset``, is still read (configs of finished runs).
+
+Warm-up f(epoch) = min((epoch + 1) / warmup_epochs, 1) where ``epoch`` (from ctx) is the 0-based epoch index the
+trainer passes: the same schedule as mdistiller's min(epoch / warmup, 1) with its 1-based epoch (1/20 in the first
+epoch, full from the 20th), and never a zero factor, which would make the first epoch plain CE. Without ``epoch`` in
+ctx (e.g. a validation loss) f = 1. The warm-up scales TCKD and NCKD, never CE, as in mdistiller.
 
 Where we differ from the paper's code (mdistiller ``distillers/DKD.py``) and from seed 001:
 
@@ -33,87 +36,75 @@ Where we differ from the paper's code (mdistiller ``distillers/DKD.py``) and fro
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses import LOSSES, DistillLoss
-from stillroom.distill.losses._multi import (
-    check_classes,
-    check_mode,
-    check_teacher_weights,
-    teacher_targets,
-    warmup_factor,
-)
+from stillroom.distill.losses import DEFAULT_TEMPERATURE, DistillLoss, register_loss
+from stillroom.distill.losses._multi import MultiTeacherParams, check_classes, teacher_targets, warmup_factor
+from stillroom.distill.losses._params import Fraction, NonNegative, Positive
 
-__all__ = ["DKDLoss", "PARAMETERISATIONS"]
+__all__ = ["DKDLoss", "DKDParams"]
 
-#: defaults per parameterisation; a parameter missing from the chosen one is an error
-PARAMETERISATIONS: dict[str, dict[str, float]] = {
-    "reference": {"ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup_epochs": 20},
-    "seed001": {"kd_weight": 0.5, "beta": 4.0, "temperature": 2.0, "warmup_epochs": 0},
-}
+_WEIGHTS = ("ce_weight", "alpha", "kd_weight")  # the CE / TCKD weights: a preset sets one form of them
 
 
-@LOSSES.register("dkd")
+class DKDParams(MultiTeacherParams):
+    """preset, its weights (ce_weight and alpha >= 0, or kd_weight in [0, 1]), beta >= 0, temperature > 0,
+    warmup_epochs >= 0 (each from the preset unless given), multi_teacher, teacher_weights (``_multi``)."""
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "reference": {"ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": DEFAULT_TEMPERATURE,
+                      "warmup_epochs": 20},
+        "seed001": {"kd_weight": 0.5, "beta": 4.0, "temperature": 2.0, "warmup_epochs": 0},
+    }  # fmt: skip
+    aliases: ClassVar[dict[str, str]] = {"parameterisation": "preset"}
+
+    preset: str = "reference"
+    ce_weight: NonNegative | None = None
+    alpha: NonNegative | None = None
+    kd_weight: Fraction | None = None
+    beta: NonNegative  # the fields without a default come from the preset
+    temperature: Positive
+    warmup_epochs: NonNegative
+
+    @model_validator(mode="after")
+    def _one_form(self) -> DKDParams:
+        own = [n for n in _WEIGHTS if n in self.presets[self.preset]]
+        foreign = [n for n in _WEIGHTS if n not in own and getattr(self, n) is not None]
+        if foreign:
+            raise ValueError(
+                f"{', '.join(foreign)} is not a parameter of preset {self.preset!r} (its weights: {', '.join(own)}; "
+                f"kd_weight a stands for ce_weight = 1 - a, alpha = a)"
+            )
+        return self
+
+    @property
+    def ce_tckd_weights(self) -> tuple[float, float]:
+        """(weight of CE, weight of TCKD) in either form."""
+        if self.kd_weight is not None:
+            return 1.0 - self.kd_weight, self.kd_weight
+        assert self.ce_weight is not None and self.alpha is not None
+        return self.ce_weight, self.alpha
+
+    def resolved(self) -> dict[str, Any]:
+        return {k: v for k, v in super().resolved().items() if v is not None or k not in _WEIGHTS}  # one form
+
+
+@register_loss("dkd")
 class DKDLoss(DistillLoss):
-    """Args: parameterisation ("reference" | "seed001"), its weights (None = the defaults above), temperature,
-    warmup_epochs >= 0, multi_teacher ("fused" | "split" | "logits"), teacher_weights (None = uniform).
+    """Parameters: ``DKDParams``. Returns ``{"loss_ce", "loss_tckd", "loss_nckd"}``, each with its weight, T^2 and
+    warm-up factor applied."""
 
-    Returns ``{"loss_ce", "loss_tckd", "loss_nckd"}``, each with its weight, T^2 and warm-up factor applied.
-    """
-
+    Params: ClassVar[type[DKDParams]] = DKDParams
+    params: DKDParams
     needs_teacher: ClassVar[bool] = True
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"alpha": 0.0, "beta": 0.0}
     param_hints: ClassVar[dict[str, str]] = {"T": "use temperature", "warmup": "use warmup_epochs"}
-
-    def __init__(
-        self,
-        parameterisation: str = "reference",
-        ce_weight: float | None = None,
-        alpha: float | None = None,
-        kd_weight: float | None = None,
-        beta: float | None = None,
-        temperature: float | None = None,
-        warmup_epochs: float | None = None,
-        multi_teacher: str = "fused",
-        teacher_weights: Sequence[float] | None = None,
-    ) -> None:
-        super().__init__()
-        if parameterisation not in PARAMETERISATIONS:
-            raise StillroomError(
-                f"loss 'dkd': parameterisation must be one of {tuple(PARAMETERISATIONS)}, got {parameterisation!r}"
-            )
-        given = {"ce_weight": ce_weight, "alpha": alpha, "kd_weight": kd_weight, "beta": beta,
-                 "temperature": temperature, "warmup_epochs": warmup_epochs}  # fmt: skip
-        p = dict(PARAMETERISATIONS[parameterisation])
-        for name, value in given.items():
-            if value is None:
-                continue
-            if name not in p:
-                raise StillroomError(
-                    f"loss 'dkd': {name} is not a parameter of parameterisation {parameterisation!r} "
-                    f"(its parameters: {', '.join(p)})"
-                )
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise StillroomError(f"loss 'dkd': {name} must be a finite number >= 0, got {value!r}")
-            p[name] = float(value)
-        if p["temperature"] <= 0:
-            raise StillroomError(f"loss 'dkd': temperature must be > 0, got {p['temperature']}")
-        if parameterisation == "seed001":
-            if p["kd_weight"] > 1:
-                raise StillroomError(f"loss 'dkd': kd_weight must be in [0, 1], got {p['kd_weight']}")
-            p["ce_weight"], p["alpha"] = 1.0 - p["kd_weight"], p["kd_weight"]
-        self.parameterisation, self.params = parameterisation, p
-        self.ce_weight, self.alpha, self.beta = p["ce_weight"], p["alpha"], p["beta"]
-        self.temperature, self.warmup_epochs = p["temperature"], p["warmup_epochs"]
-        self.multi_teacher = check_mode(multi_teacher, "dkd")
-        self.teacher_weights = check_teacher_weights(teacher_weights, "dkd")
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
@@ -123,8 +114,9 @@ class DKDLoss(DistillLoss):
         check_classes(student_logits, t, "dkd")
         if t.shape[2] < 2:
             raise StillroomError(f"loss 'dkd': needs at least 2 classes, got {t.shape[2]}")
-        temp = self.temperature
-        log_q, w = teacher_targets(t, temp, self.multi_teacher, self.teacher_weights, "dkd")  # (M', B, K), (M',)
+        p = self.params
+        temp = p.temperature
+        log_q, w = teacher_targets(t, temp, p.multi_teacher, p.teacher_weights, "dkd")  # (M', B, K), (M',)
         log_p = F.log_softmax(student_logits / temp, dim=1).expand_as(log_q)  # (M', B, K)
         gt = F.one_hot(target, t.shape[2]).bool().expand_as(log_q)  # (M', B, K)
         bin_q, non_q = _decouple(log_q, gt)
@@ -132,18 +124,13 @@ class DKDLoss(DistillLoss):
         # batch-mean KL per target, (M',); split averages them with the teacher weights
         tckd = (w * F.kl_div(bin_p, bin_q, reduction="none", log_target=True).sum(2).mean(1)).sum()
         nckd = (w * F.kl_div(non_p, non_q, reduction="none", log_target=True).sum(2).mean(1)).sum()
-        scale = warmup_factor(ctx.get("epoch"), self.warmup_epochs, "dkd") * temp**2
+        scale = warmup_factor(ctx.get("epoch"), p.warmup_epochs, "dkd") * temp**2
+        ce_weight, alpha = p.ce_tckd_weights
         return {
-            "loss_ce": self.ce_weight * F.cross_entropy(student_logits, target),
-            "loss_tckd": scale * self.alpha * tckd,
-            "loss_nckd": scale * self.beta * nckd,
+            "loss_ce": ce_weight * F.cross_entropy(student_logits, target),
+            "loss_tckd": scale * alpha * tckd,
+            "loss_nckd": scale * p.beta * nckd,
         }
-
-    def extra_repr(self) -> str:
-        return (
-            f"parameterisation={self.parameterisation!r}, {self.params}, multi_teacher={self.multi_teacher!r}, "
-            f"teacher_weights={self.teacher_weights}"
-        )
 
 
 def _decouple(log_p: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,40 +11,38 @@ Multi-teacher modes (``_multi.teacher_targets``, shared with DKD and LumiNet), w
 - ``split``: sum_m w_m KL(softmax(t_m / T) || p_s^T), each teacher's distribution kept (seed 001's "split");
 - ``logits``: KL(softmax(sum_m w_m t_m / T) || p_s^T), logit-space fusion (seed 001 §9.4).
 
-All three coincide for one teacher or identical teachers. Seed 001 trains at T = 2; our default T = 4.0 follows
-the CIFAR reference setting (mdistiller).
+All three coincide for one teacher or identical teachers. Seed 001 trains at T = 2; our default T =
+``DEFAULT_TEMPERATURE`` = 4.0 follows the CIFAR reference setting (mdistiller).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom._io import StillroomError
-from stillroom.distill.losses import LOSSES, DistillLoss
-from stillroom.distill.losses._multi import (
-    MULTI_TEACHER_MODES,
-    check_classes,
-    check_mode,
-    check_teacher_weights,
-    teacher_targets,
-)
+from stillroom.distill.losses import DEFAULT_TEMPERATURE, DistillLoss, register_loss
+from stillroom.distill.losses._multi import MULTI_TEACHER_MODES, MultiTeacherParams, check_classes, teacher_targets
+from stillroom.distill.losses._params import Fraction, Positive, Smoothing
 
-__all__ = ["KDLoss", "MULTI_TEACHER_MODES"]
+__all__ = ["KDLoss", "KDParams", "MULTI_TEACHER_MODES"]
 
 
-@LOSSES.register("kd")
+class KDParams(MultiTeacherParams):
+    """kd_weight in [0, 1], temperature > 0, multi_teacher, teacher_weights (``_multi``), label_smoothing for CE."""
+
+    kd_weight: Fraction = 0.5
+    temperature: Positive = DEFAULT_TEMPERATURE
+    label_smoothing: Smoothing = 0.0
+
+
+@register_loss("kd")
 class KDLoss(DistillLoss):
-    """Args: kd_weight in [0, 1] (0.5), temperature > 0 (4.0), multi_teacher in MULTI_TEACHER_MODES ("fused"),
-    teacher_weights (None = uniform; else M non-negative values summing to 1), label_smoothing for CE (0.0).
+    """Parameters: ``KDParams``. Returns ``{"loss_ce": (1 - kd_weight) CE, "loss_kd": kd_weight T^2 KL}``."""
 
-    Returns ``{"loss_ce": (1 - kd_weight) CE, "loss_kd": kd_weight T^2 KL}``.
-    """
-
+    Params: ClassVar[type[KDParams]] = KDParams
+    params: KDParams
     needs_teacher: ClassVar[bool] = True
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_weight": 0.0}
     param_hints: ClassVar[dict[str, str]] = {
@@ -52,42 +50,18 @@ class KDLoss(DistillLoss):
         "T": "use temperature",
     }
 
-    def __init__(
-        self,
-        kd_weight: float = 0.5,
-        temperature: float = 4.0,
-        multi_teacher: str = "fused",
-        teacher_weights: Sequence[float] | None = None,
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if not 0.0 <= float(kd_weight) <= 1.0:
-            raise StillroomError(f"loss 'kd': kd_weight must be in [0, 1], got {kd_weight}")
-        if not float(temperature) > 0.0 or not math.isfinite(float(temperature)):
-            raise StillroomError(f"loss 'kd': temperature must be a positive number, got {temperature}")
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise StillroomError(f"loss 'kd': label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.kd_weight, self.temperature = float(kd_weight), float(temperature)
-        self.multi_teacher, self.label_smoothing = check_mode(multi_teacher, "kd"), float(label_smoothing)
-        self.teacher_weights = check_teacher_weights(teacher_weights, "kd")
-
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
     ) -> dict[str, Tensor]:
         t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K), detached
         assert t is not None
         check_classes(student_logits, t, "kd")
-        temp = self.temperature
-        log_q, w = teacher_targets(t, temp, self.multi_teacher, self.teacher_weights, "kd")  # (M', B, K), (M',)
+        p = self.params
+        temp = p.temperature
+        log_q, w = teacher_targets(t, temp, p.multi_teacher, p.teacher_weights, "kd")  # (M', B, K), (M',)
         log_p_s = F.log_softmax(student_logits / temp, dim=1)  # (B, K)
         # per-target batch-mean KL, shape (M',); split averages them with the teacher weights
         kl_m = F.kl_div(log_p_s.expand_as(log_q), log_q, reduction="none", log_target=True).sum(2).mean(1)
         kl = (w * kl_m).sum()
-        ce = F.cross_entropy(student_logits, target, label_smoothing=self.label_smoothing)
-        return {"loss_ce": (1.0 - self.kd_weight) * ce, "loss_kd": self.kd_weight * temp**2 * kl}
-
-    def extra_repr(self) -> str:
-        return (
-            f"kd_weight={self.kd_weight}, temperature={self.temperature}, multi_teacher={self.multi_teacher!r}, "
-            f"teacher_weights={self.teacher_weights}, label_smoothing={self.label_smoothing}"
-        )
+        ce = F.cross_entropy(student_logits, target, label_smoothing=p.label_smoothing)
+        return {"loss_ce": (1.0 - p.kd_weight) * ce, "loss_kd": p.kd_weight * temp**2 * kl}

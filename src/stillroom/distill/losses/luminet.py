@@ -3,7 +3,7 @@
 Per class j, over the B samples of the batch (teacher and student separately; biased variance):
 
     h_ij = (z_ij - U_j) / sqrt(V_j + eps),   U_j = mean_i z_ij,   V_j = mean_i (z_ij - U_j)^2       (eq. 1)
-    L = CE(z, y) + kd_weight (1/B) sum_i KL(softmax(h_t,i / tau) || softmax(h_s,i / tau))         (eq. 2-4)
+    L = CE(z, y) + kd_scale (1/B) sum_i KL(softmax(h_t,i / tau) || softmax(h_s,i / tau))          (eq. 2-4)
 
 The statistics are those of the batch at hand, so cached teacher logits work as they are: the teacher's U, V come
 from the B cached rows of the batch. A batch of one has V = 0 and no perception at all: it is an error.
@@ -13,11 +13,13 @@ Multi-teacher: each teacher is standardised on its own, then the modes of ``_mul
 logits: ``fused`` averages softmax(h_t,m / tau), ``split`` averages the per-teacher KL terms, ``logits`` takes
 softmax(sum_m w_m h_t,m / tau). Standardising first puts teachers with different logit scales on one footing.
 
-Default ``kd_weight`` = 578 = alpha^2 / CE_WEIGHT of the authors' CIFAR-100 ResNet32x4 -> ResNet8x4 recipe
-(alpha = 34, CE_WEIGHT = 2, T = 4): the same balance of CE and KL as theirs. Where we differ from their code
+``kd_scale`` is an unbounded multiplier of the KL, not a [0, 1] mix like KD's ``kd_weight`` (hence its own name;
+``kd_weight``, its former name, is still read so finished runs' configs load). Default ``kd_scale`` = 578 =
+alpha^2 / CE_WEIGHT of the authors' CIFAR-100 ResNet32x4 -> ResNet8x4 recipe (alpha = 34, CE_WEIGHT = 2, T = 4;
+seed 002): the same balance of CE and KL as theirs. Where we differ from their code
 (``mdistiller/distillers/Luminet.py`` in the LumiNet repository):
 
-- Weights: their loss is CE_WEIGHT CE + alpha^2 KL; ours is CE + kd_weight KL, so kd_weight = alpha^2 / CE_WEIGHT
+- Weights: their loss is CE_WEIGHT CE + alpha^2 KL; ours is CE + kd_scale KL, so kd_scale = alpha^2 / CE_WEIGHT
   and our loss is theirs divided by CE_WEIGHT (for SGD: their learning rate is CE_WEIGHT times ours, weight decay
   aside).
 - Warm-up: their code multiplies the KL by min(epoch / 20, 1), which the paper does not mention; ours has
@@ -29,24 +31,17 @@ Default ``kd_weight`` = 578 = alpha^2 / CE_WEIGHT of the authors' CIFAR-100 ResN
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses import LOSSES, DistillLoss
-from stillroom.distill.losses._multi import (
-    check_classes,
-    check_mode,
-    check_teacher_weights,
-    teacher_targets,
-    warmup_factor,
-)
+from stillroom.distill.losses import DEFAULT_TEMPERATURE, DistillLoss, register_loss
+from stillroom.distill.losses._multi import MultiTeacherParams, check_classes, teacher_targets, warmup_factor
+from stillroom.distill.losses._params import NonNegative, Positive
 
-__all__ = ["LumiNetLoss", "perception"]
+__all__ = ["LumiNetLoss", "LumiNetParams", "perception"]
 
 
 def perception(logits: Tensor, eps: float = 1e-5, dim: int = -2) -> Tensor:
@@ -56,47 +51,33 @@ def perception(logits: Tensor, eps: float = 1e-5, dim: int = -2) -> Tensor:
     return (logits - mean) / (var + eps).sqrt()
 
 
-@LOSSES.register("luminet")
+class LumiNetParams(MultiTeacherParams):
+    """kd_scale >= 0 (the KL's multiplier, alpha^2 / CE_WEIGHT), temperature tau > 0, eps > 0, warmup_epochs >= 0,
+    multi_teacher, teacher_weights (``_multi``)."""
+
+    aliases: ClassVar[dict[str, str]] = {"kd_weight": "kd_scale"}
+
+    kd_scale: NonNegative = 578.0  # the authors' alpha^2 / CE_WEIGHT = 34^2 / 2 (module docstring)
+    temperature: Positive = DEFAULT_TEMPERATURE
+    eps: Positive = 1e-5
+    warmup_epochs: NonNegative = 0.0
+
+
+@register_loss("luminet")
 class LumiNetLoss(DistillLoss):
-    """Args: kd_weight >= 0 (578.0), temperature tau > 0 (4.0), eps > 0 (1e-5), warmup_epochs >= 0 (0),
-    multi_teacher ("fused" | "split" | "logits"), teacher_weights (None = uniform).
+    """Parameters: ``LumiNetParams``. Returns ``{"loss_ce": CE, "loss_kd": kd_scale f(epoch) KL}``. Needs batches
+    of at least 2 samples."""
 
-    Returns ``{"loss_ce": CE, "loss_kd": kd_weight f(epoch) KL}``. Needs batches of at least 2 samples.
-    """
-
+    Params: ClassVar[type[LumiNetParams]] = LumiNetParams
+    params: LumiNetParams
     needs_teacher: ClassVar[bool] = True
-    ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_weight": 0.0}
+    ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_scale": 0.0}
     param_hints: ClassVar[dict[str, str]] = {
-        "alpha": "use kd_weight = alpha^2 / CE_WEIGHT of the authors' config (34^2 / 2 = 578)",
-        "lambda_": "use kd_weight",
+        "alpha": "use kd_scale = alpha^2 / CE_WEIGHT of the authors' config (34^2 / 2 = 578)",
+        "lambda_": "use kd_scale",
         "tau": "use temperature",
         "T": "use temperature",
     }
-
-    def __init__(
-        self,
-        kd_weight: float = 578.0,
-        temperature: float = 4.0,
-        eps: float = 1e-5,
-        warmup_epochs: float = 0,
-        multi_teacher: str = "fused",
-        teacher_weights: Sequence[float] | None = None,
-    ) -> None:
-        super().__init__()
-        for name, value, positive in (
-            ("kd_weight", kd_weight, False),
-            ("temperature", temperature, True),
-            ("eps", eps, True),
-            ("warmup_epochs", warmup_epochs, False),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-                raise StillroomError(f"loss 'luminet': {name} must be a finite number >= 0, got {value!r}")
-            if positive and value == 0:
-                raise StillroomError(f"loss 'luminet': {name} must be > 0, got {value!r}")
-        self.kd_weight, self.temperature, self.eps = float(kd_weight), float(temperature), float(eps)
-        self.warmup_epochs = float(warmup_epochs)
-        self.multi_teacher = check_mode(multi_teacher, "luminet")
-        self.teacher_weights = check_teacher_weights(teacher_weights, "luminet")
 
     def forward(
         self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
@@ -109,18 +90,12 @@ class LumiNetLoss(DistillLoss):
                 f"loss 'luminet': needs a batch of at least 2 samples (per-class batch statistics), "
                 f"got {student_logits.shape[0]}"
             )
-        tau = self.temperature
-        h_t = perception(t, self.eps, dim=1)  # (M, B, K): each teacher over its own batch column
-        h_s = perception(student_logits, self.eps, dim=0)  # (B, K)
-        log_q, w = teacher_targets(h_t, tau, self.multi_teacher, self.teacher_weights, "luminet")  # (M', B, K)
+        p = self.params
+        tau = p.temperature
+        h_t = perception(t, p.eps, dim=1)  # (M, B, K): each teacher over its own batch column
+        h_s = perception(student_logits, p.eps, dim=0)  # (B, K)
+        log_q, w = teacher_targets(h_t, tau, p.multi_teacher, p.teacher_weights, "luminet")  # (M', B, K)
         log_p = F.log_softmax(h_s / tau, dim=1).expand_as(log_q)  # (M', B, K)
         kl = (w * F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(2).mean(1)).sum()
-        factor = warmup_factor(ctx.get("epoch"), self.warmup_epochs, "luminet")
-        return {"loss_ce": F.cross_entropy(student_logits, target), "loss_kd": self.kd_weight * factor * kl}
-
-    def extra_repr(self) -> str:
-        return (
-            f"kd_weight={self.kd_weight}, temperature={self.temperature}, eps={self.eps}, "
-            f"warmup_epochs={self.warmup_epochs}, multi_teacher={self.multi_teacher!r}, "
-            f"teacher_weights={self.teacher_weights}"
-        )
+        factor = warmup_factor(ctx.get("epoch"), p.warmup_epochs, "luminet")
+        return {"loss_ce": F.cross_entropy(student_logits, target), "loss_kd": p.kd_scale * factor * kl}
