@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from stillroom._io import StillroomError
-from stillroom.data import import_folder as imp
+from stillroom.data import import_convert as conv
 from stillroom.data.contact_sheet import make_contact_sheet, sheet_size
 from stillroom.data.import_folder import import_folder
 from stillroom.data.index import load_index
@@ -223,8 +223,8 @@ def test_refuses_foreign_non_empty_out_dir_but_replaces_a_dataset(tmp_path: Path
 def test_parallel_decoding_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _folder(tmp_path / "src", "gray")
     serial = import_folder(src, tmp_path / "a", size=16, workers=1)
-    monkeypatch.setattr(imp, "_PARALLEL_MIN", 0)
-    monkeypatch.setattr(imp, "_CHUNK", 4)
+    monkeypatch.setattr(conv, "_PARALLEL_MIN", 0)
+    monkeypatch.setattr(conv, "_CHUNK", 4)
     parallel = import_folder(src, tmp_path / "b", size=16, workers=2)
     assert parallel.content_hash == serial.content_hash and parallel.recipe == {
         **serial.recipe,

@@ -24,12 +24,13 @@ RGB conversion, palette images without transparency are read as ordinary (black-
 The dataset is built in a temporary directory beside ``out_dir`` and renamed into place at the end, so a crash
 never leaves a half-written dataset; the leakage probe (:mod:`stillroom.data.leakage`) and a contact sheet are part
 of the build.
+
+Finding the files is :mod:`stillroom.data.import_sources`, converting them :mod:`stillroom.data.import_convert`;
+this module decides the splits and writes the dataset.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import re
@@ -37,275 +38,29 @@ import secrets
 import shutil
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from stillroom._io import StillroomError, atomic_write_json, replace_dir, sha256_bytes
+from stillroom._io import StillroomError, atomic_write_json, replace_dir
 from stillroom.data.builder import is_dataset_dir
 from stillroom.data.contact_sheet import make_contact_sheet
-from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.import_convert import SILHOUETTE_PADDING, choose_kind, convert_files
+from stillroom.data.import_sources import IMAGE_EXTENSIONS, Source, scan_csv, scan_folder
+from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.leakage import leakage_probe
-from stillroom.data.preprocess import BadImageError, object_mask, open_image, preprocess_mask, to_8bit
 from stillroom.data.stats import channel_stats
 
 __all__ = ["import_folder", "IMAGE_EXTENSIONS", "KINDS"]
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 KINDS = ("auto", "silhouette", "grayscale", "rgb")
-SILHOUETTE_PADDING = 0.2  # REFERENCE 1.1
-# "auto" inspects at most this many images, spread evenly over the sorted file list.
-_AUTO_SAMPLE = 256
-# Below this many files a process pool costs more to start than it saves.
-_PARALLEL_MIN = 64
-_CHUNK = 32
-_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "F")
 
 
-@dataclass(frozen=True)
-class _Source:
-    path: Path  # absolute
-    rel: str  # relative to src, forward slashes: how the file is named in messages and rejects.json
-    label_name: str
-    split: str | None
-    group: str
-
-
-# --- discovery -------------------------------------------------------------------------------------------------------
-
-
-def _is_image_name(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _visible(p: Path, root: Path) -> bool:
-    # Hidden files and folders (".DS_Store", ".ipynb_checkpoints") are never data.
-    return not any(part.startswith(".") for part in p.relative_to(root).parts)
-
-
-def _default_group(rel: str) -> str:
-    return rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel
-
-
-def _scan_class_dir(class_dir: Path, src: Path, label: str, split: str | None, ignored: list[dict]) -> list[_Source]:
-    out = []
-    for p in sorted(class_dir.rglob("*")):
-        if not p.is_file() or not _visible(p, src):
-            continue
-        rel = p.relative_to(src).as_posix()
-        if not _is_image_name(p):
-            ignored.append({"path": rel, "reason": f"unsupported extension {p.suffix or '(none)'!r}"})
-            continue
-        out.append(_Source(p, rel, label, split, _default_group(rel)))
-    return out
-
-
-def _scan_folder(src: Path, ignored: list[dict]) -> tuple[list[_Source], str]:
-    top = sorted(d for d in src.iterdir() if _visible(d, src))
-    for f in top:
-        if f.is_file():
-            ignored.append({"path": f.name, "reason": "file outside a class folder"})
-    dirs = [d for d in top if d.is_dir()]
-    names = {d.name for d in dirs}
-    if names == set(SPLITS):
-        sources = []
-        for split in SPLITS:
-            for class_dir in sorted(d for d in (src / split).iterdir() if d.is_dir() and _visible(d, src)):
-                sources += _scan_class_dir(class_dir, src, class_dir.name, split, ignored)
-            for f in sorted((src / split).iterdir()):
-                if f.is_file() and _visible(f, src):
-                    ignored.append({"path": f"{split}/{f.name}", "reason": "file outside a class folder"})
-        return sources, "imagefolder-presplit"
-    if names and names < set(SPLITS):
-        # Classes literally named "train"/"test" are far less likely than a pre-split folder missing one split.
-        missing = ", ".join(s for s in SPLITS if s not in names)
-        raise StillroomError(
-            f"{src}: top-level folders look like a pre-split dataset but {missing} is missing;"
-            " add it (pre-split folders need exactly train/val/test) or move the class folders up one level"
-        )
-    sources = []
-    for class_dir in dirs:
-        sources += _scan_class_dir(class_dir, src, class_dir.name, None, ignored)
-    return sources, "imagefolder"
-
-
-def _scan_csv(src: Path, csv_path: Path) -> list[_Source]:
-    if not csv_path.is_file():
-        raise StillroomError(f"{csv_path}: CSV file not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in reader.fieldnames or []]
-        missing = [c for c in ("path", "label_name") if c not in fields]
-        if missing:
-            raise StillroomError(f"{csv_path}: missing column(s) {', '.join(missing)}; need path,label_name")
-        has_split, has_group = "split" in fields, "group" in fields
-        sources: list[_Source] = []
-        seen: dict[str, int] = {}
-        for i, raw in enumerate(reader):
-            rec = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            where = f"{csv_path}: row {i + 2}"
-            rel, label = rec["path"].replace("\\", "/"), rec["label_name"]
-            if not rel or not label:
-                raise StillroomError(f"{where}: empty path or label_name")
-            if rel in seen:
-                raise StillroomError(f"{where}: path {rel!r} already listed at row {seen[rel]}")
-            seen[rel] = i + 2
-            split = rec.get("split") if has_split else None
-            if has_split and split not in SPLITS:
-                raise StillroomError(f"{where}: split {split!r} not one of {', '.join(SPLITS)}")
-            group = (rec.get("group") if has_group else "") or _default_group(rel)
-            sources.append(_Source(src / rel, rel, label, split, group))
-    if not sources:
-        raise StillroomError(f"{csv_path}: no rows")
-    return sources
-
-
-# --- per-file work (runs in worker processes) ------------------------------------------------------------------------
-
-
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode the first frame; raise ValueError with a plain reason for anything unusable."""
-    try:
-        return open_image(path)
-    except BadImageError as err:
-        raise ValueError(err.reason) from None
-
-
-def _traits(path: Path) -> dict[str, Any] | None:
-    """What "auto" needs to know about one image; None when it cannot be read (it is rejected later)."""
-    try:
-        img = _open(path)
-    except ValueError:
-        return None
-    with img:
-        mode = img.mode
-        try:
-            img = to_8bit(img)
-        except BadImageError:
-            return None
-        has_alpha = "A" in img.getbands() or "transparency" in img.info
-        clean_alpha = False
-        if has_alpha:
-            hist = img.convert("RGBA").getchannel("A").histogram()
-            clean_alpha = sum(hist[1:255]) == 0
-        hist_l = img.convert("L").histogram()
-        binary = not has_alpha and sum(hist_l[1:255]) == 0
-    return {"mode": mode, "has_alpha": has_alpha, "clean_alpha": clean_alpha, "binary": binary}
-
-
-def _flatten(img: Image.Image) -> Image.Image:
-    """Composite transparency onto white so transparent areas look like an empty background, not black."""
-    if "A" in img.getbands() or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img
-
-
-class _EmptySilhouette(Exception):
-    """A readable image without object pixels: a reject, not an error."""
-
-
-def _fully_transparent(img: Image.Image) -> bool:
-    if "A" not in img.getbands() and "transparency" not in img.info:
-        return False
-    return img.convert("RGBA").getchannel("A").getextrema()[1] == 0
-
-
-def _to_array(img: Image.Image, kind: str, size: int, source: str) -> np.ndarray:
-    img = to_8bit(img, source)
-    if kind == "silhouette":
-        mask = object_mask(img, source=source)
-        if not mask.any():
-            raise _EmptySilhouette
-        return preprocess_mask(mask, size, padding=SILHOUETTE_PADDING, source=source)
-    if _fully_transparent(img):
-        # Flattened it would be a plain white picture: data without a subject.
-        raise ValueError("fully transparent image (nothing to see)")
-    img = _flatten(ImageOps.exif_transpose(img))
-    img = img.convert("L" if kind == "grayscale" else "RGB")
-    w, h = img.size
-    s = size / min(w, h)
-    # Shorter side to `size`, keep aspect, then centre-crop the longer side.
-    nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    resample = Image.Resampling.LANCZOS if s < 1 else Image.Resampling.BICUBIC
-    img = img.resize((nw, nh), resample)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-
-
-def _convert_one(path: Path, rel: str, dest: Path, kind: str, size: int) -> tuple[str | None, str | None]:
-    """Convert one file and write it as PNG to ``dest``; return (sha256, None) or (None, reason)."""
-    try:
-        img = _open(path)
-    except ValueError as err:
-        return None, str(err)
-    try:
-        with img:
-            arr = _to_array(img, kind, size, rel)
-    except _EmptySilhouette:
-        return None, "empty silhouette (no object pixels: fully transparent or blank)"
-    except BadImageError as err:
-        return None, err.reason
-    except (StillroomError, OSError, ValueError) as err:
-        return None, f"cannot convert ({err})"
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    data = buf.getvalue()
-    dest.write_bytes(data)  # the whole build directory is renamed into place at the end, so no per-file atomicity
-    return sha256_bytes(data), None
-
-
-def _convert_chunk(items: list[tuple[Path, str, Path]], kind: str, size: int) -> list[tuple[str | None, str | None]]:
-    return [_convert_one(p, rel, dest, kind, size) for p, rel, dest in items]
-
-
-def _traits_chunk(paths: list[Path]) -> list[dict[str, Any] | None]:
-    return [_traits(p) for p in paths]
-
-
-def _run_chunked(fn: Any, items: list[Any], workers: int, *args: Any) -> list[Any]:
-    if workers < 2 or len(items) < _PARALLEL_MIN:
-        return fn(items, *args)
-    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        parts = pool.map(fn, chunks, *([a] * len(chunks) for a in args))
-        return [r for part in parts for r in part]
-
-
-# --- decisions -------------------------------------------------------------------------------------------------------
-
-
-def _choose_kind(sources: Sequence[_Source], workers: int) -> tuple[str, str]:
-    n, m = len(sources), min(len(sources), _AUTO_SAMPLE)
-    picks = sorted({round(i * (n - 1) / max(m - 1, 1)) for i in range(m)})  # evenly spread over all classes
-    sample = [sources[i] for i in picks]
-    traits = _run_chunked(_traits_chunk, [s.path for s in sample], workers)
-    seen = [(s, t) for s, t in zip(sample, traits, strict=True) if t is not None]
-    if not seen:
-        return "rgb", f"auto: none of {len(sample)} sampled images could be read; defaulting to rgb"
-    not_mask = [(s, t) for s, t in seen if not (t["clean_alpha"] or t["binary"])]
-    if not not_mask:
-        return "silhouette", (
-            f"auto: all {len(seen)} sampled images have a clean 0/255 alpha channel or are binary black-and-white"
-        )
-    s0, t0 = not_mask[0]
-    why_not = (
-        f"{len(not_mask)} of {len(seen)} sampled images are not masks (e.g. {s0.rel}: "
-        + ("alpha has values between 0 and 255" if t0["has_alpha"] else "not pure black-and-white")
-        + ")"
-    )
-    colour = [(s, t) for s, t in seen if t["mode"] not in _GRAY_MODES]
-    if not colour:
-        return "grayscale", f"auto: {why_not}; all sampled images are grayscale"
-    s1, t1 = colour[0]
-    return "rgb", f"auto: {why_not}; {len(colour)} are colour (e.g. {s1.rel}, mode {t1['mode']})"
+# --- splits and folder names -----------------------------------------------------------------------------------------
 
 
 def _check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -338,7 +93,7 @@ def _split_counts(g: int, fr: tuple[float, float, float]) -> tuple[int, int, int
     return g - n_val - n_test, n_val, n_test
 
 
-def _assign_splits(kept: Sequence[_Source], fr: tuple[float, float, float], seed: int) -> list[str]:
+def _assign_splits(kept: Sequence[Source], fr: tuple[float, float, float], seed: int) -> list[str]:
     """Stratified random split over groups: each group goes whole to one split, counted in its first row's class."""
     primary: dict[str, str] = {}
     for s in kept:
@@ -449,14 +204,14 @@ def import_folder(
 
     ignored: list[dict] = []
     if csv_path is not None:
-        sources, layout = _scan_csv(src, Path(csv_path)), "csv"
+        sources, layout = scan_csv(src, Path(csv_path)), "csv"
     else:
-        sources, layout = _scan_folder(src, ignored)
+        sources, layout = scan_folder(src, ignored)
     if not sources:
         raise StillroomError(f"{src}: no image files found ({', '.join(IMAGE_EXTENSIONS)}) in the {layout} layout")
 
     if kind == "auto":
-        kind, kind_reason = _choose_kind(sources, workers)
+        kind, kind_reason = choose_kind(sources, workers)
     else:
         kind_reason = "requested"
     log.info("import-folder %s: %d files, kind %s (%s)", src, len(sources), kind, kind_reason)
@@ -469,7 +224,7 @@ def import_folder(
         staging = tmp / "staging"
         staging.mkdir()
         items = [(s.path, s.rel, staging / f"{i}.png") for i, s in enumerate(sources)]
-        results = _run_chunked(_convert_chunk, items, workers, kind, size)
+        results = convert_files(items, kind, size, workers)
         rejected = [
             {"path": s.rel, "reason": reason}
             for s, (_, reason) in zip(sources, results, strict=True)
