@@ -44,20 +44,31 @@ def test_bench_topk_smoke(tmp_path, capsys):
     assert "float16" in capsys.readouterr().out
 
 
-def test_bench_kd_step_smoke(tmp_path, capsys):
+def test_bench_kd_step_smoke(tmp_path):
+    """Run in its own process: its DataLoader with ``num_workers=1`` makes torch install a SIGCHLD handler for the
+    rest of the process, and with pytest's faulthandler alternate signal stack a later child exit (the browser
+    test's chromedriver) could then kill the test process with SIGSEGV (si_code SI_KERNEL: the kernel could not
+    build the signal frame)."""
+    import os
+    import subprocess
+
     pytest.importorskip("torchvision")
     bench = _script("bench_kd_step")
     md = tmp_path / "BENCHMARKS.md"
     argv = ["--sizes", "32", "--n-per-class", "6", "--batch", "8", "--steps", "1", "--warmup", "0", "--rounds", "1",
             "--teachers", "1", "--views", "2", "--loader-batches", "1", "--student", "mobilenet_v3_small",
             "--teacher-arch", "mobilenet_v3_small", "--threads", "1", "--write", "--md", str(md)]  # fmt: skip
-    assert bench.main(argv) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_kd_step.py"), *argv], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
     text = md.read_text()
     assert _sections(text, bench.BEGIN, bench.END) == 1
     for variant in ("ce (student only)", "kd, cached logits", "kd, replayed views (V=2)", "kd, online 1x"):
         assert variant in text
     assert "Load average" in text and "num_workers=1" in text and "Goal (cached and replay" in text
-    assert "loader alone" in capsys.readouterr().out
+    assert "loader alone" in proc.stdout
 
 
 def test_seed000_table_and_run_progress(teacher_run, tmp_path, capsys):
