@@ -53,8 +53,8 @@ def tiny_run(root: Path) -> Path:
     """Train and export a tiny silhouette classifier (4 drawn shapes at 32 px) under ``root``."""
     from stillroom.config import config_from_dict
     from stillroom.data.synthetic import build_shapes
-    from stillroom.deploy.ladder import fit_run_ladder
     from stillroom.deploy.onnx_export import export_onnx
+    from stillroom.deploy.run_ladder import fit_run_ladder
     from stillroom.pipeline import train
 
     index = build_shapes(root / "shapes", n_per_class=40, size=32, num_classes=4, seed=0)

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
 from stillroom.models.inference import predict_logits
-from stillroom.train.checkpoint import load_run
+from stillroom.runs import load_run
 
 
 def repixelate(images: np.ndarray, factor: float) -> np.ndarray:

@@ -3,7 +3,7 @@
 # resnet18 teachers, a K-class KD student (post-hoc OOD scores) and target-dampened K+1 students over the OOD
 # weight g, then the Table-2-style comparison and the strictness ladder on the test split. Resumable.
 #
-#   bash benchmarks/openset_151.sh            # OUT=artifacts/openset151; g = 7.8 (recipe seed000), seed 0
+#   bash benchmarks/openset_151.sh            # OUT=artifacts/openset151; g = 7.8 (preset seed000), seed 0
 #   GAMMAS="td_g0 td_g4 td_g7.8 td_g10" SEEDS="0 1 2" bash benchmarks/openset_151.sh   # seed 000 Table 3
 set -euo pipefail
 OUT=${OUT:-artifacts/openset151}

@@ -41,8 +41,8 @@ def _link_or_copy(s: str | Path, d: str | Path) -> None:
 def exported_run(teacher_run: Path, tmp_root: Path) -> Path:
     """``teacher_run`` exported (fp32 fixed + dynamic + int8) with a fitted ladder, in a linked copy."""
     if teacher_run not in _CACHE:
-        from stillroom.deploy.ladder import fit_run_ladder
         from stillroom.deploy.onnx_export import export_onnx
+        from stillroom.deploy.run_ladder import fit_run_ladder
 
         run = link_run(teacher_run, tmp_root / "exported")
         # ONNX Runtime's quantizer: quick on this resnet18; NNCF's path has its own tests (test_int8.py)

@@ -19,7 +19,7 @@ from stillroom._io import StillroomError, sha256_file  # noqa: E402
 from stillroom.data.dataset import load_images  # noqa: E402
 from stillroom.data.index import load_index  # noqa: E402
 from stillroom.deploy import onnx_export  # noqa: E402
-from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session  # noqa: E402
+from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session  # noqa: E402
 from stillroom.deploy.latency import LATENCY_SECTION, bench_run, time_calls, update_benchmarks_md  # noqa: E402
 from stillroom.deploy.onnx_export import (  # noqa: E402
     TrainImagesReader,
@@ -137,7 +137,7 @@ def test_export_files_parity_and_int8(run):
     index = load_index(rep["index"])
     rows = index.split_indices("val")[:8]
     x = normalize_uint8(np.asarray(load_images(index)[rows]), rep["input"]["mean"], rep["input"]["std"])
-    from stillroom.train.checkpoint import load_run
+    from stillroom.runs import load_run
 
     with torch.no_grad():
         ref = load_run(run).model(torch.from_numpy(x)).numpy()
@@ -220,7 +220,8 @@ def test_cli_export_ladder_only_and_bench(run, tmp_path, monkeypatch):
 
 
 def test_run_ladder_file_and_report(run, shapes_index):
-    from stillroom.deploy.ladder import Ladder, run_ladder_report
+    from stillroom.deploy.ladder import Ladder
+    from stillroom.deploy.run_ladder import run_ladder_report
 
     lad = Ladder.load(run / "ladder.json")
     assert lad.extra_["members"][0]["sha256"] == sha256_file(run / "best.safetensors")

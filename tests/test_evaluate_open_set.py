@@ -20,7 +20,7 @@ from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
 from stillroom.data.merge import merge_with_sink
 from stillroom.models.inference import predict_logits
-from stillroom.train.checkpoint import load_run
+from stillroom.runs import load_run
 
 SCORE_NAMES = {"msp", "maxlogit", "energy", "odin", "sink"}
 if importlib.util.find_spec("pytorch_ood") is not None:  # feature-based scores (evaluate.feature_ood)
@@ -104,6 +104,10 @@ def test_evaluate_ood_split_and_ladder_via_cli(open_run, merged, tmp_path):
         for m in rep["scores"].values():
             for key in ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr"):
                 assert 0.0 <= m[key] <= 1.0
+        # the per-row scores behind the AUROCs are saved for reports (which never run the model)
+        with np.load(open_run / rep["scores_file"], allow_pickle=False) as f:
+            assert set(f.files) == SCORE_NAMES | {"is_ood"} and int(f["is_ood"].sum()) == n_ood
+            assert f["msp"].shape == (n_id + n_ood,)
         conv = rep["conventions"]
         assert conv["orientation"] == "higher score = more in-distribution"
         assert conv["auroc_positive"] == "in-distribution" and conv["aupr_out_positive"].startswith("OOD")

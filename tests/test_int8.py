@@ -17,10 +17,11 @@ from stillroom._io import StillroomError, sha256_file  # noqa: E402
 from stillroom.data.dataset import load_images  # noqa: E402
 from stillroom.data.index import load_index  # noqa: E402
 from stillroom.deploy import onnx_export  # noqa: E402
-from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session, split_rows  # noqa: E402
+from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session  # noqa: E402
 from stillroom.deploy.backends import make_runner, runner_logits  # noqa: E402
 from stillroom.deploy.onnx_export import export_model_onnx, resolve_int8_method  # noqa: E402
 from stillroom.models.factory import create_model  # noqa: E402
+from stillroom.runs import split_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def run(shapes_index, tiny_config, tmp_path_factory):
     """A mobilenet_v3_small (hardswish, squeeze-excitation) trained briefly on the shapes, exported with int8 by
     the default method (NNCF when installed) and a fitted ladder."""
     from stillroom.config import config_from_dict
-    from stillroom.deploy.ladder import fit_run_ladder
+    from stillroom.deploy.run_ladder import fit_run_ladder
     from stillroom.pipeline import train
 
     raw = tiny_config(shapes_index.root, "mnv3", model="mobilenet_v3_small", epochs=4)

@@ -21,7 +21,7 @@ from stillroom.distill.losses import (
     resolve_loss_params,
 )
 from stillroom.distill.losses.kd import KDLoss, KDParams
-from stillroom.sweep import plan_sweep, run_sweep
+from stillroom.pipeline.sweep import plan_sweep, run_sweep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -217,7 +217,7 @@ def test_repository_configs_use_current_names_and_valid_params():
     ],
 )
 def test_sweep_with_a_bad_loss_variant_fails_before_training(bad, match, tiny_config, tmp_path, monkeypatch):
-    import stillroom.sweep as sweep_mod
+    import stillroom.pipeline.sweep as sweep_mod
 
     base = tiny_config(tmp_path / "index", "base", epochs=1, loss={"name": "kd", "params": {"kd_weight": 0.5}},
                        teachers={"cached": [str(tmp_path / "store")]})  # fmt: skip

@@ -10,13 +10,14 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from stillroom._io import StillroomError
+from stillroom.pipeline.sweep import SUMMARY_COLUMNS
 from stillroom.report.html import find_runs, write_html_report
-from stillroom.sweep import SUMMARY_COLUMNS
 
 _SMALL = ("*.safetensors", "confusion_*.npy")  # not needed by the report unless it recomputes OOD curves
 
@@ -120,7 +121,6 @@ def test_sweep_report_has_summary_ci_and_verdicts(teacher_run, tmp_path):
 
 def test_open_set_section_only_with_open_set_metrics(teacher_run, shapes_index, tmp_path):
     run = _copy_run(teacher_run, tmp_path / "run", weights=True)
-    # treat class 3 of the tiny set as "OOD" and the 4-output model as K = 3 + sink, so curves can be recomputed
     scores = {name: {"auroc": 0.8, "aupr_in": 0.9, "aupr_out": 0.6, "fpr_at_95_tpr": 0.5} for name in ("msp", "sink")}
     report = {
         "split": "test",
@@ -132,9 +132,19 @@ def test_open_set_section_only_with_open_set_metrics(teacher_run, shapes_index, 
         "scores": scores,
     }
     (run / "ood_metrics.json").write_text(json.dumps({"splits": {"test": {"best": report}}}))
+    # without the per-row scores file the tables stay and the curves say how to get them; the model is never run
     text = write_html_report(run, tmp_path / "ood.html").read_text(encoding="utf-8")
     _check_self_contained(text)
     assert "Open-set recognition" in text and "FPR@95TPR" in text
+    assert 'alt="ROC curves"' not in text and "no per-row scores saved" in text
+    # with the file evaluation writes (ood_scores_<split>_<weights>.npz), curves are drawn from it alone
+    rng = np.random.default_rng(0)
+    is_ood = np.r_[np.zeros(36, bool), np.ones(12, bool)]
+    np.savez(run / "ood_scores_test_best.npz", is_ood=is_ood, msp=rng.random(48), sink=rng.random(48) - is_ood)
+    report["scores_file"] = "ood_scores_test_best.npz"
+    (run / "ood_metrics.json").write_text(json.dumps({"splits": {"test": {"best": report}}}))
+    (run / "best.safetensors").unlink()  # reports read files evaluation wrote, never the model
+    text = write_html_report(run, tmp_path / "ood2.html").read_text(encoding="utf-8")
     assert 'alt="ROC curves"' in text and 'alt="scores"' in text
 
 

@@ -72,7 +72,8 @@ def test_torch_load_weights_only_refuses_the_payload(tmp_path):
 @pytest.mark.parametrize("kind", ["pickle", "torch.save", "npy object array"])
 def test_malicious_weights_are_refused_everywhere(kind, teacher_run, tmp_path):
     from stillroom.models.factory import create_model
-    from stillroom.train.checkpoint import load_run, load_training_state, load_weights
+    from stillroom.runs import load_run, load_weights
+    from stillroom.train.checkpoint import load_training_state
 
     marker = tmp_path / "pwned"
     evil = _pickles(marker)[kind]

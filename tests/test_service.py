@@ -22,7 +22,7 @@ from stillroom.data.preprocess import preprocess_image  # noqa: E402
 from stillroom.deploy.feedback_export import MANIFEST, UNLABELLED_DIR, export_feedback  # noqa: E402
 from stillroom.deploy.service import Predictor, _temperature, create_app  # noqa: E402
 from stillroom.deploy.telemetry import Telemetry  # noqa: E402
-from stillroom.train.checkpoint import load_run  # noqa: E402
+from stillroom.runs import load_run  # noqa: E402
 
 MAX_BYTES, MAX_PIXELS = 64 * 1024, 512 * 512
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from stillroom._io import StillroomError
 from stillroom.config import config_from_dict
-from stillroom.sweep import SUMMARY_COLUMNS, plan_sweep, run_sweep
+from stillroom.pipeline.sweep import SUMMARY_COLUMNS, plan_sweep, run_sweep
 
 
 def _write_sweep(tmp_path, shapes_index, tiny_config, **spec_extra):

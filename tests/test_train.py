@@ -54,6 +54,17 @@ def test_distillation_end_to_end_and_cache_is_checked(teacher_run, shapes_index,
     report = json.loads((run / "alignment_check.json").read_text())
     assert report["ok"] is True
     assert _metrics(run)["splits"]["test"]["best"]["top1"] > 0.5  # clearly above chance (0.25)
+    # model.json records the values the loss ran with, defaults filled (issue 17), not only what the config said
+    loss_params = json.loads((run / "model.json").read_text())["loss_params"]
+    assert loss_params["kd_weight"] == 0.5 and loss_params["temperature"] == 4.0
+    assert loss_params["multi_teacher"] == "fused" and "label_smoothing" in loss_params
+
+
+def test_bad_loss_parameter_fails_before_the_run_directory_exists(shapes_index, tmp_path, tiny_config):
+    raw = tiny_config(shapes_index.root, "bad", loss={"name": "ce", "params": {"label_smoothing": 2.0}})
+    with pytest.raises(StillroomError, match="label_smoothing"):
+        train(config_from_dict(raw), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_training_refuses_a_store_of_another_index(teacher_run, shapes_index, tmp_path, tiny_config):

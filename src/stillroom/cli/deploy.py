@@ -114,7 +114,7 @@ def export_cmd(
                 )
             )
     if ladder:
-        from stillroom.deploy.ladder import fit_run_ladder
+        from stillroom.deploy.run_ladder import fit_run_ladder
 
         lad = fit_run_ladder(run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index)
         s = lad.fit_summary_

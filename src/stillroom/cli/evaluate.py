@@ -5,7 +5,7 @@
 
 - ``stillroom evaluate RUN [--split test] [--ood-split test] [--ladder]``: metrics.json (and ood_metrics.json);
 
-- ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.sweep``);
+- ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.pipeline.sweep``);
 - ``stillroom compare SUMMARY.csv --metric macro_f1 --a VARIANT --b VARIANT``: per-seed values, mean ± std,
   bootstrap CI, exact permutation p, Cohen's d and a verdict (``evaluate.stats``; seed 001 §5.1);
 - ``stillroom report RUN_OR_SWEEP_DIR -o report.html``: the self-contained HTML report (``report.html``);
@@ -33,7 +33,7 @@ _LOWER_IS_BETTER = ("nll", "ece", "mce", "brier", "seconds")
 
 
 def _read_summary(path: Path) -> tuple[Path, list[dict[str, str]]]:
-    from stillroom.sweep import SUMMARY_FILE
+    from stillroom.pipeline.sweep import SUMMARY_FILE
 
     if path.is_dir():
         path = path / SUMMARY_FILE
@@ -103,7 +103,7 @@ def evaluate_cmd(
     """Top-1/top-5, macro-F1, per-class F1, confusion matrix and most confused pairs -> RUN/metrics.json; with
     --ood-split also open-set metrics (-> RUN/ood_metrics.json) and the ladder's coverage and OOD acceptance."""
     from stillroom.data.index import load_index
-    from stillroom.deploy.ladder import update_ladder_metrics
+    from stillroom.deploy.run_ladder import update_ladder_metrics
     from stillroom.evaluate.runner import evaluate_run, print_open_set
 
     idx = load_index(index) if index else None
@@ -127,14 +127,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sweep")
     def sweep_cmd(
-        sweep_file: Path = typer.Argument(..., help="sweep YAML: base, seeds, variants (see stillroom.sweep)"),
+        sweep_file: Path = typer.Argument(..., help="sweep YAML: base, seeds, variants (see stillroom.pipeline.sweep)"),
         out: Path | None = typer.Option(None, "--out", help="sweep directory (default runs/sweeps/<name>)"),
         jobs: int = typer.Option(1, "--jobs", help="runs trained in parallel processes"),
         variant: list[str] = typer.Option([], "--variant", help="train only these variants (repeatable)"),
         seed: list[int] = typer.Option([], "--seed", help="train only these seeds (repeatable)"),
     ) -> None:
         """Train a grid of named variants x seeds; finished runs are skipped, interrupted ones resumed."""
-        from stillroom.sweep import load_sweep, run_sweep
+        from stillroom.pipeline.sweep import load_sweep, run_sweep
 
         spec, _ = load_sweep(sweep_file)
         out = out or Path("runs") / "sweeps" / spec.name
@@ -199,15 +199,14 @@ def register(app: typer.Typer) -> None:
         weights: list[str] = typer.Option(["best", "final"], "--weights", help="best and/or final"),
     ) -> None:
         """Fit the temperature on validation logits, store it in RUN/calibration.json and re-evaluate with it."""
-        from stillroom._io import read_json
-        from stillroom.evaluate.calibration import CALIBRATION_FILE
         from stillroom.evaluate.runner import evaluate_run
+        from stillroom.runs import CALIBRATION_FILE, Run
 
         if method not in ("nll", "grid"):
             raise StillroomError(f"--method {method!r}: use nll or grid")
-        config = read_json(run / "config.json") if (run / "config.json").is_file() else {}
-        data = config.get("data", {})
-        splits = list(dict.fromkeys([data.get("val_split", "val"), data.get("test_split", "test")]))
+        config = Run(run).config
+        val_test = (config.data.val_split, config.data.test_split) if config else ("val", "test")
+        splits = list(dict.fromkeys(val_test))
         metrics = evaluate_run(run, splits=splits, weights=weights, temperature_method=method)
         table = Table(title=f"{run}: temperature scaling ({method}, fitted on {splits[0]})")
         for col in ("weights", "split", "T", "ECE before", "ECE after", "NLL before", "NLL after"):

@@ -26,9 +26,11 @@ def train_cmd(
 ) -> None:
     """Train a teacher or a student: one loop, the loss and teachers come from the config."""
     from stillroom.config import load_config
+    from stillroom.distill.losses import check_loss_config
     from stillroom.pipeline import train
 
     cfg = load_config(config, set_)
+    check_loss_config(cfg, source=str(config))  # loss name, typed parameters, teachers: before anything is written
     out = out or Path("runs") / cfg.name
     with training_progress(cfg.name, enabled=not quiet) as progress:
         run = train(cfg, out, resume=resume, progress=progress)
@@ -134,7 +136,7 @@ def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, 2 teachers, soft labels, scratch + KD students, report."""
-    from stillroom.demo import run_demo
+    from stillroom.pipeline.demo import run_demo
 
     report = run_demo(out, tarball=tarball, quick=quick)
     console.print(f"[bold green]report:[/] {report}")

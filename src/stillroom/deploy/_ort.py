@@ -1,5 +1,5 @@
-"""Private helpers shared by export, ladder fitting, benchmarks and the service: a run's index and rows, numpy
-normalization identical to ``Normalizer``, and ONNX Runtime sessions with an explicit thread count."""
+"""Private helpers shared by export, benchmarks and the service: numpy normalization identical to ``Normalizer``
+and ONNX Runtime sessions with an explicit thread count. (A run's index, class layout and rows: ``stillroom.runs``.)"""
 
 from __future__ import annotations
 
@@ -9,42 +9,8 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
-from stillroom.data.index import DatasetIndex, load_index
 
-__all__ = ["run_index", "sink_class", "split_rows", "normalize_uint8", "ort_session", "ort_logits"]
-
-
-def run_index(meta: dict[str, Any], run_dir: Path, index: DatasetIndex | str | Path | None = None) -> DatasetIndex:
-    """The index the run was trained on (``model.json`` ``index``), checked by hash; or ``index`` if it has the same
-    classes (images from another build of the same dataset)."""
-    if isinstance(index, DatasetIndex):
-        idx = index
-    else:
-        path = Path(index) if index is not None else Path(meta["index"])
-        if not (path / "index.csv").is_file():
-            raise StillroomError(f"{run_dir}: its dataset {path} is not there; pass the dataset with --index")
-        idx = load_index(path)
-    if idx.index_hash != meta.get("index_hash") and idx.classes != list(meta["classes"])[: idx.num_classes]:
-        raise StillroomError(f"{idx.root}: classes differ from those of {run_dir}; cannot use it for this run")
-    return idx
-
-
-def sink_class(meta: dict[str, Any]) -> int | None:
-    """Column of the OOD sink of a K+1 model (recipe ``sink_class``, or a last class named "ood"), else None."""
-    recipe = meta.get("recipe", {})
-    if recipe.get("sink_class") is not None:
-        return int(recipe["sink_class"])
-    classes = list(meta.get("classes", []))
-    return len(classes) - 1 if classes and classes[-1] == "ood" else None
-
-
-def split_rows(index: DatasetIndex, split: str, sink: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(ID rows, OOD rows) of ``split``; OOD rows are those labelled with the sink class of a merged index."""
-    rows = index.split_indices(split)
-    if sink is None:
-        return rows, rows[:0]
-    is_ood = index.labels[rows] == sink
-    return rows[~is_ood], rows[is_ood]
+__all__ = ["normalize_uint8", "ort_session", "ort_logits"]
 
 
 def normalize_uint8(x: np.ndarray, mean: Any, std: Any) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
-from stillroom.deploy._runs import ort_session
+from stillroom.deploy._ort import ort_session
 
 __all__ = [
     "BACKENDS",
@@ -35,10 +36,35 @@ __all__ = [
     "make_runner",
     "runner_logits",
     "backend_report",
+    "time_calls",
 ]
 
 BACKENDS = ("onnxruntime", "openvino")
 Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    warmup: int,
+    repeats: int,
+    max_seconds: float,
+    min_runs: int = 5,
+    warmup_seconds: float = 0.0,
+) -> np.ndarray:
+    """Seconds per call of ``fn`` after ``warmup`` untimed calls (and then more until ``warmup_seconds`` have
+    passed): ``repeats`` calls or ``max_seconds``, whichever comes first, but at least ``min_runs``."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    while time.perf_counter() - start < warmup_seconds:
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (len(times) < min_runs or time.perf_counter() - start < max_seconds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times)
 
 
 def available_backends() -> list[str]:
@@ -100,8 +126,6 @@ def runner_logits(runner: Runner, fixed: int | None, x: np.ndarray, batch_size: 
 
 
 def _median_ms(fn: Callable[[], Any], seconds: float) -> dict[str, Any]:
-    from stillroom.deploy.latency import time_calls
-
     times = time_calls(fn, warmup=2, repeats=10**6, max_seconds=seconds, min_runs=3, warmup_seconds=seconds / 2)
     return {"median_ms": round(float(np.median(times)) * 1e3, 4), "runs": int(len(times))}
 

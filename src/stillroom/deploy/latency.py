@@ -31,6 +31,9 @@ hardware, not of the export or of the session settings. What was checked (2 intr
 - int8 cannot reach 0.4 ms either: even with every fp32 island removed (HardSwish replaced by ReLU, a what-if
   that changes the model) int8 batch 1 took 1.3 ms. Its layout rewrites and its accuracy loss are described in
   ``stillroom.deploy.onnx_export``.
+
+Why one module of over 400 lines: the latency benchmark end to end: models, runtimes, the timing protocol and the
+BENCHMARKS.md table writer share one record format.
 """
 
 from __future__ import annotations
@@ -40,8 +43,7 @@ import os
 import platform
 import re
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,8 @@ import torch
 from torch import nn
 
 from stillroom._io import StillroomError, atomic_write_text, read_json
-from stillroom.deploy._runs import ort_session
+from stillroom.deploy._ort import ort_session
+from stillroom.deploy.backends import time_calls  # re-exported: the timing loop lives with the runners
 
 __all__ = ["benchmark_latency", "bench_run", "bench_arch", "update_benchmarks_md", "time_calls", "LATENCY_SECTION"]
 
@@ -84,30 +87,6 @@ def add_timing_args(parser: Any) -> None:
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--md", default="BENCHMARKS.md", help="file to update ('' to skip)")
-
-
-def time_calls(
-    fn: Callable[[], Any],
-    warmup: int,
-    repeats: int,
-    max_seconds: float,
-    min_runs: int = 5,
-    warmup_seconds: float = 0.0,
-) -> np.ndarray:
-    """Seconds per call of ``fn`` after ``warmup`` untimed calls (and then more until ``warmup_seconds`` have
-    passed): ``repeats`` calls or ``max_seconds``, whichever comes first, but at least ``min_runs``."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        fn()
-    while time.perf_counter() - start < warmup_seconds:
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < min_runs or time.perf_counter() - start < max_seconds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return np.asarray(times)
 
 
 def _summary(times: np.ndarray, batch: int) -> dict[str, Any]:
@@ -278,7 +257,7 @@ def benchmark_latency(
 
 def bench_run(run_dir: str | Path, weights: str = "best", **kwargs: Any) -> dict[str, Any]:
     """``benchmark_latency`` of an exported run (needs ``RUN/export/export.json``)."""
-    from stillroom.train.checkpoint import load_run
+    from stillroom.runs import load_run
 
     run_dir = Path(run_dir)
     exp_path = run_dir / "export" / "export.json"
@@ -315,7 +294,7 @@ def bench_arch(
 ) -> dict[str, Any]:
     """``benchmark_latency`` of an untrained ``arch`` (exported and int8-quantized in a temporary directory, int8
     by ``int8_method`` as ``stillroom export --int8 --int8-method`` would, calibrated on 64 drawn silhouettes)."""
-    from stillroom.deploy._runs import normalize_uint8
+    from stillroom.deploy._ort import normalize_uint8
     from stillroom.deploy.onnx_export import (
         TrainImagesReader,
         export_int8,

@@ -78,6 +78,9 @@ The fp32 files are plain exports (the rewrites do not make fp32 faster: NCHWc ke
 
 Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)``, opset 17. The dynamo exporter needs
 ``onnxscript``, which is not a dependency; the choice is recorded in export.json.
+
+Why one module of over 400 lines: export, fp32 parity and both int8 paths (NNCF, ONNX Runtime) with their accuracy
+gates write one ``export.json`` record.
 """
 
 from __future__ import annotations
@@ -100,9 +103,9 @@ from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json, sha256_file
 from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex
-from stillroom.deploy._runs import normalize_uint8, ort_logits, ort_session, run_index, sink_class, split_rows
+from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
 from stillroom.models.inference import predict_logits
-from stillroom.train.checkpoint import load_run
+from stillroom.runs import Run, split_rows
 
 __all__ = [
     "export_onnx",
@@ -468,12 +471,12 @@ def export_onnx(
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    run = load_run(run_dir, weights, device="cpu")  # the exporter traces on CPU inputs
+    the_run = Run(run_dir)
+    run = the_run.load(weights, device="cpu")  # the exporter traces on CPU inputs
     meta = run.meta
-    idx = run_index(meta, run_dir, index)
+    idx = the_run.index(index)
     images = load_images(idx)
-    sink = sink_class(meta)
-    k_id = sink if sink is not None else int(meta["num_classes"])
+    sink, k_id = the_run.layout.sink, the_run.layout.num_id
     shape = (int(meta["in_chans"]), int(meta["img_size"]), int(meta["img_size"]))
     mean, std = run.normalizer.mean.flatten().tolist(), run.normalizer.std.flatten().tolist()
     out_dir = run_dir / EXPORT_DIR

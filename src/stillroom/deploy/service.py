@@ -34,6 +34,9 @@ The ladder's thresholds were fitted on the fp32 PyTorch logits (ONNX fp32 parity
 
 Temperature: from ``RUN/calibration.json`` (the entry for the served weights, checked by sha256, or a top-level
 ``temperature``); without one T = 1 and the response says so (``temperature_source``).
+
+Why one module of over 400 lines: the served request path: upload limits, preprocessing, the ONNX session, the
+ladder and the feedback endpoints are one Predictor and one FastAPI app.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ from starlette.datastructures import UploadFile
 
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
 from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask, preprocess_mask
-from stillroom.deploy._runs import normalize_uint8, ort_session, sink_class
+from stillroom.deploy._ort import normalize_uint8, ort_session
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, describe
 from stillroom.deploy.telemetry import FEEDBACK_ACTIONS, Telemetry
+from stillroom.runs import CALIBRATION_FILE, Run, read_temperature
 
 __all__ = [
     "create_app",
@@ -148,24 +152,17 @@ class UploadRejected(Exception):
 
 
 def _temperature(run_dir: Path, weights: str, weights_sha256: str) -> tuple[float, str]:
-    path = run_dir / "calibration.json"
-    if not path.is_file():
-        return 1.0, "default T = 1: no calibration.json in the run"
-    data = read_json(path)
-    entry = data.get("weights", {}).get(weights) if isinstance(data.get("weights"), dict) else None
-    if entry is not None:
-        if entry.get("weights_sha256") not in (None, weights_sha256):
-            raise StillroomError(
-                f"{path}: the temperature for {weights!r} was fitted on other weights; calibrate the run again"
-            )
-        t, src = entry.get("temperature"), f"calibration.json [{weights}]"
-    elif "temperature" in data:
-        t, src = data["temperature"], "calibration.json"
-    else:
-        return 1.0, f"default T = 1: calibration.json has no temperature for {weights!r}"
-    if not (isinstance(t, int | float) and math.isfinite(t) and t > 0):
-        raise StillroomError(f"{path}: temperature must be a finite number > 0, got {t!r}")
-    return float(t), src
+    """The served temperature and a line saying where it came from (``runs.read_temperature``: the one rule)."""
+    t, source = read_temperature(run_dir, weights, weights_sha256)
+    if source is None:
+        path = run_dir / CALIBRATION_FILE
+        why = (
+            f"no {CALIBRATION_FILE} in the run"
+            if not path.is_file()
+            else f"{CALIBRATION_FILE} has no temperature for {weights!r}"
+        )
+        return t, f"default T = 1: {why}"
+    return t, source
 
 
 @dataclass
@@ -191,7 +188,8 @@ class Predictor:
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 1):  # NaN fails every comparison
                 raise StillroomError(f"{name} must be a finite number >= 1, got {v!r}")
         self.max_upload_bytes, self.max_pixels = int(max_upload_bytes), int(max_pixels)
-        meta = read_json(run_dir / "model.json")
+        self.run = Run(run_dir)
+        meta = self.run.meta
         recipe = meta.get("recipe", {})
         if recipe.get("kind", "silhouette") != "silhouette":
             raise StillroomError(
@@ -230,8 +228,7 @@ class Predictor:
             raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights; run `stillroom export` again")
         self.temperature, self.temperature_source = _temperature(run_dir, weights["name"], self.weights_sha256)
         self.classes = list(meta["classes"])
-        self.sink = sink_class(meta)
-        self.k_id = self.sink if self.sink is not None else len(self.classes)
+        self.sink, self.k_id = self.run.layout.sink, self.run.layout.num_id
         if self.ladder.num_classes_ != self.k_id:
             raise StillroomError(
                 f"{run_dir / LADDER_FILE}: fitted for {self.ladder.num_classes_} classes, run has {self.k_id}"

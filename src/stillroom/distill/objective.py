@@ -10,10 +10,9 @@ from typing import Any
 
 from torch import nn
 
-from stillroom._io import StillroomError
 from stillroom.config import TrainConfig
 from stillroom.data.index import DatasetIndex
-from stillroom.distill.losses import build_loss
+from stillroom.distill.losses import build_loss, check_loss_config
 from stillroom.distill.teachers import build_teachers
 
 __all__ = ["build_objective"]
@@ -27,10 +26,7 @@ def build_objective(
 
     A distillation loss without teachers, or teachers given to a loss that ignores them, is a config error.
     """
+    check_loss_config(cfg, source=f"run {cfg.name!r}")  # teachers given exactly when the loss needs them
     loss_fn = build_loss(cfg.loss.name, **cfg.loss.params)
     teachers = build_teachers(cfg.teachers.cached, cfg.teachers.online, index, alignment_json, replay=replay)
-    if getattr(loss_fn, "needs_teacher", False) and teachers is None:
-        raise StillroomError(f"loss {cfg.loss.name!r} needs teachers: set teachers.cached or teachers.online")
-    if teachers is not None and not getattr(loss_fn, "needs_teacher", False):
-        raise StillroomError(f"loss {cfg.loss.name!r} ignores teachers; remove them or use a distillation loss")
     return loss_fn, teachers

@@ -150,7 +150,7 @@ def score_teachers(
     from stillroom.data.dataset import load_images
     from stillroom.data.index import load_index
     from stillroom.models.inference import predict_logits
-    from stillroom.train.checkpoint import load_run
+    from stillroom.runs import load_run
 
     if not run_dirs:
         raise StillroomError("score_teachers: give at least one teacher run")

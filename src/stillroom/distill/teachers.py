@@ -16,9 +16,9 @@ import torch
 
 from stillroom._io import StillroomError
 from stillroom.data.index import DatasetIndex
+from stillroom.runs import LoadedRun, load_run
 from stillroom.softlabels.check import require_aligned
 from stillroom.softlabels.store import SoftLabelStore, teacher_logits_for
-from stillroom.train.checkpoint import LoadedRun, load_run
 
 __all__ = ["CachedTeachers", "OnlineTeachers", "build_teachers"]
 

@@ -42,6 +42,7 @@ from scipy.special import log_softmax
 from sklearn.metrics import f1_score
 
 from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom.runs import CALIBRATION_FILE, read_temperature
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -55,7 +56,6 @@ __all__ = [
     "select_temperature",
 ]
 
-CALIBRATION_FILE = "calibration.json"
 N_BINS = 15
 TEMPERATURE_GRID = (0.8, 0.9, 1.0, 1.1, 1.2)  # seed 001 §5.2
 T_BOUNDS = (0.05, 20.0)  # search range of T for method="nll" (searched as log T)
@@ -324,19 +324,12 @@ def load_temperature(run_dir: str | Path, weights: str = "best", weights_sha256:
     """The temperature stored for ``weights`` in ``run_dir/calibration.json``; 1.0 (with a warning) if none.
 
     With ``weights_sha256`` the stored entry must belong to those weights, else ``StillroomError`` (a model that was
-    retrained after calibrating must be calibrated again).
+    retrained after calibrating must be calibrated again). The rule is ``runs.read_temperature``, shared with the
+    service.
     """
-    path = Path(run_dir) / CALIBRATION_FILE
-    if not path.is_file():
-        warnings.warn(f"{path}: no calibration stored; using T = 1", stacklevel=2)
-        return 1.0
-    entry = read_json(path).get("weights", {}).get(weights)
-    if entry is None:
-        warnings.warn(f"{path}: no temperature for weights {weights!r}; using T = 1", stacklevel=2)
-        return 1.0
-    if weights_sha256 is not None and entry.get("weights_sha256") not in (None, weights_sha256):
-        raise StillroomError(
-            f"{path}: temperature for {weights!r} was fitted on other weights (sha256 {entry['weights_sha256'][:12]}"
-            f" vs {weights_sha256[:12]}); run `stillroom calibrate {Path(run_dir)}` again"
+    t, source = read_temperature(run_dir, weights, weights_sha256)
+    if source is None:
+        warnings.warn(
+            f"{Path(run_dir) / CALIBRATION_FILE}: no temperature for weights {weights!r}; using T = 1", stacklevel=2
         )
-    return TemperatureScaler.from_dict(entry).temperature_
+    return t

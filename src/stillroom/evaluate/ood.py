@@ -20,10 +20,14 @@ scored with MSP of z / T (Liang et al. 2018). T = 1000, eps = 0.0014 (seed 000 Â
 ``tune_odin``, which only ever looks at validation rows. Feature-based scores ``knn``, ``ash`` and ``scale`` come from
 pytorch-ood when it is installed (``evaluate.feature_ood``; KNN fitted on the run's ID training rows); the report's
 ``feature_scores`` gives their parameters or why they were skipped.
+
+Why one module of over 400 lines: the post-hoc scores, their metrics, ODIN tuning and the open-set report all work
+on one run's ID/OOD row layout (``_RunData``).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -37,8 +41,13 @@ from torch import Tensor, nn
 from stillroom._io import StillroomError
 from stillroom._registry import Registry
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.runs import Run, index_sink
+
+#: per-row scores of one open-set report (``np.load``: ``is_ood`` and one array per score, higher = more ID)
+OOD_SCORES_FILE = "ood_scores_{split}_{weights}.npz"
 
 __all__ = [
+    "OOD_SCORES_FILE",
     "SCORES",
     "CONVENTIONS",
     "msp",
@@ -219,22 +228,21 @@ class _RunData:
         images: np.ndarray | None = None,
     ) -> None:
         from stillroom.data.dataset import load_images
-        from stillroom.train.checkpoint import load_run
 
-        self.run = load_run(run_dir, weights)
+        self.the_run = Run(run_dir)
+        self.run = self.the_run.load(weights)
         self.weights = weights
         meta = self.run.meta
-        if index is None:
-            index = meta["index"]
-        self.index = index if isinstance(index, DatasetIndex) else load_index(index)
+        self.index = index if isinstance(index, DatasetIndex) else load_index(index or meta["index"])
         recipe = self.index.recipe
-        if ood_index is None and "sink_class" not in recipe:
+        sink = index_sink(self.index)
+        if ood_index is None and sink is None:
             raise StillroomError(
                 f"{self.index.root}: not an ID + OOD index (no recipe sink_class); pass the merged index"
                 " (`stillroom data merge-sink`) or the OOD dataset (--ood-index)"
             )
-        self.k = int(recipe.get("sink_class", self.index.num_classes))
-        n_out = int(meta["num_classes"])
+        self.k = self.index.num_classes if sink is None else sink
+        n_out = self.the_run.layout.num_outputs
         if n_out not in (self.k, self.k + 1):
             raise StillroomError(
                 f"{self.run.path}: the model has {n_out} outputs; on this index it needs {self.k} (ID only) or"
@@ -364,12 +372,13 @@ def ood_report(
     if odin_tuned_on == "test":
         raise StillroomError("ODIN parameters tuned on test data are not allowed (REFERENCE 4): tune on val")
     data = _RunData(run_dir, index, weights, ood_index=ood_index, images=images)
-    return _report_from(data, split, odin_T, odin_eps, odin_tuned_on, batch_size)
+    return _report_from(data, split, odin_T, odin_eps, odin_tuned_on, batch_size)[0]
 
 
 def _report_from(
     data: _RunData, split: str, odin_t: float, odin_eps: float, odin_tuned_on: str | None, batch_size: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(report, per-row arrays: ``is_ood`` and every score, in row order) of ``split``."""
     from stillroom.evaluate.metrics import classification_report
 
     if odin_tuned_on == "test":
@@ -416,7 +425,7 @@ def _report_from(
     if data.has_sink:
         out["ood_rejection_rate"] = float((pred[is_ood] == k).mean())
         out["id_false_rejection_rate"] = float((pred[~is_ood] == k).mean())
-    return out
+    return out, {"is_ood": is_ood, **scores}
 
 
 # --- ODIN tuning (validation only) ----------------------------------------------------------------------------
@@ -534,7 +543,7 @@ def evaluate_open_set(
     rows the paper's T = 1000, eps = 0.0014 are used and ``odin_tuning`` says why. File layout (read by
     ``ood-table`` and ``report``): ``{"splits": {split: {weights: report}}, "odin_tuning": {weights: ...}}``.
     """
-    from stillroom._io import atomic_write_json, read_json
+    from stillroom._io import atomic_write_bytes, atomic_write_json, read_json
     from stillroom.evaluate.ood_table import OOD_METRICS_FILE
 
     path = Path(run_dir) / OOD_METRICS_FILE
@@ -551,6 +560,12 @@ def evaluate_open_set(
             else:  # nothing to tune on: say so instead of silently tuning on test or failing the whole evaluation
                 tuned = {"split": val_split, "weights": w, "skipped": f"{data.source(val_split)}: no ID + OOD rows"}
             out.setdefault("odin_tuning", {})[w] = tuned
-        out["splits"].setdefault(split, {})[w] = _report_from(data, split, t, eps, tuned_on, batch_size)
+        report, arrays = _report_from(data, split, t, eps, tuned_on, batch_size)
+        # the per-row scores, so that reports draw ROC curves and histograms from files, not from the model
+        report["scores_file"] = OOD_SCORES_FILE.format(split=split, weights=w)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(Path(run_dir) / report["scores_file"], buf.getvalue())
+        out["splits"].setdefault(split, {})[w] = report
     atomic_write_json(path, out)
     return out

@@ -40,8 +40,7 @@ from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex, load_index
 from stillroom.evaluate.calibration import CALIBRATION_FILE, TemperatureScaler, calibration_metrics
 from stillroom.evaluate.metrics import classification_report
-from stillroom.models.inference import predict_logits
-from stillroom.train.checkpoint import WEIGHT_CHOICES, load_run
+from stillroom.runs import METRICS_FILE, WEIGHT_CHOICES, Run, index_sink
 from stillroom.train.precise_bn import bn_consistency
 
 __all__ = ["evaluate_run", "print_open_set"]
@@ -120,9 +119,10 @@ def evaluate_run(
     ``odin_epsilons``, default grid of ``ODINTuner``).
     """
     run_dir = Path(run_dir)
-    meta = read_json(run_dir / "model.json")
+    the_run = Run(run_dir)
+    meta = the_run.meta
     index = index or load_index(meta["index"])
-    own_index = index.index_hash == meta["index_hash"] and index.content_hash == meta["content_hash"]
+    own_index = the_run.trained_on(index)
     if not own_index:
         if not allow_other_index:
             raise StillroomError(
@@ -132,29 +132,25 @@ def evaluate_run(
         if index.classes != meta["classes"][: index.num_classes]:
             raise StillroomError(f"{index.root}: classes differ from the run's classes; cannot evaluate")
     images = load_images(index) if images is None else images
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS_FILE
     out: dict[str, Any] = read_json(metrics_path) if metrics_path.is_file() else {}
     out.update(run=str(run_dir), arch=meta["arch"], index=str(index.root), index_hash=index.index_hash)
-    state = read_json(run_dir / "state.json") if (run_dir / "state.json").is_file() else {}
+    state = the_run.state()
     out["best_epoch"] = state.get("best", {}).get("epoch")
     out["epochs"] = state.get("epoch")
     out.setdefault("splits", {})
     out.setdefault("weights", {})
-    config = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
-    val_split = config.get("data", {}).get("val_split", "val")
-    train_split = config.get("data", {}).get("train_split", "train")
-    k_id = int(index.recipe.get("sink_class", index.num_classes))  # ID classes (a merged index has a sink class)
+    val_split, train_split = the_run.val_split, the_run.train_split
+    # ID classes of this index (a merged index has a sink class; its sink-labelled rows are OOD)
+    k_id = index.num_classes if index_sink(index) is None else int(index_sink(index))
     for w in weights:
-        run = load_run(run_dir, w)
+        run = the_run.load(w)
         out["weights"][w] = {"file": run.weights_path.name, "sha256": run.weights_sha256}
         if own_index and len(index.split_indices(train_split)):
-            out["weights"][w]["bn_check"] = _bn_check(run, images, index, train_split, k_id, config)
-        cache: dict[str, np.ndarray] = {}
+            out["weights"][w]["bn_check"] = _bn_check(the_run, run, images, index, train_split, k_id)
 
-        def split_logits(split: str, run=run, cache=cache) -> np.ndarray:
-            if split not in cache:
-                cache[split] = predict_logits(run.model, run.normalizer, images, index.split_indices(split))
-            return cache[split]
+        def split_logits(split: str, w=w) -> np.ndarray:
+            return the_run.logits(w, index.split_indices(split), index, images, cache_key=split)
 
         scaler = None
         if own_index:
@@ -209,12 +205,12 @@ def evaluate_run(
     return out
 
 
-def _bn_check(run: Any, images: np.ndarray, index: DatasetIndex, split: str, k_id: int, config: dict) -> dict:
+def _bn_check(the_run: Run, run: Any, images: np.ndarray, index: DatasetIndex, split: str, k_id: int) -> dict:
     """Guard against wrong BatchNorm statistics (issue 13): eval-mode vs batch-statistics top-1 on clean training
     images (``train.precise_bn.bn_consistency``). A suspect result is recorded and warned about, never hidden."""
     check = bn_consistency(
         run.model, run.normalizer, images, index.split_indices(split), index.labels,
-        batch_size=int(config.get("batch_size", 128)), seed=int(config.get("seed", 0)), num_classes=k_id,
+        batch_size=the_run.batch_size, seed=the_run.seed, num_classes=k_id,
     )  # fmt: skip
     check["split"] = split
     if check["suspect"]:

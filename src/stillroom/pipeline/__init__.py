@@ -14,6 +14,7 @@ import numpy as np
 
 from stillroom.config import TrainConfig
 from stillroom.data.index import DatasetIndex
+from stillroom.distill.losses import check_loss_config
 from stillroom.distill.objective import build_objective
 from stillroom.train import trainer
 
@@ -25,6 +26,8 @@ def train(
 ) -> Path:
     """Train ``cfg`` into ``out_dir`` (``train.trainer.train``), then evaluate best and final weights on the val and
     test splits into ``metrics.json``; return the run directory. ``resume`` continues an interrupted run."""
+
+    check_loss_config(cfg, source=f"run {cfg.name!r}")  # a bad loss parameter fails before anything is written
 
     def evaluate(run_dir: Path, index: DatasetIndex, images: np.ndarray) -> None:
         from stillroom.evaluate.runner import evaluate_run  # late: matplotlib and sklearn load only when needed

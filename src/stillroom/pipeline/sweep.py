@@ -49,10 +49,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
 from stillroom.config import config_from_dict, read_yaml_mapping, set_dotted
+from stillroom.runs import SUMMARY_FILE
 
 __all__ = ["SweepSpec", "SweepRun", "SUMMARY_FILE", "SUMMARY_COLUMNS", "load_sweep", "plan_sweep", "run_sweep"]
 
-SUMMARY_FILE = "results_summary.csv"
 RUN_INFO_FILE = "sweep_run.json"
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _METRICS = ("top1", "top5", "macro_f1", "nll", "ece", "nll_ts", "ece_ts")

@@ -11,6 +11,9 @@ plain words, contact sheet), a results table (top-1 with a Wilson 95% interval o
 NLL, ECE before/after temperature scaling), then per run: config, training curves, per-class F1 extremes, the most
 confused pairs shown as one test image of each class (seed 000 §4.1), reliability diagrams (seed 001 §4.1.6, §5.2)
 and, when open-set metrics exist, ROC curves and ID-vs-OOD score histograms (REFERENCE 4).
+
+Why one module of over 400 lines: one self-contained report; every section renders from files evaluation wrote and
+shares the escaping, image and table helpers.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_text, read_json
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.runs import CALIBRATION_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, Run
 
 __all__ = ["write_html_report", "find_runs"]
 
@@ -113,14 +117,17 @@ def _read_json_or(path: Path, default: Any = None) -> Any:
 
 
 def _is_run(path: Path) -> bool:
-    return (path / "model.json").is_file() and (path / "metrics.json").is_file()
+    return (path / MODEL_FILE).is_file() and (path / METRICS_FILE).is_file()
+
+
+def _seed(run: Path) -> Any:
+    cfg = Run(run).config
+    return "?" if cfg is None else cfg.seed
 
 
 def find_runs(root: str | Path) -> tuple[str, list[Path]]:
     """What ``root`` is and the finished runs under it: ``("run", [root])``, ``("sweep", runs)`` (a directory
     with ``results_summary.csv``) or ``("runs", runs)`` (run directories in ``root/runs/`` or ``root/``)."""
-    from stillroom.sweep import SUMMARY_FILE
-
     root = Path(root)
     if not root.is_dir():
         raise StillroomError(f"{root}: not a directory")
@@ -143,7 +150,6 @@ def find_runs(root: str | Path) -> tuple[str, list[Path]]:
 
 def _sweep_section(root: Path) -> str:
     from stillroom.evaluate.stats import bootstrap_mean_ci, compare, describe
-    from stillroom.sweep import SUMMARY_FILE
 
     with open(root / SUMMARY_FILE, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -268,7 +274,7 @@ def _results_table(runs: list[Path], root: Path, split: str = "test") -> str:
     body = []
     for run in runs:
         m = read_json(run / "metrics.json")
-        cfg = _read_json_or(run / "config.json", {})
+        seed = _seed(run)
         for w, rep in m.get("splits", {}).get(split, {}).items():
             epoch = m.get("best_epoch") if w == "best" else m.get("epochs")
             lo, hi = wilson_interval(round(rep["top1"] * rep["n"]), rep["n"])
@@ -278,7 +284,7 @@ def _results_table(runs: list[Path], root: Path, split: str = "test") -> str:
             body.append(
                 [
                     f'<a href="#run-{_slug(_label(run, root))}">{_e(_label(run, root))}</a>',
-                    _e(cfg.get("seed", "?")),
+                    _e(seed),
                     f"{_e(w)} ({epoch})",
                     f"{_pct(rep['top1'])}<br><small>[{_pct(lo)}, {_pct(hi)}]</small>",
                     _pct(rep.get("top5")),
@@ -395,35 +401,25 @@ def _ood_reports(run: Path, metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ood_curves(run: Path, rep: dict[str, Any]) -> str:
-    """ROC curves and score histograms, recomputed from the model's logits (the reports keep only summaries)."""
-    import torch
+    """ROC curves and score histograms from the per-row scores evaluation saved (``scores_file``)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    from stillroom.data.dataset import load_images
-    from stillroom.evaluate import ood
     from stillroom.evaluate.plots import roc_curves, score_histograms
-    from stillroom.models.inference import predict_logits
-    from stillroom.train.checkpoint import load_run
 
-    loaded = load_run(run, rep.get("weights", "best"))
-    index = load_index(rep.get("index") or loaded.meta["index"])
-    k = int(rep.get("num_id_classes") or index.recipe["sink_class"])
-    rows = index.split_indices(rep.get("split", "test"))
-    is_ood = index.labels[rows] == k
-    z = torch.from_numpy(predict_logits(loaded.model, loaded.normalizer, load_images(index), rows))
-    scores = {"msp": ood.msp(z[:, :k]), "maxlogit": ood.max_logit(z[:, :k]), "energy": ood.energy(z[:, :k])}
-    if z.shape[1] == k + 1:
-        scores["sink"] = ood.sink_score(z)
+    if not rep.get("scores_file"):
+        raise StillroomError("no per-row scores saved; run `stillroom evaluate RUN --ood-split SPLIT` again")
+    with np.load(run / rep["scores_file"], allow_pickle=False) as f:
+        arrays = {name: f[name] for name in f.files}
+    is_ood = arrays.pop("is_ood").astype(bool)
     curves, hists = {}, {}
-    for name, s in scores.items():
-        s = s.numpy()
+    for name, s in arrays.items():
         y = (~is_ood).astype(int)  # in-distribution = positive (REFERENCE 4)
         fpr, tpr, _ = roc_curve(y, s)
         curves[name] = (fpr, tpr, float(roc_auc_score(y, s)))
         hists[name] = (s[~is_ood], s[is_ood])
     title = f"{rep.get('split', 'test')} split, {rep.get('weights', 'best')} weights"
     return (
-        "<p>Curves recomputed from the model's logits (ODIN needs input gradients and is left out here).</p>"
+        f"<p>Curves from the per-row scores saved by evaluation (<code>{_e(rep['scores_file'])}</code>).</p>"
         + _img(roc_curves(curves, title=title), "ROC curves")
         + _img(score_histograms(hists, title=title), "scores")
     )
@@ -464,21 +460,21 @@ def _run_section(run: Path, root: Path, index: DatasetIndex | None) -> str:
 
     label = _label(run, root)
     metrics = read_json(run / "metrics.json")
-    meta = read_json(run / "model.json")
-    cfg = _read_json_or(run / "config.json", {})
+    meta = Run(run).meta
     out = [f'<h2 id="run-{_slug(label)}">Run {_e(label)}</h2>']
     out.append(
         f'<p class="meta">{_e(meta.get("arch"))}, {meta.get("num_classes")} outputs, loss {_e(meta.get("loss"))}, '
-        f"seed {_e(cfg.get('seed', '?'))}; best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')}; "
+        f"seed {_e(_seed(run))}; best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')}; "
         f"<code>{_e(run)}</code></p>"
     )
     cfg_text = (run / "config.yaml").read_text(encoding="utf-8") if (run / "config.yaml").is_file() else ""
     if cfg_text:
         out.append(f"<details><summary>resolved config</summary><pre>{_e(cfg_text)}</pre></details>")
-    state = _read_json_or(run / "state.json", {})
+    state = Run(run).state()
     if state.get("history"):
         out.append("<h4>Training curves</h4>" + _img(training_curves(state["history"], title=label), "training curves"))
-    test_split = cfg.get("data", {}).get("test_split", "test")
+    cfg = Run(run).config
+    test_split = cfg.data.test_split if cfg is not None else "test"
     splits = metrics.get("splits", {})
     rep = splits.get(test_split, {}).get("best") or next(iter(splits.get(test_split, {}).values()), None)
     if rep is not None:
@@ -488,7 +484,7 @@ def _run_section(run: Path, root: Path, index: DatasetIndex | None) -> str:
         for w, r in splits.get(test_split, {}).items():
             section = _reliability(run, test_split, w, r)
             out.append(section if w == "best" else f"<details><summary>{_e(w)} weights</summary>{section}</details>")
-    cal = _read_json_or(run / "calibration.json", {})
+    cal = _read_json_or(run / CALIBRATION_FILE, {})
     if cal.get("weights"):
         rows = [
             [
@@ -518,7 +514,7 @@ def write_html_report(run_or_sweep_dir: str | Path, out_path: str | Path) -> Pat
     out_path = Path(out_path)
     indexes: dict[str, DatasetIndex | None] = {}
     for run in runs:
-        path = read_json(run / "model.json").get("index")
+        path = Run(run).meta.get("index")
         if path not in indexes:
             try:
                 indexes[path] = load_index(path)
@@ -546,7 +542,7 @@ def write_html_report(run_or_sweep_dir: str | Path, out_path: str | Path) -> Pat
     for path, index in indexes.items():
         parts.append(_data_section(index) if index is not None else f'<p class="note">index {_e(path)} not found</p>')
     for run in runs:
-        index = indexes.get(read_json(run / "model.json").get("index"))
+        index = indexes.get(Run(run).meta.get("index"))
         parts.append(_run_section(run, root, index))
     parts.append("</main></body></html>")
     atomic_write_text(out_path, "\n".join(parts) + "\n")

@@ -36,8 +36,8 @@ from stillroom.data.augment import augment_name, augment_rng, get_augment
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
 from stillroom.models.inference import iter_batches
+from stillroom.runs import index_sink, load_run
 from stillroom.softlabels.store import SoftLabelStore, write_store
-from stillroom.train.checkpoint import load_run
 
 __all__ = ["export_softlabels", "partial_dir", "COMMIT_SECONDS"]
 
@@ -88,7 +88,7 @@ def export_softlabels(
                 f"{index.root}: preprocessing {key}={recipe.get(key)!r} differs from the teacher's "
                 f"{trecipe.get(key)!r} ({run.path}); the teacher would see inputs it was not trained on"
             )
-    sink = index.recipe.get("sink_class")
+    sink = index_sink(index)
     k_class_teacher = sink == index.num_classes - 1 and run.meta["classes"] == index.classes[:-1]  # no sink column
     if run.meta["classes"] != index.classes and not k_class_teacher:
         raise StillroomError(f"{index.root}: class list differs from the teacher's ({run.path})")

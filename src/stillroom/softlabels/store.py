@@ -43,6 +43,9 @@ Logits are stored raw (temperature-free) so any T can be applied at training tim
 the array is opened with ``np.lib.format.open_memmap`` (header only; no pickle, no zip). Before training on
 stores, call ``stillroom.softlabels.check.require_aligned``: a store is only usable with the exact index it was
 computed for (no truncation, no reordering, seed 001 §7.3.3).
+
+Why one module of over 400 lines: one file format: writing, opening, validating and the top-k encoding of the soft-
+label store must change together.
 """
 
 from __future__ import annotations

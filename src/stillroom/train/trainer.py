@@ -27,6 +27,9 @@ ranks), and ``GlobalBatchSampler``: the epoch permutation is the single-process 
 the mean of the per-rank mean losses is the global-batch mean loss, so N processes follow the single-process run up
 to float reduction order (models without BatchNorm; SyncBatchNorm is used on GPU only, torch has no CPU kernel for
 it). Rank 0 alone writes files (checkpoints, state, logs, metrics) and evaluates.
+
+Why one module of over 400 lines: the one training loop (STYLE: one loop for every run); DDP, resume and BN-correct
+evaluation copies are parts of the same epoch and state, and splitting them would scatter the resume logic.
 """
 
 from __future__ import annotations
@@ -167,6 +170,11 @@ def _unsync_bn(module: nn.Module) -> nn.Module:
         else:
             _unsync_bn(child)
     return module
+
+
+def _resolved_params(loss_fn: nn.Module) -> dict[str, Any] | None:
+    params = getattr(loss_fn, "params", None)
+    return params.resolved() if hasattr(params, "resolved") else None
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -369,6 +377,8 @@ def _train(
         "labels_hash": index.labels_hash,
         "content_hash": index.content_hash,
         "loss": cfg.loss.name,
+        # the values the loss ran with (preset applied, defaults filled), when the loss can say (``params.resolved``)
+        "loss_params": _resolved_params(loss_fn),
         "stillroom_version": __version__,
         # what evaluation copies re-estimate BN statistics on (precise_bn; issue 13): recorded, not implied
         "precise_bn": {

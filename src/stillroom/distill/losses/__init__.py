@@ -21,16 +21,12 @@ from a cached store or from a live forward pass.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-
-from pydantic import ValidationError
-from torch import Tensor, nn
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from stillroom._io import StillroomError
-from stillroom._registry import Registry
-from stillroom.distill.losses._params import LossParams, describe_errors
+from stillroom.distill.losses import ce, dkd, kd, luminet, target_dampened  # noqa: F401 (registers each loss)
+from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, LOSSES, DistillLoss, LossParams, register_loss
 
 if TYPE_CHECKING:
     from stillroom.config import TrainConfig
@@ -46,95 +42,6 @@ __all__ = [
     "register_loss",
     "resolve_loss_params",
 ]
-
-#: softmax temperature of every loss that has one, unless a preset or the config says otherwise: T = 4, the CIFAR
-#: setting of mdistiller, DKD's and LumiNet's reference configs and seed 000 §2.4 (the presets that cite them use it)
-DEFAULT_TEMPERATURE = 4.0
-
-
-class DistillLoss(nn.Module):
-    """Base class: typed parameters, shared input checks, and the class attributes the trainer and tests read.
-
-    A loss is built from keyword parameters (validated by its ``Params`` model; an invalid or unknown one is a
-    ``StillroomError`` naming the loss and the parameter) or from a ready ``Params`` instance; ``self.params``
-    holds the resolved, frozen values.
-    """
-
-    #: the loss's parameter model; the subclass declares its own
-    Params: ClassVar[type[LossParams]] = LossParams
-    #: the registry name, set by ``register_loss``
-    loss_name: ClassVar[str] = ""
-    #: whether ``forward`` needs teacher logits (a CE baseline does not, so no teacher is loaded for it)
-    needs_teacher: ClassVar[bool] = False
-    #: constructor params that reduce the loss to plain cross-entropy (conformance tests); None: no such setting
-    ce_equivalent_params: ClassVar[dict[str, Any] | None] = None
-    #: misspelt or foreign parameter names -> hint shown with the "unknown parameter" error
-    param_hints: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, params: LossParams | None = None, /, **kwargs: Any) -> None:
-        super().__init__()
-        if params is None:
-            params = self.resolve_params(kwargs)
-        elif kwargs or type(params) is not self.Params:
-            raise StillroomError(
-                f"loss {self.loss_name!r}: pass one {self.Params.__name__} or keyword parameters, got "
-                f"{type(params).__name__}" + (f" and {', '.join(kwargs)}" if kwargs else "")
-            )
-        self.params = params
-
-    @classmethod
-    def resolve_params(cls, params: Mapping[str, Any]) -> LossParams:
-        """Validate raw parameters (a config's ``loss.params``): aliases read, preset applied, defaults filled."""
-        for old, new in cls.Params.aliases.items():
-            if old in params:
-                warnings.warn(
-                    f"loss {cls.loss_name!r}: parameter {old!r} is deprecated and read as {new!r}; rename it",
-                    FutureWarning,
-                    stacklevel=3,
-                )
-        try:
-            return cls.Params.model_validate(dict(params))
-        except ValidationError as err:
-            raise StillroomError(
-                f"loss {cls.loss_name!r}: {describe_errors(err, cls.Params, cls.param_hints)}"
-            ) from None
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.params.resolved().items())
-
-    def _check_inputs(self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor | None:
-        """Validate shapes; return teacher logits as a detached (M, B, K) tensor in the student's dtype."""
-        name = type(self).__name__
-        if student_logits.ndim != 2:
-            raise StillroomError(f"{name}: student_logits must be (B, K), got shape {tuple(student_logits.shape)}")
-        batch = student_logits.shape[0]
-        if target.ndim != 1 or target.shape[0] != batch:
-            raise StillroomError(f"{name}: target must be ({batch},), got shape {tuple(target.shape)}")
-        if teacher_logits is None:
-            if self.needs_teacher:
-                raise StillroomError(f"{name}: needs teacher logits (M, B, K), got None")
-            return None
-        if teacher_logits.ndim == 2:  # a single teacher given as (B, K)
-            teacher_logits = teacher_logits.unsqueeze(0)
-        if teacher_logits.ndim != 3 or teacher_logits.shape[1] != batch:
-            raise StillroomError(
-                f"{name}: teacher_logits must be (M, {batch}, K), got shape {tuple(teacher_logits.shape)}"
-            )
-        return teacher_logits.detach().to(student_logits.dtype)
-
-
-LOSSES: Registry[type[DistillLoss]] = Registry("loss")
-L = TypeVar("L", bound=type[DistillLoss])
-
-
-def register_loss(name: str) -> Callable[[L], L]:
-    """Class decorator: register a loss in ``LOSSES`` under ``name`` (which its error messages then use)."""
-
-    def deco(cls: L) -> L:
-        cls.loss_name = name
-        return LOSSES.register(name)(cls)
-
-    return deco
 
 
 def build_loss(name: str, **params: Any) -> DistillLoss:
@@ -170,7 +77,3 @@ def check_loss_config(cfg: TrainConfig, source: str = "<config>") -> dict[str, A
 
 def list_losses(pattern: str = "*") -> list[str]:
     return LOSSES.list(pattern)
-
-
-# Registration happens on import of each loss module; they import LOSSES from here, so they come last.
-from stillroom.distill.losses import ce, dkd, kd, luminet, target_dampened  # noqa: E402, F401

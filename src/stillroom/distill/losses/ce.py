@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom.distill.losses import DistillLoss, LossParams, register_loss
+from stillroom.distill.losses._base import DistillLoss, LossParams, register_loss
 from stillroom.distill.losses._params import Smoothing
 
 __all__ = ["CELoss", "CEParams"]

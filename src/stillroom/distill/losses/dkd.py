@@ -44,7 +44,7 @@ from pydantic import model_validator
 from torch import Tensor
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses import DEFAULT_TEMPERATURE, DistillLoss, register_loss
+from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, DistillLoss, register_loss
 from stillroom.distill.losses._multi import MultiTeacherParams, check_classes, teacher_targets, warmup_factor
 from stillroom.distill.losses._params import Fraction, NonNegative, Positive
 

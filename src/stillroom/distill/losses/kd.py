@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom.distill.losses import DEFAULT_TEMPERATURE, DistillLoss, register_loss
+from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, DistillLoss, register_loss
 from stillroom.distill.losses._multi import MULTI_TEACHER_MODES, MultiTeacherParams, check_classes, teacher_targets
 from stillroom.distill.losses._params import Fraction, Positive, Smoothing
 

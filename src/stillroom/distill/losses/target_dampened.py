@@ -37,7 +37,7 @@ from pydantic import Field, Strict
 from torch import Tensor
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses import DEFAULT_TEMPERATURE, DistillLoss, LossParams, register_loss
+from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, DistillLoss, LossParams, register_loss
 from stillroom.distill.losses._multi import teacher_targets
 from stillroom.distill.losses._params import Fraction, NonNegative, Positive
 

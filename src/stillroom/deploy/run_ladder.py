@@ -1,0 +1,231 @@
+"""A run's strictness ladder: fitted on the run's validation logits, stored in ``RUN/ladder.json``, reported on a
+split and summarized in ``metrics.json`` (REFERENCE 5, seed 000 §4.2). The ladder itself (rules, fitting on
+logits, decisions) is ``deploy.ladder``; this module connects it to run directories (``stillroom.runs``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
+from stillroom.deploy.structure import StructureGate
+from stillroom.runs import Run, index_sink, split_rows
+
+__all__ = ["fit_run_ladder", "run_ladder_report", "update_ladder_metrics"]
+
+
+def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: str) -> dict[str, Any]:
+    """PyTorch logits of a run on ``split``: ID rows, their labels, and OOD rows (the sink-labelled rows of a merged
+    index, else the same split of ``ood_index``) with where they came from."""
+    from stillroom.data.dataset import load_images
+    from stillroom.data.index import load_index
+
+    the_run = Run(run_dir)
+    run = the_run.load(weights)
+    idx = the_run.index(index)
+    images = load_images(idx)
+    sink = the_run.layout.sink
+    # OOD rows are the index's sink-labelled rows, whether or not the model has a sink column: a K-class model on a
+    # merged index must not count OOD rows as ID samples it could never label correctly.
+    row_sink = sink if index_sink(idx) is None else index_sink(idx)
+    id_rows, ood_rows = split_rows(idx, split, row_sink)
+    if len(id_rows) == 0:
+        raise StillroomError(f"{idx.root}: no in-distribution rows in the {split!r} split")
+    out: dict[str, Any] = {"run": run, "index": idx, "sink": sink, "ood": None, "ood_source": None}
+    out.update(images=images, row_sink=row_sink, id_rows=id_rows, ood_images=None, ood_rows=None)
+    out["id"] = the_run.logits(weights, id_rows, idx, images)
+    out["labels"] = idx.labels[id_rows]
+    if len(ood_rows):
+        out["ood"] = the_run.logits(weights, ood_rows, idx, images)
+        out["ood_source"] = f"{idx.root} ({split}, sink-labelled rows)"
+        out.update(ood_images=images, ood_rows=ood_rows)
+    elif ood_index is not None:
+        oidx = ood_index if hasattr(ood_index, "split_indices") else load_index(ood_index)
+        if int(oidx.recipe.get("size", -1)) != int(run.meta["img_size"]):
+            raise StillroomError(f"{oidx.root}: image size {oidx.recipe.get('size')} != run's {run.meta['img_size']}")
+        ood_images = load_images(oidx)
+        out["ood"] = the_run.logits(weights, oidx.split_indices(split), oidx, ood_images)
+        out["ood_source"] = f"{oidx.root} ({split})"
+        out.update(ood_images=ood_images, ood_rows=oidx.split_indices(split))
+    return out
+
+
+def _fit_structure_gate(d: dict[str, Any], quantile: float, max_images: int = 20000) -> StructureGate | None:
+    """The structure gate of a silhouette run, fitted on the ID training images as the service preprocesses them,
+    with its rejection rate on the ID validation rows (and OOD rows when there are some) in ``summary_``; None
+    for other kinds of data (the service only serves silhouettes) or too few training images (with a warning)."""
+    from stillroom.deploy.structure import MIN_FIT_IMAGES, served_features
+
+    run, idx = d["run"], d["index"]
+    recipe = run.meta.get("recipe", {})
+    if recipe.get("kind", "silhouette") != "silhouette":
+        return None
+    size, padding = int(run.meta["img_size"]), float(recipe.get("padding", 0.2))
+    train_rows = split_rows(idx, "train", d["row_sink"])[0]
+    if len(train_rows) < MIN_FIT_IMAGES:
+        warnings.warn(
+            f"fit_run_ladder: {len(train_rows)} ID training images in {idx.root}; no structure gate fitted "
+            f"(at least {MIN_FIT_IMAGES} needed)",
+            stacklevel=3,
+        )
+        return None
+    feats = served_features(d["images"], train_rows, size, padding, max_images=max_images)
+    n = len(feats["share"])
+    gate = StructureGate.fit_features(feats, size, quantile=quantile, fit_data=f"{idx.root.name}: {n} ID train images")
+    val = gate.passes(served_features(d["images"], d["id_rows"], size, padding, max_images=max_images))
+    gate.summary_ = {"n_train": n, "id_val_reject": float(1.0 - val.mean()) if len(val) else math.nan}
+    if d["ood_rows"] is not None and len(d["ood_rows"]):
+        ood = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, max_images=max_images))
+        gate.summary_["ood_val_reject"] = float(1.0 - ood.mean())
+    return gate
+
+
+def fit_run_ladder(
+    run_dir: str | Path,
+    target_accept: float = 0.95,
+    weights: str = "best",
+    index: Any = None,
+    ood_index: Any = None,
+    save: bool = True,
+    structure_quantile: float = 0.001,
+    **params: Any,
+) -> Ladder:
+    """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``.
+
+    ID logits: the val rows of the run's index (of a merged open-set index, the rows not labelled with the sink).
+    OOD logits, used only to report the OOD rejection reached: the sink-labelled val rows of a merged index, else
+    the val split of ``ood_index`` (an OOD dataset directory) when given. ``params`` go to ``Ladder(...)``; ``sink``
+    defaults to whether the run has a sink class. The file records the weights' sha256 the ladder belongs to.
+
+    A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
+    images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
+    of ID validation images (and OOD ones, when given) it rejects.
+    """
+    run_dir = Path(run_dir)
+    d = _run_logits(run_dir, weights, index, ood_index, "val")
+    params.setdefault("sink", d["sink"] is not None)
+    ladder = Ladder(**params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
+    ladder.structure_ = _fit_structure_gate(d, structure_quantile)
+    if ladder.structure_ is not None:
+        ladder.fit_summary_["structure_gate"] = ladder.structure_.summary_
+    if save:
+        ladder.save(
+            run_dir / LADDER_FILE,
+            extra={
+                "members": [{"run": str(run_dir), "weights": weights, "sha256": d["run"].weights_sha256}],
+                "fit_data": {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"]},
+            },
+        )
+    return ladder
+
+
+def run_ladder_report(
+    run_dir: str | Path,
+    split: str = "test",
+    weights: str = "best",
+    index: Any = None,
+    ood_index: Any = None,
+) -> dict[str, Any]:
+    """``ladder_report`` of ``RUN/ladder.json`` on ``split`` of the run's index (and OOD rows as in
+    ``fit_run_ladder``): what ``stillroom evaluate`` reports. Refuses a ladder fitted on other weights."""
+    run_dir = Path(run_dir)
+    ladder = Ladder.load(run_dir / LADDER_FILE)
+    d = _run_logits(run_dir, weights, index, ood_index, split)
+    members = getattr(ladder, "extra_", {}).get("members") or [{}]
+    if members[0].get("sha256") not in (None, d["run"].weights_sha256):
+        raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights than {weights!r}; fit it again")
+    rep = ladder_report(ladder, d["id"], d["labels"], d["ood"])
+    rep.update(split=split, weights=weights, ood_source=d["ood_source"], target_accept=ladder.target_accept_)
+    return rep
+
+
+def update_ladder_metrics(
+    run_dir: str | Path,
+    splits: Sequence[str],
+    weights: Sequence[str] = ("best", "final"),
+    index: Any = None,
+    ood_index: Any = None,
+    ladder: bool | None = None,
+    target_accept: float = 0.95,
+) -> dict[str, Any] | None:
+    """The strictness-ladder section of ``RUN/metrics.json`` (REFERENCE 5, seed 000 §4.2), written by
+    ``stillroom evaluate`` after ``evaluate.runner.evaluate_run`` (whose ``metrics.json`` must exist).
+
+    With ``ladder=True`` the ladder is fitted on the validation split for ``target_accept`` and stored in
+    ``RUN/ladder.json`` (as ``stillroom export`` does); with ``ladder=None`` an existing ``ladder.json`` is used;
+    ``False`` skips. ``metrics.json`` then gets ``"ladder"``: the thresholds, the target, and per split the verdict
+    counts on ID and OOD rows, coverage (accepted share of ID), selective accuracy (top-1 on accepted ID) and OOD
+    acceptance (accepted share of OOD), for the weights the ladder was fitted on. Returns the section (None: no
+    ladder to report). A re-report of the same ladder keeps the splits reported earlier.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise StillroomError(f"{metrics_path}: not found; evaluate the run before reporting its ladder")
+    metrics = read_json(metrics_path)
+    section = _ladder_section(run_dir, weights, metrics["weights"], splits, index, ood_index, ladder, target_accept)
+    if section is None:
+        return None
+    prev = metrics.get("ladder") or {}
+    if prev.get("thresholds") == section["thresholds"] and prev.get("weights_sha256") == section.get(
+        "weights_sha256"
+    ):  # the same ladder: keep the splits reported earlier
+        section["splits"] = {**prev.get("splits", {}), **section["splits"]}
+    metrics["ladder"] = section
+    atomic_write_json(metrics_path, metrics)
+    return section
+
+
+def _ladder_section(
+    run_dir: Path,
+    weights: Sequence[str],
+    weight_files: dict[str, Any],
+    splits: Sequence[str],
+    index: Any,
+    ood_index: Any,
+    ladder: bool | None,
+    target_accept: float,
+) -> dict[str, Any] | None:
+    path = run_dir / LADDER_FILE
+    if ladder is False or (ladder is None and not path.is_file()):
+        return None
+    if ladder:
+        # one ladder per run (the service loads it): fitted for the best weights when they are evaluated
+        fit_w = "best" if "best" in weights else weights[0]
+        fit_run_ladder(run_dir, target_accept=target_accept, weights=fit_w, index=index, ood_index=ood_index)
+    lad = Ladder.load(path)
+    members = lad.extra_.get("members") or []
+    section: dict[str, Any] = {
+        "file": LADDER_FILE,
+        "target_accept": lad.target_accept_,
+        "thresholds": lad.thresholds(),
+        "fit_data": lad.extra_.get("fit_data"),
+        "fit_summary": lad.fit_summary_,
+        "splits": {},
+    }
+    if lad.n_members_ != 1 or len(members) > 1:
+        section["skipped"] = f"an ensemble ladder ({lad.n_members_} members) is reported by the service, not per run"
+        return section
+    member = members[0] if members else {}
+    # the weights this ladder belongs to: the member's sha256 when recorded, else its weights name
+    sha = member.get("sha256")
+    match = [w for w in weights if (weight_files[w]["sha256"] == sha if sha else member.get("weights", "best") == w)]
+    if not match:
+        section["skipped"] = (
+            f"{path} was fitted on other weights (sha256 {str(member.get('sha256'))[:12]}) than those evaluated;"
+            " refit with `stillroom evaluate RUN --ladder`"
+        )
+        return section
+    w = match[0]
+    section.update(weights=w, weights_sha256=weight_files[w]["sha256"])
+    for split in splits:
+        rep = run_ladder_report(run_dir, split=split, weights=w, index=index, ood_index=ood_index)
+        section["splits"][split] = {key: rep.get(key) for key in ("id", "ood", "ood_source")}
+        # coverage on the split the thresholds were fitted on is in-sample (it meets the target by construction)
+        section["splits"][split]["in_sample"] = split == (section["fit_data"] or {}).get("split", "val")
+    return section
