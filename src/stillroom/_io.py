@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NotFittedError",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -43,6 +44,10 @@ _UMASK = _current_umask()
 
 class StillroomError(Exception):
     """An expected, user-facing error (bad input, misaligned store...). The CLI prints it without a traceback."""
+
+
+class NotFittedError(StillroomError):
+    """A fitted estimator (temperature scaler, strictness ladder) was used before ``fit`` or ``load``."""
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom._io import NotFittedError, StillroomError, atomic_write_json, read_json
 from stillroom.deploy.structure import StructureGate
 
 __all__ = [
@@ -99,10 +99,6 @@ _KEYS = (
     "format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary",
     "structure_gate",
 )  # fmt: skip
-
-
-class NotFittedError(StillroomError):
-    """The ladder was used before ``fit`` (or ``load``)."""
 
 
 def _as_members(logits_list: Any, name: str = "logits_list") -> list[np.ndarray]:

@@ -41,7 +41,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.metrics import f1_score
 
-from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom._io import NotFittedError, StillroomError, atomic_write_json, read_json
 from stillroom.runs import CALIBRATION_FILE, read_temperature
 
 __all__ = [
@@ -61,10 +61,6 @@ TEMPERATURE_GRID = (0.8, 0.9, 1.0, 1.1, 1.2)  # seed 001 §5.2
 T_BOUNDS = (0.05, 20.0)  # search range of T for method="nll" (searched as log T)
 TIE_DECIMALS = 4  # precision at which the grid rule compares NLL and ECE (seed 001 reports 4 decimals)
 _METHODS = ("nll", "grid")
-
-
-class NotFittedError(StillroomError):
-    """A fitted estimator (temperature scaler) was used before ``fit`` or ``load``."""
 
 
 # --- metrics ----------------------------------------------------------------------------------------------------
