@@ -46,8 +46,10 @@ def exported_run(teacher_run: Path, tmp_root: Path) -> Path:
 
         run = link_run(teacher_run, tmp_root / "exported")
         # ONNX Runtime's quantizer: quick on this resnet18; NNCF's path has its own tests (test_int8.py)
-        export_onnx(run, int8=True, int8_method="ort", backend_timing=0.05)
+        rep = export_onnx(run, int8=True, int8_method="ort", backend_timing=0.05)
         fit_run_ladder(run)
+        if rep["int8_check"]["ok"]:  # what `stillroom export --int8` does: int8's own ladder and temperature
+            fit_run_ladder(run, served="int8")
         _CACHE[teacher_run] = run
     return _CACHE[teacher_run]
 

@@ -232,3 +232,14 @@ def test_run_ladder_file_and_report(run, shapes_index):
     assert rep["id"]["n"] == n_val and rep["ood"]["n"] == n_val and rep["split"] == "test"
     assert rep["id"]["coverage"] + rep["id"]["uncertain"] + rep["id"]["reject"] == pytest.approx(1.0)
     assert rep["ood"]["acceptance"] == pytest.approx(rep["id"]["coverage"])  # same images, same verdicts
+    # the report applies the structure gate as the service does: a gate no silhouette passes rejects them all
+    if lad.structure_ is not None:
+        import shutil
+
+        copy = run.parent / (run.name + "_gate")
+        shutil.copytree(run, copy, dirs_exist_ok=True)
+        raw = json.loads((copy / "ladder.json").read_text())
+        raw["structure_gate"]["features"]["fill"] = [0.0, 0.0]  # no silhouette has an empty fill
+        (copy / "ladder.json").write_text(json.dumps(raw))
+        shut = run_ladder_report(copy, split="test")
+        assert shut["id"]["coverage"] == 0.0 and shut["id"]["reasons"] == {"no-structure": n_val}

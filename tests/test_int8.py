@@ -34,8 +34,10 @@ def run(shapes_index, tiny_config, tmp_path_factory):
 
     raw = tiny_config(shapes_index.root, "mnv3", model="mobilenet_v3_small", epochs=4)
     out = train(config_from_dict(raw), tmp_path_factory.mktemp("int8") / "mnv3")
-    onnx_export.export_onnx(out, int8=True, backend_timing=0.05)
+    rep = onnx_export.export_onnx(out, int8=True, backend_timing=0.05)
     fit_run_ladder(out)
+    if rep["int8_check"]["ok"]:
+        fit_run_ladder(out, served="int8")
     return out
 
 
@@ -226,6 +228,40 @@ def test_failed_int8_check_is_recorded_and_never_served(run, tmp_path, monkeypat
     Predictor(copy, model="fp32")  # fp32 is still served
     if json.loads((run / "export" / "export.json").read_text())["int8_check"]["ok"]:
         Predictor(run, model="int8")  # the gate lets a passing int8 model through
+
+
+def test_int8_ladder_and_temperature_are_fitted_on_the_int8_logits(run, tmp_path):
+    """Issue 15 item 3: what is served is judged on its own logits. The int8 ladder's thresholds are exactly those of
+    a ladder fitted on the int8 file's validation logits in ONNX Runtime, the int8 temperature is stored for that
+    file's sha256, and the service uses both when it serves int8 (and refuses to without them)."""
+    from stillroom.deploy.ladder import Ladder
+    from stillroom.deploy.run_ladder import fit_run_ladder
+    from stillroom.deploy.service import Predictor
+
+    copy = link_run(run, tmp_path / "r", extra=("ladder.json",))
+    # a limit no drop can exceed, so the tiny model's int8 file is servable whatever its accuracy
+    exp = onnx_export.export_onnx(copy, int8=True, int8_method="ort", int8_max_drop=1.0, backends=False)
+    assert exp["int8_check"]["ok"]
+    lad8 = fit_run_ladder(copy, served="int8")
+    index = load_index(exp["index"])
+    rows = index.split_indices("val")
+    x = normalize_uint8(np.asarray(load_images(index)[rows]), exp["input"]["mean"], exp["input"]["std"])
+    z8 = ort_logits(ort_session(copy / "export" / exp["models"]["int8"]["file"], threads=1), x, batch_size=64)
+    assert lad8.thresholds() == Ladder(sink=False).fit(z8, target_accept=0.95).thresholds()
+    assert lad8.thresholds() != Ladder.load(copy / "ladder.json").thresholds()  # not the fp32 ones
+    saved = json.loads((copy / "ladder_int8.json").read_text())
+    assert saved["fit_data"]["served"] == "int8"
+    assert saved["fit_data"]["served_file"]["sha256"] == exp["models"]["int8"]["sha256"]
+    entry = json.loads((copy / "calibration.json").read_text())["weights"]["best:int8"]
+    assert entry["weights_sha256"] == exp["models"]["int8"]["sha256"] and entry["fit_split"] == "val"
+    p = Predictor(copy, model="int8")
+    assert p.temperature_source == "calibration.json [best:int8]"
+    assert p.temperature == pytest.approx(entry["temperature"])
+    assert p.ladder.thresholds() == lad8.thresholds()
+    assert Predictor(copy, model="fp32").temperature_source == "calibration.json [best]"  # fp32 keeps its own
+    (copy / "ladder_int8.json").unlink()
+    with pytest.raises(StillroomError, match="ladder_int8.json: not found"):
+        Predictor(copy, model="int8")
 
 
 def test_cli_export_int8_options(run, tmp_path):

@@ -215,6 +215,24 @@ def test_ladder_report_by_hand():
     assert rep["thresholds"] == {"t1": 4.0, "t2": 8.0, "margin": 2.0, "n_members": 1}
 
 
+def test_ladder_report_applies_the_structure_gate_first():
+    """What the service does: a silhouette outside the structure gate is rejected ("no-structure") whatever its
+    logits; the report counts it the same way (issue 18)."""
+    lad = Ladder.from_thresholds(4.0, 8.0, n_members=1, num_classes=4, margin=2.0)
+    id_logits = np.stack([_row(0, 10.0), _row(1, 10.0), _row(2, 6.0, second=5.0), _row(3, 2.0)])
+    labels = np.array([0, 0, 2, 3])
+    ood = np.stack([_row(0, 9.0), _row(1, 1.0)])
+    rep = ladder_report(
+        lad, id_logits, labels, ood, id_structure_ok=np.array([False, True, True, True]),
+        ood_structure_ok=np.array([False, True]),
+    )  # fmt: skip
+    assert rep["id"]["counts"] == {"accept": 1, "uncertain": 1, "reject": 2}
+    assert rep["id"]["reasons"]["no-structure"] == 1 and rep["id"]["selective_accuracy"] == 0.0
+    assert rep["ood"]["acceptance"] == 0.0 and rep["ood"]["reasons"] == {"no-structure": 1, "weak-signal": 1}
+    with pytest.raises(StillroomError, match="structure verdicts"):
+        ladder_report(lad, id_logits, labels, id_structure_ok=np.array([True]))
+
+
 def test_ladder_report_nothing_accepted_warns():
     lad = Ladder.from_thresholds(100.0, 200.0, n_members=1, num_classes=3, margin=0.0)
     with pytest.warns(UserWarning, match="no ID sample accepted"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from stillroom._io import StillroomError
+from stillroom._io import StillroomError, read_json
 from stillroom._progress import console
 
 __all__ = ["register"]
@@ -122,6 +122,19 @@ def export_cmd(
         if "ood" in s:
             msg += f", OOD val reject {s['ood']['reject']:.3f} (accept {s['ood']['accept']:.3f})"
         console.print(msg + f" -> {Path(run) / 'ladder.json'}")
+        # an int8 model that may be served gets its own ladder and temperature, fitted on its own logits (issue 15)
+        exp_path = Path(run) / "export" / "export.json"
+        if exp_path.is_file() and read_json(exp_path).get("int8_check", {}).get("ok"):
+            from stillroom.deploy.run_ladder import LADDER_FILES
+
+            lad8 = fit_run_ladder(
+                run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, served="int8"
+            )
+            s8 = lad8.fit_summary_
+            console.print(
+                f"[green]int8 ladder[/] {lad8!r}: ID val accept {s8['id']['accept']:.3f} -> "
+                f"{Path(run) / LADDER_FILES['int8']} (and the int8 temperature in calibration.json)"
+            )
 
 
 def bench_latency_cmd(

@@ -401,13 +401,29 @@ def _rates(decisions: list[tuple[str, str]]) -> dict[str, Any]:
     return rates
 
 
+def _gated(dets: list[dict[str, Any]], structure_ok: np.ndarray | None) -> list[dict[str, Any]]:
+    """Decisions with the structure gate applied first (it overrides the model's verdict, as in the service)."""
+    if structure_ok is None:
+        return dets
+    ok = np.asarray(structure_ok, dtype=bool).ravel()
+    if len(ok) != len(dets):
+        raise StillroomError(f"ladder_report: {len(ok)} structure verdicts for {len(dets)} samples")
+    return [d if k else {**d, "verdict": "reject", "reason": "no-structure"} for d, k in zip(dets, ok, strict=True)]
+
+
 def ladder_report(
     ladder: Ladder,
     id_logits_list: Any,
     id_labels: np.ndarray,
     ood_logits_list: Any = None,
+    id_structure_ok: np.ndarray | None = None,
+    ood_structure_ok: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Coverage, selective accuracy and OOD acceptance of a fitted ladder.
+
+    ``id_structure_ok`` / ``ood_structure_ok`` (boolean per sample, the structure gate's verdict on the served
+    silhouettes): a sample outside the gate is rejected with reason "no-structure" whatever its logits, as the
+    service does; None: no gate.
 
     Returns a dict with ``thresholds``; ``id``: ``n``, ``counts`` (samples per verdict), ``coverage`` (fraction
     accepted), ``uncertain``, ``reject``, ``selective_accuracy`` (soft-vote top-1 accuracy on accepted samples; nan
@@ -416,7 +432,7 @@ def ladder_report(
     ``counts``, ``acceptance`` (the number to keep low), ``uncertain``, ``rejection``, ``reasons``.
     """
     labels = np.asarray(id_labels).astype(np.int64).ravel()
-    dets = ladder.decide_detailed(id_logits_list)
+    dets = _gated(ladder.decide_detailed(id_logits_list), id_structure_ok)
     if len(dets) != len(labels):
         raise StillroomError(f"ladder_report: {len(dets)} ID samples but {len(labels)} labels")
     verdict = np.array([d["verdict"] for d in dets])
@@ -442,7 +458,8 @@ def ladder_report(
         },
     }
     if ood_logits_list is not None:
-        ood_decisions = ladder.decide(ood_logits_list)
+        ood_dets = _gated(ladder.decide_detailed(ood_logits_list), ood_structure_ok)
+        ood_decisions = [(d["verdict"], d["reason"]) for d in ood_dets]
         o = _rates(ood_decisions)
         out["ood"] = {
             "n": len(ood_decisions),

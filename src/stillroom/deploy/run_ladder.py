@@ -11,20 +11,60 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
+from stillroom.deploy.onnx_export import EXPORT_DIR
 from stillroom.deploy.structure import StructureGate
-from stillroom.runs import Run, index_sink, split_rows
+from stillroom.runs import CALIBRATION_FILE, Run, index_sink, split_rows
 
-__all__ = ["fit_run_ladder", "run_ladder_report", "update_ladder_metrics"]
+__all__ = [
+    "LADDER_FILES",
+    "fit_run_ladder",
+    "fit_served_temperature",
+    "run_ladder_report",
+    "served_temperature_key",
+    "update_ladder_metrics",
+]
+
+#: the ladder of each servable model: thresholds fitted on that model's own logits (issue 15)
+LADDER_FILES = {"fp32": LADDER_FILE, "int8": "ladder_int8.json"}
 
 
-def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: str) -> dict[str, Any]:
-    """PyTorch logits of a run on ``split``: ID rows, their labels, and OOD rows (the sink-labelled rows of a merged
-    index, else the same split of ``ood_index``) with where they came from."""
+def _int8_logits(run_dir: Path, weights_sha256: str) -> tuple[Any, dict[str, Any]]:
+    """A function (images, rows) -> logits of the exported int8 model in ONNX Runtime, and its export.json entry.
+    Refuses an export of other weights or an int8 model that failed its accuracy check (it is never served)."""
+    exp_path = run_dir / EXPORT_DIR / "export.json"
+    if not exp_path.is_file():
+        raise StillroomError(f"{exp_path}: not found; run `stillroom export {run_dir} --int8` first")
+    exp = read_json(exp_path)
+    if exp.get("weights", {}).get("sha256") != weights_sha256:
+        raise StillroomError(f"{exp_path}: exported from other weights; export again")
+    if "int8" not in exp.get("models", {}) or not exp.get("int8_check", {}).get("ok"):
+        raise StillroomError(f"{exp_path}: no int8 model that passed its accuracy check; it cannot be served")
+    entry = exp["models"]["int8"]
+    session = ort_session(run_dir / EXPORT_DIR / entry["file"])
+    mean, std = exp["input"]["mean"], exp["input"]["std"]
+
+    def logits(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return ort_logits(session, normalize_uint8(np.asarray(images[rows]), mean, std), batch_size=256)
+
+    return logits, entry
+
+
+def _run_logits(
+    run_dir: Path, weights: str, index: Any, ood_index: Any, split: str, served: str = "fp32"
+) -> dict[str, Any]:
+    """Logits of a run on ``split``: ID rows, their labels, and OOD rows (the sink-labelled rows of a merged index,
+    else the same split of ``ood_index``) with where they came from. ``served``: "fp32" (PyTorch, which the fp32
+    ONNX file matches to 1e-3) or "int8" (the exported int8 model in ONNX Runtime: what the service runs then)."""
     from stillroom.data.dataset import load_images
     from stillroom.data.index import load_index
 
+    if served not in LADDER_FILES:
+        raise StillroomError(f"served model must be one of {', '.join(LADDER_FILES)}, got {served!r}")
     the_run = Run(run_dir)
     run = the_run.load(weights)
     idx = the_run.index(index)
@@ -37,11 +77,21 @@ def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: 
     if len(id_rows) == 0:
         raise StillroomError(f"{idx.root}: no in-distribution rows in the {split!r} split")
     out: dict[str, Any] = {"run": run, "index": idx, "sink": sink, "ood": None, "ood_source": None}
-    out.update(images=images, row_sink=row_sink, id_rows=id_rows, ood_images=None, ood_rows=None)
-    out["id"] = the_run.logits(weights, id_rows, idx, images)
+    out.update(images=images, row_sink=row_sink, id_rows=id_rows, ood_images=None, ood_rows=None, served=served)
+    if served == "int8":
+        int8, out["served_file"] = _int8_logits(Path(run_dir), run.weights_sha256)
+
+        def logits(rows: np.ndarray, ix: Any, im: np.ndarray) -> np.ndarray:
+            return int8(im, rows)
+    else:
+
+        def logits(rows: np.ndarray, ix: Any, im: np.ndarray) -> np.ndarray:
+            return the_run.logits(weights, rows, ix, im)
+
+    out["id"] = logits(id_rows, idx, images)
     out["labels"] = idx.labels[id_rows]
     if len(ood_rows):
-        out["ood"] = the_run.logits(weights, ood_rows, idx, images)
+        out["ood"] = logits(ood_rows, idx, images)
         out["ood_source"] = f"{idx.root} ({split}, sink-labelled rows)"
         out.update(ood_images=images, ood_rows=ood_rows)
     elif ood_index is not None:
@@ -49,7 +99,7 @@ def _run_logits(run_dir: Path, weights: str, index: Any, ood_index: Any, split: 
         if int(oidx.recipe.get("size", -1)) != int(run.meta["img_size"]):
             raise StillroomError(f"{oidx.root}: image size {oidx.recipe.get('size')} != run's {run.meta['img_size']}")
         ood_images = load_images(oidx)
-        out["ood"] = the_run.logits(weights, oidx.split_indices(split), oidx, ood_images)
+        out["ood"] = logits(oidx.split_indices(split), oidx, ood_images)
         out["ood_source"] = f"{oidx.root} ({split})"
         out.update(ood_images=ood_images, ood_rows=oidx.split_indices(split))
     return out
@@ -93,9 +143,15 @@ def fit_run_ladder(
     ood_index: Any = None,
     save: bool = True,
     structure_quantile: float = 0.001,
+    served: str = "fp32",
     **params: Any,
 ) -> Ladder:
-    """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``.
+    """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``
+    (``RUN/ladder_int8.json`` with ``served="int8"``).
+
+    Issue 15: the thresholds belong to the logits of the model that is served. ``served="int8"`` fits them on the
+    exported int8 model's logits in ONNX Runtime (which differ from fp32 by up to export.json's ``max_abs_diff``),
+    and also fits the temperature the service applies to them (``fit_served_temperature``).
 
     ID logits: the val rows of the run's index (of a merged open-set index, the rows not labelled with the sink).
     OOD logits, used only to report the OOD rejection reached: the sink-labelled val rows of a merged index, else
@@ -107,21 +163,50 @@ def fit_run_ladder(
     of ID validation images (and OOD ones, when given) it rejects.
     """
     run_dir = Path(run_dir)
-    d = _run_logits(run_dir, weights, index, ood_index, "val")
+    d = _run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
     ladder = Ladder(**params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
     ladder.structure_ = _fit_structure_gate(d, structure_quantile)
     if ladder.structure_ is not None:
         ladder.fit_summary_["structure_gate"] = ladder.structure_.summary_
     if save:
+        fit_data = {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"], "served": served}
+        if served != "fp32":
+            fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256")}
         ladder.save(
-            run_dir / LADDER_FILE,
+            run_dir / LADDER_FILES[served],
             extra={
                 "members": [{"run": str(run_dir), "weights": weights, "sha256": d["run"].weights_sha256}],
-                "fit_data": {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"]},
+                "fit_data": fit_data,
             },
         )
+        if served != "fp32":
+            fit_served_temperature(run_dir, d, weights)
     return ladder
+
+
+def served_temperature_key(weights: str, served: str) -> str:
+    """The ``calibration.json`` entry of a served model: the weights name for fp32 (PyTorch's logits, which the
+    fp32 ONNX file matches), ``<weights>:int8`` for the int8 file (checked against that file's sha256)."""
+    return weights if served == "fp32" else f"{weights}:{served}"
+
+
+def fit_served_temperature(run_dir: Path, d: dict[str, Any], weights: str) -> float:
+    """Fit T (NLL, REFERENCE 4) on the served model's ID validation logits ``d`` (``_run_logits``) and store it in
+    ``calibration.json`` under ``served_temperature_key``, with the served file's sha256."""
+    from stillroom.evaluate.calibration import TemperatureScaler
+
+    k = Run(run_dir).layout.num_id
+    keep = d["labels"] < k
+    scaler = TemperatureScaler(num_id_classes=k).fit(d["id"][keep], d["labels"][keep])
+    scaler.save(
+        run_dir / CALIBRATION_FILE,
+        served_temperature_key(weights, d["served"]),
+        weights_sha256=d["served_file"]["sha256"],
+        fit_split="val",
+        n_val=int(keep.sum()),
+    )
+    return scaler.temperature_
 
 
 def run_ladder_report(
@@ -139,7 +224,18 @@ def run_ladder_report(
     members = getattr(ladder, "extra_", {}).get("members") or [{}]
     if members[0].get("sha256") not in (None, d["run"].weights_sha256):
         raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights than {weights!r}; fit it again")
-    rep = ladder_report(ladder, d["id"], d["labels"], d["ood"])
+    # the structure gate judges the served silhouettes before the model (service), so the report applies it too
+    id_ok = ood_ok = None
+    gate = ladder.structure_
+    if gate is not None:
+        from stillroom.deploy.structure import served_features
+
+        recipe = d["run"].meta.get("recipe", {})
+        size, padding = int(d["run"].meta["img_size"]), float(recipe.get("padding", 0.2))
+        id_ok = gate.passes(served_features(d["images"], d["id_rows"], size, padding))
+        if d["ood_rows"] is not None and len(d["ood_rows"]):
+            ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding))
+    rep = ladder_report(ladder, d["id"], d["labels"], d["ood"], id_structure_ok=id_ok, ood_structure_ok=ood_ok)
     rep.update(split=split, weights=weights, ood_source=d["ood_source"], target_accept=ladder.target_accept_)
     return rep
 

@@ -28,11 +28,13 @@ decoding, so a decompression bomb is never expanded), a side under 8 px or no ob
 over ``FEEDBACK_MAX_BYTES`` is a 413. Every 422 names the field and the problem, never echoes the rejected input
 (``{"detail": "body.comment: ...", "errors": [{"field": ..., "problem": ...}]}``).
 
-The ladder's thresholds were fitted on the fp32 PyTorch logits (ONNX fp32 parity <= 1e-3); serving the int8 model
-(``model="int8"``, only if its accuracy check passed) applies them to int8 logits, which differ by up to the
-``max_abs_diff`` in export.json.
+The ladder's thresholds and the temperature belong to the logits of the model that is served (issue 15): fp32
+serves ``RUN/ladder.json`` (fitted on the PyTorch logits, which the fp32 ONNX file matches to 1e-3) and the weights'
+``calibration.json`` entry; int8 (``model="int8"``, only if its accuracy check passed) serves
+``RUN/ladder_int8.json`` and the ``<weights>:int8`` temperature, both fitted on the int8 file's own validation logits
+by ``stillroom export --int8`` and checked against that file's sha256.
 
-Temperature: from ``RUN/calibration.json`` (the entry for the served weights, checked by sha256, or a top-level
+Temperature: from ``RUN/calibration.json`` (the entry for the served model, checked by sha256, or a top-level
 ``temperature``); without one T = 1 and the response says so (``temperature_source``).
 
 Why one module of over 400 lines: the served request path: upload limits, preprocessing, the ONNX session, the
@@ -66,7 +68,8 @@ from starlette.datastructures import UploadFile
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
 from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask, preprocess_mask
 from stillroom.deploy._ort import normalize_uint8, ort_session
-from stillroom.deploy.ladder import LADDER_FILE, Ladder, describe
+from stillroom.deploy.ladder import Ladder, describe
+from stillroom.deploy.run_ladder import LADDER_FILES, served_temperature_key
 from stillroom.deploy.telemetry import FEEDBACK_ACTIONS, Telemetry
 from stillroom.runs import CALIBRATION_FILE, Run, read_temperature
 
@@ -219,25 +222,38 @@ class Predictor:
             raise StillroomError(f"{self.model_file}: sha256 differs from export.json; export again")
         self.session = ort_session(self.model_file, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
-        self.ladder = Ladder.load(run_dir / LADDER_FILE)
-        self.ladder_sha256 = sha256_file(run_dir / LADDER_FILE)
+        # the ladder and the temperature of the served model's own logits (issue 15): int8 has its own of each
+        ladder_path = run_dir / LADDER_FILES[key]
+        if not ladder_path.is_file():
+            raise StillroomError(
+                f"{ladder_path}: not found; fit it on the {key} model's logits with `stillroom export {run_dir}"
+                + (" --int8`" if key == "int8" else "`")
+            )
+        self.ladder = Ladder.load(ladder_path)
+        self.ladder_sha256 = sha256_file(ladder_path)
         members = getattr(self.ladder, "extra_", {}).get("members", [])
         if self.ladder.n_members_ != 1:
-            raise StillroomError(f"{run_dir / LADDER_FILE}: fitted for {self.ladder.n_members_} models; serving one")
+            raise StillroomError(f"{ladder_path}: fitted for {self.ladder.n_members_} models; serving one")
         if members and members[0].get("sha256") not in (None, self.weights_sha256):
-            raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights; run `stillroom export` again")
-        self.temperature, self.temperature_source = _temperature(run_dir, weights["name"], self.weights_sha256)
+            raise StillroomError(f"{ladder_path}: fitted on other weights; run `stillroom export` again")
+        served_file = (getattr(self.ladder, "extra_", {}).get("fit_data") or {}).get("served_file") or {}
+        if key != "fp32" and served_file.get("sha256") != self.model_sha256:
+            raise StillroomError(f"{ladder_path}: fitted on another {key} file; run `stillroom export` again")
+        if key == "fp32":
+            self.temperature, self.temperature_source = _temperature(run_dir, weights["name"], self.weights_sha256)
+        else:
+            self.temperature, self.temperature_source = _temperature(
+                run_dir, served_temperature_key(weights["name"], key), self.model_sha256
+            )
         self.classes = list(meta["classes"])
         self.sink, self.k_id = self.run.layout.sink, self.run.layout.num_id
         if self.ladder.num_classes_ != self.k_id:
-            raise StillroomError(
-                f"{run_dir / LADDER_FILE}: fitted for {self.ladder.num_classes_} classes, run has {self.k_id}"
-            )
+            raise StillroomError(f"{ladder_path}: fitted for {self.ladder.num_classes_} classes, run has {self.k_id}")
         self.size, self.channels = int(meta["img_size"]), int(meta["in_chans"])
         gate = self.ladder.structure_
         if gate is not None and gate.size != self.size:
             raise StillroomError(
-                f"{run_dir / LADDER_FILE}: structure gate fitted on {gate.size} px silhouettes, the run serves "
+                f"{ladder_path}: structure gate fitted on {gate.size} px silhouettes, the run serves "
                 f"{self.size} px; run `stillroom export {run_dir}` again"
             )
         self.padding = float(recipe.get("padding", 0.2))
