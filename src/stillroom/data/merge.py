@@ -145,6 +145,8 @@ def merge_with_sink(
             "ood_train_groups_dropped": sorted(dropped),
         },
         "id_meta": {key: id_index.meta[key] for key in ("leakage_probe", "split_info") if key in id_index.meta},
+        # display names of the ID classes travel with them (data.species_names); "ood" reads as OOD
+        **{key: id_index.meta[key] for key in ("display_names", "display_names_source") if key in id_index.meta},
         "ood_meta": {
             key: ood_index.meta[key]
             for key in ("audit", "dedup", "split_info", "shortcut_probe")

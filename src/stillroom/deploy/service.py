@@ -246,6 +246,8 @@ class Predictor:
                 run_dir, served_temperature_key(weights["name"], key), self.model_sha256
             )
         self.classes = list(meta["classes"])
+        names = meta.get("display_names")
+        self.names = list(names) if isinstance(names, list) and len(names) == len(self.classes) else self.classes
         self.sink, self.k_id = self.run.layout.sink, self.run.layout.num_id
         if self.ladder.num_classes_ != self.k_id:
             raise StillroomError(f"{ladder_path}: fitted for {self.ladder.num_classes_} classes, run has {self.k_id}")
@@ -347,7 +349,10 @@ class Predictor:
         p = np.exp(zi - zi.max())
         p /= p.sum()
         order = np.argsort(-p, kind="stable")[: min(TOP_K, self.k_id)]
-        top5 = [{"class_id": int(i), "label": self.classes[i], "probability": float(p[i])} for i in order]
+        top5 = [
+            {"class_id": int(i), "label": self.classes[i], "name": self.names[i], "probability": float(p[i])}
+            for i in order
+        ]
         scores: dict[str, Any] = {"max_logit": det["mu"], "margin": det["margin"], "logits": logits[0].tolist()}
         if structure is not None:
             scores["structure"] = structure["features"]
@@ -364,7 +369,11 @@ class Predictor:
             "reason": det["reason"],
             "reason_text": reason_text,
             "structure": structure,
-            "prediction": {"class_id": det["pred"], "label": self.classes[det["pred"]]},
+            "prediction": {
+                "class_id": det["pred"],
+                "label": self.classes[det["pred"]],
+                "name": self.names[det["pred"]],
+            },
             "top5": top5,
             "temperature": self.temperature,
             "temperature_source": self.temperature_source,
@@ -502,6 +511,7 @@ def create_app(
                 "ladder_sha256": predictor.ladder_sha256,
             },
             "classes": predictor.classes[: predictor.k_id],
+            "display_names": predictor.names[: predictor.k_id],
             "sink": predictor.sink is not None,
             "img_size": predictor.size,
             "model": {"file": predictor.model_file.name, "sha256": predictor.model_sha256},

@@ -78,6 +78,7 @@ def _train(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path,
 
 
 def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[DatasetIndex, float]:
+    from stillroom.data.species_names import add_species_names
     from stillroom.data.sprites import build_sprites
 
     lo, hi = budget["species"]
@@ -91,7 +92,11 @@ def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[D
             pass  # incomplete or stale: rebuild below
     t0 = time.perf_counter()
     index = build_sprites(data_dir, size=budget["size"], species=(lo, hi), tarball=tarball, split="blocks")
-    return index, time.perf_counter() - t0
+    # species names for the report and the service (display only); offline (--tarball) they come from the cache
+    added = add_species_names(data_dir, offline=tarball is not None)
+    if not added["added"]:
+        console.print(f"[yellow]species names skipped[/]: {added['skipped']}", highlight=False)
+    return load_index(data_dir), time.perf_counter() - t0
 
 
 def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, quick: bool = False) -> Path:

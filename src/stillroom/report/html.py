@@ -336,14 +336,16 @@ def _confused_pairs(rep: dict[str, Any], index: DatasetIndex | None) -> str:
     if not pairs:
         return "<p>No confusions between classes on this split.</p>"
     cards = []
+    names = _names(index)
     for p in pairs[:_N_PAIRS]:
         imgs = []
         for cid, name in ((p["a_id"], p["a"]), (p["b_id"], p["b"])):
             found = _image_of(index, cid) if index is not None else None
-            imgs.append(_img(found[0], str(name), "", found[1]) if found else f"<span>{_e(name)}</span>")
+            shown = names.get(name, name)
+            imgs.append(_img(found[0], str(shown), "", found[1]) if found else f"<span>{_e(shown)}</span>")
         cards.append(
             f'<div class="pair"><div class="imgs">{"".join(imgs)}</div>'
-            f"<div><b>{_e(p['a'])}</b> ↔ <b>{_e(p['b'])}</b></div>"
+            f"<div><b>{_e(names.get(p['a'], p['a']))}</b> ↔ <b>{_e(names.get(p['b'], p['b']))}</b></div>"
             f"<div>{p['a_as_b']} a→b, {p['b_as_a']} b→a (rate {p['rate']:.3f})</div></div>"
         )
     return (
@@ -352,15 +354,21 @@ def _confused_pairs(rep: dict[str, Any], index: DatasetIndex | None) -> str:
     )
 
 
-def _f1_extremes(rep: dict[str, Any]) -> str:
+def _names(index: DatasetIndex | None) -> dict[str, str]:
+    """Class id -> species name where the index has one (``data.species_names``); ids otherwise."""
+    return dict((index.meta.get("display_names") or {}) if index is not None else {})
+
+
+def _f1_extremes(rep: dict[str, Any], index: DatasetIndex | None = None) -> str:
+    names = _names(index)
     f1 = {c: v for c, v in (rep.get("per_class_f1") or {}).items() if v is not None}
     if not f1:
         return ""
     support = rep.get("per_class_support") or {}
     order = sorted(f1, key=lambda c: (f1[c], c))
     worst, best = order[:_N_EXTREMES], order[::-1][:_N_EXTREMES]
-    rows = [[_e(c), _num(f1[c], 3), support.get(c, "")] for c in worst]
-    rows2 = [[_e(c), _num(f1[c], 3), support.get(c, "")] for c in best]
+    rows = [[_e(names.get(c, c)), _num(f1[c], 3), support.get(c, "")] for c in worst]
+    rows2 = [[_e(names.get(c, c)), _num(f1[c], 3), support.get(c, "")] for c in best]
     return (
         '<div style="display:flex;gap:32px;flex-wrap:wrap"><div><b>lowest F1</b>'
         + _table(["class", "F1", "support"], rows)
@@ -478,7 +486,7 @@ def _run_section(run: Path, root: Path, index: DatasetIndex | None) -> str:
     splits = metrics.get("splits", {})
     rep = splits.get(test_split, {}).get("best") or next(iter(splits.get(test_split, {}).values()), None)
     if rep is not None:
-        out.append(f"<h4>Per-class F1 ({_e(test_split)}, best weights)</h4>" + _f1_extremes(rep))
+        out.append(f"<h4>Per-class F1 ({_e(test_split)}, best weights)</h4>" + _f1_extremes(rep, index))
         out.append("<h4>Confused pairs</h4>" + _confused_pairs(rep, index))
         out.append(f"<h4>Reliability ({_e(test_split)} split)</h4>")
         for w, r in splits.get(test_split, {}).items():

@@ -60,6 +60,7 @@ from stillroom.config import TrainConfig
 from stillroom.data.augment import augment_name, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
 from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
@@ -371,6 +372,10 @@ def _train(
         "num_classes": num_classes,
         "img_size": size,
         "classes": index.classes + (["ood"] if num_classes > index.num_classes else []),
+        # what people read (data.species_names): one per class, the class id where no name is known
+        "display_names": display_names(
+            {**index.meta, "classes": index.classes + (["ood"] if num_classes > index.num_classes else [])}
+        ),
         "recipe": recipe,
         "index": str(index.root),
         "index_hash": index.index_hash,
