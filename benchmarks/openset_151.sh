@@ -75,4 +75,16 @@ for s in $SEEDS; do
 done
 stillroom ood-table $(for s in $SEEDS; do echo "$OUT/runs/os_student_td_cap_s$s"; done) \
   --markdown "$OUT/table2_td_cap.md" | tee "$OUT/table2_td_cap.txt"
+stamp "per-seed summary and compare verdicts (test split, best weights)"
+python benchmarks/openset_summary.py "$OUT"
+cmp() {  # cmp A B METRIC
+  stillroom compare "$OUT/summary.csv" --metric "$3" --a "$1" --b "$2" --json "$OUT/compare_$1_vs_$2_$3.json" \
+    | tee "$OUT/compare_$1_vs_$2_$3.txt"
+}
+for m in top1 auroc_energy auroc_msp; do cmp kd td_g7.8 "$m"; done
+for g in $GAMMAS; do
+  [ "$g" = td_g7.8 ] && continue
+  for m in auroc_sink top1; do cmp "$g" td_g7.8 "$m"; done
+done
+for m in auroc_sink top1 id_false_rejection; do cmp td_g7.8 td_cap "$m"; done
 stamp "done"

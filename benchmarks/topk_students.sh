@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Top-k soft-label stores: effect on student accuracy (issue 7). The same KD student (mobilenet_v3_small, kd_weight
 # 0.5, T 4, 24 epochs) from one resnet18 teacher's full float32 store and from top-k stores (k = 5, 20: the k largest
-# logits + the rest's log-sum-exp) on species 1-151 at 64 px, block split, seeds 0 and 1. Needs the teacher and ID
+# logits + the rest's log-sum-exp) on species 1-151 at 64 px, block split, seeds 0, 1 and 2. Needs the teacher and ID
 # index of benchmarks/openset_151.sh. Resumable; two runs side by side with one thread each.
 #
 #   bash benchmarks/topk_students.sh        # then: python benchmarks/seed000_table.py artifacts/topk151/runs
@@ -10,7 +10,7 @@ SRC=${SRC:-artifacts/openset151}
 OUT=${OUT:-artifacts/topk151}
 TEACHER=$SRC/runs/os_teacher_resnet18_s0
 KS=${KS:-"5 20"}
-SEEDS=${SEEDS:-"0 1"}
+SEEDS=${SEEDS:-"0 1 2"}
 EPOCHS=${EPOCHS:-24}
 mkdir -p "$OUT/runs" "$OUT/stores"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -39,3 +39,28 @@ for ((i = 0; i < ${#jobs[@]}; i += 2)); do
   wait
 done
 python3 benchmarks/seed000_table.py "$OUT/runs" --out "$OUT/table.md"
+# one CSV of the per-seed test metrics, then `stillroom compare` of each top-k store against the full one
+python - "$OUT" <<'PY'
+import csv, json, re, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = []
+for run in sorted((out / "runs").glob("kd_*_s*")):
+    if not (run / "metrics.json").is_file():
+        continue
+    variant, seed = re.fullmatch(r"(kd_\w+?)_s(\d+)", run.name).groups()
+    rep = json.loads((run / "metrics.json").read_text())["splits"]["test"]["best"]
+    rows.append({"variant": variant, "seed": seed, "run_dir": str(run), "test_top1": rep["top1"],
+                 "test_top5": rep["top5"], "test_macro_f1": rep["macro_f1"], "test_nll": rep["nll"]})
+with open(out / "summary.csv", "w", newline="") as fh:
+    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+print(f"wrote {out / 'summary.csv'}: {len(rows)} runs")
+PY
+for k in $KS; do
+  for m in top1 macro_f1; do
+    stillroom compare "$OUT/summary.csv" --metric "$m" --a kd_full --b "kd_top$k" \
+      --json "$OUT/compare_full_vs_top${k}_$m.json" | tee "$OUT/compare_full_vs_top${k}_$m.txt"
+  done
+done

@@ -29,7 +29,7 @@ from stillroom._progress import console
 
 __all__ = ["register"]
 
-_LOWER_IS_BETTER = ("nll", "ece", "mce", "brier", "seconds")
+_LOWER_IS_BETTER = ("nll", "ece", "mce", "brier", "seconds", "fpr", "false_rejection")
 
 
 def _read_summary(path: Path) -> tuple[Path, list[dict[str, str]]]:

@@ -1,0 +1,57 @@
+"""Per-seed open-set results of `benchmarks/openset_151.sh` as one CSV that `stillroom compare` reads.
+
+One row per (variant, seed) from each run's ``ood_metrics.json`` (test split, best weights): closed-set top-1 on the ID
+rows over the K ID classes (``top1``; K+1 students also ``top1_with_sink``, a sink prediction on an ID row counting
+as an error), AUROC and FPR@95TPR of every score (``auroc_<score>``, ``fpr_<score>``; higher score = more ID), and for
+K+1 students the OOD rejection rate (argmax = sink) and the ID false-rejection rate. Variants: ``kd`` (the K-class
+KD student, post-hoc scores only), each ``td_g*`` of the gamma sweep, ``td_cap`` (OOD train share capped).
+
+    python benchmarks/openset_summary.py artifacts/openset151        # -> artifacts/openset151/summary.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def _runs(out: Path) -> list[tuple[str, int, Path]]:
+    runs = [("kd", int(p.name.rsplit("_s", 1)[1]), p) for p in sorted(out.glob("runs/os_student_kd_s*"))]
+    runs += [(p.parent.name, int(p.name[4:]), p) for p in sorted(out.glob("sweep_gamma/td_g*/seed*"))]
+    runs += [("td_cap", int(p.name.rsplit("_s", 1)[1]), p) for p in sorted(out.glob("runs/os_student_td_cap_s*"))]
+    return [r for r in runs if (r[2] / "ood_metrics.json").is_file()]
+
+
+def row(variant: str, seed: int, run: Path) -> dict[str, object]:
+    rep = json.loads((run / "ood_metrics.json").read_text())["splits"]["test"]["best"]
+    out: dict[str, object] = {"variant": variant, "seed": seed, "run_dir": str(run)}
+    out["test_top1"] = rep["closed_set"]["top1"]
+    out["test_top1_with_sink"] = rep["closed_set"].get("top1_with_sink", "")
+    for name, m in sorted(rep["scores"].items()):
+        out[f"test_auroc_{re.sub(r'[^a-z0-9]+', '_', name)}"] = m["auroc"]
+        out[f"test_fpr_{re.sub(r'[^a-z0-9]+', '_', name)}"] = m["fpr_at_95_tpr"]
+    out["test_ood_rejection"] = rep.get("ood_rejection_rate", "")
+    out["test_id_false_rejection"] = rep.get("id_false_rejection_rate", "")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "artifacts/openset151")
+    rows = [row(*r) for r in _runs(out)]
+    if not rows:
+        print(f"{out}: no evaluated runs (ood_metrics.json) yet", file=sys.stderr)
+        return 1
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {out / 'summary.csv'}: {len(rows)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
