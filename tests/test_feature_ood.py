@@ -88,3 +88,14 @@ def test_evaluate_open_set_reports_feature_scores(teacher_run, ood_only, tmp_pat
     assert report["feature_scores"]["params"]["knn"]["fit_rows"] > 0
     methods = {row["score"] for row in ood_table_rows(load_ood_reports([run]))}
     assert {"knn", "ash", "scale"} <= methods
+
+
+def test_non_finite_feature_scores_rank_as_most_ood_and_are_counted():
+    """ASH-S gives 0 / 0 = NaN for an all-zero feature map (seen on a real K+1 student): such a row is ranked the
+    most OOD-like and counted, instead of failing the whole open-set evaluation."""
+    from stillroom.evaluate.feature_ood import finite_scores
+
+    s, bad = finite_scores(np.array([0.5, np.nan, -2.0, np.inf, 1.0]))
+    assert bad == 2 and np.isfinite(s).all() and s[1] == s[3] == -2.0
+    same, none = finite_scores(np.array([1.0, 2.0]))
+    assert none == 0 and same.tolist() == [1.0, 2.0]
