@@ -6,7 +6,7 @@ as an error), AUROC and FPR@95TPR of every score (``auroc_<score>``, ``fpr_<scor
 K+1 students the OOD rejection rate (argmax = sink) and the ID false-rejection rate. Variants: ``kd`` (the K-class
 KD student, post-hoc scores only), each ``td_g*`` of the gamma sweep, ``td_cap`` (OOD train share capped).
 
-    python benchmarks/openset_summary.py artifacts/openset151        # -> artifacts/openset151/summary.csv
+    python benchmarks/openset_summary.py artifacts/openset151   # -> summary.csv (per seed), summary.md (mean ± sd)
 """
 
 from __future__ import annotations
@@ -50,7 +50,45 @@ def main(argv: list[str]) -> int:
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {out / 'summary.csv'}: {len(rows)} runs")
+    table = markdown_table(rows)
+    (out / "summary.md").write_text(table, encoding="utf-8")
+    print(table)
     return 0
+
+
+COLUMNS = (  # (column, header, as percent)
+    ("test_top1", "ID top-1 (K classes)", True),
+    ("test_top1_with_sink", "ID top-1 (K+1, sink = error)", True),
+    ("test_id_false_rejection", "ID rows sent to sink", True),
+    ("test_ood_rejection", "OOD rows sent to sink", True),
+    ("test_auroc_sink", "AUROC sink", False),
+    ("test_fpr_sink", "FPR@95 sink", False),
+    ("test_auroc_energy", "AUROC energy", False),
+    ("test_auroc_knn", "AUROC KNN", False),
+)
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """Mean ± sample sd over seeds per variant of the main columns (blank where a variant has no such score)."""
+    import statistics
+
+    lines = [
+        "| variant | seeds | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        group = [r for r in rows if r["variant"] == variant]
+        cells = []
+        for col, _, pct in COLUMNS:
+            vals = [float(r[col]) for r in group if r.get(col, "") != ""]
+            if not vals:
+                cells.append("")
+                continue
+            scale = 100.0 if pct else 1.0
+            mean, sd = statistics.fmean(vals) * scale, (statistics.stdev(vals) * scale if len(vals) > 1 else 0.0)
+            cells.append(f"{mean:.2f} ± {sd:.2f}" if pct else f"{mean:.4f} ± {sd:.4f}")
+        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
