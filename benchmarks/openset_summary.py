@@ -3,8 +3,9 @@
 One row per (variant, seed) from each run's ``ood_metrics.json`` (test split, best weights): closed-set top-1 on the ID
 rows over the K ID classes (``top1``; K+1 students also ``top1_with_sink``, a sink prediction on an ID row counting
 as an error), AUROC and FPR@95TPR of every score (``auroc_<score>``, ``fpr_<score>``; higher score = more ID), and for
-K+1 students the OOD rejection rate (argmax = sink) and the ID false-rejection rate. Variants: ``kd`` (the K-class
-KD student, post-hoc scores only), each ``td_g*`` of the gamma sweep, ``td_cap`` (OOD train share capped).
+K+1 students the OOD rejection rate (argmax = sink) and the ID false-rejection rate; and the strictness ladder's test
+coverage, selective accuracy and OOD acceptance from ``metrics.json`` (``evaluate --ladder``). Variants: ``kd``
+(the K-class KD student, post-hoc scores only), each ``td_g*`` of the gamma sweep, ``td_cap`` (OOD share capped).
 
     python benchmarks/openset_summary.py artifacts/openset151   # -> summary.csv (per seed), summary.md (mean ± sd)
 """
@@ -35,6 +36,12 @@ def row(variant: str, seed: int, run: Path) -> dict[str, object]:
         out[f"test_fpr_{re.sub(r'[^a-z0-9]+', '_', name)}"] = m["fpr_at_95_tpr"]
     out["test_ood_rejection"] = rep.get("ood_rejection_rate", "")
     out["test_id_false_rejection"] = rep.get("id_false_rejection_rate", "")
+    # the strictness ladder fitted on val for 95% ID acceptance, as `stillroom evaluate --ladder` reported it
+    ladder = (json.loads((run / "metrics.json").read_text()).get("ladder") or {}).get("splits", {}).get("test")
+    if ladder:
+        out["test_ladder_coverage"] = ladder["id"]["coverage"]
+        out["test_ladder_selective_accuracy"] = ladder["id"]["selective_accuracy"]
+        out["test_ladder_ood_acceptance"] = (ladder.get("ood") or {}).get("acceptance", "")
     return out
 
 
@@ -65,11 +72,15 @@ COLUMNS = (  # (column, header, as percent)
     ("test_fpr_sink", "FPR@95 sink", False),
     ("test_auroc_energy", "AUROC energy", False),
     ("test_auroc_knn", "AUROC KNN", False),
+    ("test_ladder_coverage", "ladder: ID accepted", True),
+    ("test_ladder_selective_accuracy", "ladder: top-1 of accepted", True),
+    ("test_ladder_ood_acceptance", "ladder: OOD accepted", True),
 )
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
     """Mean ± sample sd over seeds per variant of the main columns (blank where a variant has no such score)."""
+    import math
     import statistics
 
     lines = [
@@ -80,13 +91,15 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         group = [r for r in rows if r["variant"] == variant]
         cells = []
         for col, _, pct in COLUMNS:
-            vals = [float(r[col]) for r in group if r.get(col, "") != ""]
+            present = [float(r[col]) for r in group if r.get(col, "") != ""]
+            vals = [v for v in present if math.isfinite(v)]  # nan: e.g. selective accuracy with nothing accepted
             if not vals:
-                cells.append("")
+                cells.append("nan" if present else "")
                 continue
             scale = 100.0 if pct else 1.0
             mean, sd = statistics.fmean(vals) * scale, (statistics.stdev(vals) * scale if len(vals) > 1 else 0.0)
-            cells.append(f"{mean:.2f} ± {sd:.2f}" if pct else f"{mean:.4f} ± {sd:.4f}")
+            cell = f"{mean:.2f} ± {sd:.2f}" if pct else f"{mean:.4f} ± {sd:.4f}"
+            cells.append(cell + (f" ({len(vals)} of {len(present)} finite)" if len(vals) < len(present) else ""))
         lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
