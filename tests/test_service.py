@@ -228,6 +228,7 @@ def test_page_health_info_metrics(client):
     info = client.get("/info").json()
     assert info["classes"] == ["disc", "square", "triangle", "cross"] and info["limits"]["max_pixels"] == MAX_PIXELS
     assert info["display_names"] == info["classes"]  # no species names for drawn shapes: the ids are the names
+    assert info["runtime"]["backend"] == "onnxruntime" and info["runtime"]["version"]  # the service says what it runs
     # The run is named, not located: no absolute path of the server's disk, but its name and hashes.
     run = client.app.state.predictor.run_dir
     assert str(run.parent) not in json.dumps(info)

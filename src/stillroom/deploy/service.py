@@ -221,6 +221,16 @@ class Predictor:
         if self.model_sha256 != exp["models"][key]["sha256"]:
             raise StillroomError(f"{self.model_file}: sha256 differs from export.json; export again")
         self.session = ort_session(self.model_file, threads=threads)
+        # which runtime serves, and what export measured as fastest for batch 1 (issue 15: the service says which)
+        import onnxruntime
+
+        fastest = (exp.get("backends") or {}).get("fastest", {}).get("1")
+        self.runtime = {
+            "backend": "onnxruntime",
+            "version": onnxruntime.__version__,
+            "threads": threads,
+            "export_fastest_batch1": fastest,
+        }
         self.input_name = self.session.get_inputs()[0].name
         # the ladder and the temperature of the served model's own logits (issue 15): int8 has its own of each
         ladder_path = run_dir / LADDER_FILES[key]
@@ -515,6 +525,7 @@ def create_app(
             "sink": predictor.sink is not None,
             "img_size": predictor.size,
             "model": {"file": predictor.model_file.name, "sha256": predictor.model_sha256},
+            "runtime": predictor.runtime,
             "weights": predictor.weights,
             "thresholds": predictor.thresholds(),
             "temperature": predictor.temperature,
