@@ -26,14 +26,12 @@ def train_cmd(
 ) -> None:
     """Train a teacher or a student: one loop, the loss and teachers come from the config."""
     from stillroom.config import load_config
-    from stillroom.distill.losses import check_loss_config
     from stillroom.pipeline import train
 
     cfg = load_config(config, set_)
-    check_loss_config(cfg, source=str(config))  # loss name, typed parameters, teachers: before anything is written
     out = out or Path("runs") / cfg.name
     with training_progress(cfg.name, enabled=not quiet) as progress:
-        run = train(cfg, out, resume=resume, progress=progress)
+        run = train(cfg, out, resume=resume, progress=progress, source=str(config))
     _print_metrics(run)
 
 

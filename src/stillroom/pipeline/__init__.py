@@ -22,12 +22,18 @@ __all__ = ["train"]
 
 
 def train(
-    cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: trainer.Progress | None = None
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: trainer.Progress | None = None,
+    source: str | None = None,
 ) -> Path:
     """Train ``cfg`` into ``out_dir`` (``train.trainer.train``), then evaluate best and final weights on the val and
-    test splits into ``metrics.json``; return the run directory. ``resume`` continues an interrupted run."""
+    test splits into ``metrics.json``; return the run directory. ``resume`` continues an interrupted run;
+    ``source`` (e.g. the config file) prefixes a config error, else ``run '<name>'``."""
 
-    check_loss_config(cfg, source=f"run {cfg.name!r}")  # a bad loss parameter fails before anything is written
+    # a bad loss name, parameter or teacher set fails before anything is written
+    check_loss_config(cfg, source=source or f"run {cfg.name!r}")
 
     def evaluate(run_dir: Path, index: DatasetIndex, images: np.ndarray) -> None:
         from stillroom.evaluate.runner import evaluate_run  # late: matplotlib and sklearn load only when needed

@@ -38,13 +38,7 @@ DEMO_BUDGET = {
     "student_epochs": 24,
     "teacher_seeds": (0, 1),
 }
-QUICK_BUDGET = {
-    "species": (1, 12),
-    "size": 32,
-    "teacher_epochs": 2,
-    "student_epochs": 3,
-    "teacher_seeds": (0, 1),
-}
+QUICK_BUDGET = {**DEMO_BUDGET, "species": (1, 12), "size": 32, "teacher_epochs": 2, "student_epochs": 3}
 
 
 def _config(name: str, index: Path, model: str, epochs: int, seed: int, **extra: Any) -> dict[str, Any]:

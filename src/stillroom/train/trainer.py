@@ -366,16 +366,15 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     bn_rows = _bn_rows(index, cfg)
 
+    classes = index.classes + (["ood"] if num_classes > index.num_classes else [])  # a K+1 model's sink is "ood"
     meta = {
         "arch": cfg.model.name,
         "in_chans": channels,
         "num_classes": num_classes,
         "img_size": size,
-        "classes": index.classes + (["ood"] if num_classes > index.num_classes else []),
+        "classes": classes,
         # what people read (data.species_names): one per class, the class id where no name is known
-        "display_names": display_names(
-            {**index.meta, "classes": index.classes + (["ood"] if num_classes > index.num_classes else [])}
-        ),
+        "display_names": display_names({**index.meta, "classes": classes}),
         "recipe": recipe,
         "index": str(index.root),
         "index_hash": index.index_hash,
