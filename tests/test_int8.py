@@ -309,3 +309,55 @@ def test_bench_backends_script_tiny(run, tmp_path, capsys):
     else:
         assert "not run: openvino not installed" in text
     assert json.loads((tmp_path / "r.json").read_text())[0]["raw"][0]["results"]
+
+
+@pytest.fixture(scope="module")
+def sink_run(shapes_index, ood_only, tiny_config, tmp_path_factory):
+    """A K+1 mobilenet_v3_small (target-dampened, 4 shapes + the sink), trained briefly."""
+    from stillroom.config import config_from_dict
+    from stillroom.data.merge import merge_with_sink
+    from stillroom.pipeline import train
+
+    merged = merge_with_sink(shapes_index, ood_only, tmp_path_factory.mktemp("int8_merged") / "merged")
+    raw = tiny_config(
+        merged.root, "k1", model="mobilenet_v3_small", epochs=3,
+        loss={"name": "target_dampened", "params": {"kd_weight": 0.0}},
+    )  # fmt: skip
+    return train(config_from_dict(raw), tmp_path_factory.mktemp("int8_k1") / "k1")
+
+
+def test_int8_check_gates_the_sink_auroc_of_a_k_plus_one_model(sink_run):
+    from stillroom.evaluate.ood import ood_metrics
+
+    rep = onnx_export.export_onnx(sink_run, int8=True, int8_method="ort", backends=False, int8_max_auroc_drop=0.01)
+    chk = rep["int8_check"]
+    sk = chk["sink"]
+    assert sk["max_auroc_drop"] == 0.01 and {"ok_val", "ok_test"} <= set(sk)
+    index = load_index(rep["index"])
+    images = load_images(index)
+    sink = rep["output"]["sink_class"]
+    fp_sess = ort_session(sink_run / "export" / "model_dynamic.onnx")
+    q_sess = ort_session(sink_run / "export" / "model_int8.onnx")
+
+    def auroc(sess, split):  # independent recomputation: 1 - softmax sink column, ID rows positive
+        rows, ood = split_rows(index, split, sink)
+        out = []
+        for r in (rows, ood):
+            z = ort_logits(sess, normalize_uint8(np.asarray(images[r]), rep["input"]["mean"], rep["input"]["std"]), 64)
+            p = np.exp(z - z.max(1, keepdims=True))
+            out.append(1.0 - (p / p.sum(1, keepdims=True))[:, sink])
+        return ood_metrics(*out)["auroc"]
+
+    for split in ("val", "test"):
+        rec = chk["splits"][split]["sink"]
+        assert rec["auroc_fp32"] == pytest.approx(auroc(fp_sess, split), abs=1e-6)
+        assert rec["auroc_int8"] == pytest.approx(auroc(q_sess, split), abs=1e-6)
+        assert rec["auroc_drop"] == pytest.approx(rec["auroc_fp32"] - rec["auroc_int8"])
+    assert sk["auroc_fp32"] == chk["splits"]["val"]["sink"]["auroc_fp32"]
+    top1_ok = chk["splits"]["val"]["top1_drop"] <= chk["max_drop"] + 1e-12
+    assert chk["ok"] == (top1_ok and sk["ok_val"])
+    # an impossible AUROC limit fails the check even when top-1 passes: the sink is gated, not just reported
+    strict = onnx_export.export_onnx(
+        sink_run, int8=True, int8_method="ort", backends=False, int8_max_drop=1.0, int8_max_auroc_drop=-1.0
+    )
+    assert strict["int8_check"]["sink"]["ok_val"] is False and strict["int8_check"]["ok"] is False

@@ -55,6 +55,9 @@ def export_cmd(
         help="nncf (post-training, bias-corrected) | ort (ONNX Runtime MinMax) | auto: nncf if installed",
     ),
     int8_max_drop: float = typer.Option(0.01, "--int8-max-drop", help="largest val top-1 drop for int8 to pass"),
+    int8_max_auroc_drop: float = typer.Option(
+        0.01, "--int8-max-auroc-drop", help="K+1 models: largest val sink-AUROC drop for int8 to pass"
+    ),
     int8_accuracy_control: bool = typer.Option(
         True,
         "--int8-accuracy-control/--no-int8-accuracy-control",
@@ -81,7 +84,8 @@ def export_cmd(
 
         rep = export_onnx(
             run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol, int8_method=int8_method,
-            int8_max_drop=int8_max_drop, int8_accuracy_control=int8_accuracy_control,
+            int8_max_drop=int8_max_drop, int8_max_auroc_drop=int8_max_auroc_drop,
+            int8_accuracy_control=int8_accuracy_control,
             int8_control_drop=int8_control_drop, backends=backends,
             backend_timing=backend_timing,
         )  # fmt: skip
@@ -104,6 +108,12 @@ def export_cmd(
                 f"int8 check ({chk.get('method', 'ort')}) {mark}: top-1 {per_split} "
                 f"(limit {100 * chk['max_drop']:.1f} pt on val)"
             )
+            if "sink" in chk:
+                sk = chk["sink"]
+                console.print(
+                    f"int8 sink AUROC (val): {sk['auroc_fp32']:.4f} fp32 vs {sk['auroc_int8']:.4f} int8 "
+                    f"(limit {sk['max_auroc_drop']:.3f})"
+                )
         fastest = rep.get("backends", {}).get("fastest", {})
         if fastest:
             console.print(

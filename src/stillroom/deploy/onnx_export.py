@@ -50,8 +50,10 @@ int8 (issue 15), ``int8_method``:
 The check (``int8_check`` in export.json): top-1 of int8 vs fp32 (both in ONNX Runtime) on the ID rows of val and
 of test (``splits``), with logit differences and top-1 agreement; the top-level fields are the val ones. ``ok``
 when the val drop is at most ``int8_max_drop`` (0.01 = 1 pt): val is the gate, test is reported (``ok_test``)
-and never used to decide. A failed int8 check is recorded, not raised: the service refuses an int8 model whose
-check failed.
+and never used to decide. A K+1 model (OOD sink) is also gated on its detector: ``int8_check.sink`` holds the
+sink AUROC and FPR@95TPR (score ``1 - p_sink``, val ID vs val OOD rows, and test) of fp32 and int8, and ``ok``
+needs the val AUROC drop to be at most ``int8_max_auroc_drop`` (0.01). A failed int8 check is recorded, not raised:
+the service refuses an int8 model whose check failed.
 
 ``ort`` int8 is quantized from a rewritten copy of the model (``int8_source_model``, same function), because ONNX
 Runtime (1.32, 2-core Xeon with AVX512-VNNI) ran MobileNetV3 blocks outside its fast int8 kernels (issue 6):
@@ -449,6 +451,7 @@ def export_onnx(
     parity_samples: int = 256,
     calib_samples: int = 300,
     int8_max_drop: float = 0.01,
+    int8_max_auroc_drop: float = 0.01,
     int8_method: str = "auto",
     int8_accuracy_control: bool = True,
     control_samples: int = 1000,
@@ -573,6 +576,12 @@ def export_onnx(
             ),
             "ok": bool(val["top1_drop"] <= int8_max_drop + 1e-12),
         }
+        if "sink" in val:  # a K+1 model: the sink's AUROC is gated like top-1 (val decides, test is reported)
+            gate = {"max_auroc_drop": int8_max_auroc_drop}
+            for split, rec in check["splits"].items():
+                gate[f"ok_{split}"] = bool(rec["sink"]["auroc_drop"] <= int8_max_auroc_drop + 1e-12)
+            report["int8_check"]["sink"] = {**val["sink"], **gate}
+            report["int8_check"]["ok"] = bool(report["int8_check"]["ok"] and gate["ok_val"])
     if backends:
         from stillroom.deploy.backends import backend_report
 
@@ -606,7 +615,7 @@ def _int8_check(
     fp32_top1: dict[str, float] = {}
     evals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ("val", "test"):
-        rows, _ = split_rows(idx, split, sink)
+        rows, ood_rows = split_rows(idx, split, sink)
         if len(rows) == 0:
             continue
         x = normalize_uint8(np.asarray(images[rows]), mean, std)
@@ -614,9 +623,34 @@ def _int8_check(
         fp, q = ort_logits(fp_sess, x, bs), ort_logits(q_sess, x, bs)
         acc_fp, acc_q = _top1(fp, labels, k_id), _top1(q, labels, k_id)
         splits[split] = {"top1_fp32": acc_fp, "top1_int8": acc_q, "top1_drop": acc_fp - acc_q, **onnx_parity(fp, q)}
+        if sink is not None and len(ood_rows):
+            # the sink is the K+1 model's OOD detector: int8 must keep its AUROC too (issue 15: within 0.01)
+            xo = normalize_uint8(np.asarray(images[ood_rows]), mean, std)
+            fo, qo = ort_logits(fp_sess, xo, bs), ort_logits(q_sess, xo, bs)
+            splits[split]["sink"] = _sink_check(fp, fo, q, qo)
         fp32_top1[split] = acc_fp
         evals[split] = (x, labels)
     return {"splits": splits}, fp32_top1, evals
+
+
+def _sink_check(fp_id: np.ndarray, fp_ood: np.ndarray, q_id: np.ndarray, q_ood: np.ndarray) -> dict[str, Any]:
+    """Sink AUROC and FPR@95TPR (score ``1 - p_sink``, ID rows positive) of fp32 and int8 logits, and the drop."""
+    from stillroom.evaluate.ood import ood_metrics, sink_score
+
+    def metrics(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+        s_id, s_ood = (sink_score(torch.from_numpy(v.astype(np.float32))).numpy() for v in (a, b))
+        return ood_metrics(s_id, s_ood)
+
+    mf, mq = metrics(fp_id, fp_ood), metrics(q_id, q_ood)
+    return {
+        "n_id": int(len(fp_id)),
+        "n_ood": int(len(fp_ood)),
+        "auroc_fp32": mf["auroc"],
+        "auroc_int8": mq["auroc"],
+        "auroc_drop": mf["auroc"] - mq["auroc"],
+        "fpr_at_95_tpr_fp32": mf["fpr_at_95_tpr"],
+        "fpr_at_95_tpr_int8": mq["fpr_at_95_tpr"],
+    }
 
 
 def _versions() -> dict[str, str]:
