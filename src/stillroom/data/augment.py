@@ -9,6 +9,13 @@ Recipes (registry ``AUGMENTS``):
 - ``silhouette`` (seed 000 §2.2): rotation <= 10 degrees and translation <= 10 % with white fill, horizontal flip
   p = 0.5, random erasing p = 0.5 filled with white (so erasing removes mass instead of adding it). Nearest
   interpolation keeps masks binary.
+- ``shape`` (issue 14): ``silhouette`` plus changes a drawing style makes to a silhouette, each drawn independently:
+  scale 0.75-1.15 and shear <= 10 degrees on each axis (in the same affine), a perspective-like warp (p = 0.3, each
+  corner moved <= 10 % of the side), a stroke-thickness change (p = 0.5: dilate by 1 or 2 px or erode by 1 px at
+  64 px, a min / max filter), re-rendering at another resolution (p = 0.5: area-reduced to 24-48 px at 64 px,
+  binarized at half coverage, enlarged back either blocky (nearest) or smooth (bilinear, re-binarized)), and the
+  seed recipe's flip and white erasing (occlusion). Sizes scale with the image side. Masks stay 0/255. A
+  thickness change or re-rendering that would remove more than half of the object pixels is skipped.
 - ``rgb``: the usual photo recipe: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
   jitter of 0.2.
 - ``none``: identity.
@@ -21,11 +28,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from stillroom._registry import Registry
 
-__all__ = ["AUGMENTS", "augment_rng", "augment_name", "get_augment"]
+__all__ = ["AUGMENTS", "augment_name", "augment_rng", "get_augment", "rerender", "thicken"]
 
 Augment = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]  # (C,H,W) uint8 -> (C,H,W) uint8
 AUGMENTS: Registry[Augment] = Registry("augmentation")
@@ -58,6 +66,76 @@ def silhouette(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     erase = rng.random() < 0.5
     box = _erase_box(rng, h, w) if erase else None
     out = TF.affine(img, angle=angle, translate=[tx, ty], scale=1.0, shear=[0.0, 0.0], fill=_WHITE)
+    if flip:
+        out = TF.horizontal_flip(out)
+    if box is not None:
+        out = TF.erase(out, *box, v=torch.tensor(_WHITE, dtype=out.dtype))
+    return out
+
+
+def thicken(img: torch.Tensor, px: int) -> torch.Tensor:
+    """(C,H,W) uint8 0/255 mask (object black) -> the object dilated by ``px`` pixels (``px`` < 0: eroded), with a
+    (2|px|+1)-square min filter (dilation: black spreads) or max filter (erosion: white spreads)."""
+    if px == 0:
+        return img
+    k = 2 * abs(px) + 1
+    x = img.float().unsqueeze(0)  # (1,C,H,W)
+    # max_pool2d pads with -inf, so neither filter pulls the border colour in
+    out = -F.max_pool2d(-x, k, stride=1, padding=abs(px)) if px > 0 else F.max_pool2d(x, k, stride=1, padding=abs(px))
+    return out.squeeze(0).to(img.dtype)
+
+
+def rerender(img: torch.Tensor, side: int, smooth: bool) -> torch.Tensor:
+    """(C,H,W) uint8 0/255 -> reduced to ``side`` x ``side`` by area averaging, binarized at half coverage, enlarged
+    back to (H,W) with nearest neighbour (blocky outline) or, ``smooth``, bilinear and binarized again at half."""
+    _, h, w = img.shape
+    x = img.float().unsqueeze(0)  # (1,C,H,W)
+    low = (F.interpolate(x, size=(side, side), mode="area") >= 127.5).float() * 255.0  # (1,C,side,side)
+    if smooth:
+        up = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False) >= 127.5
+        up = up.float() * 255.0
+    else:
+        up = F.interpolate(low, size=(h, w), mode="nearest")
+    return up.squeeze(0).to(img.dtype)
+
+
+def _keeps_object(candidate: torch.Tensor, before: torch.Tensor) -> bool:
+    """At least half the object pixels survive (erosion / re-rendering can wipe out thin sprites entirely)."""
+    return int((candidate == 0).sum()) * 2 >= int((before == 0).sum())
+
+
+@AUGMENTS.register("shape")
+def shape(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    _, h, w = img.shape
+    unit = min(h, w) / 64.0  # the recipe's pixel sizes are given at 64 px
+    # every parameter is drawn up front, in a fixed order, so one component's branch never shifts another's draws
+    angle = float(rng.uniform(-10.0, 10.0))
+    tx, ty = (int(round(rng.uniform(-0.1, 0.1) * s)) for s in (w, h))
+    scale = float(rng.uniform(0.75, 1.15))
+    shear = [float(v) for v in rng.uniform(-10.0, 10.0, size=2)]
+    warp = rng.random() < 0.3
+    corners = rng.uniform(-0.1, 0.1, size=(4, 2)) * np.array([w, h])
+    thick = rng.random() < 0.5
+    thick_px = int(rng.choice([-1, 1, 2]))  # eroding 2 px breaks thin limbs apart
+    render = rng.random() < 0.5
+    render_side = int(rng.integers(24, 49))
+    render_smooth = rng.random() < 0.5
+    flip = rng.random() < 0.5
+    erase = rng.random() < 0.5
+    box = _erase_box(rng, h, w) if erase else None
+
+    out = TF.affine(img, angle=angle, translate=[tx, ty], scale=scale, shear=shear, fill=_WHITE)
+    if warp:
+        start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+        end = [[int(round(x + dx)), int(round(y + dy))] for (x, y), (dx, dy) in zip(start, corners, strict=True)]
+        out = TF.perspective(out, start, end, interpolation=TF.InterpolationMode.NEAREST, fill=_WHITE)
+    if thick:
+        px = int(np.sign(thick_px)) * max(1, int(round(abs(thick_px) * unit)))
+        candidate = thicken(out, px)
+        out = candidate if _keeps_object(candidate, out) else out
+    if render:
+        candidate = rerender(out, max(2, int(round(render_side * unit))), render_smooth)
+        out = candidate if _keeps_object(candidate, out) else out
     if flip:
         out = TF.horizontal_flip(out)
     if box is not None:
