@@ -23,34 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
 from sklearn.metrics import roc_auc_score
 
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
+from stillroom.evaluate.shift import repixelate, smooth  # the outline rewrites, shared with shift-val (issue 14)
 from stillroom.models.inference import predict_logits
 from stillroom.runs import load_run
-
-
-def repixelate(images: np.ndarray, factor: float) -> np.ndarray:
-    """(N, 1, S, S) uint8 0/255 -> the same images with outlines re-quantized on a grid of ``factor`` x S."""
-    side = images.shape[-1]
-    small = max(2, round(side * factor))
-    out = np.empty_like(images)
-    for i, img in enumerate(images[:, 0]):
-        low = Image.fromarray(img).resize((small, small), Image.Resampling.BOX)
-        low = low.point(lambda v: 255 if v >= 128 else 0)
-        out[i, 0] = np.asarray(low.resize((side, side), Image.Resampling.NEAREST))
-    return out
-
-
-def smooth(images: np.ndarray, radius: float) -> np.ndarray:
-    """(N, 1, S, S) uint8 0/255 -> Gaussian-blurred (``radius`` px) and re-binarized at half."""
-    out = np.empty_like(images)
-    for i, img in enumerate(images[:, 0]):
-        blurred = Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius))
-        out[i, 0] = np.where(np.asarray(blurred) >= 128, 255, 0).astype(np.uint8)
-    return out
 
 
 def stress_report(run_dir: Path, split: str = "test") -> list[dict]:

@@ -5,6 +5,8 @@
 
 - ``stillroom evaluate RUN [--split test] [--ood-split test] [--ladder]``: metrics.json (and ood_metrics.json);
 
+- ``stillroom shift-val RUN [--weights best] [--split val]``: the domain-shift validation proxy (``evaluate.shift``:
+  top-1 on rewritten outlines, resolutions and stroke widths of val images) -> RUN/shift_val.json;
 - ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.pipeline.sweep``);
 - ``stillroom compare SUMMARY.csv --metric macro_f1 --a VARIANT --b VARIANT``: per-seed values, mean ± std,
   bootstrap CI, exact permutation p, Cohen's d and a verdict (``evaluate.stats``; seed 001 §5.1);
@@ -122,8 +124,38 @@ def evaluate_cmd(
     print_open_set(metrics, console.print)
 
 
+def shift_val_cmd(
+    run: Path = typer.Argument(..., help="run directory"),
+    weights: list[str] = typer.Option(["best"], "--weights", help="best and/or final"),
+    split: str = typer.Option("val", "--split", help="split to rewrite (val: the proxy selects on it; never test)"),
+    index: Path | None = typer.Option(None, "--index", help="another build of the run's dataset"),
+) -> None:
+    """Domain-shift validation proxy: top-1 on deterministic rewrites of the split's images (coarser pixel grids,
+    low-resolution renderings, smoothing, thicker / thinner strokes, filled holes) and their mean ->
+    RUN/shift_val.json (``{weights: report}``, see ``stillroom.evaluate.shift``)."""
+    from stillroom.evaluate.shift import SHIFT_FILE, shift_report
+
+    reports = {w: shift_report(run, split=split, weights=w, index=index) for w in weights}
+    atomic_write_json(run / SHIFT_FILE, _json_safe(reports))
+    for w, rep in reports.items():
+        table = Table(
+            title=f"{run} ({split}, {w} weights): shift-val {rep['mean']:.4f}, clean {rep['clean']['top1']:.4f}"
+        )
+        for col in ("rewrite", "top1", "macro_f1", "changed pixels", "in shape recipe"):
+            table.add_column(col)
+        table.add_row("clean", f"{rep['clean']['top1']:.4f}", f"{rep['clean']['macro_f1']:.4f}", "-", "-")
+        for name, r in rep["rewrites"].items():
+            flag = "yes" if r["in_shape_recipe"] else "no"
+            table.add_row(name, f"{r['top1']:.4f}", f"{r['macro_f1']:.4f}", f"{r['changed_pixels']:.4f}", flag)
+        table.add_row("mean (shift-val)", f"{rep['mean']:.4f}", "", "", "")
+        table.add_row("mean, not in shape recipe", f"{rep['held_out_mean']:.4f}", "", "", "")
+        console.print(table)
+    console.print(f"wrote {run / SHIFT_FILE}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_cmd)
+    app.command("shift-val")(shift_val_cmd)
 
     @app.command("sweep")
     def sweep_cmd(
