@@ -1,8 +1,10 @@
 """``stillroom demo``: the whole pipeline on Gen-1 silhouettes (species 1-151, 64 px), end to end.
 
 build data -> train 2 resnet18 teachers (seeds 0, 1) -> export + strictly check their soft labels -> train a
-mobilenet_v3_small from scratch and one distilled from both cached teachers (KD, fused) -> evaluate -> report.md
-and the self-contained report.html.
+mobilenet_v3_small from scratch and one distilled from both cached teachers (KD, fused) -> evaluate -> the
+trade-off (``evaluate.tradeoff``: parameters, weights size, batch-1 CPU latency, test accuracy of teachers, their
+ensemble and students, share of the ensemble's top-1 kept, leakage probe; ``tradeoff.json``, about 2 s per model)
+-> report.md and the self-contained report.html, both opening with that trade-off.
 Every run is an ordinary ``stillroom train`` config (written to ``<out>/configs``), so each step can be repeated
 by hand. Finished steps are reused when the demo is run again (runs resume; the data build is skipped when its
 index is complete), so an interrupted demo continues where it stopped.
@@ -37,8 +39,16 @@ DEMO_BUDGET = {
     "teacher_epochs": 8,
     "student_epochs": 24,
     "teacher_seeds": (0, 1),
+    "latency_seconds": 1.0,  # timed batch-1 calls per model in the trade-off (after 0.3 s of warm-up)
 }
-QUICK_BUDGET = {**DEMO_BUDGET, "species": (1, 12), "size": 32, "teacher_epochs": 2, "student_epochs": 3}
+QUICK_BUDGET = {
+    **DEMO_BUDGET,
+    "species": (1, 12),
+    "size": 32,
+    "teacher_epochs": 2,
+    "student_epochs": 3,
+    "latency_seconds": 0.5,
+}
 
 
 def _config(name: str, index: Path, model: str, epochs: int, seed: int, **extra: Any) -> dict[str, Any]:
@@ -95,6 +105,7 @@ def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[D
 
 def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, quick: bool = False) -> Path:
     """Run the demo pipeline into ``out``; return the path of the written report."""
+    from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
     from stillroom.softlabels.check import require_aligned
@@ -138,10 +149,17 @@ def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, qu
     )
     kd, timings[kd_raw["name"]] = _train(kd_raw, config_dir, runs_dir)
 
-    console.rule("[bold]5/5 report")
+    console.rule("[bold]5/5 trade-off + report")
+    teacher_runs = {
+        f"teacher (resnet18, seed {s})": run for s, run in zip(budget["teacher_seeds"], teachers, strict=True)
+    }
+    student_runs = {"student scratch (mobilenet_v3_small)": scratch, "student KD (mobilenet_v3_small)": kd}
+    t0 = time.perf_counter()
+    # measured on every run of the demo, reused runs too: latency belongs to this machine now, not to the first run
+    measure_tradeoff(teacher_runs, student_runs, index, out / TRADEOFF_FILE, latency_seconds=budget["latency_seconds"])
+    timings["tradeoff"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    runs = {"teacher (resnet18, seed 0)": teachers[0], "teacher (resnet18, seed 1)": teachers[1]}
-    runs.update({"student scratch (mobilenet_v3_small)": scratch, "student KD (mobilenet_v3_small)": kd})
+    runs = {**teacher_runs, **student_runs}
     report = write_demo_report(out / "report.md", index, runs, alignment=alignment, timings=timings, budget=budget)
     html_report = write_html_report(out, out / "report.html")
     console.print(f"[bold green]html report:[/] {html_report}")

@@ -5,7 +5,9 @@ so the file opens offline and can be mailed or archived as it is. Every number i
 wrote (``index.json``, ``config.yaml``, ``state.json``, ``metrics.json``, ``calibration.json``, ``ood_metrics.json``,
 ``results_summary.csv``); figures missing on disk are drawn from those numbers.
 
-Sections: the sweep summary (variants x seeds: mean ± sample std, bootstrap 95% CI of the mean, each variant against
+Sections: for a directory of runs with a ``tradeoff.json`` (the demo), first the trade-off a user came for: teachers,
+their ensemble and the students side by side with the leakage probe beside them (``report._tradeoff``; issue 14
+item 6); the sweep summary (variants x seeds: mean ± sample std, bootstrap 95% CI of the mean, each variant against
 the first with ``stats.compare``; seed 001 §5.1), the data (counts, recipe, leakage probe and shortcut probe in
 plain words, contact sheet), a results table (top-1 with a Wilson 95% interval over test images, top-5, macro-F1,
 NLL, ECE before/after temperature scaling), then per run: config, training curves, per-class F1 extremes, the most
@@ -33,6 +35,7 @@ import numpy as np
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_text, read_json
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
 from stillroom.runs import CALIBRATION_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, Run
 
 __all__ = ["write_html_report", "find_runs"]
@@ -213,6 +216,26 @@ def _sweep_section(root: Path) -> str:
                     continue
                 res = compare(a, b, sa, sb, names=(variants[0], v), metric=col, higher_is_better=higher)
                 out.append(f'<div class="verdict"><b>{_e(label)}</b>: {_e(res["verdict"])}</div>')
+    return "".join(out)
+
+
+def _md_code(text: str) -> str:
+    """Escape ``text`` and turn its Markdown code spans (`x`) into <code> elements."""
+    parts = _e(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _tradeoff_section(data: dict[str, Any]) -> str:
+    """The opening section: the table and its notes from ``tradeoff.json``; the leakage probe's row is set apart."""
+    header, rows = tradeoff_table(data)
+    cells = [[_e(c) for c in row] for row in rows]
+    if data.get("leakage_probe"):
+        cells[-1] = [f"<i>{c}</i>" for c in cells[-1]]
+    out = [f'<h2 id="tradeoff">{_e(TITLE)}</h2>', _table(header, cells)]
+    notes = tradeoff_notes(data)
+    out += [f"<p>{_md_code(n)}</p>" for n in notes[:-1]]
+    if notes:
+        out.append(f'<div class="note">{_md_code(notes[-1])}</div>')
     return "".join(out)
 
 
@@ -538,10 +561,14 @@ def write_html_report(run_or_sweep_dir: str | Path, out_path: str | Path) -> Pat
         f'<p class="meta">{_e(kind)} <code>{_e(root)}</code>, {len(runs)} run(s); generated {now} by stillroom '
         f"{_e(__version__)}.</p>",
     ]
-    nav = [("sweep", "Sweep summary")] if kind == "sweep" else []
+    tradeoff = read_tradeoff(root) if kind == "runs" else None
+    nav = [("tradeoff", TITLE)] if tradeoff is not None else []
+    nav += [("sweep", "Sweep summary")] if kind == "sweep" else []
     nav += [("results", "Results"), ("data", "Data")]
     nav += [(f"run-{_slug(_label(r, root))}", _label(r, root)) for r in runs]
     items = "".join(f'<li><a href="#{anchor}">{_e(text)}</a></li>' for anchor, text in nav)
+    if tradeoff is not None:
+        parts.append(_tradeoff_section(tradeoff))  # first: the report opens with the trade-off
     parts.append(f"<nav><b>Contents</b><ul>{items}</ul></nav>")
     if kind == "sweep":
         parts.append(_sweep_section(root))

@@ -1,7 +1,9 @@
-"""A plain Markdown report of a pipeline run: data, leakage probe, metrics, confused pairs, timings.
+"""A plain Markdown report of a pipeline run: the trade-off, data, leakage probe, metrics, confused pairs, timings.
 
-Every number in it is read from the artefacts the run wrote (index.json, metrics.json, state.json,
-alignment_check.json); nothing is typed in by hand.
+It opens with the trade-off a user came for (issue 14 item 6): teachers, their ensemble and the students side by
+side (parameters, weights file size, batch-1 CPU latency, test top-1 and macro-F1, share of the ensemble's top-1
+kept) with the leakage probe beside them. Every number in it is read from the artefacts the run wrote
+(tradeoff.json, index.json, metrics.json, state.json, alignment_check.json); nothing is typed in by hand.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from stillroom import __version__
 from stillroom._io import atomic_write_bytes, atomic_write_text, read_json
 from stillroom.data.index import DatasetIndex
+from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
 
 __all__ = ["write_demo_report", "metrics_rows"]
 
@@ -78,6 +81,21 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _tradeoff_section(report_dir: Path) -> list[str]:
+    """The opening section, from ``report_dir/tradeoff.json`` (``evaluate.tradeoff``)."""
+    lines = [f"## {TITLE}", ""]
+    data = read_tradeoff(report_dir)
+    if data is None:
+        return lines + ["No `tradeoff.json` beside this report: the trade-off was not measured.", ""]
+    header, rows = tradeoff_table(data)
+    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines.append("")
+    for note in tradeoff_notes(data):
+        lines += [note, ""]
+    return lines
+
+
 def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
     meta, recipe = index.meta, index.recipe
     counts = meta.get("counts", {}).get("per_split", {})
@@ -123,13 +141,15 @@ def write_demo_report(
     timings: dict[str, float] | None = None,
     budget: dict[str, Any] | None = None,
 ) -> Path:
+    """Write the demo's Markdown report to ``path``; it opens with the trade-off read from ``tradeoff.json`` in the
+    same directory (written by ``evaluate.tradeoff.measure_tradeoff``), then the data, results and timings."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = metrics_rows(runs)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lines = [
-        "# Stillroom demo report",
-        "",
+    lines = ["# Stillroom demo report", ""]
+    lines += _tradeoff_section(path.parent)
+    lines += [
         f"Generated {now} by stillroom {__version__} (torch {torch.__version__}, {platform.machine()}, "
         f"{os.cpu_count()} CPU cores{', CUDA' if torch.cuda.is_available() else ''}).",
         "",

@@ -1,0 +1,222 @@
+"""The trade-off both demo reports open with (issue 14 item 6): ``evaluate.tradeoff`` measures teachers, their
+ensemble and students (parameters, weights size, batch-1 CPU latency, test accuracy, share of the ensemble's top-1
+kept, leakage probe) into ``tradeoff.json``; ``report.markdown`` and ``report.html`` only read it."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import softmax
+
+from stillroom._io import StillroomError, read_json
+from stillroom.data.index import load_index
+from stillroom.evaluate.tradeoff import (
+    TRADEOFF_FILE,
+    TRADEOFF_FORMAT,
+    batch1_latency,
+    count_parameters,
+    ensemble_probabilities,
+    measure_tradeoff,
+    share_kept,
+)
+from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_table
+from stillroom.report.html import write_html_report
+from stillroom.report.markdown import write_demo_report
+from stillroom.runs import Run
+
+# --- pure parts -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("student", "ensemble", "expected"),
+    [(0.6, 0.8, 0.75), (0.8, 0.8, 1.0), (0.9, 0.6, 1.5), (0.0, 0.5, 0.0), (None, 0.8, None), (0.5, None, None)],
+)
+def test_share_kept_is_student_over_ensemble(student, ensemble, expected):
+    got = share_kept(student, ensemble)
+    assert got == expected if expected is None else got == pytest.approx(expected)
+
+
+def test_share_kept_degenerate_and_bad_input():
+    with pytest.warns(UserWarning, match="top-1 is 0"):
+        assert math.isnan(share_kept(0.5, 0.0))
+    for bad in (1.5, -0.1, "0.5"):
+        with pytest.raises(StillroomError, match="ensemble_top1 must be a fraction"):
+            share_kept(0.5, bad)
+
+
+def test_ensemble_is_the_mean_softmax_of_the_first_k_columns():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(7, 5)).astype(np.float32)
+    got = ensemble_probabilities([a, b], num_classes=4)  # a 5th (sink) column is left out
+    ref = (softmax(a[:, :4].astype(np.float64), axis=1) + softmax(b[:, :4].astype(np.float64), axis=1)) / 2
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    with pytest.raises(StillroomError, match="one N"):
+        ensemble_probabilities([a, b[:3]], num_classes=4)
+    with pytest.raises(StillroomError, match="no teacher logits"):
+        ensemble_probabilities([], num_classes=4)
+
+
+def test_parameters_and_latency_of_a_tiny_model():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).eval()
+    assert count_parameters(model) == 1 * 2 * 9 + 2 + 2 + 2  # conv weight + bias, BN weight + bias; no buffers
+    lat = batch1_latency(model, torch.zeros(1, 1, 8, 8), seconds=0.02, warmup_seconds=0.0)
+    assert lat["median_ms"] > 0 and lat["p90_ms"] >= lat["median_ms"] and lat["runs"] >= 5
+    with pytest.raises(StillroomError, match=r"shape \(1, C, S, S\)"):
+        batch1_latency(model, torch.zeros(2, 1, 8, 8))
+
+
+# --- measured on a trained run ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_dir(teacher_run, shapes_index, tmp_path_factory):
+    """A demo-like directory: runs/ with two "teachers" and one "student" (copies of the session's teacher run) and
+    the tradeoff.json measured on them."""
+    root = tmp_path_factory.mktemp("demo_tradeoff")
+    for name in ("teacher_a", "teacher_b", "student"):
+        shutil.copytree(teacher_run, root / "runs" / name)
+    teachers = {"teacher A": root / "runs/teacher_a", "teacher B": root / "runs/teacher_b"}
+    measure_tradeoff(
+        teachers, {"student": root / "runs/student"}, shapes_index, root / TRADEOFF_FILE, latency_seconds=0.05
+    )
+    return root
+
+
+def test_tradeoff_rows_fields_and_accuracy(demo_dir, shapes_index):
+    data = read_json(demo_dir / TRADEOFF_FILE)
+    assert data["format"] == TRADEOFF_FORMAT and data["split"] == "test" and data["weights"] == "best"
+    assert [r["role"] for r in data["rows"]] == ["teacher", "teacher", "ensemble", "student"]
+    assert data["latency"]["threads"] == torch.get_num_threads() >= 1
+    model = Run(demo_dir / "runs/student").load("best", "cpu").model
+    for r in data["rows"]:
+        assert r["parameters"] > 0 and r["weights_bytes"] > 0 and r["latency_ms"]["median_ms"] > 0
+        assert r["n"] == len(shapes_index.split_indices("test"))
+        if r["run"] is not None:  # equal to what evaluation wrote into the run's metrics.json
+            rep = read_json(Path(r["run"]) / "metrics.json")["splits"]["test"]["best"]
+            assert (r["top1"], r["macro_f1"]) == (rep["top1"], rep["macro_f1"])
+            assert r["parameters"] == count_parameters(model)
+            assert r["weights_bytes"] == (Path(r["run"]) / "best.safetensors").stat().st_size
+    teacher, ensemble, student = data["rows"][0], data["rows"][2], data["rows"][3]
+    # two identical teachers: the ensemble is that teacher; sizes and latency are sums of the members'
+    assert ensemble["top1"] == pytest.approx(teacher["top1"]) and ensemble["members"] == ["teacher A", "teacher B"]
+    assert ensemble["parameters"] == 2 * teacher["parameters"]
+    assert ensemble["weights_bytes"] == 2 * teacher["weights_bytes"]
+    medians = [r["latency_ms"]["median_ms"] for r in data["rows"][:2]]
+    assert ensemble["latency_ms"]["median_ms"] == pytest.approx(sum(medians))
+    assert student["share_of_ensemble_top1"] == pytest.approx(student["top1"] / ensemble["top1"])
+    assert teacher["share_of_ensemble_top1"] is None and ensemble["share_of_ensemble_top1"] is None
+    # the synthetic index has no probe in index.json, so the step computed it on the same split
+    probe = data["leakage_probe"]
+    assert probe["split"] == "test" and 0 <= probe["accuracy"] <= 1 and probe["n"] == student["n"]
+    assert "computed" in probe["source"]
+
+
+def test_tradeoff_refuses_bad_input(teacher_run, shapes_index, tmp_path):
+    with pytest.raises(StillroomError, match="no runs given"):
+        measure_tradeoff({}, {}, shapes_index)
+    with pytest.raises(StillroomError, match="teacher and a student"):
+        measure_tradeoff({"x": teacher_run}, {"x": teacher_run}, shapes_index)
+    with pytest.raises(StillroomError, match="unknown split 'nope'"):
+        measure_tradeoff({"x": teacher_run}, {}, shapes_index, split="nope")
+    (tmp_path / TRADEOFF_FILE).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(StillroomError, match="not a trade-off file"):
+        read_tradeoff(tmp_path)
+
+
+# --- the reports open with it -----------------------------------------------------------------------------------
+
+
+def _known(probe_acc: float = 0.9) -> dict:
+    """A tradeoff.json with hand-picked numbers: ensemble top-1 0.80, students 0.60 and 0.70."""
+
+    def row(label, role, top1, share=None, params=1_000_000, size=4_000_000, ms=2.0):
+        return {
+            "label": label,
+            "role": role,
+            "run": None,
+            "parameters": params,
+            "weights_bytes": size,
+            "latency_ms": {"median_ms": ms},
+            "top1": top1,
+            "macro_f1": top1 - 0.05,
+            "n": 100,
+            "share_of_ensemble_top1": share,
+        }
+
+    return {
+        "format": TRADEOFF_FORMAT,
+        "split": "test",
+        "weights": "best",
+        "latency": {
+            "backend": "PyTorch eager, fp32, CPU",
+            "batch": 1,
+            "threads": 2,
+            "seconds_per_model": 1.0,
+            "warmup_seconds": 0.3,
+            "load_before": [0.5, 0, 0],
+            "load_after": [0.7, 0, 0],
+        },  # fmt: skip
+        "leakage_probe": {"split": "test", "accuracy": probe_acc, "n": 100, "summary": "A 1-NN matcher gets it."},
+        "rows": [
+            row("teacher one", "teacher", 0.78, params=11_200_000, size=44_800_000, ms=6.0),
+            row("teacher two", "teacher", 0.76, params=11_200_000, size=44_800_000, ms=6.5),
+            row("teacher ensemble (mean softmax of 2)", "ensemble", 0.80, params=22_400_000, size=89_600_000, ms=12.5),
+            row("student scratch", "student", 0.60, share=0.75, params=1_530_000, size=6_200_000, ms=3.1),
+            row("student KD", "student", 0.70, share=0.875, params=1_530_000, size=6_200_000, ms=3.2),
+        ],
+    }
+
+
+def test_table_formats_the_known_numbers():
+    header, rows = tradeoff_table(_known())
+    assert header[0] == "model" and "share of ensemble top-1 kept" in header and "test top-1" in header
+    by = {r[0]: r for r in rows}
+    assert by["student scratch"][1:] == ["1.53 M", "6.2 MB", "3.1 ms", "60.0%", "0.5500", "75.0%"]
+    assert by["student KD"][-1] == "87.5%" and by["teacher one"][-1] == "–"
+    assert by["teacher ensemble (mean softmax of 2)"][3] == "12.5 ms (sum)"
+    assert rows[-1][0].startswith("1-NN pixel matcher") and rows[-1][4] == "90.0%"  # the probe, beside the models
+
+
+def test_markdown_report_opens_with_the_tradeoff(teacher_run, shapes_index, tmp_path):
+    (tmp_path / TRADEOFF_FILE).write_text(json.dumps(_known()))
+    text = write_demo_report(tmp_path / "report.md", shapes_index, {"teacher": teacher_run}).read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# Stillroom demo report"
+    headings = [ln for ln in lines if ln.startswith("## ")]
+    assert headings[0] == f"## {TITLE}" and headings[1] == "## Data"
+    section = text.split(f"## {TITLE}")[1].split("## Data")[0]
+    table = [ln for ln in section.splitlines() if ln.startswith("|")]
+    assert len(table) == 2 + 5 + 1  # header, rule, 5 models, the probe
+    assert re.search(r"\| student scratch \| 1\.53 M \| 6\.2 MB \| 3\.1 ms \| 60\.0% \| 0\.5500 \| 75\.0% \|", section)
+    assert "teacher ensemble" in section and "| 1-NN pixel matcher (leakage probe, learns nothing) |" in section
+    assert "2 thread(s)" in section and "not a benchmark" in section
+    assert "Leakage probe, beside every accuracy above: A 1-NN matcher gets it." in section
+    assert "at least as well as every student" in section  # probe 90% >= best student 70%
+    (tmp_path / TRADEOFF_FILE).write_text(json.dumps(_known(probe_acc=0.3)))
+    text = write_demo_report(tmp_path / "report.md", shapes_index, {"teacher": teacher_run}).read_text()
+    assert "at least as well as every student" not in text
+
+
+def test_markdown_report_without_tradeoff_says_so(teacher_run, shapes_index, tmp_path):
+    text = write_demo_report(tmp_path / "report.md", shapes_index, {"teacher": teacher_run}).read_text()
+    assert text.splitlines()[2] == f"## {TITLE}" and "was not measured" in text
+
+
+def test_html_report_opens_with_the_measured_tradeoff(demo_dir, shapes_index):
+    text = write_html_report(demo_dir, demo_dir / "report.html").read_text(encoding="utf-8")
+    start = text.index('<h2 id="tradeoff">')
+    assert start < text.index("<nav>") < text.index('<h2 id="results">') < text.index('<h2 id="data">')
+    assert text.index("<h2") == start  # the first section
+    section = text[start : text.index("<nav>")]
+    for label in ("teacher A", "teacher B", "teacher ensemble (mean softmax of 2)", "student", "1-NN pixel matcher"):
+        assert f">{label}<" in section or f"<i>{label}" in section, label
+    assert "share of ensemble top-1 kept" in section and "<code>stillroom bench-latency RUN</code>" in section
+    assert '<a href="#tradeoff">' in text
+    assert load_index(shapes_index.root).index_hash == read_json(demo_dir / TRADEOFF_FILE)["index_hash"]
