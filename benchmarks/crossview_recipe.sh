@@ -28,3 +28,87 @@ for s in $SEEDS; do
   nice -n "$NICE" stillroom sweep "$CFG/recipe.yaml" --out "$OUT/recipe" --jobs 1 \
     --variant ce_scratch_shape --variant kd_r18_shape --seed "$s"
 done
+
+# the domain-shift proxy on val for every run, baseline (silhouette) runs included, and the resnet18 teacher
+stamp "shift-val (val split, best weights)"
+runs=()
+for s in $SEEDS; do
+  runs+=("$OUT/sweep/ce_scratch/seed$s" "$OUT/recipe/ce_scratch_shape/seed$s" "$OUT/sweep/kd_r18/seed$s" \
+         "$OUT/recipe/kd_r18_shape/seed$s")
+done
+runs+=("$OUT/runs/cv_teacher_resnet18_s0")
+for run in "${runs[@]}"; do
+  [ -f "$run/shift_val.json" ] || nice -n "$NICE" stillroom shift-val "$run" >> "$OUT/recipe/shift_val.log" 2>&1
+done
+
+# one row per (variant, seed): test metrics of the best-val weights (metrics.json) and the shift-val columns
+stamp "summary: $OUT/recipe/ablation_summary.csv, $OUT/recipe/ablation.md"
+python - "$OUT" $SEEDS <<'PY'
+import csv, json, statistics, sys
+from pathlib import Path
+out, seeds = Path(sys.argv[1]), sys.argv[2:]
+dirs = {"ce_scratch": "sweep", "ce_scratch_shape": "recipe", "kd_r18": "sweep", "kd_r18_shape": "recipe"}
+rows = []
+for variant, where in dirs.items():
+    for s in seeds:
+        run = out / where / variant / f"seed{s}"
+        m = json.loads((run / "metrics.json").read_text())["splits"]
+        sh = json.loads((run / "shift_val.json").read_text())["best"]
+        row = {"variant": variant, "seed": s, "run_dir": str(run), "test_top1": m["test"]["best"]["top1"],
+               "test_macro_f1": m["test"]["best"]["macro_f1"], "val_top1": sh["clean"]["top1"],
+               "shift_mean": sh["mean"], "shift_held_out_mean": sh["held_out_mean"]}
+        row.update({f"shift_{k}": v["top1"] for k, v in sh["rewrites"].items()})
+        rows.append(row)
+with open(out / "recipe" / "ablation_summary.csv", "w", newline="") as fh:
+    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+def ms(vals, pct=True):
+    f = 100 if pct else 1
+    return f"{f * statistics.mean(vals):.2f} ± {f * statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{f * vals[0]:.2f}"
+cols = [("test_top1", "test top-1 %"), ("test_macro_f1", "test macro-F1 x100"), ("val_top1", "val top-1 %"),
+        ("shift_mean", "shift-val % (mean of 11)"), ("shift_held_out_mean", "shift-val not in recipe % (4)")]
+lines = ["| variant | augment | " + " | ".join(c[1] for c in cols) + " |", "|---|---|" + "---:|" * len(cols)]
+for v in dirs:
+    sel = [r for r in rows if r["variant"] == v]
+    aug = "shape" if v.endswith("_shape") else "silhouette"
+    lines.append(f"| {v} | {aug} | " + " | ".join(ms([r[c] for r in sel]) for c, _ in cols) + " |")
+rewrites = [k[len("shift_"):] for k in rows[0] if k.startswith("shift_") and k not in ("shift_mean", "shift_held_out_mean")]
+teacher = json.loads((out / "runs" / "cv_teacher_resnet18_s0" / "shift_val.json").read_text())["best"]
+lines += ["", "| rewrite (val, top-1 %) | " + " | ".join(dirs) + " | resnet18 teacher |", "|---|" + "---:|" * (len(dirs) + 1)]
+lines.append("| clean | " + " | ".join(ms([r["val_top1"] for r in rows if r["variant"] == v]) for v in dirs)
+             + f" | {100 * teacher['clean']['top1']:.2f} |")
+for k in rewrites:
+    lines.append(f"| {k} | " + " | ".join(ms([r[f'shift_{k}'] for r in rows if r["variant"] == v]) for v in dirs)
+                 + f" | {100 * teacher['rewrites'][k]['top1']:.2f} |")
+lines.append("| mean (shift-val) | " + " | ".join(ms([r["shift_mean"] for r in rows if r["variant"] == v]) for v in dirs)
+             + f" | {100 * teacher['mean']:.2f} |")
+lines.append("| mean, not in shape recipe | " + " | ".join(ms([r["shift_held_out_mean"] for r in rows if r["variant"] == v]) for v in dirs)
+             + f" | {100 * teacher['held_out_mean']:.2f} |")
+text = "\n".join(lines) + "\n"
+(out / "recipe" / "ablation.md").write_text(text)
+print(text, end="")
+PY
+
+stamp "comparisons: silhouette -> shape, paired by seed"
+for pair in "ce_scratch ce_scratch_shape" "kd_r18 kd_r18_shape" "ce_scratch_shape kd_r18_shape"; do
+  read -r a b <<< "$pair"
+  for metric in test_top1 test_macro_f1 shift_mean shift_held_out_mean; do
+    stillroom compare "$OUT/recipe/ablation_summary.csv" --metric "$metric" --a "$a" --b "$b" \
+      --json "$OUT/recipe/compare_${a}_vs_${b}_${metric}.json" > "$OUT/recipe/compare_${a}_vs_${b}_${metric}.txt"
+  done
+done
+python - "$OUT/recipe" <<'PY' | tee "$OUT/recipe/compare.md"
+import json, sys
+from pathlib import Path
+print("| a -> b | metric | b - a (points) | bootstrap 95% CI | b ahead in | permutation p | verdict |")
+print("|---|---|---:|---|---:|---:|---|")
+for path in sorted(Path(sys.argv[1]).glob("compare_*.json")):
+    r = json.loads(path.read_text())
+    a, b, ci = r["a"], r["b"], r["bootstrap_ci"]
+    ahead = sum(vb > va for va, vb in zip(a["values"], b["values"]))
+    f = 1 if "macro_f1" in r["metric"] else 100
+    print(f"| {a['name']} -> {b['name']} | {r['metric']} | {f * r['mean_diff']:+.2f} | [{f * ci['low']:+.2f}, "
+          f"{f * ci['high']:+.2f}] | {ahead} of {len(a['values'])} | {r['permutation']['p_value']:.3g} | {r['verdict']} |")
+PY
+stamp "done"

@@ -87,7 +87,9 @@ def thicken(img: torch.Tensor, px: int) -> torch.Tensor:
 
 def rerender(img: torch.Tensor, side: int, smooth: bool) -> torch.Tensor:
     """(C,H,W) uint8 0/255 -> reduced to ``side`` x ``side`` by area averaging, binarized at half coverage, enlarged
-    back to (H,W) with nearest neighbour (blocky outline) or, ``smooth``, bilinear and binarized again at half."""
+    back to (H,W) with nearest neighbour (blocky outline) or, ``smooth``, bilinear and binarized again at half.
+    The smooth branch rounds outlines only at ratios other than 2: a binary image enlarged exactly 2x bilinearly
+    and re-binarized is the nearest-neighbour one (``evaluate.shift.lowres`` keeps the grey levels instead)."""
     _, h, w = img.shape
     x = img.float().unsqueeze(0)  # (1,C,H,W)
     low = (F.interpolate(x, size=(side, side), mode="area") >= 127.5).float() * 255.0  # (1,C,side,side)
