@@ -26,7 +26,7 @@ from stillroom.evaluate.tradeoff import (
     measure_tradeoff,
     share_kept,
 )
-from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_table
+from stillroom.report._tradeoff import TITLE, read_tradeoff, stale_runs, tradeoff_notes, tradeoff_table
 from stillroom.report.html import write_html_report
 from stillroom.report.markdown import write_demo_report
 from stillroom.runs import Run
@@ -103,6 +103,7 @@ def test_tradeoff_rows_fields_and_accuracy(demo_dir, shapes_index):
             assert (r["top1"], r["macro_f1"]) == (rep["top1"], rep["macro_f1"])
             assert r["parameters"] == count_parameters(model)
             assert r["weights_bytes"] == (Path(r["run"]) / "best.safetensors").stat().st_size
+    assert all(len(r["weights_sha256"]) == 64 for r in data["rows"] if r["run"] is not None)
     teacher, ensemble, student = data["rows"][0], data["rows"][2], data["rows"][3]
     # two identical teachers: the ensemble is that teacher; sizes and latency are sums of the members'
     assert ensemble["top1"] == pytest.approx(teacher["top1"]) and ensemble["members"] == ["teacher A", "teacher B"]
@@ -116,6 +117,14 @@ def test_tradeoff_rows_fields_and_accuracy(demo_dir, shapes_index):
     probe = data["leakage_probe"]
     assert probe["split"] == "test" and 0 <= probe["accuracy"] <= 1 and probe["n"] == student["n"]
     assert "computed" in probe["source"]
+
+
+def test_report_notices_weights_changed_since(demo_dir):
+    data = read_json(demo_dir / TRADEOFF_FILE)
+    assert stale_runs(data) == [] and not tradeoff_notes(data)[0].startswith("Out of date")
+    data["rows"][-1]["weights_sha256"] = "0" * 64  # as if the student had been retrained after the measurement
+    assert stale_runs(data) == ["student"]
+    assert tradeoff_notes(data)[0].startswith("Out of date: the weights of student changed")
 
 
 def test_tradeoff_refuses_bad_input(teacher_run, shapes_index, tmp_path):

@@ -160,7 +160,8 @@ def measure_tradeoff(
     (module docstring); write the result to ``out_path`` (``tradeoff.json``) when given and return it.
 
     Rows, in order: teachers, the ensemble (when there are teachers), students. Each row: ``label``, ``role``
-    ("teacher", "ensemble", "student"), ``run``, ``arch``, ``parameters``, ``weights_bytes``, ``latency_ms``
+    ("teacher", "ensemble", "student"), ``run``, ``arch``, ``parameters``, ``weights_bytes``, ``weights_sha256``
+    (runs only), ``latency_ms``
     ({"median_ms", "p90_ms", "runs"}; the ensemble: {"median_ms"} = sum of its members'), ``top1``, ``top5``,
     ``macro_f1``, ``n`` and ``share_of_ensemble_top1`` (students; None otherwise). Cost: one forward pass over
     ``split`` per model plus ``warmup_seconds + latency_seconds`` each.
@@ -202,6 +203,7 @@ def measure_tradeoff(
                         "arch": run.meta.get("arch"),
                         "parameters": count_parameters(cpu.model),
                         "weights_bytes": run.weights_path(weights).stat().st_size,
+                        "weights_sha256": cpu.weights_sha256,  # lets a report notice weights changed since
                         "latency_ms": batch1_latency(cpu.model, x, latency_seconds, warmup_seconds),
                         **_scores(logits, labels, index),
                         "share_of_ensemble_top1": None,

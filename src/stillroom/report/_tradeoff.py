@@ -13,7 +13,7 @@ from typing import Any
 from stillroom._io import StillroomError, read_json
 from stillroom.evaluate.tradeoff import TRADEOFF_FILE, TRADEOFF_FORMAT
 
-__all__ = ["TITLE", "read_tradeoff", "tradeoff_table", "tradeoff_notes"]
+__all__ = ["TITLE", "read_tradeoff", "tradeoff_table", "tradeoff_notes", "stale_runs"]
 
 TITLE = "Trade-off: teachers vs student"
 _DASH = "–"
@@ -83,12 +83,34 @@ def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def stale_runs(data: dict[str, Any]) -> list[str]:
+    """Labels of rows whose run's weights changed after the trade-off was measured: the sha256 evaluation recorded
+    in the run's ``metrics.json`` differs from the one in ``tradeoff.json`` (e.g. retrained by hand since)."""
+    stale = []
+    for r in data["rows"]:
+        if not r.get("run") or not r.get("weights_sha256"):
+            continue
+        metrics = Path(r["run"]) / "metrics.json"
+        recorded = (read_json(metrics).get("weights") or {}) if metrics.is_file() else {}
+        if (recorded.get(data.get("weights", "best")) or {}).get("sha256") not in (None, r["weights_sha256"]):
+            stale.append(str(r["label"]))
+    return stale
+
+
 def tradeoff_notes(data: dict[str, Any]) -> list[str]:
-    """The sentences under the table: what was measured, how latency was timed, and the leakage probe in words."""
+    """The sentences under the table: a warning when runs changed since, what was measured, how latency was timed,
+    and the leakage probe in words (last)."""
     split, lat = data["split"], data.get("latency") or {}
     rows = data["rows"]
     n = rows[0].get("n") if rows else None
-    notes = [
+    stale = stale_runs(data)
+    notes = []
+    if stale:
+        notes.append(
+            f"Out of date: the weights of {', '.join(stale)} changed after `tradeoff.json` was written; run the demo "
+            "again to measure them."
+        )
+    notes += [
         f"`{data.get('weights', 'best')}` weights of each run (highest validation top-1) on the {split} split "
         f"(n = {n}), scored as in the results below. The ensemble averages the teachers' softmax; its parameters, "
         "file size and latency are the sums of its members'. Share kept = student top-1 / ensemble top-1. "
