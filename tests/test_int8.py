@@ -361,3 +361,66 @@ def test_int8_check_gates_the_sink_auroc_of_a_k_plus_one_model(sink_run):
         sink_run, int8=True, int8_method="ort", backends=False, int8_max_drop=1.0, int8_max_auroc_drop=-1.0
     )
     assert strict["int8_check"]["sink"]["ok_val"] is False and strict["int8_check"]["ok"] is False
+
+
+def _export_record(ov_ok: bool, ov_ms: float | None, ort_ms: float | None = 1.0) -> dict:
+    def entry(ok: bool, ms: float | None) -> dict:
+        return {"ok": ok, **({"latency": {"1": {"median_ms": ms}}} if ms is not None else {})}
+
+    return {
+        "backends": {
+            "onnxruntime": {"available": True, "fp32": entry(True, ort_ms), "int8": entry(True, ort_ms)},
+            "openvino": {"available": True, "fp32": entry(ov_ok, ov_ms), "int8": entry(ov_ok, ov_ms)},
+        }
+    }
+
+
+def test_serving_backend_is_the_fastest_that_passed(monkeypatch):
+    from stillroom.deploy import backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: ["onnxruntime", "openvino"])
+    assert backends.serving_backend(_export_record(True, 0.5), "fp32")["backend"] == "openvino"
+    assert backends.serving_backend(_export_record(True, 2.0), "int8")["backend"] == "onnxruntime"
+    # faster but failed its check (parity / int8 top-1): never chosen, and never servable by name
+    assert backends.serving_backend(_export_record(False, 0.1), "fp32")["backend"] == "onnxruntime"
+    with pytest.raises(StillroomError, match="no passing fp32 check for openvino"):
+        backends.serving_backend(_export_record(False, 0.1), "fp32", "openvino")
+    # no timing at all (export --backend-timing 0, or an older export.json): ONNX Runtime, and the reason says so
+    none = backends.serving_backend({}, "fp32")
+    assert none["backend"] == "onnxruntime" and "no batch-1 timing" in none["reason"]
+    # installed here or not decides too: an OpenVINO-timed export served where OpenVINO is missing
+    monkeypatch.setattr(backends, "available_backends", lambda: ["onnxruntime"])
+    assert backends.serving_backend(_export_record(True, 0.5), "fp32")["backend"] == "onnxruntime"
+    with pytest.raises(StillroomError, match="not installed"):
+        backends.serving_backend(_export_record(True, 0.5), "fp32", "openvino")
+    with pytest.raises(StillroomError, match="unknown backend"):
+        backends.serving_backend({}, "fp32", "tvm")
+
+
+def test_service_runs_on_the_chosen_backend_and_int8_on_its_ladder_backend(run, tmp_path, monkeypatch):
+    """Issue 15 item 2: the service runs the backend it names. fp32 on OpenVINO gives ONNX Runtime's logits; int8
+    is served on the runtime its ladder was fitted on, and another one is refused."""
+    pytest.importorskip("openvino")
+    from stillroom.deploy import backends
+    from stillroom.deploy.run_ladder import fit_run_ladder
+    from stillroom.deploy.service import Predictor
+
+    copy = link_run(run, tmp_path / "r", extra=("ladder.json",))
+    onnx_export.export_onnx(copy, int8=True, int8_method="ort", int8_max_drop=1.0, backend_timing=0.05)
+    ov, ort = Predictor(copy, backend="openvino"), Predictor(copy, backend="onnxruntime")
+    assert ov.runtime["backend"] == "openvino" and ort.runtime["backend"] == "onnxruntime"
+    mask = np.asarray(load_images(load_index(json.loads((copy / "model.json").read_text())["index"]))[0, 0])
+    assert np.abs(ov.logits(mask) - ort.logits(mask)).max() <= 1e-3
+    # make OpenVINO the fastest passing int8 backend, then fit the int8 ladder: it records and uses OpenVINO
+    exp_path = copy / "export" / "export.json"
+    exp = json.loads(exp_path.read_text())
+    exp["backends"]["openvino"]["int8"].update(ok=True, latency={"1": {"median_ms": 1e-6}})
+    exp_path.write_text(json.dumps(exp))
+    monkeypatch.setattr(backends, "available_backends", lambda: ["onnxruntime", "openvino"])
+    fit_run_ladder(copy, served="int8")
+    fit = json.loads((copy / "ladder_int8.json").read_text())["fit_data"]["served_file"]
+    assert fit["backend"] == "openvino"
+    p8 = Predictor(copy, model="int8")
+    assert p8.runtime["backend"] == "openvino" and "fitted on openvino" in p8.runtime["reason"]
+    with pytest.raises(StillroomError, match="fitted on openvino's int8 logits"):
+        Predictor(copy, model="int8", backend="onnxruntime")

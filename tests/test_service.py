@@ -228,7 +228,12 @@ def test_page_health_info_metrics(client):
     info = client.get("/info").json()
     assert info["classes"] == ["disc", "square", "triangle", "cross"] and info["limits"]["max_pixels"] == MAX_PIXELS
     assert info["display_names"] == info["classes"]  # no species names for drawn shapes: the ids are the names
-    assert info["runtime"]["backend"] == "onnxruntime" and info["runtime"]["version"]  # the service says what it runs
+    # the service says what it runs: the fastest runtime at batch 1 that passed export's parity check (auto)
+    from stillroom.deploy.backends import serving_backend
+
+    exp = json.loads((client.app.state.predictor.run_dir / "export" / "export.json").read_text())
+    assert info["runtime"]["backend"] == serving_backend(exp, "fp32")["backend"] and info["runtime"]["version"]
+    assert info["runtime"]["model"] == "fp32" and info["runtime"]["reason"]
     # The run is named, not located: no absolute path of the server's disk, but its name and hashes.
     run = client.app.state.predictor.run_dir
     assert str(run.parent) not in json.dumps(info)

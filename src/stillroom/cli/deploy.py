@@ -205,12 +205,15 @@ def serve_cmd(
     port: int = typer.Option(8000, help="TCP port"),
     db: Path | None = typer.Option(None, "--db", help="telemetry SQLite file (default RUN/telemetry.sqlite)"),
     int8: bool = typer.Option(False, "--int8", help="serve the int8 model (must have passed its accuracy check)"),
-    threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's choice)"),
+    threads: int | None = typer.Option(None, help="runtime intra-op threads (default: the runtime's choice)"),
+    backend: str = typer.Option(
+        "auto", "--backend", help="onnxruntime | openvino | auto: the fastest at batch 1 that passed export's checks"
+    ),
     max_upload_mb: float = typer.Option(5.0, help="largest accepted upload, MiB (> 0, at most 1024)"),
     max_pixels: int = typer.Option(4096 * 4096, help="largest accepted image, width x height (1 .. 89478485)"),
     no_store_inputs: bool = typer.Option(False, "--no-store-inputs", help="keep only the silhouette in telemetry"),
 ) -> None:
-    """Serve predictions over HTTP (FastAPI + ONNX Runtime) with the ladder, a web page and SQLite telemetry."""
+    """Serve predictions over HTTP (FastAPI + ONNX Runtime or OpenVINO) with the ladder, a web page and SQLite telemetry."""
     from stillroom.data.preprocess import MAX_IMAGE_PIXELS
 
     _check_number("--port", port, 1, 65535)
@@ -226,8 +229,10 @@ def serve_cmd(
 
     app = create_app(
         run, db_path=db, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
-        model="int8" if int8 else "fp32", threads=threads, store_inputs=not no_store_inputs,
+        model="int8" if int8 else "fp32", threads=threads, store_inputs=not no_store_inputs, backend=backend,
     )  # fmt: skip
+    rt = app.state.predictor.runtime
+    console.print(f"runtime: {rt['backend']} {rt['version']} ({rt['model']}; {rt['reason']})")
     console.print(f"serving {run} on http://{host}:{port}/ (telemetry: {app.state.telemetry.path})")
     uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -36,10 +36,13 @@ __all__ = [
     "make_runner",
     "runner_logits",
     "backend_report",
+    "serving_backend",
+    "SERVE_BACKENDS",
     "time_calls",
 ]
 
 BACKENDS = ("onnxruntime", "openvino")
+SERVE_BACKENDS = ("auto", *BACKENDS)  # auto: the fastest at batch 1 that passed export's checks (serving_backend)
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -222,3 +225,54 @@ def backend_report(
         "benchmarks/bench_backends.py is the measurement"
     )
     return report
+
+
+def serving_backend(export: dict[str, Any], model: str, backend: str = "auto") -> dict[str, Any]:
+    """Which runtime serves ``model`` ("fp32" or "int8") of an export, and why: ``{"backend", "reason",
+    "export_median_ms"}``.
+
+    ``backend="auto"`` picks the backend with the lowest batch-1 median in export.json's ``backends`` record among
+    those that passed the export's checks for that model (fp32: parity with PyTorch <= atol; int8: the top-1 gate
+    on val) and are installed here; with no usable timing it falls back to ONNX Runtime (a dependency) and says so.
+    A named backend is checked the same way: ``StillroomError`` when it is unknown, not installed, or failed (or
+    was never checked) for that model, since its logits would then not be the ones the export vouched for.
+    """
+    rec = export.get("backends") or {}
+    here = available_backends()
+
+    def passed(name: str) -> dict[str, Any] | None:
+        entry = (rec.get(name) or {}).get(model)
+        return entry if isinstance(entry, dict) and entry.get("ok") else None
+
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise StillroomError(f"unknown backend {backend!r}; known: {', '.join(SERVE_BACKENDS)}")
+        if backend not in here:
+            raise StillroomError(f"backend {backend} is not installed here")
+        if backend != "onnxruntime" and passed(backend) is None:
+            raise StillroomError(
+                f"export.json has no passing {model} check for {backend}; export again with it installed "
+                "(`stillroom export RUN --backends`) or serve with onnxruntime"
+            )
+        ms = ((passed(backend) or {}).get("latency") or {}).get("1", {}).get("median_ms")
+        return {"backend": backend, "reason": "named", "export_median_ms": ms}
+    timed = []
+    for name in BACKENDS:
+        entry = passed(name)
+        ms = ((entry or {}).get("latency") or {}).get("1", {}).get("median_ms")
+        if name in here and entry is not None and ms is not None:
+            timed.append((float(ms), name))
+    if not timed:
+        return {
+            "backend": "onnxruntime",
+            "reason": f"no batch-1 timing of a passing {model} backend in export.json; ONNX Runtime by default",
+            "export_median_ms": None,
+        }
+    ms, name = min(timed)
+    others = ", ".join(f"{n} {m:.3f} ms" for m, n in sorted(timed) if n != name)
+    return {
+        "backend": name,
+        "reason": f"fastest passing {model} backend at batch 1 in export.json ({ms:.3f} ms"
+        + (f"; {others})" if others else ")"),
+        "export_median_ms": ms,
+    }

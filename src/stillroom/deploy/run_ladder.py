@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError, atomic_write_json, read_json
-from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
+from stillroom.deploy._ort import normalize_uint8
+from stillroom.deploy.backends import make_runner, runner_logits, serving_backend
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
 from stillroom.deploy.onnx_export import EXPORT_DIR
 from stillroom.deploy.structure import StructureGate
@@ -34,8 +35,11 @@ LADDER_FILES = {"fp32": LADDER_FILE, "int8": "ladder_int8.json"}
 
 
 def _int8_logits(run_dir: Path, weights_sha256: str) -> tuple[Any, dict[str, Any]]:
-    """A function (images, rows) -> logits of the exported int8 model in ONNX Runtime, and its export.json entry.
-    Refuses an export of other weights or an int8 model that failed its accuracy check (it is never served)."""
+    """A function (images, rows) -> logits of the exported int8 model on the runtime that will serve it
+    (``serving_backend``: the fastest that passed export's int8 check, else ONNX Runtime), and its export.json
+    entry plus ``backend``. int8 kernels differ between runtimes, so the ladder and temperature fitted here belong
+    to that runtime's logits; the service serves int8 on the same one. Refuses an export of other weights or an
+    int8 model that failed its accuracy check (it is never served)."""
     exp_path = run_dir / EXPORT_DIR / "export.json"
     if not exp_path.is_file():
         raise StillroomError(f"{exp_path}: not found; run `stillroom export {run_dir} --int8` first")
@@ -45,13 +49,14 @@ def _int8_logits(run_dir: Path, weights_sha256: str) -> tuple[Any, dict[str, Any
     if "int8" not in exp.get("models", {}) or not exp.get("int8_check", {}).get("ok"):
         raise StillroomError(f"{exp_path}: no int8 model that passed its accuracy check; it cannot be served")
     entry = exp["models"]["int8"]
-    session = ort_session(run_dir / EXPORT_DIR / entry["file"])
+    backend = serving_backend(exp, "int8")["backend"]
+    runner, fixed = make_runner(backend, run_dir / EXPORT_DIR / entry["file"])
     mean, std = exp["input"]["mean"], exp["input"]["std"]
 
     def logits(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return ort_logits(session, normalize_uint8(np.asarray(images[rows]), mean, std), batch_size=256)
+        return runner_logits(runner, fixed, normalize_uint8(np.asarray(images[rows]), mean, std), batch_size=256)
 
-    return logits, entry
+    return logits, {**entry, "backend": backend}
 
 
 def _run_logits(
@@ -172,7 +177,7 @@ def fit_run_ladder(
     if save:
         fit_data = {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"], "served": served}
         if served != "fp32":
-            fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256")}
+            fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
         ladder.save(
             run_dir / LADDER_FILES[served],
             extra={

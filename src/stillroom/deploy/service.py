@@ -67,7 +67,8 @@ from starlette.datastructures import UploadFile
 
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
 from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask, preprocess_mask
-from stillroom.deploy._ort import normalize_uint8, ort_session
+from stillroom.deploy._ort import normalize_uint8
+from stillroom.deploy.backends import SERVE_BACKENDS, backend_version, make_runner, serving_backend
 from stillroom.deploy.ladder import Ladder, describe
 from stillroom.deploy.run_ladder import LADDER_FILES, served_temperature_key
 from stillroom.deploy.telemetry import FEEDBACK_ACTIONS, Telemetry
@@ -185,6 +186,7 @@ class Predictor:
         threads: int | None = None,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        backend: str = "auto",
     ) -> None:
         self.run_dir = run_dir = Path(run_dir)
         for name, v in (("max_upload_bytes", max_upload_bytes), ("max_pixels", max_pixels)):
@@ -220,18 +222,6 @@ class Predictor:
         self.model_sha256 = sha256_file(self.model_file)
         if self.model_sha256 != exp["models"][key]["sha256"]:
             raise StillroomError(f"{self.model_file}: sha256 differs from export.json; export again")
-        self.session = ort_session(self.model_file, threads=threads)
-        # which runtime serves, and what export measured as fastest for batch 1 (issue 15: the service says which)
-        import onnxruntime
-
-        fastest = (exp.get("backends") or {}).get("fastest", {}).get("1")
-        self.runtime = {
-            "backend": "onnxruntime",
-            "version": onnxruntime.__version__,
-            "threads": threads,
-            "export_fastest_batch1": fastest,
-        }
-        self.input_name = self.session.get_inputs()[0].name
         # the ladder and the temperature of the served model's own logits (issue 15): int8 has its own of each
         ladder_path = run_dir / LADDER_FILES[key]
         if not ladder_path.is_file():
@@ -249,6 +239,7 @@ class Predictor:
         served_file = (getattr(self.ladder, "extra_", {}).get("fit_data") or {}).get("served_file") or {}
         if key != "fp32" and served_file.get("sha256") != self.model_sha256:
             raise StillroomError(f"{ladder_path}: fitted on another {key} file; run `stillroom export` again")
+        self.runtime = self._runtime(exp, key, backend, served_file, ladder_path, threads)
         if key == "fp32":
             self.temperature, self.temperature_source = _temperature(run_dir, weights["name"], self.weights_sha256)
         else:
@@ -274,6 +265,40 @@ class Predictor:
         self.weights = {
             f"onnx:{self.model_file.name}": self.model_sha256,
             f"safetensors:{wpath.name}": self.weights_sha256,
+        }
+
+    def _runtime(
+        self, exp: dict[str, Any], key: str, backend: str, served_file: dict[str, Any], ladder_path: Path,
+        threads: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Load the runtime that serves (issue 15 item 2) and describe it for /info.
+
+        fp32: ``backend="auto"`` takes the fastest backend at batch 1 that passed export's parity check
+        (``serving_backend``); every such backend gives PyTorch's logits within ``atol``, so the fp32 ladder holds.
+        int8: kernels differ between runtimes, so int8 is served on the runtime its ladder and temperature were
+        fitted on (``fit_data.served_file.backend``; ONNX Runtime for ladders written before it was recorded), and
+        a named backend that differs is refused."""
+        if backend not in SERVE_BACKENDS:
+            raise StillroomError(f"backend must be one of {', '.join(SERVE_BACKENDS)}, got {backend!r}")
+        if key == "int8":
+            fitted = served_file.get("backend", "onnxruntime")
+            if backend not in ("auto", fitted):
+                raise StillroomError(
+                    f"{ladder_path}: fitted on {fitted}'s int8 logits; serve int8 with --backend {fitted} or auto"
+                )
+            choice = serving_backend(exp, key, fitted)
+            choice["reason"] = f"the int8 ladder and temperature were fitted on {fitted}'s logits"
+        else:
+            choice = serving_backend(exp, key, backend)
+        self._run, fixed = make_runner(choice["backend"], self.model_file, threads)
+        if fixed not in (None, 1):
+            raise StillroomError(f"{self.model_file}: fixed batch {fixed}; the service runs one image per call")
+        return {
+            **choice,
+            "version": backend_version(choice["backend"]),
+            "threads": threads,
+            "model": key,
+            "file": self.model_file.name,
         }
 
     # --- pieces ------------------------------------------------------------------------------------------------
@@ -333,7 +358,7 @@ class Predictor:
 
     def logits(self, mask: np.ndarray) -> np.ndarray:
         x = np.repeat(mask[None, None], self.channels, axis=1)  # (1, C, S, S) uint8
-        return self.session.run(None, {self.input_name: normalize_uint8(x, self.mean, self.std)})[0]
+        return self._run(normalize_uint8(x, self.mean, self.std))
 
     # --- the whole thing ---------------------------------------------------------------------------------------
 
@@ -469,14 +494,16 @@ def create_app(
     model: Literal["fp32", "int8"] = "fp32",
     threads: int | None = None,
     store_inputs: bool = True,
+    backend: str = "auto",
 ):
     """The FastAPI app serving ``run_dir``. ``db_path``: telemetry SQLite file (default ``RUN/telemetry.sqlite``).
 
     ``store_inputs``: keep the uploaded bytes in telemetry (needed to export corrections with the original image;
-    without them the 128 px silhouette is exported instead).
+    without them the 128 px silhouette is exported instead). ``backend``: the runtime (``Predictor``; auto = the
+    fastest that passed export's checks).
     """
     predictor = Predictor(run_dir, model=model, threads=threads, max_upload_bytes=max_upload_bytes,
-                          max_pixels=max_pixels)  # fmt: skip
+                          max_pixels=max_pixels, backend=backend)  # fmt: skip
     telemetry = Telemetry(Path(db_path) if db_path else Path(run_dir) / "telemetry.sqlite")
     try:
         page = resources.files("stillroom.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
