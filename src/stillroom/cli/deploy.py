@@ -213,7 +213,7 @@ def serve_cmd(
     max_pixels: int = typer.Option(4096 * 4096, help="largest accepted image, width x height (1 .. 89478485)"),
     no_store_inputs: bool = typer.Option(False, "--no-store-inputs", help="keep only the silhouette in telemetry"),
 ) -> None:
-    """Serve predictions over HTTP (FastAPI + ONNX Runtime or OpenVINO) with the ladder, a web page and SQLite telemetry."""
+    """Serve predictions over HTTP (FastAPI; ONNX Runtime or OpenVINO) with the ladder, a page and SQLite telemetry."""
     from stillroom.data.preprocess import MAX_IMAGE_PIXELS
 
     _check_number("--port", port, 1, 65535)
