@@ -212,7 +212,7 @@ def test_ladder_report_by_hand():
         "rejection": 0.5,
         "reasons": {"agreement": 1, "weak-signal": 2, "risk-zone-disagreement": 1},
     }
-    assert rep["thresholds"] == {"t1": 4.0, "t2": 8.0, "margin": 2.0, "n_members": 1}
+    assert rep["thresholds"] == {"t1": 4.0, "t2": 8.0, "margin": 2.0, "n_members": 1, "signal": "maxlogit"}
 
 
 def test_ladder_report_applies_the_structure_gate_first():

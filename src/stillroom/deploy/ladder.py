@@ -2,11 +2,25 @@
 
 Seed 000 §4.2; REFERENCE 5. With M members and raw logits ``z_m`` (no softmax: it would manufacture confidence):
 
-- ``mu`` = mean over members of the max logit over the in-distribution classes;
+- ``mu`` = mean over members of the max logit over the in-distribution classes (the default signal, below);
 - ``mu < t1``: **reject**, weak signal;
 - risk zone ``t1 <= mu < t2``: all members must agree on the top-1 class -> **accept**, else **uncertain**;
 - strong zone ``mu >= t2``: agreement -> **accept**; moderate disagreement (a strict majority of members still
   votes for one class) -> **uncertain**; extreme disagreement (no class has a strict majority) -> **reject**.
+
+Signal (issue 16 item 4). The quantity compared with ``t1``/``t2`` is ``score`` = mean over members of one post-hoc
+OOD score of the member's ID columns (REFERENCE 4, higher = more ID; the functions of ``evaluate.ood.SCORES``):
+``signal="maxlogit"`` (``score = mu``, REFERENCE 5 and the default, so ladder.json files written before the signal
+existed decide exactly as before), ``"energy"`` (``logsumexp(z)``, T = 1) or ``"msp"`` (max softmax of the ID
+columns; it saturates at 1.0 in float64 once the top-1 logit leads by ~37, and tied scores are accepted together).
+Which one separates ID from OOD best differs per model (the open-set KD students: energy AUROC 0.59, MSP 0.66,
+BENCHMARKS "Open set"), so ``signal="auto"`` keeps the candidate with the highest AUROC on the OOD validation logits
+given to ``fit`` (ID positive; ties keep maxlogit, then energy, then msp), and falls back to maxlogit, saying why,
+without them. ``fit_summary_["signal"]`` (saved in ladder.json) records the requested and chosen signal, every
+candidate's validation AUROC and FPR@95TPR, and the reason; ``signal_`` is the one in force. A ladder on another
+signal than maxlogit is written as format ``stillroom-ladder/2``, which code older than the signal refuses instead
+of comparing, say, energy thresholds with max logits. The margin rule (top-1 minus top-2 logit) and the sink rule do
+not depend on the signal.
 
 The predicted class is the soft vote: argmax of the mean over members of the softmax of the ID logits.
 
@@ -31,6 +45,8 @@ verdict is accept), nothing hard-coded:
   still accepts ``ceil(a * N)`` samples);
 - ``t2`` = the ``strong_quantile`` quantile of ``mu`` over ID samples clearing ``t1`` (0.5: half of the accepted
   signal range counts as strong).
+
+(Read ``score`` for ``mu`` in the fitting and deciding rules when the signal is not maxlogit.)
 
 If the target cannot be reached (too few unanimous samples) the loosest thresholds are kept and a warning says what
 acceptance was reached. Given OOD validation logits, ``fit`` also records the OOD rejection the thresholds give.
@@ -60,6 +76,7 @@ from stillroom.deploy.structure import StructureGate
 
 __all__ = [
     "Ladder",
+    "SIGNALS",
     "NotFittedError",
     "VERDICTS",
     "REASONS",
@@ -69,6 +86,12 @@ __all__ = [
 ]
 
 FORMAT = "stillroom-ladder/1"
+#: written when the signal is not maxlogit: older code (which knows only ``FORMAT``) refuses such a file
+FORMAT_SIGNAL = "stillroom-ladder/2"
+#: candidate signals, in tie-breaking order (maxlogit first: REFERENCE 5's ``mu``); each is an ``evaluate.ood`` score
+SIGNALS = ("maxlogit", "energy", "msp")
+#: how ``describe`` names each signal in place of "max logit"
+_SIGNAL_WORDS = {"maxlogit": "max logit", "energy": "energy (logsumexp of the ID logits)", "msp": "max softmax"}
 VERDICTS = ("accept", "uncertain", "reject")
 # Reason codes returned by ``decide`` and what they mean (``describe`` picks the one-model wording).
 REASONS = {
@@ -88,16 +111,20 @@ _REASONS_ONE_MODEL = {
 }
 
 
-def describe(reason: str, n_members: int = 1) -> str:
-    """Human wording of a reason code, for one model or an ensemble."""
+def describe(reason: str, n_members: int = 1, signal: str = "maxlogit") -> str:
+    """Human wording of a reason code, for one model or an ensemble, naming the ladder's ``signal`` (``REASONS``
+    words the default one, the max logit)."""
     if reason not in REASONS:
         raise StillroomError(f"unknown ladder reason {reason!r}; known: {', '.join(REASONS)}")
-    return _REASONS_ONE_MODEL.get(reason, REASONS[reason]) if n_members == 1 else REASONS[reason]
+    if signal not in _SIGNAL_WORDS:
+        raise StillroomError(f"unknown ladder signal {signal!r}; known: {', '.join(SIGNALS)}")
+    text = _REASONS_ONE_MODEL.get(reason, REASONS[reason]) if n_members == 1 else REASONS[reason]
+    return text.replace("max logit", _SIGNAL_WORDS[signal])
 
 
 _KEYS = (
     "format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary",
-    "structure_gate",
+    "structure_gate", "signal",
 )  # fmt: skip
 
 
@@ -130,6 +157,24 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _check_signal(signal: Any, allowed: Sequence[str], where: str) -> str:
+    if signal not in allowed:
+        raise StillroomError(f"{where}: signal must be one of {', '.join(allowed)}, got {signal!r}")
+    return str(signal)
+
+
+def _signal_score(ids: list[np.ndarray], signal: str) -> np.ndarray:
+    """Mean over members of the OOD score ``signal`` (``evaluate.ood.SCORES``, higher = more ID) of each member's ID
+    logits (N, K) -> (N,). The scores are evaluate's own functions (one formula per score, REFERENCE 4), on float64
+    tensors; imported here so that ``import stillroom.deploy.ladder`` stays light."""
+    import torch
+
+    from stillroom.evaluate.ood import SCORES
+
+    fn = SCORES.get(signal)
+    return np.mean([fn(torch.from_numpy(np.ascontiguousarray(z))).numpy() for z in ids], axis=0)
+
+
 class Ladder:
     """Strictness ladder estimator (scikit-learn style).
 
@@ -138,34 +183,45 @@ class Ladder:
         weak_share: one model only: share of the ID rejection budget given to the weak-signal rule (the rest goes
             to the top-1 margin rule). In [0, 1].
         strong_quantile: ``t2`` is this quantile of ``mu`` over ID validation samples that clear ``t1``. In [0, 1].
+        signal: the score compared with ``t1``/``t2``: one of ``SIGNALS`` or "auto" (module docstring). Default
+            "maxlogit" (REFERENCE 5).
 
     Fitted attributes: ``t1_``, ``t2_``, ``margin_`` (None for ensembles), ``n_members_``, ``num_classes_`` (ID
-    classes), ``target_accept_``, ``fit_summary_`` (achieved ID verdict rates, and OOD rates when given).
+    classes), ``target_accept_``, ``signal_`` (the signal in force, never "auto"), ``fit_summary_`` (achieved ID
+    verdict rates, OOD rates when given, and ``"signal"``: how the signal was chosen).
     ``structure_``: the ``StructureGate`` applied before the logit rules (set by ``fit_run_ladder``; None: none).
     """
 
-    def __init__(self, sink: bool = False, weak_share: float = 0.5, strong_quantile: float = 0.5) -> None:
+    def __init__(
+        self, sink: bool = False, weak_share: float = 0.5, strong_quantile: float = 0.5, signal: str = "maxlogit"
+    ) -> None:
         for name, v in (("weak_share", weak_share), ("strong_quantile", strong_quantile)):
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise StillroomError(f"Ladder: {name} must be a number in [0, 1], got {v!r}")
         self.sink = bool(sink)
         self.weak_share = float(weak_share)
         self.strong_quantile = float(strong_quantile)
+        self.signal = _check_signal(signal, (*SIGNALS, "auto"), "Ladder")
         self.structure_: StructureGate | None = None
+
+    def _signal_in_force(self) -> str:
+        """The fitted signal; before fitting the requested one ("auto" has chosen nothing yet: maxlogit)."""
+        fitted = getattr(self, "signal_", None)
+        return fitted or ("maxlogit" if self.signal == "auto" else self.signal)
 
     # --- signals -----------------------------------------------------------------------------------------------
 
-    def signals(self, logits_list: Any) -> dict[str, np.ndarray]:
-        """Per-sample quantities the rules use: ``mu``, ``pred`` (soft vote), ``agree``, ``majority``, ``margin``
+    def signals(self, logits_list: Any, signal: str | None = None) -> dict[str, np.ndarray]:
+        """Per-sample quantities the rules use: ``mu`` (mean max ID logit), ``score`` (the signal in force, compared
+        with ``t1``/``t2``; equal to ``mu`` for maxlogit), ``pred`` (soft vote), ``agree``, ``majority``, ``margin``
         (top-1 minus top-2 ID logit, mean over members), ``sink_top``, ``votes`` (M, N) member top-1 classes and
-        ``num_classes`` (K, the ID classes)."""
+        ``num_classes`` (K, the ID classes). ``signal``: compute ``score`` for this one instead (fitting)."""
         members = _as_members(logits_list)
-        k_total = members[0].shape[1]
-        k = k_total - 1 if self.sink else k_total
-        if k < 2:
-            raise StillroomError(f"Ladder: need >= 2 in-distribution classes, got {k} (sink={self.sink})")
+        k = self._num_id(members[0].shape[1])
         ids = [m[:, :k] for m in members]
         mu = np.mean([z.max(axis=1) for z in ids], axis=0)  # (N,)
+        signal = signal or self._signal_in_force()
+        score = mu if signal == "maxlogit" else _signal_score(ids, signal)  # (N,)
         votes = np.stack([z.argmax(axis=1) for z in ids])  # (M, N)
         pred = np.mean([_softmax(z) for z in ids], axis=0).argmax(axis=1)  # (N,) soft vote over ID classes
         top2 = [np.sort(z, axis=1)[:, -2:] for z in ids]
@@ -179,6 +235,7 @@ class Ladder:
             sink_top = np.zeros(len(mu), dtype=bool)
         return {
             "mu": mu,
+            "score": score,
             "pred": pred,
             "votes": votes,
             "agree": plurality == m,
@@ -188,22 +245,71 @@ class Ladder:
             "num_classes": np.int64(k),
         }
 
+    def _num_id(self, k_total: int) -> int:
+        k = k_total - 1 if self.sink else k_total
+        if k < 2:
+            raise StillroomError(f"Ladder: need >= 2 in-distribution classes, got {k} (sink={self.sink})")
+        return k
+
     # --- fitting -----------------------------------------------------------------------------------------------
+
+    def _choose_signal(self, val: list[np.ndarray], ood: list[np.ndarray] | None) -> tuple[str, dict[str, Any]]:
+        """(signal to fit, how it was chosen). With OOD validation rows every candidate's AUROC and FPR@95TPR (ID
+        positive, ``evaluate.ood.ood_metrics``) are recorded; "auto" keeps the highest AUROC, the first of
+        ``SIGNALS`` on a tie, and maxlogit without OOD rows."""
+        sel: dict[str, Any] = {"requested": self.signal}
+        if ood is not None and len(ood[0]) and len(val[0]):
+            from stillroom.evaluate.ood import ood_metrics
+
+            if len(ood) != len(val) or ood[0].shape[1] != val[0].shape[1]:
+                raise StillroomError(
+                    f"Ladder.fit: ood_logits_list has {len(ood)} member(s) of {ood[0].shape[1]} columns, the "
+                    f"validation logits {len(val)} of {val[0].shape[1]}"
+                )
+            k = self._num_id(val[0].shape[1])
+            met = {
+                name: ood_metrics(_signal_score([m[:, :k] for m in val], name),
+                                  _signal_score([m[:, :k] for m in ood], name))
+                for name in SIGNALS
+            }  # fmt: skip
+            sel["val_auroc"] = {name: met[name]["auroc"] for name in SIGNALS}
+            sel["val_fpr_at_95_tpr"] = {name: met[name]["fpr_at_95_tpr"] for name in SIGNALS}
+            sel["n_id"], sel["n_ood"] = len(val[0]), len(ood[0])
+        if self.signal != "auto":
+            chosen, sel["reason"] = self.signal, f"set by the caller (signal={self.signal!r})"
+        elif "val_auroc" in sel:
+            auroc = sel["val_auroc"]
+            chosen = max(SIGNALS, key=lambda name: auroc[name])  # max keeps the first on a tie: maxlogit first
+            listed = ", ".join(f"{name} {auroc[name]:.4f}" for name in SIGNALS)
+            sel["reason"] = (
+                f"auto: highest validation AUROC (ID positive; {sel['n_id']} ID / {sel['n_ood']} OOD rows) of "
+                f"{listed}; ties keep the first of {', '.join(SIGNALS)}"
+            )
+        else:
+            chosen = "maxlogit"
+            sel["reason"] = "auto without OOD validation logits: no AUROC to choose by, so maxlogit (REFERENCE 5's mu)"
+        sel["chosen"] = chosen
+        return chosen, sel
 
     def fit(self, val_logits_list: Any, target_accept: float = 0.95, ood_logits_list: Any = None) -> Ladder:
         """Fit ``t1_``, ``t2_`` (and ``margin_`` for one model) on ID validation logits; return self.
 
         ``target_accept`` in (0, 1]: wanted fraction of ID validation samples accepted. ``ood_logits_list``
-        (optional, OOD validation logits of the same members) is only used to report the OOD rejection reached.
+        (optional, OOD validation logits of the same members): the candidate signals' AUROC, which
+        ``signal="auto"`` chooses by, and the OOD rejection reached; never used to place the thresholds.
         """
         if not (isinstance(target_accept, int | float) and 0.0 < target_accept <= 1.0):
             raise StillroomError(f"Ladder.fit: target_accept must be in (0, 1], got {target_accept!r}")
-        s = self.signals(val_logits_list)
+        val = _as_members(val_logits_list, "val_logits_list")
+        ood = None if ood_logits_list is None else _as_members(ood_logits_list, "ood_logits_list")
+        signal, selection = self._choose_signal(val, ood)
+        s = self.signals(val, signal=signal)
         n, m = len(s["mu"]), s["votes"].shape[0]
         if n == 0:
             raise StillroomError("Ladder.fit: no validation samples")
         need = min(n, math.ceil(target_accept * n - 1e-9))  # accepted samples wanted
-        mu, live = s["mu"], ~s["sink_top"]
+        # the rules below read ``mu`` in the module docstring: here the chosen signal's score
+        mu, live = s["score"], ~s["sink_top"]
         if m >= 2:
             eligible = live & s["agree"]
             t1 = self._kth_largest(mu[eligible], need, "unanimous samples")
@@ -218,11 +324,12 @@ class Ladder:
         t2 = float(np.quantile(passing, self.strong_quantile)) if passing.size else t1
         self.t1_, self.t2_, self.margin_ = float(t1), max(float(t2), float(t1)), margin
         self.n_members_, self.num_classes_ = m, int(s["num_classes"])
-        self.target_accept_ = float(target_accept)
-        summary: dict[str, Any] = {"n_val": n, "id": _rates(self.decide(val_logits_list))}
-        if ood_logits_list is not None:
-            summary["n_ood"] = len(_as_members(ood_logits_list, "ood_logits_list")[0])
-            summary["ood"] = _rates(self.decide(ood_logits_list))
+        self.target_accept_, self.signal_ = float(target_accept), signal
+        summary: dict[str, Any] = {"n_val": n, "id": _rates(self.decide(val))}
+        if ood is not None:
+            summary["n_ood"] = len(ood[0])
+            summary["ood"] = _rates(self.decide(ood))
+        summary["signal"] = selection
         self.fit_summary_ = summary
         achieved = summary["id"]["accept"]
         if achieved + 1e-12 < target_accept:
@@ -252,9 +359,11 @@ class Ladder:
         num_classes: int,
         margin: float | None = None,
         sink: bool = False,
+        signal: str = "maxlogit",
     ) -> Ladder:
-        """A ladder with given thresholds (fitted elsewhere, or hand-built for tests); ``margin`` is required for
-        one member and ignored (None) for ensembles."""
+        """A ladder with given thresholds (fitted elsewhere, or hand-built for tests) on ``signal`` (one of
+        ``SIGNALS``); ``margin`` is required for one member and ignored (None) for ensembles."""
+        _check_signal(signal, SIGNALS, "Ladder.from_thresholds")
         if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
             raise StillroomError(f"Ladder.from_thresholds: need finite t1 <= t2, got t1={t1!r}, t2={t2!r}")
         if n_members < 1 or num_classes < 2:
@@ -263,8 +372,8 @@ class Ladder:
             )
         if n_members == 1 and (margin is None or not margin >= 0):
             raise StillroomError(f"Ladder.from_thresholds: one member needs a margin >= 0, got {margin!r}")
-        lad = cls(sink=sink)
-        lad.t1_, lad.t2_ = float(t1), float(t2)
+        lad = cls(sink=sink, signal=signal)
+        lad.t1_, lad.t2_, lad.signal_ = float(t1), float(t2), signal
         lad.margin_ = float(margin) if n_members == 1 else None
         lad.n_members_, lad.num_classes_ = int(n_members), int(num_classes)
         lad.target_accept_, lad.fit_summary_ = None, {}
@@ -281,7 +390,8 @@ class Ladder:
         return [(v, r) for v, r, _ in self._decide(logits_list)]
 
     def decide_detailed(self, logits_list: Any) -> list[dict[str, Any]]:
-        """Like ``decide`` with the soft-vote prediction and the signals per sample (for telemetry)."""
+        """Like ``decide`` with the soft-vote prediction and the signals per sample (for telemetry): ``mu`` (mean max
+        logit), ``score`` (the signal ``signal_`` compared with the thresholds), ``margin`` and the members' votes."""
         self._check_fitted()
         s = self.signals(logits_list)
         out = []
@@ -292,6 +402,7 @@ class Ladder:
                     "reason": reason,
                     "pred": int(s["pred"][i]),
                     "mu": float(s["mu"][i]),
+                    "score": float(s["score"][i]),
                     "margin": float(s["margin"][i]),
                     "votes": [int(v) for v in s["votes"][:, i]],
                 }
@@ -311,8 +422,8 @@ class Ladder:
         single = n_members == 1
         agree = s["margin"] >= self.margin_ if single else s["agree"]
         out = []
-        for i in range(len(s["mu"])):
-            mu, pred = s["mu"][i], int(s["pred"][i])
+        for i in range(len(s["score"])):
+            mu, pred = s["score"][i], int(s["pred"][i])  # mu: the signal in force (module docstring)
             if s["sink_top"][i]:
                 out.append(("reject", "ood-sink", pred))
             elif mu < self.t1_:
@@ -337,13 +448,19 @@ class Ladder:
 
     def thresholds(self) -> dict[str, Any]:
         self._check_fitted()
-        return {"t1": self.t1_, "t2": self.t2_, "margin": self.margin_, "n_members": self.n_members_}
+        return {
+            "t1": self.t1_, "t2": self.t2_, "margin": self.margin_, "n_members": self.n_members_,
+            "signal": self.signal_,
+        }  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         self._check_fitted()
+        # params keep their pre-signal keys (the requested signal is in fit_summary["signal"]): a maxlogit ladder
+        # stays readable by older code; another signal bumps the format so that older code refuses it
         return {
-            "format": FORMAT,
+            "format": FORMAT if self.signal_ == "maxlogit" else FORMAT_SIGNAL,
             "params": {"sink": self.sink, "weak_share": self.weak_share, "strong_quantile": self.strong_quantile},
+            "signal": self.signal_,
             "t1": self.t1_,
             "t2": self.t2_,
             "margin": self.margin_,
@@ -360,9 +477,13 @@ class Ladder:
 
     @classmethod
     def load(cls, path: str | Path) -> Ladder:
+        """A saved ladder; a file without ``signal`` (written before it existed) is a maxlogit ladder."""
         d = read_json(path)
-        if d.get("format") != FORMAT:
-            raise StillroomError(f"{path}: format {d.get('format')!r}, expected {FORMAT!r}")
+        if d.get("format") not in (FORMAT, FORMAT_SIGNAL):
+            raise StillroomError(f"{path}: format {d.get('format')!r}, expected {FORMAT!r} or {FORMAT_SIGNAL!r}")
+        signal = d.get("signal", "maxlogit")
+        if signal not in SIGNALS or (signal != "maxlogit" and d["format"] != FORMAT_SIGNAL):
+            raise StillroomError(f"{path}: malformed ladder (signal {signal!r} in format {d['format']!r})")
         try:
             lad = cls(**d["params"])
             lad.t1_, lad.t2_ = float(d["t1"]), float(d["t2"])
@@ -374,6 +495,10 @@ class Ladder:
         if lad.n_members_ == 1 and lad.margin_ is None:
             raise StillroomError(f"{path}: a one-model ladder needs a margin")
         lad.fit_summary_ = d.get("fit_summary", {})
+        lad.signal_ = signal
+        # a refit of the loaded ladder asks for what the original fit asked for ("auto" chooses again)
+        lad.signal = (lad.fit_summary_.get("signal") or {}).get("requested", signal)
+        _check_signal(lad.signal, (*SIGNALS, "auto"), str(path))
         if d.get("structure_gate") is not None:  # absent from ladder.json files written before the gate
             lad.structure_ = StructureGate.from_dict(d["structure_gate"], source=str(path))
         lad.extra_ = {k: v for k, v in d.items() if k not in _KEYS}
@@ -383,7 +508,10 @@ class Ladder:
         if not hasattr(self, "t1_"):
             return f"Ladder(sink={self.sink}, unfitted)"
         m = "" if self.margin_ is None else f", margin={self.margin_:.4g}"
-        return f"Ladder(t1={self.t1_:.4g}, t2={self.t2_:.4g}{m}, members={self.n_members_}, sink={self.sink})"
+        return (
+            f"Ladder(signal={self.signal_}, t1={self.t1_:.4g}, t2={self.t2_:.4g}{m}, members={self.n_members_}, "
+            f"sink={self.sink})"
+        )
 
 
 def _counts(decisions: list[tuple[str, str]]) -> dict[str, int]:
