@@ -111,4 +111,39 @@ for path in sorted(Path(sys.argv[1]).glob("compare_*.json")):
     print(f"| {a['name']} -> {b['name']} | {r['metric']} | {f * r['mean_diff']:+.2f} | [{f * ci['low']:+.2f}, "
           f"{f * ci['high']:+.2f}] | {ahead} of {len(a['values'])} | {r['permutation']['p_value']:.3g} | {r['verdict']} |")
 PY
+
+# diagnostics of the gap, one seed by default (DIAG_SEEDS="": skip): restyle (shape without scale / shear / warp)
+# and the budget (shape and silhouette at 48 epochs), all KD from resnet18
+DIAG_SEEDS=${DIAG_SEEDS-0}
+if [ -n "$DIAG_SEEDS" ]; then
+  for s in $DIAG_SEEDS; do
+    stamp "diagnostics, seed $s: kd_r18_restyle, kd_r18_shape_e48, kd_r18_e48"
+    nice -n "$NICE" stillroom sweep "$CFG/recipe.yaml" --out "$OUT/recipe" --jobs 1 \
+      --variant kd_r18_restyle --variant kd_r18_shape_e48 --variant kd_r18_e48 --seed "$s"
+    for v in kd_r18_restyle kd_r18_shape_e48 kd_r18_e48; do
+      run="$OUT/recipe/$v/seed$s"
+      [ -f "$run/shift_val.json" ] || nice -n "$NICE" stillroom shift-val "$run" >> "$OUT/recipe/shift_val.log" 2>&1
+    done
+  done
+  python - "$OUT" $DIAG_SEEDS <<'PY' | tee "$OUT/recipe/diagnostics.md"
+import json, sys
+from pathlib import Path
+out, seeds = Path(sys.argv[1]), sys.argv[2:]
+runs = [("kd_r18", "sweep", "silhouette", 24), ("kd_r18_shape", "recipe", "shape", 24),
+        ("kd_r18_restyle", "recipe", "restyle", 24), ("kd_r18_e48", "recipe", "silhouette", 48),
+        ("kd_r18_shape_e48", "recipe", "shape", 48)]
+print("| variant | seed | augment | epochs | best epoch | val top-1 % | test top-1 % | test macro-F1 | shift-val % | "
+      "shift-val not in recipe % |")
+print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+for s in seeds:
+    for v, where, aug, ep in runs:
+        run = out / where / v / f"seed{s}"
+        m = json.loads((run / "metrics.json").read_text())
+        sh = json.loads((run / "shift_val.json").read_text())["best"]
+        best = json.loads((run / "state.json").read_text()).get("best", {}).get("epoch", "-")
+        t = m["splits"]["test"]["best"]
+        print(f"| {v} | {s} | {aug} | {ep} | {best} | {100 * sh['clean']['top1']:.2f} | {100 * t['top1']:.2f} | "
+              f"{t['macro_f1']:.4f} | {100 * sh['mean']:.2f} | {100 * sh['held_out_mean']:.2f} |")
+PY
+fi
 stamp "done"

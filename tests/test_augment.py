@@ -1,6 +1,7 @@
 """Augmentations: deterministic in (seed, row, view), white fill, masks stay binary, shapes kept."""
 
 import numpy as np
+import pytest
 import torch
 
 from stillroom.data.augment import AUGMENTS, augment_rng, get_augment
@@ -52,8 +53,9 @@ def _sprite(side: int = 64) -> torch.Tensor:
     return img
 
 
-def test_shape_deterministic_binary_and_shape_kept():
-    aug = AUGMENTS.get("shape")
+@pytest.mark.parametrize("name", ["shape", "restyle"])
+def test_shape_deterministic_binary_and_shape_kept(name):
+    aug = AUGMENTS.get(name)
     assert torch.equal(aug(_sprite(), augment_rng(3, 7, 2)), aug(_sprite(), augment_rng(3, 7, 2)))
     outs = set()
     for view in range(40):
@@ -76,6 +78,21 @@ def test_silhouette_recipe_unchanged_by_shape():
     aug = AUGMENTS.get("silhouette")
     digest = hashlib.sha256(b"".join(aug(_sprite(), augment_rng(0, 3, v)).numpy().tobytes() for v in range(4)))
     assert digest.hexdigest()[:16] == _SILHOUETTE_DIGEST
+
+
+def test_shape_recipe_pinned_and_restyle_drops_only_geometry():
+    """``shape`` runs of the issue 14 ablation must reproduce (pinned hash of 16 views); ``restyle`` draws the same
+    numbers, so where shape's extra geometry happens to be off it gives the same image, and it never rescales."""
+    import hashlib
+
+    shape, restyle = AUGMENTS.get("shape"), AUGMENTS.get("restyle")
+    digest = hashlib.sha256(b"".join(shape(_sprite(), augment_rng(0, 3, v)).numpy().tobytes() for v in range(16)))
+    assert digest.hexdigest()[:16] == "cf379a1824edfa7d"  # computed when the ablation runs were trained
+    differ = sum(
+        not torch.equal(shape(_sprite(), augment_rng(0, 3, v)), restyle(_sprite(), augment_rng(0, 3, v)))
+        for v in range(20)
+    )
+    assert differ >= 15  # scale and shear are drawn for every view
 
 
 _SILHOUETTE_DIGEST = "882bad3c5aae7c4c"  # computed with the recipe before `shape` was added

@@ -16,6 +16,9 @@ Recipes (registry ``AUGMENTS``):
   binarized at half coverage, enlarged back either blocky (nearest) or smooth (bilinear, re-binarized)), and the
   seed recipe's flip and white erasing (occlusion). Sizes scale with the image side. Masks stay 0/255. A
   thickness change or re-rendering that would remove more than half of the object pixels is skipped.
+- ``restyle`` (issue 14 ablation): ``shape`` without its geometric additions (scale, shear, warp): the seed recipe
+  plus stroke thickness and re-rendering only. Preprocessing crops every image to its object and centres it, so
+  scale and position never vary at test time; this recipe asks whether teaching invariance to them costs accuracy.
 - ``rgb``: the usual photo recipe: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
   jitter of 0.2.
 - ``none``: identity.
@@ -106,8 +109,8 @@ def _keeps_object(candidate: torch.Tensor, before: torch.Tensor) -> bool:
     return int((candidate == 0).sum()) * 2 >= int((before == 0).sum())
 
 
-@AUGMENTS.register("shape")
-def shape(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def _shape(img: torch.Tensor, rng: np.random.Generator, geometry: bool) -> torch.Tensor:
+    """``shape`` (``geometry``) or ``restyle`` (scale 1, no shear, no warp); both draw the same numbers."""
     _, h, w = img.shape
     unit = min(h, w) / 64.0  # the recipe's pixel sizes are given at 64 px
     # every parameter is drawn up front, in a fixed order, so one component's branch never shifts another's draws
@@ -126,6 +129,8 @@ def shape(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     erase = rng.random() < 0.5
     box = _erase_box(rng, h, w) if erase else None
 
+    if not geometry:
+        scale, shear, warp = 1.0, [0.0, 0.0], False
     out = TF.affine(img, angle=angle, translate=[tx, ty], scale=scale, shear=shear, fill=_WHITE)
     if warp:
         start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
@@ -143,6 +148,16 @@ def shape(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     if box is not None:
         out = TF.erase(out, *box, v=torch.tensor(_WHITE, dtype=out.dtype))
     return out
+
+
+@AUGMENTS.register("shape")
+def shape(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    return _shape(img, rng, geometry=True)
+
+
+@AUGMENTS.register("restyle")
+def restyle(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    return _shape(img, rng, geometry=False)
 
 
 @AUGMENTS.register("rgb")
