@@ -26,6 +26,7 @@ from stillroom.data.fetch import (
     verify_integrity,
 )
 from stillroom.data.index import load_index
+from stillroom.data.outline import Outline
 from stillroom.data.sprites import SPRITE_PREFIX, build_sprites
 from stillroom.data.stats import channel_stats
 
@@ -242,6 +243,25 @@ def test_workers_and_split_options(fake, built, tmp_path):
     assert test_groups == {"001/back", "002/back"} and not test_groups & trainval_groups
     assert cv.meta["split_info"]["classes_without_test"] == [2]
     assert cv.recipe["split"] == "cross-view"
+
+
+def test_canonical_outline_is_recorded_and_changes_the_hash_only_when_enabled(fake, built, tmp_path):
+    """Issue 16: ``outline`` renders every frame through ``outline.canonical_outline``; without it nothing changes."""
+    tgz, package = fake
+    kw = dict(size=SIZE, species=(1, 3), tarball=tgz, package=package, workers=1, progress=False)
+    plain = build_sprites(tmp_path / "plain", outline=None, **kw)
+    assert "outline" not in plain.recipe and plain.recipe == built.recipe
+    assert (plain.index_hash, plain.content_hash) == (built.index_hash, built.content_hash)
+    canon = build_sprites(tmp_path / "canon", outline=Outline(grid=16), **kw)
+    assert canon.recipe["outline"] == {"mode": "canonical", "grid": 16, "sigma": 0.8, "upsample": "bicubic",
+                                       "threshold": 0.5}  # fmt: skip
+    assert canon.content_hash != built.content_hash
+    same = {k: v for k, v in canon.recipe.items() if k not in ("outline", "mean", "std")}
+    assert same == {k: v for k, v in built.recipe.items() if k not in ("mean", "std")}
+    again = build_sprites(tmp_path / "again", outline=Outline(grid=16), **kw)
+    assert again.content_hash == canon.content_hash  # deterministic
+    for i in range(len(canon)):
+        assert set(np.unique(np.asarray(Image.open(canon.image_path(i))))) <= {0, 255}
 
 
 def test_rebuild_replaces_a_dataset_and_refuses_other_dirs(fake, tmp_path):

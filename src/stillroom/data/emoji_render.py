@@ -24,6 +24,7 @@ from PIL import Image
 from stillroom._io import StillroomError
 from stillroom.data.emoji_audit import MIN_CANVAS_FRACTION, AuditThresholds, audit_mask
 from stillroom.data.emoji_resolution import effective_resolution, sprite_like
+from stillroom.data.outline import Outline
 from stillroom.data.preprocess import object_mask
 from stillroom.data.sprites import ALPHA_THRESHOLD
 from stillroom.data.topology import object_box
@@ -90,7 +91,7 @@ class RenderOutcome:
     eff: int
 
 
-def _render_one(item: RenderTask, size: int, limits: AuditThresholds) -> RenderOutcome:
+def _render_one(item: RenderTask, size: int, limits: AuditThresholds, outline: Outline | None = None) -> RenderOutcome:
     icon = dict(item.svg_icon)
     w, h = item.default_wh
     need = RENDER_OVERSAMPLE * item.target  # rendered pixels along the object's longer side
@@ -109,20 +110,28 @@ def _render_one(item: RenderTask, size: int, limits: AuditThresholds) -> RenderO
     except StillroomError:
         return RenderOutcome(item.key, ("render_error",), None, 0, 0)
     try:
-        image = sprite_like(mask, item.target, size)
+        image = sprite_like(mask, item.target, size, outline=outline)
     except StillroomError:
         return RenderOutcome(item.key, ("empty",), None, 0, 0)
     return RenderOutcome(item.key, tuple(audit_mask(image, *limits)), image, item.target, effective_resolution(image))
 
 
-def _render_chunk(items: list[RenderTask], size: int, limits: AuditThresholds) -> list[RenderOutcome]:
-    return [_render_one(it, size, limits) for it in items]
+def _render_chunk(
+    items: list[RenderTask], size: int, limits: AuditThresholds, outline: Outline | None = None
+) -> list[RenderOutcome]:
+    return [_render_one(it, size, limits, outline) for it in items]
 
 
 def render_all(
-    items: list[RenderTask], size: int, limits: AuditThresholds, workers: int, progress: bool
+    items: list[RenderTask],
+    size: int,
+    limits: AuditThresholds,
+    workers: int,
+    progress: bool,
+    outline: Outline | None = None,
 ) -> list[RenderOutcome]:
-    """Render, bring to ``size`` and audit every task (``workers`` processes, chunks of 48); outcomes by ``key``."""
+    """Render, bring to ``size`` (through ``outline`` when given) and audit every task (``workers`` processes,
+    chunks of 48); outcomes by ``key``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
@@ -132,11 +141,11 @@ def render_all(
         job = bar.add_task("ood-emoji: render + audit", total=len(items))
         if workers <= 1 or len(chunks) <= 1:
             for chunk in chunks:
-                out.extend(_render_chunk(chunk, size, limits))
+                out.extend(_render_chunk(chunk, size, limits, outline))
                 bar.advance(job, len(chunk))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_render_chunk, c, size, limits) for c in chunks]
+                futures = [pool.submit(_render_chunk, c, size, limits, outline) for c in chunks]
                 try:
                     for fut, chunk in zip(futures, chunks, strict=True):  # in order: deterministic output
                         out.extend(fut.result())

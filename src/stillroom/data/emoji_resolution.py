@@ -21,7 +21,7 @@ from PIL import Image
 from stillroom._io import StillroomError
 from stillroom.data.emoji_report import quantiles
 from stillroom.data.index import DatasetIndex
-from stillroom.data.preprocess import preprocess_mask
+from stillroom.data.outline import Outline, render_silhouette
 from stillroom.data.sprites import PADDING
 from stillroom.data.topology import object_box
 
@@ -74,13 +74,16 @@ def _downscale(box: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BOX)) < 128
 
 
-def sprite_like(mask: np.ndarray, side: int, size: int, padding: float = PADDING) -> np.ndarray:
+def sprite_like(
+    mask: np.ndarray, side: int, size: int, padding: float = PADDING, outline: Outline | None = None
+) -> np.ndarray:
     """Bring a high-resolution boolean mask to sprite-like resolution, then preprocess it to ``size``.
 
     The object's box is BOX-downscaled so that its longer side is ``side`` pixels and binarized at half coverage
     (a pixel-art-like mask of that native size), then passed to the common ``preprocess_mask``. Returns the
     ``(size, size)`` uint8 0/255 image. A mask smaller than ``side`` keeps its own resolution (never upscaled
-    here; ``preprocess_mask`` enlarges it like a sprite).
+    here; ``preprocess_mask`` enlarges it like a sprite). With ``outline`` the last step is the canonical outline
+    rendering instead (``outline.render_silhouette``), the same step the sprites take (issue 16).
     """
     box = object_box(np.asarray(mask, dtype=bool))
     if box is None:
@@ -91,7 +94,7 @@ def sprite_like(mask: np.ndarray, side: int, size: int, padding: float = PADDING
     small = _downscale(box, side) if side < max(box.shape) else box
     if not small.any():
         raise StillroomError(f"sprite_like: nothing is left of the object at {side} px (thinner than half a pixel)")
-    return preprocess_mask(small, size, padding=padding)
+    return render_silhouette(small, size, padding=padding, outline=outline)
 
 
 def gen5_native_pool() -> np.ndarray:

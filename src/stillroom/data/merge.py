@@ -6,7 +6,9 @@ files are hard-linked when both directories share a file system, copied otherwis
 
 The recipe is the ID recipe (size, channels, **mean and std**: teachers trained on the ID index must see exactly the
 inputs they were trained on, and a student's normalization must not shift with the OOD share) plus
-``sink_class: K`` and ``ood_source`` (the OOD index's hashes and recipe). An extra column ``source`` says ``id`` or
+``sink_class: K`` and ``ood_source`` (the OOD index's hashes and recipe). Both recipes must agree on size, channels,
+padding and ``outline`` (the canonical outline rendering, issue 16): merging a canonically rendered side with a plain
+one would bring back the rendering gap the option removes. An extra column ``source`` says ``id`` or
 ``ood`` for every row; the OOD rows keep their own groups (emoji names) and splits.
 
 ``ood_train_fraction`` caps the OOD share of the *train* split: whole OOD groups (emoji names) are dropped from
@@ -28,6 +30,7 @@ import numpy as np
 from stillroom._io import StillroomError
 from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.outline import outline_from_recipe
 
 __all__ = ["SINK_NAME", "OOD_PREFIX", "merge_with_sink"]
 
@@ -95,6 +98,11 @@ def merge_with_sink(
                 f"{ood_index.root}: recipe {key}={rood.get(key)!r} differs from the ID index's {rid.get(key)!r}"
                 f" ({id_index.root}); rebuild the OOD set to match"
             )
+    if outline_from_recipe(rid) != outline_from_recipe(rood):  # issue 16: one rendering for both sides
+        raise StillroomError(
+            f"{ood_index.root}: outline {rood.get('outline', 'none')!r} differs from the ID index's "
+            f"{rid.get('outline', 'none')!r} ({id_index.root}); rebuild the OOD set with the ID index's --outline"
+        )
     if "sink_class" in rid or SINK_NAME in id_index.classes:
         raise StillroomError(f"{id_index.root}: already has an OOD sink class; merge into the plain ID index")
     if ood_index.num_classes != 1:

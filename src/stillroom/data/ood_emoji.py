@@ -104,6 +104,7 @@ from stillroom.data.emoji_source import (
 )
 from stillroom.data.emoji_write import split_by_name, write_images
 from stillroom.data.index import DatasetIndex, load_index, update_index_meta, write_index
+from stillroom.data.outline import Outline, outline_from_recipe
 from stillroom.data.sprites import ALPHA_THRESHOLD, PADDING
 from stillroom.data.stats import silhouette_train_stats
 from stillroom.data.topology import mask_topology
@@ -151,6 +152,7 @@ def build_ood_emoji(
     cache_dir: str | Path | None = None,
     probe: bool = True,
     audit: str = DEFAULT_AUDIT,
+    outline: Outline | None = None,
 ) -> DatasetIndex:
     """Build the emoji OOD set into ``out_dir`` (one class ``"ood"``, group = emoji name) and return its index.
 
@@ -171,6 +173,9 @@ def build_ood_emoji(
         probe: run the shortcut probe against ``id_index`` (ignored without one).
         audit: ``"matched"`` (default: components and holes allowed up to the ID distribution's 95% quantile) or
             ``"seed000"`` (seed 000 §2.5: one component, no hole); both reject box fill below ``min_fill``.
+        outline: the canonical outline rendering (``outline.Outline``; issue 16) as the last step of step 2,
+            recorded as ``recipe["outline"]``. It must equal the ``id_index``'s own (a canonical ID set beside a
+            plain OOD set, or the reverse, would bring the rendering gap back); None = ``preprocess_mask``.
 
     ``index.json`` holds the recipe (sources, resolution targets, audit thresholds, train mean/std), ``audit``
     (candidates, skipped, rejections by reason, per set), ``dedup``, ``split_info``, ``resolution`` (ID and OOD
@@ -194,6 +199,12 @@ def build_ood_emoji(
 
     if audit not in AUDIT_MODES:
         raise StillroomError(f"audit must be one of {', '.join(AUDIT_MODES)}, got {audit!r}")
+    if id_index is not None and outline_from_recipe(id_index.recipe) != outline:
+        raise StillroomError(
+            f"{id_index.root}: the ID index was rendered with outline {id_index.recipe.get('outline', 'none')!r}, this"
+            f" build asks for {outline.recipe() if outline else 'none'!r}; ID and OOD must share one rendering"
+            " (--outline auto takes the ID index's)"
+        )
 
     targets = native_targets(id_index, size)  # step 2: the native sides to draw from
     limits = audit_limits(audit, targets.id_train)  # step 3: the audit thresholds
@@ -208,7 +219,7 @@ def build_ood_emoji(
         RenderTask(key, c.source, c.icon, c.default_wh, int(t))
         for key, (c, t) in enumerate(zip(candidates, natives, strict=True))
     ]
-    outcomes = render_all(tasks, size, audit_thresholds, workers, progress)
+    outcomes = render_all(tasks, size, audit_thresholds, workers, progress, outline)
     passed, audit_meta = summarize_audit(outcomes, candidates, prefixes, audit_sets, audit, min_fill, limits)
 
     # step 4: dedup across sets in (concept, set, name) order
@@ -243,6 +254,8 @@ def build_ood_emoji(
             "mean": [mean],
             "std": [std],
         }
+        if outline is not None:
+            recipe["outline"] = outline.recipe()
         ood_effs = np.array([o.eff for o in kept], dtype=np.int64)
         extra_meta: dict[str, Any] = {
             "audit": audit_meta,

