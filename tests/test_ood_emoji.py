@@ -18,9 +18,9 @@ import typer
 from typer.testing import CliRunner
 
 from stillroom._io import StillroomError, read_json
-from stillroom.cli.data import register
+from stillroom.cli.data import _outline, register
 from stillroom.data.fetch import sri_sha512
-from stillroom.data.index import load_index
+from stillroom.data.index import load_index, update_index_meta
 from stillroom.data.merge import merge_with_sink
 from stillroom.data.ood_emoji import (
     DEFAULT_MATCHED_LIMITS,
@@ -36,6 +36,7 @@ from stillroom.data.ood_emoji import (
     read_iconify,
     sprite_like,
 )
+from stillroom.data.outline import Outline
 from stillroom.data.shortcuts import probe_index, shortcut_probe
 from stillroom.data.synthetic import build_shapes
 
@@ -382,7 +383,18 @@ def test_shortcut_probe_flags_a_topology_shortcut_and_not_noise():
     assert res["max_auroc"]["topology"] > 0.95
     assert "Shortcut danger" in res["summary"] and "topology" in res["summary"]
     same = shortcut_probe(np.concatenate([_squares(120, False, rng), _squares(120, False, rng)]), is_ood, splits)
-    assert max(same["max_auroc"].values()) < 0.8 and same["summary"].startswith("No strong shortcut")
+    assert max(same["max_auroc"].values()) < 0.8 and "No strong shortcut" in same["summary"]
+    # issue 16: the result and its summary give the size and the 0.70 bar, met or not
+    assert res["size"] == same["size"] == images.shape[-1] and res["bar"] == same["bar"] == 0.70
+    assert res["passes_bar"]["topology"] is False and res["passes"] is False
+    assert same["passes"] is (max(same["max_auroc"].values()) <= 0.70)
+    assert (
+        res["summary"].startswith(f"At {images.shape[-1]} px: topology AUROC")
+        and "bar (both <= 0.70) is NOT met" in res["summary"]
+    )
+    assert "is met" in same["summary"] if same["passes"] else "NOT met" in same["summary"]
+    # a hole changes the 8x8 coverage too: the shape reference sees it (tests/test_outline.py has the reverse case)
+    assert res["shape_reference"]["max_auroc"] > 0.9 and "Shape reference" in res["summary"]
     with pytest.raises(StillroomError, match="both ID and OOD"):
         shortcut_probe(images, np.ones(240, bool), splits)
 
@@ -409,6 +421,28 @@ def test_cli_merge_and_probe(id64, ood_index, tmp_path):
     res = runner.invoke(app, ["data", "probe-shortcuts", str(out)])
     assert res.exit_code == 0, res.output
     assert "shortcut probe (topology)" in res.output and "shortcut_probe" in read_json(out / "index.json")
+
+
+def test_canonical_outline_on_the_ood_side(fake_tarball, id64, ood_index, tmp_path):
+    """Issue 16: the OOD set takes the same canonical rendering after its sprite-like step, records it, and must
+    share it with its ID index (``--outline auto`` takes the ID index's)."""
+    path, pin = fake_tarball
+    kw = dict(tarballs=[path], packages=[pin], categories=("Objects", "Animals & Nature"), workers=1, progress=False,
+              audit="seed000")  # fmt: skip
+    canon = build_ood_emoji(tmp_path / "canon", size=64, outline=Outline(), **kw)
+    assert canon.recipe["outline"] == Outline().recipe() and canon.content_hash != ood_index.content_hash
+    assert "outline" not in ood_index.recipe
+    with pytest.raises(StillroomError, match="one rendering"):
+        build_ood_emoji(tmp_path / "mismatch", size=64, id_index=id64, outline=Outline(), **kw)
+    with pytest.raises(StillroomError, match="outline"):
+        merge_with_sink(id64, canon, tmp_path / "merged")
+    # the CLI's --outline: auto follows the ID index, canonical takes --outline-grid / --outline-sigma
+    assert _outline("auto", 32, 0.8, id64.root) is None and _outline("auto", 32, 0.8) is None
+    assert _outline("canonical", 24, 0.5) == Outline(grid=24, sigma=0.5) and _outline("none", 24, 0.5) is None
+    update_index_meta(canon.root, recipe={**canon.recipe, "outline": Outline(grid=20).recipe()})
+    assert _outline("auto", 32, 0.8, canon.root) == Outline(grid=20)
+    with pytest.raises(StillroomError, match="--outline 'smooth'"):
+        _outline("smooth", 32, 0.8)
 
 
 def test_merge_requires_one_class_ood(id64, tmp_path):

