@@ -95,21 +95,21 @@ for pair in "ce_scratch ce_scratch_shape" "kd_r18 kd_r18_shape" "ce_scratch_shap
   read -r a b <<< "$pair"
   for metric in test_top1 test_macro_f1 shift_mean shift_held_out_mean; do
     stillroom compare "$OUT/recipe/ablation_summary.csv" --metric "$metric" --a "$a" --b "$b" \
-      --json "$OUT/recipe/compare_${a}_vs_${b}_${metric}.json" > "$OUT/recipe/compare_${a}_vs_${b}_${metric}.txt"
+      --json "$OUT/recipe/compare_${a}_vs_${b}_${metric}.json" > "$OUT/recipe/compare_${a}_vs_${b}_${metric}.txt" 2>&1
   done
 done
 python - "$OUT/recipe" <<'PY' | tee "$OUT/recipe/compare.md"
 import json, sys
 from pathlib import Path
-print("| a -> b | metric | b - a (points) | bootstrap 95% CI | b ahead in | permutation p | verdict |")
+print("| a -> b | metric | b - a (x100) | bootstrap 95% CI (x100) | b ahead in | permutation p | verdict |")
 print("|---|---|---:|---|---:|---:|---|")
 for path in sorted(Path(sys.argv[1]).glob("compare_*.json")):
     r = json.loads(path.read_text())
     a, b, ci = r["a"], r["b"], r["bootstrap_ci"]
     ahead = sum(vb > va for va, vb in zip(a["values"], b["values"]))
-    f = 1 if "macro_f1" in r["metric"] else 100
+    f, verdict = 100, r["verdict"].split("Verdict: ")[-1]
     print(f"| {a['name']} -> {b['name']} | {r['metric']} | {f * r['mean_diff']:+.2f} | [{f * ci['low']:+.2f}, "
-          f"{f * ci['high']:+.2f}] | {ahead} of {len(a['values'])} | {r['permutation']['p_value']:.3g} | {r['verdict']} |")
+          f"{f * ci['high']:+.2f}] | {ahead} of {len(a['values'])} | {r['permutation']['p_value']:.3g} | {verdict} |")
 PY
 
 # diagnostics of the gap, one seed by default (DIAG_SEEDS="": skip): restyle (shape without scale / shear / warp)
