@@ -329,8 +329,16 @@ def sink_run(shapes_index, ood_only, tiny_config, tmp_path_factory):
 def test_int8_check_gates_the_sink_auroc_of_a_k_plus_one_model(sink_run):
     from stillroom.evaluate.ood import ood_metrics
 
-    rep = onnx_export.export_onnx(sink_run, int8=True, int8_method="ort", backends=False, int8_max_auroc_drop=0.01)
+    rep = onnx_export.export_onnx(
+        sink_run, int8=True, int8_method="ort", backend_timing=0, int8_max_auroc_drop=0.01
+    )  # fmt: skip
     chk = rep["int8_check"]
+    # every runtime's int8 record carries the same sink check (ONNX Runtime's equals the export's own)
+    ort8 = rep["backends"]["onnxruntime"]["int8"]
+    assert ort8["sink"]["val"]["auroc_int8"] == pytest.approx(chk["splits"]["val"]["sink"]["auroc_int8"])
+    assert ort8["ok"] == (
+        ort8["top1_drop"]["val"] <= 0.01 + 1e-12 and ort8["sink"]["val"]["auroc_drop"] <= 0.01 + 1e-12
+    )
     sk = chk["sink"]
     assert sk["max_auroc_drop"] == 0.01 and {"ok_val", "ok_test"} <= set(sk)
     index = load_index(rep["index"])

@@ -37,6 +37,7 @@ __all__ = [
     "runner_logits",
     "backend_report",
     "serving_backend",
+    "sink_check",
     "SERVE_BACKENDS",
     "time_calls",
 ]
@@ -133,6 +134,28 @@ def _median_ms(fn: Callable[[], Any], seconds: float) -> dict[str, Any]:
     return {"median_ms": round(float(np.median(times)) * 1e3, 4), "runs": int(len(times))}
 
 
+def sink_check(fp_id: np.ndarray, fp_ood: np.ndarray, q_id: np.ndarray, q_ood: np.ndarray) -> dict[str, Any]:
+    """Sink AUROC and FPR@95TPR (score ``1 - p_sink``, ID rows positive) of fp32 and int8 logits, and the drop."""
+    import torch
+
+    from stillroom.evaluate.ood import ood_metrics, sink_score
+
+    def metrics(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+        s_id, s_ood = (sink_score(torch.from_numpy(v.astype(np.float32))).numpy() for v in (a, b))
+        return ood_metrics(s_id, s_ood)
+
+    mf, mq = metrics(fp_id, fp_ood), metrics(q_id, q_ood)
+    return {
+        "n_id": int(len(fp_id)),
+        "n_ood": int(len(fp_ood)),
+        "auroc_fp32": mf["auroc"],
+        "auroc_int8": mq["auroc"],
+        "auroc_drop": mf["auroc"] - mq["auroc"],
+        "fpr_at_95_tpr_fp32": mf["fpr_at_95_tpr"],
+        "fpr_at_95_tpr_int8": mq["fpr_at_95_tpr"],
+    }
+
+
 def backend_report(
     out_dir: Path,
     files: dict[str, dict[str, Any]],
@@ -146,9 +169,12 @@ def backend_report(
     threads: int = 2,
     timing_seconds: float = 1.0,
     backends: list[str] | None = None,
+    max_auroc_drop: float = 0.01,
 ) -> dict[str, Any]:
     """Per backend: fp32 parity with PyTorch (``ref_logits`` on ``x_parity``), int8 top-1 per split of ``splits``
-    (``{split: (x, labels)}``) against ``fp32_top1`` (ONNX Runtime fp32, which matches PyTorch), and batch-1 /
+    (``{split: (x, labels, sink)}``) against ``fp32_top1`` (ONNX Runtime fp32, which matches PyTorch); for a K+1
+    model (``sink`` = (fp32 ID logits, fp32 OOD logits, OOD inputs)) also the sink AUROC of this runtime's int8
+    logits against fp32's, gated by ``max_auroc_drop`` on val like the export's own check; and batch-1 /
     batch-64 medians (``timing_seconds`` per row; 0 skips timing). ``fastest`` names, per batch, the quickest
     (backend, model) among those that pass: fp32 parity <= ``atol``, int8 drop on val <= ``max_drop``."""
     backends = available_backends() if backends is None else backends
@@ -190,9 +216,14 @@ def backend_report(
             else:
                 run, fixed = runners[by_batch[1]]
                 top1 = {}
-                for split, (x, labels) in splits.items():
+                for split, (x, labels, sink) in splits.items():
                     logits = runner_logits(run, fixed, x)
                     top1[split] = float((logits[:, :k_id].argmax(1) == labels).mean()) if len(labels) else None
+                    if sink is not None:
+                        fp_id, fp_ood, x_ood = sink
+                        rec.setdefault("sink", {})[split] = sink_check(
+                            fp_id, fp_ood, logits, runner_logits(run, fixed, x_ood)
+                        )
                 rec["top1"] = top1
                 rec["top1_drop"] = {
                     s: (fp32_top1[s] - v if v is not None and fp32_top1.get(s) is not None else None)
@@ -200,6 +231,8 @@ def backend_report(
                 }
                 drop = rec["top1_drop"].get("val")
                 rec["ok"] = bool(drop is not None and drop <= max_drop + 1e-12)
+                if "val" in rec.get("sink", {}):
+                    rec["ok"] = rec["ok"] and bool(rec["sink"]["val"]["auroc_drop"] <= max_auroc_drop + 1e-12)
             if timing_seconds > 0 and x_time:
                 lat = {}
                 for b, name in by_batch.items():

@@ -106,6 +106,7 @@ from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json,
 from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex
 from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
+from stillroom.deploy.backends import sink_check
 from stillroom.models.inference import predict_logits
 from stillroom.runs import Run, split_rows
 
@@ -130,6 +131,7 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 17
 DW_CHANNEL_MULTIPLE = 16  # MLAS int8 depthwise kernel: channel count multiple of 16 (x86), else a generic path
 INT8_METHODS = ("auto", "nncf", "ort")  # auto: nncf when installed (the `int8` extra), else ort
+CONTROL_METRICS = ("top1", "agreement")  # NNCF accuracy control: top-1 on labelled train images, or fp32 agreement
 NNCF_PRESET = "performance"  # symmetric int8 weights (per channel) and activations (per tensor)
 
 
@@ -291,6 +293,7 @@ def quantize_int8_nncf(
     control: tuple[np.ndarray, np.ndarray, int] | None = None,
     max_drop: float = 0.01,
     max_iterations: int = 30,
+    control_metric: str = "top1",
 ) -> dict[str, Any]:
     """NNCF post-training int8 quantization of the ONNX file ``src`` into ``dst`` (QDQ, runs in ONNX Runtime).
 
@@ -305,7 +308,11 @@ def quantize_int8_nncf(
     ``nncf.quantize_with_accuracy_control``: when int8 top-1 on them (argmax over the first ``k`` outputs) drops
     by more than ``max_drop`` against fp32, NNCF ranks the quantizers by their effect and returns the most harmful
     ones to fp32, one at a time (at most ``max_iterations``), until the drop is within ``max_drop``; otherwise the
-    result is the plain post-training one. Returns the settings and the sha256 of ``dst``.
+    result is the plain post-training one. ``control_metric="agreement"``: the metric is instead the share of
+    control images whose int8 argmax over all outputs (a K+1 model's sink included) equals the fp32 one, ``labels``
+    and ``k`` are ignored, and unlabelled images will do. Top-1 on training images hides flips that cancel out (a
+    K+1 student: 11% of val predictions changed, train top-1 -0.3 points, val -2.3), agreement does not.
+    Returns the settings and the sha256 of ``dst``.
     """
     import nncf
     import onnx
@@ -321,17 +328,27 @@ def quantize_int8_nncf(
     info: dict[str, Any] = {}
     common = {"preset": nncf.QuantizationPreset(NNCF_PRESET), "subset_size": len(calib)}
     control_top1: dict[str, float] = {}
+    if control_metric not in CONTROL_METRICS:
+        raise StillroomError(f"unknown int8 control metric {control_metric!r}; known: {', '.join(CONTROL_METRICS)}")
 
-    def top1_on_control(candidate: Any, items: Any) -> tuple[float, list[float]]:
+    def control_logits(candidate: Any, x: np.ndarray) -> np.ndarray:
         import onnxruntime as ort
 
-        rows = np.fromiter(items, dtype=np.int64)
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.log_severity_level = 1, 3
         sess = ort.InferenceSession(candidate.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return ort_logits(sess, x, 64)
+
+    if control is not None and control_metric == "agreement":  # the fp32 model's own answers are the labels
+        fp32_answers = control_logits(model, control[0]).argmax(1)
+        control = (control[0], fp32_answers, None)
+
+    def top1_on_control(candidate: Any, items: Any) -> tuple[float, list[float]]:
+        rows = np.fromiter(items, dtype=np.int64)
         x, labels, k = control
-        logits = ort_logits(sess, x[rows], 64)
-        hits = (logits[:, :k].argmax(1) == labels[rows]).astype(np.float64)
+        logits = control_logits(candidate, x[rows])
+        logits = logits if k is None else logits[:, :k]
+        hits = (logits.argmax(1) == labels[rows]).astype(np.float64)
         return float(hits.mean()) if len(hits) else 0.0, hits.tolist()
 
     def run(fast: bool) -> Any:
@@ -377,7 +394,7 @@ def quantize_int8_nncf(
         info["accuracy_control"] = {
             "split": "train",
             "n": int(len(control[0])),
-            "metric": "top-1",
+            "metric": "top-1" if control_metric == "top1" else "agreement with fp32 (argmax, all outputs)",
             "max_drop": max_drop,
             "max_iterations": max_iterations,
             "top1_fp32": control_top1["fp32"],
@@ -456,6 +473,7 @@ def export_onnx(
     int8_accuracy_control: bool = True,
     control_samples: int = 1000,
     int8_control_drop: float | None = None,
+    int8_control_metric: str = "top1",
     backends: bool = True,
     backend_timing: float = 1.0,
     threads: int = 2,
@@ -533,7 +551,8 @@ def export_onnx(
     evals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if int8:
         method = resolve_int8_method(int8_method)
-        train_rows = _spread(idx.split_indices("train"), calib_samples)
+        train_all = idx.split_indices("train")
+        train_rows = _spread(train_all, calib_samples)
         if len(train_rows) == 0:
             raise StillroomError(f"{idx.root}: the train split is empty; int8 calibration needs training images")
         src = out_dir / ("model_dynamic.onnx" if dynamic else "model.onnx")
@@ -542,10 +561,14 @@ def export_onnx(
             xcal = normalize_uint8(np.asarray(images[train_rows]), mean, std)
             control = None
             if int8_accuracy_control:
-                crows = _spread(split_rows(idx, "train", sink)[0], control_samples)
+                # top-1 needs labelled ID rows; agreement takes every training row, a K+1 model's OOD rows too
+                pool = split_rows(idx, "train", sink)[0] if int8_control_metric == "top1" else train_all
+                crows = _spread(pool, control_samples)
                 control = (normalize_uint8(np.asarray(images[crows]), mean, std), idx.labels[crows], k_id)
             control_drop = int8_max_drop if int8_control_drop is None else int8_control_drop
-            qinfo = quantize_int8_nncf(src, dst, xcal, control=control, max_drop=control_drop)
+            qinfo = quantize_int8_nncf(
+                src, dst, xcal, control=control, max_drop=control_drop, control_metric=int8_control_metric
+            )
             calibration = {"split": "train", "n": int(len(train_rows)), "method": "nncf", "format": "QDQ"}
         else:
             reader = TrainImagesReader(images, train_rows, mean, std, batch_size=16 if dynamic else 1)
@@ -587,7 +610,7 @@ def export_onnx(
 
         report["backends"] = backend_report(
             out_dir, files, ref.astype(np.float64), x, evals, k_id, fp32_top1, atol, int8_max_drop, threads=threads,
-            timing_seconds=backend_timing,
+            timing_seconds=backend_timing, max_auroc_drop=int8_max_auroc_drop,
         )  # fmt: skip
     report["ok"] = True
     report["seconds"] = round(time.perf_counter() - t0, 2)
@@ -606,14 +629,17 @@ def _int8_check(
     int8_file: Path,
     dynamic: bool,
     threads: int,
-) -> tuple[dict[str, Any], dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]]]:
+) -> tuple[dict[str, Any], dict[str, float], dict[str, tuple[np.ndarray, np.ndarray, Any]]]:
     """int8 vs fp32 (both in ONNX Runtime) on the ID rows of val and test: top-1 of each, the drop, logit
-    differences and top-1 agreement. Returns (``{"splits": {...}}``, fp32 top-1 per split, the inputs per split)."""
+    differences and top-1 agreement; for a K+1 model also the sink check on the split's OOD rows. Returns
+    (``{"splits": {...}}``, fp32 top-1 per split, per split (ID inputs, labels, None or (fp32 ID logits, fp32 OOD
+    logits, OOD inputs)) for the per-runtime check)."""
     bs = 64 if dynamic else None
     fp_sess, q_sess = ort_session(fp32_file, threads=threads), ort_session(int8_file, threads=threads)
     splits: dict[str, Any] = {}
     fp32_top1: dict[str, float] = {}
-    evals: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    evals: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
+    sink_ref: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for split in ("val", "test"):
         rows, ood_rows = split_rows(idx, split, sink)
         if len(rows) == 0:
@@ -627,30 +653,11 @@ def _int8_check(
             # the sink is the K+1 model's OOD detector: int8 must keep its AUROC too (issue 15: within 0.01)
             xo = normalize_uint8(np.asarray(images[ood_rows]), mean, std)
             fo, qo = ort_logits(fp_sess, xo, bs), ort_logits(q_sess, xo, bs)
-            splits[split]["sink"] = _sink_check(fp, fo, q, qo)
+            splits[split]["sink"] = sink_check(fp, fo, q, qo)
+            sink_ref[split] = (fp, fo, xo)
         fp32_top1[split] = acc_fp
-        evals[split] = (x, labels)
+        evals[split] = (x, labels, sink_ref.get(split))
     return {"splits": splits}, fp32_top1, evals
-
-
-def _sink_check(fp_id: np.ndarray, fp_ood: np.ndarray, q_id: np.ndarray, q_ood: np.ndarray) -> dict[str, Any]:
-    """Sink AUROC and FPR@95TPR (score ``1 - p_sink``, ID rows positive) of fp32 and int8 logits, and the drop."""
-    from stillroom.evaluate.ood import ood_metrics, sink_score
-
-    def metrics(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
-        s_id, s_ood = (sink_score(torch.from_numpy(v.astype(np.float32))).numpy() for v in (a, b))
-        return ood_metrics(s_id, s_ood)
-
-    mf, mq = metrics(fp_id, fp_ood), metrics(q_id, q_ood)
-    return {
-        "n_id": int(len(fp_id)),
-        "n_ood": int(len(fp_ood)),
-        "auroc_fp32": mf["auroc"],
-        "auroc_int8": mq["auroc"],
-        "auroc_drop": mf["auroc"] - mq["auroc"],
-        "fpr_at_95_tpr_fp32": mf["fpr_at_95_tpr"],
-        "fpr_at_95_tpr_int8": mq["fpr_at_95_tpr"],
-    }
 
 
 def _versions() -> dict[str, str]:
