@@ -53,4 +53,5 @@ def dataset_probes(images: np.ndarray, splits: np.ndarray, id_index: DatasetInde
             np.concatenate([id_index.splits, splits]),
             seed=seed,
         )
+        probes["shortcut_probe"]["outline"] = id_index.recipe.get("outline", "none")  # the OOD build's too (issue 16)
     return probes

@@ -24,10 +24,14 @@ everything downstream is unchanged. ``Outline`` is the typed option; builders re
 ``recipe["outline"]`` and only when it is enabled, so existing builds keep their recipes and hashes.
 ``render_silhouette`` is the one call the builders make: ``preprocess_mask`` without an outline, this otherwise.
 
-Measured on species 1-151 + the emoji sink (BENCHMARKS, issue 16): the canonical render makes a nearest-upscaled
-(staircase) and an antialiased rendering of one shape nearly identical, but the shortcut probe stays high, because
-most of what it separates is the shapes themselves (outline intricacy, axis-aligned edges of emoji), not their
-rasterization. See ``shortcuts`` for the probe and its shape reference.
+Measured (issue 16; ``benchmarks/outline_variants.py``, ``benchmarks/outline_render_probe.py``): on the same
+emoji shapes drawn as pixel art and smooth, the edge probe falls from 0.978 to 0.672 at 128 px (0.697 -> 0.660 at
+64) with ``Outline()``, so the rendering stops being a cue. ID sprites vs the emoji sink stay apart (edge 0.960 ->
+0.909 at 64 px, 0.991 -> 0.938 at 128; topology 0.866 -> 0.824, 0.881 -> 0.834) because most of what the probe
+separates there is the shapes themselves: an 8 x 8 area average alone reaches 0.98 (the probe's shape reference),
+and the coarsest grid tried (16, mean IoU 0.86 with the plain images) still left the edge probe at 0.92. Shape
+cost of ``Outline()``: mean IoU 0.925 with the plain images, 1-NN cross-view accuracy 19.8% -> 18.9% (64 px),
+19.5% -> 19.3% (128 px). It is off by default for that reason.
 """
 
 from __future__ import annotations
