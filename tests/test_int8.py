@@ -283,6 +283,31 @@ def test_cli_export_int8_options(run, tmp_path):
     assert isinstance(res.exception, StillroomError)
 
 
+def test_accuracy_control_on_agreement_with_fp32(run, tmp_path):
+    """``--int8-control-metric agreement``: NNCF's accuracy control measures int8's agreement with fp32's argmax on
+    every training row (no labels), so fp32 scores 1 and the record says what was measured."""
+    pytest.importorskip("nncf")
+    import typer
+    from typer.testing import CliRunner
+
+    from stillroom.cli.deploy import register
+
+    app = typer.Typer()
+    register(app)
+    copy = link_run(run, tmp_path / "agree")
+    args = ["export", str(copy), "--int8", "--int8-method", "nncf", "--int8-control-metric", "agreement"]
+    res = CliRunner().invoke(app, [*args, "--int8-control-drop", "0.02", "--no-backends", "--no-ladder"])
+    assert res.exit_code == 0, res.output
+    ac = json.loads((copy / "export" / "export.json").read_text())["int8_check"]["quantizer"]["accuracy_control"]
+    assert ac["metric"].startswith("agreement") and ac["top1_fp32"] == 1.0 and ac["max_drop"] == 0.02
+    assert ac["n"] == len(load_index(json.loads((copy / "model.json").read_text())["index"]).split_indices("train"))
+    with pytest.raises(StillroomError, match="unknown int8 control metric"):
+        onnx_export.quantize_int8_nncf(
+            copy / "export" / "model.onnx", tmp_path / "x.onnx", np.zeros((1, 1, 32, 32), np.float32),
+            control=(np.zeros((1, 1, 32, 32), np.float32), np.zeros(1, np.int64), 2), control_metric="kl",
+        )  # fmt: skip
+
+
 def test_bench_backends_script_tiny(run, tmp_path, capsys):
     """The side-by-side benchmark runs end to end on a tiny repetition count (numbers not checked)."""
     import importlib.util as iu

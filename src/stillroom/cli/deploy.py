@@ -64,8 +64,12 @@ def export_cmd(
         help="nncf: return quantizers to fp32 while int8 loses more than --int8-control-drop on training images",
     ),  # fmt: skip
     int8_control_drop: float | None = typer.Option(
-        None, "--int8-control-drop", help="accuracy control: largest top-1 drop on training images (default: max drop)"
+        None, "--int8-control-drop", help="accuracy control: largest metric drop on training images (default: max drop)"
     ),
+    int8_control_metric: str = typer.Option(
+        "top1", "--int8-control-metric", help="accuracy control metric: top1 (labelled ID rows) | agreement (with fp32)"
+    ),
+    int8_control_samples: int = typer.Option(1000, "--int8-control-samples", help="accuracy control: training images"),
     backends: bool = typer.Option(True, "--backends/--no-backends", help="record parity and timing per runtime"),
     backend_timing: float = typer.Option(1.0, "--backend-timing", help="seconds per timed row (0: no timing)"),
     dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
@@ -75,10 +79,21 @@ def export_cmd(
     ladder: bool = typer.Option(True, "--ladder/--no-ladder", help="fit the strictness ladder into RUN/ladder.json"),
     target_accept: float = typer.Option(0.95, help="ladder: fraction of ID validation samples to accept"),
     ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset whose val split reports rejection"),
+    ladder_signal: str = typer.Option(
+        "auto",
+        "--ladder-signal",
+        help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | auto (highest val AUROC against the OOD"
+        " val rows: a merged index's sink rows or --ood-index; maxlogit without them)",
+    ),
 ) -> None:
     """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""
+    from stillroom.deploy.ladder import SIGNALS
+
     _check_number("--atol", atol, 0.0, 1e3, low_open=True)
+    _check_number("--int8-control-samples", int8_control_samples, 1, 1e7)
     _check_number("--target-accept", target_accept, 0.0, 1.0, low_open=True)
+    if ladder_signal not in (*SIGNALS, "auto"):  # before the export, which takes a while
+        raise StillroomError(f"--ladder-signal {ladder_signal!r}: must be one of {', '.join((*SIGNALS, 'auto'))}")
     if onnx:
         from stillroom.deploy.onnx_export import export_onnx
 
@@ -86,7 +101,8 @@ def export_cmd(
             run, weights=weights, dynamic=dynamic, int8=int8, index=index, atol=atol, int8_method=int8_method,
             int8_max_drop=int8_max_drop, int8_max_auroc_drop=int8_max_auroc_drop,
             int8_accuracy_control=int8_accuracy_control,
-            int8_control_drop=int8_control_drop, backends=backends,
+            int8_control_drop=int8_control_drop, int8_control_metric=int8_control_metric,
+            control_samples=int8_control_samples, backends=backends,
             backend_timing=backend_timing,
         )  # fmt: skip
         table = Table(title=f"{run}/export (parity on {rep['parity']['fp32']['n']} val images)")
@@ -126,20 +142,24 @@ def export_cmd(
     if ladder:
         from stillroom.deploy.run_ladder import fit_run_ladder
 
-        lad = fit_run_ladder(run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index)
+        lad = fit_run_ladder(
+            run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, signal=ladder_signal
+        )
         s = lad.fit_summary_
         msg = f"[green]ladder[/] {lad!r}: ID val accept {s['id']['accept']:.3f}"
         if "ood" in s:
             msg += f", OOD val reject {s['ood']['reject']:.3f} (accept {s['ood']['accept']:.3f})"
         console.print(msg + f" -> {Path(run) / 'ladder.json'}")
+        console.print(f"ladder signal {lad.signal_}: {s['signal']['reason']}", markup=False)
         # an int8 model that may be served gets its own ladder and temperature, fitted on its own logits (issue 15)
         exp_path = Path(run) / "export" / "export.json"
         if exp_path.is_file() and read_json(exp_path).get("int8_check", {}).get("ok"):
             from stillroom.deploy.run_ladder import LADDER_FILES
 
             lad8 = fit_run_ladder(
-                run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, served="int8"
-            )
+                run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, served="int8",
+                signal=ladder_signal,
+            )  # fmt: skip
             s8 = lad8.fit_summary_
             console.print(
                 f"[green]int8 ladder[/] {lad8!r}: ID val accept {s8['id']['accept']:.3f} -> "
