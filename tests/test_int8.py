@@ -336,6 +336,32 @@ def test_bench_backends_script_tiny(run, tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())[0]["raw"][0]["results"]
 
 
+def test_int8_students_script_is_resumable_and_never_writes_the_run(run, tmp_path, monkeypatch):
+    """benchmarks/int8_students.py: one row per (run, setting) from an export into a linked copy; a second call reads
+    the finished export back instead of quantizing again; the run directory itself is untouched."""
+    import importlib.util as iu
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_students.py"
+    spec = iu.spec_from_file_location("_int8_students", path)
+    bench = iu.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "SETTINGS", {"ort": {"int8_method": "ort"}})
+    before = sorted(p.name for p in run.iterdir())
+    exported = run / "export" / "export.json"
+    stamp = exported.stat().st_mtime_ns
+    out = tmp_path / "out"
+    assert bench.main([str(run), "--out", str(out)]) == 0
+    copy = out / f"{run.name}__ort"
+    first = json.loads((copy / "export" / "export.json").read_text())
+    assert first["int8_check"]["method"] == "ort" and (copy / "best.safetensors").is_symlink()
+    assert sorted(p.name for p in run.iterdir()) == before and exported.stat().st_mtime_ns == stamp
+    table = (out / "int8_students.md").read_text()
+    assert "| mnv3 | ort |" in table and "Command: `python benchmarks/int8_students.py" in table
+    monkeypatch.setattr(bench, "export_onnx", lambda *a, **k: pytest.fail("a finished export was redone"))
+    assert bench.main([str(run), "--out", str(out)]) == 0
+
+
 @pytest.fixture(scope="module")
 def sink_run(shapes_index, ood_only, tiny_config, tmp_path_factory):
     """A K+1 mobilenet_v3_small (target-dampened, 4 shapes + the sink), trained briefly."""

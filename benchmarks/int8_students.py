@@ -1,0 +1,121 @@
+"""int8 on trained students (issue 15 item 1): ``stillroom export --int8`` settings side by side, one row per
+(run, setting), fp32 vs int8 top-1 on val (the gate) and test (reported), prediction agreement, and for K+1 models
+the sink AUROC of both.
+
+    python benchmarks/int8_students.py artifacts/demo/runs/student_mnv3s_kd \\
+        artifacts/openset151/runs/os_student_td_cap_s0 artifacts/crossview151/sweep/kd_r18/seed{0,1,2} \\
+        --out artifacts/int8_students
+
+Settings (``--setting NAME``, repeatable; default: all): ``top1``, the export default (NNCF, full bias correction,
+accuracy control on top-1 of 1,000 labelled ID training images, drop <= 1 point); ``agreement``, accuracy control
+on agreement with fp32's argmax over every training row (K+1 sink included), drop <= 3 points. Each run is linked
+(files only) into ``OUT/<run>__<setting>/`` and exported there, so the run directories are never written; a finished
+pair is read back, not redone (resumable). Writes ``OUT/int8_students.md`` and ``.csv``. Backends are not timed
+here (``benchmarks/bench_backends.py`` is the latency measurement), but each runtime's int8 check is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from stillroom._io import atomic_write_text, read_json
+from stillroom.deploy.onnx_export import export_onnx
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "top1": {},
+    "agreement": {"int8_control_metric": "agreement", "int8_control_drop": 0.03, "control_samples": 100_000},
+}
+
+
+def _name(run: Path) -> str:
+    parts = run.resolve().parts
+    return "_".join(parts[-2:]) if parts[-1].startswith("seed") else parts[-1]
+
+
+def _link(run: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in run.iterdir():
+        if f.is_file() and not (dst / f.name).exists():
+            (dst / f.name).symlink_to(f.resolve())
+
+
+def _row(run: Path, setting: str, rep: dict[str, Any]) -> dict[str, Any]:
+    chk = rep["int8_check"]
+    row: dict[str, Any] = {"run": str(run), "setting": setting, "ok": chk["ok"], "ok_test": chk.get("ok_test")}
+    for split, r in chk["splits"].items():
+        row[f"{split}_fp32"], row[f"{split}_int8"] = r["top1_fp32"], r["top1_int8"]
+        row[f"{split}_drop"], row[f"{split}_agreement"] = r["top1_drop"], r["top1_agreement"]
+        if "sink" in r:
+            row[f"{split}_auroc_fp32"], row[f"{split}_auroc_int8"] = r["sink"]["auroc_fp32"], r["sink"]["auroc_int8"]
+    ac = chk["quantizer"].get("accuracy_control") or {}
+    row["quantizers"] = ac.get("quantizers")
+    row["seconds"] = rep.get("seconds")
+    ov = (rep.get("backends") or {}).get("openvino", {}).get("int8") or {}
+    row["openvino_ok"] = ov.get("ok")
+    return row
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def _markdown(rows: list[dict[str, Any]], command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| run | setting | val fp32 -> int8 (drop, pt) | test fp32 -> int8 (drop, pt) | agreement val / test | "
+        "sink AUROC val fp32 -> int8 | quantizers | gate (val) |",
+        "|---|---|---|---|---|---|---:|---|",
+    ]
+    for r in rows:
+        auroc = (
+            f"{r['val_auroc_fp32']:.4f} -> {r['val_auroc_int8']:.4f}" if "val_auroc_fp32" in r else "-"
+        )  # fmt: skip
+        lines.append(
+            f"| {_name(Path(r['run']))} | {r['setting']}"
+            f" | {_pct(r['val_fp32'])} -> {_pct(r['val_int8'])} ({_pct(r['val_drop'])})"
+            f" | {_pct(r.get('test_fp32'))} -> {_pct(r.get('test_int8'))} ({_pct(r.get('test_drop'))})"
+            f" | {_pct(r['val_agreement'])} / {_pct(r.get('test_agreement'))} | {auroc} | {r['quantizers']}"
+            f" | {'pass' if r['ok'] else 'FAIL'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("artifacts/int8_students"))
+    ap.add_argument("--setting", action="append", choices=sorted(SETTINGS), help="default: all")
+    args = ap.parse_args(argv)
+    settings = args.setting or list(SETTINGS)
+    rows = []
+    for run in args.runs:
+        for setting in settings:
+            dst = args.out / f"{_name(run)}__{setting}"
+            exp = dst / "export" / "export.json"
+            rep = read_json(exp) if exp.is_file() else {}
+            if "int8_check" not in rep:
+                _link(run, dst)
+                print(f"export {run} ({setting}) -> {dst}", flush=True)
+                rep = export_onnx(dst, int8=True, backend_timing=0, **SETTINGS[setting])
+            rows.append(_row(run, setting, rep))
+            print(json.dumps(rows[-1]), flush=True)
+    command = "python benchmarks/int8_students.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    atomic_write_text(args.out / "int8_students.md", _markdown(rows, command))
+    keys = sorted({k for r in rows for k in r})
+    with open(args.out / "int8_students.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    print(_markdown(rows, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
