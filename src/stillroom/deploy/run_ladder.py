@@ -149,6 +149,7 @@ def fit_run_ladder(
     save: bool = True,
     structure_quantile: float = 0.001,
     served: str = "fp32",
+    signal: str = "maxlogit",
     **params: Any,
 ) -> Ladder:
     """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``
@@ -159,9 +160,13 @@ def fit_run_ladder(
     and also fits the temperature the service applies to them (``fit_served_temperature``).
 
     ID logits: the val rows of the run's index (of a merged open-set index, the rows not labelled with the sink).
-    OOD logits, used only to report the OOD rejection reached: the sink-labelled val rows of a merged index, else
-    the val split of ``ood_index`` (an OOD dataset directory) when given. ``params`` go to ``Ladder(...)``; ``sink``
-    defaults to whether the run has a sink class. The file records the weights' sha256 the ladder belongs to.
+    OOD logits, never used to place the thresholds: the sink-labelled val rows of a merged index, else the val split
+    of ``ood_index`` (an OOD dataset directory) when given; they give each candidate signal's val AUROC, by which
+    ``signal="auto"`` (``deploy.ladder`` docstring; ``stillroom export``'s default) chooses the ladder's signal
+    (maxlogit without them), and the OOD rejection reached. The default signal stays maxlogit (REFERENCE 5), so
+    callers that do not ask, such as ``stillroom evaluate --ladder``, fit what they fitted before. ``params`` go to
+    ``Ladder(...)``; ``sink`` defaults to whether the run has a sink class. The file records the weights' sha256 the
+    ladder belongs to.
 
     A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
     images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
@@ -170,7 +175,7 @@ def fit_run_ladder(
     run_dir = Path(run_dir)
     d = _run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
-    ladder = Ladder(**params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
+    ladder = Ladder(signal=signal, **params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
     ladder.structure_ = _fit_structure_gate(d, structure_quantile)
     if ladder.structure_ is not None:
         ladder.fit_summary_["structure_gate"] = ladder.structure_.summary_
@@ -242,6 +247,7 @@ def run_ladder_report(
             ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding))
     rep = ladder_report(ladder, d["id"], d["labels"], d["ood"], id_structure_ok=id_ok, ood_structure_ok=ood_ok)
     rep.update(split=split, weights=weights, ood_source=d["ood_source"], target_accept=ladder.target_accept_)
+    rep["signal"] = ladder.signal_  # what t1/t2 are thresholds of (also in rep["thresholds"])
     return rep
 
 
@@ -253,13 +259,15 @@ def update_ladder_metrics(
     ood_index: Any = None,
     ladder: bool | None = None,
     target_accept: float = 0.95,
+    signal: str = "maxlogit",
 ) -> dict[str, Any] | None:
     """The strictness-ladder section of ``RUN/metrics.json`` (REFERENCE 5, seed 000 §4.2), written by
     ``stillroom evaluate`` after ``evaluate.runner.evaluate_run`` (whose ``metrics.json`` must exist).
 
-    With ``ladder=True`` the ladder is fitted on the validation split for ``target_accept`` and stored in
-    ``RUN/ladder.json`` (as ``stillroom export`` does); with ``ladder=None`` an existing ``ladder.json`` is used;
-    ``False`` skips. ``metrics.json`` then gets ``"ladder"``: the thresholds, the target, and per split the verdict
+    With ``ladder=True`` the ladder is fitted on the validation split for ``target_accept`` with ``signal`` and
+    stored in ``RUN/ladder.json`` (as ``stillroom export`` does); with ``ladder=None`` an existing ``ladder.json`` is
+    used; ``False`` skips. ``metrics.json`` then gets ``"ladder"``: the thresholds, the signal they are thresholds
+    of (how it was chosen: ``fit_summary["signal"]``), the target, and per split the verdict
     counts on ID and OOD rows, coverage (accepted share of ID), selective accuracy (top-1 on accepted ID) and OOD
     acceptance (accepted share of OOD), for the weights the ladder was fitted on. Returns the section (None: no
     ladder to report). A re-report of the same ladder keeps the splits reported earlier.
@@ -269,7 +277,9 @@ def update_ladder_metrics(
     if not metrics_path.is_file():
         raise StillroomError(f"{metrics_path}: not found; evaluate the run before reporting its ladder")
     metrics = read_json(metrics_path)
-    section = _ladder_section(run_dir, weights, metrics["weights"], splits, index, ood_index, ladder, target_accept)
+    section = _ladder_section(
+        run_dir, weights, metrics["weights"], splits, index, ood_index, ladder, target_accept, signal
+    )
     if section is None:
         return None
     prev = metrics.get("ladder") or {}
@@ -291,6 +301,7 @@ def _ladder_section(
     ood_index: Any,
     ladder: bool | None,
     target_accept: float,
+    signal: str = "maxlogit",
 ) -> dict[str, Any] | None:
     path = run_dir / LADDER_FILE
     if ladder is False or (ladder is None and not path.is_file()):
@@ -298,12 +309,15 @@ def _ladder_section(
     if ladder:
         # one ladder per run (the service loads it): fitted for the best weights when they are evaluated
         fit_w = "best" if "best" in weights else weights[0]
-        fit_run_ladder(run_dir, target_accept=target_accept, weights=fit_w, index=index, ood_index=ood_index)
+        fit_run_ladder(
+            run_dir, target_accept=target_accept, weights=fit_w, index=index, ood_index=ood_index, signal=signal
+        )
     lad = Ladder.load(path)
     members = lad.extra_.get("members") or []
     section: dict[str, Any] = {
         "file": LADDER_FILE,
         "target_accept": lad.target_accept_,
+        "signal": lad.signal_,
         "thresholds": lad.thresholds(),
         "fit_data": lad.extra_.get("fit_data"),
         "fit_summary": lad.fit_summary_,
