@@ -372,7 +372,7 @@ class Predictor:
         no_structure = self.ladder.structure_problems(mask)  # before the model's verdict, which it overrides
         logits = self.logits(mask)  # (1, K)
         det = self.ladder.decide_detailed([logits])[0]
-        reason_text = describe(det["reason"], self.ladder.n_members_)
+        reason_text = describe(det["reason"], self.ladder.n_members_, self.ladder.signal_)
         if no_structure:
             det = {**det, "verdict": "reject", "reason": "no-structure"}
             reason_text = describe("no-structure") + ": " + "; ".join(no_structure)
@@ -389,6 +389,7 @@ class Predictor:
             for i in order
         ]
         scores: dict[str, Any] = {"max_logit": det["mu"], "margin": det["margin"], "logits": logits[0].tolist()}
+        scores["ladder_score"] = det["score"]  # what t1/t2 judged: the ladder's signal (thresholds()["signal"])
         if structure is not None:
             scores["structure"] = structure["features"]
         if self.sink is not None:
