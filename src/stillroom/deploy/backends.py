@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
+from stillroom._timing import time_calls  # re-exported: the one timing loop (also used by evaluate.tradeoff)
 from stillroom.deploy._ort import ort_session
 
 __all__ = [
@@ -45,30 +45,6 @@ __all__ = [
 BACKENDS = ("onnxruntime", "openvino")
 SERVE_BACKENDS = ("auto", *BACKENDS)  # auto: the fastest at batch 1 that passed export's checks (serving_backend)
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def time_calls(
-    fn: Callable[[], Any],
-    warmup: int,
-    repeats: int,
-    max_seconds: float,
-    min_runs: int = 5,
-    warmup_seconds: float = 0.0,
-) -> np.ndarray:
-    """Seconds per call of ``fn`` after ``warmup`` untimed calls (and then more until ``warmup_seconds`` have
-    passed): ``repeats`` calls or ``max_seconds``, whichever comes first, but at least ``min_runs``."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        fn()
-    while time.perf_counter() - start < warmup_seconds:
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < min_runs or time.perf_counter() - start < max_seconds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return np.asarray(times)
 
 
 def available_backends() -> list[str]:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from stillroom._io import StillroomError, atomic_write_json
+from stillroom._timing import time_calls
 from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex
 from stillroom.evaluate.metrics import classification_report
@@ -88,16 +89,8 @@ def batch1_latency(
             f"batch1_latency: seconds must be > 0, warmup_seconds >= 0; got {seconds}, {warmup_seconds}"
         )
     model(x)  # at least one untimed call: the first allocates
-    start = time.perf_counter()
-    while time.perf_counter() - start < warmup_seconds:
-        model(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    arr = np.asarray(times) * 1e3
+    times = time_calls(lambda: model(x), 0, 10**9, seconds, min_runs=min_runs, warmup_seconds=warmup_seconds)
+    arr = times * 1e3
     return {"median_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)), "runs": len(times)}
 
 
