@@ -125,19 +125,35 @@ if [ -n "$DIAG_SEEDS" ]; then
       [ -f "$run/shift_val.json" ] || nice -n "$NICE" stillroom shift-val "$run" >> "$OUT/recipe/shift_val.log" 2>&1
     done
   done
+  # replay: the teacher's logits of the very `shape` view the student sees (8 views; the store's augment seed is the
+  # student's seed, so seed 0 only)
+  if [[ " $DIAG_SEEDS " == *" 0 "* ]]; then
+    store="$OUT/stores/cv_teacher_resnet18_s0_replay_shape_v8_s0"
+    if [ ! -f "$store/manifest.json" ]; then
+      stamp "replay store: resnet18, 8 shape views per row, augment seed 0"
+      nice -n "$NICE" stillroom softlabels export --teacher "$OUT/runs/cv_teacher_resnet18_s0" --index "$OUT/data" \
+        --out "$store" --views 8 --augment shape --augment-seed 0
+    fi
+    stamp "diagnostics, seed 0: kd_r18_shape_replay"
+    nice -n "$NICE" stillroom sweep "$CFG/recipe.yaml" --out "$OUT/recipe" --jobs 1 --variant kd_r18_shape_replay --seed 0
+    run="$OUT/recipe/kd_r18_shape_replay/seed0"
+    [ -f "$run/shift_val.json" ] || nice -n "$NICE" stillroom shift-val "$run" >> "$OUT/recipe/shift_val.log" 2>&1
+  fi
   python - "$OUT" $DIAG_SEEDS <<'PY' | tee "$OUT/recipe/diagnostics.md"
 import json, sys
 from pathlib import Path
 out, seeds = Path(sys.argv[1]), sys.argv[2:]
 runs = [("kd_r18", "sweep", "silhouette", 24), ("kd_r18_shape", "recipe", "shape", 24),
         ("kd_r18_restyle", "recipe", "restyle", 24), ("kd_r18_e48", "recipe", "silhouette", 48),
-        ("kd_r18_shape_e48", "recipe", "shape", 48)]
+        ("kd_r18_shape_e48", "recipe", "shape", 48), ("kd_r18_shape_replay", "recipe", "shape, replayed teacher", 24)]
 print("| variant | seed | augment | epochs | best epoch | val top-1 % | test top-1 % | test macro-F1 | shift-val % | "
       "shift-val not in recipe % |")
 print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for s in seeds:
     for v, where, aug, ep in runs:
         run = out / where / v / f"seed{s}"
+        if not (run / "shift_val.json").is_file():  # replay: seed 0 only
+            continue
         m = json.loads((run / "metrics.json").read_text())
         sh = json.loads((run / "shift_val.json").read_text())["best"]
         best = json.loads((run / "state.json").read_text()).get("best", {}).get("epoch", "-")
