@@ -22,6 +22,17 @@ signal than maxlogit is written as format ``stillroom-ladder/2``, which code old
 of comparing, say, energy thresholds with max logits. The margin rule (top-1 minus top-2 logit) and the sink rule do
 not depend on the signal.
 
+KNN signal (issue 16 item 4). Logit scores reach val AUROC 0.55-0.64 on the open-set KD students, KNN on the
+penultimate features 0.84 (BENCHMARKS "Open set"). ``signal="knn"`` thresholds ``score = -||z - b_(k)||``, minus the
+distance of the L2-normalized pooled penultimate features ``z`` to the k-th nearest (k = 10) row of a bank of the
+run's clean ID training features (Sun et al. 2022, "Out-of-Distribution Detection with Deep Nearest Neighbors";
+formula and numpy computation in ``deploy.knn``, equal to evaluation's pytorch-ood score). It needs features next to
+the logits: ``fit`` takes ``val_features`` / ``ood_features`` and a fitted ``deploy.knn.KNNScorer`` (``knn``), and
+``decide`` ``features``. Given them, ``auto`` also weighs knn (its val AUROC; ties keep the logit scores first);
+without them it behaves as before. A knn ladder is one model only, written as format ``stillroom-ladder/3``, and
+``save`` writes the bank beside the JSON file (``<stem>_knn_bank.npy``, no pickle) with its sha256 in the JSON
+(``knn``); ``load`` refuses a bank whose sha256 differs.
+
 The predicted class is the soft vote: argmax of the mean over members of the softmax of the ID logits.
 
 One model. A single model is trivially unanimous, so the ladder would collapse to one threshold and never say
@@ -72,11 +83,15 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import NotFittedError, StillroomError, atomic_write_json, read_json
+from stillroom.deploy.knn import KNNScorer
 from stillroom.deploy.structure import StructureGate
 
 __all__ = [
     "Ladder",
     "SIGNALS",
+    "ALL_SIGNALS",
+    "FEATURE_SIGNALS",
+    "knn_bank_path",
     "NotFittedError",
     "VERDICTS",
     "REASONS",
@@ -88,10 +103,21 @@ __all__ = [
 FORMAT = "stillroom-ladder/1"
 #: written when the signal is not maxlogit: older code (which knows only ``FORMAT``) refuses such a file
 FORMAT_SIGNAL = "stillroom-ladder/2"
+#: written when the signal is knn (it needs features and the bank file): older code refuses such a file
+FORMAT_KNN = "stillroom-ladder/3"
 #: candidate signals, in tie-breaking order (maxlogit first: REFERENCE 5's ``mu``); each is an ``evaluate.ood`` score
 SIGNALS = ("maxlogit", "energy", "msp")
+#: signals computed from penultimate features, not logits (module docstring, "KNN signal"); after the logit ones in
+#: tie-breaking order
+FEATURE_SIGNALS = ("knn",)
+ALL_SIGNALS = (*SIGNALS, *FEATURE_SIGNALS)
 #: how ``describe`` names each signal in place of "max logit"
-_SIGNAL_WORDS = {"maxlogit": "max logit", "energy": "energy (logsumexp of the ID logits)", "msp": "max softmax"}
+_SIGNAL_WORDS = {
+    "maxlogit": "max logit",
+    "energy": "energy (logsumexp of the ID logits)",
+    "msp": "max softmax",
+    "knn": "KNN score (minus the distance to the k-th nearest training feature)",
+}
 VERDICTS = ("accept", "uncertain", "reject")
 # Reason codes returned by ``decide`` and what they mean (``describe`` picks the one-model wording).
 REASONS = {
@@ -117,15 +143,21 @@ def describe(reason: str, n_members: int = 1, signal: str = "maxlogit") -> str:
     if reason not in REASONS:
         raise StillroomError(f"unknown ladder reason {reason!r}; known: {', '.join(REASONS)}")
     if signal not in _SIGNAL_WORDS:
-        raise StillroomError(f"unknown ladder signal {signal!r}; known: {', '.join(SIGNALS)}")
+        raise StillroomError(f"unknown ladder signal {signal!r}; known: {', '.join(ALL_SIGNALS)}")
     text = _REASONS_ONE_MODEL.get(reason, REASONS[reason]) if n_members == 1 else REASONS[reason]
     return text.replace("max logit", _SIGNAL_WORDS[signal])
 
 
 _KEYS = (
     "format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary",
-    "structure_gate", "signal",
+    "structure_gate", "signal", "knn",
 )  # fmt: skip
+
+
+def knn_bank_path(ladder_path: str | Path) -> Path:
+    """Where a knn ladder's bank lives: beside the JSON file, ``ladder.json`` -> ``ladder_knn_bank.npy``."""
+    p = Path(ladder_path)
+    return p.with_name(f"{p.stem}_knn_bank.npy")
 
 
 def _as_members(logits_list: Any, name: str = "logits_list") -> list[np.ndarray]:
@@ -201,8 +233,9 @@ class Ladder:
         self.sink = bool(sink)
         self.weak_share = float(weak_share)
         self.strong_quantile = float(strong_quantile)
-        self.signal = _check_signal(signal, (*SIGNALS, "auto"), "Ladder")
+        self.signal = _check_signal(signal, (*ALL_SIGNALS, "auto"), "Ladder")
         self.structure_: StructureGate | None = None
+        self.knn_: KNNScorer | None = None
 
     def _signal_in_force(self) -> str:
         """The fitted signal; before fitting the requested one ("auto" has chosen nothing yet: maxlogit)."""
@@ -211,17 +244,21 @@ class Ladder:
 
     # --- signals -----------------------------------------------------------------------------------------------
 
-    def signals(self, logits_list: Any, signal: str | None = None) -> dict[str, np.ndarray]:
+    def signals(self, logits_list: Any, signal: str | None = None, features: Any = None) -> dict[str, np.ndarray]:
         """Per-sample quantities the rules use: ``mu`` (mean max ID logit), ``score`` (the signal in force, compared
         with ``t1``/``t2``; equal to ``mu`` for maxlogit), ``pred`` (soft vote), ``agree``, ``majority``, ``margin``
         (top-1 minus top-2 ID logit, mean over members), ``sink_top``, ``votes`` (M, N) member top-1 classes and
-        ``num_classes`` (K, the ID classes). ``signal``: compute ``score`` for this one instead (fitting)."""
+        ``num_classes`` (K, the ID classes). ``signal``: compute ``score`` for this one instead (fitting).
+        ``features`` (N, D): the one member's pooled penultimate features, needed by the knn signal only."""
         members = _as_members(logits_list)
         k = self._num_id(members[0].shape[1])
         ids = [m[:, :k] for m in members]
         mu = np.mean([z.max(axis=1) for z in ids], axis=0)  # (N,)
         signal = signal or self._signal_in_force()
-        score = mu if signal == "maxlogit" else _signal_score(ids, signal)  # (N,)
+        if signal == "knn":
+            score = self._knn_score(features, len(members), len(mu))
+        else:
+            score = mu if signal == "maxlogit" else _signal_score(ids, signal)  # (N,)
         votes = np.stack([z.argmax(axis=1) for z in ids])  # (M, N)
         pred = np.mean([_softmax(z) for z in ids], axis=0).argmax(axis=1)  # (N,) soft vote over ID classes
         top2 = [np.sort(z, axis=1)[:, -2:] for z in ids]
@@ -245,6 +282,19 @@ class Ladder:
             "num_classes": np.int64(k),
         }
 
+    def _knn_score(self, features: Any, n_members: int, n: int) -> np.ndarray:
+        """(N,) KNN score of ``features`` with the ladder's bank (``knn_``), checked against the logits' shape."""
+        if self.knn_ is None:
+            raise StillroomError("Ladder: the knn signal needs a KNN bank (fit(..., knn=KNNScorer) or Ladder.load)")
+        if features is None:
+            raise StillroomError("Ladder: the knn signal needs the penultimate features of the inputs (features=...)")
+        if n_members != 1:
+            raise StillroomError(f"Ladder: the knn signal serves one model, got {n_members} members")
+        f = np.asarray(features)
+        if f.ndim != 2 or len(f) != n:
+            raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
+        return self.knn_.score(f)
+
     def _num_id(self, k_total: int) -> int:
         k = k_total - 1 if self.sink else k_total
         if k < 2:
@@ -253,11 +303,18 @@ class Ladder:
 
     # --- fitting -----------------------------------------------------------------------------------------------
 
-    def _choose_signal(self, val: list[np.ndarray], ood: list[np.ndarray] | None) -> tuple[str, dict[str, Any]]:
+    def _choose_signal(
+        self,
+        val: list[np.ndarray],
+        ood: list[np.ndarray] | None,
+        knn_scores: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
         """(signal to fit, how it was chosen). With OOD validation rows every candidate's AUROC and FPR@95TPR (ID
         positive, ``evaluate.ood.ood_metrics``) are recorded; "auto" keeps the highest AUROC, the first of
-        ``SIGNALS`` on a tie, and maxlogit without OOD rows."""
+        ``SIGNALS`` (then knn) on a tie, and maxlogit without OOD rows. ``knn_scores`` (val ID, val OOD KNN
+        scores): knn is a candidate too."""
         sel: dict[str, Any] = {"requested": self.signal}
+        names = SIGNALS
         if ood is not None and len(ood[0]) and len(val[0]):
             from stillroom.evaluate.ood import ood_metrics
 
@@ -272,18 +329,21 @@ class Ladder:
                                   _signal_score([m[:, :k] for m in ood], name))
                 for name in SIGNALS
             }  # fmt: skip
-            sel["val_auroc"] = {name: met[name]["auroc"] for name in SIGNALS}
-            sel["val_fpr_at_95_tpr"] = {name: met[name]["fpr_at_95_tpr"] for name in SIGNALS}
+            if knn_scores is not None:
+                met["knn"] = ood_metrics(*knn_scores)
+                names = ALL_SIGNALS
+            sel["val_auroc"] = {name: met[name]["auroc"] for name in names}
+            sel["val_fpr_at_95_tpr"] = {name: met[name]["fpr_at_95_tpr"] for name in names}
             sel["n_id"], sel["n_ood"] = len(val[0]), len(ood[0])
         if self.signal != "auto":
             chosen, sel["reason"] = self.signal, f"set by the caller (signal={self.signal!r})"
         elif "val_auroc" in sel:
             auroc = sel["val_auroc"]
-            chosen = max(SIGNALS, key=lambda name: auroc[name])  # max keeps the first on a tie: maxlogit first
-            listed = ", ".join(f"{name} {auroc[name]:.4f}" for name in SIGNALS)
+            chosen = max(names, key=lambda name: auroc[name])  # max keeps the first on a tie: maxlogit first
+            listed = ", ".join(f"{name} {auroc[name]:.4f}" for name in names)
             sel["reason"] = (
                 f"auto: highest validation AUROC (ID positive; {sel['n_id']} ID / {sel['n_ood']} OOD rows) of "
-                f"{listed}; ties keep the first of {', '.join(SIGNALS)}"
+                f"{listed}; ties keep the first of {', '.join(names)}"
             )
         else:
             chosen = "maxlogit"
@@ -291,19 +351,41 @@ class Ladder:
         sel["chosen"] = chosen
         return chosen, sel
 
-    def fit(self, val_logits_list: Any, target_accept: float = 0.95, ood_logits_list: Any = None) -> Ladder:
+    def fit(
+        self,
+        val_logits_list: Any,
+        target_accept: float = 0.95,
+        ood_logits_list: Any = None,
+        val_features: Any = None,
+        ood_features: Any = None,
+        knn: KNNScorer | None = None,
+    ) -> Ladder:
         """Fit ``t1_``, ``t2_`` (and ``margin_`` for one model) on ID validation logits; return self.
 
         ``target_accept`` in (0, 1]: wanted fraction of ID validation samples accepted. ``ood_logits_list``
         (optional, OOD validation logits of the same members): the candidate signals' AUROC, which
         ``signal="auto"`` chooses by, and the OOD rejection reached; never used to place the thresholds.
+        ``knn`` (a fitted ``KNNScorer``) with ``val_features`` (N, D) (and ``ood_features`` for the OOD rows): the
+        knn signal is available (required by ``signal="knn"``, a candidate of "auto"); ``knn_`` keeps the scorer
+        when knn is chosen, else None.
         """
         if not (isinstance(target_accept, int | float) and 0.0 < target_accept <= 1.0):
             raise StillroomError(f"Ladder.fit: target_accept must be in (0, 1], got {target_accept!r}")
         val = _as_members(val_logits_list, "val_logits_list")
         ood = None if ood_logits_list is None else _as_members(ood_logits_list, "ood_logits_list")
-        signal, selection = self._choose_signal(val, ood)
-        s = self.signals(val, signal=signal)
+        has_knn = knn is not None and val_features is not None
+        if self.signal == "knn" and not has_knn:
+            raise StillroomError("Ladder.fit: signal='knn' needs knn=KNNScorer().fit(train features) and val_features")
+        knn_scores = None
+        self.knn_, self.knn_record_ = (knn if has_knn else None), None
+        if has_knn and ood is not None and ood_features is not None and len(val) == 1:
+            knn_scores = (self._knn_score(val_features, 1, len(val[0])), self._knn_score(ood_features, 1, len(ood[0])))
+        signal, selection = self._choose_signal(val, ood, knn_scores)
+        if signal == "knn":
+            selection["knn"] = {"k": knn.k, "bank_rows": int(knn.bank_.shape[0]), "dim": knn.dim}
+        else:
+            self.knn_ = None
+        s = self.signals(val, signal=signal, features=val_features)
         n, m = len(s["mu"]), s["votes"].shape[0]
         if n == 0:
             raise StillroomError("Ladder.fit: no validation samples")
@@ -325,10 +407,10 @@ class Ladder:
         self.t1_, self.t2_, self.margin_ = float(t1), max(float(t2), float(t1)), margin
         self.n_members_, self.num_classes_ = m, int(s["num_classes"])
         self.target_accept_, self.signal_ = float(target_accept), signal
-        summary: dict[str, Any] = {"n_val": n, "id": _rates(self.decide(val))}
+        summary: dict[str, Any] = {"n_val": n, "id": _rates(self.decide(val, features=val_features))}
         if ood is not None:
             summary["n_ood"] = len(ood[0])
-            summary["ood"] = _rates(self.decide(ood))
+            summary["ood"] = _rates(self.decide(ood, features=ood_features))
         summary["signal"] = selection
         self.fit_summary_ = summary
         achieved = summary["id"]["accept"]
@@ -360,10 +442,14 @@ class Ladder:
         margin: float | None = None,
         sink: bool = False,
         signal: str = "maxlogit",
+        knn: KNNScorer | None = None,
     ) -> Ladder:
         """A ladder with given thresholds (fitted elsewhere, or hand-built for tests) on ``signal`` (one of
-        ``SIGNALS``); ``margin`` is required for one member and ignored (None) for ensembles."""
-        _check_signal(signal, SIGNALS, "Ladder.from_thresholds")
+        ``ALL_SIGNALS``; knn needs the fitted ``knn`` scorer); ``margin`` is required for one member and ignored
+        (None) for ensembles."""
+        _check_signal(signal, ALL_SIGNALS, "Ladder.from_thresholds")
+        if signal == "knn" and (knn is None or n_members != 1):
+            raise StillroomError("Ladder.from_thresholds: signal='knn' needs one member and a fitted knn scorer")
         if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
             raise StillroomError(f"Ladder.from_thresholds: need finite t1 <= t2, got t1={t1!r}, t2={t2!r}")
         if n_members < 1 or num_classes < 2:
@@ -377,6 +463,7 @@ class Ladder:
         lad.margin_ = float(margin) if n_members == 1 else None
         lad.n_members_, lad.num_classes_ = int(n_members), int(num_classes)
         lad.target_accept_, lad.fit_summary_ = None, {}
+        lad.knn_ = knn if signal == "knn" else None
         return lad
 
     # --- deciding ----------------------------------------------------------------------------------------------
@@ -385,15 +472,16 @@ class Ladder:
         if not hasattr(self, "t1_"):
             raise NotFittedError("Ladder: call fit(...) or Ladder.load(...) before deciding")
 
-    def decide(self, logits_list: Any) -> list[tuple[str, str]]:
-        """``(verdict, reason)`` per sample; verdict in ``VERDICTS``, reason a key of ``REASONS``."""
-        return [(v, r) for v, r, _ in self._decide(logits_list)]
+    def decide(self, logits_list: Any, features: Any = None) -> list[tuple[str, str]]:
+        """``(verdict, reason)`` per sample; verdict in ``VERDICTS``, reason a key of ``REASONS``. ``features``:
+        (N, D) penultimate features, needed by a knn ladder only."""
+        return [(v, r) for v, r, _ in self._decide(logits_list, features)]
 
-    def decide_detailed(self, logits_list: Any) -> list[dict[str, Any]]:
+    def decide_detailed(self, logits_list: Any, features: Any = None) -> list[dict[str, Any]]:
         """Like ``decide`` with the soft-vote prediction and the signals per sample (for telemetry): ``mu`` (mean max
         logit), ``score`` (the signal ``signal_`` compared with the thresholds), ``margin`` and the members' votes."""
         self._check_fitted()
-        s = self.signals(logits_list)
+        s = self.signals(logits_list, features=features)
         out = []
         for i, (verdict, reason, _) in enumerate(self._decide_from(s)):
             out.append(
@@ -409,9 +497,9 @@ class Ladder:
             )
         return out
 
-    def _decide(self, logits_list: Any) -> list[tuple[str, str, int]]:
+    def _decide(self, logits_list: Any, features: Any = None) -> list[tuple[str, str, int]]:
         self._check_fitted()
-        return self._decide_from(self.signals(logits_list))
+        return self._decide_from(self.signals(logits_list, features=features))
 
     def _decide_from(self, s: dict[str, np.ndarray]) -> list[tuple[str, str, int]]:
         n_members = s["votes"].shape[0]
@@ -457,8 +545,9 @@ class Ladder:
         self._check_fitted()
         # params keep their pre-signal keys (the requested signal is in fit_summary["signal"]): a maxlogit ladder
         # stays readable by older code; another signal bumps the format so that older code refuses it
+        fmt = {"maxlogit": FORMAT, "knn": FORMAT_KNN}.get(self.signal_, FORMAT_SIGNAL)
         return {
-            "format": FORMAT if self.signal_ == "maxlogit" else FORMAT_SIGNAL,
+            "format": fmt,
             "params": {"sink": self.sink, "weak_share": self.weak_share, "strong_quantile": self.strong_quantile},
             "signal": self.signal_,
             "t1": self.t1_,
@@ -469,20 +558,34 @@ class Ladder:
             "target_accept": self.target_accept_,
             "fit_summary": self.fit_summary_,
             "structure_gate": None if self.structure_ is None else self.structure_.to_dict(),
+            "knn": getattr(self, "knn_record_", None) if self.signal_ == "knn" else None,
         }
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Write the fitted ladder as JSON (atomically); ``extra`` (e.g. the members' weight sha256) is kept."""
+        """Write the fitted ladder as JSON (atomically); ``extra`` (e.g. the members' weight sha256) is kept. A knn
+        ladder first writes its bank beside it (``knn_bank_path``) and records the bank's sha256 in ``knn``; any
+        other signal removes a bank left there by an earlier knn fit."""
+        self._check_fitted()
+        bank = knn_bank_path(path)
+        if self.signal_ == "knn":
+            if self.knn_ is None:
+                raise StillroomError("Ladder.save: a knn ladder without its KNN bank")
+            self.knn_record_ = self.knn_.save_bank(bank)
+        else:
+            bank.unlink(missing_ok=True)
         return atomic_write_json(path, {**self.to_dict(), **(extra or {})})
 
     @classmethod
     def load(cls, path: str | Path) -> Ladder:
         """A saved ladder; a file without ``signal`` (written before it existed) is a maxlogit ladder."""
         d = read_json(path)
-        if d.get("format") not in (FORMAT, FORMAT_SIGNAL):
-            raise StillroomError(f"{path}: format {d.get('format')!r}, expected {FORMAT!r} or {FORMAT_SIGNAL!r}")
+        if d.get("format") not in (FORMAT, FORMAT_SIGNAL, FORMAT_KNN):
+            raise StillroomError(
+                f"{path}: format {d.get('format')!r}, expected {FORMAT!r}, {FORMAT_SIGNAL!r} or {FORMAT_KNN!r}"
+            )
         signal = d.get("signal", "maxlogit")
-        if signal not in SIGNALS or (signal != "maxlogit" and d["format"] != FORMAT_SIGNAL):
+        want = {"maxlogit": FORMAT, "knn": FORMAT_KNN}.get(signal, FORMAT_SIGNAL)
+        if signal not in ALL_SIGNALS or (signal != "maxlogit" and d["format"] != want):
             raise StillroomError(f"{path}: malformed ladder (signal {signal!r} in format {d['format']!r})")
         try:
             lad = cls(**d["params"])
@@ -498,7 +601,12 @@ class Ladder:
         lad.signal_ = signal
         # a refit of the loaded ladder asks for what the original fit asked for ("auto" chooses again)
         lad.signal = (lad.fit_summary_.get("signal") or {}).get("requested", signal)
-        _check_signal(lad.signal, (*SIGNALS, "auto"), str(path))
+        _check_signal(lad.signal, (*ALL_SIGNALS, "auto"), str(path))
+        if signal == "knn":  # the bank beside the file, checked by sha256 (deploy.knn)
+            lad.knn_ = KNNScorer.load(Path(path).parent, d.get("knn"), source=str(path))
+            lad.knn_record_ = d["knn"]
+            if lad.n_members_ != 1:
+                raise StillroomError(f"{path}: a knn ladder serves one model, this one has {lad.n_members_}")
         if d.get("structure_gate") is not None:  # absent from ladder.json files written before the gate
             lad.structure_ = StructureGate.from_dict(d["structure_gate"], source=str(path))
         lad.extra_ = {k: v for k, v in d.items() if k not in _KEYS}
@@ -546,8 +654,12 @@ def ladder_report(
     ood_logits_list: Any = None,
     id_structure_ok: np.ndarray | None = None,
     ood_structure_ok: np.ndarray | None = None,
+    id_features: Any = None,
+    ood_features: Any = None,
 ) -> dict[str, Any]:
     """Coverage, selective accuracy and OOD acceptance of a fitted ladder.
+
+    ``id_features`` / ``ood_features``: the samples' penultimate features, needed by a knn ladder only.
 
     ``id_structure_ok`` / ``ood_structure_ok`` (boolean per sample, the structure gate's verdict on the served
     silhouettes): a sample outside the gate is rejected with reason "no-structure" whatever its logits, as the
@@ -560,7 +672,7 @@ def ladder_report(
     ``counts``, ``acceptance`` (the number to keep low), ``uncertain``, ``rejection``, ``reasons``.
     """
     labels = np.asarray(id_labels).astype(np.int64).ravel()
-    dets = _gated(ladder.decide_detailed(id_logits_list), id_structure_ok)
+    dets = _gated(ladder.decide_detailed(id_logits_list, features=id_features), id_structure_ok)
     if len(dets) != len(labels):
         raise StillroomError(f"ladder_report: {len(dets)} ID samples but {len(labels)} labels")
     verdict = np.array([d["verdict"] for d in dets])
@@ -586,7 +698,7 @@ def ladder_report(
         },
     }
     if ood_logits_list is not None:
-        ood_dets = _gated(ladder.decide_detailed(ood_logits_list), ood_structure_ok)
+        ood_dets = _gated(ladder.decide_detailed(ood_logits_list, features=ood_features), ood_structure_ok)
         ood_decisions = [(d["verdict"], d["reason"]) for d in ood_dets]
         o = _rates(ood_decisions)
         out["ood"] = {

@@ -1,0 +1,129 @@
+"""The KNN score served by the ladder (issue 16 item 4): numpy, one matrix product against a stored feature bank.
+
+Sun et al. 2022, "Out-of-Distribution Detection with Deep Nearest Neighbors" (ICML; §3, eq. 1-2), as evaluation
+computes it through pytorch-ood (``evaluate.feature_ood``, the same ``KNN_K`` and normalization): with ``f(x)`` the
+globally pooled penultimate features (``feature_ood.split_model``'s backbone, pooled) and ``z = f / ||f||_2``
+(the norm clamped at 1e-12, as pytorch-ood does, so a zero vector stays zero),
+
+    score(x) = - || z(x) - b_(k) ||_2
+
+where ``b_(1), ..., b_(n)`` are the bank's rows (the normalized features of the run's clean ID training rows)
+sorted by distance to ``z(x)``; higher = more in-distribution (REFERENCE 4). The squared distances come from one
+matrix product, ``||z||^2 + ||b||^2 - 2 z b^T`` in float64 (clipped at 0), and the k-th smallest is found with
+``np.partition``: for a 4,000 x 576 bank that is about 2.3 M multiply-adds per image, no index structure needed.
+
+Serving it needs the features of the served model: ``stillroom export`` writes ``model_features.onnx`` (outputs
+``logits`` and ``features``), and the ladder stores the bank as ``.npy`` (never pickle) with its sha256.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillroom._io import NotFittedError, StillroomError, atomic_write_bytes, sha256_bytes, sha256_file
+
+__all__ = ["KNN_K", "KNNScorer", "l2_normalize", "knn_score"]
+
+#: k of evaluation's KNN (``evaluate.feature_ood.KNN_K``), repeated so that importing the service stays light;
+#: a test pins the two together
+KNN_K = 10
+_NORM_EPS = 1e-12  # pytorch-ood's clamp of the feature norm
+
+
+def l2_normalize(features: Any, name: str = "features") -> np.ndarray:
+    """(N, D) float32 rows divided by their L2 norm (clamped at 1e-12), as pytorch-ood's KNN normalizes."""
+    f = np.asarray(features, dtype=np.float32)
+    if f.ndim != 2 or f.shape[1] == 0:
+        raise StillroomError(f"{name}: expected an (N, D) array with D >= 1, got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise StillroomError(f"{name}: holds non-finite values")
+    norm = np.maximum(np.linalg.norm(f, axis=1, keepdims=True), np.float32(_NORM_EPS))
+    return (f / norm).astype(np.float32, copy=False)
+
+
+def knn_score(features: Any, bank: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """(N,) float64 ``-distance to the k-th nearest bank row`` of the L2-normalized ``features`` (N, D); ``bank``
+    (n, D) is already normalized (``l2_normalize``). Module docstring for the formula."""
+    z = l2_normalize(features).astype(np.float64)
+    b = np.asarray(bank, dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != z.shape[1]:
+        raise StillroomError(f"knn_score: bank of shape {b.shape} for features of dimension {z.shape[1]}")
+    if not 1 <= k <= len(b):
+        raise StillroomError(f"knn_score: k must be in [1, {len(b)}] (bank rows), got {k}")
+    d2 = (z * z).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (z @ b.T)  # (N, n) squared distances
+    kth = np.partition(np.maximum(d2, 0.0), k - 1, axis=1)[:, k - 1]  # (N,) k-th smallest
+    return -np.sqrt(kth)
+
+
+class KNNScorer:
+    """The KNN score with its bank (scikit-learn style): ``fit(train_features)`` normalizes and keeps them in
+    ``bank_`` (n, D) float32; ``score(features)`` -> (N,) float64, higher = more ID. ``k``: the neighbour whose
+    distance counts (default ``KNN_K``, evaluation's)."""
+
+    def __init__(self, k: int = KNN_K) -> None:
+        if not (isinstance(k, int) and k >= 1):
+            raise StillroomError(f"KNNScorer: k must be an int >= 1, got {k!r}")
+        self.k = k
+
+    def fit(self, train_features: Any) -> KNNScorer:
+        bank = l2_normalize(train_features, "KNNScorer.fit: train_features")
+        if len(bank) <= self.k:
+            raise StillroomError(f"KNNScorer.fit: needs more than k = {self.k} rows, got {len(bank)}")
+        self.bank_ = np.ascontiguousarray(bank)
+        self._bank64 = self.bank_.astype(np.float64)
+        return self
+
+    def score(self, features: Any) -> np.ndarray:
+        if not hasattr(self, "bank_"):
+            raise NotFittedError("KNNScorer: call fit(...) or KNNScorer.load(...) before scoring")
+        return knn_score(features, self._bank64, self.k)
+
+    @property
+    def dim(self) -> int:
+        return int(self.bank_.shape[1])
+
+    def save_bank(self, path: str | Path) -> dict[str, Any]:
+        """Write ``bank_`` as ``.npy`` (no pickle) atomically; returns the record the ladder keeps: file name,
+        sha256, shape, k."""
+        buf = io.BytesIO()
+        np.save(buf, self.bank_, allow_pickle=False)
+        data = buf.getvalue()
+        atomic_write_bytes(path, data)
+        return {
+            "k": self.k,
+            "bank_file": Path(path).name,
+            "bank_sha256": sha256_bytes(data),
+            "bank_shape": list(self.bank_.shape),
+            "normalize": "l2",
+        }
+
+    @classmethod
+    def load(cls, folder: str | Path, record: dict[str, Any], source: str = "ladder") -> KNNScorer:
+        """The scorer of a ladder's ``knn`` record, its bank read from ``folder`` and checked by sha256 and
+        shape (a bank that was changed after the fit is refused, never scored with)."""
+        try:
+            name, sha, shape, k = record["bank_file"], record["bank_sha256"], record["bank_shape"], record["k"]
+        except (KeyError, TypeError):
+            raise StillroomError(f"{source}: malformed knn record {record!r}") from None
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npy"):
+            raise StillroomError(f"{source}: knn bank_file must be a plain .npy file name, got {name!r}")
+        path = Path(folder) / name
+        if not path.is_file():
+            raise StillroomError(f"{path}: the ladder's KNN bank is missing; fit the ladder again")
+        if sha256_file(path) != sha:
+            raise StillroomError(f"{path}: sha256 differs from {source}; the KNN bank was changed, fit it again")
+        bank = np.load(path, allow_pickle=False)
+        if bank.dtype != np.float32 or list(bank.shape) != list(shape):
+            raise StillroomError(f"{path}: bank {bank.dtype} {list(bank.shape)}, {source} says float32 {shape}")
+        out = cls(int(k))
+        out.bank_ = bank
+        out._bank64 = bank.astype(np.float64)
+        return out
+
+    def __repr__(self) -> str:
+        shape = "unfitted" if not hasattr(self, "bank_") else f"bank {self.bank_.shape[0]} x {self.bank_.shape[1]}"
+        return f"KNNScorer(k={self.k}, {shape})"
