@@ -5,6 +5,7 @@
     RUN/export/model.onnx           fp32, fixed batch 1 (what the service runs: one upload, one image)
     RUN/export/model_dynamic.onnx   fp32, dynamic batch (batched scoring, benchmarks at batch 64)
     RUN/export/model_int8.onnx      int8 QDQ, dynamic batch (optional), calibrated on training images
+    RUN/export/model_features.onnx  fp32, dynamic batch, outputs ``logits`` and ``features`` (``export_features_onnx``)
     RUN/export/export.json          files + sha256, input contract, parity and int8 checks, per-runtime record
 
 The graph is the model only: input ``input`` float32 (B, C, S, S) already normalized with the recipe's mean/std
@@ -112,6 +113,8 @@ from stillroom.runs import Run, split_rows
 
 __all__ = [
     "export_onnx",
+    "export_features_onnx",
+    "FEATURES_FILE",
     "int8_check_summary",
     "export_model_onnx",
     "export_int8",
@@ -545,6 +548,7 @@ def export_onnx(
         raise StillroomError(
             f"{run_dir}: ONNX parity failed: max |logit diff| {worst[0]:.3g} ({files[worst[1]]['file']}) > {atol:g}"
         )
+    report["features"] = export_features_onnx(run.model, out_dir, shape, x, atol=atol, threads=threads)
 
     (out_dir / "model_int8.onnx").unlink(missing_ok=True)
     fp32_top1: dict[str, float] = {}
@@ -616,6 +620,101 @@ def export_onnx(
     report["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out_dir / "export.json", report)
     return report
+
+
+FEATURES_FILE = "model_features.onnx"
+FEATURES_NAME = "features"
+
+
+class _LogitsAndFeatures(nn.Module):
+    """``x -> (logits, features)`` with ``features`` the pooled penultimate features exactly as evaluation's KNN
+    takes them: ``evaluate.feature_ood.split_model``'s backbone, global average pool, flatten (B, D)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from stillroom.evaluate.feature_ood import split_model
+
+        super().__init__()
+        self.model = model
+        self._backbone, self._head = split_model(model)  # ValueError when the model has no cut (e.g. a ViT)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self._backbone(x)  # (B, C, h, w)
+        feats = torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)  # (B, C)
+        return self._head(maps), feats
+
+
+def export_features_onnx(
+    model: nn.Module,
+    out_dir: str | Path,
+    input_shape: tuple[int, ...],
+    x_parity: np.ndarray,
+    atol: float = 1e-3,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Write ``out_dir/model_features.onnx`` (fp32, dynamic batch; outputs ``logits`` (B, K) and ``features``
+    (B, D)) for the ladder's knn signal (``deploy.knn``), and check both outputs against PyTorch on the normalized
+    float32 images ``x_parity`` (the fp32 parity images). ``model.onnx`` stays logits only.
+
+    Returns the export.json ``features`` record: file, sha256, outputs, feature dimension, parity (max / mean
+    absolute difference of each output, top-1 agreement) and ``ok`` (both max differences <= ``atol``; the service
+    refuses a knn ladder on a file that is not ok). A model without a backbone/head cut, or whose backbone is not a
+    4-D feature map, gets ``{"skipped": reason}`` and no file (an older file is removed).
+    """
+    import onnx
+
+    out_dir = Path(out_dir)
+    path = out_dir / FEATURES_FILE
+    model = model.eval().cpu()
+    try:
+        wrapped = _LogitsAndFeatures(model).eval()
+        with torch.no_grad():
+            maps = wrapped._backbone(torch.zeros((1, *input_shape), dtype=torch.float32))
+        if maps.ndim != 4:
+            raise ValueError(f"{type(model).__name__}: its features are not a 4-D feature map ({list(maps.shape)})")
+    except ValueError as err:
+        path.unlink(missing_ok=True)
+        return {"skipped": str(err)}
+    buf = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}, FEATURES_NAME: {0: "batch"}}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            wrapped, (torch.zeros((1, *input_shape)),), buf, dynamo=False, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME, FEATURES_NAME], opset_version=OPSET, dynamic_axes=axes,
+            do_constant_folding=True,
+        )  # fmt: skip
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
+    atomic_write_bytes(path, buf.getvalue())
+    with torch.no_grad():
+        ref = [wrapped(torch.from_numpy(x_parity[i : i + 64])) for i in range(0, len(x_parity), 64)]
+    ref_z = torch.cat([r[0] for r in ref]).numpy()
+    ref_f = torch.cat([r[1] for r in ref]).numpy()
+    sess = ort_session(path, threads=threads)
+    got = [sess.run(None, {INPUT_NAME: x_parity[i : i + 64]}) for i in range(0, len(x_parity), 64)]
+    got_z = np.concatenate([g[0] for g in got])
+    got_f = np.concatenate([g[1] for g in got])
+    diff_f = np.abs(ref_f.astype(np.float64) - got_f.astype(np.float64))
+    parity = {
+        "split": "val",
+        "atol": atol,
+        "logits": onnx_parity(ref_z, got_z),
+        "features": {
+            "n": int(len(ref_f)),
+            "max_abs_diff": float(diff_f.max()) if diff_f.size else 0.0,
+            "mean_abs_diff": float(diff_f.mean()) if diff_f.size else 0.0,
+        },
+    }
+    parity["ok"] = bool(parity["logits"]["max_abs_diff"] <= atol and parity["features"]["max_abs_diff"] <= atol)
+    return {
+        "file": FEATURES_FILE,
+        "sha256": sha256_file(path),
+        "batch": "dynamic",
+        "outputs": [OUTPUT_NAME, FEATURES_NAME],
+        "feature_dim": int(ref_f.shape[1]),
+        "features": "evaluate.feature_ood.split_model backbone, global average pool, flatten (KNN's features)",
+        "parity": parity,
+        "ok": parity["ok"],
+    }
 
 
 def _int8_check(
