@@ -32,7 +32,9 @@ def test_fit_run_ladder_auto_chooses_on_the_ood_val_rows(run, tmp_path, ood_only
     copy = link_run(run, tmp_path / "auto")
     lad = fit_run_ladder(copy, ood_index=ood_only.root, signal="auto")
     sel = lad.fit_summary_["signal"]
+    # the copy has no export/ (no model_features.onnx): knn is not weighed, and says why (test_ladder_knn.py)
     assert sel["requested"] == "auto" and set(sel["val_auroc"]) == set(SIGNALS)
+    assert not sel["knn_candidate"]["weighed"] and "stillroom export" in sel["knn_candidate"]["reason"]
     assert lad.signal_ == max(SIGNALS, key=lambda n: sel["val_auroc"][n])
     assert sel["n_ood"] == len(ood_only.split_indices("val"))
     back = Ladder.load(copy / "ladder.json")
@@ -60,8 +62,8 @@ def test_cli_export_ladder_signal(run, tmp_path, ood_only):
     d = json.loads((copy / "ladder.json").read_text())
     assert d["signal"] == "energy" and d["format"] == "stillroom-ladder/2"
     assert "ladder signal energy: set by the caller" in res.output
-    res = CliRunner().invoke(app, [*args, "--ladder-signal", "knn"])
-    assert isinstance(res.exception, StillroomError) and "maxlogit, energy, msp, auto" in str(res.exception)
+    res = CliRunner().invoke(app, [*args, "--ladder-signal", "odin"])
+    assert isinstance(res.exception, StillroomError) and "maxlogit, energy, msp, knn, auto" in str(res.exception)
     res = CliRunner().invoke(app, args)  # default auto
     assert res.exit_code == 0, res.output
     assert "highest validation AUROC" in res.output

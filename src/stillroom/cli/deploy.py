@@ -82,18 +82,19 @@ def export_cmd(
     ladder_signal: str = typer.Option(
         "auto",
         "--ladder-signal",
-        help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | auto (highest val AUROC against the OOD"
-        " val rows: a merged index's sink rows or --ood-index; maxlogit without them)",
+        help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | knn (penultimate features, needs"
+        " export/model_features.onnx) | auto (highest val AUROC against the OOD val rows: a merged index's sink rows"
+        " or --ood-index, knn included when the features file exists; maxlogit without them)",
     ),
 ) -> None:
     """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""
-    from stillroom.deploy.ladder import SIGNALS
+    from stillroom.deploy.ladder import ALL_SIGNALS
 
     _check_number("--atol", atol, 0.0, 1e3, low_open=True)
     _check_number("--int8-control-samples", int8_control_samples, 1, 1e7)
     _check_number("--target-accept", target_accept, 0.0, 1.0, low_open=True)
-    if ladder_signal not in (*SIGNALS, "auto"):  # before the export, which takes a while
-        raise StillroomError(f"--ladder-signal {ladder_signal!r}: must be one of {', '.join((*SIGNALS, 'auto'))}")
+    if ladder_signal not in (*ALL_SIGNALS, "auto"):  # before the export, which takes a while
+        raise StillroomError(f"--ladder-signal {ladder_signal!r}: must be one of {', '.join((*ALL_SIGNALS, 'auto'))}")
     if onnx:
         from stillroom.deploy.onnx_export import export_onnx
 
@@ -114,6 +115,17 @@ def export_cmd(
                 entry["file"], f"{par['max_abs_diff']:.2e}", f"{par['top1_agreement']:.4f}", entry["sha256"][:12]
             )
         console.print(table)
+        feats = rep.get("features") or {}
+        if "skipped" in feats:
+            console.print(f"no features model (knn signal unavailable): {feats['skipped']}", markup=False)
+        elif feats:
+            fp = feats["parity"]
+            console.print(
+                f"{feats['file']}: logits + {feats['feature_dim']} features, max |diff| logits "
+                f"{fp['logits']['max_abs_diff']:.2e}, features {fp['features']['max_abs_diff']:.2e} "
+                + ("ok" if feats["ok"] else f"FAILED (> {fp['atol']:g}: knn will not be served)"),
+                markup=False,
+            )
         chk = rep.get("int8_check")
         if chk:
             mark = "[green]ok[/]" if chk["ok"] else "[red]FAILED (int8 will not be served)[/]"
@@ -151,14 +163,20 @@ def export_cmd(
             msg += f", OOD val reject {s['ood']['reject']:.3f} (accept {s['ood']['accept']:.3f})"
         console.print(msg + f" -> {Path(run) / 'ladder.json'}")
         console.print(f"ladder signal {lad.signal_}: {s['signal']['reason']}", markup=False)
+        cand = s["signal"].get("knn_candidate") or {}
+        if ladder_signal == "auto" and not cand.get("weighed", True):
+            console.print(f"knn not weighed: {cand.get('reason')}", markup=False)
         # an int8 model that may be served gets its own ladder and temperature, fitted on its own logits (issue 15)
         exp_path = Path(run) / "export" / "export.json"
         if exp_path.is_file() and read_json(exp_path).get("int8_check", {}).get("ok"):
             from stillroom.deploy.run_ladder import LADDER_FILES
 
+            signal8 = "auto" if ladder_signal == "knn" else ladder_signal  # int8 features are not exported
+            if signal8 != ladder_signal:
+                console.print("int8 ladder: knn is served in fp32 only; the int8 ladder takes auto (logit signals)")
             lad8 = fit_run_ladder(
                 run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, served="int8",
-                signal=ladder_signal,
+                signal=signal8,
             )  # fmt: skip
             s8 = lad8.fit_summary_
             console.print(

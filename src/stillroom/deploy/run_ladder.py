@@ -1,6 +1,12 @@
 """A run's strictness ladder: fitted on the run's validation logits, stored in ``RUN/ladder.json``, reported on a
 split and summarized in ``metrics.json`` (REFERENCE 5, seed 000 §4.2). The ladder itself (rules, fitting on
 logits, decisions) is ``deploy.ladder``; this module connects it to run directories (``stillroom.runs``).
+
+The knn signal (``deploy.knn``) needs the pooled penultimate features: they are computed here in PyTorch with
+evaluation's cut (``evaluate.feature_ood.split_model``), the bank from the run's clean ID training rows (the rows
+evaluation's KNN is fitted on: train split, label < K). knn is offered (``signal="knn"``, or a candidate of
+"auto") only when the run's export holds ``model_features.onnx`` for these weights with passing parity, so that a
+ladder never picks a signal the service cannot compute; the int8 ladder keeps to the logit signals.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.deploy._ort import normalize_uint8
 from stillroom.deploy.backends import make_runner, runner_logits, serving_backend
+from stillroom.deploy.knn import KNN_K, KNNScorer
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
 from stillroom.deploy.onnx_export import EXPORT_DIR
 from stillroom.deploy.structure import StructureGate
@@ -25,6 +32,8 @@ __all__ = [
     "LADDER_FILES",
     "fit_run_ladder",
     "fit_served_temperature",
+    "knn_available",
+    "run_features",
     "run_ladder_report",
     "served_temperature_key",
     "update_ladder_metrics",
@@ -110,6 +119,60 @@ def _run_logits(
     return out
 
 
+def knn_available(run_dir: str | Path, weights_sha256: str) -> str | None:
+    """None when the knn signal can be served for these weights (export.json records ``model_features.onnx`` of
+    the same weights with passing parity, and the file is there), else the reason it cannot."""
+    exp_path = Path(run_dir) / EXPORT_DIR / "export.json"
+    if not exp_path.is_file():
+        return f"no {exp_path} (knn is served from model_features.onnx: run `stillroom export` first)"
+    exp = read_json(exp_path)
+    feats = exp.get("features")
+    if exp.get("weights", {}).get("sha256") != weights_sha256:
+        return f"{exp_path}: exported from other weights"
+    if not isinstance(feats, dict):
+        return f"{exp_path}: no features file (exported before model_features.onnx existed: export again)"
+    if "skipped" in feats:
+        return f"no features file: {feats['skipped']}"
+    if not feats.get("ok"):
+        return f"{exp_path}: model_features.onnx failed its parity check"
+    if not (Path(run_dir) / EXPORT_DIR / feats["file"]).is_file():
+        return f"{Path(run_dir) / EXPORT_DIR / feats['file']}: missing"
+    return None
+
+
+def run_features(run: Any, images: np.ndarray, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, D) float32 pooled penultimate features of ``images[rows]`` in PyTorch: ``split_model``'s backbone,
+    global average pool, flatten, exactly as evaluation's KNN takes them (``evaluate.feature_ood``) and as
+    ``model_features.onnx`` outputs them (to export.json's parity)."""
+    import torch
+
+    from stillroom.evaluate.feature_ood import split_model
+    from stillroom.models.inference import iter_batches
+
+    backbone, _ = split_model(run.model)
+    run.model.eval()
+    out = []
+    with torch.no_grad():
+        for x in iter_batches(images, rows, run.normalizer, batch_size):
+            out.append(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(backbone(x), 1), 1).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def _knn_inputs(d: dict[str, Any]) -> tuple[KNNScorer, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """(scorer fitted on the ID training rows, val ID features, val OOD features or None, where the bank came
+    from) for ``_run_logits``'s ``d``. The bank rows are evaluation's: train split, label < K (never val/test)."""
+    idx, run = d["index"], d["run"]
+    k_id = Run(run.path).layout.num_id
+    train = split_rows(idx, "train", d["row_sink"])[0]
+    train = train[idx.labels[train] < k_id]
+    scorer = KNNScorer(KNN_K).fit(run_features(run, d["images"], train))
+    val = run_features(run, d["images"], d["id_rows"])
+    ood = None
+    if d["ood_rows"] is not None and len(d["ood_rows"]):
+        ood = run_features(run, d["ood_images"], d["ood_rows"])
+    return scorer, val, ood, {"index": str(idx.root), "split": "train", "rows": int(len(train)), "k": KNN_K}
+
+
 def _fit_structure_gate(d: dict[str, Any], quantile: float, max_images: int = 20000) -> StructureGate | None:
     """The structure gate of a silhouette run, fitted on the ID training images as the service preprocesses them,
     with its rejection rate on the ID validation rows (and OOD rows when there are some) in ``summary_``; None
@@ -168,14 +231,39 @@ def fit_run_ladder(
     ``Ladder(...)``; ``sink`` defaults to whether the run has a sink class. The file records the weights' sha256 the
     ladder belongs to.
 
+    ``signal="knn"`` (fp32 only), and "auto" when the export has ``model_features.onnx`` for these weights
+    (``knn_available``): the KNN bank is fitted on the ID training rows' features and saved beside the ladder
+    (module docstring); ``fit_summary_["signal"]["knn_candidate"]`` says whether knn was weighed, and why not.
+
     A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
     images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
     of ID validation images (and OOD ones, when given) it rejects.
     """
     run_dir = Path(run_dir)
+    if signal == "knn" and served != "fp32":
+        raise StillroomError(
+            f"signal 'knn' is served from model_features.onnx (fp32) only; the {served} ladder takes a logit signal "
+            "(maxlogit, energy, msp or auto)"
+        )
     d = _run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
-    ladder = Ladder(signal=signal, **params).fit(d["id"], target_accept=target_accept, ood_logits_list=d["ood"])
+    why_not = "served model is not fp32" if served != "fp32" else None
+    if why_not is None and signal in ("knn", "auto"):
+        why_not = knn_available(run_dir, d["run"].weights_sha256)
+    elif why_not is None:
+        why_not = f"signal {signal!r} set by the caller"
+    if signal == "knn" and why_not is not None:
+        raise StillroomError(f"{run_dir}: signal 'knn' cannot be served: {why_not}")
+    knn_kw: dict[str, Any] = {}
+    if why_not is None:
+        scorer, val_f, ood_f, bank_data = _knn_inputs(d)
+        knn_kw = {"val_features": val_f, "ood_features": ood_f, "knn": scorer}
+    ladder = Ladder(signal=signal, **params).fit(
+        d["id"], target_accept=target_accept, ood_logits_list=d["ood"], **knn_kw
+    )
+    ladder.fit_summary_["signal"]["knn_candidate"] = (
+        {"weighed": True} if why_not is None else {"weighed": False, "reason": why_not}
+    )
     ladder.structure_ = _fit_structure_gate(d, structure_quantile)
     if ladder.structure_ is not None:
         ladder.fit_summary_["structure_gate"] = ladder.structure_.summary_
@@ -183,6 +271,8 @@ def fit_run_ladder(
         fit_data = {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"], "served": served}
         if served != "fp32":
             fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
+        if ladder.signal_ == "knn":
+            fit_data["knn_bank"] = bank_data
         ladder.save(
             run_dir / LADDER_FILES[served],
             extra={
@@ -245,7 +335,15 @@ def run_ladder_report(
         id_ok = gate.passes(served_features(d["images"], d["id_rows"], size, padding))
         if d["ood_rows"] is not None and len(d["ood_rows"]):
             ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding))
-    rep = ladder_report(ladder, d["id"], d["labels"], d["ood"], id_structure_ok=id_ok, ood_structure_ok=ood_ok)
+    id_f = ood_f = None
+    if ladder.signal_ == "knn":  # the knn signal scores the samples' penultimate features (PyTorch, as fitted)
+        id_f = run_features(d["run"], d["images"], d["id_rows"])
+        if d["ood_rows"] is not None and len(d["ood_rows"]):
+            ood_f = run_features(d["run"], d["ood_images"], d["ood_rows"])
+    rep = ladder_report(
+        ladder, d["id"], d["labels"], d["ood"], id_structure_ok=id_ok, ood_structure_ok=ood_ok,
+        id_features=id_f, ood_features=ood_f,
+    )  # fmt: skip
     rep.update(split=split, weights=weights, ood_source=d["ood_source"], target_accept=ladder.target_accept_)
     rep["signal"] = ladder.signal_  # what t1/t2 are thresholds of (also in rep["thresholds"])
     return rep

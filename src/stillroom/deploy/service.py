@@ -34,6 +34,13 @@ serves ``RUN/ladder.json`` (fitted on the PyTorch logits, which the fp32 ONNX fi
 ``RUN/ladder_int8.json`` and the ``<weights>:int8`` temperature, both fitted on the int8 file's own validation logits
 by ``stillroom export --int8`` and checked against that file's sha256.
 
+KNN signal (issue 16 item 4): when the served ladder's signal is knn (``deploy.ladder``, ``deploy.knn``), the
+Predictor runs ``RUN/export/model_features.onnx`` instead of ``model.onnx`` (one call gives the logits and the pooled
+penultimate features; checked against export.json's sha256 and parity), directly in ONNX Runtime, because
+``backends.make_runner`` returns the first output only (``/info`` ``runtime`` says so), and the ladder's bank
+(``RUN/ladder_knn_bank.npy``) is checked against the sha256 in ladder.json when the ladder loads. int8 with a knn
+ladder is refused (the int8 ladder is fitted on a logit signal).
+
 Temperature: from ``RUN/calibration.json`` (the entry for the served model, checked by sha256, or a top-level
 ``temperature``); without one T = 1 and the response says so (``temperature_source``).
 
@@ -67,7 +74,7 @@ from starlette.datastructures import UploadFile
 
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
 from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask, preprocess_mask
-from stillroom.deploy._ort import normalize_uint8
+from stillroom.deploy._ort import normalize_uint8, ort_session
 from stillroom.deploy.backends import SERVE_BACKENDS, backend_version, make_runner, serving_backend
 from stillroom.deploy.ladder import Ladder, describe
 from stillroom.deploy.run_ladder import LADDER_FILES, served_temperature_key
@@ -218,10 +225,6 @@ class Predictor:
             raise StillroomError(f"{exp_path}: no {key} model; run `stillroom export {run_dir} --onnx --int8`")
         if key == "int8" and not exp.get("int8_check", {}).get("ok"):
             raise StillroomError(f"{exp_path}: the int8 model failed its accuracy check; serve fp32")
-        self.model_file = run_dir / "export" / exp["models"][key]["file"]
-        self.model_sha256 = sha256_file(self.model_file)
-        if self.model_sha256 != exp["models"][key]["sha256"]:
-            raise StillroomError(f"{self.model_file}: sha256 differs from export.json; export again")
         # the ladder and the temperature of the served model's own logits (issue 15): int8 has its own of each
         ladder_path = run_dir / LADDER_FILES[key]
         if not ladder_path.is_file():
@@ -229,8 +232,28 @@ class Predictor:
                 f"{ladder_path}: not found; fit it on the {key} model's logits with `stillroom export {run_dir}"
                 + (" --int8`" if key == "int8" else "`")
             )
-        self.ladder = Ladder.load(ladder_path)
+        self.ladder = Ladder.load(ladder_path)  # a knn ladder also loads its bank, checked by sha256
         self.ladder_sha256 = sha256_file(ladder_path)
+        self.knn = self.ladder.signal_ == "knn"
+        entry = exp["models"][key]
+        if self.knn:  # logits and features from one file (module docstring, "KNN signal")
+            if key != "fp32":
+                raise StillroomError(
+                    f"{ladder_path}: a knn ladder is served with the fp32 features model; {key} features are not "
+                    "exported (its ladder takes a logit signal)"
+                )
+            entry = exp.get("features") or {}
+            if not entry.get("ok") or "file" not in entry:
+                raise StillroomError(
+                    f"{exp_path}: no model_features.onnx that passed its parity check ({entry.get('skipped', 'none')})"
+                    f"; the knn ladder needs it: run `stillroom export {run_dir}` again"
+                )
+        self.model_file = run_dir / "export" / entry["file"]
+        if not self.model_file.is_file():
+            raise StillroomError(f"{self.model_file}: not found; export again")
+        self.model_sha256 = sha256_file(self.model_file)
+        if self.model_sha256 != entry["sha256"]:
+            raise StillroomError(f"{self.model_file}: sha256 differs from export.json; export again")
         members = getattr(self.ladder, "extra_", {}).get("members", [])
         if self.ladder.n_members_ != 1:
             raise StillroomError(f"{ladder_path}: fitted for {self.ladder.n_members_} models; serving one")
@@ -266,6 +289,9 @@ class Predictor:
             f"onnx:{self.model_file.name}": self.model_sha256,
             f"safetensors:{wpath.name}": self.weights_sha256,
         }
+        if self.knn:
+            rec = self.ladder.knn_record_
+            self.weights[f"npy:{rec['bank_file']}"] = rec["bank_sha256"]
 
     def _runtime(
         self, exp: dict[str, Any], key: str, backend: str, served_file: dict[str, Any], ladder_path: Path,
@@ -288,9 +314,29 @@ class Predictor:
                 )
             choice = serving_backend(exp, key, fitted)
             choice["reason"] = f"the int8 ladder and temperature were fitted on {fitted}'s logits"
+        elif self.knn:
+            if backend not in ("auto", "onnxruntime"):
+                raise StillroomError(
+                    f"{ladder_path}: a knn ladder is served by ONNX Runtime (model_features.onnx has two outputs); "
+                    "use --backend auto or onnxruntime"
+                )
+            choice = {
+                "backend": "onnxruntime",
+                "reason": "knn ladder: model_features.onnx (logits + features) in ONNX Runtime directly, since "
+                "backends.make_runner returns the first output only",
+                "export_median_ms": None,
+            }
         else:
             choice = serving_backend(exp, key, backend)
-        self._run, fixed = make_runner(choice["backend"], self.model_file, threads)
+        if self.knn:
+            sess = ort_session(self.model_file, threads=threads)
+            name = sess.get_inputs()[0].name
+            self._run_both = lambda x: sess.run(None, {name: x})
+            self._run = lambda x: self._run_both(x)[0]
+            fixed = sess.get_inputs()[0].shape[0]
+            fixed = fixed if isinstance(fixed, int) else None
+        else:
+            self._run, fixed = make_runner(choice["backend"], self.model_file, threads)
         if fixed not in (None, 1):
             raise StillroomError(f"{self.model_file}: fixed batch {fixed}; the service runs one image per call")
         return {
@@ -357,8 +403,15 @@ class Predictor:
             raise UploadRejected(422, str(err)) from None
 
     def logits(self, mask: np.ndarray) -> np.ndarray:
-        x = np.repeat(mask[None, None], self.channels, axis=1)  # (1, C, S, S) uint8
-        return self._run(normalize_uint8(x, self.mean, self.std))
+        return self.forward(mask)[0]
+
+    def forward(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits (1, K), features (1, D) for a knn ladder else None) of one silhouette (S, S) uint8."""
+        x = normalize_uint8(np.repeat(mask[None, None], self.channels, axis=1), self.mean, self.std)  # (1, C, S, S)
+        if self.knn:
+            logits, feats = self._run_both(x)
+            return logits, feats
+        return self._run(x), None
 
     # --- the whole thing ---------------------------------------------------------------------------------------
 
@@ -370,8 +423,8 @@ class Predictor:
         mask, mask_source = self.silhouette(img, source=up.filename or "upload")
         gate = self.ladder.structure_
         no_structure = self.ladder.structure_problems(mask)  # before the model's verdict, which it overrides
-        logits = self.logits(mask)  # (1, K)
-        det = self.ladder.decide_detailed([logits])[0]
+        logits, feats = self.forward(mask)  # (1, K), (1, D) or None
+        det = self.ladder.decide_detailed([logits], features=feats)[0]
         reason_text = describe(det["reason"], self.ladder.n_members_, self.ladder.signal_)
         if no_structure:
             det = {**det, "verdict": "reject", "reason": "no-structure"}
@@ -547,6 +600,7 @@ def create_app(
                 "weights_sha256": predictor.weights_sha256,
                 "model_sha256": predictor.model_sha256,
                 "ladder_sha256": predictor.ladder_sha256,
+                "knn_bank_sha256": predictor.ladder.knn_record_["bank_sha256"] if predictor.knn else None,
             },
             "classes": predictor.classes[: predictor.k_id],
             "display_names": predictor.names[: predictor.k_id],
