@@ -45,16 +45,19 @@ def l2_normalize(features: Any, name: str = "features") -> np.ndarray:
     return (f / norm).astype(np.float32, copy=False)
 
 
-def knn_score(features: Any, bank: np.ndarray, k: int = KNN_K) -> np.ndarray:
+def knn_score(features: Any, bank: np.ndarray, k: int = KNN_K, bank_sq: np.ndarray | None = None) -> np.ndarray:
     """(N,) float64 ``-distance to the k-th nearest bank row`` of the L2-normalized ``features`` (N, D); ``bank``
-    (n, D) is already normalized (``l2_normalize``). Module docstring for the formula."""
+    (n, D) is already normalized (``l2_normalize``); ``bank_sq`` (n,): its squared row norms when precomputed
+    (``KNNScorer`` keeps them: recomputing them per image cost more than the product). Module docstring for the
+    formula."""
     z = l2_normalize(features).astype(np.float64)
     b = np.asarray(bank, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != z.shape[1]:
         raise StillroomError(f"knn_score: bank of shape {b.shape} for features of dimension {z.shape[1]}")
     if not 1 <= k <= len(b):
         raise StillroomError(f"knn_score: k must be in [1, {len(b)}] (bank rows), got {k}")
-    d2 = (z * z).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (z @ b.T)  # (N, n) squared distances
+    b_sq = (b * b).sum(1) if bank_sq is None else bank_sq
+    d2 = (z * z).sum(1)[:, None] + b_sq[None, :] - 2.0 * (z @ b.T)  # (N, n) squared distances
     kth = np.partition(np.maximum(d2, 0.0), k - 1, axis=1)[:, k - 1]  # (N,) k-th smallest
     return -np.sqrt(kth)
 
@@ -73,14 +76,18 @@ class KNNScorer:
         bank = l2_normalize(train_features, "KNNScorer.fit: train_features")
         if len(bank) <= self.k:
             raise StillroomError(f"KNNScorer.fit: needs more than k = {self.k} rows, got {len(bank)}")
-        self.bank_ = np.ascontiguousarray(bank)
-        self._bank64 = self.bank_.astype(np.float64)
+        self._set_bank(np.ascontiguousarray(bank))
         return self
+
+    def _set_bank(self, bank: np.ndarray) -> None:
+        self.bank_ = bank
+        self._bank64 = bank.astype(np.float64)
+        self._bank_sq = (self._bank64 * self._bank64).sum(1)  # (n,), once
 
     def score(self, features: Any) -> np.ndarray:
         if not hasattr(self, "bank_"):
             raise NotFittedError("KNNScorer: call fit(...) or KNNScorer.load(...) before scoring")
-        return knn_score(features, self._bank64, self.k)
+        return knn_score(features, self._bank64, self.k, self._bank_sq)
 
     @property
     def dim(self) -> int:
@@ -120,8 +127,7 @@ class KNNScorer:
         if bank.dtype != np.float32 or list(bank.shape) != list(shape):
             raise StillroomError(f"{path}: bank {bank.dtype} {list(bank.shape)}, {source} says float32 {shape}")
         out = cls(int(k))
-        out.bank_ = bank
-        out._bank64 = bank.astype(np.float64)
+        out._set_bank(bank)
         return out
 
     def __repr__(self) -> str:
