@@ -8,7 +8,8 @@ the sink AUROC of both.
 
 Settings (``--setting NAME``, repeatable; default: all): ``top1``, the export default (NNCF, full bias correction,
 accuracy control on top-1 of 1,000 labelled ID training images, drop <= 1 point); ``agreement``, accuracy control
-on agreement with fp32's argmax over every training row (K+1 sink included), drop <= 3 points. Each run is linked
+on agreement with fp32's argmax over every training row (K+1 sink included), drop <= 3 points
+(``agreement-strict``: <= 1 point, more layers back in fp32). Each run is linked
 (files only) into ``OUT/<run>__<setting>/`` and exported there, so the run directories are never written; a finished
 pair is read back, not redone (resumable). Writes ``OUT/int8_students.md`` and ``.csv``. Backends are not timed
 here (``benchmarks/bench_backends.py`` is the latency measurement), but each runtime's int8 check is recorded.
@@ -30,6 +31,7 @@ from stillroom.deploy.onnx_export import export_onnx
 SETTINGS: dict[str, dict[str, Any]] = {
     "top1": {},
     "agreement": {"int8_control_metric": "agreement", "int8_control_drop": 0.03, "control_samples": 100_000},
+    "agreement-strict": {"int8_control_metric": "agreement", "int8_control_drop": 0.01, "control_samples": 100_000},
 }
 
 
