@@ -21,8 +21,8 @@ import numpy as np
 
 from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.deploy._ort import normalize_uint8
+from stillroom.deploy._run_knn import knn_available, knn_inputs, run_features
 from stillroom.deploy.backends import make_runner, runner_logits, serving_backend
-from stillroom.deploy.knn import KNN_K, KNNScorer
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
 from stillroom.deploy.onnx_export import EXPORT_DIR
 from stillroom.deploy.structure import StructureGate
@@ -119,60 +119,6 @@ def _run_logits(
     return out
 
 
-def knn_available(run_dir: str | Path, weights_sha256: str) -> str | None:
-    """None when the knn signal can be served for these weights (export.json records ``model_features.onnx`` of
-    the same weights with passing parity, and the file is there), else the reason it cannot."""
-    exp_path = Path(run_dir) / EXPORT_DIR / "export.json"
-    if not exp_path.is_file():
-        return f"no {exp_path} (knn is served from model_features.onnx: run `stillroom export` first)"
-    exp = read_json(exp_path)
-    feats = exp.get("features")
-    if exp.get("weights", {}).get("sha256") != weights_sha256:
-        return f"{exp_path}: exported from other weights"
-    if not isinstance(feats, dict):
-        return f"{exp_path}: no features file (exported before model_features.onnx existed: export again)"
-    if "skipped" in feats:
-        return f"no features file: {feats['skipped']}"
-    if not feats.get("ok"):
-        return f"{exp_path}: model_features.onnx failed its parity check"
-    if not (Path(run_dir) / EXPORT_DIR / feats["file"]).is_file():
-        return f"{Path(run_dir) / EXPORT_DIR / feats['file']}: missing"
-    return None
-
-
-def run_features(run: Any, images: np.ndarray, rows: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(N, D) float32 pooled penultimate features of ``images[rows]`` in PyTorch: ``split_model``'s backbone,
-    global average pool, flatten, exactly as evaluation's KNN takes them (``evaluate.feature_ood``) and as
-    ``model_features.onnx`` outputs them (to export.json's parity)."""
-    import torch
-
-    from stillroom.evaluate.feature_ood import split_model
-    from stillroom.models.inference import iter_batches
-
-    backbone, _ = split_model(run.model)
-    run.model.eval()
-    out = []
-    with torch.no_grad():
-        for x in iter_batches(images, rows, run.normalizer, batch_size):
-            out.append(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(backbone(x), 1), 1).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def _knn_inputs(d: dict[str, Any]) -> tuple[KNNScorer, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """(scorer fitted on the ID training rows, val ID features, val OOD features or None, where the bank came
-    from) for ``_run_logits``'s ``d``. The bank rows are evaluation's: train split, label < K (never val/test)."""
-    idx, run = d["index"], d["run"]
-    k_id = Run(run.path).layout.num_id
-    train = split_rows(idx, "train", d["row_sink"])[0]
-    train = train[idx.labels[train] < k_id]
-    scorer = KNNScorer(KNN_K).fit(run_features(run, d["images"], train))
-    val = run_features(run, d["images"], d["id_rows"])
-    ood = None
-    if d["ood_rows"] is not None and len(d["ood_rows"]):
-        ood = run_features(run, d["ood_images"], d["ood_rows"])
-    return scorer, val, ood, {"index": str(idx.root), "split": "train", "rows": int(len(train)), "k": KNN_K}
-
-
 def _fit_structure_gate(d: dict[str, Any], quantile: float, max_images: int = 20000) -> StructureGate | None:
     """The structure gate of a silhouette run, fitted on the ID training images as the service preprocesses them,
     with its rejection rate on the ID validation rows (and OOD rows when there are some) in ``summary_``; None
@@ -256,7 +202,7 @@ def fit_run_ladder(
         raise StillroomError(f"{run_dir}: signal 'knn' cannot be served: {why_not}")
     knn_kw: dict[str, Any] = {}
     if why_not is None:
-        scorer, val_f, ood_f, bank_data = _knn_inputs(d)
+        scorer, val_f, ood_f, bank_data = knn_inputs(d)
         knn_kw = {"val_features": val_f, "ood_features": ood_f, "knn": scorer}
     ladder = Ladder(signal=signal, **params).fit(
         d["id"], target_accept=target_accept, ood_logits_list=d["ood"], **knn_kw
