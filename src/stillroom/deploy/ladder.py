@@ -222,6 +222,7 @@ class Ladder:
     classes), ``target_accept_``, ``signal_`` (the signal in force, never "auto"), ``fit_summary_`` (achieved ID
     verdict rates, OOD rates when given, and ``"signal"``: how the signal was chosen).
     ``structure_``: the ``StructureGate`` applied before the logit rules (set by ``fit_run_ladder``; None: none).
+    ``knn_``: the ``deploy.knn.KNNScorer`` (bank) of a knn ladder, None for the other signals.
     """
 
     def __init__(
