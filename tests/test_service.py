@@ -410,3 +410,27 @@ def test_cli_serve_and_feedback_export(run, tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["feedback", "export", str(db), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "out" / "disc").iterdir())) == 1
+
+
+def test_a_canonical_outline_recipe_renders_uploads_through_it(run, tmp_path):
+    """A model trained on canonical-outline data (issue 16 item 1) must see uploads rendered the same way: the
+    service renders through the recipe's outline, not plain ``preprocess_mask`` (which it still uses otherwise)."""
+    from stillroom.data.outline import Outline, render_silhouette
+    from stillroom.data.preprocess import object_mask
+
+    copy = link_run(run, tmp_path / "canon", extra=("ladder.json", "export"))
+    meta = json.loads((copy / "model.json").read_text())
+    (copy / "model.json").unlink()  # a hard link of the shared run: write a new file, never through the link
+    meta["recipe"]["outline"] = {"mode": "canonical", "grid": 16, "sigma": 0.8, "upsample": "bicubic", "threshold": 0.5}
+    atomic_write_json(copy / "model.json", meta)
+    from PIL import ImageDraw
+
+    img = Image.new("RGBA", (48, 48), (255, 255, 255, 0))
+    ImageDraw.Draw(img).polygon([(6, 40), (24, 5), (42, 40), (24, 30)], fill=(180, 40, 40, 255))  # staircase edges
+    canon, plain = Predictor(copy), Predictor(run)
+    assert canon.outline == Outline(grid=16, sigma=0.8) and plain.outline is None
+    obj = object_mask(img, source="t", alpha_threshold=canon.alpha_threshold)
+    got, _ = canon.silhouette(img, source="t")
+    want = render_silhouette(obj, canon.size, padding=canon.padding, outline=Outline(grid=16, sigma=0.8))
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, plain.silhouette(img, source="t")[0])  # the outline changed the pixels

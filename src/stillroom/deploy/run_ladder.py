@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom.data.outline import outline_from_recipe
 from stillroom.deploy._ort import normalize_uint8
 from stillroom.deploy._run_knn import knn_available, knn_inputs, run_features
 from stillroom.deploy.backends import make_runner, runner_logits, serving_backend
@@ -130,6 +131,7 @@ def _fit_structure_gate(d: dict[str, Any], quantile: float, max_images: int = 20
     if recipe.get("kind", "silhouette") != "silhouette":
         return None
     size, padding = int(run.meta["img_size"]), float(recipe.get("padding", 0.2))
+    outline = outline_from_recipe(recipe)  # a canonical-outline recipe: the gate sees what the service renders
     train_rows = split_rows(idx, "train", d["row_sink"])[0]
     if len(train_rows) < MIN_FIT_IMAGES:
         warnings.warn(
@@ -138,13 +140,13 @@ def _fit_structure_gate(d: dict[str, Any], quantile: float, max_images: int = 20
             stacklevel=3,
         )
         return None
-    feats = served_features(d["images"], train_rows, size, padding, max_images=max_images)
+    feats = served_features(d["images"], train_rows, size, padding, max_images=max_images, outline=outline)
     n = len(feats["share"])
     gate = StructureGate.fit_features(feats, size, quantile=quantile, fit_data=f"{idx.root.name}: {n} ID train images")
-    val = gate.passes(served_features(d["images"], d["id_rows"], size, padding, max_images=max_images))
+    val = gate.passes(served_features(d["images"], d["id_rows"], size, padding, max_images, outline))
     gate.summary_ = {"n_train": n, "id_val_reject": float(1.0 - val.mean()) if len(val) else math.nan}
     if d["ood_rows"] is not None and len(d["ood_rows"]):
-        ood = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, max_images=max_images))
+        ood = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, max_images, outline))
         gate.summary_["ood_val_reject"] = float(1.0 - ood.mean())
     return gate
 
@@ -278,9 +280,10 @@ def run_ladder_report(
 
         recipe = d["run"].meta.get("recipe", {})
         size, padding = int(d["run"].meta["img_size"]), float(recipe.get("padding", 0.2))
-        id_ok = gate.passes(served_features(d["images"], d["id_rows"], size, padding))
+        outline = outline_from_recipe(recipe)
+        id_ok = gate.passes(served_features(d["images"], d["id_rows"], size, padding, outline=outline))
         if d["ood_rows"] is not None and len(d["ood_rows"]):
-            ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding))
+            ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, outline=outline))
     id_f = ood_f = None
     if ladder.signal_ == "knn":  # the knn signal scores the samples' penultimate features (PyTorch, as fitted)
         id_f = run_features(d["run"], d["images"], d["id_rows"])

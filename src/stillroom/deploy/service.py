@@ -8,13 +8,13 @@ retrained run never serves with stale files.
 Endpoints:
 
 - ``POST /predict``: multipart field ``file`` (PNG, GIF, JPEG, WebP or BMP). The image goes through the training
-  preprocessing (``object_mask`` + ``preprocess_mask``): RGBA alpha > threshold when the image has an alpha channel
-  (``mask_source: "alpha"``), else a ready black-on-white mask (``"mask"``, luminance < 128 is object). The
-  silhouette first goes through the ladder's structure gate (``stillroom.deploy.structure``): one without the
-  shape structure of the training images (a filled square, a full frame, a line) is rejected with reason
-  "no-structure" and the gate's findings (``structure``), whatever the model says. Returns the
-  ladder's verdict and reason, top-5 with probabilities softmax(z / T) over the in-distribution classes, the
-  temperature and where it came from, the silhouette that was classified (PNG data URL) and an ``id``.
+  preprocessing (``object_mask`` + ``render_silhouette``: ``preprocess_mask``, or the recipe's canonical outline): RGBA
+  alpha > threshold when the image has an alpha channel (``mask_source: "alpha"``), else a ready black-on-white mask
+  (``"mask"``, luminance < 128 is object). The silhouette first goes through the ladder's structure gate
+  (``stillroom.deploy.structure``): one without the shape structure of the training images (a filled square, a full
+  frame, a line) is rejected with reason "no-structure" and the gate's findings (``structure``), whatever the model
+  says. Returns the ladder's verdict and reason, top-5 with probabilities softmax(z / T) over the in-distribution
+  classes, the temperature and where it came from, the silhouette that was classified (PNG data URL) and an ``id``.
 - ``POST /feedback/{id}``: JSON ``{"action": "confirm" | "correct" | "not_species", "label": ..., "comment": ...}``.
   ``label`` belongs to "correct" only (one of the model's classes; null or absent otherwise), unknown fields are
   refused, and text must be valid Unicode (no lone surrogates).
@@ -73,7 +73,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
-from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask, preprocess_mask
+from stillroom.data.outline import outline_from_recipe, render_silhouette
+from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask
 from stillroom.deploy._ort import normalize_uint8, ort_session
 from stillroom.deploy.backends import SERVE_BACKENDS, backend_version, make_runner, serving_backend
 from stillroom.deploy.ladder import Ladder, describe
@@ -283,6 +284,8 @@ class Predictor:
                 f"{self.size} px; run `stillroom export {run_dir}` again"
             )
         self.padding = float(recipe.get("padding", 0.2))
+        # a recipe built with the canonical outline (issue 16) renders uploads through it too: no train/serve skew
+        self.outline = outline_from_recipe(recipe)
         self.alpha_threshold = int(recipe.get("alpha_threshold", 127))
         self.mean, self.std = exp["input"]["mean"], exp["input"]["std"]
         self.weights = {
@@ -398,7 +401,8 @@ class Predictor:
         mask_source = "alpha" if ("A" in img.getbands() or "transparency" in img.info) else "mask"
         try:
             obj = object_mask(img, source=source, alpha_threshold=self.alpha_threshold)
-            return preprocess_mask(obj, self.size, padding=self.padding, source=source), mask_source
+            mask = render_silhouette(obj, self.size, padding=self.padding, outline=self.outline, source=source)
+            return mask, mask_source
         except StillroomError as err:
             raise UploadRejected(422, str(err)) from None
 

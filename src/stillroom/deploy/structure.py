@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
+from stillroom.data.outline import Outline
 
 __all__ = ["FEATURES", "StructureGate", "silhouette_features", "served_features", "served_masks"]
 
@@ -72,25 +73,31 @@ def silhouette_features(masks: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def served_masks(images: Iterable[np.ndarray], size: int, padding: float) -> np.ndarray:
+def served_masks(images: Iterable[np.ndarray], size: int, padding: float, outline: Outline | None = None) -> np.ndarray:
     """(N, size, size) uint8 silhouettes of dataset images (C, S, S) or (S, S) uint8, made as the service makes
-    them from a black-on-white upload: luminance < 128 is object (first channel), then ``preprocess_mask``. An
-    image without object pixels gives an all-white silhouette (it has no structure either)."""
-    from stillroom.data.preprocess import preprocess_mask
+    them from a black-on-white upload: luminance < 128 is object (first channel), then ``render_silhouette``
+    (``preprocess_mask``, or the canonical outline of a recipe built with one). An image without object pixels
+    gives an all-white silhouette (it has no structure either)."""
+    from stillroom.data.outline import render_silhouette
 
     out = []
     for img in images:
         a = np.asarray(img)
         obj = (a[0] if a.ndim == 3 else a) < 128
         if obj.any():
-            out.append(preprocess_mask(obj, size, padding=padding))
+            out.append(render_silhouette(obj, size, padding=padding, outline=outline))
         else:
             out.append(np.full((size, size), 255, dtype=np.uint8))
     return np.stack(out) if out else np.zeros((0, size, size), dtype=np.uint8)
 
 
 def served_features(
-    images: np.ndarray, rows: np.ndarray, size: int, padding: float, max_images: int | None = None
+    images: np.ndarray,
+    rows: np.ndarray,
+    size: int,
+    padding: float,
+    max_images: int | None = None,
+    outline: Outline | None = None,
 ) -> dict[str, np.ndarray]:
     """``silhouette_features`` of ``served_masks(images[rows])``, ``_CHUNK`` images at a time (a memory-mapped
     dataset is never loaded whole); ``max_images``: at most that many rows, evenly spaced (deterministic)."""
@@ -98,7 +105,7 @@ def served_features(
     if max_images is not None and len(rows) > max_images:
         rows = rows[np.linspace(0, len(rows) - 1, max_images).round().astype(np.int64)]
     parts = [
-        silhouette_features(served_masks((images[i] for i in rows[j : j + _CHUNK]), size, padding))
+        silhouette_features(served_masks((images[i] for i in rows[j : j + _CHUNK]), size, padding, outline))
         for j in range(0, len(rows), _CHUNK)
     ]
     return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in FEATURES}
