@@ -11,7 +11,8 @@ accuracy control on top-1 of 1,000 labelled ID training images, drop <= 1 point)
 on agreement with fp32's argmax over every training row (K+1 sink included), drop <= 3 points
 (``agreement-strict``: <= 1 point, more layers back in fp32). Each run is linked
 (files only) into ``OUT/<run>__<setting>/`` and exported there, so the run directories are never written; a finished
-pair is read back, not redone (resumable). Writes ``OUT/int8_students.md`` and ``.csv``. Backends are not timed
+pair is read back, not redone (resumable). Writes the table of the call to ``OUT/NAME.md`` and ``.csv``
+(``--name``, default ``int8_students``). Backends are not timed
 here (``benchmarks/bench_backends.py`` is the latency measurement), but each runtime's int8 check is recorded.
 """
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("artifacts/int8_students"))
     ap.add_argument("--setting", action="append", choices=sorted(SETTINGS), help="default: all")
+    ap.add_argument("--name", default="int8_students", help="OUT/NAME.md and OUT/NAME.csv (the table of this call)")
     args = ap.parse_args(argv)
     settings = args.setting or list(SETTINGS)
     rows = []
@@ -109,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(_row(run, setting, rep))
             print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/int8_students.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    atomic_write_text(args.out / "int8_students.md", _markdown(rows, command))
+    atomic_write_text(args.out / f"{args.name}.md", _markdown(rows, command))
     keys = sorted({k for r in rows for k in r})
-    with open(args.out / "int8_students.csv", "w", newline="") as fh:
+    with open(args.out / f"{args.name}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
