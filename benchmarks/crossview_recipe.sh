@@ -61,7 +61,7 @@ fi
 # (4) the domain-shift proxy on val (best weights) for every run, baseline (silhouette) runs included
 stamp "shift-val (val split, best weights)"
 shift_val "$OUT/runs/cv_teacher_resnet18_s0"
-for run in "$OUT"/sweep/{ce_scratch,kd_r18}/seed* "$R"/*/seed*; do
+for run in "$OUT"/sweep/*/seed* "$R"/*/seed*; do  # every crossview_151.sh student too (for the proxy check)
   if [ -f "$run/metrics.json" ]; then shift_val "$run"; fi
 done
 
@@ -146,5 +146,26 @@ for path in sorted(Path(sys.argv[1]).glob("compare_*.json")):
     f, verdict = 100, r["verdict"].split("Verdict: ")[-1]
     print(f"| {a['name']} -> {b['name']} | {r['metric']} | {f * r['mean_diff']:+.2f} | [{f * ci['low']:+.2f}, "
           f"{f * ci['high']:+.2f}] | {ahead} of {len(a['values'])} | {r['permutation']['p_value']:.3g} | {verdict} |")
+PY
+# does the proxy track the unseen view? Spearman over the silhouette-trained students of crossview_151.sh
+python - "$OUT/sweep" <<'PY' | tee "$R/proxy_check.md"
+import json, statistics, sys
+from pathlib import Path
+from scipy.stats import spearmanr
+runs = [r for r in sorted(Path(sys.argv[1]).glob("*/seed*")) if (r / "shift_val.json").is_file()]
+rows = []
+for r in runs:
+    sh = json.loads((r / "shift_val.json").read_text())["best"]
+    test = json.loads((r / "metrics.json").read_text())["splits"]["test"]["best"]["top1"]
+    rows.append((r.parent.name, sh["clean"]["top1"], sh["mean"], sh["held_out_mean"], test))
+print("| variant | runs | val top-1 % | shift-val % | shift-val not in recipe % | test top-1 % |")
+print("|---|---:|---:|---:|---:|---:|")
+for v in dict.fromkeys(x[0] for x in rows):
+    sel = [x for x in rows if x[0] == v]
+    print(f"| {v} | {len(sel)} | " + " | ".join(f"{100 * statistics.mean(x[i] for x in sel):.2f}" for i in (1, 2, 3, 4)) + " |")
+test = [x[4] for x in rows]
+for i, name in ((1, "val top-1 (clean)"), (2, "shift-val"), (3, "shift-val not in recipe")):
+    print(f"\nSpearman rho of {name} vs test top-1 over {len(rows)} runs: {spearmanr([x[i] for x in rows], test).statistic:+.3f}", end="")
+print()
 PY
 stamp "done"
