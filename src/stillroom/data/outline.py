@@ -43,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from stillroom._io import StillroomError
-from stillroom.data.preprocess import padded_side, preprocess_mask
+from stillroom.data.preprocess import object_crop, padded_side, preprocess_mask
 
 __all__ = ["OUTLINE_MODES", "Outline", "canonical_outline", "render_silhouette", "outline_from_recipe"]
 
@@ -111,21 +111,8 @@ def canonical_outline(
     from scipy import ndimage
 
     outline = outline or Outline()
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise StillroomError(f"{source}: mask must be 2-D (H, W), got shape {mask.shape}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise StillroomError(f"{source}: size must be a positive integer, got {size!r}")
-    if not 0 <= padding <= 10:  # NaN fails too; preprocess_mask's limit
-        raise StillroomError(f"{source}: padding must be a number in [0, 10], got {padding!r}")
-    mask = mask.astype(bool, copy=False)
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        raise StillroomError(f"{source}: image has no object pixels (fully transparent or blank), cannot preprocess")
-    cols = np.flatnonzero(mask.any(axis=0))
-    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop, side = object_crop(mask, size, padding, source)  # the checks and crop preprocess_mask makes
     h, w = crop.shape
-    side = padded_side(max(h, w), padding)
     canvas = np.zeros((side, side), dtype=np.float32)  # coverage, 1 = object
     top, left = (side - h) // 2, (side - w) // 2
     canvas[top : top + h, left : left + w] = crop

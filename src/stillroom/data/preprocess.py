@@ -33,6 +33,7 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MIN_IMAGE_SIDE",
     "check_image_size",
+    "object_crop",
     "object_mask",
     "open_image",
     "padded_side",
@@ -168,21 +169,11 @@ def padded_side(longer: int, padding: float = 0.2) -> int:
     return longer + 2 * math.floor(padding * longer + 0.5)
 
 
-def preprocess_mask(mask: np.ndarray, size: int, padding: float = 0.2, source: str = "<image>") -> np.ndarray:
-    """Crop, centre, pad, resize and binarize a boolean object mask.
-
-    Args:
-        mask: ``(H, W)`` boolean (or 0/1) array, True = object.
-        size: output side in pixels.
-        padding: fraction of the box's longer side added as white margin on every side.
-        source: file name used in error messages.
-
-    Returns:
-        ``(size, size)`` uint8 array with values in {0, 255}; 0 = object (black), 255 = background (white).
-        The object is centred with offsets ``(side - w) // 2`` and ``(side - h) // 2``; BOX resampling of the 0/255
-        canvas is thresholded at 128 (values < 128 become 0). PIL rounds the 8-bit average half up, so an output
-        pixel exactly half covered by the object (127.5) becomes 128: background.
-    """
+def object_crop(mask: np.ndarray, size: int, padding: float, source: str = "<image>") -> tuple[np.ndarray, int]:
+    """The checks and the crop every silhouette rendering shares (``preprocess_mask``, ``outline.canonical_outline``):
+    ``(crop, side)`` = the boolean bounding box of the object in a 2-D ``mask`` and the side of its padded square
+    canvas. ``StillroomError`` naming ``source`` for a mask that is not 2-D, a bad ``size`` or ``padding``, a blank
+    mask, or a canvas over ``MAX_IMAGE_PIXELS``."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise StillroomError(f"{source}: mask must be 2-D (H, W), got shape {mask.shape}")
@@ -202,10 +193,29 @@ def preprocess_mask(mask: np.ndarray, size: int, padding: float = 0.2, source: s
         raise StillroomError(f"{source}: image has no object pixels (fully transparent or blank), cannot preprocess")
     cols = np.flatnonzero(mask.any(axis=0))
     crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h, w = crop.shape
-    side = padded_side(max(h, w), padding)
+    side = padded_side(max(crop.shape), padding)
     if side * side > MAX_IMAGE_PIXELS:
         raise StillroomError(f"{source}: padded canvas {side}x{side} is over the limit of {MAX_IMAGE_PIXELS} pixels")
+    return crop, side
+
+
+def preprocess_mask(mask: np.ndarray, size: int, padding: float = 0.2, source: str = "<image>") -> np.ndarray:
+    """Crop, centre, pad, resize and binarize a boolean object mask.
+
+    Args:
+        mask: ``(H, W)`` boolean (or 0/1) array, True = object.
+        size: output side in pixels.
+        padding: fraction of the box's longer side added as white margin on every side.
+        source: file name used in error messages.
+
+    Returns:
+        ``(size, size)`` uint8 array with values in {0, 255}; 0 = object (black), 255 = background (white).
+        The object is centred with offsets ``(side - w) // 2`` and ``(side - h) // 2``; BOX resampling of the 0/255
+        canvas is thresholded at 128 (values < 128 become 0). PIL rounds the 8-bit average half up, so an output
+        pixel exactly half covered by the object (127.5) becomes 128: background.
+    """
+    crop, side = object_crop(mask, size, padding, source)
+    h, w = crop.shape
     canvas = np.full((side, side), 255, dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
     canvas[top : top + h, left : left + w][crop] = 0
