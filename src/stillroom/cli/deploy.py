@@ -67,9 +67,11 @@ def export_cmd(
         None, "--int8-control-drop", help="accuracy control: largest metric drop on training images (default: max drop)"
     ),
     int8_control_metric: str = typer.Option(
-        "top1", "--int8-control-metric", help="accuracy control metric: top1 (labelled ID rows) | agreement (with fp32)"
+        "agreement",
+        "--int8-control-metric",
+        help="accuracy control metric: agreement (with fp32) | top1 (labelled ID rows)",
     ),
-    int8_control_samples: int = typer.Option(1000, "--int8-control-samples", help="accuracy control: training images"),
+    int8_control_samples: int = typer.Option(5000, "--int8-control-samples", help="accuracy control: training images"),
     backends: bool = typer.Option(True, "--backends/--no-backends", help="record parity and timing per runtime"),
     backend_timing: float = typer.Option(1.0, "--backend-timing", help="seconds per timed row (0: no timing)"),
     dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
