@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args(argv)
     kw = dict(batch_sizes=list(args.batch), threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-              max_seconds=args.max_seconds, warmup_seconds=args.warmup_seconds)  # fmt: skip
+              max_seconds=args.max_seconds, warmup_seconds=args.warmup_seconds,
+              settle_seconds=args.settle_seconds)  # fmt: skip
     methods = args.int8_method or (["nncf", "ort"] if importlib.util.find_spec("nncf") else ["ort"])
     models: list[dict[str, Any]] = []
     for run in args.run or []:

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     if (args.run is None) == (args.arch is None):
         p.error("give either a RUN directory or --arch NAME")
     kw = dict(batch_sizes=args.batch or [1, 64], threads=args.threads, warmup=args.warmup, repeats=args.repeats,
-              max_seconds=args.max_seconds, warmup_seconds=args.warmup_seconds)  # fmt: skip
+              max_seconds=args.max_seconds, warmup_seconds=args.warmup_seconds,
+              settle_seconds=args.settle_seconds)  # fmt: skip
     if args.run is not None:
         res = bench_run(args.run, **kw)
     else:

@@ -243,3 +243,21 @@ def test_run_ladder_file_and_report(run, shapes_index):
         (copy / "ladder.json").write_text(json.dumps(raw))
         shut = run_ladder_report(copy, split="test")
         assert shut["id"]["coverage"] == 0.0 and shut["id"]["reasons"] == {"no-structure": n_val}
+
+
+def test_settle_waits_for_a_quiet_load_and_gives_up(monkeypatch):
+    """The benchmark waits for the 1-min load to fall to half the CPUs before a block (its own previous block keeps
+    the load up), and never longer than asked."""
+    from stillroom.deploy import latency
+
+    loads = iter([3.0, 2.5, 0.4])
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
+    slept = []
+    monkeypatch.setattr(latency.time, "sleep", lambda s: slept.append(s))
+    assert latency._settle(60.0, poll=5.0) >= 0 and len(slept) == 2  # two busy readings, then quiet
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: float(next(clock)))
+    assert 30.0 <= latency._settle(30.0) <= 40.0  # still busy: gives up after max_seconds (one poll late at most)
+    assert latency._settle(0.0) == 0.0  # 0 = do not wait

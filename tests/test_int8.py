@@ -319,7 +319,20 @@ def test_bench_backends_script_tiny(run, tmp_path, capsys):
     spec.loader.exec_module(bench)
     md = tmp_path / "BENCHMARKS.md"
     md.write_text("# Benchmarks\n\n## Other\n\nkept\n")
-    tiny = ["--repeats", "2", "--warmup", "1", "--warmup-seconds", "0", "--max-seconds", "1", "--threads", "1"]
+    tiny = [
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--max-seconds",
+        "1",
+        "--threads",
+        "1",
+        "--settle-seconds",
+        "0",
+    ]
     argv = ["--config", "mobilenet_v3_small:32", "--num-classes", "5", "--int8-method", "ort", "--run", str(run)]
     assert bench.main([*argv, *tiny, "--md", str(md), "--json", str(tmp_path / "r.json")]) == 0
     assert bench.main([*argv, *tiny, "--md", str(md)]) == 0  # replaced in place, not appended

@@ -43,6 +43,7 @@ import os
 import platform
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +87,9 @@ def add_timing_args(parser: Any) -> None:
     )
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--settle-seconds", type=float, default=90.0, help="before each block, wait this long at most for a quiet load"
+    )
     parser.add_argument("--md", default="BENCHMARKS.md", help="file to update ('' to skip)")
 
 
@@ -99,6 +103,16 @@ def _summary(times: np.ndarray, batch: int) -> dict[str, Any]:
         "runs": int(len(times)),
         "throughput_img_s": batch / med if med > 0 else math.inf,
     }
+
+
+def _settle(max_seconds: float, poll: float = 5.0) -> float:
+    """Seconds waited (at most ``max_seconds``) until the 1-min load average is at most half the visible CPUs."""
+    if max_seconds <= 0 or not hasattr(os, "getloadavg"):
+        return 0.0
+    limit, start = 0.5 * max(os.cpu_count() or 1, 1), time.perf_counter()
+    while os.getloadavg()[0] > limit and time.perf_counter() - start < max_seconds:
+        time.sleep(poll)
+    return round(time.perf_counter() - start, 1)
 
 
 def _silhouettes(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -163,6 +177,7 @@ def benchmark_latency(
     max_seconds: float = 10.0,
     backends: Sequence[str] = BACKENDS,
     warmup_seconds: float = WARMUP_SECONDS,
+    settle_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Time ``model`` eagerly and the ONNX files (``{"ort_fp32": {"fixed": p, "dynamic": p}, "ort_int8": {...}}``;
     the ``ov_*`` backends take the ``ort_*`` files when they have none of their own).
@@ -170,7 +185,9 @@ def benchmark_latency(
     Returns ``{"threads", "warmup", "repeats", "max_seconds", "machine", "load_before", "load_after",
     "versions", "results": [{"backend", "batch", "file", "size_bytes", "median_ms", "p95_ms", "mean_ms", "min_ms",
     "runs", "throughput_img_s"}], "skipped": [{"backend", "batch", "reason"}]}``. OpenVINO rows are skipped (not
-    an error) when openvino is not installed.
+    an error) when openvino is not installed. ``settle_seconds``: first wait, at most that long, for the 1-min load
+    average to fall to half the visible CPUs: a benchmark's own previous block keeps the load up for a minute, and
+    the load before a block is what says whether its numbers are valid (``settled_after_s`` records the wait).
     """
     import onnxruntime as ort
 
@@ -184,6 +201,7 @@ def benchmark_latency(
     shape = tuple(int(s) for s in input_shape)
     masks = _silhouettes(max(batch_sizes), shape[-1])  # (B, S, S) uint8
     x_all = np.repeat((masks[:, None].astype(np.float32) / 255.0 - 0.5) / 0.5, shape[0], axis=1)
+    settled = _settle(settle_seconds)
     load_before, cpu_before = os.getloadavg(), _cpu_times()
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -245,6 +263,7 @@ def benchmark_latency(
         "max_seconds": max_seconds,
         "machine": _machine(),
         "load_before": [round(v, 2) for v in load_before],
+        "settled_after_s": settled,
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "steal_pct": _steal_pct(cpu_before, _cpu_times()),
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__}
