@@ -256,6 +256,29 @@ def test_run_auto_weighs_knn_and_int8_refuses_it(run, tmp_path, ood_only):
         fit_run_ladder(bare, signal="knn", save=False)
 
 
+def test_make_runner_returns_every_output_when_asked(knn_run):
+    """The features model has two outputs; ``make_runner(all_outputs=True)`` returns both, on every runtime here,
+    equal to ONNX Runtime's (the service's knn path runs through it)."""
+    import importlib.util
+
+    from stillroom.deploy.backends import make_runner
+
+    copy, _ = knn_run
+    path = copy / "export" / "model_features.onnx"
+    exp = json.loads((copy / "export" / "export.json").read_text())
+    shape = [1, *exp["input"]["shape"][1:]]
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    ref, _ = make_runner("onnxruntime", path, 1, all_outputs=True)
+    logits, feats = ref(x)
+    assert logits.shape[0] == 1 and feats.shape == (1, exp["features"]["feature_dim"])
+    first, _ = make_runner("onnxruntime", path, 1)
+    np.testing.assert_array_equal(first(x), logits)
+    if importlib.util.find_spec("openvino"):
+        ov, _ = make_runner("openvino", path, 1, all_outputs=True)
+        ov_logits, ov_feats = ov(x)
+        assert np.abs(ov_logits - logits).max() <= 1e-3 and np.abs(ov_feats - feats).max() <= 1e-3
+
+
 def test_service_serves_knn_and_refuses_a_tampered_bank(knn_run, tmp_path):
     from PIL import Image
 
@@ -266,7 +289,7 @@ def test_service_serves_knn_and_refuses_a_tampered_bank(knn_run, tmp_path):
     copy, lad = knn_run
     p = Predictor(copy, threads=1)
     assert p.knn and p.model_file.name == "model_features.onnx"
-    assert p.runtime["backend"] == "onnxruntime" and "make_runner" in p.runtime["reason"]
+    assert p.runtime["backend"] == "onnxruntime" and "model_features.onnx" in p.runtime["reason"]
     bank = KNNScorer.load(copy, json.loads((copy / "ladder.json").read_text())["knn"])
     idx = load_index(json.loads((copy / "model.json").read_text())["index"])
     for row_id in idx.split_indices("val")[:4]:

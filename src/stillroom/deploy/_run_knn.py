@@ -44,7 +44,7 @@ def run_features(run: Any, images: np.ndarray, rows: np.ndarray, batch_size: int
     ``model_features.onnx`` outputs them (to export.json's parity)."""
     import torch
 
-    from stillroom.evaluate.feature_ood import split_model
+    from stillroom.evaluate.feature_ood import pool_features, split_model
     from stillroom.models.inference import iter_batches
 
     backbone, _ = split_model(run.model)
@@ -52,7 +52,7 @@ def run_features(run: Any, images: np.ndarray, rows: np.ndarray, batch_size: int
     out = []
     with torch.no_grad():
         for x in iter_batches(images, rows, run.normalizer, batch_size):
-            out.append(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(backbone(x), 1), 1).float().cpu())
+            out.append(pool_features(backbone(x)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 

@@ -68,12 +68,17 @@ def _fixed_batch(shape: list[Any]) -> int | None:
     return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
 
-def make_runner(backend: str, path: str | Path, threads: int | None = 2) -> tuple[Runner, int | None]:
-    """(callable ``x -> logits`` for ``path`` on ``backend``, the file's fixed batch or None). ``StillroomError``
-    when the backend is not installed or cannot load / compile the file."""
+def make_runner(
+    backend: str, path: str | Path, threads: int | None = 2, all_outputs: bool = False
+) -> tuple[Runner, int | None]:
+    """(callable ``x -> logits`` for ``path`` on ``backend``, the file's fixed batch or None); ``all_outputs``: the
+    callable returns every output of the graph, in order (``model_features.onnx``: logits, features).
+    ``StillroomError`` when the backend is not installed or cannot load / compile the file."""
     if backend == "onnxruntime":
         sess = ort_session(path, threads=threads)
         inp = sess.get_inputs()[0]
+        if all_outputs:
+            return (lambda x: sess.run(None, {inp.name: x})), _fixed_batch(list(inp.shape))
         return (lambda x: sess.run(None, {inp.name: x})[0]), _fixed_batch(list(inp.shape))
     if backend == "openvino":
         if importlib.util.find_spec("openvino") is None:
@@ -91,8 +96,11 @@ def make_runner(backend: str, path: str | Path, threads: int | None = 2) -> tupl
         pshape = compiled.inputs[0].get_partial_shape()
         fixed = pshape[0].get_length() if pshape.rank.is_static and pshape[0].is_static else None
 
-        def run(x: np.ndarray) -> np.ndarray:
-            return np.array(request.infer({0: x})[0], copy=True)
+        def run(x: np.ndarray) -> Any:
+            out = request.infer({0: x})
+            if all_outputs:
+                return [np.array(out[o], copy=True) for o in compiled.outputs]
+            return np.array(out[0], copy=True)
 
         return run, fixed
     raise StillroomError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")

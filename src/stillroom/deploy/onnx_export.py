@@ -111,6 +111,7 @@ from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex
 from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
 from stillroom.deploy.backends import sink_check
+from stillroom.evaluate.feature_ood import pool_features, split_model
 from stillroom.models.inference import predict_logits
 from stillroom.runs import Run, split_rows
 
@@ -634,16 +635,13 @@ class _LogitsAndFeatures(nn.Module):
     takes them: ``evaluate.feature_ood.split_model``'s backbone, global average pool, flatten (B, D)."""
 
     def __init__(self, model: nn.Module) -> None:
-        from stillroom.evaluate.feature_ood import split_model
-
         super().__init__()
         self.model = model
         self._backbone, self._head = split_model(model)  # ValueError when the model has no cut (e.g. a ViT)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self._backbone(x)  # (B, C, h, w)
-        feats = torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)  # (B, C)
-        return self._head(maps), feats
+        return self._head(maps), pool_features(maps)  # (B, K), (B, C)
 
 
 def export_features_onnx(

@@ -36,8 +36,8 @@ by ``stillroom export --int8`` and checked against that file's sha256.
 
 KNN signal (issue 16 item 4): when the served ladder's signal is knn (``deploy.ladder``, ``deploy.knn``), the
 Predictor runs ``RUN/export/model_features.onnx`` instead of ``model.onnx`` (one call gives the logits and the pooled
-penultimate features; checked against export.json's sha256 and parity), directly in ONNX Runtime, because
-``backends.make_runner`` returns the first output only (``/info`` ``runtime`` says so), and the ladder's bank
+penultimate features; checked against export.json's sha256 and parity), in ONNX Runtime, the one runtime its parity
+is checked in (``/info`` ``runtime`` says so), and the ladder's bank
 (``RUN/ladder_knn_bank.npy``) is checked against the sha256 in ladder.json when the ladder loads. int8 with a knn
 ladder is refused (the int8 ladder is fitted on a logit signal).
 
@@ -75,7 +75,7 @@ from starlette.datastructures import UploadFile
 from stillroom._io import StillroomError, read_json, sha256_bytes, sha256_file
 from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.preprocess import MIN_IMAGE_SIDE, object_mask
-from stillroom.deploy._ort import normalize_uint8, ort_session
+from stillroom.deploy._ort import normalize_uint8
 from stillroom.deploy.backends import SERVE_BACKENDS, backend_version, make_runner, serving_backend
 from stillroom.deploy.ladder import Ladder, describe
 from stillroom.deploy.run_ladder import LADDER_FILES, served_temperature_key
@@ -325,21 +325,12 @@ class Predictor:
                 )
             choice = {
                 "backend": "onnxruntime",
-                "reason": "knn ladder: model_features.onnx (logits + features) in ONNX Runtime directly, since "
-                "backends.make_runner returns the first output only",
+                "reason": "knn ladder: model_features.onnx (logits + features), parity-checked in ONNX Runtime only",
                 "export_median_ms": None,
             }
         else:
             choice = serving_backend(exp, key, backend)
-        if self.knn:
-            sess = ort_session(self.model_file, threads=threads)
-            name = sess.get_inputs()[0].name
-            self._run_both = lambda x: sess.run(None, {name: x})
-            self._run = lambda x: self._run_both(x)[0]
-            fixed = sess.get_inputs()[0].shape[0]
-            fixed = fixed if isinstance(fixed, int) else None
-        else:
-            self._run, fixed = make_runner(choice["backend"], self.model_file, threads)
+        self._run, fixed = make_runner(choice["backend"], self.model_file, threads, all_outputs=self.knn)
         if fixed not in (None, 1):
             raise StillroomError(f"{self.model_file}: fixed batch {fixed}; the service runs one image per call")
         return {
@@ -413,7 +404,7 @@ class Predictor:
         """(logits (1, K), features (1, D) for a knn ladder else None) of one silhouette (S, S) uint8."""
         x = normalize_uint8(np.repeat(mask[None, None], self.channels, axis=1), self.mean, self.std)  # (1, C, S, S)
         if self.knn:
-            logits, feats = self._run_both(x)
+            logits, feats = self._run(x)
             return logits, feats
         return self._run(x), None
 

@@ -34,6 +34,7 @@ __all__ = [
     "ASH_PERCENTILE",
     "SCALE_PERCENTILE",
     "split_model",
+    "pool_features",
     "feature_scores",
     "finite_scores",
 ]
@@ -64,6 +65,12 @@ def split_model(model: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[
 
 
 @torch.no_grad()
+def pool_features(maps: Tensor) -> Tensor:
+    """(B, C) features KNN works on: the last feature map (B, C, h, w) globally average-pooled and flattened. The
+    one definition for evaluation, the exported features model and the served KNN bank, so they cannot drift."""
+    return torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
+
+
 def _collect(fn: Callable[[Tensor], Tensor], batches: Iterable[Tensor]) -> Tensor:
     return torch.cat([fn(x).float().cpu() for x in batches])
 
@@ -93,7 +100,7 @@ def feature_scores(
         return EnergyBased.score(logits[:, :k])
 
     def pooled(x: Tensor) -> Tensor:
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(backbone(x), 1), 1)
+        return pool_features(backbone(x))
 
     maps = _collect(backbone, batches())
     if maps.ndim != 4:
@@ -105,7 +112,7 @@ def feature_scores(
     ash = ASH(backbone, head, variant="ash-s", percentile=ASH_PERCENTILE, detector=energy_id)
     scale = SCALE(backbone, head, percentile=SCALE_PERCENTILE, detector=energy_id)
     with torch.no_grad():
-        feats = torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
+        feats = pool_features(maps)
         scores = {
             "knn": -knn.predict_features(feats),
             "ash": -ash.predict_feature_maps(maps),
