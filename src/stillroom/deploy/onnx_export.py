@@ -142,18 +142,25 @@ CONTROL_METRICS = ("top1", "agreement")  # NNCF accuracy control: top-1 on label
 NNCF_PRESET = "performance"  # symmetric int8 weights (per channel) and activations (per tensor)
 
 
-def export_model_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...], dynamic: bool) -> str:
-    """Export ``model`` (eval mode, CPU) to ``path`` atomically; ``input_shape`` = (C, S, S). Returns the sha256."""
+def export_model_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_shape: tuple[int, ...],
+    dynamic: bool,
+    output_names: tuple[str, ...] = (OUTPUT_NAME,),
+) -> str:
+    """Export ``model`` (eval mode, CPU) to ``path`` atomically; ``input_shape`` = (C, S, S); ``output_names``: one
+    per output of the model. Returns the sha256."""
     import onnx
 
     model = model.eval().cpu()
     x = torch.zeros((1, *input_shape), dtype=torch.float32)
     buf = io.BytesIO()
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)} if dynamic else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, on every call
         torch.onnx.export(
-            model, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=list(output_names),
             opset_version=OPSET, dynamic_axes=axes, do_constant_folding=True,
         )  # fmt: skip
     proto = onnx.load_from_string(buf.getvalue())
@@ -661,7 +668,6 @@ def export_features_onnx(
     refuses a knn ladder on a file that is not ok). A model without a backbone/head cut, or whose backbone is not a
     4-D feature map, gets ``{"skipped": reason}`` and no file (an older file is removed).
     """
-    import onnx
 
     out_dir = Path(out_dir)
     path = out_dir / FEATURES_FILE
@@ -675,17 +681,7 @@ def export_features_onnx(
     except ValueError as err:
         path.unlink(missing_ok=True)
         return {"skipped": str(err)}
-    buf = io.BytesIO()
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}, FEATURES_NAME: {0: "batch"}}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            wrapped, (torch.zeros((1, *input_shape)),), buf, dynamo=False, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME, FEATURES_NAME], opset_version=OPSET, dynamic_axes=axes,
-            do_constant_folding=True,
-        )  # fmt: skip
-    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
-    atomic_write_bytes(path, buf.getvalue())
+    sha = export_model_onnx(wrapped, path, input_shape, dynamic=True, output_names=(OUTPUT_NAME, FEATURES_NAME))
     with torch.no_grad():
         ref = [wrapped(torch.from_numpy(x_parity[i : i + 64])) for i in range(0, len(x_parity), 64)]
     ref_z = torch.cat([r[0] for r in ref]).numpy()
@@ -708,7 +704,7 @@ def export_features_onnx(
     parity["ok"] = bool(parity["logits"]["max_abs_diff"] <= atol and parity["features"]["max_abs_diff"] <= atol)
     return {
         "file": FEATURES_FILE,
-        "sha256": sha256_file(path),
+        "sha256": sha,
         "batch": "dynamic",
         "outputs": [OUTPUT_NAME, FEATURES_NAME],
         "feature_dim": int(ref_f.shape[1]),
