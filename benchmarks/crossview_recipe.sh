@@ -67,51 +67,7 @@ done
 
 # (5) one row per (variant, seed) with test metrics of the best-val weights and the shift-val columns, and tables
 summarize() {  # NAME VARIANT:DIR... -> $R/NAME_summary.csv and $R/NAME.md (runs with shift_val.json only)
-  python - "$OUT" "$@" <<'PY'
-import csv, json, statistics, sys
-from pathlib import Path
-out, name, specs = Path(sys.argv[1]), sys.argv[2], [a.split(":") for a in sys.argv[3:]]
-rows = []
-for variant, where in specs:
-    for run in sorted((out / where / variant).glob("seed*")):
-        if not (run / "shift_val.json").is_file():
-            continue
-        m = json.loads((run / "metrics.json").read_text())["splits"]
-        sh = json.loads((run / "shift_val.json").read_text())["best"]
-        row = {"variant": variant, "seed": run.name[len("seed"):], "run_dir": str(run),
-               "test_top1": m["test"]["best"]["top1"], "test_macro_f1": m["test"]["best"]["macro_f1"],
-               "val_top1": sh["clean"]["top1"], "shift_mean": sh["mean"], "shift_held_out_mean": sh["held_out_mean"]}
-        row.update({f"shift_{k}": v["top1"] for k, v in sh["rewrites"].items()})
-        rows.append(row)
-with open(out / "recipe" / f"{name}_summary.csv", "w", newline="") as fh:
-    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-def ms(vals):
-    return f"{100 * statistics.mean(vals):.2f} ± {100 * statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{100 * vals[0]:.2f}"
-variants = [v for v, _ in specs if any(r["variant"] == v for r in rows)]
-col = lambda v, c: [r[c] for r in rows if r["variant"] == v]
-cols = [("test_top1", "test top-1 %"), ("test_macro_f1", "test macro-F1 x100"), ("val_top1", "val top-1 %"),
-        ("shift_mean", "shift-val % (mean of 11)"), ("shift_held_out_mean", "shift-val not in recipe % (4)")]
-lines = ["| variant | seeds | " + " | ".join(c[1] for c in cols) + " |", "|---|---|" + "---:|" * len(cols)]
-for v in variants:
-    seeds = ",".join(r["seed"] for r in rows if r["variant"] == v)
-    lines.append(f"| {v} | {seeds} | " + " | ".join(ms(col(v, c)) for c, _ in cols) + " |")
-rewrites = [k[len("shift_"):] for k in rows[0] if k.startswith("shift_") and k not in ("shift_mean", "shift_held_out_mean")]
-teacher = json.loads((out / "runs" / "cv_teacher_resnet18_s0" / "shift_val.json").read_text())["best"]
-lines += ["", "| rewrite (val, top-1 %) | " + " | ".join(variants) + " | resnet18 teacher |",
-          "|---|" + "---:|" * (len(variants) + 1)]
-lines.append("| clean | " + " | ".join(ms(col(v, "val_top1")) for v in variants) + f" | {100 * teacher['clean']['top1']:.2f} |")
-for k in rewrites:
-    lines.append(f"| {k} | " + " | ".join(ms(col(v, f"shift_{k}")) for v in variants)
-                 + f" | {100 * teacher['rewrites'][k]['top1']:.2f} |")
-lines.append("| mean (shift-val) | " + " | ".join(ms(col(v, "shift_mean")) for v in variants) + f" | {100 * teacher['mean']:.2f} |")
-lines.append("| mean, not in shape recipe | " + " | ".join(ms(col(v, "shift_held_out_mean")) for v in variants)
-             + f" | {100 * teacher['held_out_mean']:.2f} |")
-text = "\n".join(lines) + "\n"
-(out / "recipe" / f"{name}.md").write_text(text)
-print(text, end="")
-PY
+  python benchmarks/crossview_summary.py table "$OUT" "$R" "$@" --teacher "$OUT/runs/cv_teacher_resnet18_s0"
 }
 compare_pairs() {  # NAME "A B"...: stillroom compare on $R/NAME_summary.csv, paired by seed
   local name=$1 a b metric; shift
@@ -134,19 +90,7 @@ if [ -n "$DIAG_SEEDS" ]; then
   summarize diagnostics kd_r18:sweep kd_r18_shape:recipe kd_r18_restyle:recipe kd_r18_shape_replay:recipe \
     kd_r18_e48:recipe kd_r18_shape_e48:recipe > /dev/null
 fi
-python - "$R" <<'PY' | tee "$R/compare.md"
-import json, sys
-from pathlib import Path
-print("| a -> b | metric | b - a (x100) | bootstrap 95% CI (x100) | b ahead in | permutation p | verdict |")
-print("|---|---|---:|---|---:|---:|---|")
-for path in sorted(Path(sys.argv[1]).glob("compare_*.json")):
-    r = json.loads(path.read_text())
-    a, b, ci = r["a"], r["b"], r["bootstrap_ci"]
-    ahead = sum(vb > va for va, vb in zip(a["values"], b["values"]))
-    f, verdict = 100, r["verdict"].split("Verdict: ")[-1]
-    print(f"| {a['name']} -> {b['name']} | {r['metric']} | {f * r['mean_diff']:+.2f} | [{f * ci['low']:+.2f}, "
-          f"{f * ci['high']:+.2f}] | {ahead} of {len(a['values'])} | {r['permutation']['p_value']:.3g} | {verdict} |")
-PY
+python benchmarks/crossview_summary.py compares "$R" | tee "$R/compare.md"
 # does the proxy track the unseen view? Spearman over the silhouette-trained students of crossview_151.sh
 python - "$OUT/sweep" <<'PY' | tee "$R/proxy_check.md"
 import json, statistics, sys

@@ -118,6 +118,20 @@ def test_validate_selection_spearman_matches_scipy_and_hand(tmp_path):
     assert [p["student_accuracy"] for p in out["pairs"]] == acc
 
 
+def test_validate_selection_seed_mean(tmp_path):
+    # "a,b" = one student trained with two seeds: its accuracy is their mean, and the ranking uses that mean
+    acc = [(0.60, 0.70), (0.90, 0.70), (0.50, 0.56)]  # means 0.65, 0.80, 0.53
+    students = [
+        ",".join(str(_student(tmp_path / f"s{i}_{j}", a)) for j, a in enumerate(pair)) for i, pair in enumerate(acc)
+    ]
+    out = validate_selection(["t0", "t1", "t2"], students, scores=_scores({"tac": [0.5, 0.9, 0.1]}))
+    assert [p["student_accuracy"] for p in out["pairs"]] == pytest.approx([0.65, 0.80, 0.53])
+    assert out["correlations"]["tac"]["rho"] == pytest.approx(1.0)
+    with pytest.raises(StillroomError, match="metrics.json"):
+        validate_selection(["t0", "t1", "t2"], [students[0], students[1], f"{students[2]},{tmp_path / 'none'}"],
+                           scores=_scores({"tac": [0.5, 0.9, 0.1]}))  # fmt: skip
+
+
 def test_validate_selection_errors(tmp_path):
     students = [_student(tmp_path / f"s{i}", 0.5 + i / 10) for i in range(3)]
     scores = _scores({"r12": [1.0, 2.0, 3.0]})

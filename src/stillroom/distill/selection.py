@@ -183,6 +183,11 @@ def score_teachers(
 
 
 def _student_accuracy(run_dir: str | Path, split: str, weights: str, metric: str) -> float:
+    """One student's accuracy; ``"a,b,c"`` names the seeds of one student and gives their mean (seed 004 §3 ranks
+    teachers by the student they produce, which one seed measures with its seed noise)."""
+    parts = [p for p in str(run_dir).split(",") if p]
+    if len(parts) > 1:
+        return float(np.mean([_student_accuracy(p, split, weights, metric) for p in parts]))
     metrics = read_json(Path(run_dir) / "metrics.json")
     try:
         value = metrics["splits"][split][weights][metric]
@@ -205,9 +210,11 @@ def validate_selection(
 ) -> dict[str, Any]:
     """Spearman rank correlation of every teacher metric with the accuracy of the students distilled from them.
 
-    Student i was distilled from teacher i. The student's accuracy is ``metrics.json`` splits.<student_split>.
-    <student_weights>.<metric_for_students>. Teacher metrics come from ``scores`` (a ``score_teachers`` result,
-    e.g. its JSON, matched by run path) or are computed on ``split`` with ``weights``. At least 3 pairs.
+    Student i was distilled from teacher i; a comma-joined entry ``"seed0_run,seed1_run,..."`` stands for one student
+    trained with several seeds and its accuracy is their mean. The student's accuracy is ``metrics.json``
+    splits.<student_split>.<student_weights>.<metric_for_students>. Teacher metrics come from ``scores`` (a
+    ``score_teachers`` result, e.g. its JSON, matched by run path) or are computed on ``split`` with ``weights``.
+    At least 3 pairs.
 
     Returns {"n_pairs", "student_metric", "teacher_split", "pairs": [...], "correlations": {metric: {"rho",
     "p_value" (scipy, t approximation), "p_value_exact" (all pairings, n <= 8, else None), "direction",
