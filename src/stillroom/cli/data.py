@@ -7,6 +7,7 @@
 - ``stillroom data import-folder SRC --out DIR``
 
 - ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
+- ``stillroom data build ood-chimera --id-index DIR --out DIR [--per-split N] [--seed S] [--iou-max F]``
 - ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR [--ood-train-fraction F]``
 - ``stillroom data probe-shortcuts INDEX``
 - ``stillroom evaluate-ood RUN --ood-split test [--tune-odin]``  -> ``RUN/ood_metrics.json`` (alias of the open-set
@@ -43,6 +44,17 @@ def _print_audit(meta: dict) -> None:
         console.print(
             f"dedup across sets: {dedup['audited']} -> {dedup['kept']} (exact-distinct {dedup['exact_distinct']})"
         )
+
+
+def _print_chimera_audit(audit: dict) -> None:
+    drops = ", ".join(f"{k.removeprefix('dropped_')} {audit[k]}" for k in audit if k.startswith("dropped_"))
+    console.print(
+        f"audit: {audit['candidates']} candidates, {audit['kept']} kept, dropped: {drops}"
+        f" (too_close = IoU with a parent > {audit['iou_max']:g})"
+    )
+    for split, sc in audit["per_split"].items():
+        kinds = ", ".join(f"{k.removeprefix('kept_')} {v}" for k, v in sc.items() if k.startswith("kept_"))
+        console.print(f"  {split}: {sc['candidates']} candidates, {sc['kept']} kept ({kinds})")
 
 
 def _print_probe(probe: dict | None) -> None:
@@ -200,6 +212,31 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
             f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
         )
         _print_audit(index.meta)
+        _print_probe(index.meta.get("shortcut_probe"))
+
+    @build_app.command("ood-chimera")
+    def build_ood_chimera_cmd(
+        id_index: Path = typer.Option(..., "--id-index", help="plain ID index: the parents and the rendering"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        per_split: int = typer.Option(600, "--per-split", help="chimeras to keep per split"),
+        seed: int = typer.Option(0, help="seed of pairs, cuts, scales and anchors"),
+        iou_max: float = typer.Option(0.85, "--iou-max", help="drop a chimera whose IoU with a parent is above this"),
+        kinds: list[str] = typer.Option([], "--kind", help="lr | tb | merge (repeatable; default all)"),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-chimera shortcut probe into index.json"),
+    ) -> None:
+        """Build a near-OOD sink set of chimeras of two different ID species (issue 16; split by parent split)."""
+        from stillroom.data.ood_chimera import CHIMERA_KINDS, build_ood_chimera
+
+        index = build_ood_chimera(
+            out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or CHIMERA_KINDS, iou_max=iou_max,
+            probe=probe,
+        )  # fmt: skip
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} chimeras, "
+            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+        )
+        _print_chimera_audit(index.meta["audit"])
         _print_probe(index.meta.get("shortcut_probe"))
 
     @data_app.command("merge-sink")

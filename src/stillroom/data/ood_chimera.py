@@ -1,0 +1,322 @@
+"""Near-OOD sink source made from ID data: chimeras of two different species (issue 16 item 2; seed 000 §2.5).
+
+Seed 000 §2.5 fills the rejection class with far-OOD object masks. A sink trained on one far source only (emoji)
+can learn "not emoji-like" instead of "not one of the K species" (``shortcuts``: emoji differ from sprites in shape
+class). Chimeras are silhouettes assembled from two ID images of DIFFERENT species, so they share the species' edge
+texture, topology and scale, and only their global shape says "none of the K":
+
+- ``lr``: the left part of A and the right part of B, cut at a column drawn in ``CUT_RANGE`` of the side;
+- ``tb``: the top part of A and the bottom part of B, cut at a row drawn likewise;
+- ``merge``: A united with B scaled by a factor in ``SCALE_RANGE``, B's centre placed on a random boundary pixel of A
+  (so the two always overlap: a chimera of two separate pieces would be a topology cue, not a shape).
+
+Rendering: the parents are the ID index's own images (``size x size``, already cropped, centred and padded by the ID
+recipe), so they share one frame; the assembled mask goes through ``outline.render_silhouette`` with the ID recipe's
+``padding`` and ``outline`` (``object_crop``'s checks, crop and centring, then ``preprocess_mask`` or the canonical
+outline), exactly the call the ID builder made, so the output has the same size, channel and rendering. ``merge``
+scales B with PIL BOX + binarize at half coverage, as ``preprocess_mask`` resizes.
+
+Splits: chimeras of a split are made ONLY from that split's ID images (train from train, val from val, test from
+test), so no test pixel reaches training; ``group`` = ``<split>/<species A>+<species B>`` keeps groups inside one
+split. Everything is drawn from ``numpy.random.default_rng([seed, split number])``: deterministic from the seed.
+
+Audit (``index.json`` ``audit``), each candidate counted under the first reason it fails:
+
+- ``empty``: the assembled mask has no object pixel; ``tiny``: fewer object pixels than ``min_area_fraction`` of
+  the smaller parent's (a sliver, rescaled to full size by the rendering, is not a silhouette);
+- ``too_close``: IoU of the rendered chimera with either parent's image above ``iou_max`` (default 0.85): such an
+  image IS that species (a small B hidden inside A), not OOD;
+- ``duplicate``: sha256 of the PNG equals an earlier chimera's or any ID image's.
+
+Candidates are drawn until ``per_split`` are kept or ``ATTEMPTS_PER_KEPT * per_split`` were tried. The audit counts
+candidates, each drop reason, and kept per split and per kind. When ``probe`` is set the ID-vs-chimera shortcut
+probe (``shortcuts``) is stored as in ``ood_emoji``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from stillroom._io import StillroomError, sha256_bytes
+from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
+from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.outline import outline_from_recipe, render_silhouette
+from stillroom.data.stats import silhouette_train_stats
+
+__all__ = [
+    "CHIMERA_KINDS",
+    "DROP_REASONS",
+    "CUT_RANGE",
+    "SCALE_RANGE",
+    "DEFAULT_IOU_MAX",
+    "DEFAULT_PER_SPLIT",
+    "chimera_mask",
+    "mask_iou",
+    "build_ood_chimera",
+]
+
+CHIMERA_KINDS = ("lr", "tb", "merge")
+DROP_REASONS = ("empty", "tiny", "too_close", "duplicate")
+CUT_RANGE = (0.4, 0.6)  # cut position as a fraction of the side: near the centre, where both parents have body
+SCALE_RANGE = (0.5, 0.8)  # B's scale in ``merge``: big enough to change the outline, small enough to stay a part
+DEFAULT_IOU_MAX = 0.85
+DEFAULT_MIN_AREA_FRACTION = 0.3
+DEFAULT_PER_SPLIT = 600
+ATTEMPTS_PER_KEPT = 4
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks of one shape (1.0 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else float(np.count_nonzero(a & b)) / union
+
+
+def _scaled(mask: np.ndarray, scale: float) -> np.ndarray:
+    """``mask`` (H, W) bool resized by ``scale`` with BOX averaging, binarized at half coverage (as preprocess_mask)."""
+    h, w = mask.shape
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    img = Image.fromarray(np.where(mask, np.uint8(255), np.uint8(0)), "L")
+    return np.asarray(img.resize((nw, nh), Image.Resampling.BOX)) >= 128
+
+
+def chimera_mask(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Assemble a chimera of two ``(S, S)`` boolean parent masks in their shared frame (module docstring).
+
+    Returns a boolean mask: ``(S, S)`` for ``lr`` and ``tb``, ``(2S, 2S)`` with A centred for ``merge`` (room for B
+    to stick out; ``render_silhouette`` crops it anyway). ``rng`` draws the cut or the scale and anchor.
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise StillroomError(f"chimera parents must be two (S, S) masks of one shape, got {a.shape} and {b.shape}")
+    side = a.shape[0]
+    if kind in ("lr", "tb"):
+        cut = int(round(side * rng.uniform(*CUT_RANGE)))
+        out = b.copy()
+        if kind == "lr":
+            out[:, :cut] = a[:, :cut]  # left of the cut from A, right from B
+        else:
+            out[:cut] = a[:cut]  # top from A, bottom from B
+        return out
+    if kind != "merge":
+        raise StillroomError(f"chimera kind must be one of {', '.join(CHIMERA_KINDS)}, got {kind!r}")
+    scale = rng.uniform(*SCALE_RANGE)
+    rows, cols = np.flatnonzero(b.any(axis=1)), np.flatnonzero(b.any(axis=0))
+    if rows.size == 0:
+        return np.zeros((2 * side, 2 * side), dtype=bool)
+    part = _scaled(b[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], scale)  # (h, w) B's box, scaled
+    canvas = np.zeros((2 * side, 2 * side), dtype=bool)
+    off = side // 2
+    canvas[off : off + side, off : off + side] = a
+    # anchor: a boundary pixel of A (object with a background 4-neighbour), so B always touches A
+    inner = a.copy()
+    inner[1:-1, 1:-1] = a[1:-1, 1:-1] & a[:-2, 1:-1] & a[2:, 1:-1] & a[1:-1, :-2] & a[1:-1, 2:]
+    ys, xs = np.nonzero(a & ~inner)
+    if ys.size == 0:
+        return canvas
+    j = int(rng.integers(ys.size))
+    h, w = part.shape
+    top, left = off + int(ys[j]) - h // 2, off + int(xs[j]) - w // 2
+    # clip B to the canvas (it never leaves it: A's box lies in the centre half, B is at most 0.8 S)
+    t0, l0 = max(top, 0), max(left, 0)
+    t1, l1 = min(top + h, 2 * side), min(left + w, 2 * side)
+    canvas[t0:t1, l0:l1] |= part[t0 - top : t1 - top, l0 - left : l1 - left]
+    return canvas
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    split: str
+    kind: str
+    a: int  # ID row of parent A
+    b: int  # ID row of parent B
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image, "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build_ood_chimera(
+    out_dir: str | Path,
+    id_index: DatasetIndex | str | Path,
+    per_split: int = DEFAULT_PER_SPLIT,
+    seed: int = 0,
+    kinds: tuple[str, ...] = CHIMERA_KINDS,
+    iou_max: float = DEFAULT_IOU_MAX,
+    min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION,
+    probe: bool = True,
+) -> DatasetIndex:
+    """Build the chimera OOD set into ``out_dir`` (one class ``"ood"``) from ``id_index`` and return its index.
+
+    Args:
+        out_dir: absent, empty, or a previous Stillroom dataset (replaced as a whole).
+        id_index: the plain ID silhouette index (K classes, one channel; not a merged index with a sink).
+        per_split: chimeras to keep per split (fewer when ``ATTEMPTS_PER_KEPT * per_split`` candidates run out).
+        seed: draws pairs, kinds' cuts, scales and anchors; per split ``default_rng([seed, split number])``.
+        kinds: subset of ``CHIMERA_KINDS``, taken round-robin.
+        iou_max: drop a chimera whose IoU with either parent is above this (it is that species).
+        min_area_fraction: drop an assembled mask with fewer object pixels than this fraction of the smaller parent's.
+        probe: store near duplicates and the ID-vs-chimera shortcut probe in ``index.json``.
+
+    Rows carry extra columns ``kind``, ``parent_a``, ``parent_b`` (ID paths), ``species_a``, ``species_b``, ``iou_a``,
+    ``iou_b``; the recipe is the ID recipe's rendering (size, channels, padding, outline) plus ``ood_kind:
+    chimera``, the chimera parameters and the ID index's hashes.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
+    rid = id_index.recipe
+    if isinstance(per_split, bool) or int(per_split) != per_split or per_split < 1:
+        raise StillroomError(f"per_split must be a positive integer, got {per_split!r}")
+    if not 0 < iou_max < 1:
+        raise StillroomError(f"iou_max must be in (0, 1), got {iou_max!r}")
+    if not 0 <= min_area_fraction < 1:
+        raise StillroomError(f"min_area_fraction must be in [0, 1), got {min_area_fraction!r}")
+    bad = [k for k in kinds if k not in CHIMERA_KINDS]
+    if not kinds or bad:
+        raise StillroomError(f"kinds must be a non-empty subset of {', '.join(CHIMERA_KINDS)}, got {list(kinds)!r}")
+    if "sink_class" in rid or "ood" in id_index.classes:
+        raise StillroomError(f"{id_index.root}: has an OOD sink; build chimeras from the plain ID index")
+    if int(rid.get("channels", 1)) != 1 or "size" not in rid:
+        raise StillroomError(f"{id_index.root}: chimeras need a one-channel silhouette index with a recipe size")
+    if id_index.num_classes < 2:
+        raise StillroomError(f"{id_index.root}: chimeras need at least two ID classes, it has {id_index.num_classes}")
+    out_resolved = out_dir.resolve()
+    if out_resolved == id_index.root.resolve():
+        raise StillroomError(f"{out_dir}: the chimera set must go to a new directory, not over the ID index")
+    check_out_dir(out_dir)
+    size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
+
+    from stillroom.data.dataset import load_images
+
+    masks = np.asarray(load_images(id_index))[:, 0] < 128  # (N, S, S) bool, True = object
+    areas = masks.reshape(len(masks), -1).sum(axis=1)
+    seen = set(id_index.sha256)  # an exact copy of an ID image is not OOD either
+    kept: list[tuple[_Candidate, np.ndarray, bytes, float, float]] = []
+    counts: dict[str, Any] = {"candidates": 0, **{f"dropped_{r}": 0 for r in DROP_REASONS}, "kept": 0}
+    per_split_counts: dict[str, dict[str, int]] = {}
+    for s_num, split in enumerate(SPLITS):
+        rows = id_index.split_indices(split)
+        labels = id_index.labels[rows]
+        sc = {"candidates": 0, **{f"dropped_{r}": 0 for r in DROP_REASONS}, "kept": 0}
+        sc.update({f"kept_{k}": 0 for k in kinds})
+        per_split_counts[split] = sc
+        if len(np.unique(labels)) < 2:
+            continue  # one species in this split: no chimera of two
+        rng = np.random.default_rng([seed, s_num])
+        for attempt in range(ATTEMPTS_PER_KEPT * int(per_split)):
+            if sc["kept"] >= per_split:
+                break
+            kind = kinds[attempt % len(kinds)]
+            ia = int(rng.integers(len(rows)))
+            others = np.flatnonzero(labels != labels[ia])
+            ib = int(others[rng.integers(len(others))])
+            a, b = int(rows[ia]), int(rows[ib])
+            sc["candidates"] += 1
+            assembled = chimera_mask(masks[a], masks[b], kind, rng)
+            n_obj = int(np.count_nonzero(assembled))
+            reason = None
+            if n_obj == 0:
+                reason = "empty"
+            elif n_obj < min_area_fraction * min(areas[a], areas[b]):
+                reason = "tiny"
+            image = data = None
+            iou_a = iou_b = 0.0
+            if reason is None:
+                image = render_silhouette(assembled, size, padding=padding, outline=outline, source=f"chimera {a}+{b}")
+                obj = image < 128
+                iou_a, iou_b = mask_iou(obj, masks[a]), mask_iou(obj, masks[b])
+                if max(iou_a, iou_b) > iou_max:
+                    reason = "too_close"
+                else:
+                    data = _png(image)
+                    if sha256_bytes(data) in seen:
+                        reason = "duplicate"
+            if reason is not None:
+                sc[f"dropped_{reason}"] += 1
+                continue
+            assert image is not None and data is not None
+            seen.add(sha256_bytes(data))
+            kept.append((_Candidate(split, kind, a, b), image, data, iou_a, iou_b))
+            sc["kept"] += 1
+            sc[f"kept_{kind}"] += 1
+        for key in counts:
+            counts[key] += sc[key]
+    if not any(c.split == "train" for c, *_ in kept):
+        raise StillroomError(f"{id_index.root}: no train chimera survived the audit; nothing to build")
+    per_kind = {k: sum(c.kind == k for c, *_ in kept) for k in kinds}
+
+    tmp = new_build_dir(out_dir)
+    try:
+        rows_out: list[IndexRow] = []
+        white = np.zeros(len(kept), dtype=np.int64)
+        for j, (c, image, data, iou_a, iou_b) in enumerate(kept):
+            rel = f"images/{c.split}/{c.kind}/{j:05d}.png"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
+            white[j] = int(np.count_nonzero(image))
+            name_a, name_b = id_index.label_names[c.a], id_index.label_names[c.b]
+            extra = {
+                "kind": c.kind,
+                "parent_a": id_index.paths[c.a],
+                "parent_b": id_index.paths[c.b],
+                "species_a": name_a,
+                "species_b": name_b,
+                "iou_a": f"{iou_a:.4f}",
+                "iou_b": f"{iou_b:.4f}",
+            }
+            rows_out.append(IndexRow(rel, 0, "ood", c.split, f"{c.split}/{name_a}+{name_b}", sha256_bytes(data), extra))
+        splits = np.array([c.split for c, *_ in kept], dtype="<U5")
+        mean, std = silhouette_train_stats(white, splits == "train", size)
+        recipe: dict[str, Any] = {
+            "kind": "silhouette",
+            "ood_kind": "chimera",
+            "source": {
+                "id_index": str(id_index.root),
+                "index_hash": id_index.index_hash,
+                "content_hash": id_index.content_hash,
+            },
+            "size": size,
+            "channels": 1,
+            "chimera": {
+                "kinds": list(kinds),
+                "cut_range": list(CUT_RANGE),
+                "scale_range": list(SCALE_RANGE),
+                "iou_max": float(iou_max),
+                "min_area_fraction": float(min_area_fraction),
+                "per_split": int(per_split),
+                "seed": int(seed),
+            },
+            "split": "parent-split",
+            "split_seed": int(seed),
+            "mean": [mean],
+            "std": [std],
+        }
+        if "padding" in rid:
+            recipe["padding"] = rid["padding"]
+        if outline is not None:
+            recipe["outline"] = outline.recipe()
+        audit = {**counts, "iou_max": float(iou_max), "per_split": per_split_counts, "per_kind": per_kind}
+        split_info = {"method": "parent-split", "note": "chimeras of a split come from that split's ID images only"}
+        index = write_index(tmp, rows_out, ["ood"], recipe, {"audit": audit, "split_info": split_info})
+        if probe:
+            from stillroom.data.emoji_report import dataset_probes
+
+            stack = np.stack([image for _, image, *_ in kept])  # (M, S, S) uint8
+            update_index_meta(tmp, **dataset_probes(stack, splits, id_index, seed))
+        from stillroom.data.contact_sheet import make_contact_sheet
+
+        make_contact_sheet(index, tmp / "contact_sheet.png", per_class=24)
+        update_index_meta(tmp, build_seconds=round(time.perf_counter() - t0, 2))
+        install_build(tmp, out_dir)
+    except BaseException:
+        rmtree(tmp)
+        raise
+    return load_index(out_dir)

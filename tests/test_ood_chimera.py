@@ -1,0 +1,172 @@
+"""`data build ood-chimera`: near-OOD silhouettes from pairs of different ID species (issue 16 item 2).
+
+Checked: the kinds assemble the parents as described (hand-built masks), chimeras of a split come only from that
+split's ID rows and from two species, the rendering matches the ID recipe, the audit drops what it says and its
+counts add up, the build is deterministic, and the result merges as an OOD index."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stillroom._io import StillroomError
+from stillroom.data.index import load_index
+from stillroom.data.merge import merge_with_sink
+from stillroom.data.ood_chimera import build_ood_chimera, chimera_mask, mask_iou
+
+
+class _FixedRng:
+    """Stands in for numpy's Generator: ``uniform`` returns a fixed fraction of its range, ``integers`` 0."""
+
+    def __init__(self, u: float) -> None:
+        self.u = u
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + self.u * (hi - lo)
+
+    def integers(self, n: int) -> int:
+        return 0
+
+
+def test_lr_and_tb_take_each_side_from_one_parent():
+    a = np.zeros((10, 10), bool)
+    a[2:8, 1:9] = True
+    b = np.zeros((10, 10), bool)
+    b[0:10, 4:6] = True
+    lr = chimera_mask(a, b, "lr", _FixedRng(0.5))  # cut = round(10 * 0.5) = 5
+    expected = b.copy()
+    expected[:, :5] = a[:, :5]
+    assert np.array_equal(lr, expected)
+    tb = chimera_mask(a, b, "tb", _FixedRng(0.0))  # cut = round(10 * 0.4) = 4
+    assert np.array_equal(tb[:4], a[:4]) and np.array_equal(tb[4:], b[4:])
+
+
+def test_merge_contains_a_and_touches_it():
+    a = np.zeros((16, 16), bool)
+    a[4:12, 4:12] = True
+    b = np.zeros((16, 16), bool)
+    b[3:13, 3:13] = True  # a 10 x 10 square: centred on A's boundary, part of it always lies outside A
+    m = chimera_mask(a, b, "merge", np.random.default_rng(0))
+    assert m.shape == (32, 32)
+    assert np.array_equal(m[8:24, 8:24] & a, a)  # A kept whole, centred in the 2S canvas
+    assert m.sum() > a.sum()  # B added something outside A
+    from scipy import ndimage
+
+    assert ndimage.label(m, structure=np.ones((3, 3)))[1] == 1  # one piece: B is anchored on A's boundary
+
+
+def test_chimera_kind_unknown():
+    with pytest.raises(StillroomError, match="kind"):
+        chimera_mask(np.ones((4, 4), bool), np.ones((4, 4), bool), "swirl", np.random.default_rng(0))
+
+
+def test_mask_iou_golden():
+    a = np.array([[1, 1, 0, 0]], bool)
+    b = np.array([[0, 1, 1, 0]], bool)
+    assert mask_iou(a, b) == pytest.approx(1 / 3)
+
+
+@pytest.fixture(scope="module")
+def chimeras(shapes_index, tmp_path_factory):
+    return build_ood_chimera(tmp_path_factory.mktemp("chim") / "c", shapes_index, per_split=20, seed=1)
+
+
+def test_parents_from_own_split_and_two_species(chimeras, shapes_index):
+    pos = {p: i for i, p in enumerate(shapes_index.paths)}
+    for i in range(len(chimeras)):
+        a, b = pos[chimeras.extra["parent_a"][i]], pos[chimeras.extra["parent_b"][i]]
+        split = chimeras.splits[i]
+        assert shapes_index.splits[a] == split == shapes_index.splits[b]  # no test pixel reaches training
+        assert shapes_index.labels[a] != shapes_index.labels[b]
+        assert chimeras.groups[i].startswith(f"{split}/")
+        assert chimeras.extra["species_a"][i] == shapes_index.label_names[a]
+    for split in ("train", "val", "test"):
+        groups = {g for g, s in zip(chimeras.groups, chimeras.splits, strict=True) if s == split}
+        other = {g for g, s in zip(chimeras.groups, chimeras.splits, strict=True) if s != split}
+        assert not groups & other
+
+
+def test_rendering_matches_the_id_recipe(chimeras, shapes_index):
+    for key in ("size", "channels", "padding"):
+        assert chimeras.recipe.get(key) == shapes_index.recipe.get(key)
+    img = np.asarray(Image.open(chimeras.image_path(0)))
+    size = shapes_index.recipe["size"]
+    assert img.shape == (size, size) and set(np.unique(img)) <= {0, 255}
+    for i in range(len(chimeras)):  # cropped, centred and padded as preprocess_mask does (padding 0.2)
+        obj = np.asarray(Image.open(chimeras.image_path(i))) < 128
+        rows, cols = np.flatnonzero(obj.any(axis=1)), np.flatnonzero(obj.any(axis=0))
+        longer = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+        assert abs(longer - size / 1.4) <= 2.5  # box 32 / 1.4 = 22.9 before BOX + binarize
+        for lo, hi in ((rows[0], rows[-1]), (cols[0], cols[-1])):
+            assert abs(lo - (size - 1 - hi)) <= 2.5  # BOX + binarize may shift an edge by a pixel
+    assert chimeras.recipe["ood_kind"] == "chimera"
+    assert chimeras.recipe["source"]["index_hash"] == shapes_index.index_hash
+
+
+def test_audit_counts_add_up_and_drops_hold(chimeras):
+    audit = chimeras.meta["audit"]
+    drops = sum(audit[f"dropped_{r}"] for r in ("empty", "tiny", "too_close", "duplicate"))
+    assert audit["candidates"] == audit["kept"] + drops == sum(s["candidates"] for s in audit["per_split"].values())
+    assert audit["kept"] == len(chimeras) == sum(audit["per_kind"].values())
+    for split, sc in audit["per_split"].items():
+        assert sc["kept"] == int((chimeras.splits == split).sum())
+    ious = np.array([[float(x) for x in chimeras.extra[c]] for c in ("iou_a", "iou_b")])
+    assert ious.max() <= audit["iou_max"]
+    digests = [hashlib.sha256(chimeras.image_path(i).read_bytes()).hexdigest() for i in range(len(chimeras))]
+    assert digests == chimeras.sha256 and len(set(digests)) == len(digests)
+    assert "shortcut_probe" in chimeras.meta
+
+
+def test_recorded_iou_is_recomputed_from_the_files(chimeras, shapes_index):
+    pos = {p: i for i, p in enumerate(shapes_index.paths)}
+    for i in range(0, len(chimeras), 7):
+        c = np.asarray(Image.open(chimeras.image_path(i))) < 128
+        a = np.asarray(Image.open(shapes_index.image_path(pos[chimeras.extra["parent_a"][i]]))) < 128
+        assert mask_iou(c, a) == pytest.approx(float(chimeras.extra["iou_a"][i]), abs=1e-4)
+
+
+def test_strict_iou_drops_more_and_build_is_deterministic(shapes_index, chimeras, tmp_path):
+    again = build_ood_chimera(tmp_path / "again", shapes_index, per_split=20, seed=1)
+    assert again.content_hash == chimeras.content_hash and again.index_hash == chimeras.index_hash
+    strict = build_ood_chimera(tmp_path / "strict", shapes_index, per_split=20, seed=1, iou_max=0.6, probe=False)
+    assert strict.meta["audit"]["dropped_too_close"] > chimeras.meta["audit"]["dropped_too_close"]
+    other = build_ood_chimera(tmp_path / "other", shapes_index, per_split=20, seed=2, probe=False)
+    assert other.content_hash != chimeras.content_hash
+
+
+def test_merges_as_an_ood_index(chimeras, shapes_index, tmp_path):
+    merged = merge_with_sink(shapes_index, chimeras, tmp_path / "merged")
+    k = shapes_index.num_classes
+    assert merged.num_classes == k + 1 and int((merged.labels == k).sum()) == len(chimeras)
+
+
+def test_bad_inputs(shapes_index, chimeras, tmp_path):
+    with pytest.raises(StillroomError, match="sink"):
+        build_ood_chimera(tmp_path / "x", merge_with_sink(shapes_index, chimeras, tmp_path / "m"))
+    with pytest.raises(StillroomError, match="per_split"):
+        build_ood_chimera(tmp_path / "x", shapes_index, per_split=0)
+    with pytest.raises(StillroomError, match="iou_max"):
+        build_ood_chimera(tmp_path / "x", shapes_index, iou_max=1.5)
+    with pytest.raises(StillroomError, match="kinds"):
+        build_ood_chimera(tmp_path / "x", shapes_index, kinds=("lr", "spiral"))
+    with pytest.raises(StillroomError, match="new directory"):
+        build_ood_chimera(shapes_index.root, shapes_index)
+    assert load_index(shapes_index.root).index_hash == shapes_index.index_hash
+
+
+def test_cli(shapes_index, tmp_path):
+    from typer.testing import CliRunner
+
+    from stillroom.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["data", "build", "ood-chimera", "--id-index", str(shapes_index.root), "--out", str(tmp_path / "c"),
+         "--per-split", "5", "--no-probe", "--kind", "lr"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "candidates" in res.output and "kept" in res.output
+    assert set(load_index(tmp_path / "c").extra["kind"]) == {"lr"}
