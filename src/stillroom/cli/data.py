@@ -8,7 +8,8 @@
 
 - ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
 - ``stillroom data build ood-chimera --id-index DIR --out DIR [--per-split N] [--seed S] [--iou-max F]``
-- ``stillroom data merge-sink ID_INDEX OOD_INDEX --out DIR [--ood-train-fraction F]``
+- ``stillroom data merge-sink ID_INDEX [OOD_INDEX] --out DIR [--ood [NAME=]DIR ...] [--test-only NAME]
+  [--ood-train-fraction F]``
 - ``stillroom data probe-shortcuts INDEX``
 - ``stillroom evaluate-ood RUN --ood-split test [--tune-odin]``  -> ``RUN/ood_metrics.json`` (alias of the open-set
   part of ``stillroom evaluate RUN --ood-split test``)
@@ -242,22 +243,54 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
     @data_app.command("merge-sink")
     def merge_sink_cmd(
         id_index: Path = typer.Argument(..., help="ID dataset directory (K classes)"),
-        ood_index: Path = typer.Argument(..., help="OOD dataset directory (from `data build ood-emoji`)"),
+        ood_index: Path | None = typer.Argument(None, help="OOD dataset directory (from `data build ood-emoji`)"),
         out: Path = typer.Option(..., "--out", help="merged dataset directory to write (K + 1 classes)"),
+        ood: list[str] = typer.Option(
+            [], "--ood", help="another OOD source: DIR or NAME=DIR (repeatable; all sources share the sink)"
+        ),
+        test_only: list[str] = typer.Option(
+            [], "--test-only", help="source NAME that keeps only its test rows (leave-one-source-out; repeatable)"
+        ),
         ood_train_fraction: float | None = typer.Option(
             None, "--ood-train-fraction", help="cap on the OOD share of train rows (val/test keep all OOD)"
         ),
         seed: int = typer.Option(0, help="seed of the groups dropped by --ood-train-fraction"),
     ) -> None:
-        """Merge ID + OOD into one index with the sink as class K (ID normalization kept)."""
-        from stillroom.data.merge import merge_with_sink
+        """Merge ID + OOD into one index with the sink as class K (ID normalization kept); several OOD sources
+        (--ood, repeatable) each record their name in the `ood_source` column."""
+        from stillroom.data.index import load_index
+        from stillroom.data.merge import merge_with_sink, source_name
 
-        index = merge_with_sink(id_index, ood_index, out, ood_train_fraction=ood_train_fraction, seed=seed)
+        specs = ([str(ood_index)] if ood_index is not None else []) + list(ood)
+        if not specs:
+            raise StillroomError("merge-sink: give an OOD index (second argument or --ood DIR)")
+        if len(specs) == 1 and "=" not in specs[0]:
+            sources: Path | dict[str, Path] = Path(specs[0])  # the original call, original layout
+        else:
+            named: dict[str, Path] = {}
+            for spec in specs:
+                name, sep, path = spec.partition("=")
+                if not sep or Path(spec).exists():  # a bare DIR (even one with "=" in its name)
+                    index = load_index(spec)
+                    name, path = source_name(index), spec
+                if name in named:
+                    raise StillroomError(f"--ood {spec}: a source named {name!r} was already given; use NAME=DIR")
+                named[name] = Path(path)
+            sources = named
+        index = merge_with_sink(
+            id_index, sources, out, ood_train_fraction=ood_train_fraction, seed=seed, test_only=test_only
+        )
         counts = index.meta["counts"]["per_split"]
         console.print(
             f"[green]wrote[/] {index.root}: {len(index)} images, {index.num_classes} classes (sink = class "
             f"{index.recipe['sink_class']}), train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
         )
+        for src in index.meta["ood_sources"]:
+            kept = src["rows_kept"]
+            console.print(
+                f"  OOD source {src['name']}{' (test only)' if src['test_only'] else ''}: {src['rows']} rows, kept"
+                f" train/val/test = {kept['train']}/{kept['val']}/{kept['test']}"
+            )
 
     @data_app.command("probe-shortcuts")
     def probe_shortcuts_cmd(
