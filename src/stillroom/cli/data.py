@@ -7,6 +7,7 @@
 - ``stillroom data import-folder SRC --out DIR``
 
 - ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
+- ``stillroom data build ood-icons --source game-icons --size 64 --out DIR [--id-index DIR]`` (same path)
 - ``stillroom data build ood-chimera --id-index DIR --out DIR [--per-split N] [--seed S] [--iou-max F]``
 - ``stillroom data merge-sink ID_INDEX [OOD_INDEX] --out DIR [--ood [NAME=]DIR ...] [--test-only NAME]
   [--ood-train-fraction F]``
@@ -181,6 +182,26 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
     build_app.command("sprites")(build_sprites_cmd)
     data_app.command("import-folder")(import_folder_cmd)
 
+    def _build_icons(source: str, out: Path, size: int, id_index: Path | None, tarball: list[Path], seed: int,
+                     dedup_threshold: float, tone_variants: bool, audit: str, outline: str, outline_grid: int,
+                     outline_sigma: float) -> None:  # fmt: skip
+        from stillroom.data.ood_emoji import build_ood_icons
+
+        if size not in _SIZES:
+            raise StillroomError(f"--size {size}: use one of {', '.join(map(str, _SIZES))}")
+        index = build_ood_icons(
+            out, source=source, size=size, id_index=id_index, tarballs=tarball or None, seed=seed,
+            dedup_threshold=dedup_threshold, tone_variants=tone_variants, audit=audit,
+            outline=_outline(outline, outline_grid, outline_sigma, id_index),
+        )  # fmt: skip
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} OOD images ({source}), {index.meta['counts']['groups']} icon"
+            f" names, train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+        )
+        _print_audit(index.meta)
+        _print_probe(index.meta.get("shortcut_probe"))
+
     @build_app.command("ood-emoji")
     def build_ood_emoji_cmd(
         out: Path = typer.Option(..., "--out", help="dataset directory to write"),
@@ -198,22 +219,26 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         outline_sigma: float = typer.Option(0.8, "--outline-sigma", help="canonical blur, in canonical-grid pixels"),
     ) -> None:
         """Build the emoji OOD sink set (REFERENCE 1.2): fetch, render, sprite-like resolution, audit, dedup."""
-        from stillroom.data.ood_emoji import build_ood_emoji
+        _build_icons("emoji", out, size, id_index, tarball, seed, dedup_threshold, tone_variants, audit, outline,
+                     outline_grid, outline_sigma)  # fmt: skip
 
-        if size not in _SIZES:
-            raise StillroomError(f"--size {size}: use one of {', '.join(map(str, _SIZES))}")
-        index = build_ood_emoji(
-            out, size=size, id_index=id_index, tarballs=tarball or None, seed=seed,
-            dedup_threshold=dedup_threshold, tone_variants=tone_variants, audit=audit,
-            outline=_outline(outline, outline_grid, outline_sigma, id_index),
-        )  # fmt: skip
-        counts = index.meta["counts"]["per_split"]
-        console.print(
-            f"[green]wrote[/] {index.root}: {len(index)} OOD images, {index.meta['counts']['groups']} emoji names, "
-            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
-        )
-        _print_audit(index.meta)
-        _print_probe(index.meta.get("shortcut_probe"))
+    @build_app.command("ood-icons")
+    def build_ood_icons_cmd(
+        source: str = typer.Option(..., "--source", help="icon source: emoji | game-icons (emoji_source.ICON_SOURCES)"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        size: int = typer.Option(128, help="image side in pixels; must match --id-index"),
+        id_index: Path | None = typer.Option(None, "--id-index", help="ID sprite index: resolution source + probe"),
+        tarball: list[Path] = typer.Option([], "--tarball", help="local @iconify-json .tgz (offline); repeatable"),
+        seed: int = typer.Option(0, help="seed for target resolutions and the split by icon name"),
+        dedup_threshold: float = typer.Option(0.01, help="near-duplicate rule across sets (fraction of pixels)"),
+        audit: str = typer.Option("matched", "--audit", help="matched | seed000 (as ood-emoji)"),
+        outline: str = typer.Option("auto", "--outline", help="auto: the --id-index's (else none); " + _OUTLINE_HELP),
+        outline_grid: int = typer.Option(32, "--outline-grid", help="canonical grid: object's longer side in pixels"),
+        outline_sigma: float = typer.Option(0.8, "--outline-sigma", help="canonical blur, in canonical-grid pixels"),
+    ) -> None:
+        """Build an OOD sink set from a pinned iconify icon source through the ood-emoji render/audit path."""
+        _build_icons(source, out, size, id_index, tarball, seed, dedup_threshold, False, audit, outline,
+                     outline_grid, outline_sigma)  # fmt: skip
 
     @build_app.command("ood-chimera")
     def build_ood_chimera_cmd(

@@ -1,6 +1,12 @@
 """Emoji OOD set, fetch step: the pinned iconify packages, their icons and the candidate list (REFERENCE 1.2;
 seed 000 §2.5, whose COCO masks we replace by vector emoji; pipeline in ``ood_emoji``).
 
+``ICON_SOURCES`` names every icon source the same pipeline builds (issue 16 item 2: more and different OOD shapes):
+``emoji`` (the three emoji sets below, categories ``CATEGORIES``) and ``game-icons`` (``GAME_ICON_SETS``:
+``@iconify-json/game-icons``, CC-BY-3.0, 4,134 single-colour filled silhouettes of objects, creatures and symbols,
+no categories, so every icon is a candidate). A set without categories is read with an empty category map and
+listed by sorted icon name (``categories=None``).
+
 Three pinned npm packages (``ICONIFY_EMOJI_SETS``: fluent-emoji-flat MIT, twemoji CC-BY-4.0, noto Apache-2.0) are
 fetched (``fetch.fetch_npm_package``, verified against the pin) or taken from local tarballs matched by integrity
 (``resolve_tarballs``), read (``read_iconify``) and listed in a fixed order, set then category then name
@@ -22,7 +28,10 @@ from stillroom.data.fetch import fetch_npm_package, read_tar_members, sri_sha512
 
 __all__ = [
     "ICONIFY_EMOJI_SETS",
+    "GAME_ICON_SETS",
     "CATEGORIES",
+    "ICON_SOURCES",
+    "IconSource",
     "IconSet",
     "Candidate",
     "read_iconify",
@@ -48,12 +57,33 @@ ICONIFY_EMOJI_SETS: tuple[tuple[str, str], ...] = (
         "sha512-DQiuXENbun41ch+XPSV55H9FaWKpHTyz46YIKtSaKYD4fIDDzL1tR6H4np/T38jfrTAeI3rcKF0mqHYeZVAuaw==",
     ),
 )
+# game-icons.net silhouettes (CC-BY-3.0: attribution "GameIcons, https://game-icons.net", recorded in the recipe)
+GAME_ICON_SETS: tuple[tuple[str, str], ...] = (
+    (
+        "@iconify-json/game-icons@1.2.4",
+        "sha512-/HDDZxowXgDJcOEwPspUCq5RuDdl25OyZKdtxqqiPJQNTrWIym7r4StLzIVs77DyNzOWWhH5wDqwYR3WHeDfkg==",
+    ),
+)
 CATEGORIES = ("Objects", "Travel & Places", "Animals & Nature", "People & Body", "Food & Drink", "Activities")
 _ICONIFY_DEFAULT_SIDE = 16  # iconify JSON: width/height default to 16 when absent
 _TONES = r"(?:light|medium-light|medium|medium-dark|dark)"
 _TONE_SUFFIX = re.compile(rf"(?:-{_TONES}-skin-tone)+$")  # twemoji, noto: "...-medium-dark-skin-tone"
 _FLUENT_TONE = re.compile(rf"-{_TONES}$")  # fluent: "artist-medium-dark" (only when all five siblings exist)
 _FLUENT_TONE_NAMES = ("light", "medium-light", "medium", "medium-dark", "dark")
+
+
+@dataclass(frozen=True)
+class IconSource:
+    """A named OOD icon source: its pinned packages and the categories to keep (None: every icon)."""
+
+    packages: tuple[tuple[str, str], ...]
+    categories: tuple[str, ...] | None
+
+
+ICON_SOURCES: dict[str, IconSource] = {
+    "emoji": IconSource(ICONIFY_EMOJI_SETS, CATEGORIES),
+    "game-icons": IconSource(GAME_ICON_SETS, None),
+}
 
 
 @dataclass(frozen=True)
@@ -81,9 +111,10 @@ class Candidate:
     default_wh: tuple[float, float]  # the set's default width / height
 
 
-def read_iconify(tarball: str | Path, spec: str = "", integrity: str = "") -> IconSet:
+def read_iconify(tarball: str | Path, spec: str = "", integrity: str = "", require_categories: bool = True) -> IconSet:
     """Read an ``@iconify-json/*`` tarball: ``package/icons.json`` (prefix, icons, aliases, default width/height),
-    ``package/metadata.json`` (``categories``: name -> icon names) and ``package/info.json`` (license)."""
+    ``package/metadata.json`` (``categories``: name -> icon names; an empty map when absent and not
+    ``require_categories``) and ``package/info.json`` (license)."""
     wanted = {"package/icons.json", "package/metadata.json", "package/info.json"}
     try:
         found: dict[str, Any] = {k: json.loads(v.decode("utf-8")) for k, v in read_tar_members(tarball, wanted).items()}
@@ -95,6 +126,8 @@ def read_iconify(tarball: str | Path, spec: str = "", integrity: str = "") -> Ic
     if not isinstance(data.get("icons"), dict):
         raise StillroomError(f"{tarball}: package/icons.json has no 'icons' mapping")
     categories = found.get("package/metadata.json", {}).get("categories") or data.get("categories")
+    if categories is None and not require_categories:
+        categories = {}
     if not isinstance(categories, dict):
         raise StillroomError(f"{tarball}: no emoji categories (package/metadata.json 'categories')")
     icons = dict(data["icons"])
@@ -174,32 +207,36 @@ def load_icon_sets(
     packages: Sequence[tuple[str, str]],
     tarballs: Sequence[str | Path] | Mapping[str, str | Path] | None,
     cache_dir: str | Path | None,
+    require_categories: bool = True,
 ) -> list[IconSet]:
     """Every pinned package, from the given tarballs, the cache or ``npm pack`` (verified), read in pin order."""
     local = resolve_tarballs(packages, tarballs)
     sets = []
     for spec, integrity in packages:
         path = fetch_npm_package(spec, integrity, tarball=local[spec], cache_dir=cache_dir)
-        sets.append(read_iconify(path, spec, integrity))
+        sets.append(read_iconify(path, spec, integrity, require_categories=require_categories))
     return sets
 
 
 def list_candidates(
-    sets: Sequence[IconSet], categories: Sequence[str], tone_variants: bool
+    sets: Sequence[IconSet], categories: Sequence[str] | None, tone_variants: bool
 ) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
     """The icons to render in a fixed order (set, then category, then name) and, per set prefix, what was listed and
-    left out (``listed``, ``skipped_tone_variants``, ``missing_icon``, ``hidden``). Raises when a set lacks one of
-    ``categories`` or no icon is left."""
+    left out (``listed``, ``skipped_tone_variants``, ``missing_icon``, ``hidden``). ``categories=None``: every icon
+    of the set, by sorted name, category ``""``. Raises when a set lacks one of ``categories`` or no icon is left."""
     candidates: list[Candidate] = []
     audit_sets: dict[str, dict[str, Any]] = {}
     for s, iconset in enumerate(sets):
-        missing_cats = [c for c in categories if c not in iconset.categories]
+        missing_cats = [c for c in categories or () if c not in iconset.categories]
         if missing_cats:
             raise StillroomError(
                 f"{iconset.spec}: categories {', '.join(map(repr, missing_cats))} not found; it has "
                 f"{', '.join(map(repr, iconset.categories))}"
             )
-        names = [(c, n) for c in categories for n in iconset.categories[c]]
+        if categories is None:
+            names = [("", n) for n in sorted(iconset.icons)]
+        else:
+            names = [(c, n) for c in categories for n in iconset.categories[c]]
         fluent = fluent_tone_names([n for _, n in names])
         seen: set[str] = set()
         skipped = missing = hidden = 0
@@ -237,5 +274,5 @@ def list_candidates(
             "hidden": hidden,
         }
     if not candidates:
-        raise StillroomError(f"no emoji found in categories {', '.join(categories)}")
+        raise StillroomError(f"no icon found in categories {', '.join(categories or ('(all)',))}")
     return candidates, audit_sets

@@ -52,6 +52,9 @@ not used; compare a model's OOD AUROC with the probe, or train with edge-texture
 cue (same emoji as pixel art vs smooth: edge probe 0.978 -> 0.672 at 128 px) but ID vs OOD stays at 0.909 (64 px)
 / 0.938 (128 px), since the probe's features also read shape (``outline`` module docstring).
 
+``build_ood_icons(out, source="game-icons")`` runs the same steps on another pinned icon source
+(``emoji_source.ICON_SOURCES``; issue 16 item 2) and records ``recipe["ood_kind"]``.
+
 The dataset holds one class, ``"ood"``; ``merge.merge_with_sink`` appends it to an ID index as class K. When
 ``id_index`` is given the ID-vs-OOD shortcut probe (``shortcuts``) is run and stored in ``index.json``.
 
@@ -98,6 +101,7 @@ from stillroom.data.emoji_resolution import (
 )
 from stillroom.data.emoji_source import (
     CATEGORIES,
+    ICON_SOURCES,
     ICONIFY_EMOJI_SETS,
     IconSet,
     concept_name,
@@ -134,6 +138,7 @@ __all__ = [
     "audit_mask",
     "concept_name",
     "build_ood_emoji",
+    "build_ood_icons",
 ]
 
 _gen5_native_pool = gen5_native_pool  # the name the tests have always imported from here
@@ -147,7 +152,7 @@ def build_ood_emoji(
     seed: int = 0,
     dedup_threshold: float = 0.01,
     min_fill: float = MIN_FILL,
-    categories: Sequence[str] = CATEGORIES,
+    categories: Sequence[str] | None = CATEGORIES,
     tone_variants: bool = False,
     workers: int | None = None,
     progress: bool = True,
@@ -156,6 +161,7 @@ def build_ood_emoji(
     probe: bool = True,
     audit: str = DEFAULT_AUDIT,
     outline: Outline | None = None,
+    ood_kind: str | None = None,
 ) -> DatasetIndex:
     """Build the emoji OOD set into ``out_dir`` (one class ``"ood"``, group = emoji name) and return its index.
 
@@ -170,7 +176,7 @@ def build_ood_emoji(
         seed: draws the target resolutions and the split by name.
         dedup_threshold: near-duplicate rule across all sets (fraction of ``size * size`` pixels).
         min_fill: audit threshold on object pixels / box area.
-        categories: iconify category names to keep.
+        categories: iconify category names to keep; None: every icon (a set without categories, e.g. game-icons).
         tone_variants: render skin-tone variants too (duplicates of the neutral silhouette).
         packages: ``(npm spec, integrity)`` pins; tests pass their own.
         probe: run the shortcut probe against ``id_index`` (ignored without one).
@@ -179,6 +185,8 @@ def build_ood_emoji(
         outline: the canonical outline rendering (``outline.Outline``; issue 16) as the last step of step 2,
             recorded as ``recipe["outline"]``. It must equal the ``id_index``'s own (a canonical ID set beside a
             plain OOD set, or the reverse, would bring the rendering gap back); None = ``preprocess_mask``.
+        ood_kind: the source's name, recorded as ``recipe["ood_kind"]`` (``merge`` names sink rows by it); None
+            for the emoji sets, whose recipe stays as it always was (``merge`` reads it as ``emoji``).
 
     ``index.json`` holds the recipe (sources, resolution targets, audit thresholds, train mean/std), ``audit``
     (candidates, skipped, rejections by reason, per set), ``dedup``, ``split_info``, ``resolution`` (ID and OOD
@@ -213,7 +221,7 @@ def build_ood_emoji(
     limits = audit_limits(audit, targets.id_train)  # step 3: the audit thresholds
     audit_thresholds: AuditThresholds = (float(min_fill), int(limits["max_components"]), int(limits["max_holes"]))
 
-    sets = load_icon_sets(packages, tarballs, cache_dir)
+    sets = load_icon_sets(packages, tarballs, cache_dir, require_categories=categories is not None)
     prefixes = [iconset.prefix for iconset in sets]
     rng = np.random.default_rng(seed)
     candidates, audit_sets = list_candidates(sets, categories, tone_variants)  # set, then category, then name
@@ -240,7 +248,7 @@ def build_ood_emoji(
         recipe = {
             "kind": "silhouette",
             "source": [{"spec": st.spec, "integrity": st.integrity, "license": st.license} for st in sets],
-            "categories": list(categories),
+            "categories": list(categories) if categories is not None else None,
             "tone_variants": bool(tone_variants),
             "size": size,
             "channels": 1,
@@ -259,6 +267,8 @@ def build_ood_emoji(
         }
         if outline is not None:
             recipe["outline"] = outline.recipe()
+        if ood_kind is not None:
+            recipe["ood_kind"] = ood_kind
         ood_effs = np.array([o.eff for o in kept], dtype=np.int64)
         extra_meta: dict[str, Any] = {
             "audit": audit_meta,
@@ -281,3 +291,15 @@ def build_ood_emoji(
         rmtree(tmp)
         raise
     return load_index(out_dir)
+
+
+def build_ood_icons(out_dir: str | Path, source: str = "emoji", **kwargs: Any) -> DatasetIndex:
+    """``build_ood_emoji`` for a named icon source of ``emoji_source.ICON_SOURCES`` (its pinned packages and
+    categories); ``source`` other than ``emoji`` is recorded as ``recipe["ood_kind"]``. Same render, resolution,
+    audit, dedup, split and probe steps, so every icon source is audited alike (issue 16 item 2)."""
+    if source not in ICON_SOURCES:
+        raise StillroomError(f"unknown icon source {source!r}; known: {', '.join(sorted(ICON_SOURCES))}")
+    src = ICON_SOURCES[source]
+    kwargs.setdefault("packages", src.packages)
+    kwargs.setdefault("categories", src.categories)
+    return build_ood_emoji(out_dir, ood_kind=None if source == "emoji" else source, **kwargs)
