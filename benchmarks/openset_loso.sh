@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Leave-one-OOD-source-out open-set benchmark (issue 16 item 3): for each OOD source S (emoji, chimeras of ID species,
+# game-icons), a K+1 index whose sink train/val rows come from the OTHER sources only while S keeps its test rows
+# (`data merge-sink --ood ... --test-only S`, OOD train share capped over the union), the target-dampened K+1
+# student of benchmarks/openset_151.sh (configs/openset151/student_td.yaml, preset seed000) trained on it, and per
+# held-out source: sink AUROC and FPR@95TPR on S's test rows vs ID test, the share of ID test images sent to the sink
+# under the outline rewrites of evaluate/shift.py, and closed-set top-1 against a K-class KD student trained at the
+# same budget (benchmarks/openset_loso_report.py). Targets: AUROC >= 0.95, FPR95 <= 0.20, rewrites to sink <= 10%,
+# top-1 within 1 point. Resumable: every step is skipped when its output exists.
+#
+#   bash benchmarks/openset_loso.sh              # OUT=artifacts/openset_loso, ID/teacher from artifacts/openset151
+#   QUICK=1 bash benchmarks/openset_loso.sh      # end-to-end smoke: species 1-6, 1-epoch teacher and students
+set -euo pipefail
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  OUT=${OUT:-artifacts/openset_loso_quick}
+  SPECIES=${SPECIES:-1-6}
+  EPOCHS=${EPOCHS:-1}
+  TEACHER_EPOCHS=${TEACHER_EPOCHS:-1}
+  PER_SPLIT=${PER_SPLIT:-40}
+  ID=${ID:-$OUT/id}
+  TEACHER=${TEACHER:-$OUT/runs/teacher_s0}
+else
+  OUT=${OUT:-artifacts/openset_loso}
+  SPECIES=${SPECIES:-1-151}
+  EPOCHS=${EPOCHS:-16}                # configs/openset151/student_*.yaml
+  TEACHER_EPOCHS=${TEACHER_EPOCHS:-8}  # configs/openset151/teacher.yaml (only when TEACHER has to be trained)
+  PER_SPLIT=${PER_SPLIT:-600}
+  ID=${ID:-artifacts/openset151/id}                                # 64 px block split, as openset_151.sh builds it
+  TEACHER=${TEACHER:-artifacts/openset151/runs/os_teacher_resnet18_s0}
+fi
+SOURCES=${SOURCES:-emoji chimera game-icons}
+SEEDS=${SEEDS:-0}
+FRACTION=${FRACTION:-0.036}  # OOD share of train rows over all sources together (seed 000 §2.5's ~3.6%)
+CFG=configs/openset151
+mkdir -p "$OUT/runs"
+stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
+budget=(--set "schedule.epochs=$EPOCHS")
+[ "$EPOCHS" -lt 2 ] && budget+=(--set eval_every=1)
+
+stamp "data: ID index, OOD sources ($SOURCES) rendered like the ID index"
+[ -f "$ID/index.json" ] || stillroom data build sprites --size 64 --species "$SPECIES" --out "$ID"
+src_dir() { echo "$OUT/ood_$1"; }
+for s in $SOURCES; do
+  d=$(src_dir "$s")
+  [ -f "$d/index.json" ] && continue
+  case "$s" in
+    chimera) stillroom data build ood-chimera --id-index "$ID" --out "$d" --per-split "$PER_SPLIT" ;;
+    *) stillroom data build ood-icons --source "$s" --size 64 --id-index "$ID" --out "$d" ;;
+  esac
+done
+
+if [ ! -f "$TEACHER/metrics.json" ]; then
+  stamp "teacher (K classes, ID only) -> $TEACHER"
+  stillroom train "$CFG/teacher.yaml" --out "$TEACHER" --resume --quiet --set name=loso_teacher \
+    --set data.index="$ID" --set "schedule.epochs=$TEACHER_EPOCHS" --set eval_every=1
+fi
+tname=$(basename "$TEACHER")
+[ -f "$OUT/stores_id/$tname/manifest.json" ] || \
+  stillroom softlabels export --teacher "$TEACHER" --index "$ID" --out "$OUT/stores_id/$tname"
+
+for seed in $SEEDS; do
+  run="$OUT/runs/kd_s$seed"
+  if [ ! -f "$run/metrics.json" ]; then
+    stamp "K-class KD student, seed $seed, $EPOCHS epochs (the top-1 reference at the same budget)"
+    stillroom train "$CFG/student_kd.yaml" --out "$run" --resume --quiet --set name=loso_kd_s$seed --set seed=$seed \
+      --set data.index="$ID" --set "teachers.cached=[$OUT/stores_id/$tname]" "${budget[@]}"
+  fi
+done
+
+for held in $SOURCES; do
+  merged="$OUT/merged_no_$held"
+  if [ ! -f "$merged/index.json" ]; then
+    stamp "merged index: sink trained on all sources but $held ($held keeps its test rows)"
+    oods=(); for s in $SOURCES; do oods+=(--ood "$s=$(src_dir "$s")"); done
+    stillroom data merge-sink "$ID" "${oods[@]}" --test-only "$held" --ood-train-fraction "$FRACTION" --out "$merged"
+  fi
+  [ -f "$OUT/stores_merged_no_$held/$tname/manifest.json" ] || \
+    stillroom softlabels export --teacher "$TEACHER" --index "$merged" --out "$OUT/stores_merged_no_$held/$tname"
+  for seed in $SEEDS; do
+    run="$OUT/runs/loso_${held}_s$seed"
+    if [ ! -f "$run/metrics.json" ]; then
+      stamp "K+1 target-dampened student without $held, seed $seed, $EPOCHS epochs"
+      stillroom train "$CFG/student_td.yaml" --out "$run" --resume --quiet --set name=loso_${held}_s$seed \
+        --set seed=$seed --set data.index="$merged" --set "teachers.cached=[$OUT/stores_merged_no_$held/$tname]" \
+        "${budget[@]}"
+    fi
+  done
+done
+
+stamp "report: per held-out source (test split, best weights)"
+for seed in $SEEDS; do
+  # shellcheck disable=SC2086
+  python benchmarks/openset_loso_report.py --out "$OUT" --sources $SOURCES --kd-run "$OUT/runs/kd_s$seed" \
+    --seed "$seed" | tee "$OUT/loso_s$seed.txt"
+done
+stamp "done"

@@ -1,0 +1,135 @@
+"""Leave-one-OOD-source-out report (issue 16 item 3), one row per held-out source, for benchmarks/openset_loso.sh.
+
+For a K+1 student trained on a merged index whose sink train/val rows come from every OOD source but ``S`` (``merge-
+sink --test-only S``), on the test split:
+
+- ``auroc_heldout`` / ``fpr95_heldout``: sink score 1 - p_sink (higher = more ID, REFERENCE 4), ID test rows vs the
+  test rows of ``S``, the source the sink never saw (``evaluate.ood.ood_metrics``); ``auroc_seen``: the same against
+  the test rows of the other sources, for comparison;
+- ``rewrite_to_sink``: share of ID test images whose argmax is the sink under each outline rewrite of
+  ``evaluate.shift.REWRITES`` (mean and worst), and on the clean images;
+- ``top1``: closed-set top-1 of the K+1 student on ID test rows (argmax over the K class columns) and of the
+  K-class KD student trained at the same budget, and their difference in points.
+
+Issue-16 targets, checked per row: AUROC >= 0.95, FPR@95TPR <= 0.20, rewrites to sink <= 10% (worst rewrite),
+top-1 within 1 point of the KD student.
+
+    python benchmarks/openset_loso_report.py --out artifacts/openset_loso --sources emoji chimera game-icons \
+        --kd-run artifacts/openset_loso/runs/kd_s0 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stillroom.data.dataset import load_images
+from stillroom.evaluate.ood import ood_metrics
+from stillroom.evaluate.shift import rewrite_images
+from stillroom.models.inference import predict_logits
+from stillroom.runs import Run
+
+TARGETS = {"auroc": 0.95, "fpr95": 0.20, "rewrite_to_sink": 0.10, "top1_gap_points": 1.0}
+
+
+def _logits(run: Run, images: np.ndarray) -> np.ndarray:
+    loaded = run.load("best")
+    return predict_logits(loaded.model, loaded.normalizer, images, np.arange(len(images)))
+
+
+def source_row(run_dir: Path, held_out: str, kd_top1: float) -> dict:
+    run = Run(run_dir)
+    index = run.index()
+    k = int(index.recipe["sink_class"])
+    test = index.split_indices("test")
+    images = np.asarray(load_images(index)[test])
+    labels = index.labels[test]
+    source = np.array(index.extra["ood_source"])[test]
+    is_id = labels < k
+    logits = _logits(run, images)
+    p_sink = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()[:, k]
+    score = 1.0 - p_sink
+    held = ~is_id & (source == held_out)
+    seen = ~is_id & (source != held_out)
+    if not held.any():
+        raise SystemExit(f"{run_dir}: no test rows of the held-out source {held_out!r} in {index.root}")
+    m_held = ood_metrics(score[is_id], score[held])
+    m_seen = ood_metrics(score[is_id], score[seen]) if seen.any() else None
+    top1 = float((logits[is_id, :k].argmax(1) == labels[is_id]).mean())
+    to_sink = {"clean": float((logits[is_id].argmax(1) == k).mean())}
+    for name, rewritten in rewrite_images(images[is_id]).items():
+        to_sink[name] = float((_logits(run, rewritten).argmax(1) == k).mean())
+    rewrites = [v for n, v in to_sink.items() if n != "clean"]
+    row = {
+        "held_out": held_out,
+        "run": str(run_dir),
+        "n_id_test": int(is_id.sum()),
+        "n_heldout_test": int(held.sum()),
+        "auroc_heldout": m_held["auroc"],
+        "fpr95_heldout": m_held["fpr_at_95_tpr"],
+        "auroc_seen": m_seen["auroc"] if m_seen else None,
+        "rewrite_to_sink": to_sink,
+        "rewrite_to_sink_mean": float(np.mean(rewrites)),
+        "rewrite_to_sink_worst": float(np.max(rewrites)),
+        "top1": top1,
+        "kd_top1": kd_top1,
+        "top1_gap_points": 100 * (kd_top1 - top1),
+    }
+    row["meets"] = {
+        "auroc": row["auroc_heldout"] >= TARGETS["auroc"],
+        "fpr95": row["fpr95_heldout"] <= TARGETS["fpr95"],
+        "rewrite_to_sink": row["rewrite_to_sink_worst"] <= TARGETS["rewrite_to_sink"],
+        "top1": row["top1_gap_points"] <= TARGETS["top1_gap_points"],
+    }
+    return row
+
+
+def kd_top1(run_dir: Path) -> float:
+    run = Run(run_dir)
+    index = run.index()
+    test = index.split_indices("test")
+    logits = _logits(run, np.asarray(load_images(index)[test]))
+    return float((logits.argmax(1) == index.labels[test]).mean())
+
+
+def markdown(rows: list[dict]) -> str:
+    head = (
+        "| held-out source | ID test | held-out test | sink AUROC (held-out) | FPR@95TPR | AUROC (seen sources) "
+        "| ID to sink, clean | ID to sink, rewrites mean / worst | top-1 K+1 | top-1 KD | gap (pts) | targets met |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    body = ""
+    for r in rows:
+        seen = f"{r['auroc_seen']:.4f}" if r["auroc_seen"] is not None else "-"
+        met = ", ".join(k for k, ok in r["meets"].items() if ok) or "none"
+        body += (
+            f"| {r['held_out']} | {r['n_id_test']} | {r['n_heldout_test']} | {r['auroc_heldout']:.4f} | "
+            f"{r['fpr95_heldout']:.3f} | {seen} | {r['rewrite_to_sink']['clean']:.1%} | "
+            f"{r['rewrite_to_sink_mean']:.1%} / {r['rewrite_to_sink_worst']:.1%} | {r['top1']:.2%} | "
+            f"{r['kd_top1']:.2%} | {r['top1_gap_points']:+.1f} | {met} |\n"
+        )
+    return head + body
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="the benchmark's OUT directory")
+    ap.add_argument("--sources", nargs="+", required=True)
+    ap.add_argument("--kd-run", type=Path, required=True, help="K-class KD student at the same budget")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    base = kd_top1(args.kd_run)
+    rows = [source_row(args.out / "runs" / f"loso_{s}_s{args.seed}", s, base) for s in args.sources]
+    (args.out / f"loso_s{args.seed}.json").write_text(json.dumps({"targets": TARGETS, "rows": rows}, indent=1))
+    md = markdown(rows)
+    (args.out / f"loso_s{args.seed}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
