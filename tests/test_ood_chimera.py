@@ -18,30 +18,21 @@ from stillroom.data.merge import merge_with_sink
 from stillroom.data.ood_chimera import build_ood_chimera, chimera_mask, mask_iou
 
 
-class _FixedRng:
-    """Stands in for numpy's Generator: ``uniform`` returns a fixed fraction of its range, ``integers`` 0."""
-
-    def __init__(self, u: float) -> None:
-        self.u = u
-
-    def uniform(self, lo: float, hi: float) -> float:
-        return lo + self.u * (hi - lo)
-
-    def integers(self, n: int) -> int:
-        return 0
-
-
-def test_lr_and_tb_take_each_side_from_one_parent():
+def test_lr_and_tb_cut_where_the_pieces_meet_best():
+    """A is a 6-pixel-tall band; B is full height except at column 5, where it matches A's band. Of the cuts 4..6
+    (CUT_RANGE of 10), only 5 joins A's column 4 to an equal column of B (0 differing pixels, 4 elsewhere)."""
     a = np.zeros((10, 10), bool)
-    a[2:8, 1:9] = True
-    b = np.zeros((10, 10), bool)
-    b[0:10, 4:6] = True
-    lr = chimera_mask(a, b, "lr", _FixedRng(0.5))  # cut = round(10 * 0.5) = 5
-    expected = b.copy()
-    expected[:, :5] = a[:, :5]
-    assert np.array_equal(lr, expected)
-    tb = chimera_mask(a, b, "tb", _FixedRng(0.0))  # cut = round(10 * 0.4) = 4
-    assert np.array_equal(tb[:4], a[:4]) and np.array_equal(tb[4:], b[4:])
+    a[2:8, :] = True
+    b = np.ones((10, 10), bool)
+    b[:, 5] = False
+    b[2:8, 5] = True
+    for seed in range(5):  # a unique best seam: the draw among ties never matters
+        lr = chimera_mask(a, b, "lr", np.random.default_rng(seed))
+        expected = b.copy()
+        expected[:, :5] = a[:, :5]
+        assert np.array_equal(lr, expected)
+        tb = chimera_mask(a.T, b.T, "tb", np.random.default_rng(seed))  # the same picture turned: top from A
+        assert np.array_equal(tb, expected.T)
 
 
 def test_merge_contains_a_and_touches_it():

@@ -5,8 +5,10 @@ can learn "not emoji-like" instead of "not one of the K species" (``shortcuts``:
 class). Chimeras are silhouettes assembled from two ID images of DIFFERENT species, so they share the species' edge
 texture, topology and scale, and only their global shape says "none of the K":
 
-- ``lr``: the left part of A and the right part of B, cut at a column drawn in ``CUT_RANGE`` of the side;
-- ``tb``: the top part of A and the bottom part of B, cut at a row drawn likewise;
+- ``lr``: the left part of A and the right part of B, cut at a column in ``CUT_RANGE`` of the side where the two
+  pieces meet best (``_seam``: fewest differing pixels across the cut, ties drawn at random), since a straight cut
+  through bodies of different widths leaves a long straight step that no sprite has;
+- ``tb``: the top part of A and the bottom part of B, cut at a row chosen likewise;
 - ``merge``: A united with B scaled by a factor in ``SCALE_RANGE``, B's centre placed on a random boundary pixel of A
   (so the two always overlap: a chimera of two separate pieces would be a topology cue, not a shape).
 
@@ -86,17 +88,34 @@ def _scaled(mask: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(img.resize((nw, nh), Image.Resampling.BOX)) >= 128
 
 
+def _seam(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> int:
+    """The cut for ``lr`` / ``tb``: among the cuts in ``CUT_RANGE`` of the side, one (drawn by ``rng`` among ties)
+    where the two pieces meet best: fewest pixels differing between A's last line before the cut and B's first line
+    after it. A straight cut through two bodies of different widths leaves a long straight step, which sprites
+    never have. Edge probe, one kind of chimera vs ID, species 1-151 at 64 px: lr 0.797 -> 0.724, tb 0.777 -> 0.703
+    (uniformly drawn cut -> this seam); all kinds together stayed at 0.72 (merge, unchanged, varies 0.67-0.69)."""
+    side = a.shape[0]
+    lo, hi = round(side * CUT_RANGE[0]), round(side * CUT_RANGE[1])
+    cuts = np.arange(max(lo, 1), max(hi, lo, 1) + 1)
+    if kind == "tb":
+        a, b = a.T, b.T  # rows become columns: one code path
+    cost = np.array([np.count_nonzero(a[:, c - 1] ^ b[:, c]) for c in cuts])  # (len(cuts),)
+    best = cuts[cost == cost.min()]
+    return int(best[rng.integers(len(best))])
+
+
 def chimera_mask(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """Assemble a chimera of two ``(S, S)`` boolean parent masks in their shared frame (module docstring).
 
     Returns a boolean mask: ``(S, S)`` for ``lr`` and ``tb``, ``(2S, 2S)`` with A centred for ``merge`` (room for B
-    to stick out; ``render_silhouette`` crops it anyway). ``rng`` draws the cut or the scale and anchor.
+    to stick out; ``render_silhouette`` crops it anyway). ``rng`` draws the cut among equally good seams, or the
+    scale and anchor.
     """
     if a.shape != b.shape or a.ndim != 2:
         raise StillroomError(f"chimera parents must be two (S, S) masks of one shape, got {a.shape} and {b.shape}")
     side = a.shape[0]
     if kind in ("lr", "tb"):
-        cut = int(round(side * rng.uniform(*CUT_RANGE)))
+        cut = _seam(a, b, kind, rng)
         out = b.copy()
         if kind == "lr":
             out[:, :cut] = a[:, :cut]  # left of the cut from A, right from B
