@@ -7,6 +7,8 @@
 
 - ``stillroom shift-val RUN [--weights best] [--split val]``: the domain-shift validation proxy (``evaluate.shift``:
   top-1 on rewritten outlines, resolutions and stroke widths of val images) -> RUN/shift_val.json;
+- ``stillroom style-proxy RUN [--ladder-signal auto] [--split val] [--ood-index DIR]``: the same rewrites judged by the
+  served ladder (``deploy.style_proxy``: rewritten ID accepted, rewritten OOD rejected, AUROC) -> RUN/style_proxy.json;
 - ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.pipeline.sweep``);
 - ``stillroom compare SUMMARY.csv --metric macro_f1 --a VARIANT --b VARIANT``: per-seed values, mean ± std,
   bootstrap CI, exact permutation p, Cohen's d and a verdict (``evaluate.stats``; seed 001 §5.1);
@@ -153,9 +155,101 @@ def shift_val_cmd(
     console.print(f"wrote {run / SHIFT_FILE}")
 
 
+def _pct(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _print_style_proxy(rep: dict[str, Any]) -> None:
+    lad, summ = rep["ladder"], rep["summary"]
+    table = Table(
+        title=f"{rep['run']} ({rep['split']}, {rep['weights']} weights, input {rep['input']}): ladder signal "
+        f"{lad['signal']} ({lad['source']}), OOD {rep['ood_source'] or 'none'}"
+    )
+    sink = any("auroc_sink" in r for r in rep["rows"].values())
+    cols = ("ID acc", "top1 acc", "ID gate", "OOD rej", "AUROC", "FPR95", "sig", *(("sink",) if sink else ()))
+    table.caption = (
+        "%: ID accepted, top-1 among them, ID refused by the structure gate, OOD rejected; AUROC / FPR95: served order "
+        "(gate and sink rejections last); AUROC of the ladder's signal alone (sig) and of 1 - p_sink (sink)"
+    )
+    table.add_column("rewrite", no_wrap=True)
+    for col in cols:
+        table.add_column(col, justify="right")
+    for name, r in rep["rows"].items():
+        table.add_row(
+            name, _pct(r["id_accepted"]), _pct(r["id_top1_accepted"]), _pct(r["id_gate_rejected"]),
+            _pct(r.get("ood_rejected")), _num(r.get("auroc_served")), _num(r.get("fpr95_served")),
+            _num(r.get("auroc_signal")), *((_num(r.get("auroc_sink")),) if sink else ()),
+        )  # fmt: skip
+    for stat in ("min", "mean"):
+        cells = [summ.get(k, {}).get(stat) for k in ("id_accepted", "id_top1_accepted")]
+        table.add_row(
+            f"{stat} (rewrites)", _pct(cells[0]), _pct(cells[1]), "", _pct(summ.get("ood_rejected", {}).get(stat)),
+            _num(summ.get("auroc_served", {}).get(stat)), "", _num(summ.get("auroc_signal", {}).get(stat)),
+            *((_num(summ.get("auroc_sink", {}).get(stat)),) if sink else ()),
+        )  # fmt: skip
+    console.print(table)
+    for bar_name, v in summ["verdict"].items():
+        met = "met" if v["worst_rewrite_met"] else "NOT met"
+        console.print(
+            f"{bar_name} (>= {v['bar']}, {v['metric']}): worst rewrite {met} (gap {v['gap_worst']:+.4f}); "
+            f"mean {'met' if v['mean_met'] else 'NOT met'}; clean {'met' if v['clean_met'] else 'NOT met'}",
+            highlight=False,
+        )
+
+
+def style_proxy_cmd(
+    run: Path = typer.Argument(..., help="run directory"),
+    split: list[str] = typer.Option(["val"], "--split", help="split(s) to rewrite (val to choose, test to report)"),
+    weights: str = typer.Option("best", "--weights", help="best or final"),
+    ladder_signal: str | None = typer.Option(
+        None,
+        "--ladder-signal",
+        help="fit the ladder on clean val with this signal (maxlogit, energy, msp, knn, auto; "
+        "not saved); default: RUN/ladder.json as served",
+    ),  # fmt: skip
+    ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset (when the index has no sink rows)"),
+    index: Path | None = typer.Option(None, "--index", help="another build of the run's dataset"),
+    input_mode: str = typer.Option(
+        "dataset", "--input", help="dataset: the model sees the rewritten pixels; served: the service's re-rendering"
+    ),
+    rewrite: list[str] = typer.Option([], "--rewrite", help="only these rewrites (repeatable; default all)"),
+    target_accept: float = typer.Option(0.95, help="--ladder-signal: fraction of clean ID val samples to accept"),
+) -> None:
+    """Style proxies at the served ladder (issue 16 item 5): for the clean split and each rewrite of
+    ``evaluate.shift``, the share of rewritten ID images accepted at the ladder's clean operating point (and top-1
+    among them), the share of rewritten OOD images rejected and the AUROC / FPR@95 of rewritten ID vs rewritten OOD,
+    with min / mean over rewrites and a verdict against the bars (90% accepted, AUROC 0.95) ->
+    RUN/style_proxy.json (``stillroom.deploy.style_proxy``)."""
+    from stillroom.deploy.style_proxy import STYLE_PROXY_FILE, style_proxy_report, update_style_proxy_file
+
+    reports = [
+        style_proxy_report(
+            run,
+            split=s,
+            weights=weights,
+            signal=ladder_signal,
+            ood_index=ood_index,
+            index=index,
+            names=rewrite or None,
+            input_mode=input_mode,
+            target_accept=target_accept,
+        )  # fmt: skip
+        for s in split
+    ]
+    update_style_proxy_file(run, reports)
+    for rep in reports:
+        _print_style_proxy(rep)
+    console.print(f"wrote {run / STYLE_PROXY_FILE}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_cmd)
     app.command("shift-val")(shift_val_cmd)
+    app.command("style-proxy")(style_proxy_cmd)
 
     @app.command("sweep")
     def sweep_cmd(

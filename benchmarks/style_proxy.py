@@ -1,0 +1,100 @@
+"""Style proxies at the served ladder (issue 16 item 5): one markdown table from the ``style_proxy.json`` files that
+``stillroom style-proxy`` wrote into the given runs (``stillroom.deploy.style_proxy``), one line per run, ladder
+signal, input and split: ID accepted (clean, min and mean over the 11 rewrites, and the worst rewrite), top-1 among
+the accepted (mean), OOD rejected (mean), the served-order AUROC (clean, min, mean) and FPR@95 (mean), the signal's
+own AUROC (mean), and the verdict on each bar at the worst rewrite (90% accepted, AUROC 0.95).
+
+The runs are the exported copies ``benchmarks/ladder_signal.py`` makes (``model_features.onnx`` is needed for knn):
+
+    for s in 0 1 2; do OMP_NUM_THREADS=1 nice python benchmarks/ladder_signal.py \\
+        artifacts/openset151/runs/os_student_kd_s$s artifacts/openset151/ood; done
+    OMP_NUM_THREADS=1 nice python benchmarks/ladder_signal.py artifacts/openset151/runs/os_student_td_cap_s0 \\
+        artifacts/openset151/ood --no-check-eval
+    W=/tmp/ladder_signal_runs; for input in dataset served; do for sig in maxlogit auto; do
+      for s in 0 1 2; do OMP_NUM_THREADS=1 nice stillroom style-proxy $W/os_student_kd_s$s \\
+          --ood-index artifacts/openset151/ood --ladder-signal $sig --split val --split test --input $input; done
+      OMP_NUM_THREADS=1 nice stillroom style-proxy $W/os_student_td_cap_s0 --ladder-signal $sig \\
+          --split val --split test --input $input; done; done
+    python benchmarks/style_proxy.py $W/os_student_kd_s{0,1,2} $W/os_student_td_cap_s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from stillroom.deploy.style_proxy import STYLE_PROXY_FILE
+
+
+def _p(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _a(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def table_rows(run: Path, splits: list[str]) -> list[str]:
+    data = json.loads((run / STYLE_PROXY_FILE).read_text())
+    out = []
+    for key in sorted(data, key=lambda k: (k.split("/")[2], k.split("/")[1], splits.index(k.split("/")[0]))):
+        rep = data[key]
+        if rep["split"] not in splits:
+            continue
+        clean, s, v = rep["rows"]["clean"], rep["summary"], rep["summary"]["verdict"]
+        fpr = [r["fpr95_served"] for n, r in rep["rows"].items() if n != "clean" and "fpr95_served" in r]
+        met = {b: ("yes" if v[b]["worst_rewrite_met"] else "no") if b in v else "-" for b in ("id_accept", "ood_auroc")}
+        out.append(
+            "| "
+            + " | ".join(
+                [
+                    run.name,
+                    rep["ladder"]["signal"],
+                    rep["input"],
+                    rep["split"],
+                    _p(clean["id_accepted"]),
+                    _p(s["id_accepted"]["min"]),
+                    s["id_accepted"]["min_at"],
+                    _p(s["id_accepted"]["mean"]),
+                    _p(s["id_top1_accepted"]["mean"]),
+                    _p(s.get("ood_rejected", {}).get("mean")),
+                    _a(clean.get("auroc_served")),
+                    _a(s.get("auroc_served", {}).get("min")),
+                    _a(s.get("auroc_served", {}).get("mean")),
+                    _a(sum(fpr) / len(fpr) if fpr else None),
+                    _a(s.get("auroc_signal", {}).get("mean")),
+                    met["id_accept"],
+                    met["ood_auroc"],
+                ]
+            )  # fmt: skip
+            + " |"
+        )
+    return out
+
+
+HEADER = (
+    "| run | signal | input | split | ID acc clean | ID acc min | worst rewrite | ID acc mean | top-1 of acc mean "
+    "| OOD rej mean | AUROC clean | AUROC min | AUROC mean | FPR95 mean | signal AUROC mean | 90% acc met "
+    "| AUROC 0.95 met |"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--split", action="append", default=None, help="splits to show (default val and test)")
+    args = ap.parse_args(argv)
+    splits = args.split or ["val", "test"]
+    print(HEADER)
+    print("|" + "---|" * HEADER.count(" | ") + "---|")
+    for run in args.runs:
+        for line in table_rows(run, splits):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
