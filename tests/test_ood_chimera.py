@@ -15,7 +15,7 @@ from PIL import Image
 from stillroom._io import StillroomError
 from stillroom.data.index import load_index
 from stillroom.data.merge import merge_with_sink
-from stillroom.data.ood_chimera import build_ood_chimera, chimera_mask, mask_iou
+from stillroom.data.ood_chimera import DROP_REASONS, build_ood_chimera, chimera_mask, mask_iou
 
 
 def test_lr_and_tb_cut_where_the_pieces_meet_best():
@@ -99,7 +99,7 @@ def test_rendering_matches_the_id_recipe(chimeras, shapes_index):
 
 def test_audit_counts_add_up_and_drops_hold(chimeras):
     audit = chimeras.meta["audit"]
-    drops = sum(audit[f"dropped_{r}"] for r in ("empty", "tiny", "too_close", "duplicate"))
+    drops = sum(audit[f"dropped_{r}"] for r in DROP_REASONS)
     assert audit["candidates"] == audit["kept"] + drops == sum(s["candidates"] for s in audit["per_split"].values())
     assert audit["kept"] == len(chimeras) == sum(audit["per_kind"].values())
     for split, sc in audit["per_split"].items():
@@ -156,8 +156,23 @@ def test_cli(shapes_index, tmp_path):
     res = CliRunner().invoke(
         app,
         ["data", "build", "ood-chimera", "--id-index", str(shapes_index.root), "--out", str(tmp_path / "c"),
-         "--per-split", "5", "--no-probe", "--kind", "lr"],
+         "--per-split", "5", "--no-probe", "--kind", "lr", "--max-enlarge", "-1"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "candidates" in res.output and "kept" in res.output
     assert set(load_index(tmp_path / "c").extra["kind"]) == {"lr"}
+    assert load_index(tmp_path / "c").meta["audit"]["dropped_enlarged"] == 0
+    assert load_index(tmp_path / "c").recipe["chimera"]["max_enlarge"] is None
+
+
+def test_enlarged_drop_is_counted_and_can_be_turned_off(shapes_index, tmp_path):
+    kw = dict(per_split=15, seed=3, probe=False, kinds=("lr", "tb"))
+    off = build_ood_chimera(tmp_path / "off", shapes_index, max_enlarge=None, **kw)
+    strict = build_ood_chimera(tmp_path / "strict", shapes_index, max_enlarge=0, **kw)
+    default = build_ood_chimera(tmp_path / "default", shapes_index, **kw)
+    assert off.meta["audit"]["dropped_enlarged"] == 0
+    assert strict.meta["audit"]["dropped_enlarged"] > 0
+    assert strict.recipe["chimera"]["max_enlarge"] == 0 and default.recipe["chimera"]["max_enlarge"] == 1
+    for index in (off, strict, default):
+        audit = index.meta["audit"]
+        assert audit["candidates"] == audit["kept"] + sum(audit[k] for k in audit if k.startswith("dropped_"))

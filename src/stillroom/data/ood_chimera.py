@@ -26,6 +26,10 @@ Audit (``index.json`` ``audit``), each candidate counted under the first reason 
 
 - ``empty``: the assembled mask has no object pixel; ``tiny``: fewer object pixels than ``min_area_fraction`` of
   the smaller parent's (a sliver, rescaled to full size by the rendering, is not a silhouette);
+- ``enlarged``: the assembled box's longer side is more than ``max_enlarge`` pixels shorter than the smaller
+  parent's, so the rendering would ENLARGE already rendered pixels: BOX + binarize at a ratio above 1 doubles
+  rows and columns, a staircase no ID image has (ID images are only ever reduced from their native sprite). Only
+  ``lr`` / ``tb`` can be shorter than their parents; ``merge`` grows, and its rendering reduces it like a sprite;
 - ``too_close``: IoU of the rendered chimera with either parent's image above ``iou_max`` (default 0.85): such an
   image IS that species (a small B hidden inside A), not OOD;
 - ``duplicate``: sha256 of the PNG equals an earlier chimera's or any ID image's.
@@ -65,12 +69,13 @@ __all__ = [
 ]
 
 CHIMERA_KINDS = ("lr", "tb", "merge")
-DROP_REASONS = ("empty", "tiny", "too_close", "duplicate")
+DROP_REASONS = ("empty", "tiny", "enlarged", "too_close", "duplicate")
 CUT_RANGE = (0.4, 0.6)  # cut position as a fraction of the side: near the centre, where both parents have body
 SCALE_RANGE = (0.5, 0.8)  # B's scale in ``merge``: big enough to change the outline, small enough to stay a part
 DEFAULT_IOU_MAX = 0.85
 DEFAULT_MIN_AREA_FRACTION = 0.3
 DEFAULT_PER_SPLIT = 600
+DEFAULT_MAX_ENLARGE = 1  # pixels: BOX + binarize noise in the ID images' own box sides (44-46 at 64 px)
 ATTEMPTS_PER_KEPT = 4
 
 
@@ -78,6 +83,12 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks of one shape (1.0 when both are empty)."""
     union = np.count_nonzero(a | b)
     return 1.0 if union == 0 else float(np.count_nonzero(a & b)) / union
+
+
+def _longer(mask: np.ndarray) -> int:
+    """Longer side of the object's bounding box in a non-empty boolean mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
 
 
 def _scaled(mask: np.ndarray, scale: float) -> np.ndarray:
@@ -171,6 +182,7 @@ def build_ood_chimera(
     iou_max: float = DEFAULT_IOU_MAX,
     min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION,
     probe: bool = True,
+    max_enlarge: int | None = DEFAULT_MAX_ENLARGE,
 ) -> DatasetIndex:
     """Build the chimera OOD set into ``out_dir`` (one class ``"ood"``) from ``id_index`` and return its index.
 
@@ -183,6 +195,8 @@ def build_ood_chimera(
         iou_max: drop a chimera whose IoU with either parent is above this (it is that species).
         min_area_fraction: drop an assembled mask with fewer object pixels than this fraction of the smaller parent's.
         probe: store near duplicates and the ID-vs-chimera shortcut probe in ``index.json``.
+        max_enlarge: drop an assembled mask whose box is more than this many pixels shorter (longer side) than
+            its smaller parent's, so rendering would enlarge it (module docstring); None keeps them all.
 
     Rows carry extra columns ``kind``, ``parent_a``, ``parent_b`` (ID paths), ``species_a``, ``species_b``, ``iou_a``,
     ``iou_b``; the recipe is the ID recipe's rendering (size, channels, padding, outline) plus ``ood_kind:
@@ -217,6 +231,7 @@ def build_ood_chimera(
 
     masks = np.asarray(load_images(id_index))[:, 0] < 128  # (N, S, S) bool, True = object
     areas = masks.reshape(len(masks), -1).sum(axis=1)
+    sides = np.array([_longer(m) if m.any() else 0 for m in masks])  # (N,) longer box side of each ID image
     seen = set(id_index.sha256)  # an exact copy of an ID image is not OOD either
     kept: list[tuple[_Candidate, np.ndarray, bytes, float, float]] = []
     counts: dict[str, Any] = {"candidates": 0, **{f"dropped_{r}": 0 for r in DROP_REASONS}, "kept": 0}
@@ -246,6 +261,8 @@ def build_ood_chimera(
                 reason = "empty"
             elif n_obj < min_area_fraction * min(areas[a], areas[b]):
                 reason = "tiny"
+            elif max_enlarge is not None and _longer(assembled) < min(sides[a], sides[b]) - max_enlarge:
+                reason = "enlarged"
             image = data = None
             iou_a = iou_b = 0.0
             if reason is None:
@@ -310,6 +327,7 @@ def build_ood_chimera(
                 "scale_range": list(SCALE_RANGE),
                 "iou_max": float(iou_max),
                 "min_area_fraction": float(min_area_fraction),
+                "max_enlarge": max_enlarge,
                 "per_split": int(per_split),
                 "seed": int(seed),
             },
