@@ -170,6 +170,20 @@ def test_cli_writes_and_merges_style_proxy_json(run, fitted, tmp_path, ood_only)
     assert set(data) == {"val/maxlogit/dataset/best", "test/maxlogit/dataset/best", "val/energy/dataset/best"}
     assert data["test/maxlogit/dataset/best"]["split"] == "test"
     assert set(data["val/energy/dataset/best"]["rows"]) == {"clean", "fill-holes"}
+    # benchmarks/style_proxy.py tabulates the file: one line per (signal, input, split), numbers from the JSON
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_bench_style_proxy", Path(__file__).resolve().parents[1] / "benchmarks" / "style_proxy.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = bench.table_rows(copy, ["val", "test"])
+    assert len(lines) == 3 and all(line.count(" | ") == bench.HEADER.count(" | ") for line in lines)
+    rep = data["val/maxlogit/dataset/best"]
+    want = f"| cli | maxlogit | dataset | val | {100 * rep['rows']['clean']['id_accepted']:.1f} |"
+    assert any(line.startswith(want) for line in lines)
 
 
 @pytest.fixture(scope="module")
