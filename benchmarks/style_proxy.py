@@ -16,6 +16,8 @@ The runs are the exported copies ``benchmarks/ladder_signal.py`` makes (``model_
       OMP_NUM_THREADS=1 nice stillroom style-proxy $W/os_student_td_cap_s0 --ladder-signal $sig \\
           --split val --split test --input $input; done; done
     python benchmarks/style_proxy.py $W/os_student_kd_s{0,1,2} $W/os_student_td_cap_s0
+    python benchmarks/style_proxy.py $W/os_student_kd_s{0,1,2} $W/os_student_td_cap_s0 --split test \\
+        --per-rewrite id_accepted --input dataset      # or id_top1_accepted, auroc_served, ood_rejected, ...
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ def table_rows(run: Path, splits: list[str]) -> list[str]:
         if rep["split"] not in splits:
             continue
         clean, s, v = rep["rows"]["clean"], rep["summary"], rep["summary"]["verdict"]
-        fpr = [r["fpr95_served"] for n, r in rep["rows"].items() if n != "clean" and "fpr95_served" in r]
+        rw = [r for n, r in rep["rows"].items() if n != "clean"]
+        fpr = [r["fpr95_served"] for r in rw if "fpr95_served" in r]
+        # accepted and correct = coverage x selective accuracy (nan when none accepted: counts as 0 correct)
+        both = [r["id_accepted"] * (r["id_top1_accepted"] or 0.0) for r in rw]
         met = {b: ("yes" if v[b]["worst_rewrite_met"] else "no") if b in v else "-" for b in ("id_accept", "ood_auroc")}
         out.append(
             "| "
@@ -60,6 +65,7 @@ def table_rows(run: Path, splits: list[str]) -> list[str]:
                     s["id_accepted"]["min_at"],
                     _p(s["id_accepted"]["mean"]),
                     _p(s["id_top1_accepted"]["mean"]),
+                    _p(sum(both) / len(both)),
                     _p(s.get("ood_rejected", {}).get("mean")),
                     _a(clean.get("auroc_served")),
                     _a(s.get("auroc_served", {}).get("min")),
@@ -75,10 +81,28 @@ def table_rows(run: Path, splits: list[str]) -> list[str]:
     return out
 
 
+def per_rewrite(runs: list[Path], metric: str, split: str, input_mode: str) -> list[str]:
+    """One row per rewrite (clean first), one column per run and ladder signal: ``metric`` of each report row."""
+    cols = []
+    for run in runs:
+        data = json.loads((run / STYLE_PROXY_FILE).read_text())
+        for key in sorted(data):
+            rep = data[key]
+            if rep["split"] == split and rep["input"] == input_mode:
+                cols.append((f"{run.name} {rep['ladder']['signal']}", rep["rows"]))
+    if not cols:
+        return []
+    fmt = _a if metric.startswith(("auroc", "fpr")) else _p
+    out = ["| rewrite | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
+    for name in cols[0][1]:
+        out.append(f"| {name} | " + " | ".join(fmt(rows[name].get(metric)) for _, rows in cols) + " |")
+    return out
+
+
 HEADER = (
     "| run | signal | input | split | ID acc clean | ID acc min | worst rewrite | ID acc mean | top-1 of acc mean "
-    "| OOD rej mean | AUROC clean | AUROC min | AUROC mean | FPR95 mean | signal AUROC mean | 90% acc met "
-    "| AUROC 0.95 met |"
+    "| acc & correct mean | OOD rej mean | AUROC clean | AUROC min | AUROC mean | FPR95 mean | signal AUROC mean "
+    "| 90% acc met | AUROC 0.95 met |"
 )
 
 
@@ -86,8 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--split", action="append", default=None, help="splits to show (default val and test)")
+    ap.add_argument("--per-rewrite", default=None, help="instead: one table of this row metric per rewrite")
+    ap.add_argument("--input", default="dataset", help="--per-rewrite: dataset or served")
     args = ap.parse_args(argv)
     splits = args.split or ["val", "test"]
+    if args.per_rewrite:
+        for split in splits:
+            print(f"\n{args.per_rewrite}, {split}, input {args.input}:\n")
+            print("\n".join(per_rewrite(args.runs, args.per_rewrite, split, args.input)))
+        return 0
     print(HEADER)
     print("|" + "---|" * HEADER.count(" | ") + "---|")
     for run in args.runs:
