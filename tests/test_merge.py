@@ -173,3 +173,19 @@ def test_cli_old_call_and_repeated_ood(shapes_index, ood_only, chimeras, tmp_pat
     assert "OOD source chimera (test only)" in res.output
     merged = load_index(tmp_path / "new")
     assert {s["name"] for s in merged.meta["ood_sources"]} == {"drawn", "chimera"}
+
+
+def test_balanced_cap_shares_the_budget_equally(shapes_index, ood_only, chimeras, tmp_path):
+    """Water-filling by hand: 144 ID train rows at 20% allow int(0.2 * 144 / 0.8) = 36 OOD train rows; the smaller
+    source (12 chimera train rows, one per group) keeps all 12 < 36 // 2, the other gets the remaining 24."""
+    both = {"drawn": ood_only, "chimera": chimeras}
+    n_id_train = len(shapes_index.split_indices("train"))
+    assert n_id_train == 144 and int((chimeras.splits == "train").sum()) == 12
+    assert int((ood_only.splits == "train").sum()) > 24
+    bal = merge_with_sink(shapes_index, both, tmp_path / "bal", ood_train_fraction=0.2, balance_sources=True)
+    kept = {s["name"]: s["rows_kept"]["train"] for s in bal.meta["ood_sources"]}
+    assert kept == {"chimera": 12, "drawn": 24}
+    assert bal.meta["merge"]["balance_sources"] is True
+    prop = merge_with_sink(shapes_index, both, tmp_path / "prop", ood_train_fraction=0.2)
+    kept_prop = {s["name"]: s["rows_kept"]["train"] for s in prop.meta["ood_sources"]}
+    assert sum(kept_prop.values()) == 36 and kept_prop["chimera"] < 12  # the union draw favours the bigger pool

@@ -283,6 +283,9 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
             None, "--ood-train-fraction", help="cap on the OOD share of train rows (val/test keep all OOD)"
         ),
         seed: int = typer.Option(0, help="seed of the groups dropped by --ood-train-fraction"),
+        balance_sources: bool = typer.Option(
+            False, "--balance-sources", help="share the capped OOD train rows equally among the sources"
+        ),
     ) -> None:
         """Merge ID + OOD into one index with the sink as class K (ID normalization kept); several OOD sources
         (--ood, repeatable) each record their name in the `ood_source` column."""
@@ -306,8 +309,9 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
                 named[name] = Path(path)
             sources = named
         index = merge_with_sink(
-            id_index, sources, out, ood_train_fraction=ood_train_fraction, seed=seed, test_only=test_only
-        )
+            id_index, sources, out, ood_train_fraction=ood_train_fraction, seed=seed, test_only=test_only,
+            balance_sources=balance_sources,
+        )  # fmt: skip
         counts = index.meta["counts"]["per_split"]
         console.print(
             f"[green]wrote[/] {index.root}: {len(index)} images, {index.num_classes} classes (sink = class "

@@ -65,20 +65,51 @@ def _rows(index: DatasetIndex) -> list[IndexRow]:
     ]
 
 
-def _capped_train_groups(rows: list[IndexRow], n_id_train: int, fraction: float, seed: int) -> set[str]:
-    """OOD train groups to drop so that OOD train rows / all train rows <= ``fraction`` (module docstring)."""
+def _train_group_sizes(rows: list[IndexRow]) -> dict[str, int]:
     by_group: dict[str, int] = {}
     for r in rows:
         if r.split == "train":
             by_group[r.group] = by_group.get(r.group, 0) + 1
-    allowed = int(fraction * n_id_train / (1 - fraction)) if fraction < 1 else sum(by_group.values())
+    return by_group
+
+
+def _drop_over(by_group: dict[str, int], allowed: int, rng: np.random.Generator) -> set[str]:
+    """Groups to drop, visiting them in ``rng``'s order and keeping each that still fits under ``allowed`` rows."""
     kept, dropped = 0, set()
-    for i in np.random.default_rng(seed).permutation(len(by_group)):
-        group = sorted(by_group)[i]
-        if kept + by_group[group] <= allowed:
-            kept += by_group[group]
+    names = sorted(by_group)
+    for i in rng.permutation(len(names)):
+        if kept + by_group[names[i]] <= allowed:
+            kept += by_group[names[i]]
         else:
-            dropped.add(group)
+            dropped.add(names[i])
+    return dropped
+
+
+def _capped_train_groups(
+    rows: list[IndexRow], n_id_train: int, fraction: float, seed: int, balance: bool = False
+) -> set[str]:
+    """OOD train groups to drop so that OOD train rows / all train rows <= ``fraction`` (module docstring).
+
+    ``balance``: the allowed rows are shared equally among the sources with train rows (``ood_source`` column), a
+    source with fewer rows than its share passing the rest on to the others (water-filling, smallest first); each
+    source then drops whole groups in its own seeded order. Without it the cap draws from the union, so each source
+    keeps a share proportional to its train pool.
+    """
+    by_group = _train_group_sizes(rows)
+    allowed = int(fraction * n_id_train / (1 - fraction)) if fraction < 1 else sum(by_group.values())
+    if not balance:
+        return _drop_over(by_group, allowed, np.random.default_rng(seed))
+    per_source: dict[str, list[IndexRow]] = {}
+    for r in rows:
+        if r.split == "train":
+            per_source.setdefault(r.extra.get("ood_source", ""), []).append(r)
+    names = sorted(per_source, key=lambda n: (len(per_source[n]), n))  # smallest pool first
+    dropped: set[str] = set()
+    left = allowed
+    for i, name in enumerate(names):
+        budget = min(len(per_source[name]), left // (len(names) - i))
+        left -= budget
+        dropped |= _drop_over(_train_group_sizes(per_source[name]), budget, np.random.default_rng([seed, i]))
     return dropped
 
 
@@ -124,6 +155,7 @@ def merge_with_sink(
     ood_train_fraction: float | None = None,
     seed: int = 0,
     test_only: Sequence[str] = (),
+    balance_sources: bool = False,
 ) -> DatasetIndex:
     """Write the merged ID + OOD dataset to ``out_dir`` (replaced as a whole when it is a dataset) and return it.
 
@@ -134,6 +166,8 @@ def merge_with_sink(
     split kept).
     ``ood_train_fraction`` in (0, 1]: cap on the OOD share of the train split over all sources together (module
     docstring), seeded by ``seed``.
+    ``balance_sources``: share the capped train rows equally among the sources (``_capped_train_groups``) instead of
+    in proportion to their train pools.
     ``test_only``: names of sources that keep only their test rows (leave-one-source-out: the sink never trains or
     selects checkpoints on them; issue 16 item 3).
 
@@ -180,7 +214,7 @@ def merge_with_sink(
     dropped: set[str] = set()
     if ood_train_fraction is not None:
         n_id_train = sum(r.split == "train" for r in id_rows)
-        dropped = _capped_train_groups(ood_rows, n_id_train, ood_train_fraction, seed)
+        dropped = _capped_train_groups(ood_rows, n_id_train, ood_train_fraction, seed, balance_sources)
         keep = [not (r.split == "train" and r.group in dropped) for r in ood_rows]
         ood_rows = [r for r, ok in zip(ood_rows, keep, strict=True) if ok]
         ood_files = [p for p, ok in zip(ood_files, keep, strict=True) if ok]
@@ -206,6 +240,7 @@ def merge_with_sink(
             "ood_train_fraction": ood_train_fraction,
             "seed": seed,
             "test_only": sorted(test_only),
+            "balance_sources": bool(balance_sources),
             "ood_rows_kept": len(ood_rows),
             "ood_train_groups_dropped": sorted(dropped),
         },
