@@ -32,6 +32,10 @@ fi
 SOURCES=${SOURCES:-emoji chimera game-icons}
 SEEDS=${SEEDS:-0}
 FRACTION=${FRACTION:-0.036}  # OOD share of train rows over all sources together (seed 000 §2.5's ~3.6%)
+# BALANCE=1 shares those rows equally among the training sources (merge-sink --balance-sources); 0 draws from the
+# union, which gives each source a share proportional to its pool (the 600 train chimeras got 21-48 of 156 rows)
+BALANCE=${BALANCE:-1}
+balance=(); [ "$BALANCE" = 1 ] && balance=(--balance-sources)
 CFG=configs/openset151
 mkdir -p "$OUT/runs"
 stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
@@ -73,7 +77,8 @@ for held in $SOURCES; do
   if [ ! -f "$merged/index.json" ]; then
     stamp "merged index: sink trained on all sources but $held ($held keeps its test rows)"
     oods=(); for s in $SOURCES; do oods+=(--ood "$s=$(src_dir "$s")"); done
-    stillroom data merge-sink "$ID" "${oods[@]}" --test-only "$held" --ood-train-fraction "$FRACTION" --out "$merged"
+    stillroom data merge-sink "$ID" "${oods[@]}" --test-only "$held" --ood-train-fraction "$FRACTION" \
+      "${balance[@]}" --out "$merged"
   fi
   [ -f "$OUT/stores_merged_no_$held/$tname/manifest.json" ] || \
     stillroom softlabels export --teacher "$TEACHER" --index "$merged" --out "$OUT/stores_merged_no_$held/$tname"
