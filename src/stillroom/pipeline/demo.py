@@ -39,6 +39,8 @@ DEMO_BUDGET = {
     "teacher_epochs": 8,
     "student_epochs": 24,
     "teacher_seeds": (0, 1),
+    "batch_size": 128,
+    "augment": "auto",  # data/augment.py: auto = the seed recipe (silhouette) for silhouette datasets
     "latency_seconds": 1.0,  # timed batch-1 calls per model in the trade-off (after 0.3 s of warm-up)
 }
 QUICK_BUDGET = {
@@ -51,14 +53,17 @@ QUICK_BUDGET = {
 }
 
 
-def _config(name: str, index: Path, model: str, epochs: int, seed: int, **extra: Any) -> dict[str, Any]:
+def _config(
+    name: str, index: Path, model: str, epochs: int, seed: int, budget: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "name": name,
         "data": {"index": str(index)},
         "model": {"name": model},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"epochs": epochs, "warmup_epochs": 1},
-        "batch_size": 128,
+        "batch_size": budget["batch_size"],
+        "augment": budget["augment"],
         "seed": seed,
     }
     cfg.update(extra)
@@ -103,8 +108,15 @@ def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[D
     return load_index(data_dir), time.perf_counter() - t0
 
 
-def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, quick: bool = False) -> Path:
-    """Run the demo pipeline into ``out``; return the path of the written report."""
+def run_demo(
+    out: str | Path = "artifacts/demo",
+    tarball: Path | None = None,
+    quick: bool = False,
+    augment: str | None = None,
+    batch_size: int | None = None,
+) -> Path:
+    """Run the demo pipeline into ``out``; return the path of the written report. ``augment`` / ``batch_size``
+    override the budget's training recipe for every model (teachers and students alike)."""
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
@@ -112,7 +124,11 @@ def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, qu
     from stillroom.softlabels.export import export_softlabels
 
     out = Path(out)
-    budget = QUICK_BUDGET if quick else DEMO_BUDGET
+    budget = dict(QUICK_BUDGET if quick else DEMO_BUDGET)
+    if augment is not None:
+        budget["augment"] = augment
+    if batch_size is not None:
+        budget["batch_size"] = batch_size
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     console.rule("[bold]1/5 data: species silhouettes")
@@ -122,7 +138,9 @@ def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, qu
     console.rule("[bold]2/5 teachers")
     teachers = []
     for seed in budget["teacher_seeds"]:
-        raw = _config(f"teacher_resnet18_s{seed}", index.root, "resnet18", budget["teacher_epochs"], seed, eval_every=2)
+        raw = _config(
+            f"teacher_resnet18_s{seed}", index.root, "resnet18", budget["teacher_epochs"], seed, budget, eval_every=2
+        )
         run, timings[raw["name"]] = _train(raw, config_dir, runs_dir)
         teachers.append(run)
 
@@ -136,7 +154,7 @@ def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, qu
 
     console.rule("[bold]4/5 students")
     student_epochs = budget["student_epochs"]
-    scratch_raw = _config("student_mnv3s_scratch", index.root, "mobilenet_v3_small", student_epochs, 0)
+    scratch_raw = _config("student_mnv3s_scratch", index.root, "mobilenet_v3_small", student_epochs, 0, budget)
     scratch, timings[scratch_raw["name"]] = _train(scratch_raw, config_dir, runs_dir)
     kd_raw = _config(
         "student_mnv3s_kd",
@@ -144,6 +162,7 @@ def run_demo(out: str | Path = "artifacts/demo", tarball: Path | None = None, qu
         "mobilenet_v3_small",
         student_epochs,
         0,
+        budget,
         loss={"name": "kd", "params": {"kd_weight": 0.5, "temperature": 4.0, "multi_teacher": "fused"}},
         teachers={"cached": [str(s.path) for s in stores]},
     )
