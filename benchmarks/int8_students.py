@@ -33,6 +33,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "top1": {},
     "agreement": {"int8_control_metric": "agreement", "int8_control_drop": 0.03, "control_samples": 100_000},
     "agreement-strict": {"int8_control_metric": "agreement", "int8_control_drop": 0.01, "control_samples": 100_000},
+    "agreement-strict-stem": {
+        "int8_control_metric": "agreement",
+        "int8_control_drop": 0.01,
+        "control_samples": 100_000,
+        "int8_fp32_stem": True,
+    },
+    "qat": {"int8_method": "qat"},
 }
 
 
@@ -57,7 +64,7 @@ def _row(run: Path, setting: str, rep: dict[str, Any]) -> dict[str, Any]:
         if "sink" in r:
             row[f"{split}_auroc_fp32"], row[f"{split}_auroc_int8"] = r["sink"]["auroc_fp32"], r["sink"]["auroc_int8"]
     ac = chk["quantizer"].get("accuracy_control") or {}
-    row["quantizers"] = ac.get("quantizers")
+    row["quantizers"] = ac.get("quantizers", chk["quantizer"].get("quantizers"))  # qat records its own count
     row["seconds"] = rep.get("seconds")
     ov = (rep.get("backends") or {}).get("openvino", {}).get("int8") or {}
     row["openvino_ok"] = ov.get("ok")

@@ -496,3 +496,41 @@ def test_service_runs_on_the_chosen_backend_and_int8_on_its_ladder_backend(run, 
     assert p8.runtime["backend"] == "openvino" and "fitted on openvino" in p8.runtime["reason"]
     with pytest.raises(StillroomError, match="fitted on openvino's int8 logits"):
         Predictor(copy, model="int8", backend="onnxruntime")
+
+
+def test_stem_nodes_follow_the_first_conv_through_its_activation(tmp_path):
+    """The stem = the first Conv and the Convs its output reaches through elementwise ops (HardSwish for
+    MobileNetV3, Relu + MaxPool for ResNet); nothing else."""
+    import onnx
+
+    export_model_onnx(_mobilenet(), tmp_path / "m.onnx", (1, 32, 32), dynamic=True)
+    names = onnx_export.stem_nodes(onnx.load(str(tmp_path / "m.onnx")))
+    assert names == ["/features/features.0/features.0.0/Conv", "/features/features.1/block/block.0/block.0.0/Conv"]
+    torch.manual_seed(0)
+    export_model_onnx(create_model("resnet18", 1, 5, 32).eval(), tmp_path / "r.onnx", (1, 32, 32), dynamic=True)
+    names = onnx_export.stem_nodes(onnx.load(str(tmp_path / "r.onnx")))
+    assert names == ["/conv1/Conv", "/layer1/layer1.0/conv1/Conv"]
+    empty = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    assert onnx_export.stem_nodes(empty) == []
+
+
+def test_nncf_fp32_stem_leaves_the_stem_unquantized(tmp_path):
+    """``fp32_stem``: neither input of the stem's Convs comes from a DequantizeLinear, every later Conv's does, the
+    names are recorded, and ONNX Runtime runs the file."""
+    pytest.importorskip("nncf")
+    import onnx
+
+    export_model_onnx(_mobilenet(), tmp_path / "fp32.onnx", (1, 32, 32), dynamic=True)
+    masks = np.random.default_rng(0).integers(0, 2, (12, 1, 32, 32), dtype=np.uint8) * 255
+    calib = normalize_uint8(masks, [0.5], [0.5])
+    info = onnx_export.quantize_int8_nncf(tmp_path / "fp32.onnx", tmp_path / "q.onnx", calib, fp32_stem=True)
+    stem = info["fp32_stem"]
+    assert len(stem) == 2
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    for node in graph.node:
+        if node.op_type == "Conv" and not node.name.endswith(("fc1/Conv", "fc2/Conv")):  # NNCF keeps SE fp32
+            fed = {producer.get(i) for i in node.input[:1]}
+            assert (fed == {"DequantizeLinear"}) == (node.name not in stem), node.name
+    got = ort_logits(ort_session(tmp_path / "q.onnx", threads=1), calib[:4], batch_size=4)
+    assert got.shape == (4, 5) and np.isfinite(got).all()

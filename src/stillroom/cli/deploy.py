@@ -52,8 +52,14 @@ def export_cmd(
     int8_method: str = typer.Option(
         "auto",
         "--int8-method",
-        help="nncf (post-training, bias-corrected) | ort (ONNX Runtime MinMax) | auto: nncf if installed",
+        help="nncf (post-training, bias-corrected) | ort (ONNX Runtime MinMax) | qat (quantization-aware"
+        " fine-tuning in PyTorch, distilled from fp32, stem fp32, exported as QDQ) | auto: nncf if installed",
     ),
+    int8_fp32_stem: bool = typer.Option(
+        False, "--int8-fp32-stem/--no-int8-fp32-stem", help="nncf: leave the stem (first convs) unquantized"
+    ),
+    int8_qat_epochs: float = typer.Option(4.0, "--int8-qat-epochs", help="qat: fine-tuning epochs"),
+    int8_qat_lr: float = typer.Option(1e-4, "--int8-qat-lr", help="qat: SGD learning rate"),
     int8_max_drop: float = typer.Option(0.01, "--int8-max-drop", help="largest val top-1 drop for int8 to pass"),
     int8_max_auroc_drop: float = typer.Option(
         0.01, "--int8-max-auroc-drop", help="K+1 models: largest val sink-AUROC drop for int8 to pass"
@@ -94,6 +100,8 @@ def export_cmd(
 
     _check_number("--atol", atol, 0.0, 1e3, low_open=True)
     _check_number("--int8-control-samples", int8_control_samples, 1, 1e7)
+    _check_number("--int8-qat-epochs", int8_qat_epochs, 0.0, 1e3, low_open=True)
+    _check_number("--int8-qat-lr", int8_qat_lr, 0.0, 1.0, low_open=True)
     _check_number("--target-accept", target_accept, 0.0, 1.0, low_open=True)
     if ladder_signal not in (*ALL_SIGNALS, "auto"):  # before the export, which takes a while
         raise StillroomError(f"--ladder-signal {ladder_signal!r}: must be one of {', '.join((*ALL_SIGNALS, 'auto'))}")
@@ -106,7 +114,8 @@ def export_cmd(
             int8_accuracy_control=int8_accuracy_control,
             int8_control_drop=int8_control_drop, int8_control_metric=int8_control_metric,
             control_samples=int8_control_samples, backends=backends,
-            backend_timing=backend_timing,
+            backend_timing=backend_timing, int8_fp32_stem=int8_fp32_stem, int8_qat_epochs=int8_qat_epochs,
+            int8_qat_lr=int8_qat_lr,
         )  # fmt: skip
         table = Table(title=f"{run}/export (parity on {rep['parity']['fp32']['n']} val images)")
         for col in ("model", "max |diff|", "top-1 agreement", "sha256"):

@@ -137,7 +137,7 @@ FORMAT = "stillroom-export/1"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 17
 DW_CHANNEL_MULTIPLE = 16  # MLAS int8 depthwise kernel: channel count multiple of 16 (x86), else a generic path
-INT8_METHODS = ("auto", "nncf", "ort")  # auto: nncf when installed (the `int8` extra), else ort
+INT8_METHODS = ("auto", "nncf", "ort", "qat")  # auto: nncf when installed (the `int8` extra), else ort
 CONTROL_METRICS = ("top1", "agreement")  # NNCF accuracy control: top-1 on labelled train images, or fp32 agreement
 NNCF_PRESET = "performance"  # symmetric int8 weights (per channel) and activations (per tensor)
 
@@ -308,6 +308,7 @@ def quantize_int8_nncf(
     max_drop: float = 0.01,
     max_iterations: int = 30,
     control_metric: str = "top1",
+    fp32_stem: bool = False,
 ) -> dict[str, Any]:
     """NNCF post-training int8 quantization of the ONNX file ``src`` into ``dst`` (QDQ, runs in ONNX Runtime).
 
@@ -340,7 +341,11 @@ def quantize_int8_nncf(
     level = logger.level
     nncf.set_log_level(logging.ERROR)  # NNCF logs each ignored node and statistics pass at INFO
     info: dict[str, Any] = {}
-    common = {"preset": nncf.QuantizationPreset(NNCF_PRESET), "subset_size": len(calib)}
+    common: dict[str, Any] = {"preset": nncf.QuantizationPreset(NNCF_PRESET), "subset_size": len(calib)}
+    if fp32_stem:
+        stem = stem_nodes(model)
+        common["ignored_scope"] = nncf.IgnoredScope(names=stem)
+        info["fp32_stem"] = stem
     control_top1: dict[str, float] = {}
     if control_metric not in CONTROL_METRICS:
         raise StillroomError(f"unknown int8 control metric {control_metric!r}; known: {', '.join(CONTROL_METRICS)}")
@@ -426,6 +431,36 @@ def quantize_int8_nncf(
     }
 
 
+def stem_nodes(model: Any) -> list[str]:
+    """Names of the stem's nodes in an ONNX graph: the first Conv, and every Conv its output reaches through
+    single-input elementwise ops (the stem's activation). Kept fp32 by ``fp32_stem`` (issue 15): the stem's output on
+    a binary silhouette is a per-channel constant over the whole background, so its rounding error is a constant
+    shift of every following feature map. On the ``make demo`` KD student (torch FX fake quantization, min/max
+    ranges, no bias correction, 1,000 training images) int8 agreed with fp32's argmax on 69% of them; leaving that
+    one tensor (the stem's HardSwish output) in fp32 gave 90%, the stem's conv output and HardSwish output both
+    97%; no other single activation moved it by more than one point."""
+    first = next((n for n in model.graph.node if n.op_type == "Conv"), None)
+    if first is None:
+        return []
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    names, frontier = [first.name], list(first.output)
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.op_type == "Conv":
+                names.append(node.name)
+            elif node.op_type in _STEM_PASS_THROUGH:
+                frontier.extend(node.output)
+    return names
+
+
+_STEM_PASS_THROUGH = frozenset(
+    {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "MaxPool", "BatchNormalization"}
+)
+
+
 def _count_ops(model: Any, op_type: str) -> int:
     return sum(n.op_type == op_type for n in model.graph.node)
 
@@ -488,6 +523,9 @@ def export_onnx(
     control_samples: int = 5000,
     int8_control_drop: float | None = None,
     int8_control_metric: str = "agreement",
+    int8_fp32_stem: bool = False,
+    int8_qat_epochs: float = 4.0,
+    int8_qat_lr: float = 1e-4,
     backends: bool = True,
     backend_timing: float = 1.0,
     threads: int = 2,
@@ -582,9 +620,25 @@ def export_onnx(
                 control = (normalize_uint8(np.asarray(images[crows]), mean, std), idx.labels[crows], k_id)
             control_drop = int8_max_drop if int8_control_drop is None else int8_control_drop
             qinfo = quantize_int8_nncf(
-                src, dst, xcal, control=control, max_drop=control_drop, control_metric=int8_control_metric
+                src,
+                dst,
+                xcal,
+                control=control,
+                max_drop=control_drop,
+                control_metric=int8_control_metric,
+                fp32_stem=int8_fp32_stem,
             )
             calibration = {"split": "train", "n": int(len(train_rows)), "method": "nncf", "format": "QDQ"}
+        elif method == "qat":
+            from stillroom.data.augment import get_augment
+            from stillroom.deploy.qat import quantize_int8_qat
+
+            cfg = the_run.config
+            qinfo = quantize_int8_qat(
+                run.model, dst, images, train_all, mean, std, get_augment(cfg.augment if cfg else "auto", idx.recipe),
+                shape, dynamic=dynamic, seed=the_run.seed, epochs=int8_qat_epochs, lr=int8_qat_lr,
+            )  # fmt: skip
+            calibration = {**qinfo["calibration"], "method": "qat", "format": "QDQ"}
         else:
             reader = TrainImagesReader(images, train_rows, mean, std, batch_size=16 if dynamic else 1)
             # Quantized from a rewritten copy of the model (same function, int8-kernel-friendly: module docstring);
