@@ -58,7 +58,7 @@ def run_features(run: Any, images: np.ndarray, rows: np.ndarray, batch_size: int
 
 def knn_inputs(d: dict[str, Any]) -> tuple[KNNScorer, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """(scorer fitted on the ID training rows, val ID features, val OOD features or None, where the bank came
-    from) for ``_run_logits``'s ``d``. The bank rows are evaluation's: train split, label < K (never val/test)."""
+    from) for ``run_logits``'s ``d``. The bank rows are evaluation's: train split, label < K (never val/test)."""
     idx, run = d["index"], d["run"]
     k_id = Run(run.path).layout.num_id
     train = split_rows(idx, "train", d["row_sink"])[0]

@@ -33,6 +33,7 @@ __all__ = [
     "LADDER_FILES",
     "fit_run_ladder",
     "fit_served_temperature",
+    "run_logits",
     "knn_available",
     "run_features",
     "run_ladder_report",
@@ -69,7 +70,7 @@ def _int8_logits(run_dir: Path, weights_sha256: str) -> tuple[Any, dict[str, Any
     return logits, {**entry, "backend": backend}
 
 
-def _run_logits(
+def run_logits(
     run_dir: Path, weights: str, index: Any, ood_index: Any, split: str, served: str = "fp32"
 ) -> dict[str, Any]:
     """Logits of a run on ``split``: ID rows, their labels, and OOD rows (the sink-labelled rows of a merged index,
@@ -193,7 +194,7 @@ def fit_run_ladder(
             f"signal 'knn' is served from model_features.onnx (fp32) only; the {served} ladder takes a logit signal "
             "(maxlogit, energy, msp or auto)"
         )
-    d = _run_logits(run_dir, weights, index, ood_index, "val", served=served)
+    d = run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
     why_not = "served model is not fp32" if served != "fp32" else None
     if why_not is None and signal in ("knn", "auto"):
@@ -240,7 +241,7 @@ def served_temperature_key(weights: str, served: str) -> str:
 
 
 def fit_served_temperature(run_dir: Path, d: dict[str, Any], weights: str) -> float:
-    """Fit T (NLL, REFERENCE 4) on the served model's ID validation logits ``d`` (``_run_logits``) and store it in
+    """Fit T (NLL, REFERENCE 4) on the served model's ID validation logits ``d`` (``run_logits``) and store it in
     ``calibration.json`` under ``served_temperature_key``, with the served file's sha256."""
     from stillroom.evaluate.calibration import TemperatureScaler
 
@@ -268,7 +269,7 @@ def run_ladder_report(
     ``fit_run_ladder``): what ``stillroom evaluate`` reports. Refuses a ladder fitted on other weights."""
     run_dir = Path(run_dir)
     ladder = Ladder.load(run_dir / LADDER_FILE)
-    d = _run_logits(run_dir, weights, index, ood_index, split)
+    d = run_logits(run_dir, weights, index, ood_index, split)
     members = getattr(ladder, "extra_", {}).get("members") or [{}]
     if members[0].get("sha256") not in (None, d["run"].weights_sha256):
         raise StillroomError(f"{run_dir / LADDER_FILE}: fitted on other weights than {weights!r}; fit it again")

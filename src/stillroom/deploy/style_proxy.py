@@ -49,7 +49,7 @@ from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.data.outline import outline_from_recipe
 from stillroom.deploy._run_knn import run_features
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
-from stillroom.deploy.run_ladder import _run_logits, fit_run_ladder
+from stillroom.deploy.run_ladder import fit_run_ladder, run_logits
 from stillroom.deploy.structure import served_masks, silhouette_features
 from stillroom.evaluate.shift import REWRITES, rewrite_images
 
@@ -212,7 +212,7 @@ def style_proxy_report(
     run_dir = Path(run_dir)
     if input_mode not in INPUTS:
         raise StillroomError(f"style proxy input must be one of {', '.join(INPUTS)}, got {input_mode!r}")
-    d = _run_logits(run_dir, weights, index, ood_index, split)
+    d = run_logits(run_dir, weights, index, ood_index, split)
     if signal is None:
         ladder, source = _load_ladder(run_dir, d["run"].weights_sha256), str(run_dir / LADDER_FILE)
     else:
