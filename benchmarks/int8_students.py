@@ -9,7 +9,9 @@ the sink AUROC of both.
 Settings (``--setting NAME``, repeatable; default: all): ``top1``, the export default (NNCF, full bias correction,
 accuracy control on top-1 of 1,000 labelled ID training images, drop <= 1 point); ``agreement``, accuracy control
 on agreement with fp32's argmax over every training row (K+1 sink included), drop <= 3 points
-(``agreement-strict``: <= 1 point, more layers back in fp32). Each run is linked
+(``agreement-strict``: <= 1 point, more layers back in fp32; ``agreement-strict-stem``: the same with the stem left
+unquantized, ``--int8-fp32-stem``); ``qat``: quantization-aware fine-tuning (``--int8-method qat``,
+``stillroom.deploy.qat``). Each run is linked
 (files only) into ``OUT/<run>__<setting>/`` and exported there, so the run directories are never written; a finished
 pair is read back, not redone (resumable). Writes the table of the call to ``OUT/NAME.md`` and ``.csv``
 (``--name``, default ``int8_students``). Backends are not timed

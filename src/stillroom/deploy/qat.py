@@ -153,7 +153,9 @@ def quantize_int8_qat(
     """Fine-tune a fake-quantized copy of the fp32 ``model`` on ``images[train_rows]`` (uint8, training rows only)
     distilled from ``model`` itself, and write it to ``dst`` as a QDQ ONNX file (``input_shape`` = (C, S, S)).
     ``augment`` is the run's training augmentation, applied with ``augment_rng(seed, row, epoch)``. Returns the
-    settings, the final training loss, the number of quantizers and the sha256 of ``dst``. ``model`` is not changed.
+    settings, the final training loss, ``quantizers`` (QuantizeLinear nodes in the file, the weights' included:
+    on mobilenet_v3_small 108 on activations + 54 on weights; NNCF's count is activations only) and the sha256.
+    ``model`` is not changed.
     """
     import onnx
     import torch.ao.quantization as tq
