@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stillroom.data.augment import AUGMENTS, augment_rng, get_augment
+from stillroom.data.augment import AUGMENTS, augment_name, augment_rng, get_augment
 
 
 def _mask() -> torch.Tensor:
@@ -35,8 +35,12 @@ def test_silhouette_fill_is_white_and_binary():
 
 
 def test_auto_resolves_from_recipe():
-    assert get_augment("auto", {"kind": "silhouette"}) is AUGMENTS.get("silhouette")
+    # silhouettes default to restyle (issue 14); a recipe that names its augmentation keeps it
+    assert get_augment("auto", {"kind": "silhouette"}) is AUGMENTS.get("restyle")
+    assert augment_name("auto", {}) == "restyle"
+    assert get_augment("auto", {"kind": "silhouette", "augment": "silhouette"}) is AUGMENTS.get("silhouette")
     assert get_augment("auto", {"kind": "rgb"}) is AUGMENTS.get("rgb")
+    assert augment_name("shape", {"kind": "silhouette"}) == "shape"  # an explicit name is never resolved
     rgb = AUGMENTS.get("rgb")(torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8), augment_rng(0, 0, 0))
     assert rgb.shape == (3, 32, 32)
 
