@@ -1,16 +1,51 @@
-"""Private helpers shared by export, benchmarks and the service: numpy normalization identical to ``Normalizer``
-and ONNX Runtime sessions with an explicit thread count. (A run's index, class layout and rows: ``stillroom.runs``.)"""
+"""Private helpers shared by export, QAT, benchmarks and the service: the one ONNX file writer
+(``export_model_onnx``), numpy normalization identical to ``Normalizer`` and ONNX Runtime sessions with an explicit
+thread count. (A run's index, class layout and rows: ``stillroom.runs``.)"""
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from stillroom._io import StillroomError
+from stillroom._io import StillroomError, atomic_write_bytes, sha256_file
 
-__all__ = ["normalize_uint8", "ort_session", "ort_logits"]
+__all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "export_model_onnx", "normalize_uint8", "ort_session", "ort_logits"]
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OPSET = 17
+
+
+def export_model_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_shape: tuple[int, ...],
+    dynamic: bool,
+    output_names: tuple[str, ...] = (OUTPUT_NAME,),
+) -> str:
+    """Export ``model`` (eval mode, CPU) to ``path`` atomically; ``input_shape`` = (C, S, S); ``output_names``: one
+    per output of the model. Returns the sha256."""
+    import onnx
+
+    model = model.eval().cpu()
+    x = torch.zeros((1, *input_shape), dtype=torch.float32)
+    buf = io.BytesIO()
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)} if dynamic else None
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, on every call
+        torch.onnx.export(
+            model, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=list(output_names),
+            opset_version=OPSET, dynamic_axes=axes, do_constant_folding=True,
+        )  # fmt: skip
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    atomic_write_bytes(path, buf.getvalue())
+    return sha256_file(path)
 
 
 def normalize_uint8(x: np.ndarray, mean: Any, std: Any) -> np.ndarray:

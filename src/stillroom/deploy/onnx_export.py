@@ -100,7 +100,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import io
 import logging
 import time
 import warnings
@@ -116,7 +115,15 @@ from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_bytes, atomic_write_json, sha256_file
 from stillroom.data.dataset import load_images
 from stillroom.data.index import DatasetIndex
-from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
+from stillroom.deploy._ort import (
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAME,
+    export_model_onnx,
+    normalize_uint8,
+    ort_logits,
+    ort_session,
+)
 from stillroom.deploy.backends import sink_check
 from stillroom.evaluate.feature_ood import pool_features, split_model
 from stillroom.models.inference import predict_logits
@@ -141,39 +148,10 @@ __all__ = [
 
 EXPORT_DIR = "export"
 FORMAT = "stillroom-export/1"
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-OPSET = 17
 DW_CHANNEL_MULTIPLE = 16  # MLAS int8 depthwise kernel: channel count multiple of 16 (x86), else a generic path
 INT8_METHODS = ("auto", "nncf", "ort", "qat")  # auto: nncf when installed (the `int8` extra), else ort
 CONTROL_METRICS = ("top1", "agreement")  # NNCF accuracy control: top-1 on labelled train images, or fp32 agreement
 NNCF_PRESET = "performance"  # symmetric int8 weights (per channel) and activations (per tensor)
-
-
-def export_model_onnx(
-    model: nn.Module,
-    path: str | Path,
-    input_shape: tuple[int, ...],
-    dynamic: bool,
-    output_names: tuple[str, ...] = (OUTPUT_NAME,),
-) -> str:
-    """Export ``model`` (eval mode, CPU) to ``path`` atomically; ``input_shape`` = (C, S, S); ``output_names``: one
-    per output of the model. Returns the sha256."""
-    import onnx
-
-    model = model.eval().cpu()
-    x = torch.zeros((1, *input_shape), dtype=torch.float32)
-    buf = io.BytesIO()
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *output_names)} if dynamic else None
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, on every call
-        torch.onnx.export(
-            model, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=list(output_names),
-            opset_version=OPSET, dynamic_axes=axes, do_constant_folding=True,
-        )  # fmt: skip
-    proto = onnx.load_from_string(buf.getvalue())
-    onnx.checker.check_model(proto)
-    atomic_write_bytes(path, buf.getvalue())
-    return sha256_file(path)
 
 
 class TrainImagesReader(CalibrationDataReader):

@@ -44,7 +44,7 @@ from torch import nn
 
 from stillroom._io import StillroomError
 from stillroom.data.augment import Augment, augment_rng
-from stillroom.deploy._ort import normalize_uint8
+from stillroom.deploy._ort import export_model_onnx, normalize_uint8
 
 __all__ = ["QAT_DEFAULTS", "prepare_qat_model", "quantize_int8_qat"]
 
@@ -159,8 +159,6 @@ def quantize_int8_qat(
     """
     import onnx
     import torch.ao.quantization as tq
-
-    from stillroom.deploy.onnx_export import export_model_onnx
 
     if len(train_rows) == 0:
         raise StillroomError("QAT needs training images; the train split is empty")
