@@ -75,3 +75,41 @@ def rgba_silhouette(size: int = 48, box: tuple[int, int, int, int] = (10, 8, 38,
     img = Image.new("RGBA", (size, size), (255, 255, 255, 0))
     img.paste((180, 40, 40, 255), box)
     return img
+
+
+def ort_top1_by_split(export_dir: Path, report: dict) -> dict[str, tuple[int, float, float]]:
+    """Recompute, from the files on disk and independently of the export code, each split's (n, fp32 top-1, int8
+    top-1) in ONNX Runtime for the splits ``report["int8_check"]`` lists (ID rows only)."""
+    import numpy as np
+
+    from stillroom.data.dataset import load_images
+    from stillroom.data.index import load_index
+    from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
+    from stillroom.runs import split_rows
+
+    index = load_index(report["index"])
+    images = load_images(index)
+    fp_sess = ort_session(export_dir / "model_dynamic.onnx")
+    q_sess = ort_session(export_dir / "model_int8.onnx")
+    out = {}
+    for split in report["int8_check"]["splits"]:
+        rows, _ = split_rows(index, split, None)
+        x = normalize_uint8(np.asarray(images[rows]), report["input"]["mean"], report["input"]["std"])
+        labels = index.labels[rows]
+        acc = [float((ort_logits(s, x, 64).argmax(1) == labels).mean()) for s in (fp_sess, q_sess)]
+        out[split] = (len(rows), acc[0], acc[1])
+    return out
+
+
+def write_tgz(path: Path, files: dict[str, object]) -> Path:
+    """A gzipped tarball at ``path`` holding each ``files`` value as JSON under its name (fake npm packages)."""
+    import json
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tf:
+        for name, obj in files.items():
+            data = json.dumps(obj).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path

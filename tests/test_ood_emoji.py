@@ -7,9 +7,7 @@ package with ``npm pack``.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from _deploy import write_tgz
 from stillroom._io import StillroomError, read_json
 from stillroom.cli.data import _outline, register
 from stillroom.data.fetch import sri_sha512
@@ -86,13 +85,7 @@ def _fake_iconify(path: Path, prefix: str = "fake") -> Path:
         "package/info.json": {"prefix": prefix, "license": {"title": "MIT", "spdx": "MIT"}},
         "package/package.json": {"name": f"@iconify-json/{prefix}", "version": "1.0.0"},
     }
-    with tarfile.open(path, "w:gz") as tf:
-        for name, obj in files.items():
-            data = json.dumps(obj).encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+    return write_tgz(path, files)
 
 
 @pytest.fixture(scope="module")

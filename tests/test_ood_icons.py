@@ -3,13 +3,11 @@ audit, dedup and split path (issue 16 item 2), named in the recipe so `merge-sin
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from _deploy import write_tgz
 from stillroom._io import StillroomError
 from stillroom.data.emoji_source import GAME_ICON_SETS, ICON_SOURCES, list_candidates, read_iconify
 from stillroom.data.fetch import sri_sha512
@@ -41,13 +39,7 @@ def _tarball(path: Path, with_categories: bool = False) -> Path:
     }
     if with_categories:
         files["package/metadata.json"] = {"categories": {"Things": ["anvil"]}}
-    with tarfile.open(path, "w:gz") as tf:
-        for name, obj in files.items():
-            data = json.dumps(obj).encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+    return write_tgz(path, files)
 
 
 @pytest.fixture(scope="module")
