@@ -29,15 +29,14 @@ from stillroom.data.index import DatasetIndex, load_index
 
 __all__ = ["run_demo", "DEMO_BUDGET"]
 
-# Epoch budgets, measured on the 2-core CPU box: a resnet18 teacher step (batch 128, 64 px) takes ~0.8 s, so an
-# epoch of 4.2k images is ~26 s plus ~5 s when it validates (BN re-estimation + val split, every 2nd epoch for
-# teachers); a mobilenet_v3_small student epoch ~8 s. 2 x 8 teacher epochs + 2 x 24 student epochs keep the whole
-# demo under 20 minutes there (10 teacher epochs measured 22 min with another job on the CPU).
+# Epoch budgets, measured on the idle 2-core CPU box with restyle at batch 64: a resnet18 teacher epoch of 4.2k
+# images ~25 s plus ~6 s when it validates (every 2nd epoch); a mobilenet_v3_small student epoch ~9 s. 2 x 8 teacher
+# epochs + 2 x 24 student epochs took 15 min 52 s for `make demo` (over the 15-minute budget), hence 7 and 20.
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
-    "teacher_epochs": 8,
-    "student_epochs": 24,
+    "teacher_epochs": 7,
+    "student_epochs": 20,
     "teacher_seeds": (0, 1),
     # restyle (stroke thickness, re-rendering at other resolutions; data/augment.py) at batch 64: same clean val
     # top-1 as silhouette at batch 128, ~30 points more on the outline-rewrite proxy (BENCHMARKS "Restyle by
