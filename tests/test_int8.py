@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from _deploy import link_run  # noqa: E402
+from _deploy import link_run, ort_top1_by_split  # noqa: E402
 from stillroom._io import StillroomError, sha256_file  # noqa: E402
 from stillroom.data.dataset import load_images  # noqa: E402
 from stillroom.data.index import load_index  # noqa: E402
@@ -119,17 +119,9 @@ def test_int8_check_records_val_and_test_and_is_real(run):
     for name in ("top1_fp32", "top1_int8", "top1_drop", "n", "top1_agreement"):  # top level = val (service, CLI)
         assert chk[name] == chk["splits"]["val"][name]
     # Recompute both splits from the files on disk, independently of the export code.
-    index = load_index(rep["index"])
-    images = load_images(index)
-    fp_sess = ort_session(run / "export" / "model_dynamic.onnx")
-    q_sess = ort_session(run / "export" / "model_int8.onnx")
-    for split, rec in chk["splits"].items():
-        rows, _ = split_rows(index, split, None)
-        x = normalize_uint8(np.asarray(images[rows]), rep["input"]["mean"], rep["input"]["std"])
-        labels = index.labels[rows]
-        acc_fp = float((ort_logits(fp_sess, x, 64).argmax(1) == labels).mean())
-        acc_q = float((ort_logits(q_sess, x, 64).argmax(1) == labels).mean())
-        assert rec["n"] == len(rows)
+    for split, (n, acc_fp, acc_q) in ort_top1_by_split(run / "export", rep).items():
+        rec = chk["splits"][split]
+        assert rec["n"] == n
         assert rec["top1_fp32"] == pytest.approx(acc_fp) and rec["top1_int8"] == pytest.approx(acc_q)
         assert rec["top1_drop"] == pytest.approx(acc_fp - acc_q)
     assert chk["ok"] == (chk["splits"]["val"]["top1_drop"] <= chk["max_drop"] + 1e-12)

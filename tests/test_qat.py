@@ -11,16 +11,13 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from _deploy import link_run  # noqa: E402
+from _deploy import link_run, ort_top1_by_split  # noqa: E402
 from stillroom._io import StillroomError, sha256_file  # noqa: E402
 from stillroom.data.augment import get_augment  # noqa: E402
-from stillroom.data.dataset import load_images  # noqa: E402
-from stillroom.data.index import load_index  # noqa: E402
 from stillroom.deploy import qat  # noqa: E402
 from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session  # noqa: E402
 from stillroom.deploy.onnx_export import export_onnx  # noqa: E402
 from stillroom.models.factory import create_model  # noqa: E402
-from stillroom.runs import split_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -101,15 +98,9 @@ def test_export_qat_goes_through_the_int8_check(run, tmp_path):
     assert chk["method"] == "qat" and chk["quantizer"]["method"] == "qat" and chk["quantizer"]["epochs"] == 1
     assert chk["calibration"]["split"] == "train" and chk["calibration"]["method"] == "qat"
     assert rep["models"]["int8"]["sha256"] == sha256_file(copy / "export" / "model_int8.onnx")
-    index = load_index(rep["index"])
-    images = load_images(index)
-    fp_sess = ort_session(copy / "export" / "model_dynamic.onnx")
-    q_sess = ort_session(copy / "export" / "model_int8.onnx")
-    for split, rec in chk["splits"].items():
-        rows, _ = split_rows(index, split, None)
-        x = normalize_uint8(np.asarray(images[rows]), rep["input"]["mean"], rep["input"]["std"])
-        acc_fp = float((ort_logits(fp_sess, x, 64).argmax(1) == index.labels[rows]).mean())
-        acc_q = float((ort_logits(q_sess, x, 64).argmax(1) == index.labels[rows]).mean())
+    for split, (n, acc_fp, acc_q) in ort_top1_by_split(copy / "export", rep).items():
+        rec = chk["splits"][split]
+        assert rec["n"] == n
         assert rec["top1_fp32"] == pytest.approx(acc_fp) and rec["top1_int8"] == pytest.approx(acc_q)
     assert chk["ok"] == (chk["splits"]["val"]["top1_drop"] <= chk["max_drop"] + 1e-12)
     assert json.loads((copy / "export" / "export.json").read_text())["int8_check"] == chk
