@@ -39,9 +39,16 @@ balance=(); [ "$BALANCE" = 1 ] && balance=(--balance-sources)
 CFG=configs/openset151
 mkdir -p "$OUT/runs"
 stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
-budget=(--set "schedule.epochs=$EPOCHS")
+# Augmentation of every student (K-class and K+1 alike, ID and sink rows alike): restyle, the train default since
+# issue 14 (stroke thickness, re-rendering at other resolutions: the rewrites the "sent to the sink" target measures),
+# at batch 64 (at 128, 16 epochs are too few steps for restyle). AUGMENT=silhouette BATCH=128 is the recipe of
+# configs/openset151 and benchmarks/openset_151.sh.
+AUGMENT=${AUGMENT:-restyle}
+BATCH=${BATCH:-64}
+budget=(--set "schedule.epochs=$EPOCHS" --set "augment=$AUGMENT" --set "batch_size=$BATCH")
 [ "$EPOCHS" -lt 2 ] && budget+=(--set eval_every=1)
 
+stamp "students: augment=$AUGMENT batch=$BATCH epochs=$EPOCHS seeds=$SEEDS"
 stamp "data: ID index, OOD sources ($SOURCES) rendered like the ID index"
 [ -f "$ID/index.json" ] || stillroom data build sprites --size 64 --species "$SPECIES" --out "$ID"
 src_dir() { echo "$OUT/ood_$1"; }

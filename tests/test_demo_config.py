@@ -26,3 +26,40 @@ def test_override_is_validated():
     assert (cfg.augment, cfg.batch_size) == ("restyle", 64)
     with pytest.raises(Exception, match="augment"):
         config_from_dict(_config("s", Path("data"), "resnet18", 3, 0, {**DEMO_BUDGET, "augment": "sparkles"}))
+
+
+@pytest.mark.parametrize("views", [0, 2])
+def test_demo_soft_labels_are_what_its_kd_student_trains_on(teacher_run, shapes_index, tmp_path, views):
+    """The demo's KD targets: replay stores of V restyled views (or clean logits at V = 0), aligned with the index
+    and with the views the KD student re-creates; the student's own config trains on them."""
+    import shutil
+
+    from stillroom._io import StillroomError
+    from stillroom.pipeline import train
+    from stillroom.pipeline.demo import STUDENT_SEED, _soft_labels
+    from stillroom.softlabels.check import require_aligned
+
+    run = Path(shutil.copytree(teacher_run, tmp_path / "teacher"))
+    budget = {**QUICK_BUDGET, "replay_views": views, "augment": "restyle", "batch_size": 32}
+    timings: dict[str, float] = {}
+    stores, report = _soft_labels([run], shapes_index, budget, tmp_path / "alignment_check.json", timings)
+    assert report["ok"] and (tmp_path / "alignment_check.json").is_file() and f"export_{run.name}" in timings
+    assert stores[0].views == views and len(stores[0]) == len(shapes_index)
+    if views:
+        assert report["replay"] == {"augment": "restyle", "augment_seed": STUDENT_SEED}
+        with pytest.raises(StillroomError, match="replay mismatch"):  # a student with another seed is refused
+            require_aligned(stores, shapes_index, replay={"augment": "restyle", "augment_seed": STUDENT_SEED + 1})
+    raw = _config(
+        "kd",
+        shapes_index.root,
+        "mobilenet_v3_small",
+        1,
+        STUDENT_SEED,
+        budget,
+        eval_every=1,
+        loss={"name": "kd", "params": {"kd_weight": 0.5, "temperature": 4.0}},
+        teachers={"cached": [str(s.path) for s in stores]},
+        precise_bn={"max_images": 64},
+    )
+    out = train(config_from_dict(raw), tmp_path / "kd")
+    assert (out / "metrics.json").is_file()

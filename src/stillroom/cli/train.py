@@ -134,11 +134,16 @@ def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
     augment: str | None = typer.Option(None, help="augmentation of every model (default: the budget's)"),
     batch_size: int | None = typer.Option(None, help="batch size of every model (default: the budget's)"),
+    replay_views: int | None = typer.Option(
+        None, help="replayed augmented views per image for the KD student's targets (0: clean images; default 4)"
+    ),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, 2 teachers, soft labels, scratch + KD students, report."""
     from stillroom.pipeline.demo import run_demo
 
-    report = run_demo(out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size)
+    report = run_demo(
+        out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views
+    )
     console.print(f"[bold green]report:[/] {report}")
 
 

@@ -180,6 +180,16 @@ def write_demo_report(
             f"Alignment check over {len(alignment['stores'])} store(s): **{'ok' if alignment['ok'] else 'FAILED'}** "
             "(lengths, path/label/content hashes; see `alignment_check.json`).",
         ]
+        stores = alignment["stores"]
+        views = stores[0].get("views") if stores else None
+        if views and alignment.get("replay"):
+            rp = alignment["replay"]
+            lines += [
+                "",
+                f"Replay stores: each teacher's logits of {views} augmented views per image (`{rp['augment']}`, "
+                f"augment seed {rp['augment_seed']}); the KD student re-creates the view it trains on and learns "
+                "from the teachers' logits of that very view (exact augmented KD).",
+            ]
     if kd is not None:
         rep = kd["report"]
         lines += ["", f"## Most confused pairs ({kd['label']}, test, best weights)", ""]
