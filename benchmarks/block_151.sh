@@ -13,7 +13,7 @@ set -euo pipefail
 DEMO=${DEMO:-artifacts/demo}
 OUT=${OUT:-artifacts/block151}
 SEEDS=${SEEDS:-0 1 2}
-VARIANTS=${VARIANTS:-ce_scratch kd_t4 kd_t2}
+VARIANTS=${VARIANTS:-ce_scratch kd_t4 kd_replay4}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
 mkdir -p "$OUT"

@@ -9,7 +9,10 @@ sink --test-only S``), on the test split:
 - ``rewrite_to_sink``: share of ID test images whose argmax is the sink under each outline rewrite of
   ``evaluate.shift.REWRITES`` (mean and worst), and on the clean images;
 - ``top1``: closed-set top-1 of the K+1 student on ID test rows (argmax over the K class columns) and of the
-  K-class KD student trained at the same budget, and their difference in points.
+  K-class KD student trained at the same budget, and their difference in points;
+- ``posthoc``: the same held-out AUROC for post-hoc scores (energy over the K ID columns, KNN on penultimate
+  features fitted on the clean ID train rows, ASH-S; ``evaluate.feature_ood``, pytorch-ood) of the K-class KD
+  student, which never saw any OOD row, and of the K+1 student itself: does the sink beat what needs no OOD data?
 
 Issue-16 targets, checked per row: AUROC >= 0.95, FPR@95TPR <= 0.20, rewrites to sink <= 10% (worst rewrite),
 top-1 within 1 point of the KD student.
@@ -28,9 +31,10 @@ import numpy as np
 import torch
 
 from stillroom.data.dataset import load_images
-from stillroom.evaluate.ood import ood_metrics
+from stillroom.evaluate.feature_ood import feature_scores
+from stillroom.evaluate.ood import energy, ood_metrics
 from stillroom.evaluate.shift import rewrite_images
-from stillroom.models.inference import predict_logits
+from stillroom.models.inference import iter_batches, predict_logits
 from stillroom.runs import Run
 
 TARGETS = {"auroc": 0.95, "fpr95": 0.20, "rewrite_to_sink": 0.10, "top1_gap_points": 1.0}
@@ -41,7 +45,32 @@ def _logits(run: Run, images: np.ndarray) -> np.ndarray:
     return predict_logits(loaded.model, loaded.normalizer, images, np.arange(len(images)))
 
 
-def source_row(run_dir: Path, held_out: str, kd_top1: float) -> dict:
+def posthoc_auroc(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_images: np.ndarray, k: int) -> dict:
+    """AUROC (ID positive) of energy, KNN and ASH-S of ``run_dir``'s best weights, ID vs OOD images; KNN is fitted on
+    the clean ID train rows of ``fit_run``'s index (the K-class ID index, so both students fit on the same rows)."""
+    run = Run(run_dir)
+    loaded = run.load("best")
+    fit_index = Run(fit_run).index()
+    train = fit_index.split_indices("train")
+    fit_images = np.asarray(load_images(fit_index))
+    images = np.concatenate([id_images, ood_images])
+    rows = np.arange(len(images))
+    norm = loaded.normalizer
+    logits = torch.from_numpy(predict_logits(loaded.model, norm, images, rows))
+    got = feature_scores(
+        loaded.model,
+        lambda: iter_batches(images, rows, norm, 256),
+        lambda: iter_batches(fit_images, train, norm, 256),
+        k,
+    )
+    if "skipped" in got:
+        raise SystemExit(f"{run_dir}: post-hoc scores skipped: {got['skipped']}")
+    scores = {"energy": energy(logits[:, :k]).numpy(), **got["scores"]}  # every score: higher = more ID
+    n = len(id_images)
+    return {name: ood_metrics(v[:n], v[n:])["auroc"] for name, v in scores.items() if name in ("energy", "knn", "ash")}
+
+
+def source_row(run_dir: Path, held_out: str, kd_top1: float, kd_run: Path) -> dict:
     run = Run(run_dir)
     index = run.index()
     k = int(index.recipe["sink_class"])
@@ -78,6 +107,8 @@ def source_row(run_dir: Path, held_out: str, kd_top1: float) -> dict:
         "top1": top1,
         "kd_top1": kd_top1,
         "top1_gap_points": 100 * (kd_top1 - top1),
+        "posthoc_kd": posthoc_auroc(kd_run, kd_run, images[is_id], images[held], k),
+        "posthoc_kplus1": posthoc_auroc(run_dir, kd_run, images[is_id], images[held], k),
     }
     row["meets"] = {
         "auroc": row["auroc_heldout"] >= TARGETS["auroc"],
@@ -112,7 +143,18 @@ def markdown(rows: list[dict]) -> str:
             f"{r['rewrite_to_sink_mean']:.1%} / {r['rewrite_to_sink_worst']:.1%} | {r['top1']:.2%} | "
             f"{r['kd_top1']:.2%} | {r['top1_gap_points']:+.1f} | {met} |\n"
         )
-    return head + body
+    head2 = (
+        "\nHeld-out AUROC of post-hoc scores (ID test vs the held-out source's test rows), beside the sink's:\n\n"
+        "| held-out source | sink (K+1) | K+1 energy | K+1 KNN | K+1 ASH-S | KD energy | KD KNN | KD ASH-S |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    for r in rows:
+        a, b = r["posthoc_kplus1"], r["posthoc_kd"]
+        head2 += (
+            f"| {r['held_out']} | {r['auroc_heldout']:.4f} | {a['energy']:.4f} | {a['knn']:.4f} | {a['ash']:.4f} | "
+            f"{b['energy']:.4f} | {b['knn']:.4f} | {b['ash']:.4f} |\n"
+        )
+    return head + body + head2
 
 
 def main() -> None:
@@ -124,7 +166,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     base = kd_top1(args.kd_run)
-    rows = [source_row(args.out / "runs" / f"loso_{s}_s{args.seed}", s, base) for s in args.sources]
+    rows = [source_row(args.out / "runs" / f"loso_{s}_s{args.seed}", s, base, args.kd_run) for s in args.sources]
     (args.out / f"loso_s{args.seed}.json").write_text(json.dumps({"targets": TARGETS, "rows": rows}, indent=1))
     md = markdown(rows)
     (args.out / f"loso_s{args.seed}.md").write_text(md)
