@@ -63,3 +63,27 @@ def test_demo_soft_labels_are_what_its_kd_student_trains_on(teacher_run, shapes_
     )
     out = train(config_from_dict(raw), tmp_path / "kd")
     assert (out / "metrics.json").is_file()
+
+
+def test_demo_reuses_a_finished_run_only_with_the_same_config(shapes_index, tiny_config, tmp_path):
+    """Re-running the demo after its recipe changed must not report a stale run: the old run is moved aside (kept)
+    and the new recipe trained; an unchanged finished run is reused."""
+    from stillroom.pipeline.demo import _train
+
+    raw = tiny_config(shapes_index.root, "student", epochs=1)
+    runs, configs = tmp_path / "runs", tmp_path / "configs"
+    first, _ = _train(raw, configs, runs)
+    assert (first / "metrics.json").is_file()
+    again, seconds = _train(raw, configs, runs)
+    assert again == first and seconds == 0.0  # reused
+    changed, seconds = _train({**raw, "seed": 1}, configs, runs)
+    assert changed == first and seconds > 0.0  # trained again under the same name
+    assert read_seed(changed) == 1 and read_seed(runs / "student.old") == 0  # the old run is kept beside it
+    _train({**raw, "seed": 2}, configs, runs)
+    assert read_seed(runs / "student.old-2") == 1
+
+
+def read_seed(run: Path) -> int:
+    import json
+
+    return json.loads((run / "config.json").read_text())["seed"]

@@ -16,13 +16,14 @@ machine (pipeline 18.1 min: teachers 4.7 min each, students 4.0 / 4.2 min); the 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stillroom._io import StillroomError, atomic_write_text
+from stillroom._io import StillroomError, atomic_write_text, read_json
 from stillroom._progress import console, training_progress
 from stillroom.config import config_from_dict
 from stillroom.data.index import DatasetIndex, load_index
@@ -90,6 +91,12 @@ def _train(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path,
     atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
     cfg = config_from_dict(raw, source=str(path))
     run_dir = runs_dir / cfg.name
+    saved = run_dir / "config.json"
+    if saved.is_file() and read_json(saved) != json.loads(cfg.model_dump_json()):
+        # a run of an older demo recipe (e.g. the KD student before replay): keep it, train this recipe afresh
+        aside = _free_path(run_dir.with_name(f"{run_dir.name}.old"))
+        run_dir.rename(aside)
+        console.print(f"[yellow]{run_dir} was trained with another config: moved to {aside}, training again[/]")
     if (run_dir / "metrics.json").is_file() and (run_dir / "final.safetensors").is_file():
         console.print(f"[dim]reusing finished run {run_dir}[/]")
         return run_dir, 0.0
@@ -97,6 +104,15 @@ def _train(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path,
     with training_progress(cfg.name) as progress:
         train(cfg, run_dir, resume=True, progress=progress)
     return run_dir, time.perf_counter() - t0
+
+
+def _free_path(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``, ... : the first name that does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 def _dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[DatasetIndex, float]:
