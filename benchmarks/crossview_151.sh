@@ -88,7 +88,7 @@ for pair in "ce_scratch kd_r18" "kd_fused_pool4 kd_split_pool4" "kd_fused_pool4 
   read -r a b <<< "$pair"
   for metric in top1 macro_f1; do
     stillroom compare "$OUT/sweep" --metric "$metric" --a "$a" --b "$b" --json "$OUT/compare_${a}_vs_${b}_${metric}.json" \
-      | tee "$OUT/compare_${a}_vs_${b}_${metric}.txt"
+      2>&1 | tee "$OUT/compare_${a}_vs_${b}_${metric}.txt"
   done
 done
 # one row per run (variant, seed, test top-1 / macro-F1 / ECE), for the method comparison

@@ -82,7 +82,7 @@ stamp "per-seed summary and compare verdicts (test split, best weights)"
 python benchmarks/openset_summary.py "$OUT"
 cmp() {  # cmp A B METRIC
   stillroom compare "$OUT/summary.csv" --metric "$3" --a "$1" --b "$2" --json "$OUT/compare_$1_vs_$2_$3.json" \
-    | tee "$OUT/compare_$1_vs_$2_$3.txt"
+    2>&1 | tee "$OUT/compare_$1_vs_$2_$3.txt"
 }
 for m in top1 auroc_energy auroc_msp; do cmp kd td_g7.8 "$m"; done
 for g in $GAMMAS; do

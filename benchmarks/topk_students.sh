@@ -61,6 +61,6 @@ PY
 for k in $KS; do
   for m in top1 macro_f1; do
     stillroom compare "$OUT/summary.csv" --metric "$m" --a kd_full --b "kd_top$k" \
-      --json "$OUT/compare_full_vs_top${k}_$m.json" | tee "$OUT/compare_full_vs_top${k}_$m.txt"
+      --json "$OUT/compare_full_vs_top${k}_$m.json" 2>&1 | tee "$OUT/compare_full_vs_top${k}_$m.txt"
   done
 done
