@@ -35,12 +35,20 @@ for s in $SEEDS; do
     [ -f "$OUT/sweep/$v/seed$s/shift_val.json" ] || stillroom shift-val "$OUT/sweep/$v/seed$s" > /dev/null
   done
 done
+teacher="$DEMO/runs/teacher_resnet18_s0"
+[ -f "$teacher/shift_val.json" ] || stillroom shift-val "$teacher" > /dev/null
+specs=(); for v in $VARIANTS; do specs+=("$v:sweep"); done
+python benchmarks/crossview_summary.py table "$OUT" "$OUT" block "${specs[@]}" --teacher "$teacher"
+# shellcheck disable=SC2086
 set -- $VARIANTS
-a=$1; shift
-for b in "$@"; do
+compare() {  # A B: b - a on test top-1 and macro-F1, paired by seed
   for metric in top1 macro_f1; do
-    stillroom compare "$OUT/sweep" --metric "$metric" --a "$a" --b "$b" --json "$OUT/compare_${a}_vs_${b}_${metric}.json" \
-      | tee "$OUT/compare_${a}_vs_${b}_${metric}.txt"
+    stillroom compare "$OUT/sweep" --metric "$metric" --a "$1" --b "$2" --json "$OUT/compare_${1}_vs_${2}_${metric}.json" \
+      > "$OUT/compare_${1}_vs_${2}_${metric}.txt" 2>&1
   done
-done
+}
+a=$1; shift
+for b in "$@"; do compare "$a" "$b"; done
+[ "$#" -ge 2 ] && compare "$1" "$2"  # kd_t4 -> kd_replay4: clean-image logits vs replayed views
+python benchmarks/crossview_summary.py compares "$OUT" | tee "$OUT/compare.md"
 stamp "done"
