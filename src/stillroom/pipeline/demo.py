@@ -17,14 +17,13 @@ idle machine. ``quick=True`` shrinks everything to a smoke test.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stillroom._io import StillroomError, atomic_write_text, read_json
+from stillroom._io import StillroomError, atomic_write_text
 from stillroom._progress import console, training_progress
 from stillroom.config import config_from_dict
 from stillroom.data.index import DatasetIndex, load_index
@@ -96,13 +95,13 @@ def _config(
 
 def _train(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path, float]:
     from stillroom.pipeline import train
+    from stillroom.train.trainer import config_differs
 
     path = config_dir / f"{raw['name']}.yaml"
     atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
     cfg = config_from_dict(raw, source=str(path))
     run_dir = runs_dir / cfg.name
-    saved = run_dir / "config.json"
-    if saved.is_file() and read_json(saved) != json.loads(cfg.model_dump_json()):
+    if config_differs(cfg, run_dir):
         # a run of an older demo recipe (e.g. the KD student before replay): keep it, train this recipe afresh
         aside = _free_path(run_dir.with_name(f"{run_dir.name}.old"))
         run_dir.rename(aside)

@@ -66,7 +66,7 @@ from stillroom.models.inference import predict_logits
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
 
-__all__ = ["train", "Progress", "Objective", "OnFinished", "GlobalBatchSampler"]
+__all__ = ["train", "config_differs", "Progress", "Objective", "OnFinished", "GlobalBatchSampler"]
 
 Progress = Callable[..., None]  # (phase, done, total, record=None); record: the epoch's log line
 #: (cfg, index, alignment_json or None, replay {"augment", "augment_seed"}) -> (loss module, teachers or None).
@@ -255,15 +255,19 @@ def _split_report(
     return report
 
 
+def config_differs(cfg: TrainConfig, out_dir: Path) -> bool:
+    """True when ``out_dir/config.json`` exists and holds another config than ``cfg`` (its resolved JSON form)."""
+    saved = out_dir / "config.json"
+    return saved.is_file() and read_json(saved) != json.loads(cfg.model_dump_json())
+
+
 def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool, write: bool = True) -> bool:
     """Validate (and with ``write``, create) the run directory; True when there is a finished epoch to resume."""
     resumable = (out_dir / "last.safetensors").is_file()
     if out_dir.exists() and any(out_dir.iterdir()):
         if not resume:
             raise StillroomError(f"{out_dir}: a run already exists here; pass --resume to continue it or pick --out")
-        if (out_dir / "config.json").is_file() and read_json(out_dir / "config.json") != json.loads(
-            cfg.model_dump_json()
-        ):
+        if config_differs(cfg, out_dir):
             raise StillroomError(f"{out_dir}: --resume with a different config than the one saved in config.json")
     if not write:
         return resumable
