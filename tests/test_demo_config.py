@@ -87,3 +87,29 @@ def read_seed(run: Path) -> int:
     import json
 
     return json.loads((run / "config.json").read_text())["seed"]
+
+
+def test_demo_trains_runs_side_by_side_and_reports_every_failure(shapes_index, tiny_config, tmp_path):
+    """jobs=2: two runs train at once in spawned processes and finish as they would one after the other; a run that
+    fails does not stop the other, and the error names it; finished runs are reused without a process."""
+    from stillroom._io import StillroomError
+    from stillroom.pipeline.demo import _train_all
+
+    runs, configs = tmp_path / "runs", tmp_path / "configs"
+    raws = [tiny_config(shapes_index.root, f"r{seed}", epochs=1, seed=seed) for seed in (0, 1)]
+    done = _train_all(raws, configs, runs, jobs=2)
+    assert set(done) == {"r0", "r1"}
+    for name, (run_dir, seconds) in done.items():
+        assert run_dir == runs / name and seconds > 0.0 and (run_dir / "metrics.json").is_file()
+        assert read_seed(run_dir) == int(name[1:])
+    assert all(sec == 0.0 for _, sec in _train_all(raws, configs, runs, jobs=2).values())  # reused
+
+    bad = {
+        **tiny_config(shapes_index.root, "bad", epochs=1),
+        "loss": {"name": "kd", "params": {"kd_weight": 0.5, "temperature": 4.0}},
+        "teachers": {"cached": [str(tmp_path / "no_such_store")]},
+    }
+    good = tiny_config(shapes_index.root, "good", epochs=1, seed=2)
+    with pytest.raises(StillroomError, match=r"bad .*no_such_store"):
+        _train_all([bad, good], configs, runs, jobs=2)
+    assert (runs / "good" / "metrics.json").is_file()  # the other run finished

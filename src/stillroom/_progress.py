@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-__all__ = ["console", "training_progress"]
+__all__ = ["console", "training_progress", "parallel_progress"]
 
 console = Console(stderr=True)
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _updater(bar: Progress, label: str) -> Callable[..., None]:
+    """The ``(phase, done, total, record)`` callback of one run: an epoch bar, a step bar, a log line per epoch."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int, record: dict | None = None) -> None:
+        name = f"{label} epochs" if phase == "epoch" else f"{label} {phase}"
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(name, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+        if phase == "epoch" and "train" in tasks:
+            bar.reset(tasks["train"])
+        if record:
+            keys = ("train_top1", "val_top1", "val_macro_f1", "epoch_seconds")
+            parts = [f"{k}={record[k]:.3f}" for k in keys if isinstance(record.get(k), float)]
+            bar.console.log(f"{label} epoch {done}/{total} " + " ".join(parts))
+
+    return update
 
 
 @contextmanager
@@ -19,27 +58,12 @@ def training_progress(label: str, enabled: bool = True) -> Iterator:
     if not enabled:
         yield None
         return
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, int] = {}
+    with _bar() as bar:
+        yield _updater(bar, label)
 
-        def update(phase: str, done: int, total: int, record: dict | None = None) -> None:
-            name = f"{label} epochs" if phase == "epoch" else f"{label} {phase}"
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(name, total=total)
-            bar.update(tasks[phase], completed=done, total=total)
-            if phase == "epoch" and "train" in tasks:
-                bar.reset(tasks["train"])
-            if record:
-                keys = ("train_top1", "val_top1", "val_macro_f1", "epoch_seconds")
-                parts = [f"{k}={record[k]:.3f}" for k in keys if isinstance(record.get(k), float)]
-                bar.console.log(f"{label} epoch {done}/{total} " + " ".join(parts))
 
-        yield update
+@contextmanager
+def parallel_progress(labels: list[str]) -> Iterator[dict[str, Callable[..., None]]]:
+    """One live display for runs trained at the same time (rich allows one): yield each label's callback."""
+    with _bar() as bar:
+        yield {label: _updater(bar, label) for label in labels}

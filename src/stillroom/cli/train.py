@@ -137,12 +137,15 @@ def demo_cmd(
     replay_views: int | None = typer.Option(
         None, help="replayed augmented views per image for the KD student's targets (0: clean images; default 4)"
     ),
+    jobs: int | None = typer.Option(
+        None, min=1, help="runs trained at once, each in its own process (default: 2 when torch has 2+ threads)"
+    ),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, 2 teachers, soft labels, scratch + KD students, report."""
     from stillroom.pipeline.demo import run_demo
 
     report = run_demo(
-        out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views
+        out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views, jobs=jobs
     )
     console.print(f"[bold green]report:[/] {report}")
 

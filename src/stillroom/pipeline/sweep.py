@@ -51,7 +51,16 @@ from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, 
 from stillroom.config import config_from_dict, read_yaml_mapping, set_dotted
 from stillroom.runs import SUMMARY_FILE
 
-__all__ = ["SweepSpec", "SweepRun", "SUMMARY_FILE", "SUMMARY_COLUMNS", "load_sweep", "plan_sweep", "run_sweep"]
+__all__ = [
+    "SweepSpec",
+    "SweepRun",
+    "SUMMARY_FILE",
+    "SUMMARY_COLUMNS",
+    "load_sweep",
+    "plan_sweep",
+    "run_sweep",
+    "set_torch_threads",
+]
 
 RUN_INFO_FILE = "sweep_run.json"
 _PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
@@ -156,7 +165,9 @@ def _plan(spec: SweepSpec, base: dict[str, Any], sweep_yaml: str | Path, out_dir
     return runs
 
 
-def _set_threads(threads: int) -> None:
+def set_torch_threads(threads: int) -> None:
+    """Initializer of a spawned training process: its share of the cores (torch alone would take them all, and two
+    processes that each spin every core slow each other several times over)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -284,7 +295,7 @@ def run_sweep(
         threads = max(1, (os.cpu_count() or 1) // jobs)
         say(f"training {len(todo)} run(s) in {jobs} processes, {threads} torch thread(s) each")
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=set_torch_threads, initargs=(threads,)) as pool:
             futures = {pool.submit(_train_one, r.config, str(r.run_dir), r.variant, r.seed): r for r in todo}
             for fut in as_completed(futures):
                 run = futures[fut]
