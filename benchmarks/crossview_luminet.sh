@@ -2,9 +2,8 @@
 # Issue 14, cross-view split: does the block split's recipe (LumiNet on replayed views) close the gap between the
 # student and the teacher ensemble on the unseen view? configs/crossview151/luminet_replay.yaml: LumiNet from the one
 # restyle teacher, KD and LumiNet from the val-chosen three-teacher ensemble, 3 seeds each, 48 epochs, restyle, and
-# the last at 96 epochs (a patient student); compared with kdr_replay (KD, one teacher) of crossview_kd_sources.sh.
-# The 192-epoch variant is one exploratory seed:
-#   SEEDS=0 VARIANTS=lum_replay_ens3_e192 LANE=a bash benchmarks/crossview_luminet.sh
+# the last at 96 and 192 epochs (a patient student); compared with kdr_replay (KD, one teacher) of
+# crossview_kd_sources.sh. A 192-epoch student takes ~20 min at one thread.
 #
 #   bash benchmarks/crossview_luminet.sh     # OUT=artifacts/crossview151; needs crossview_kd_sources.sh's replay
 #                                            # store and the teachers of crossview_151.sh / teacher_resnet18_restyle_s1
@@ -15,7 +14,7 @@ set -euo pipefail
 OUT=${OUT:-artifacts/crossview151}
 CFG=configs/crossview151
 SEEDS=${SEEDS:-0 1 2}
-VARIANTS=${VARIANTS:-lum_replay_r1 kd_replay_ens3 lum_replay_ens3 lum_replay_ens3_e96}
+VARIANTS=${VARIANTS:-lum_replay_r1 kd_replay_ens3 lum_replay_ens3 lum_replay_ens3_e96 lum_replay_ens3_e192}
 LANE=${LANE:-all}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 R="$OUT/luminet"
@@ -62,7 +61,8 @@ specs=(kdr_replay:kd_sources); for v in $VARIANTS; do specs+=("$v:luminet"); don
 python benchmarks/crossview_summary.py table "$OUT" "$R" luminet "${specs[@]}" \
   --teacher "$OUT/runs/cv_teacher_resnet18_restyle_s0"
 for pair in "kdr_replay lum_replay_r1" "kdr_replay kd_replay_ens3" "kd_replay_ens3 lum_replay_ens3" \
-            "lum_replay_r1 lum_replay_ens3" "lum_replay_ens3 lum_replay_ens3_e96"; do
+            "lum_replay_r1 lum_replay_ens3" "lum_replay_ens3 lum_replay_ens3_e96" \
+            "lum_replay_ens3_e96 lum_replay_ens3_e192"; do
   read -r a b <<< "$pair"
   for metric in test_top1 test_macro_f1 shift_mean val_top1; do
     stillroom compare "$R/luminet_summary.csv" --metric "$metric" --a "$a" --b "$b" \
