@@ -157,11 +157,10 @@ def _train_all(
         return done
     import multiprocessing
     import queue as queue_mod
-    from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
-    from stillroom.pipeline.sweep import set_torch_threads
+    from stillroom.pipeline.sweep import training_pool
 
     threads = max(1, torch.get_num_threads() // jobs)
     console.print(f"[dim]training {len(todo)} runs in {jobs} processes, {threads} torch thread(s) each[/]")
@@ -169,7 +168,7 @@ def _train_all(
     failures: list[str] = []
     with ctx.Manager() as manager, parallel_progress([raw["name"] for raw, _, _ in todo]) as updates:
         q = manager.Queue()
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=set_torch_threads, initargs=(threads,)) as pool:
+        with training_pool(jobs, threads) as pool:
             futures = {pool.submit(_train_worker, raw, str(p), str(r), q): (raw["name"], r) for raw, p, r in todo}
             while True:
                 try:

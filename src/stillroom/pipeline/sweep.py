@@ -173,6 +173,13 @@ def set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def training_pool(jobs: int, threads: int) -> ProcessPoolExecutor:
+    """``jobs`` training processes with ``threads`` torch threads each, for the sweep and the demo. Spawned, not
+    forked: a child forked from a process whose OpenMP pool already runs can hang in its first parallel region."""
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=set_torch_threads, initargs=(threads,))
+
+
 def _train_one(config: dict[str, Any], run_dir: str, variant: str, seed: int) -> dict[str, Any]:
     """Train (or resume) one run; record its wall time beside it. Runs in the main or a spawned worker process."""
     from stillroom.pipeline import train
@@ -294,8 +301,7 @@ def run_sweep(
     elif todo:
         threads = max(1, (os.cpu_count() or 1) // jobs)
         say(f"training {len(todo)} run(s) in {jobs} processes, {threads} torch thread(s) each")
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=set_torch_threads, initargs=(threads,)) as pool:
+        with training_pool(jobs, threads) as pool:
             futures = {pool.submit(_train_one, r.config, str(r.run_dir), r.variant, r.seed): r for r in todo}
             for fut in as_completed(futures):
                 run = futures[fut]
