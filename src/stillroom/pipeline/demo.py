@@ -13,7 +13,9 @@ continues where it stopped. The two teachers train side by side, then the two st
 thread each on 2 cores; ``_train_all`` says why).
 
 Budget (DEMO_BUDGET, below) on the 2-core CPU box: ``make demo`` from a fresh clone must stay under 15 minutes on an
-idle machine. ``quick=True`` shrinks everything to a smoke test.
+idle machine. ``budget="quick"`` (``quick=True``) shrinks everything to a smoke test; ``budget="patient"`` trains
+the same pipeline long enough to be limited by the data instead of the clock (PATIENT_BUDGET: about an hour and a
+half on the same box).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from stillroom._progress import console, parallel_progress, training_progress
 from stillroom.config import config_from_dict
 from stillroom.data.index import DatasetIndex, load_index
 
-__all__ = ["run_demo", "DEMO_BUDGET"]
+__all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
 # Epoch budgets, measured on the idle 2-core CPU box with restyle at batch 64: a resnet18 teacher epoch of 4.2k
 # images ~25 s plus ~6 s when it validates (every 2nd epoch); a mobilenet_v3_small student epoch ~7.5 s plus ~1.4 s
@@ -43,6 +45,7 @@ DEMO_BUDGET = {
     "teacher_epochs": 7,
     "student_epochs": 20,
     "teacher_seeds": (0, 1),
+    "teacher_eval_every": 2,
     # restyle (stroke thickness, re-rendering at other resolutions; data/augment.py) at batch 64: same clean val
     # top-1 as silhouette at batch 128, ~30 points more on the outline-rewrite proxy (BENCHMARKS "Restyle by
     # default"); at batch 128 it has too few steps in 24 epochs (val -12.8 points)
@@ -75,6 +78,19 @@ QUICK_BUDGET = {
     "student_eval_every": 1,
     "latency_seconds": 0.5,
 }
+# Patient teachers and students (Beyer et al. 2022: consistent views, long schedules), the recipe of
+# benchmarks/block_patient.sh (configs/block151/patient.yaml): 32 teacher epochs instead of 7, 16 replayed views
+# instead of 4, 96 student epochs instead of 20. Measured there on this split over 3 seeds: see BENCHMARKS "The
+# block split with patient teachers and students".
+PATIENT_BUDGET = {
+    **DEMO_BUDGET,
+    "teacher_epochs": 32,
+    "student_epochs": 96,
+    "replay_views": 16,
+    "teacher_eval_every": 4,
+    "student_eval_every": 4,
+}
+BUDGETS = {"demo": DEMO_BUDGET, "quick": QUICK_BUDGET, "patient": PATIENT_BUDGET}
 
 
 def _config(
@@ -262,8 +278,10 @@ def run_demo(
     batch_size: int | None = None,
     replay_views: int | None = None,
     jobs: int | None = None,
+    budget_name: str = "demo",
 ) -> Path:
-    """Run the demo pipeline into ``out``; return the path of the written report. ``augment`` / ``batch_size``
+    """Run the demo pipeline into ``out``; return the path of the written report. ``budget_name``: one of
+    ``BUDGETS`` ("demo", the 15-minute default; "quick", also ``quick=True``; "patient"). ``augment`` / ``batch_size``
     override the budget's training recipe for every model (teachers and students alike); ``replay_views`` the
     number of replayed views the KD student's targets come from (0: the clean images' logits); ``jobs`` how many
     runs train at once (default: 2 when torch has at least 2 threads, the two teachers and then the two
@@ -273,7 +291,12 @@ def run_demo(
     from stillroom.report.markdown import write_demo_report
 
     out = Path(out)
-    budget = dict(QUICK_BUDGET if quick else DEMO_BUDGET)
+    if quick and budget_name not in ("demo", "quick"):
+        raise StillroomError(f"demo: quick and budget {budget_name!r} contradict each other; pass one")
+    name = "quick" if quick else budget_name
+    if name not in BUDGETS:
+        raise StillroomError(f"demo: unknown budget {budget_name!r}; choose one of {', '.join(BUDGETS)}")
+    budget = {"name": name, **BUDGETS[name]}
     if augment is not None:
         budget["augment"] = augment
     if batch_size is not None:
@@ -297,8 +320,14 @@ def run_demo(
     console.rule("[bold]2/5 teachers")
     teacher_raws = [
         _config(
-            f"teacher_resnet18_s{seed}", index.root, "resnet18", budget["teacher_epochs"], seed, budget, eval_every=2
-        )
+            f"teacher_resnet18_s{seed}",
+            index.root,
+            "resnet18",
+            budget["teacher_epochs"],
+            seed,
+            budget,
+            eval_every=budget["teacher_eval_every"],
+        )  # fmt: skip
         for seed in budget["teacher_seeds"]
     ]
     t0 = time.perf_counter()
