@@ -46,6 +46,9 @@ stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
 AUGMENT=${AUGMENT:-restyle}
 BATCH=${BATCH:-64}
 budget=(--set "schedule.epochs=$EPOCHS" --set "augment=$AUGMENT" --set "batch_size=$BATCH")
+# TD_SETS: extra overrides of the K+1 student only, e.g. TD_SETS="loss.params.ood_weight=1.0" (the sink's weight g;
+# seed000's 7.8 makes 156 OOD rows weigh as much as ~1,200 ID rows, a prior no single species has)
+td_sets=(); for kv in ${TD_SETS:-}; do td_sets+=(--set "$kv"); done
 [ "$EPOCHS" -lt 2 ] && budget+=(--set eval_every=1)
 
 stamp "students: augment=$AUGMENT batch=$BATCH epochs=$EPOCHS seeds=$SEEDS"
@@ -95,7 +98,7 @@ for held in $SOURCES; do
       stamp "K+1 target-dampened student without $held, seed $seed, $EPOCHS epochs"
       stillroom train "$CFG/student_td.yaml" --out "$run" --resume --quiet --set name=loso_${held}_s$seed \
         --set seed=$seed --set data.index="$merged" --set "teachers.cached=[$OUT/stores_merged_no_$held/$tname]" \
-        "${budget[@]}"
+        "${budget[@]}" "${td_sets[@]}"
     fi
   done
 done
