@@ -1,0 +1,68 @@
+"""Leave-one-source-out results over seeds (issue 16 item 3): mean ± sd per held-out source of every
+``OUT/loso_s<seed>.json`` that ``benchmarks/openset_loso_report.py`` wrote, one table per OUT (e.g. one per sink
+weight g), and whether each issue target holds on every seed.
+
+    python benchmarks/openset_loso_seeds.py artifacts/openset_loso artifacts/openset_loso_g1 [--md FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+COLUMNS = (  # (label, getter, scale, digits)
+    ("sink AUROC (held-out)", lambda r: r["auroc_heldout"], 1.0, 3),
+    ("FPR@95TPR", lambda r: r["fpr95_heldout"], 1.0, 3),
+    ("ID to sink, clean %", lambda r: r["rewrite_to_sink"]["clean"], 100.0, 1),
+    ("ID to sink, worst rewrite %", lambda r: r["rewrite_to_sink_worst"], 100.0, 1),
+    ("top-1 K+1 %", lambda r: r["top1"], 100.0, 2),
+    ("top-1 KD %", lambda r: r["kd_top1"], 100.0, 2),
+    ("K+1 KNN AUROC", lambda r: r["posthoc_kplus1"]["knn"], 1.0, 3),
+    ("KD KNN AUROC", lambda r: r["posthoc_kd"]["knn"], 1.0, 3),
+)
+
+
+def _cell(values: list[float], scale: float, digits: int) -> str:
+    vals = [v * scale for v in values]
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+
+
+def table(out: Path) -> str:
+    files = sorted(out.glob("loso_s*.json"))
+    if not files:
+        raise SystemExit(f"{out}: no loso_s<seed>.json (run benchmarks/openset_loso.sh first)")
+    by_source: dict[str, list[dict]] = {}
+    for f in files:
+        for row in json.loads(f.read_text())["rows"]:
+            by_source.setdefault(row["held_out"], []).append(row)
+    seeds = ",".join(f.stem.removeprefix("loso_s") for f in files)
+    lines = [
+        f"{out} (seeds {seeds}; mean ± sd over seeds)",
+        "",
+        "| held-out source | n | " + " | ".join(c[0] for c in COLUMNS) + " | targets met on every seed |",
+        "|---|---:|" + "---:|" * len(COLUMNS) + "---|",
+    ]
+    for source, rows in by_source.items():
+        cells = [_cell([get(r) for r in rows], scale, digits) for _, get, scale, digits in COLUMNS]
+        met = [k for k in rows[0]["meets"] if all(r["meets"][k] for r in rows)]
+        lines.append(f"| {source} | {len(rows)} | " + " | ".join(cells) + f" | {', '.join(met) or 'none'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("outs", nargs="+", type=Path)
+    ap.add_argument("--md", type=Path, help="also write the tables here")
+    args = ap.parse_args()
+    text = "\n".join(table(o) for o in args.outs)
+    if args.md:
+        args.md.write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
