@@ -109,4 +109,6 @@ for seed in $SEEDS; do
   python benchmarks/openset_loso_report.py --out "$OUT" --sources $SOURCES --kd-run "$OUT/runs/kd_s$seed" \
     --seed "$seed" | tee "$OUT/loso_s$seed.txt"
 done
+# every seed of OUT so far (also those of earlier invocations with other SEEDS): mean ± sd, targets met on every seed
+python benchmarks/openset_loso_seeds.py "$OUT" --md "$OUT/loso_seeds.md"
 stamp "done"
