@@ -1,6 +1,9 @@
 """Leave-one-source-out results over seeds (issue 16 item 3): mean ± sd per held-out source of every
 ``OUT/loso_s<seed>.json`` that ``benchmarks/openset_loso_report.py`` wrote, one table per OUT (e.g. one per sink
-weight g), and whether each issue target holds on every seed.
+weight g), and whether each issue target holds on every seed. Beside it, what validation saw (the split a choice
+such as g may be made on): the K+1 student's ID-only val top-1 and the share of the seen sources' val OOD rows it
+sends to the sink, at its selected epoch (``runs/loso_<S>_s<seed>/state.json``), against the K-class KD student's
+val top-1 (``runs/kd_s<seed>``).
 
     python benchmarks/openset_loso_seeds.py artifacts/openset_loso artifacts/openset_loso_g1 [--md FILE]
 """
@@ -50,6 +53,38 @@ def table(out: Path) -> str:
         cells = [_cell([get(r) for r in rows], scale, digits) for _, get, scale, digits in COLUMNS]
         met = [k for k in rows[0]["meets"] if all(r["meets"][k] for r in rows)]
         lines.append(f"| {source} | {len(rows)} | " + " | ".join(cells) + f" | {', '.join(met) or 'none'} |")
+    return "\n".join(lines) + "\n" + val_table(out, by_source, seeds.split(","))
+
+
+def _best_record(run: Path) -> dict | None:
+    """The epoch record the trainer selected (``state.json``'s best epoch) from ``log.jsonl``; None if unfinished."""
+    state, log = run / "state.json", run / "log.jsonl"
+    if not (state.is_file() and log.is_file() and (run / "metrics.json").is_file()):
+        return None
+    epoch = json.loads(state.read_text())["best"]["epoch"]
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return next((r for r in records if r["epoch"] == epoch), None)
+
+
+def val_table(out: Path, by_source: dict[str, list[dict]], seeds: list[str]) -> str:
+    kd = [r for s in seeds if (r := _best_record(out / "runs" / f"kd_s{s}")) is not None]
+    kd_cell = _cell([r["val_top1"] for r in kd], 100.0, 2) if kd else "n/a"
+    lines = [
+        "",
+        f"validation, selected epoch: KD student val top-1 {kd_cell} (n={len(kd)})",
+        "",
+        "| held-out source | n | K+1 val ID top-1 % | seen sources' val OOD rows to the sink % |",
+        "|---|---:|---:|---:|",
+    ]
+    for source in by_source:
+        recs = [r for s in seeds if (r := _best_record(out / "runs" / f"loso_{source}_s{s}")) is not None]
+        if not recs:
+            continue
+        rej = [r["val_ood_rejection"] for r in recs if r.get("val_ood_rejection") is not None]
+        lines.append(
+            f"| {source} | {len(recs)} | {_cell([r['val_id_top1'] for r in recs], 100.0, 2)} | "
+            f"{_cell(rej, 100.0, 1) if rej else 'n/a'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -88,9 +88,11 @@ def test_preset_seed000_and_overrides():
     for loss in (build_loss("target_dampened"), build_loss("target_dampened", preset="seed000")):
         p = loss.params
         assert (p.preset, p.kd_weight, p.temperature, p.ood_weight) == ("seed000", 0.3, 4.0, 7.8) and loss.needs_teacher
+    balanced = build_loss("target_dampened", preset="balanced").params
+    assert (balanced.kd_weight, balanced.temperature, balanced.ood_weight) == (0.3, 4.0, 1.0)
     over = build_loss("target_dampened", preset="seed000", ood_weight=4.0)
     assert (over.params.kd_weight, over.params.ood_weight) == (0.3, 4.0)
-    with pytest.raises(StillroomError, match=r"preset must be one of \('seed000',\), got 'paper'"):
+    with pytest.raises(StillroomError, match=r"preset must be one of \('seed000', 'balanced'\), got 'paper'"):
         build_loss("target_dampened", preset="paper")
     with pytest.raises(StillroomError, match="ood_weight"):
         build_loss("target_dampened", gamma=7.8)
