@@ -7,9 +7,13 @@
 #
 #   bash benchmarks/block_patient.sh     # OUT=artifacts/block151; needs the demo's index (make demo)
 #
+#   TEACHERS=0 VARIANTS=lum_t32x1_e96 SEEDS=0 bash benchmarks/block_patient.sh   # one teacher, one student
+#
 # Resumable: finished teachers, stores, runs and evaluations are skipped. LANE=a|b splits the work between two
 # one-thread processes (a: teacher seed 0; b: teacher seed 1, or TEACHERS="0 1"; students alternate); LANE=all runs
-# everything then the summary (the default). A teacher takes ~15 min and a 96-epoch student ~12 min at one thread.
+# everything then the summary (the default). Students wait for the stores of TEACHERS (both by default). Measured at
+# one thread beside another such job (2026-12-01 box): a teacher epoch ~2 min (32 epochs ~65 min), its 16-view store
+# ~11 min, a student epoch ~35 s.
 set -euo pipefail
 OUT=${OUT:-artifacts/block151}
 INDEX=${INDEX:-artifacts/demo/data/sprites64_1-151}
@@ -38,7 +42,7 @@ teacher() {  # SEED: train the 32-epoch teacher, then export its replay store
 }
 case $LANE in a) dflt=0 ;; b) dflt=1 ;; *) dflt="0 1" ;; esac
 for t in ${TEACHERS:-$dflt}; do teacher "$t"; done  # TEACHERS="0 1" lets one lane train both
-for s in 0 1; do
+for s in ${TEACHERS:-0 1}; do
   while [ ! -f "$OUT/stores/block_teacher_resnet18_e32_s${s}_replay_restyle_v16_s0/manifest.json" ]; do sleep 20; done
 done
 
@@ -58,14 +62,14 @@ done
 [ "$LANE" = all ] || { stamp "lane $LANE done"; exit 0; }
 
 stamp "summaries and comparisons"
-for s in 0 1; do
+for s in ${TEACHERS:-0 1}; do
   t="$OUT/teachers/block_teacher_resnet18_e32_s$s"
   [ -f "$t/shift_val.json" ] || stillroom shift-val "$t" > /dev/null
 done
 specs=(luminet_replay4:sweep); for v in $VARIANTS; do specs+=("$v:patient"); done
 python benchmarks/crossview_summary.py table "$OUT" "$R" patient "${specs[@]}" \
   --teacher "$OUT/teachers/block_teacher_resnet18_e32_s0"
-for pair in "luminet_replay4 lum_t32_e20" "lum_t32_e20 lum_t32_e96"; do
+for pair in "luminet_replay4 lum_t32_e20" "lum_t32_e20 lum_t32_e96" "luminet_replay4 lum_t32x1_e96"; do
   read -r a b <<< "$pair"
   for metric in test_top1 test_macro_f1 shift_mean val_top1; do
     stillroom compare "$R/patient_summary.csv" --metric "$metric" --a "$a" --b "$b" \
