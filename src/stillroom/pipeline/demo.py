@@ -80,8 +80,8 @@ QUICK_BUDGET = {
 }
 # Patient teachers and students (Beyer et al. 2022: consistent views, long schedules), the recipe of
 # benchmarks/block_patient.sh (configs/block151/patient.yaml): 32 teacher epochs instead of 7, 16 replayed views
-# instead of 4, 96 student epochs instead of 20. Measured there on this split over 3 seeds: see BENCHMARKS "The
-# block split with patient teachers and students".
+# instead of 4, 96 student epochs instead of 20. Measured in parts there (BENCHMARKS "The block split with patient
+# teachers and students"): a 32-epoch teacher, and a 96-epoch student of one such teacher (single runs so far).
 PATIENT_BUDGET = {
     **DEMO_BUDGET,
     "teacher_epochs": 32,
