@@ -97,7 +97,8 @@ def test_auroc_equals_sklearn_on_scores_computed_here(run, fitted, report, ood_o
         assert row["auroc_served"] == pytest.approx(roc_auc_score(y, served), abs=1e-12)
         assert row["id_gate_rejected"] == pytest.approx(1 - ok_id.mean())
         assert row["ood_gate_rejected"] == pytest.approx(1 - ok_ood.mean())
-        assert row["ood_rejected"] >= row["ood_gate_rejected"]  # a gate refusal is a rejection whatever the logits
+        # a gate refusal is a rejection whatever the logits (1 - mean vs a count ratio: allow float rounding)
+        assert row["ood_rejected"] >= row["ood_gate_rejected"] - 1e-12
 
 
 def test_identity_rewrite_gives_the_clean_numbers(run, fitted, report, ood_only):
