@@ -45,9 +45,10 @@ def _logits(run: Run, images: np.ndarray) -> np.ndarray:
     return predict_logits(loaded.model, loaded.normalizer, images, np.arange(len(images)))
 
 
-def posthoc_auroc(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_images: np.ndarray, k: int) -> dict:
-    """AUROC (ID positive) of energy, KNN and ASH-S of ``run_dir``'s best weights, ID vs OOD images; KNN is fitted on
-    the clean ID train rows of ``fit_run``'s index (the K-class ID index, so both students fit on the same rows)."""
+def posthoc_metrics(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_images: np.ndarray, k: int) -> dict:
+    """``{score: evaluate.ood.ood_metrics}`` (AUROC with ID positive, FPR@95TPR, ...) of energy, KNN and ASH-S of
+    ``run_dir``'s best weights, ID vs OOD images; KNN is fitted on the clean ID train rows of ``fit_run``'s index (the
+    K-class ID index, so students compared with each other fit on the same rows)."""
     run = Run(run_dir)
     loaded = run.load("best")
     fit_index = Run(fit_run).index()
@@ -67,7 +68,12 @@ def posthoc_auroc(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_image
         raise SystemExit(f"{run_dir}: post-hoc scores skipped: {got['skipped']}")
     scores = {"energy": energy(logits[:, :k]).numpy(), **got["scores"]}  # every score: higher = more ID
     n = len(id_images)
-    return {name: ood_metrics(v[:n], v[n:])["auroc"] for name, v in scores.items() if name in ("energy", "knn", "ash")}
+    return {name: ood_metrics(v[:n], v[n:]) for name, v in scores.items() if name in ("energy", "knn", "ash")}
+
+
+def posthoc_auroc(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_images: np.ndarray, k: int) -> dict:
+    """``{score: AUROC}`` of ``posthoc_metrics``."""
+    return {name: m["auroc"] for name, m in posthoc_metrics(run_dir, fit_run, id_images, ood_images, k).items()}
 
 
 def source_row(run_dir: Path, held_out: str, kd_top1: float, kd_run: Path) -> dict:

@@ -115,3 +115,28 @@ def test_edge_stress_transforms_keep_binary_masks():
     smoothed = stress.smooth(big, 1.0)
     assert smoothed[0, 0, 7, 12] == 255  # the bump is gone
     assert abs(int((smoothed == 0).sum()) - 256) <= 16  # the square's area is kept within its corners
+
+
+def test_posthoc_sources_matches_evaluate_open_set(teacher_run, ood_only, tmp_path, monkeypatch):
+    """benchmarks/posthoc_sources.py scores ID test vs an OOD source's test rows with the LOSO report's post-hoc
+    function; its energy and KNN AUROC must equal `evaluate_open_set`'s on the same run and OOD index (the product's
+    own path: its own row loading, KNN fitted on the same ID train rows), and its top-1 the run's test top-1."""
+    import json
+    import shutil
+
+    pytest.importorskip("pytorch_ood")
+    from stillroom.evaluate.ood import evaluate_open_set
+
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports its sibling openset_loso_report
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run)
+    rows = _script("posthoc_sources").run_rows(run, {"rings": ood_only.root})
+    assert len(rows) == 1 and rows[0]["source"] == "rings"
+    assert rows[0]["n_ood_test"] == len(ood_only.split_indices("test")) > 0
+    evaluate_open_set(run, split="test", weights=("best",), ood_index=ood_only.root)
+    report = json.loads((run / "ood_metrics.json").read_text())["splits"]["test"]["best"]
+    for name in ("energy", "knn"):
+        assert rows[0][f"{name}_auroc"] == pytest.approx(report["scores"][name]["auroc"], abs=1e-6), name
+        assert rows[0][f"{name}_fpr95"] == pytest.approx(report["scores"][name]["fpr_at_95_tpr"], abs=1e-6), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert rows[0]["id_top1"] == pytest.approx(metrics["splits"]["test"]["best"]["top1"], abs=1e-6)
