@@ -13,7 +13,8 @@ detector? The LOSO KD students (16 epochs) reached KNN AUROC 0.86 / 0.87 / 0.94 
     python benchmarks/posthoc_sources.py --ood emoji=artifacts/posthoc/ood_emoji --ood chimera=... \
         --run artifacts/block151/patient/lum_t32x1_e96/seed1 --md artifacts/posthoc/posthoc.md
 
-Run by ``benchmarks/posthoc_sources.sh``.
+Run by ``benchmarks/posthoc_sources.sh``. Not ``stillroom evaluate --ood-index`` once per source: that writes
+``RUN/ood_metrics.json`` into the run (each source over the last) and also tunes ODIN; the figures are the same (test).
 """
 
 from __future__ import annotations
