@@ -10,6 +10,18 @@
 #
 #   bash benchmarks/openset_loso.sh              # OUT=artifacts/openset_loso, ID/teacher from artifacts/openset151
 #   QUICK=1 bash benchmarks/openset_loso.sh      # end-to-end smoke: species 1-6, 1-epoch teacher and students
+#
+# The patient variant (a K+1 sink on top of the recipe that met issue 14's block row): the demo's block index, its
+# 32-epoch teacher, 16-view replay stores, 96 epochs, g = 1, and the patient K-class LumiNet students as reference:
+#
+#   OUT=artifacts/openset_loso_patient ID=artifacts/demo/data/sprites64_1-151 \
+#   TEACHER=artifacts/block151/teachers/block_teacher_resnet18_e32_s0 EPOCHS=96 VIEWS=16 SEEDS=1 \
+#   KD_FROM=artifacts/block151/patient/lum_t32x1_e96 TD_SETS="loss.params.preset=balanced" \
+#   STUDENT_SETS="optim.nesterov=true eval_every=4" LANES=2 bash benchmarks/openset_loso.sh
+#
+# LANES=2: two such commands side by side (OMP_NUM_THREADS=1 each) share the held-out sources as a work queue (each
+# claims the next with an atomic mkdir of $OUT/claims/<source>); the report runs once every run is there.
+# After an interrupted LANES run, remove $OUT/claims before resuming.
 set -euo pipefail
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
@@ -49,6 +61,21 @@ budget=(--set "schedule.epochs=$EPOCHS" --set "augment=$AUGMENT" --set "batch_si
 # TD_SETS: extra overrides of the K+1 student only, e.g. TD_SETS="loss.params.ood_weight=1.0" (the sink's weight g;
 # seed000's 7.8 makes 156 OOD rows weigh as much as ~1,200 ID rows, a prior no single species has)
 td_sets=(); for kv in ${TD_SETS:-}; do td_sets+=(--set "$kv"); done
+# STUDENT_SETS: overrides of both students (K-class and K+1), e.g. the patient recipe's optimizer
+for kv in ${STUDENT_SETS:-}; do budget+=(--set "$kv"); done
+# VIEWS > 0: replay stores of V augmented views per row (augment seed 0, the students' augmentation) instead of the
+# teacher's logits of the un-augmented images; the stores get their own directories
+VIEWS=${VIEWS:-0}
+store_args=(); sfx=""
+if [ "$VIEWS" -gt 0 ]; then store_args=(--views "$VIEWS" --augment "$AUGMENT" --augment-seed 0); sfx="_v$VIEWS"; fi
+# KD_FROM: reuse finished K-class runs as the reference (KD_FROM/seed<S> linked as runs/kd_s<S>), e.g. the patient
+# LumiNet students of benchmarks/block_patient.sh, instead of training a KD student here
+KD_FROM=${KD_FROM:-}
+LANES=${LANES:-1}
+claim() {  # true when this process should train run $1 (always, unless LANES > 1 and another lane claimed it)
+  [ "$LANES" -gt 1 ] || return 0
+  mkdir -p "$OUT/claims"; mkdir "$OUT/claims/$1" 2> /dev/null
+}
 [ "$EPOCHS" -lt 2 ] && budget+=(--set eval_every=1)
 
 stamp "students: augment=$AUGMENT batch=$BATCH epochs=$EPOCHS seeds=$SEEDS"
@@ -58,6 +85,10 @@ src_dir() { echo "$OUT/ood_$1"; }
 for s in $SOURCES; do
   d=$(src_dir "$s")
   [ -f "$d/index.json" ] && continue
+  if ! claim "src_$s"; then  # another lane builds it
+    while [ ! -f "$d/index.json" ]; do sleep 10; done
+    continue
+  fi
   case "$s" in
     chimera) stillroom data build ood-chimera --id-index "$ID" --out "$d" --per-split "$PER_SPLIT" ;;
     *) stillroom data build ood-icons --source "$s" --size 64 --id-index "$ID" --out "$d" ;;
@@ -70,19 +101,23 @@ if [ ! -f "$TEACHER/metrics.json" ]; then
     --set data.index="$ID" --set "schedule.epochs=$TEACHER_EPOCHS" --set eval_every=1
 fi
 tname=$(basename "$TEACHER")
-[ -f "$OUT/stores_id/$tname/manifest.json" ] || \
-  stillroom softlabels export --teacher "$TEACHER" --index "$ID" --out "$OUT/stores_id/$tname"
 
 for seed in $SEEDS; do
   run="$OUT/runs/kd_s$seed"
-  if [ ! -f "$run/metrics.json" ]; then
+  if [ -n "$KD_FROM" ]; then
+    [ -f "$KD_FROM/seed$seed/metrics.json" ] || { echo "missing $KD_FROM/seed$seed/metrics.json" >&2; exit 1; }
+    [ -e "$run" ] || ln -s "$(realpath "$KD_FROM/seed$seed")" "$run"
+  elif [ ! -f "$run/metrics.json" ] && claim "kd_s$seed"; then
+    [ -f "$OUT/stores_id$sfx/$tname/manifest.json" ] || stillroom softlabels export --teacher "$TEACHER" \
+      --index "$ID" --out "$OUT/stores_id$sfx/$tname" "${store_args[@]}"
     stamp "K-class KD student, seed $seed, $EPOCHS epochs (the top-1 reference at the same budget)"
     stillroom train "$CFG/student_kd.yaml" --out "$run" --resume --quiet --set name=loso_kd_s$seed --set seed=$seed \
-      --set data.index="$ID" --set "teachers.cached=[$OUT/stores_id/$tname]" "${budget[@]}"
+      --set data.index="$ID" --set "teachers.cached=[$OUT/stores_id$sfx/$tname]" "${budget[@]}"
   fi
 done
 
 for held in $SOURCES; do
+  claim "$held" || continue
   merged="$OUT/merged_no_$held"
   if [ ! -f "$merged/index.json" ]; then
     stamp "merged index: sink trained on all sources but $held ($held keeps its test rows)"
@@ -90,19 +125,25 @@ for held in $SOURCES; do
     stillroom data merge-sink "$ID" "${oods[@]}" --test-only "$held" --ood-train-fraction "$FRACTION" \
       "${balance[@]}" --out "$merged"
   fi
-  [ -f "$OUT/stores_merged_no_$held/$tname/manifest.json" ] || \
-    stillroom softlabels export --teacher "$TEACHER" --index "$merged" --out "$OUT/stores_merged_no_$held/$tname"
+  store="$OUT/stores_merged_no_$held$sfx/$tname"
+  [ -f "$store/manifest.json" ] || \
+    stillroom softlabels export --teacher "$TEACHER" --index "$merged" --out "$store" "${store_args[@]}"
   for seed in $SEEDS; do
     run="$OUT/runs/loso_${held}_s$seed"
     if [ ! -f "$run/metrics.json" ]; then
       stamp "K+1 target-dampened student without $held, seed $seed, $EPOCHS epochs"
       stillroom train "$CFG/student_td.yaml" --out "$run" --resume --quiet --set name=loso_${held}_s$seed \
-        --set seed=$seed --set data.index="$merged" --set "teachers.cached=[$OUT/stores_merged_no_$held/$tname]" \
+        --set seed=$seed --set data.index="$merged" --set "teachers.cached=[$store]" \
         "${budget[@]}" "${td_sets[@]}"
     fi
   done
 done
 
+if [ "$LANES" -gt 1 ]; then  # the last lane to finish writes the report
+  for held in $SOURCES; do for seed in $SEEDS; do
+    [ -f "$OUT/runs/loso_${held}_s$seed/metrics.json" ] || { stamp "lane done; $held seed $seed not finished yet"; exit 0; }
+  done; done
+fi
 stamp "report: per held-out source (test split, best weights)"
 for seed in $SEEDS; do
   # shellcheck disable=SC2086

@@ -27,14 +27,15 @@ from stillroom.runs import split_rows  # noqa: E402
 @pytest.fixture(scope="module")
 def run(shapes_index, tiny_config, tmp_path_factory):
     """A mobilenet_v3_small (hardswish, squeeze-excitation) trained briefly on the shapes, exported with int8 by
-    the default method (NNCF when installed) and a fitted ladder."""
+    the default method (NNCF when installed) and a fitted ladder. One round of accuracy control: every round
+    re-ranks all ~45 quantizer groups (~15 s here), and this briefly trained net misses the bar for all 30."""
     from stillroom.config import config_from_dict
     from stillroom.deploy.run_ladder import fit_run_ladder
     from stillroom.pipeline import train
 
     raw = tiny_config(shapes_index.root, "mnv3", model="mobilenet_v3_small", epochs=4)
     out = train(config_from_dict(raw), tmp_path_factory.mktemp("int8") / "mnv3")
-    rep = onnx_export.export_onnx(out, int8=True, backend_timing=0.05)
+    rep = onnx_export.export_onnx(out, int8=True, backend_timing=0.05, int8_control_iterations=1)
     fit_run_ladder(out)
     if rep["int8_check"]["ok"]:
         fit_run_ladder(out, served="int8")
@@ -112,6 +113,7 @@ def test_int8_check_records_val_and_test_and_is_real(run):
         ac = chk["quantizer"]["accuracy_control"]  # on labelled training images, never val/test
         index = load_index(rep["index"])
         assert ac["split"] == "train" and ac["n"] == len(index.split_indices("train")) and ac["max_drop"] == 0.01
+        assert ac["max_iterations"] == 1  # export_onnx(int8_control_iterations=1) reached NNCF
         assert 0 <= ac["top1_int8"] <= 1 and 0 <= ac["top1_fp32"] <= 1 and ac["quantizers"] > 0
         assert chk["calibration"] == {"split": "train", "n": chk["calibration"]["n"], "method": "nncf", "format": "QDQ"}
     assert set(chk["splits"]) == {"val", "test"} and chk["split"] == "val"
@@ -288,11 +290,15 @@ def test_accuracy_control_on_agreement_with_fp32(run, tmp_path):
     register(app)
     copy = link_run(run, tmp_path / "agree")
     args = ["export", str(copy), "--int8", "--int8-method", "nncf", "--int8-control-metric", "agreement"]
-    res = CliRunner().invoke(app, [*args, "--int8-control-drop", "0.02", "--no-backends", "--no-ladder"])
+    args += ["--int8-control-drop", "0.02", "--int8-control-iterations", "1", "--no-backends", "--no-ladder"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     ac = json.loads((copy / "export" / "export.json").read_text())["int8_check"]["quantizer"]["accuracy_control"]
     assert ac["metric"].startswith("agreement") and ac["top1_fp32"] == 1.0 and ac["max_drop"] == 0.02
+    assert ac["max_iterations"] == 1  # the CLI default is 30
     assert ac["n"] == len(load_index(json.loads((copy / "model.json").read_text())["index"]).split_indices("train"))
+    bad = CliRunner().invoke(app, ["export", str(copy), "--int8", "--int8-control-iterations", "0", "--no-ladder"])
+    assert isinstance(bad.exception, StillroomError) and "--int8-control-iterations 0" in str(bad.exception)
     with pytest.raises(StillroomError, match="unknown int8 control metric"):
         onnx_export.quantize_int8_nncf(
             copy / "export" / "model.onnx", tmp_path / "x.onnx", np.zeros((1, 1, 32, 32), np.float32),

@@ -78,6 +78,9 @@ def export_cmd(
         help="accuracy control metric: agreement (with fp32) | top1 (labelled ID rows)",
     ),
     int8_control_samples: int = typer.Option(5000, "--int8-control-samples", help="accuracy control: training images"),
+    int8_control_iterations: int = typer.Option(
+        30, "--int8-control-iterations", help="accuracy control: most rounds of ranking and reverting quantizers"
+    ),
     backends: bool = typer.Option(True, "--backends/--no-backends", help="record parity and timing per runtime"),
     backend_timing: float = typer.Option(1.0, "--backend-timing", help="seconds per timed row (0: no timing)"),
     dynamic: bool = typer.Option(True, "--dynamic/--no-dynamic", help="also write a dynamic-batch fp32 model"),
@@ -100,6 +103,7 @@ def export_cmd(
 
     _check_number("--atol", atol, 0.0, 1e3, low_open=True)
     _check_number("--int8-control-samples", int8_control_samples, 1, 1e7)
+    _check_number("--int8-control-iterations", int8_control_iterations, 1, 1e4)
     _check_number("--int8-qat-epochs", int8_qat_epochs, 0.0, 1e3, low_open=True)
     _check_number("--int8-qat-lr", int8_qat_lr, 0.0, 1.0, low_open=True)
     _check_number("--target-accept", target_accept, 0.0, 1.0, low_open=True)
@@ -113,7 +117,7 @@ def export_cmd(
             int8_max_drop=int8_max_drop, int8_max_auroc_drop=int8_max_auroc_drop,
             int8_accuracy_control=int8_accuracy_control,
             int8_control_drop=int8_control_drop, int8_control_metric=int8_control_metric,
-            control_samples=int8_control_samples, backends=backends,
+            control_samples=int8_control_samples, int8_control_iterations=int8_control_iterations, backends=backends,
             backend_timing=backend_timing, int8_fp32_stem=int8_fp32_stem, int8_qat_epochs=int8_qat_epochs,
             int8_qat_lr=int8_qat_lr,
         )  # fmt: skip
