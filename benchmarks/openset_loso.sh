@@ -67,7 +67,9 @@ for kv in ${STUDENT_SETS:-}; do budget+=(--set "$kv"); done
 # teacher's logits of the un-augmented images; the stores get their own directories
 VIEWS=${VIEWS:-0}
 store_args=(); sfx=""
-if [ "$VIEWS" -gt 0 ]; then store_args=(--views "$VIEWS" --augment "$AUGMENT" --augment-seed 0); sfx="_v$VIEWS"; fi
+if [ "$VIEWS" -gt 0 ]; then  # every seed's student replays the views of augment seed 0
+  store_args=(--views "$VIEWS" --augment "$AUGMENT" --augment-seed 0); sfx="_v$VIEWS"; budget+=(--set teachers.replay_seed=0)
+fi
 # KD_FROM: reuse finished K-class runs as the reference (KD_FROM/seed<S> linked as runs/kd_s<S>), e.g. the patient
 # LumiNet students of benchmarks/block_patient.sh, instead of training a KD student here
 KD_FROM=${KD_FROM:-}
