@@ -108,7 +108,7 @@ for seed in $SEEDS; do
   run="$OUT/runs/kd_s$seed"
   if [ -n "$KD_FROM" ]; then
     [ -f "$KD_FROM/seed$seed/metrics.json" ] || { echo "missing $KD_FROM/seed$seed/metrics.json" >&2; exit 1; }
-    [ -e "$run" ] || ln -s "$(realpath "$KD_FROM/seed$seed")" "$run"
+    ln -sfn "$(realpath "$KD_FROM/seed$seed")" "$run"  # -f: two lanes may link it at the same moment
   elif [ ! -f "$run/metrics.json" ] && claim "kd_s$seed"; then
     [ -f "$OUT/stores_id$sfx/$tname/manifest.json" ] || stillroom softlabels export --teacher "$TEACHER" \
       --index "$ID" --out "$OUT/stores_id$sfx/$tname" "${store_args[@]}"

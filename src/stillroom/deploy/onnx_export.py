@@ -152,6 +152,9 @@ DW_CHANNEL_MULTIPLE = 16  # MLAS int8 depthwise kernel: channel count multiple o
 INT8_METHODS = ("auto", "nncf", "ort", "qat")  # auto: nncf when installed (the `int8` extra), else ort
 CONTROL_METRICS = ("top1", "agreement")  # NNCF accuracy control: top-1 on labelled train images, or fp32 agreement
 NNCF_PRESET = "performance"  # symmetric int8 weights (per channel) and activations (per tensor)
+#: most rounds of NNCF accuracy control (rank the remaining quantizer groups, return the worst to fp32);
+#: the CLI option repeats the number
+CONTROL_ITERATIONS = 30
 
 
 class TrainImagesReader(CalibrationDataReader):
@@ -291,7 +294,7 @@ def quantize_int8_nncf(
     fast_bias_correction: bool = False,
     control: tuple[np.ndarray, np.ndarray, int] | None = None,
     max_drop: float = 0.01,
-    max_iterations: int = 30,
+    max_iterations: int = CONTROL_ITERATIONS,
     control_metric: str = "top1",
     fp32_stem: bool = False,
 ) -> dict[str, Any]:
@@ -508,7 +511,7 @@ def export_onnx(
     control_samples: int = 5000,
     int8_control_drop: float | None = None,
     int8_control_metric: str = "agreement",
-    int8_control_iterations: int = 30,
+    int8_control_iterations: int = CONTROL_ITERATIONS,
     int8_fp32_stem: bool = False,
     int8_qat_epochs: float = 4.0,
     int8_qat_lr: float = 1e-4,
