@@ -14,7 +14,7 @@ import pytest
 
 from stillroom._io import StillroomError
 from stillroom.deploy.knn import KNN_K, KNNScorer, knn_score, l2_normalize
-from stillroom.deploy.ladder import ALL_SIGNALS, SIGNALS, Ladder, describe, knn_bank_path
+from stillroom.deploy.ladder import ALL_SIGNALS, SIGNALS, SINK_SIGNALS, Ladder, describe, knn_bank_path
 
 OLD_LADDER = {  # a ladder.json written before signals existed (format /1, no signal, no knn)
     "format": "stillroom-ladder/1",
@@ -26,6 +26,9 @@ OLD_LADDER = {  # a ladder.json written before signals existed (format /1, no si
     "num_classes": 3,
     "target_accept": 0.95,
 }
+
+#: what auto weighs for a K-class model (no sink column), in tie-breaking order
+K_CLASS_SIGNALS = tuple(n for n in ALL_SIGNALS if n not in SINK_SIGNALS)
 
 
 def _pytorch_ood_knn(train: np.ndarray, feats: np.ndarray, k: int) -> np.ndarray:
@@ -89,7 +92,7 @@ def test_auto_picks_knn_when_features_separate_and_logits_do_not():
     zi, zo, fi, fo, knn = _separable_case()
     lad = Ladder(signal="auto").fit(zi, ood_logits_list=zo, val_features=fi, ood_features=fo, knn=knn)
     sel = lad.fit_summary_["signal"]
-    assert set(sel["val_auroc"]) == set(ALL_SIGNALS)
+    assert set(sel["val_auroc"]) == set(K_CLASS_SIGNALS)
     assert lad.signal_ == "knn" and lad.knn_ is knn and sel["knn"]["bank_rows"] == 500
     assert sel["val_auroc"]["knn"] > 0.99 and max(sel["val_auroc"][n] for n in SIGNALS) < 0.6
     assert lad.fit_summary_["ood"]["reject"] > 0.95  # the weak-signal rule now rejects the OOD rows
@@ -247,8 +250,8 @@ def test_run_auto_weighs_knn_and_int8_refuses_it(run, tmp_path, ood_only):
     copy = link_run(run, tmp_path / "auto", extra=("export",))
     lad = fit_run_ladder(copy, ood_index=ood_only.root, signal="auto", save=False)
     sel = lad.fit_summary_["signal"]
-    assert sel["knn_candidate"] == {"weighed": True} and set(sel["val_auroc"]) == set(ALL_SIGNALS)
-    assert lad.signal_ == max(ALL_SIGNALS, key=lambda n: sel["val_auroc"][n])
+    assert sel["knn_candidate"] == {"weighed": True} and set(sel["val_auroc"]) == set(K_CLASS_SIGNALS)
+    assert lad.signal_ == max(K_CLASS_SIGNALS, key=lambda n: sel["val_auroc"][n])
     with pytest.raises(StillroomError, match="fp32.*only"):
         fit_run_ladder(copy, signal="knn", served="int8")
     bare = link_run(run, tmp_path / "bare")  # no export/: knn cannot be served, so it is not offered

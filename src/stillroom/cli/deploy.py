@@ -93,9 +93,10 @@ def export_cmd(
     ladder_signal: str = typer.Option(
         "auto",
         "--ladder-signal",
-        help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | knn (penultimate features, needs"
-        " export/model_features.onnx) | auto (highest val AUROC against the OOD val rows: a merged index's sink rows"
-        " or --ood-index, knn included when the features file exists; maxlogit without them)",
+        help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | sink (K+1 models: log-odds against the"
+        " sink) | knn (penultimate features, needs export/model_features.onnx) | auto (highest val AUROC against the"
+        " OOD val rows: a merged index's sink rows or --ood-index, sink included for K+1 models, knn when the"
+        " features file exists; maxlogit without them)",
     ),
 ) -> None:
     """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""

@@ -46,6 +46,14 @@ OOD sink. With ``sink=True`` the last column of every member is the OOD sink (RE
 the input is rejected ("ood-sink") when the sink wins the soft vote over all K+1 columns; every other rule sees the
 K ID columns only.
 
+Sink signal (issue 16 items 4-5). The argmax rule uses the sink only when it wins; its graded output is a score too:
+``signal="sink"`` thresholds ``score`` = mean over members of ``logsumexp(z_1..z_K) - z_sink`` =
+``log((1 - p_sink) / p_sink)`` (softmax over the K+1 columns), the log-odds of evaluate's sink score ``1 - p_sink``
+(seed 000 §2.4). Being a monotone map of it, it ranks inputs alike (same AUROC); unlike ``1 - p_sink`` it does not
+saturate at 1.0 in float64 once the sink trails by ~37 logits, so confident ID inputs keep distinct scores. Only a
+ladder with ``sink=True`` offers it (requested, or a candidate of "auto", weighed after the logit scores and before
+knn on ties); it is written as format ``stillroom-ladder/2``, whose older readers refuse a signal they do not know.
+
 Fitting (``fit``), on in-distribution validation logits, for a target acceptance ``a`` (fraction of ID samples whose
 verdict is accept), nothing hard-coded:
 
@@ -89,6 +97,7 @@ from stillroom.deploy.structure import StructureGate
 __all__ = [
     "Ladder",
     "SIGNALS",
+    "SINK_SIGNALS",
     "ALL_SIGNALS",
     "FEATURE_SIGNALS",
     "knn_bank_path",
@@ -107,15 +116,18 @@ FORMAT_SIGNAL = "stillroom-ladder/2"
 FORMAT_KNN = "stillroom-ladder/3"
 #: candidate signals, in tie-breaking order (maxlogit first: REFERENCE 5's ``mu``); each is an ``evaluate.ood`` score
 SIGNALS = ("maxlogit", "energy", "msp")
+#: signals of a K+1 model's sink column (module docstring, "Sink signal"); ``sink=True`` ladders only
+SINK_SIGNALS = ("sink",)
 #: signals computed from penultimate features, not logits (module docstring, "KNN signal"); after the logit ones in
 #: tie-breaking order
 FEATURE_SIGNALS = ("knn",)
-ALL_SIGNALS = (*SIGNALS, *FEATURE_SIGNALS)
+ALL_SIGNALS = (*SIGNALS, *SINK_SIGNALS, *FEATURE_SIGNALS)
 #: how ``describe`` names each signal in place of "max logit"
 _SIGNAL_WORDS = {
     "maxlogit": "max logit",
     "energy": "energy (logsumexp of the ID logits)",
     "msp": "max softmax",
+    "sink": "sink score (log-odds of the ID classes against the OOD sink)",
     "knn": "KNN score (minus the distance to the k-th nearest training feature)",
 }
 VERDICTS = ("accept", "uncertain", "reject")
@@ -207,6 +219,16 @@ def _signal_score(ids: list[np.ndarray], signal: str) -> np.ndarray:
     return np.mean([fn(torch.from_numpy(np.ascontiguousarray(z))).numpy() for z in ids], axis=0)
 
 
+def _sink_log_odds(members: list[np.ndarray]) -> np.ndarray:
+    """Mean over members of ``logsumexp(z_ID) - z_sink`` = ``log((1 - p_sink) / p_sink)`` (module docstring, "Sink
+    signal"), each member (N, K + 1) with the sink last -> (N,). Computed shifted by the row max, so no overflow."""
+    out = []
+    for z in members:
+        ids, top = z[:, :-1], z[:, :-1].max(axis=1)
+        out.append(top + np.log(np.exp(ids - top[:, None]).sum(axis=1)) - z[:, -1])
+    return np.mean(out, axis=0)
+
+
 class Ladder:
     """Strictness ladder estimator (scikit-learn style).
 
@@ -258,6 +280,8 @@ class Ladder:
         signal = signal or self._signal_in_force()
         if signal == "knn":
             score = self._knn_score(features, len(members), len(mu))
+        elif signal == "sink":
+            score = self._sink_score(members)
         else:
             score = mu if signal == "maxlogit" else _signal_score(ids, signal)  # (N,)
         votes = np.stack([z.argmax(axis=1) for z in ids])  # (M, N)
@@ -296,6 +320,11 @@ class Ladder:
             raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
         return self.knn_.score(f)
 
+    def _sink_score(self, members: list[np.ndarray]) -> np.ndarray:
+        if not self.sink:
+            raise StillroomError("Ladder: the sink signal needs a K+1 model (sink=True)")
+        return _sink_log_odds(members)
+
     def _num_id(self, k_total: int) -> int:
         k = k_total - 1 if self.sink else k_total
         if k < 2:
@@ -312,10 +341,10 @@ class Ladder:
     ) -> tuple[str, dict[str, Any]]:
         """(signal to fit, how it was chosen). With OOD validation rows every candidate's AUROC and FPR@95TPR (ID
         positive, ``evaluate.ood.ood_metrics``) are recorded; "auto" keeps the highest AUROC, the first of
-        ``SIGNALS`` (then knn) on a tie, and maxlogit without OOD rows. ``knn_scores`` (val ID, val OOD KNN
-        scores): knn is a candidate too."""
+        ``SIGNALS`` (then sink, then knn) on a tie, and maxlogit without OOD rows. A sink ladder weighs the sink
+        signal too; ``knn_scores`` (val ID, val OOD KNN scores): knn is a candidate too."""
         sel: dict[str, Any] = {"requested": self.signal}
-        names = SIGNALS
+        names: tuple[str, ...] = SIGNALS
         if ood is not None and len(ood[0]) and len(val[0]):
             from stillroom.evaluate.ood import ood_metrics
 
@@ -330,9 +359,12 @@ class Ladder:
                                   _signal_score([m[:, :k] for m in ood], name))
                 for name in SIGNALS
             }  # fmt: skip
+            if self.sink:
+                met["sink"] = ood_metrics(self._sink_score(val), self._sink_score(ood))
+                names = (*names, *SINK_SIGNALS)
             if knn_scores is not None:
                 met["knn"] = ood_metrics(*knn_scores)
-                names = ALL_SIGNALS
+                names = (*names, *FEATURE_SIGNALS)
             sel["val_auroc"] = {name: met[name]["auroc"] for name in names}
             sel["val_fpr_at_95_tpr"] = {name: met[name]["fpr_at_95_tpr"] for name in names}
             sel["n_id"], sel["n_ood"] = len(val[0]), len(ood[0])
@@ -377,6 +409,8 @@ class Ladder:
         has_knn = knn is not None and val_features is not None
         if self.signal == "knn" and not has_knn:
             raise StillroomError("Ladder.fit: signal='knn' needs knn=KNNScorer().fit(train features) and val_features")
+        if self.signal == "sink" and not self.sink:
+            raise StillroomError("Ladder.fit: signal='sink' needs a K+1 model and Ladder(sink=True)")
         knn_scores = None
         self.knn_, self.knn_record_ = (knn if has_knn else None), None
         if has_knn and ood is not None and ood_features is not None and len(val) == 1:
@@ -451,6 +485,8 @@ class Ladder:
         _check_signal(signal, ALL_SIGNALS, "Ladder.from_thresholds")
         if signal == "knn" and (knn is None or n_members != 1):
             raise StillroomError("Ladder.from_thresholds: signal='knn' needs one member and a fitted knn scorer")
+        if signal == "sink" and not sink:
+            raise StillroomError("Ladder.from_thresholds: signal='sink' needs sink=True")
         if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
             raise StillroomError(f"Ladder.from_thresholds: need finite t1 <= t2, got t1={t1!r}, t2={t2!r}")
         if n_members < 1 or num_classes < 2:
@@ -603,6 +639,8 @@ class Ladder:
         # a refit of the loaded ladder asks for what the original fit asked for ("auto" chooses again)
         lad.signal = (lad.fit_summary_.get("signal") or {}).get("requested", signal)
         _check_signal(lad.signal, (*ALL_SIGNALS, "auto"), str(path))
+        if "sink" in (signal, lad.signal) and not lad.sink:
+            raise StillroomError(f"{path}: malformed ladder (signal 'sink' without a sink class)")
         if signal == "knn":  # the bank beside the file, checked by sha256 (deploy.knn)
             lad.knn_ = KNNScorer.load(Path(path).parent, d.get("knn"), source=str(path))
             lad.knn_record_ = d["knn"]

@@ -192,7 +192,7 @@ def fit_run_ladder(
     if signal == "knn" and served != "fp32":
         raise StillroomError(
             f"signal 'knn' is served from model_features.onnx (fp32) only; the {served} ladder takes a logit signal "
-            "(maxlogit, energy, msp or auto)"
+            "(maxlogit, energy, msp, sink for K+1 models, or auto)"
         )
     d = run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
