@@ -239,3 +239,27 @@ def test_k_plus_one_uses_the_sink_rows_and_ranks_sink_wins_last(open_run):
     score = np.where((z.argmax(1) == k) | ~ok, mu.min() - 1.0, mu)
     assert clean["auroc_served"] == pytest.approx(roc_auc_score(y, score), abs=1e-12)
     assert clean["auroc_signal"] == pytest.approx(roc_auc_score(y, z[:, :k].max(1)), abs=1e-12)
+
+
+def test_k_plus_one_run_offers_the_sink_signal_and_serves_it(open_run, tmp_path):
+    # issue 16 item 5: a K+1 run's ladder can threshold the sink's log-odds; auto weighs it on the sink val rows
+    from stillroom.deploy.ladder import Ladder
+    from stillroom.deploy.run_ladder import fit_run_ladder, run_ladder_report
+    from stillroom.runs import Run
+
+    run_dir, merged = open_run
+    copy = link_run(run_dir, tmp_path / "sink")
+    rows = merged.split_indices("val")
+    is_ood = merged.labels[rows] == merged.recipe["sink_class"]
+    z = Run(copy).logits("best", np.r_[rows[~is_ood], rows[is_ood]], merged).astype(np.float64)  # as the ladder
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    log_odds = np.log1p(-p[:, -1]) - np.log(p[:, -1])  # reference: scipy-free, from the softmax over K + 1
+    y = np.r_[np.ones((~is_ood).sum()), np.zeros(is_ood.sum())]
+    auto = fit_run_ladder(copy, signal="auto", save=False).fit_summary_["signal"]
+    assert auto["val_auroc"]["sink"] == pytest.approx(roc_auc_score(y, log_odds), abs=1e-9)
+    lad = fit_run_ladder(copy, signal="sink")
+    assert Ladder.load(copy / "ladder.json").signal_ == "sink" and lad.sink
+    got = [d["score"] for d in lad.decide_detailed(z)]
+    np.testing.assert_allclose(got, log_odds, rtol=1e-6, atol=1e-6)
+    assert run_ladder_report(copy, split="val")["signal"] == "sink"
