@@ -42,10 +42,9 @@ def _a(v: Any) -> str:
 def table_rows(run: Path, splits: list[str]) -> list[str]:
     data = json.loads((run / STYLE_PROXY_FILE).read_text())
     out = []
-    for key in sorted(data, key=lambda k: (k.split("/")[2], k.split("/")[1], splits.index(k.split("/")[0]))):
+    shown = [k for k in data if data[k]["split"] in splits]  # before sorting: the sort key indexes ``splits``
+    for key in sorted(shown, key=lambda k: (k.split("/")[2], k.split("/")[1], splits.index(k.split("/")[0]))):
         rep = data[key]
-        if rep["split"] not in splits:
-            continue
         clean, s, v = rep["rows"]["clean"], rep["summary"], rep["summary"]["verdict"]
         rw = [r for n, r in rep["rows"].items() if n != "clean"]
         fpr = [r["fpr95_served"] for r in rw if "fpr95_served" in r]
