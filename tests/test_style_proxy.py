@@ -182,6 +182,8 @@ def test_cli_writes_and_merges_style_proxy_json(run, fitted, tmp_path, ood_only)
     spec.loader.exec_module(bench)
     lines = bench.table_rows(copy, ["val", "test"])
     assert len(lines) == 3 and all(line.count(" | ") == bench.HEADER.count(" | ") for line in lines)
+    # one split asked for, while the file also holds the other: only its line (this used to raise ValueError)
+    assert [line.split(" | ")[3] for line in bench.table_rows(copy, ["test"])] == ["test"]
     rep = data["val/maxlogit/dataset/best"]
     want = f"| cli | maxlogit | dataset | val | {100 * rep['rows']['clean']['id_accepted']:.1f} |"
     assert any(line.startswith(want) for line in lines)
