@@ -256,6 +256,8 @@ class Ladder:
         self.weak_share = float(weak_share)
         self.strong_quantile = float(strong_quantile)
         self.signal = _check_signal(signal, (*ALL_SIGNALS, "auto"), "Ladder")
+        if self.signal == "sink" and not self.sink:  # one check for fit, from_thresholds and refits
+            raise StillroomError("Ladder: signal='sink' needs a K+1 model and sink=True")
         self.structure_: StructureGate | None = None
         self.knn_: KNNScorer | None = None
 
@@ -408,8 +410,6 @@ class Ladder:
         has_knn = knn is not None and val_features is not None
         if self.signal == "knn" and not has_knn:
             raise StillroomError("Ladder.fit: signal='knn' needs knn=KNNScorer().fit(train features) and val_features")
-        if self.signal == "sink" and not self.sink:
-            raise StillroomError("Ladder.fit: signal='sink' needs a K+1 model and Ladder(sink=True)")
         knn_scores = None
         self.knn_, self.knn_record_ = (knn if has_knn else None), None
         if has_knn and ood is not None and ood_features is not None and len(val) == 1:
@@ -484,8 +484,6 @@ class Ladder:
         _check_signal(signal, ALL_SIGNALS, "Ladder.from_thresholds")
         if signal == "knn" and (knn is None or n_members != 1):
             raise StillroomError("Ladder.from_thresholds: signal='knn' needs one member and a fitted knn scorer")
-        if signal == "sink" and not sink:
-            raise StillroomError("Ladder.from_thresholds: signal='sink' needs sink=True")
         if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
             raise StillroomError(f"Ladder.from_thresholds: need finite t1 <= t2, got t1={t1!r}, t2={t2!r}")
         if n_members < 1 or num_classes < 2:
