@@ -70,7 +70,7 @@ def test_auto_weighs_the_sink_and_keeps_it_when_it_separates_best():
     lad = Ladder(sink=True, signal="auto").fit(zi, target_accept=0.95, ood_logits_list=zo)
     sel = lad.fit_summary_["signal"]
     assert lad.signal_ == "sink" and sel["chosen"] == "sink"
-    assert set(sel["val_auroc"]) == {"maxlogit", "energy", "msp", "sink"}
+    assert set(sel["val_auroc"]) == {"maxlogit", "energy", "msp", "sink", "fused"}  # fused: sink with maxlogit
     want = roc_auc_score(
         np.r_[np.ones(len(zi)), np.zeros(len(zo))], np.r_[_reference_log_odds(zi), _reference_log_odds(zo)]
     )

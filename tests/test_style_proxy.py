@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
@@ -265,3 +266,32 @@ def test_k_plus_one_run_offers_the_sink_signal_and_serves_it(open_run, tmp_path)
     got = [d["score"] for d in lad.decide_detailed(z)]
     np.testing.assert_allclose(got, log_odds, rtol=1e-6, atol=1e-6)
     assert run_ladder_report(copy, split="val")["signal"] == "sink"
+
+
+def test_k_plus_one_run_serves_the_fused_signal(open_run, tmp_path):
+    # issue 16 items 3-4: without an export (no knn) a K+1 run's fused signal is the max logit and the sink log-odds,
+    # each standardized on the ID val rows; the style proxy judges with it as served
+    from stillroom.deploy.ladder import Ladder
+    from stillroom.deploy.run_ladder import fit_run_ladder, run_ladder_report
+    from stillroom.deploy.style_proxy import style_proxy_report
+    from stillroom.runs import Run
+
+    run_dir, merged = open_run
+    copy = link_run(run_dir, tmp_path / "fused")
+    lad = fit_run_ladder(copy, signal="fused")
+    assert lad.fused_["parts"] == ["maxlogit", "sink"] and not lad.uses_knn
+    rows = merged.split_indices("val")
+    id_rows = rows[merged.labels[rows] != merged.recipe["sink_class"]]
+    z = Run(copy).logits("best", id_rows, merged).astype(np.float64)
+    parts = np.stack([z[:, :-1].max(1), logsumexp(z[:, :-1], axis=1) - z[:, -1]])  # reference, scipy
+    mean, std = parts.mean(1), parts.std(1)
+    np.testing.assert_allclose(lad.fused_["mean"], mean, rtol=1e-6)
+    np.testing.assert_allclose(lad.fused_["std"], std, rtol=1e-6)
+    want = ((parts - mean[:, None]) / std[:, None]).mean(0)
+    np.testing.assert_allclose([d["score"] for d in lad.decide_detailed(z)], want, rtol=1e-6, atol=1e-6)
+    assert Ladder.load(copy / "ladder.json").signal_ == "fused"
+    served = run_ladder_report(copy, split="val")
+    rep = style_proxy_report(copy, split="val", names=["erode-1"])
+    assert served["signal"] == "fused" and rep["rows"]["clean"]["id_accepted"] == pytest.approx(
+        served["id"]["coverage"]
+    )

@@ -247,17 +247,22 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         per_split: int = typer.Option(600, "--per-split", help="chimeras to keep per split"),
         seed: int = typer.Option(0, help="seed of pairs, cuts, scales and anchors"),
         iou_max: float = typer.Option(0.85, "--iou-max", help="drop a chimera whose IoU with a parent is above this"),
-        kinds: list[str] = typer.Option([], "--kind", help="lr | tb | merge (repeatable; default all)"),
+        kinds: list[str] = typer.Option(
+            [], "--kind", help="lr | tb | merge | blend (repeatable; default lr, tb, merge)"
+        ),
         max_enlarge: int = typer.Option(
             1, "--max-enlarge", help="drop chimeras the rendering would enlarge by more than this (px; -1: keep all)"
         ),
         probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-chimera shortcut probe into index.json"),
     ) -> None:
-        """Build a near-OOD sink set of chimeras of two different ID species (issue 16; split by parent split)."""
-        from stillroom.data.ood_chimera import CHIMERA_KINDS, build_ood_chimera
+        """Build a near-OOD sink set of chimeras (cuts, merges or morphs) of two different ID species (issue 16).
+
+        Split by parent split; `--kind blend` alone builds the morph source of benchmarks/openset_loso.sh.
+        """
+        from stillroom.data.ood_chimera import DEFAULT_KINDS, build_ood_chimera
 
         index = build_ood_chimera(
-            out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or CHIMERA_KINDS, iou_max=iou_max,
+            out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or DEFAULT_KINDS, iou_max=iou_max,
             probe=probe, max_enlarge=None if max_enlarge < 0 else max_enlarge,
         )  # fmt: skip
         counts = index.meta["counts"]["per_split"]

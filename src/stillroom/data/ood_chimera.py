@@ -10,7 +10,12 @@ texture, topology and scale, and only their global shape says "none of the K":
   through bodies of different widths leaves a long straight step that no sprite has;
 - ``tb``: the top part of A and the bottom part of B, cut at a row chosen likewise;
 - ``merge``: A united with B scaled by a factor in ``SCALE_RANGE``, B's centre placed on a random boundary pixel of A
-  (so the two always overlap: a chimera of two separate pieces would be a topology cue, not a shape).
+  (so the two always overlap: a chimera of two separate pieces would be a topology cue, not a shape);
+- ``blend``: a morph half-way between A and B, the zero level set of ``(1 - t) d_A + t d_B`` with ``d`` the signed
+  distance to each parent's outline and ``t`` in ``BLEND_RANGE``, computed on the parents upscaled by
+  ``BLEND_UPSCALE`` (nearest) so that rendering REDUCES it like a sprite. Not in ``DEFAULT_KINDS``: it is a second
+  near-OOD source of another construction, so that a sink trained on blends can be tested on held-out cut-and-merge
+  chimeras (``benchmarks/openset_loso.sh`` source ``blend``), and the other way round.
 
 Rendering: the parents are the ID index's own images (``size x size``, already cropped, centred and padded by the ID
 recipe), so they share one frame; the assembled mask goes through ``outline.render_silhouette`` with the ID recipe's
@@ -32,6 +37,8 @@ Audit (``index.json`` ``audit``), each candidate counted under the first reason 
   ``lr`` / ``tb`` can be shorter than their parents; ``merge`` grows, and its rendering reduces it like a sprite;
 - ``too_close``: IoU of the rendered chimera with either parent's image above ``iou_max`` (default 0.85): such an
   image IS that species (a small B hidden inside A), not OOD;
+- ``pieces`` (``blend`` only): the rendered morph has more 8-connected pieces than either parent, i.e. the parents
+  barely overlapped and the morph fell apart: a topology cue, not a shape (the other kinds keep their audit as built);
 - ``duplicate``: sha256 of the PNG equals an earlier chimera's or any ID image's.
 
 Candidates are drawn until ``per_split`` are kept or ``ATTEMPTS_PER_KEPT * per_split`` were tried. The audit counts
@@ -58,7 +65,9 @@ from stillroom.data.stats import silhouette_train_stats
 
 __all__ = [
     "CHIMERA_KINDS",
+    "DEFAULT_KINDS",
     "DROP_REASONS",
+    "BLEND_RANGE",
     "CUT_RANGE",
     "SCALE_RANGE",
     "DEFAULT_IOU_MAX",
@@ -68,10 +77,16 @@ __all__ = [
     "build_ood_chimera",
 ]
 
-CHIMERA_KINDS = ("lr", "tb", "merge")
-DROP_REASONS = ("empty", "tiny", "enlarged", "too_close", "duplicate")
+CHIMERA_KINDS = ("lr", "tb", "merge", "blend")
+DEFAULT_KINDS = ("lr", "tb", "merge")  # the ``chimera`` source; ``blend`` is built as a source of its own
+DROP_REASONS = ("empty", "tiny", "enlarged", "too_close", "pieces", "duplicate")
 CUT_RANGE = (0.4, 0.6)  # cut position as a fraction of the side: near the centre, where both parents have body
 SCALE_RANGE = (0.5, 0.8)  # B's scale in ``merge``: big enough to change the outline, small enough to stay a part
+BLEND_RANGE = (
+    0.35,
+    0.65,
+)  # t of ``blend``: near half-way, where the morph is neither parent (too_close drops the rest)
+BLEND_UPSCALE = 2  # ``blend`` works at 2S: the morph's outline is smooth there and rendering reduces it to S
 DEFAULT_IOU_MAX = 0.85
 DEFAULT_MIN_AREA_FRACTION = 0.3
 DEFAULT_PER_SPLIT = 600
@@ -99,6 +114,34 @@ def _scaled(mask: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(img.resize((nw, nh), Image.Resampling.BOX)) >= 128
 
 
+def _signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance to the outline of a boolean mask, negative inside and positive outside (float64)."""
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
+
+
+def _blend(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``blend``: the zero level set of ``(1 - t) d_A + t d_B`` at ``BLEND_UPSCALE`` times the parents' size.
+
+    Averaging signed distances morphs one outline into the other (where both parents are object the mean is
+    negative, where neither is it is positive; in between the level set moves with ``t``). An empty or full parent
+    has no outline: the result is then empty (the audit drops it)."""
+    side = a.shape[0] * BLEND_UPSCALE
+    if not (a.any() and b.any()) or a.all() or b.all():
+        return np.zeros((side, side), dtype=bool)
+    up = np.ones((BLEND_UPSCALE, BLEND_UPSCALE), dtype=bool)
+    t = rng.uniform(*BLEND_RANGE)
+    return (1 - t) * _signed_distance(np.kron(a, up)) + t * _signed_distance(np.kron(b, up)) < 0
+
+
+def _pieces(mask: np.ndarray) -> int:
+    """Number of 8-connected object pieces of a boolean mask."""
+    from scipy import ndimage
+
+    return int(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))[1])
+
+
 def _seam(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> int:
     """The cut for ``lr`` / ``tb``: among the cuts in ``CUT_RANGE`` of the side, one (drawn by ``rng`` among ties)
     where the two pieces meet best: fewest pixels differing between A's last line before the cut and B's first line
@@ -119,8 +162,8 @@ def chimera_mask(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generat
     """Assemble a chimera of two ``(S, S)`` boolean parent masks in their shared frame (module docstring).
 
     Returns a boolean mask: ``(S, S)`` for ``lr`` and ``tb``, ``(2S, 2S)`` with A centred for ``merge`` (room for B
-    to stick out; ``render_silhouette`` crops it anyway). ``rng`` draws the cut among equally good seams, or the
-    scale and anchor.
+    to stick out; ``render_silhouette`` crops it anyway), ``(2S, 2S)`` at twice the scale for ``blend``. ``rng``
+    draws the cut among equally good seams, or the scale and anchor, or the morph's ``t``.
     """
     if a.shape != b.shape or a.ndim != 2:
         raise StillroomError(f"chimera parents must be two (S, S) masks of one shape, got {a.shape} and {b.shape}")
@@ -133,6 +176,8 @@ def chimera_mask(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generat
         else:
             out[:cut] = a[:cut]  # top from A, bottom from B
         return out
+    if kind == "blend":
+        return _blend(a, b, rng)
     if kind != "merge":
         raise StillroomError(f"chimera kind must be one of {', '.join(CHIMERA_KINDS)}, got {kind!r}")
     scale = rng.uniform(*SCALE_RANGE)
@@ -178,7 +223,7 @@ def build_ood_chimera(
     id_index: DatasetIndex | str | Path,
     per_split: int = DEFAULT_PER_SPLIT,
     seed: int = 0,
-    kinds: tuple[str, ...] = CHIMERA_KINDS,
+    kinds: tuple[str, ...] = DEFAULT_KINDS,
     iou_max: float = DEFAULT_IOU_MAX,
     min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION,
     probe: bool = True,
@@ -191,7 +236,7 @@ def build_ood_chimera(
         id_index: the plain ID silhouette index (K classes, one channel; not a merged index with a sink).
         per_split: chimeras to keep per split (fewer when ``ATTEMPTS_PER_KEPT * per_split`` candidates run out).
         seed: draws pairs, kinds' cuts, scales and anchors; per split ``default_rng([seed, split number])``.
-        kinds: subset of ``CHIMERA_KINDS``, taken round-robin.
+        kinds: subset of ``CHIMERA_KINDS``, taken round-robin (default ``DEFAULT_KINDS``: cuts and merges).
         iou_max: drop a chimera whose IoU with either parent is above this (it is that species).
         min_area_fraction: drop an assembled mask with fewer object pixels than this fraction of the smaller parent's.
         probe: store near duplicates and the ID-vs-chimera shortcut probe in ``index.json``.
@@ -232,6 +277,7 @@ def build_ood_chimera(
     masks = np.asarray(load_images(id_index))[:, 0] < 128  # (N, S, S) bool, True = object
     areas = masks.reshape(len(masks), -1).sum(axis=1)
     sides = np.array([_longer(m) if m.any() else 0 for m in masks])  # (N,) longer box side of each ID image
+    pieces = np.array([_pieces(m) for m in masks]) if "blend" in kinds else None  # (N,) for the ``pieces`` drop
     seen = set(id_index.sha256)  # an exact copy of an ID image is not OOD either
     kept: list[tuple[_Candidate, np.ndarray, bytes, float, float]] = []
     counts: dict[str, Any] = {"candidates": 0, **{f"dropped_{r}": 0 for r in DROP_REASONS}, "kept": 0}
@@ -255,13 +301,14 @@ def build_ood_chimera(
             a, b = int(rows[ia]), int(rows[ib])
             sc["candidates"] += 1
             assembled = chimera_mask(masks[a], masks[b], kind, rng)
-            n_obj = int(np.count_nonzero(assembled))
+            scale = BLEND_UPSCALE if kind == "blend" else 1  # the assembled mask's pixels per parent pixel
+            n_obj = int(np.count_nonzero(assembled)) / scale**2
             reason = None
             if n_obj == 0:
                 reason = "empty"
             elif n_obj < min_area_fraction * min(areas[a], areas[b]):
                 reason = "tiny"
-            elif max_enlarge is not None and _longer(assembled) < min(sides[a], sides[b]) - max_enlarge:
+            elif max_enlarge is not None and _longer(assembled) < min(sides[a], sides[b]) - max_enlarge:  # as rendered
                 reason = "enlarged"
             image = data = None
             iou_a = iou_b = 0.0
@@ -271,6 +318,8 @@ def build_ood_chimera(
                 iou_a, iou_b = mask_iou(obj, masks[a]), mask_iou(obj, masks[b])
                 if max(iou_a, iou_b) > iou_max:
                     reason = "too_close"
+                elif pieces is not None and kind == "blend" and _pieces(obj) > max(pieces[a], pieces[b]):
+                    reason = "pieces"
                 else:
                     data = _png(image)
                     if sha256_bytes(data) in seen:
@@ -325,6 +374,7 @@ def build_ood_chimera(
                 "kinds": list(kinds),
                 "cut_range": list(CUT_RANGE),
                 "scale_range": list(SCALE_RANGE),
+                **({"blend_range": list(BLEND_RANGE), "blend_upscale": BLEND_UPSCALE} if "blend" in kinds else {}),
                 "iou_max": float(iou_max),
                 "min_area_fraction": float(min_area_fraction),
                 "max_enlarge": max_enlarge,

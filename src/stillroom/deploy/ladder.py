@@ -54,6 +54,17 @@ saturate at 1.0 in float64 once the sink trails by ~37 logits, so confident ID i
 ladder with ``sink=True`` offers it (requested, or a candidate of "auto", weighed after the logit scores and before
 knn on ties); it is written as format ``stillroom-ladder/2``, whose older readers refuse a signal they do not know.
 
+Fused signal (issue 16 items 3-4). Each score fails somewhere else: held out of the sink's training, far sources
+(emoji, game-icons) are rejected best by the sink (AUROC 0.97-0.99, BENCHMARKS "A sink on top of the patient
+recipe"), near-OOD chimeras of two ID species by the logit and feature scores (0.94) where the sink gives 0.85.
+``signal="fused"`` thresholds the mean of the available parts of ``FUSED_PARTS`` (maxlogit always, sink for a
+``sink=True`` ladder, knn when ``fit`` is given a KNN scorer and features), each standardized by its mean and
+standard deviation over the clean ID validation rows of ``fit``: ``score = mean_p (s_p - mean_p) / std_p``. No OOD
+row enters it (the weights are equal, not fitted), so a source absent from validation cannot bias it. It needs at
+least two parts (a K-class ladder without knn has one: refused). ``fused_`` records the parts and their ID
+statistics; written as format ``stillroom-ladder/2`` (``/3`` with a knn part, which brings the bank file); ``auto``
+weighs it last (ties keep every single score first).
+
 Fitting (``fit``), on in-distribution validation logits, for a target acceptance ``a`` (fraction of ID samples whose
 verdict is accept), nothing hard-coded:
 
@@ -100,6 +111,8 @@ __all__ = [
     "SINK_SIGNALS",
     "ALL_SIGNALS",
     "FEATURE_SIGNALS",
+    "FUSED_SIGNALS",
+    "FUSED_PARTS",
     "knn_bank_path",
     "NotFittedError",
     "VERDICTS",
@@ -121,7 +134,11 @@ SINK_SIGNALS = ("sink",)
 #: signals computed from penultimate features, not logits (module docstring, "KNN signal"); after the logit ones in
 #: tie-breaking order
 FEATURE_SIGNALS = ("knn",)
-ALL_SIGNALS = (*SIGNALS, *SINK_SIGNALS, *FEATURE_SIGNALS)
+#: signals combining others (module docstring, "Fused signal"); last in tie-breaking order
+FUSED_SIGNALS = ("fused",)
+#: the scores ``fused`` may combine, in this order (those the ladder has)
+FUSED_PARTS = ("maxlogit", "sink", "knn")
+ALL_SIGNALS = (*SIGNALS, *SINK_SIGNALS, *FEATURE_SIGNALS, *FUSED_SIGNALS)
 #: how ``describe`` names each signal in place of "max logit"
 _SIGNAL_WORDS = {
     "maxlogit": "max logit",
@@ -129,6 +146,7 @@ _SIGNAL_WORDS = {
     "msp": "max softmax",
     "sink": "sink score (log-odds of the ID classes against the OOD sink)",
     "knn": "KNN score (minus the distance to the k-th nearest training feature)",
+    "fused": "fused score (mean of the standardized max logit, sink and KNN scores)",
 }
 VERDICTS = ("accept", "uncertain", "reject")
 # Reason codes returned by ``decide`` and what they mean (``describe`` picks the one-model wording).
@@ -162,7 +180,7 @@ def describe(reason: str, n_members: int = 1, signal: str = "maxlogit") -> str:
 
 _KEYS = (
     "format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary",
-    "structure_gate", "signal", "knn",
+    "structure_gate", "signal", "knn", "fused",
 )  # fmt: skip
 
 
@@ -243,7 +261,9 @@ class Ladder:
     classes), ``target_accept_``, ``signal_`` (the signal in force, never "auto"), ``fit_summary_`` (achieved ID
     verdict rates, OOD rates when given, and ``"signal"``: how the signal was chosen).
     ``structure_``: the ``StructureGate`` applied before the logit rules (set by ``fit_run_ladder``; None: none).
-    ``knn_``: the ``deploy.knn.KNNScorer`` (bank) of a knn ladder, None for the other signals.
+    ``knn_``: the ``deploy.knn.KNNScorer`` (bank) of a ladder whose signal uses knn (``uses_knn``), else None.
+    ``fused_``: ``{"parts", "mean", "std"}`` of the fused signal (ID validation statistics per part), None when the
+    signal in force is another.
     """
 
     def __init__(
@@ -260,6 +280,14 @@ class Ladder:
             raise StillroomError("Ladder: signal='sink' needs a K+1 model and sink=True")
         self.structure_: StructureGate | None = None
         self.knn_: KNNScorer | None = None
+        self.fused_: dict[str, list] | None = None
+
+    @property
+    def uses_knn(self) -> bool:
+        """Whether the signal in force scores penultimate features (knn, or fused with a knn part): callers must
+        pass ``features`` and serve the fp32 features model."""
+        signal = self._signal_in_force()
+        return signal == "knn" or (signal == "fused" and "knn" in (self.fused_ or {}).get("parts", ()))
 
     def _signal_in_force(self) -> str:
         """The fitted signal; before fitting the requested one ("auto" has chosen nothing yet: maxlogit)."""
@@ -281,6 +309,8 @@ class Ladder:
         signal = signal or self._signal_in_force()
         if signal == "knn":
             score = self._knn_score(features, len(members), len(mu))
+        elif signal == "fused":
+            score = self._fused_score(members, mu, features)
         elif signal == "sink":
             score = self._sink_score(members)
         else:
@@ -321,6 +351,36 @@ class Ladder:
             raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
         return self.knn_.score(f)
 
+    def _part_scores(
+        self, parts: Sequence[str], members: list[np.ndarray], mu: np.ndarray, features: Any
+    ) -> np.ndarray:
+        """(P, N) raw scores of the fused signal's ``parts`` (``FUSED_PARTS`` names); ``mu`` is maxlogit's."""
+        raw = {"maxlogit": lambda: mu, "sink": lambda: self._sink_score(members)}
+        raw["knn"] = lambda: self._knn_score(features, len(members), len(mu))
+        return np.stack([raw[p]() for p in parts])
+
+    def _fused_score(self, members: list[np.ndarray], mu: np.ndarray, features: Any) -> np.ndarray:
+        """(N,) mean over the fitted parts of ``(s_p - mean_p) / std_p`` (module docstring, "Fused signal")."""
+        if self.fused_ is None:
+            raise StillroomError("Ladder: the fused signal needs its ID statistics (fit(...) or Ladder.load)")
+        f = self.fused_
+        z = self._part_scores(f["parts"], members, mu, features)
+        return ((z - np.asarray(f["mean"])[:, None]) / np.asarray(f["std"])[:, None]).mean(axis=0)
+
+    def _fit_fused(self, val: list[np.ndarray], features: Any, has_knn: bool) -> dict[str, list] | None:
+        """The fused signal's parts and their mean and std over the ID validation rows ``val``; None with fewer
+        than two parts (or a part constant on validation, which cannot be standardized)."""
+        parts = [p for p in FUSED_PARTS if p == "maxlogit" or (p == "sink" and self.sink) or (p == "knn" and has_knn)]
+        if len(parts) < 2:
+            return None
+        k = self._num_id(val[0].shape[1])
+        mu = np.mean([m[:, :k].max(axis=1) for m in val], axis=0)
+        z = self._part_scores(parts, val, mu, features)  # (P, N)
+        std = z.std(axis=1)
+        if not (np.isfinite(std).all() and (std > 0).all()):
+            return None
+        return {"parts": parts, "mean": z.mean(axis=1).tolist(), "std": std.tolist()}
+
     def _sink_score(self, members: list[np.ndarray]) -> np.ndarray:
         if not self.sink:
             raise StillroomError("Ladder: the sink signal needs a K+1 model (sink=True)")
@@ -339,11 +399,13 @@ class Ladder:
         val: list[np.ndarray],
         ood: list[np.ndarray] | None,
         knn_scores: tuple[np.ndarray, np.ndarray] | None = None,
+        fused_scores: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """(signal to fit, how it was chosen). With OOD validation rows every candidate's AUROC and FPR@95TPR (ID
         positive, ``evaluate.ood.ood_metrics``) are recorded; "auto" keeps the highest AUROC, the first of
         ``SIGNALS`` (then sink, then knn) on a tie, and maxlogit without OOD rows. A sink ladder weighs the sink
-        signal too; ``knn_scores`` (val ID, val OOD KNN scores): knn is a candidate too."""
+        signal too; ``knn_scores`` (val ID, val OOD KNN scores): knn is a candidate too; ``fused_scores`` likewise
+        for the fused signal."""
         sel: dict[str, Any] = {"requested": self.signal}
         names: tuple[str, ...] = SIGNALS
         if ood is not None and len(ood[0]) and len(val[0]):
@@ -366,6 +428,9 @@ class Ladder:
             if knn_scores is not None:
                 met["knn"] = ood_metrics(*knn_scores)
                 names = (*names, *FEATURE_SIGNALS)
+            if fused_scores is not None:
+                met["fused"] = ood_metrics(*fused_scores)
+                names = (*names, *FUSED_SIGNALS)
             sel["val_auroc"] = {name: met[name]["auroc"] for name in names}
             sel["val_fpr_at_95_tpr"] = {name: met[name]["fpr_at_95_tpr"] for name in names}
             sel["n_id"], sel["n_ood"] = len(val[0]), len(ood[0])
@@ -412,10 +477,31 @@ class Ladder:
             raise StillroomError("Ladder.fit: signal='knn' needs knn=KNNScorer().fit(train features) and val_features")
         knn_scores = None
         self.knn_, self.knn_record_ = (knn if has_knn else None), None
+        self.fused_ = self._fit_fused(val, val_features, has_knn and len(val) == 1)
+        if self.signal == "fused" and self.fused_ is None:
+            raise StillroomError(
+                "Ladder.fit: signal='fused' needs a second score besides maxlogit: a sink (sink=True) or a knn scorer "
+                "with val_features, each varying over the validation rows"
+            )
         if has_knn and ood is not None and ood_features is not None and len(val) == 1:
             knn_scores = (self._knn_score(val_features, 1, len(val[0])), self._knn_score(ood_features, 1, len(ood[0])))
-        signal, selection = self._choose_signal(val, ood, knn_scores)
-        if signal == "knn":
+        fused_scores = None
+        f_ok = self.fused_ is not None and ood is not None and len(ood) == len(val) and len(ood[0])
+        if (
+            f_ok
+            and ood[0].shape[1] == val[0].shape[1]
+            and (knn_scores is not None or "knn" not in self.fused_["parts"])
+        ):
+            fused_scores = (
+                self.signals(val, signal="fused", features=val_features)["score"],
+                self.signals(ood, signal="fused", features=ood_features)["score"],
+            )
+        signal, selection = self._choose_signal(val, ood, knn_scores, fused_scores)
+        if signal == "fused":
+            selection["fused"] = self.fused_
+        else:
+            self.fused_ = None
+        if signal == "knn" or (signal == "fused" and "knn" in self.fused_["parts"]):
             selection["knn"] = {"k": knn.k, "bank_rows": int(knn.bank_.shape[0]), "dim": knn.dim}
         else:
             self.knn_ = None
@@ -481,7 +567,9 @@ class Ladder:
         """A ladder with given thresholds (fitted elsewhere, or hand-built for tests) on ``signal`` (one of
         ``ALL_SIGNALS``; knn needs the fitted ``knn`` scorer); ``margin`` is required for one member and ignored
         (None) for ensembles."""
-        _check_signal(signal, ALL_SIGNALS, "Ladder.from_thresholds")
+        if signal == "fused":
+            raise StillroomError("Ladder.from_thresholds: the fused signal carries ID statistics; fit it instead")
+        _check_signal(signal, (*SIGNALS, *SINK_SIGNALS, *FEATURE_SIGNALS), "Ladder.from_thresholds")
         if signal == "knn" and (knn is None or n_members != 1):
             raise StillroomError("Ladder.from_thresholds: signal='knn' needs one member and a fitted knn scorer")
         if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
@@ -579,7 +667,7 @@ class Ladder:
         self._check_fitted()
         # params keep their pre-signal keys (the requested signal is in fit_summary["signal"]): a maxlogit ladder
         # stays readable by older code; another signal bumps the format so that older code refuses it
-        fmt = {"maxlogit": FORMAT, "knn": FORMAT_KNN}.get(self.signal_, FORMAT_SIGNAL)
+        fmt = FORMAT_KNN if self.uses_knn else FORMAT if self.signal_ == "maxlogit" else FORMAT_SIGNAL
         return {
             "format": fmt,
             "params": {"sink": self.sink, "weak_share": self.weak_share, "strong_quantile": self.strong_quantile},
@@ -592,7 +680,8 @@ class Ladder:
             "target_accept": self.target_accept_,
             "fit_summary": self.fit_summary_,
             "structure_gate": None if self.structure_ is None else self.structure_.to_dict(),
-            "knn": getattr(self, "knn_record_", None) if self.signal_ == "knn" else None,
+            "knn": getattr(self, "knn_record_", None) if self.uses_knn else None,
+            "fused": self.fused_ if self.signal_ == "fused" else None,
         }
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -601,7 +690,7 @@ class Ladder:
         other signal removes a bank left there by an earlier knn fit."""
         self._check_fitted()
         bank = knn_bank_path(path)
-        if self.signal_ == "knn":
+        if self.uses_knn:
             if self.knn_ is None:
                 raise StillroomError("Ladder.save: a knn ladder without its KNN bank")
             self.knn_record_ = self.knn_.save_bank(bank)
@@ -618,7 +707,9 @@ class Ladder:
                 f"{path}: format {d.get('format')!r}, expected {FORMAT!r}, {FORMAT_SIGNAL!r} or {FORMAT_KNN!r}"
             )
         signal = d.get("signal", "maxlogit")
-        want = {"maxlogit": FORMAT, "knn": FORMAT_KNN}.get(signal, FORMAT_SIGNAL)
+        fused = _fused_record(d.get("fused"), path) if signal == "fused" else None
+        uses_knn = signal == "knn" or (fused is not None and "knn" in fused["parts"])
+        want = FORMAT_KNN if uses_knn else FORMAT if signal == "maxlogit" else FORMAT_SIGNAL
         if signal not in ALL_SIGNALS or (signal != "maxlogit" and d["format"] != want):
             raise StillroomError(f"{path}: malformed ladder (signal {signal!r} in format {d['format']!r})")
         try:
@@ -636,9 +727,10 @@ class Ladder:
         # a refit of the loaded ladder asks for what the original fit asked for ("auto" chooses again)
         lad.signal = (lad.fit_summary_.get("signal") or {}).get("requested", signal)
         _check_signal(lad.signal, (*ALL_SIGNALS, "auto"), str(path))
-        if "sink" in (signal, lad.signal) and not lad.sink:
+        if ("sink" in (signal, lad.signal) or "sink" in (fused or {}).get("parts", ())) and not lad.sink:
             raise StillroomError(f"{path}: malformed ladder (signal 'sink' without a sink class)")
-        if signal == "knn":  # the bank beside the file, checked by sha256 (deploy.knn)
+        lad.fused_ = fused
+        if uses_knn:  # the bank beside the file, checked by sha256 (deploy.knn)
             lad.knn_ = KNNScorer.load(Path(path).parent, d.get("knn"), source=str(path))
             lad.knn_record_ = d["knn"]
             if lad.n_members_ != 1:
@@ -656,6 +748,19 @@ class Ladder:
             f"Ladder(signal={self.signal_}, t1={self.t1_:.4g}, t2={self.t2_:.4g}{m}, members={self.n_members_}, "
             f"sink={self.sink})"
         )
+
+
+def _fused_record(rec: Any, path: str | Path) -> dict[str, list]:
+    """A saved ``fused_`` checked: two or more distinct ``FUSED_PARTS``, one finite mean and positive std each."""
+    try:
+        parts, mean, std = list(rec["parts"]), [float(v) for v in rec["mean"]], [float(v) for v in rec["std"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise StillroomError(f"{path}: malformed fused signal record ({err!r})") from None
+    ok = len(parts) >= 2 and len(set(parts)) == len(parts) and set(parts) <= set(FUSED_PARTS)
+    ok = ok and len(mean) == len(std) == len(parts) and all(math.isfinite(v) for v in mean + std)
+    if not ok or min(std) <= 0:
+        raise StillroomError(f"{path}: malformed fused signal record {rec!r}")
+    return {"parts": parts, "mean": mean, "std": std}
 
 
 def _counts(decisions: list[tuple[str, str]]) -> dict[str, int]:

@@ -197,7 +197,7 @@ def fit_run_ladder(
     d = run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
     why_not = "served model is not fp32" if served != "fp32" else None
-    if why_not is None and signal in ("knn", "auto"):
+    if why_not is None and signal in ("knn", "fused", "auto"):  # fused takes knn as a part when it can
         why_not = knn_available(run_dir, d["run"].weights_sha256)
     elif why_not is None:
         why_not = f"signal {signal!r} set by the caller"
@@ -220,7 +220,7 @@ def fit_run_ladder(
         fit_data = {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"], "served": served}
         if served != "fp32":
             fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
-        if ladder.signal_ == "knn":
+        if ladder.uses_knn:
             fit_data["knn_bank"] = bank_data
         ladder.save(
             run_dir / LADDER_FILES[served],
@@ -286,7 +286,7 @@ def run_ladder_report(
         if d["ood_rows"] is not None and len(d["ood_rows"]):
             ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, outline=outline))
     id_f = ood_f = None
-    if ladder.signal_ == "knn":  # the knn signal scores the samples' penultimate features (PyTorch, as fitted)
+    if ladder.uses_knn:  # the knn signal (alone or fused) scores the samples' penultimate features (PyTorch, as fitted)
         id_f = run_features(d["run"], d["images"], d["id_rows"])
         if d["ood_rows"] is not None and len(d["ood_rows"]):
             ood_f = run_features(d["run"], d["ood_images"], d["ood_rows"])

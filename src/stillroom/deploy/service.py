@@ -235,7 +235,7 @@ class Predictor:
             )
         self.ladder = Ladder.load(ladder_path)  # a knn ladder also loads its bank, checked by sha256
         self.ladder_sha256 = sha256_file(ladder_path)
-        self.knn = self.ladder.signal_ == "knn"
+        self.knn = self.ladder.uses_knn  # knn, or fused with a knn part
         entry = exp["models"][key]
         if self.knn:  # logits and features from one file (module docstring, "KNN signal")
             if key != "fp32":
