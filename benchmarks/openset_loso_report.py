@@ -13,9 +13,13 @@ sink --test-only S``), on the test split:
 - ``posthoc``: the same held-out AUROC for post-hoc scores (energy over the K ID columns, KNN on penultimate
   features fitted on the clean ID train rows, ASH-S; ``evaluate.feature_ood``, pytorch-ood) of the K-class KD
   student, which never saw any OOD row, and of the K+1 student itself: does the sink beat what needs no OOD data?
+- ``ladder``: the same held-out AUROC and FPR@95TPR for the ladder's signals as ``stillroom export`` fits them on the
+  K+1 run (``deploy.ladder``; statistics and thresholds from the clean ID val rows only, KNN bank from the ID train
+  rows): ``sink`` (log-odds, ranks as the sink score), ``fused_logits`` (max logit and sink, each standardized on
+  ID val: what a served int8 model or a run without an export gets) and ``fused`` (those and KNN).
 
 Issue-16 targets, checked per row: AUROC >= 0.95, FPR@95TPR <= 0.20, rewrites to sink <= 10% (worst rewrite),
-top-1 within 1 point of the KD student.
+top-1 within 1 point of the KD student; ``meets_fused``: the same with the fused signal's AUROC and FPR@95TPR.
 
     python benchmarks/openset_loso_report.py --out artifacts/openset_loso --sources emoji chimera game-icons \
         --kd-run artifacts/openset_loso/runs/kd_s0 --seed 0
@@ -31,6 +35,9 @@ import numpy as np
 import torch
 
 from stillroom.data.dataset import load_images
+from stillroom.deploy._run_knn import run_features
+from stillroom.deploy.knn import KNNScorer
+from stillroom.deploy.ladder import Ladder
 from stillroom.evaluate.feature_ood import feature_scores
 from stillroom.evaluate.ood import energy, ood_metrics
 from stillroom.evaluate.shift import rewrite_images
@@ -76,6 +83,28 @@ def posthoc_auroc(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_image
     return {name: m["auroc"] for name, m in posthoc_metrics(run_dir, fit_run, id_images, ood_images, k).items()}
 
 
+def ladder_metrics(run_dir: Path, id_images: np.ndarray, ood_images: np.ndarray) -> dict:
+    """``{signal: ood_metrics}`` of the ladder's sink, fused_logits and fused signals of a K+1 run (module
+    docstring), fitted on the run's clean ID val rows (KNN bank: its ID train rows, as ``deploy._run_knn``)."""
+    run = Run(run_dir)
+    loaded, index = run.load("best"), run.index()
+    k = int(index.recipe["sink_class"])
+    images = np.asarray(load_images(index))
+    val, train = (r[index.labels[r] < k] for r in (index.split_indices("val"), index.split_indices("train")))
+    z_val, f_val = predict_logits(loaded.model, loaded.normalizer, images, val), run_features(loaded, images, val)
+    knn = KNNScorer().fit(run_features(loaded, images, train))
+    both = {}
+    for name, x in (("id", id_images), ("ood", ood_images)):
+        rows = np.arange(len(x))
+        both[name] = (predict_logits(loaded.model, loaded.normalizer, x, rows), run_features(loaded, x, rows))
+    out = {}
+    for signal, kw in (("sink", {}), ("fused_logits", {}), ("fused", {"val_features": f_val, "knn": knn})):
+        lad = Ladder(sink=True, signal="sink" if signal == "sink" else "fused").fit(z_val, **kw)
+        s_id, s_ood = (lad.signals(z, features=f)["score"] for z, f in (both["id"], both["ood"]))
+        out[signal] = ood_metrics(s_id, s_ood)
+    return out
+
+
 def source_row(run_dir: Path, held_out: str, kd_top1: float, kd_run: Path) -> dict:
     run = Run(run_dir)
     index = run.index()
@@ -115,12 +144,19 @@ def source_row(run_dir: Path, held_out: str, kd_top1: float, kd_run: Path) -> di
         "top1_gap_points": 100 * (kd_top1 - top1),
         "posthoc_kd": posthoc_auroc(kd_run, kd_run, images[is_id], images[held], k),
         "posthoc_kplus1": posthoc_auroc(run_dir, kd_run, images[is_id], images[held], k),
+        "ladder": ladder_metrics(run_dir, images[is_id], images[held]),
     }
     row["meets"] = {
         "auroc": row["auroc_heldout"] >= TARGETS["auroc"],
         "fpr95": row["fpr95_heldout"] <= TARGETS["fpr95"],
         "rewrite_to_sink": row["rewrite_to_sink_worst"] <= TARGETS["rewrite_to_sink"],
         "top1": row["top1_gap_points"] <= TARGETS["top1_gap_points"],
+    }
+    fused = row["ladder"]["fused"]
+    row["meets_fused"] = {
+        **row["meets"],
+        "auroc": fused["auroc"] >= TARGETS["auroc"],
+        "fpr95": fused["fpr_at_95_tpr"] <= TARGETS["fpr95"],
     }
     return row
 
@@ -160,7 +196,21 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['held_out']} | {r['auroc_heldout']:.4f} | {a['energy']:.4f} | {a['knn']:.4f} | {a['ash']:.4f} | "
             f"{b['energy']:.4f} | {b['knn']:.4f} | {b['ash']:.4f} |\n"
         )
-    return head + body + head2
+    head3 = (
+        "\nThe ladder's signals on the held-out source (fitted on clean ID val; AUROC / FPR@95TPR):\n\n"
+        "| held-out source | sink | fused, max logit + sink | fused, + KNN | targets met, fused |\n"
+        "|---|---:|---:|---:|---|\n"
+    )
+    for r in rows:
+        lad = r.get("ladder")
+        if lad is None:  # a json written before the ladder columns existed
+            continue
+        cells = " | ".join(
+            f"{lad[n]['auroc']:.4f} / {lad[n]['fpr_at_95_tpr']:.3f}" for n in ("sink", "fused_logits", "fused")
+        )
+        met = ", ".join(k for k, ok in r["meets_fused"].items() if ok) or "none"
+        head3 += f"| {r['held_out']} | {cells} | {met} |\n"
+    return head + body + head2 + head3
 
 
 def main() -> None:

@@ -24,10 +24,15 @@ COLUMNS = (  # (label, getter, scale, digits)
     ("top-1 KD %", lambda r: r["kd_top1"], 100.0, 2),
     ("K+1 KNN AUROC", lambda r: r["posthoc_kplus1"]["knn"], 1.0, 3),
     ("KD KNN AUROC", lambda r: r["posthoc_kd"]["knn"], 1.0, 3),
+    # the ladder's fused signal (max logit, sink, KNN; openset_loso_report.ladder_metrics); None in older files
+    ("fused AUROC (held-out)", lambda r: r.get("ladder", {}).get("fused", {}).get("auroc"), 1.0, 3),
+    ("fused FPR@95TPR", lambda r: r.get("ladder", {}).get("fused", {}).get("fpr_at_95_tpr"), 1.0, 3),
 )
 
 
-def _cell(values: list[float], scale: float, digits: int) -> str:
+def _cell(values: list[float | None], scale: float, digits: int) -> str:
+    if any(v is None for v in values):
+        return "n/a"
     vals = [v * scale for v in values]
     if len(vals) == 1:
         return f"{vals[0]:.{digits}f}"
@@ -46,13 +51,18 @@ def table(out: Path) -> str:
     lines = [
         f"{out} (seeds {seeds}; mean ± sd over seeds)",
         "",
-        "| held-out source | n | " + " | ".join(c[0] for c in COLUMNS) + " | targets met on every seed |",
-        "|---|---:|" + "---:|" * len(COLUMNS) + "---|",
+        "| held-out source | n | "
+        + " | ".join(c[0] for c in COLUMNS)
+        + " | targets met on every seed | with the fused signal |",
+        "|---|---:|" + "---:|" * len(COLUMNS) + "---|---|",
     ]
     for source, rows in by_source.items():
         cells = [_cell([get(r) for r in rows], scale, digits) for _, get, scale, digits in COLUMNS]
         met = [k for k in rows[0]["meets"] if all(r["meets"][k] for r in rows)]
-        lines.append(f"| {source} | {len(rows)} | " + " | ".join(cells) + f" | {', '.join(met) or 'none'} |")
+        fused = "n/a"
+        if all("meets_fused" in r for r in rows):
+            fused = ", ".join(k for k in rows[0]["meets_fused"] if all(r["meets_fused"][k] for r in rows)) or "none"
+        lines.append(f"| {source} | {len(rows)} | " + " | ".join(cells) + f" | {', '.join(met) or 'none'} | {fused} |")
     return "\n".join(lines) + "\n" + val_table(out, by_source, seeds.split(","))
 
 

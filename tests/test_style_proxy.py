@@ -295,3 +295,39 @@ def test_k_plus_one_run_serves_the_fused_signal(open_run, tmp_path):
     assert served["signal"] == "fused" and rep["rows"]["clean"]["id_accepted"] == pytest.approx(
         served["id"]["coverage"]
     )
+
+
+def test_loso_report_ladder_metrics_match_references(open_run):
+    # benchmarks/openset_loso_report.py's ladder columns: the sink signal ranks as 1 - p_sink, the fused one (max logit
+    # + sink) is the mean of the two scores standardized on the run's clean ID val rows; both recomputed here
+    import importlib.util
+    from pathlib import Path
+
+    from stillroom.data.dataset import load_images
+    from stillroom.runs import Run
+
+    spec = importlib.util.spec_from_file_location(
+        "_bench_openset_loso_report", Path(__file__).resolve().parents[1] / "benchmarks" / "openset_loso_report.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run_dir, merged = open_run
+    k = int(merged.recipe["sink_class"])
+    images = np.asarray(load_images(merged))
+    test, val = merged.split_indices("test"), merged.split_indices("val")
+    id_t, ood_t, id_v = test[merged.labels[test] < k], test[merged.labels[test] == k], val[merged.labels[val] < k]
+    got = bench.ladder_metrics(run_dir, images[id_t], images[ood_t])
+    assert set(got) == {"sink", "fused_logits", "fused"}
+    run = Run(run_dir)
+
+    def parts(rows):
+        z = run.logits("best", rows, merged).astype(np.float64)
+        return np.stack([z[:, :k].max(1), logsumexp(z[:, :k], axis=1) - z[:, k]])
+
+    pv, pi, po = parts(id_v), parts(id_t), parts(ood_t)
+    mean, std = pv.mean(1, keepdims=True), pv.std(1, keepdims=True)
+    y = np.r_[np.ones(len(id_t)), np.zeros(len(ood_t))]
+    fused = np.r_[((pi - mean) / std).mean(0), ((po - mean) / std).mean(0)]
+    assert got["fused_logits"]["auroc"] == pytest.approx(roc_auc_score(y, fused), abs=1e-9)
+    assert got["sink"]["auroc"] == pytest.approx(roc_auc_score(y, np.r_[pi[1], po[1]]), abs=1e-9)
+    assert 0.0 <= got["fused"]["auroc"] <= 1.0 and 0.0 <= got["fused"]["fpr_at_95_tpr"] <= 1.0
