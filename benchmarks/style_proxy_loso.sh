@@ -8,11 +8,15 @@
 #   3. `stillroom style-proxy` on the test split, ID rows from the plain ID index ($ID) and OOD rows from S's own test
 #      rows ($OUT/ood_<S>), for each signal of $SIGNALS (thresholds placed on clean ID val only, so no OOD row of S
 #      enters a fit; auto is not run on S: it would weigh signals on S's val rows).
+# EXPORT=1: first `stillroom export` the copy (fp32 ONNX with model_features.onnx, no ladder), so that the
+# knn signal, and knn as a part of the fused signal, can be served and weighed by auto (without it fused is max logit
+# and sink only). An auto_choice.json written before the export is fitted again.
 # Resumable: a step is skipped when its output exists. Then:
 #   python benchmarks/style_proxy.py $W/loso_* --split test
 #
 #   OUT=artifacts/openset_loso_patient ID=artifacts/demo/data/sprites64_1-151 SEEDS="1 2" \
 #   W=artifacts/style_runs/exported_kp1 bash benchmarks/style_proxy_loso.sh
+#   ... SEEDS="0 1 2" SIGNALS="fused" EXPORT=1 bash benchmarks/style_proxy_loso.sh   # the fused signal with knn
 set -euo pipefail
 OUT=${OUT:-artifacts/openset_loso_patient}
 ID=${ID:-artifacts/demo/data/sprites64_1-151}
@@ -21,6 +25,7 @@ SOURCES=${SOURCES:-emoji chimera game-icons}
 SEEDS=${SEEDS:-1 2}
 SIGNALS=${SIGNALS:-maxlogit sink}
 INPUT=${INPUT:-dataset}
+EXPORT=${EXPORT:-0}
 stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
 for seed in $SEEDS; do
   for src in $SOURCES; do
@@ -33,6 +38,11 @@ for seed in $SEEDS; do
         [ -f "$run/$f" ] && cp "$run/$f" "$dst.tmp/"
       done
       rm -rf "$dst"; mv "$dst.tmp" "$dst"
+    fi
+    if [ "$EXPORT" = 1 ] && [ ! -f "$dst/export/export.json" ]; then
+      stamp "$src seed $seed: export (fp32 and features model)"
+      stillroom export "$dst" --no-ladder --no-backends --no-dynamic > "$dst/export.log"
+      rm -f "$dst/auto_choice.json"  # auto weighs knn and fused with knn now
     fi
     if [ ! -f "$dst/auto_choice.json" ]; then
       stamp "$src seed $seed: auto on the seen sources' val rows"

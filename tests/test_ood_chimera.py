@@ -176,3 +176,37 @@ def test_enlarged_drop_is_counted_and_can_be_turned_off(shapes_index, tmp_path):
     for index in (off, strict, default):
         audit = index.meta["audit"]
         assert audit["candidates"] == audit["kept"] + sum(audit[k] for k in audit if k.startswith("dropped_"))
+
+
+def test_blend_morphs_between_the_parents_at_twice_the_size():
+    from stillroom.data.ood_chimera import BLEND_RANGE, BLEND_UPSCALE, DEFAULT_KINDS
+
+    a = np.zeros((16, 16), bool)
+    a[6:10, 6:10] = True  # 4 x 4 square
+    b = np.zeros((16, 16), bool)
+    b[2:14, 2:14] = True  # 12 x 12 square, same centre
+    up = np.ones((BLEND_UPSCALE, BLEND_UPSCALE), bool)
+    same = chimera_mask(a, a, "blend", np.random.default_rng(0))
+    assert same.shape == (32, 32) and np.array_equal(same, np.kron(a, up))  # a morph of A with itself is A
+    for seed in range(5):
+        m = chimera_mask(a, b, "blend", np.random.default_rng(seed))
+        # concentric squares: the morph is a square between them, its side (1 - t) 8 + t 24 at twice the size
+        rows = np.flatnonzero(m.any(axis=1))
+        side = rows[-1] - rows[0] + 1
+        lo, hi = (1 - BLEND_RANGE[0]) * 8 + BLEND_RANGE[0] * 24, (1 - BLEND_RANGE[1]) * 8 + BLEND_RANGE[1] * 24
+        assert lo - 2 <= side <= hi + 2 and np.array_equal(m & np.kron(a, up), np.kron(a, up))
+    assert not chimera_mask(a, np.zeros_like(a), "blend", np.random.default_rng(0)).any()  # no outline: empty
+    assert "blend" not in DEFAULT_KINDS
+
+
+def test_blend_source_builds_with_its_own_audit(shapes_index, tmp_path):
+    blends = build_ood_chimera(tmp_path / "b", shapes_index, per_split=10, seed=2, kinds=("blend",), probe=False)
+    audit = blends.meta["audit"]
+    assert set(blends.extra["kind"]) == {"blend"} and audit["per_kind"] == {"blend": len(blends)} and len(blends) > 0
+    assert audit["candidates"] == audit["kept"] + sum(audit[f"dropped_{r}"] for r in DROP_REASONS)
+    assert blends.recipe["chimera"]["blend_upscale"] == 2 and blends.recipe["chimera"]["kinds"] == ["blend"]
+    size = int(shapes_index.recipe["size"])
+    for path in blends.paths[:5]:
+        assert Image.open(blends.root / path).size == (size, size)
+    default = build_ood_chimera(tmp_path / "d", shapes_index, per_split=5, seed=2, probe=False)
+    assert "blend" not in set(default.extra["kind"]) and "blend_range" not in default.recipe["chimera"]
