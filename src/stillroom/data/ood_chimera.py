@@ -44,6 +44,10 @@ Audit (``index.json`` ``audit``), each candidate counted under the first reason 
 Candidates are drawn until ``per_split`` are kept or ``ATTEMPTS_PER_KEPT * per_split`` were tried. The audit counts
 candidates, each drop reason, and kept per split and per kind. When ``probe`` is set the ID-vs-chimera shortcut
 probe (``shortcuts``) is stored as in ``ood_emoji``.
+
+Why one module of over 400 lines: the four kinds share one candidate loop, one audit and one rendering call, and
+each drop rule depends on how its kind assembled the mask (``enlarged``, ``pieces``); split apart, every kind would
+repeat the loop.
 """
 
 from __future__ import annotations
