@@ -66,6 +66,7 @@ from stillroom.data.builder import check_out_dir, install_build, new_build_dir, 
 from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.stats import silhouette_train_stats
+from stillroom.data.topology import mask_topology
 
 __all__ = [
     "CHIMERA_KINDS",
@@ -86,10 +87,8 @@ DEFAULT_KINDS = ("lr", "tb", "merge")  # the ``chimera`` source; ``blend`` is bu
 DROP_REASONS = ("empty", "tiny", "enlarged", "too_close", "pieces", "duplicate")
 CUT_RANGE = (0.4, 0.6)  # cut position as a fraction of the side: near the centre, where both parents have body
 SCALE_RANGE = (0.5, 0.8)  # B's scale in ``merge``: big enough to change the outline, small enough to stay a part
-BLEND_RANGE = (
-    0.35,
-    0.65,
-)  # t of ``blend``: near half-way, where the morph is neither parent (too_close drops the rest)
+# t of ``blend``: near half-way, where the morph is neither parent (too_close drops the rest)
+BLEND_RANGE = (0.35, 0.65)
 BLEND_UPSCALE = 2  # ``blend`` works at 2S: the morph's outline is smooth there and rendering reduces it to S
 DEFAULT_IOU_MAX = 0.85
 DEFAULT_MIN_AREA_FRACTION = 0.3
@@ -137,13 +136,6 @@ def _blend(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray
     up = np.ones((BLEND_UPSCALE, BLEND_UPSCALE), dtype=bool)
     t = rng.uniform(*BLEND_RANGE)
     return (1 - t) * _signed_distance(np.kron(a, up)) + t * _signed_distance(np.kron(b, up)) < 0
-
-
-def _pieces(mask: np.ndarray) -> int:
-    """Number of 8-connected object pieces of a boolean mask."""
-    from scipy import ndimage
-
-    return int(ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))[1])
 
 
 def _seam(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> int:
@@ -281,7 +273,8 @@ def build_ood_chimera(
     masks = np.asarray(load_images(id_index))[:, 0] < 128  # (N, S, S) bool, True = object
     areas = masks.reshape(len(masks), -1).sum(axis=1)
     sides = np.array([_longer(m) if m.any() else 0 for m in masks])  # (N,) longer box side of each ID image
-    pieces = np.array([_pieces(m) for m in masks]) if "blend" in kinds else None  # (N,) for the ``pieces`` drop
+    # (N,) 8-connected object pieces of each ID image, for the ``pieces`` drop of ``blend``
+    pieces = np.array([mask_topology(m)["components"] for m in masks]) if "blend" in kinds else None
     seen = set(id_index.sha256)  # an exact copy of an ID image is not OOD either
     kept: list[tuple[_Candidate, np.ndarray, bytes, float, float]] = []
     counts: dict[str, Any] = {"candidates": 0, **{f"dropped_{r}": 0 for r in DROP_REASONS}, "kept": 0}
@@ -322,7 +315,7 @@ def build_ood_chimera(
                 iou_a, iou_b = mask_iou(obj, masks[a]), mask_iou(obj, masks[b])
                 if max(iou_a, iou_b) > iou_max:
                     reason = "too_close"
-                elif pieces is not None and kind == "blend" and _pieces(obj) > max(pieces[a], pieces[b]):
+                elif kind == "blend" and mask_topology(obj)["components"] > max(pieces[a], pieces[b]):
                     reason = "pieces"
                 else:
                     data = _png(image)
