@@ -119,6 +119,28 @@ def test_tradeoff_rows_fields_and_accuracy(demo_dir, shapes_index):
     assert "computed" in probe["source"]
 
 
+def test_one_teacher_has_no_ensemble_row_and_students_keep_a_share_of_it(teacher_run, shapes_index, tmp_path):
+    """The demo distils one teacher: an "ensemble" of one would repeat it, so the row is left out and the student's
+    share is of the teacher's top-1."""
+    student = Path(shutil.copytree(teacher_run, tmp_path / "student"))
+    with torch.no_grad():  # a worse student: scale the classifier's logits of half the classes down
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(student / "best.safetensors")
+        name = [k for k in weights if weights[k].ndim == 2][-1]  # the last linear layer
+        weights[name][: weights[name].shape[0] // 2] *= 0.0
+        save_file(weights, student / "best.safetensors")
+    data = measure_tradeoff({"teacher": teacher_run}, {"student": student}, shapes_index, latency_seconds=0.05)
+    assert [r["role"] for r in data["rows"]] == ["teacher", "student"]
+    teacher, kept = data["rows"]
+    assert kept["top1"] < teacher["top1"]
+    assert kept["share_of_ensemble_top1"] == pytest.approx(kept["top1"] / teacher["top1"])
+    header, rows = tradeoff_table(data)
+    assert header[-1] == "share of teacher top-1 kept" and rows[1][-1] == f"{100 * kept['top1'] / teacher['top1']:.1f}%"
+    notes = " ".join(tradeoff_notes(data))  # the altered student is also flagged out of date, rightly
+    assert "one teacher: no ensemble" in notes and notes.startswith("Out of date: the weights of student")
+
+
 def test_report_notices_weights_changed_since(demo_dir):
     data = read_json(demo_dir / TRADEOFF_FILE)
     assert stale_runs(data) == [] and not tradeoff_notes(data)[0].startswith("Out of date")

@@ -8,7 +8,8 @@ recognising near-copies of training images rather than generalization.
 
 - Ensemble: the mean of the teachers' softmax over the K in-distribution columns (seed 001 §3: the fused teacher the
   KD student learns from). Its size and parameters are the sum of its members'; its latency is the sum of their
-  medians (they run one after the other on one CPU).
+  medians (they run one after the other on one CPU). With a single teacher there is no ensemble row: the student's
+  share is of that teacher's top-1.
 - Accuracy: logits of ``weights`` (best-validation by default) on ``split``, scored with
   ``evaluate.metrics.classification_report`` on the first K columns, as ``evaluate.runner`` does, so the figures
   equal those in each run's ``metrics.json``.
@@ -152,11 +153,12 @@ def measure_tradeoff(
     """Measure every model of ``teachers`` and ``students`` ({label: run directory}) and the teachers' ensemble
     (module docstring); write the result to ``out_path`` (``tradeoff.json``) when given and return it.
 
-    Rows, in order: teachers, the ensemble (when there are teachers), students. Each row: ``label``, ``role``
-    ("teacher", "ensemble", "student"), ``run``, ``arch``, ``parameters``, ``weights_bytes``, ``weights_sha256``
-    (runs only), ``latency_ms``
+    Rows, in order: teachers, the ensemble (when there are two teachers or more), students. Each row: ``label``,
+    ``role`` ("teacher", "ensemble", "student"), ``run``, ``arch``, ``parameters``, ``weights_bytes``,
+    ``weights_sha256`` (runs only), ``latency_ms``
     ({"median_ms", "p90_ms", "runs"}; the ensemble: {"median_ms"} = sum of its members'), ``top1``, ``top5``,
-    ``macro_f1``, ``n`` and ``share_of_ensemble_top1`` (students; None otherwise). Cost: one forward pass over
+    ``macro_f1``, ``n`` and ``share_of_ensemble_top1`` (students; None otherwise; with a single teacher, the share
+    of that teacher's top-1, the ensemble of one). Cost: one forward pass over
     ``split`` per model plus ``warmup_seconds + latency_seconds`` each.
     """
     if not teachers and not students:
@@ -209,7 +211,8 @@ def measure_tradeoff(
 
     rows = [r for r in measured if r["role"] == "teacher"]
     ensemble = None
-    if teacher_logits:
+    reference = rows[0] if len(rows) == 1 else None  # one teacher: no ensemble row, the share is of that teacher
+    if len(teacher_logits) > 1:
         # mean probabilities as scores: classification_report only ranks them, so argmax and top-k are the ensemble's
         probs = ensemble_probabilities(teacher_logits, k)
         ensemble = {
@@ -225,9 +228,10 @@ def measure_tradeoff(
             "share_of_ensemble_top1": None,
         }
         rows.append(ensemble)
+        reference = ensemble
     for r in measured:
         if r["role"] == "student":
-            r["share_of_ensemble_top1"] = share_kept(r["top1"], ensemble["top1"]) if ensemble else None
+            r["share_of_ensemble_top1"] = share_kept(r["top1"], reference["top1"]) if reference else None
             rows.append(r)
     result: dict[str, Any] = {
         "format": TRADEOFF_FORMAT,
