@@ -8,8 +8,8 @@
 # (d) 8 replayed views instead of 4 (lum_t12x1_v8_e20), (e) peak learning rate 0.1 instead of 0.05
 # (lum_t12x1_lr01_e20); 3 seeds each, shift-val of every run, a table and `stillroom compare`.
 #
-#   bash benchmarks/block_one_teacher.sh   # OUT=artifacts/block151; needs make demo's index and teachers, and the
-#                                          # 32-epoch teacher's store of benchmarks/block_patient.sh (TEACHERS=0)
+#   bash benchmarks/block_one_teacher.sh   # OUT=artifacts/block151; needs make demo's index, the 7-epoch teachers'
+#     stores of benchmarks/block_151.sh and the 32-epoch teacher's store of benchmarks/block_patient.sh (TEACHERS=0)
 #
 # Resumable. The students run at one torch thread (OMP_NUM_THREADS=1); two copies side by side (LANE=a / LANE=b,
 # then LANE=all for the summary) do not slow each other on the 2-core box. The 12-epoch teacher trains with the
