@@ -23,8 +23,8 @@ stamp() { echo "[$(date -u +%H:%M:%S)] $* (load $(cut -d' ' -f1-3 /proc/loadavg)
 [ -f "$INDEX/index.csv" ] || { echo "missing $INDEX: run make demo first" >&2; exit 1; }
 
 T="$OUT/teachers/block_teacher_resnet18_e12_s0"
-if [ "$LANE" = b ]; then  # lane a trains the teacher and exports its stores
-  while [ ! -f "$OUT/stores/block_teacher_resnet18_e12_s0_replay_restyle_v8_s0/manifest.json" ]; do sleep 20; done
+if [ "$LANE" = b ]; then  # lane a trains the teacher, exports its stores, then measures its shift-val
+  while [ ! -f "$OUT/teachers/block_teacher_resnet18_e12_s0/shift_val.json" ]; do sleep 20; done
 fi
 if [ ! -f "$T/metrics.json" ]; then
   stamp "teacher $T"

@@ -50,6 +50,11 @@ def _ms(row: dict[str, Any]) -> str:
     return f"{med:.1f} ms" + (" (sum)" if row.get("role") == "ensemble" else "")
 
 
+def _has_ensemble(data: dict[str, Any]) -> bool:
+    """Whether the file has an ensemble row (two teachers or more; with one, shares are of that teacher)."""
+    return any(r.get("role") == "ensemble" for r in data["rows"])
+
+
 def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the table: one row per model in file order, then the leakage probe's row."""
     split = data["split"]
@@ -60,9 +65,7 @@ def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "CPU latency, batch 1 (median)",
         f"{split} top-1",
         f"{split} macro-F1",
-        "share of ensemble top-1 kept"
-        if any(r.get("role") == "ensemble" for r in data["rows"])
-        else "share of teacher top-1 kept",
+        "share of ensemble top-1 kept" if _has_ensemble(data) else "share of teacher top-1 kept",
     ]
     rows = []
     for r in data["rows"]:
@@ -118,7 +121,7 @@ def tradeoff_notes(data: dict[str, Any]) -> list[str]:
         + (
             "The ensemble averages the teachers' softmax; its parameters, file size and latency are the sums of its "
             "members'. Share kept = student top-1 / ensemble top-1. "
-            if any(r.get("role") == "ensemble" for r in rows)
+            if _has_ensemble(data)
             else "Share kept = student top-1 / the teacher's top-1 (one teacher: no ensemble). "
         )
         + "Weights file: the safetensors file a deployment ships.",
