@@ -26,8 +26,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
+# -n auto: one pytest-xdist worker per core, one torch thread each (tests/conftest.py); --dist loadfile keeps a
+# file's module-scoped fixtures on one worker, so each is built once
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

@@ -44,6 +44,19 @@ def test_bench_topk_smoke(tmp_path, capsys):
     assert "float16" in capsys.readouterr().out
 
 
+def test_bench_amp_step_smoke(capsys):
+    import torch
+
+    bench = _script("bench_amp_step")
+    threads = torch.get_num_threads()  # the script sets the count it is given: keep the suite's
+    bench.main(["--models", "mobilenet_v3_small", "--size", "32", "--batch", "4", "--steps", "1", "--warmup", "0",
+                "--threads", str(threads)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert torch.get_num_threads() == threads and "native bfloat16 on this CPU:" in out
+    rows = [line for line in out.splitlines() if line.startswith("| mobilenet_v3_small |")]
+    assert len(rows) == 4 and rows[0].endswith("| 1.00x |") and any("bfloat16 autocast | yes" in r for r in rows)
+
+
 def test_bench_kd_step_smoke(tmp_path):
     """Run in its own process: its DataLoader with ``num_workers=1`` makes torch install a SIGCHLD handler for the
     rest of the process, and with pytest's faulthandler alternate signal stack a later child exit (the browser

@@ -100,6 +100,32 @@ def test_same_seed_twice_gives_identical_metrics_and_weights(shapes_index, tmp_p
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_bf16_autocast_only_where_asked_and_supported(teacher_run, shapes_index, tmp_path, tiny_config, monkeypatch):
+    from stillroom.train import trainer
+
+    cpu = torch.device("cpu")
+    assert not trainer._use_bf16("off", cpu) and not trainer._use_bf16("auto", cpu)  # auto: bfloat16 on GPUs only
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert not trainer._use_bf16("bf16", cpu)  # emulated bfloat16 is slower than float32: fall back
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert trainer._use_bf16("bf16", cpu)
+    # with native bfloat16 (forced here) the step runs under autocast; weights stay float32; model.json says so
+    enabled, autocast = [], torch.autocast
+
+    def spy(*args, **kwargs):
+        enabled.append(kwargs.get("enabled"))
+        return autocast(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    run = train(config_from_dict(tiny_config(shapes_index.root, "bf16", epochs=1, amp="bf16")), tmp_path / "bf16")
+    assert enabled and all(enabled)
+    assert _metrics(run)["splits"]["test"]["final"]["top1"] > 0.25  # learns (4 classes)
+    assert {v.dtype for v in load_file(run / "final.safetensors").values() if v.is_floating_point()} == {torch.float32}
+    assert json.loads((run / "model.json").read_text())["amp"] == "bf16"
+    assert json.loads((teacher_run / "model.json").read_text())["amp"] == "off"
+
+
 def test_resume_after_interruption_equals_uninterrupted(shapes_index, tmp_path, tiny_config):
     raw = tiny_config(shapes_index.root, "res", epochs=3)
     full = train(config_from_dict(raw), tmp_path / "full")
@@ -139,9 +165,11 @@ def test_evaluate_refuses_other_index_without_flag(teacher_run, tmp_path):
     from stillroom.data.synthetic import build_shapes
 
     other = build_shapes(tmp_path / "other", n_per_class=10, size=32, num_classes=4, seed=5)
+    # a copy: evaluating on another index rewrites the run's metrics.json, which other tests read as the teacher's
+    run = shutil.copytree(teacher_run, tmp_path / "teacher")
     with pytest.raises(StillroomError, match="allow-other-index"):
-        evaluate_run(teacher_run, index=other)
-    out = evaluate_run(teacher_run, index=other, allow_other_index=True, splits=("test",), weights=("best",))
+        evaluate_run(run, index=other)
+    out = evaluate_run(run, index=other, allow_other_index=True, splits=("test",), weights=("best",))
     assert out["index_hash"] == other.index_hash
 
 

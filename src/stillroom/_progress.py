@@ -18,7 +18,9 @@ from rich.progress import (
 
 __all__ = ["console", "training_progress", "parallel_progress"]
 
-console = Console(stderr=True)
+# soft_wrap: a long line (a file path) is never broken by inserted newlines, so it can be copied from a terminal or
+# found in a log whatever the console width (80 columns when stderr is not a terminal)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _bar() -> Progress:

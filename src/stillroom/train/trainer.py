@@ -85,6 +85,20 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
+def _use_bf16(amp: str, device: torch.device) -> bool:
+    """bfloat16 autocast for the training step? float16 would need a GradScaler against underflowing gradients, so
+    only bfloat16: on a GPU that has it (``auto`` or ``bf16``), on a CPU only when asked (``bf16``) and only with
+    native bfloat16 units (AMX or AVX512-BF16; emulated bfloat16 is slower than float32). Elsewhere float32."""
+    if amp == "off":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if amp != "bf16" or device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
 class GlobalBatchSampler(Sampler[int]):
     """This rank's samples of an epoch: ``randperm(n)`` from a generator seeded with ``seed``, cut into
     ``n // batch_size`` global batches (the remainder dropped, as ``drop_last``), rank r taking the r-th contiguous
@@ -317,8 +331,7 @@ def _train(
             _prepare_run_dir(cfg, out_dir, resume)
     _seed_everything(cfg.seed, cfg.deterministic)
     device = ddp.device
-    # bfloat16 autocast where the GPU has it: float16 would need a GradScaler against underflowing gradients.
-    use_amp = device.type == "cuda" and cfg.amp == "auto" and torch.cuda.is_bf16_supported()
+    use_amp = _use_bf16(cfg.amp, device)
     recipe = index.recipe
     channels, size = int(recipe.get("channels", 1)), int(recipe["size"])
 
@@ -373,6 +386,7 @@ def _train(
     classes = index.classes + (["ood"] if num_classes > index.num_classes else [])  # a K+1 model's sink is "ood"
     meta = {
         "arch": cfg.model.name,
+        "amp": "bf16" if use_amp else "off",  # what training ran with (``amp: bf16`` falls back where unsupported)
         "in_chans": channels,
         "num_classes": num_classes,
         "img_size": size,
