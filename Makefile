@@ -26,10 +26,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 
-# -n auto: one pytest-xdist worker per core, one torch thread each (tests/conftest.py); --dist loadfile keeps a
-# file's module-scoped fixtures on one worker, so each is built once
+# -n auto: one pytest-xdist worker per core, one torch thread each (tests/conftest.py); at most 4, as every worker
+# builds the session fixtures (a trained teacher) in its own memory; --dist loadfile keeps a file's module-scoped
+# fixtures on one worker, so each is built once
 test: lint
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

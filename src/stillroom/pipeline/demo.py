@@ -53,9 +53,8 @@ DEMO_BUDGET = {
     "student_epochs": 20,
     "teacher_seeds": (0,),
     # bfloat16 autocast for the teacher's training step where the CPU has native bfloat16 (AMX / AVX512-BF16;
-    # float32 elsewhere): 1.2x per teacher epoch on the 2-core box, same teacher and student accuracy
-    # (BENCHMARKS "A bfloat16 teacher for the demo", benchmarks/block_bf16.sh). The students stay float32:
-    # bfloat16 slows mobilenet_v3_small's depthwise layers down on the CPU.
+    # float32 elsewhere): 555 vs 710 s, students' val level, test -0.8 (3 seeds; BENCHMARKS "A bfloat16 teacher for
+    # the demo"). Students stay float32: bfloat16 slows mobilenet_v3_small's depthwise layers on the CPU.
     "teacher_amp": "bf16",
     # validating (precise BN + val pass, ~12 s of a resnet18) every 4th epoch instead of every 2nd: the cosine
     # schedule's last epoch was the teacher's best val epoch in every 12-epoch run
