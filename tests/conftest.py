@@ -13,8 +13,9 @@ from stillroom.config import config_from_dict
 from stillroom.data.synthetic import build_shapes
 
 # 2 = the CI machine's cores; STILLROOM_TEST_THREADS=1 runs the suite beside another torch job without OpenMP
-# oversubscription (two 2-thread processes on 2 cores slow each other 5-15x). Under pytest-xdist (`make test` runs
-# `-n 2`) each worker gets one thread, and so do the subprocesses its tests start (they inherit OMP_NUM_THREADS).
+# oversubscription (two 2-thread processes on 2 cores slow each other 5-15x). Under pytest-xdist (`make test`: one
+# worker per core, at most 4) each worker gets one thread, and so do the subprocesses its tests start (they inherit
+# OMP_NUM_THREADS).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     torch.set_num_threads(1)

@@ -95,8 +95,9 @@ def _use_bf16(amp: str, device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if amp != "bf16" or device.type != "cpu":
         return False
-    cpu = getattr(torch, "cpu", None)
-    return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    # private probes of torch.cpu (no public one yet); a torch without them counts as no native bfloat16
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in probes)
 
 
 class GlobalBatchSampler(Sampler[int]):
