@@ -134,36 +134,145 @@ def test_rerender_coarse_grid_and_smooth():
 
 
 def test_shape_components_fire():
-    """Over many views each component shows up: scale (object bigger and smaller than any rotation gives), thickness
-    (through `thicken`), re-rendering (blocky outlines), occlusion (a white box cut from the object)."""
+    """Over many views each component shows up: scale (object bigger and smaller than any rotation gives), thickness,
+    re-rendering, the perspective warp, occlusion (a white box cut from the object)."""
     import stillroom.data.augment as A
 
-    calls = {"thicken": 0, "rerender": 0, "perspective": 0, "erase": 0}
-    orig = {"thicken": A.thicken, "rerender": A.rerender, "perspective": A.TF.perspective, "erase": A.TF.erase}
-
-    def counting(name):
-        def f(*a, **k):
-            calls[name] += 1
-            return orig[name](*a, **k)
-
-        return f
-
+    counts = {"thick": 0, "render": 0, "warp": 0, "erase": 0}
     areas = []
-    try:
-        A.thicken, A.rerender = counting("thicken"), counting("rerender")
-        A.TF.perspective, A.TF.erase = counting("perspective"), counting("erase")
-        for view in range(200):
-            out = A.shape(_sprite(), augment_rng(5, 0, view))
-            areas.append(int((out == 0).sum()))
-    finally:
-        A.thicken, A.rerender, A.TF.perspective, A.TF.erase = (
-            orig["thicken"],
-            orig["rerender"],
-            orig["perspective"],
-            orig["erase"],
-        )
-    for name, n in calls.items():
+    for view in range(200):
+        v = A._draw_shape(augment_rng(5, 0, view), 64, 64, geometry=True)
+        counts["thick"] += v.thick_px != 0
+        counts["render"] += v.render_side != 0
+        counts["warp"] += v.warp_end is not None
+        counts["erase"] += v.box is not None
+        out = A.shape(_sprite(), augment_rng(5, 0, view))
+        areas.append(int((out == 0).sum()))
+    for name, n in counts.items():
         assert 20 <= n <= 180, (name, n)
     base = int((_sprite() == 0).sum())
     assert max(areas) > 1.25 * base  # scale up and / or dilation adds mass (silhouette never does)
     assert min(areas) < 0.6 * base  # scale down, erosion, erasing remove it
+
+
+# --- the batched path (augment_batch, IndexDataset.__getitems__) ------------------------------------------------------
+
+
+def _reference_shape(img: torch.Tensor, rng: np.random.Generator, geometry: bool) -> torch.Tensor:
+    """The recipes as they were written before batching, one image at a time through torchvision's functional ops
+    and max_pool2d: the oracle the batched code must match bit for bit (replay stores hold logits of these views)."""
+    import math
+
+    import torch.nn.functional as F
+    import torchvision.transforms.v2.functional as TF
+
+    from stillroom.data.augment import _erase_box, rerender
+
+    _, h, w = img.shape
+    unit = min(h, w) / 64.0
+    angle = float(rng.uniform(-10.0, 10.0))
+    tx, ty = (int(round(rng.uniform(-0.1, 0.1) * s)) for s in (w, h))
+    scale = float(rng.uniform(0.75, 1.15))
+    shear = [float(v) for v in rng.uniform(-10.0, 10.0, size=2)]
+    warp = rng.random() < 0.3
+    corners = rng.uniform(-0.1, 0.1, size=(4, 2)) * np.array([w, h])
+    thick = rng.random() < 0.5
+    thick_px = int(rng.choice([-1, 1, 2]))
+    render = rng.random() < 0.5
+    render_side = int(rng.integers(24, 49))
+    render_smooth = rng.random() < 0.5
+    flip = rng.random() < 0.5
+    erase = rng.random() < 0.5
+    box = _erase_box(rng, h, w) if erase else None
+    if not geometry:
+        scale, shear, warp = 1.0, [0.0, 0.0], False
+    out = TF.affine(img, angle=angle, translate=[tx, ty], scale=scale, shear=shear, fill=255)
+    if warp:
+        start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+        end = [[int(round(x + dx)), int(round(y + dy))] for (x, y), (dx, dy) in zip(start, corners, strict=True)]
+        out = TF.perspective(out, start, end, interpolation=TF.InterpolationMode.NEAREST, fill=255)
+
+    def keeps(c: torch.Tensor, b: torch.Tensor) -> bool:
+        return int((c == 0).sum()) * 2 >= int((b == 0).sum())
+
+    if thick:
+        px = int(np.sign(thick_px)) * max(1, int(round(abs(thick_px) * unit)))
+        x, k = out.float().unsqueeze(0), 2 * abs(px) + 1
+        pooled = -F.max_pool2d(-x, k, stride=1, padding=abs(px)) if px > 0 else F.max_pool2d(x, k, 1, abs(px))
+        candidate = pooled.squeeze(0).to(out.dtype)
+        out = candidate if keeps(candidate, out) else out
+    if render:
+        candidate = rerender(out, max(2, int(round(render_side * unit))), render_smooth)
+        out = candidate if keeps(candidate, out) else out
+    if flip:
+        out = TF.horizontal_flip(out)
+    if box is not None:
+        out = TF.erase(out, *box, v=torch.tensor(255, dtype=out.dtype))
+    assert math.isfinite(angle)
+    return out
+
+
+def _varied_images(n: int, c: int, h: int, w: int) -> torch.Tensor:
+    """Sprites with random blobs and limbs; a few with grey levels (antialiased imports), to test the general min /
+    max filter and not only binary masks."""
+    g = torch.Generator().manual_seed(n * 7 + h)
+    imgs = torch.full((n, c, h, w), 255, dtype=torch.uint8)
+    for i in range(n):
+        for _ in range(3):
+            t, l_ = (int(v) for v in torch.randint(0, min(h, w) // 2, (2,), generator=g))
+            bh, bw = (int(v) for v in torch.randint(2, min(h, w) // 2, (2,), generator=g))
+            imgs[i, :, t : t + bh, l_ : l_ + bw] = 0
+        if i % 4 == 3:
+            imgs[i] = torch.where(imgs[i] == 0, torch.randint(0, 200, (c, h, w), generator=g).to(torch.uint8), imgs[i])
+    return imgs
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 64), (3, 48, 40), (1, 128, 128)])
+@pytest.mark.parametrize("name", ["silhouette", "shape", "restyle"])
+def test_batched_views_are_bit_identical_to_torchvision_per_image(name, shape):
+    import torchvision.transforms.v2.functional as TF
+
+    from stillroom.data.augment import _erase_box, augment_batch
+
+    def reference(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if name != "silhouette":
+            return _reference_shape(img, rng, geometry=name == "shape")
+        _, h, w = img.shape
+        angle = float(rng.uniform(-10.0, 10.0))
+        tx, ty = (int(round(rng.uniform(-0.1, 0.1) * s)) for s in (w, h))
+        flip, erase = rng.random() < 0.5, rng.random() < 0.5
+        box = _erase_box(rng, h, w) if erase else None
+        out = TF.affine(img, angle=angle, translate=[tx, ty], scale=1.0, shear=[0.0, 0.0], fill=255)
+        out = TF.horizontal_flip(out) if flip else out
+        return TF.erase(out, *box, v=torch.tensor(255, dtype=out.dtype)) if box is not None else out
+
+    aug, n = AUGMENTS.get(name), 48
+    imgs = _varied_images(n, *shape)
+    expected = torch.stack([reference(imgs[i], augment_rng(5, i, i % 3)) for i in range(n)])
+    got = augment_batch(aug, imgs, [augment_rng(5, i, i % 3) for i in range(n)])
+    assert torch.equal(got, expected)
+    # a view does not depend on the batch it is computed in: alone, or in another batch's order
+    assert torch.equal(aug(imgs[7], augment_rng(5, 7, 1)), expected[7])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    shuffled = augment_batch(aug, imgs[perm], [augment_rng(5, int(i), int(i) % 3) for i in perm])
+    assert torch.equal(shuffled, expected[perm])
+
+
+def test_dataset_batched_fetch_matches_item_by_item():
+    """The DataLoader calls ``__getitems__``; it must serve exactly what ``__getitem__`` serves, replay views too."""
+    from stillroom.data.dataset import IndexDataset
+
+    imgs = _varied_images(40, 1, 32, 32).numpy()
+    labels = np.arange(40) % 5
+    rows = np.arange(3, 40)
+    for replay in (0, 4):
+        ds = IndexDataset(imgs, labels, rows, AUGMENTS.get("restyle"), seed=2, replay_views=replay, draw_seed=9)
+        ds.set_view(3)
+        ks = [5, 0, 36, 12, 12, 30]
+        batch = ds.__getitems__(ks)
+        for k, (img, label, row, view) in zip(ks, batch, strict=True):
+            ref = ds[k]
+            assert torch.equal(img, ref[0]) and (label, row, view) == ref[1:]
+        loader = torch.utils.data.DataLoader(ds, batch_size=8)
+        x, y, r, v = next(iter(loader))
+        assert torch.equal(x, torch.stack([ds[k][0] for k in range(8)])) and r.tolist() == rows[:8].tolist()

@@ -30,15 +30,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+from torchvision.transforms.functional import _get_inverse_affine_matrix  # the matrix TF.affine uses
 
 from stillroom._registry import Registry
 
-__all__ = ["AUGMENTS", "augment_name", "augment_rng", "get_augment", "rerender", "thicken"]
+__all__ = ["AUGMENTS", "augment_batch", "augment_name", "augment_rng", "get_augment", "rerender", "thicken"]
 
 Augment = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]  # (C,H,W) uint8 -> (C,H,W) uint8
 AUGMENTS: Registry[Augment] = Registry("augmentation")
@@ -62,32 +64,35 @@ def _erase_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int,
     return None
 
 
-@AUGMENTS.register("silhouette")
-def silhouette(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    _, h, w = img.shape
-    angle = float(rng.uniform(-10.0, 10.0))
-    tx, ty = (int(round(rng.uniform(-0.1, 0.1) * s)) for s in (w, h))
-    flip = rng.random() < 0.5
-    erase = rng.random() < 0.5
-    box = _erase_box(rng, h, w) if erase else None
-    out = TF.affine(img, angle=angle, translate=[tx, ty], scale=1.0, shear=[0.0, 0.0], fill=_WHITE)
-    if flip:
-        out = TF.horizontal_flip(out)
-    if box is not None:
-        out = TF.erase(out, *box, v=torch.tensor(_WHITE, dtype=out.dtype))
-    return out
-
-
 def thicken(img: torch.Tensor, px: int) -> torch.Tensor:
     """(C,H,W) uint8 0/255 mask (object black) -> the object dilated by ``px`` pixels (``px`` < 0: eroded), with a
     (2|px|+1)-square min filter (dilation: black spreads) or max filter (erosion: white spreads)."""
+    return _thicken(img.unsqueeze(0), px).squeeze(0)
+
+
+def _thicken(imgs: torch.Tensor, px: int) -> torch.Tensor:
+    """``thicken`` of a (B,C,H,W) batch."""
     if px == 0:
-        return img
-    k = 2 * abs(px) + 1
-    x = img.float().unsqueeze(0)  # (1,C,H,W)
-    # max_pool2d pads with -inf, so neither filter pulls the border colour in
-    out = -F.max_pool2d(-x, k, stride=1, padding=abs(px)) if px > 0 else F.max_pool2d(x, k, stride=1, padding=abs(px))
-    return out.squeeze(0).to(img.dtype)
+        return imgs
+    x = imgs.float()
+    return (-_window_max(-x, abs(px)) if px > 0 else _window_max(x, abs(px))).to(imgs.dtype)
+
+
+def _window_max(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Max over the (2r+1)-square window of every pixel, pixels outside the image not counted: what
+    ``max_pool2d(x, 2r+1, stride=1, padding=r)`` computes (it pads with -inf), as running maxima of shifted copies
+    along rows, then columns (max is separable and exact): several times faster than max_pool2d on one channel."""
+    h, w = x.shape[-2:]
+    pad = F.pad(x, (r, r, r, r), value=-math.inf)
+    rows = pad[..., :, r : r + w].clone()
+    for d in range(-r, r + 1):
+        if d:
+            torch.maximum(rows, pad[..., :, r + d : r + d + w], out=rows)
+    out = rows[..., r : r + h, :].clone()
+    for d in range(-r, r + 1):
+        if d:
+            torch.maximum(out, rows[..., r + d : r + d + h, :], out=out)
+    return out
 
 
 def rerender(img: torch.Tensor, side: int, smooth: bool) -> torch.Tensor:
@@ -106,60 +111,156 @@ def rerender(img: torch.Tensor, side: int, smooth: bool) -> torch.Tensor:
     return up.squeeze(0).to(img.dtype)
 
 
-def _keeps_object(candidate: torch.Tensor, before: torch.Tensor) -> bool:
-    """At least half the object pixels survive (erosion / re-rendering can wipe out thin sprites entirely)."""
-    return int((candidate == 0).sum()) * 2 >= int((before == 0).sum())
+@dataclass(frozen=True)
+class _View:
+    """One view's parameters, in image pixels. Drawn by ``_draw_silhouette`` / ``_draw_shape`` from the view's
+    generator (their draw order is part of the replay contract: a store's views must be re-created exactly) and
+    applied to a whole batch by ``_apply``."""
+
+    angle: float
+    translate: tuple[int, int]
+    scale: float = 1.0
+    shear: tuple[float, float] = (0.0, 0.0)
+    warp_end: list[list[int]] | None = None  # perspective: where the corners go (None: no warp)
+    thick_px: int = 0  # dilate (> 0) or erode (< 0) by this many pixels; 0: unchanged
+    render_side: int = 0  # re-render at this side; 0: unchanged
+    render_smooth: bool = False
+    flip: bool = False
+    box: tuple[int, int, int, int] | None = None  # white erasing box (top, left, height, width)
 
 
-def _shape(img: torch.Tensor, rng: np.random.Generator, geometry: bool) -> torch.Tensor:
+def _draw_silhouette(rng: np.random.Generator, h: int, w: int) -> _View:
+    angle = float(rng.uniform(-10.0, 10.0))
+    tx, ty = (int(round(rng.uniform(-0.1, 0.1) * s)) for s in (w, h))
+    flip = rng.random() < 0.5
+    erase = rng.random() < 0.5
+    return _View(angle, (tx, ty), flip=flip, box=_erase_box(rng, h, w) if erase else None)
+
+
+def _draw_shape(rng: np.random.Generator, h: int, w: int, geometry: bool) -> _View:
     """``shape`` (``geometry``) or ``restyle`` (scale 1, no shear, no warp); both draw the same numbers."""
-    _, h, w = img.shape
     unit = min(h, w) / 64.0  # the recipe's pixel sizes are given at 64 px
     # every parameter is drawn up front, in a fixed order, so one component's branch never shifts another's draws
     angle = float(rng.uniform(-10.0, 10.0))
     tx, ty = (int(round(rng.uniform(-0.1, 0.1) * s)) for s in (w, h))
     scale = float(rng.uniform(0.75, 1.15))
-    shear = [float(v) for v in rng.uniform(-10.0, 10.0, size=2)]
+    shear = tuple(float(v) for v in rng.uniform(-10.0, 10.0, size=2))
     warp = rng.random() < 0.3
     corners = rng.uniform(-0.1, 0.1, size=(4, 2)) * np.array([w, h])
     thick = rng.random() < 0.5
-    thick_px = int(rng.choice([-1, 1, 2]))  # eroding 2 px breaks thin limbs apart
+    # eroding 2 px breaks thin limbs apart; integers(0, 3) is the draw rng.choice([-1, 1, 2]) makes, 4x cheaper
+    thick_px = (-1, 1, 2)[int(rng.integers(0, 3))]
     render = rng.random() < 0.5
     render_side = int(rng.integers(24, 49))
     render_smooth = rng.random() < 0.5
     flip = rng.random() < 0.5
     erase = rng.random() < 0.5
     box = _erase_box(rng, h, w) if erase else None
-
-    if not geometry:
-        scale, shear, warp = 1.0, [0.0, 0.0], False
-    out = TF.affine(img, angle=angle, translate=[tx, ty], scale=scale, shear=shear, fill=_WHITE)
-    if warp:
+    warp_end = None
+    if geometry and warp:
         start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
-        end = [[int(round(x + dx)), int(round(y + dy))] for (x, y), (dx, dy) in zip(start, corners, strict=True)]
-        out = TF.perspective(out, start, end, interpolation=TF.InterpolationMode.NEAREST, fill=_WHITE)
-    if thick:
-        px = int(np.sign(thick_px)) * max(1, int(round(abs(thick_px) * unit)))
-        candidate = thicken(out, px)
-        out = candidate if _keeps_object(candidate, out) else out
-    if render:
-        candidate = rerender(out, max(2, int(round(render_side * unit))), render_smooth)
-        out = candidate if _keeps_object(candidate, out) else out
-    if flip:
-        out = TF.horizontal_flip(out)
-    if box is not None:
-        out = TF.erase(out, *box, v=torch.tensor(_WHITE, dtype=out.dtype))
+        warp_end = [[int(round(x + dx)), int(round(y + dy))] for (x, y), (dx, dy) in zip(start, corners, strict=True)]
+    return _View(
+        angle,
+        (tx, ty),
+        scale=scale if geometry else 1.0,
+        shear=shear if geometry else (0.0, 0.0),  # type: ignore[arg-type]
+        warp_end=warp_end,
+        thick_px=int(np.sign(thick_px)) * max(1, int(round(abs(thick_px) * unit))) if thick else 0,
+        render_side=max(2, int(round(render_side * unit))) if render else 0,
+        render_smooth=render_smooth,
+        flip=flip,
+        box=box,
+    )
+
+
+def _affine(imgs: torch.Tensor, views: list[_View]) -> torch.Tensor:
+    """``TF.affine(img, angle, translate, scale, shear, fill=255)`` (nearest) for every image of the batch, with
+    each view's own matrix, in one ``grid_sample``. Bit-identical to torchvision's per-image call (tested): the same
+    inverse matrix, the same per-image grid arithmetic, the same fill and rounding; only the sampling is batched."""
+    b, c, h, w = imgs.shape
+    base = torch.empty(1, h, w, 3)
+    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w))
+    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h).unsqueeze_(-1))
+    base[..., 2].fill_(1)
+    base = base.view(1, h * w, 3)
+    half = torch.tensor([0.5 * w, 0.5 * h])
+    grids = []
+    for v in views:
+        matrix = _get_inverse_affine_matrix(
+            [0.0, 0.0], v.angle, [float(t) for t in v.translate], v.scale, list(v.shear)
+        )
+        theta = torch.tensor(matrix, dtype=torch.float32).reshape(1, 2, 3)
+        grids.append(base.bmm(theta.transpose(1, 2).div_(half)))  # one image at a time, as torchvision computes it
+    grid = torch.cat(grids).view(b, h, w, 2)
+    x = torch.cat((imgs.float(), torch.ones(b, 1, h, w)), dim=1)  # the ones channel marks pixels from outside
+    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    x, mask = x[:, :c], x[:, c:].expand(b, c, h, w)
+    return torch.where(mask < 0.5, torch.tensor(float(_WHITE)), x).round_().to(imgs.dtype)
+
+
+def _black(x: torch.Tensor) -> torch.Tensor:
+    return (x == 0).flatten(1).sum(1)  # (B,) object pixels
+
+
+def _apply(imgs: torch.Tensor, views: list[_View]) -> torch.Tensor:
+    """(B,C,H,W) uint8 0/255 masks, one view each -> their augmented views: affine, warp, thickness, re-rendering,
+    flip, erasing, in that order. A thickness change or re-rendering that would remove more than half of an image's
+    object pixels is skipped for that image."""
+    out = _affine(imgs, views)
+    for i, v in enumerate(views):
+        if v.warp_end is not None:
+            start = [[0, 0], [out.shape[-1] - 1, 0], [out.shape[-1] - 1, out.shape[-2] - 1], [0, out.shape[-2] - 1]]
+            out[i] = TF.perspective(out[i], start, v.warp_end, interpolation=TF.InterpolationMode.NEAREST, fill=_WHITE)
+    for px in sorted({v.thick_px for v in views} - {0}):
+        idx = torch.tensor([i for i, v in enumerate(views) if v.thick_px == px])
+        before = out[idx]
+        candidate = _thicken(before, px)
+        keep = _black(candidate) * 2 >= _black(before)
+        out[idx[keep]] = candidate[keep]
+    for i, v in enumerate(views):
+        if v.render_side:
+            candidate = rerender(out[i], v.render_side, v.render_smooth)
+            if int(_black(candidate[None])) * 2 >= int(_black(out[i : i + 1])):
+                out[i] = candidate
+    flips = [i for i, v in enumerate(views) if v.flip]
+    if flips:
+        out[flips] = out[flips].flip(-1)
+    for i, v in enumerate(views):
+        if v.box is not None:
+            top, left, eh, ew = v.box
+            out[i, :, top : top + eh, left : left + ew] = _WHITE
     return out
 
 
-@AUGMENTS.register("shape")
-def shape(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    return _shape(img, rng, geometry=True)
+def _batched(draw: Callable[[np.random.Generator, int, int], _View]) -> Augment:
+    """A registered recipe from its parameter draw: the per-image function, with ``.batch`` (B images, B generators)
+    doing the work for both (one image is a batch of one, so a replay store's views and a training batch's views
+    come from the same code)."""
+
+    def batch(imgs: torch.Tensor, rngs: list[np.random.Generator]) -> torch.Tensor:
+        h, w = imgs.shape[-2:]
+        return _apply(imgs, [draw(rng, h, w) for rng in rngs])
+
+    def one(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        return batch(img.unsqueeze(0), [rng])[0]
+
+    one.batch = batch  # type: ignore[attr-defined]
+    return one
 
 
-@AUGMENTS.register("restyle")
-def restyle(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    return _shape(img, rng, geometry=False)
+silhouette = AUGMENTS.register("silhouette")(_batched(_draw_silhouette))
+shape = AUGMENTS.register("shape")(_batched(lambda rng, h, w: _draw_shape(rng, h, w, geometry=True)))
+restyle = AUGMENTS.register("restyle")(_batched(lambda rng, h, w: _draw_shape(rng, h, w, geometry=False)))
+
+
+def augment_batch(augment: Augment, imgs: torch.Tensor, rngs: list[np.random.Generator]) -> torch.Tensor:
+    """(B,C,H,W) uint8 -> ``augment`` of each image with its generator: the recipe's batched path where it has one
+    (``silhouette``, ``shape``, ``restyle``: identical views, ~5x less time), else image by image."""
+    batch = getattr(augment, "batch", None)
+    if batch is not None:
+        return batch(imgs, rngs)
+    return torch.stack([augment(img, rng) for img, rng in zip(imgs, rngs, strict=True)])
 
 
 @AUGMENTS.register("rgb")

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from stillroom._io import StillroomError, atomic_write_bytes
-from stillroom.data.augment import Augment, augment_rng
+from stillroom.data.augment import Augment, augment_batch, augment_rng
 from stillroom.data.index import DatasetIndex
 
 __all__ = ["load_images", "IndexDataset", "Normalizer"]
@@ -107,6 +107,17 @@ class IndexDataset(Dataset):
         if self.augment is not None:
             img = self.augment(img, augment_rng(self.seed, row, view))
         return img, int(self.labels[row]), row, view
+
+    def __getitems__(self, ks: list[int]) -> list[tuple[torch.Tensor, int, int, int]]:
+        """The DataLoader's batched fetch: the same samples as ``__getitem__`` one by one, augmented as one batch
+        (``augment_batch``: the silhouette recipes' views are bit-identical, in about half the time)."""
+        rows = self.rows[np.asarray(ks, dtype=np.int64)]
+        views = self._views[rows] if self._views is not None else np.full(len(rows), self.view)
+        imgs = torch.from_numpy(np.array(self.images[rows]))  # (B, C, S, S) copy: the memmap is read-only
+        if self.augment is not None:
+            rngs = [augment_rng(self.seed, int(r), int(v)) for r, v in zip(rows, views, strict=True)]
+            imgs = augment_batch(self.augment, imgs, rngs)
+        return [(img, int(self.labels[r]), int(r), int(v)) for img, r, v in zip(imgs, rows, views, strict=True)]
 
 
 class Normalizer(torch.nn.Module):

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stillroom._io import StillroomError
-from stillroom.data.augment import Augment, augment_rng
+from stillroom.data.augment import Augment, augment_batch, augment_rng
 from stillroom.deploy._ort import export_model_onnx, normalize_uint8
 
 __all__ = ["QAT_DEFAULTS", "prepare_qat_model", "quantize_int8_qat"]
@@ -188,8 +188,8 @@ def quantize_int8_qat(
             if step >= steps:
                 break
             rows = order[b * batch_size : (b + 1) * batch_size]
-            views = [augment(torch.from_numpy(np.array(images[r])), augment_rng(seed, int(r), epoch)) for r in rows]
-            x = norm(torch.stack(views).numpy())
+            raw = torch.from_numpy(np.array(images[rows]))
+            x = norm(augment_batch(augment, raw, [augment_rng(seed, int(r), epoch) for r in rows]).numpy())
             with torch.no_grad():
                 target = F.softmax(teacher(x) / temperature, 1)
             loss = F.kl_div(F.log_softmax(gm(x) / temperature, 1), target, reduction="batchmean") * temperature**2

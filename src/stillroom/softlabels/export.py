@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from stillroom._io import StillroomError, atomic_write_json, read_json
-from stillroom.data.augment import augment_name, augment_rng, get_augment
+from stillroom.data.augment import augment_batch, augment_name, augment_rng, get_augment
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
 from stillroom.models.inference import iter_batches
@@ -215,8 +215,9 @@ def _compute(
         else:
             # (B, C, S, S) uint8: exactly what IndexDataset serves for (seed, row, view)
             seed = replay["augment_seed"]
-            raw = [aug(torch.from_numpy(np.array(images[r])), augment_rng(seed, r, v)) for r in range(start, stop)]
-            x = normalizer(torch.stack(raw).to(next(normalizer.buffers()).device))
+            raw = torch.from_numpy(np.array(images[start:stop]))
+            raw = augment_batch(aug, raw, [augment_rng(seed, r, v) for r in range(start, stop)])
+            x = normalizer(raw.to(next(normalizer.buffers()).device))
         arr[done : done + stop - start] = model(x).float().cpu().numpy()
         done += stop - start
         if done == total or time.monotonic() - last_commit >= COMMIT_SECONDS:
