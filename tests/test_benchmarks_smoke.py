@@ -153,3 +153,16 @@ def test_posthoc_sources_matches_evaluate_open_set(teacher_run, ood_only, tmp_pa
         assert rows[0][f"{name}_fpr95"] == pytest.approx(report["scores"][name]["fpr_at_95_tpr"], abs=1e-6), name
     metrics = json.loads((run / "metrics.json").read_text())
     assert rows[0]["id_top1"] == pytest.approx(metrics["splits"]["test"]["best"]["top1"], abs=1e-6)
+
+
+def test_bench_augment_smoke(capsys, tmp_path):
+    import torch
+
+    bench = _script("bench_augment")
+    threads = torch.get_num_threads()
+    bench.main(["--index", str(tmp_path / "none"), "--images", "8", "--size", "32", "--batch", "4", "--repeats", "1",
+                "--threads", str(threads)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "random blobs (32 px" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| silhouette", "| shape", "| restyle"]

@@ -81,3 +81,39 @@ def test_load_run_is_the_run_objects_model(teacher_run):
     loaded = load_run(teacher_run, "final", device="cpu")
     assert loaded.weights_path.name == "final.safetensors" and not loaded.model.training
     assert loaded.classes == Run(teacher_run).classes
+
+
+def test_same_weights_bytes_are_evaluated_once(teacher_run, shapes_index, tmp_path, monkeypatch):
+    """``best`` and ``final`` are often one file's bytes (the last epoch was the best): logits and the BN check are
+    computed once for both, and both get the same report. Other bytes are computed again."""
+    import stillroom.evaluate.runner as runner_mod
+    import stillroom.runs as runs_mod
+    from stillroom.evaluate.runner import evaluate_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(teacher_run, run_dir)
+    shutil.copyfile(run_dir / "best.safetensors", run_dir / "final.safetensors")
+    calls = {"logits": 0, "bn": 0}
+    predict, bn_check = runs_mod.predict_logits, runner_mod._bn_check
+
+    def counting_predict(*a, **k):
+        calls["logits"] += 1
+        return predict(*a, **k)
+
+    def counting_bn(*a, **k):
+        calls["bn"] += 1
+        return bn_check(*a, **k)
+
+    monkeypatch.setattr(runs_mod, "predict_logits", counting_predict)
+    monkeypatch.setattr(runner_mod, "_bn_check", counting_bn)
+    out = evaluate_run(run_dir, splits=("test",), index=shapes_index, plots=False)
+    assert calls == {"logits": 2, "bn": 1}  # val (temperature) and test, once for both weights
+    best, final = out["splits"]["test"]["best"], out["splits"]["test"]["final"]
+    assert best["top1"] == final["top1"] and best["nll"] == final["nll"]
+    assert out["weights"]["best"]["bn_check"] == out["weights"]["final"]["bn_check"]
+    # distinct bytes: computed for each
+    shutil.copyfile(teacher_run / "final.safetensors", run_dir / "final.safetensors")
+    if read_json(teacher_run / "metrics.json")["weights"]["best"]["sha256"] != Run(run_dir).weights_sha256("final"):
+        calls.update(logits=0, bn=0)
+        evaluate_run(run_dir, splits=("test",), index=shapes_index, plots=False)
+        assert calls == {"logits": 4, "bn": 2}

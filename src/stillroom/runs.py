@@ -319,11 +319,13 @@ class Run:
         cache_key: str | None = None,
     ) -> np.ndarray:
         """(N, num_outputs) float32 logits of ``rows`` of ``index`` (``images``: its decoded images, else loaded);
-        with ``cache_key`` (e.g. the split name) the result is kept for the next call with the same key."""
-        key = (weights, index.index_hash, cache_key) if cache_key is not None else None
+        with ``cache_key`` (e.g. the split name) the result is kept for the next call with the same key and the
+        same weights content: ``best`` and ``final`` are often one file's bytes (the last epoch was the best), and
+        their logits are then computed once."""
+        run = self.load(weights)
+        key = (run.weights_sha256, index.index_hash, cache_key) if cache_key is not None else None
         if key is not None and key in self._logits:
             return self._logits[key]
-        run = self.load(weights)
         out = predict_logits(run.model, run.normalizer, load_images(index) if images is None else images, rows)
         if key is not None:
             self._logits[key] = out

@@ -143,11 +143,14 @@ def evaluate_run(
     val_split, train_split = the_run.val_split, the_run.train_split
     # ID classes of this index (a merged index has a sink class; its sink-labelled rows are OOD)
     k_id = index.num_classes if index_sink(index) is None else int(index_sink(index))
+    bn_checks: dict[str, dict] = {}  # weights sha256 -> its check: best and final are often the same bytes
     for w in weights:
         run = the_run.load(w)
         out["weights"][w] = {"file": run.weights_path.name, "sha256": run.weights_sha256}
         if own_index and len(index.split_indices(train_split)):
-            out["weights"][w]["bn_check"] = _bn_check(the_run, run, images, index, train_split, k_id)
+            if run.weights_sha256 not in bn_checks:
+                bn_checks[run.weights_sha256] = _bn_check(the_run, run, images, index, train_split, k_id)
+            out["weights"][w]["bn_check"] = dict(bn_checks[run.weights_sha256])
 
         def split_logits(split: str, w=w) -> np.ndarray:
             return the_run.logits(w, index.split_indices(split), index, images, cache_key=split)
