@@ -34,12 +34,10 @@ from stillroom.data.index import DatasetIndex, load_index
 
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
-# Epoch budgets, measured on the idle 2-core CPU box with restyle at batch 64: a resnet18 teacher epoch of 4.2k
-# images ~25 s plus ~6 s when it validates (every 2nd epoch); a mobilenet_v3_small student epoch ~7.5 s plus ~1.4 s
-# when it validates. 2 x 8 teacher epochs + 2 x 24 student epochs took 15 min 52 s for `make demo` (over the
-# 15-minute budget), hence 7 and 20; students validate every 2nd epoch to pay for the replay export below.
-# With it, `make demo` took 13 min 53 s idle (7697dcc, KD) and 14 min 12 s with LumiNet (cb474eb; 16 min 23 s in a
-# run where the host was ~20% slower). With teachers and students side by side (jobs 2): 11 min 59 s (88cbcb0).
+# Epoch budgets: `make demo` from a fresh clone on the idle 2-core box. History: 13 min 53 s (7697dcc) and 11 min 59 s
+# (88cbcb0) on a faster host of this box type; 24 min 5 s (413c29b) and 19 min 29 s (1916799, bfloat16 teacher) on
+# this slower one (a teacher epoch on two threads 26 s there in float32, 40-44 s here in bfloat16), where each
+# change below was measured.
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
@@ -56,9 +54,9 @@ DEMO_BUDGET = {
     # float32 elsewhere): 555 vs 710 s, students' val level, test -0.8 (3 seeds; BENCHMARKS "A bfloat16 teacher for
     # the demo"). Students stay float32: bfloat16 slows mobilenet_v3_small's depthwise layers on the CPU.
     "teacher_amp": "bf16",
-    # validating (precise BN + val pass, ~12 s of a resnet18) every 4th epoch instead of every 2nd: the cosine
-    # schedule's last epoch was the teacher's best val epoch in every 12-epoch run
-    "teacher_eval_every": 4,
+    # validating (precise BN + val pass, ~12 s of a resnet18) at the last epoch only: the cosine schedule's last
+    # epoch was the teacher's best val epoch in every 10- and 12-epoch run (block_bf16.sh, block_budget.sh)
+    "teacher_eval_every": 12,
     # restyle (stroke thickness, re-rendering at other resolutions; data/augment.py) at batch 64: same clean val
     # top-1 as silhouette at batch 128, ~30 points more on the outline-rewrite proxy (BENCHMARKS "Restyle by
     # default"); at batch 128 it has too few steps in 24 epochs (val -12.8 points)
@@ -77,7 +75,8 @@ DEMO_BUDGET = {
         "name": "luminet",
         "params": {"kd_scale": 578.0, "temperature": 4.0, "eps": 1e-5, "warmup_epochs": 2, "multi_teacher": "fused"},
     },
-    "student_eval_every": 2,
+    # every 4th epoch (~5 s of a one-thread student each): the best-val epoch is picked among 4, 8, .., 20
+    "student_eval_every": 4,
     "latency_seconds": 1.0,  # timed batch-1 calls per model in the trade-off (after 0.3 s of warm-up)
 }
 STUDENT_SEED = 0  # both students; replay stores are exported with it as their augment seed
