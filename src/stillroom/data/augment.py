@@ -2,7 +2,10 @@
 
 The generator is seeded from (run seed, sample row, view), so the augmented view a sample gets is a deterministic
 function of those three numbers: runs repeat exactly, and a teacher can later be replayed on the very view the
-student saw. Parameters are drawn here and applied with torchvision's functional ops.
+student saw. Parameters are drawn per image (``_draw_*``, a ``_View``) and applied to a whole batch at once
+(``augment_batch``; the DataLoader fetches batches through ``IndexDataset.__getitems__``): one ``grid_sample`` for
+every image's rotation and shift, with the matrix and grid arithmetic of torchvision's per-image ``affine``, so a
+view is bit-identical to the per-image ops and does not depend on the batch it is computed in (tested).
 
 Recipes (registry ``AUGMENTS``):
 
@@ -36,9 +39,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from torchvision.transforms.functional import _get_inverse_affine_matrix  # the matrix TF.affine uses
 
 from stillroom._registry import Registry
+
+try:  # the inverse matrix TF.affine computes (private in torchvision; the oracle test pins its behaviour)
+    from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
+except ImportError:  # pragma: no cover - older or newer layouts
+    from torchvision.transforms.functional import _get_inverse_affine_matrix
 
 __all__ = ["AUGMENTS", "augment_batch", "augment_name", "augment_rng", "get_augment", "rerender", "thicken"]
 
