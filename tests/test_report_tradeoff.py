@@ -251,3 +251,17 @@ def test_html_report_opens_with_the_measured_tradeoff(demo_dir, shapes_index):
     assert "share of ensemble top-1 kept" in section and "<code>stillroom bench-latency RUN</code>" in section
     assert '<a href="#tradeoff">' in text
     assert load_index(shapes_index.root).index_hash == read_json(demo_dir / TRADEOFF_FILE)["index_hash"]
+
+
+def test_markdown_report_says_whether_the_demo_kept_its_wall_time_budget(teacher_run, shapes_index, tmp_path):
+    def wall(total_s: float, budget: dict) -> list[str]:
+        text = write_demo_report(
+            tmp_path / "report.md", shapes_index, {"teacher": teacher_run}, timings={"total": total_s}, budget=budget
+        ).read_text()
+        return [ln for ln in text.split("## Wall time")[1].splitlines() if ln.startswith("- budget")]
+
+    assert wall(16.3 * 60, {"wall_minutes": 15}) == [
+        "- budget: 15 min on the 2-core box; this run 16.3 min, over by 1.3 min"
+    ]
+    assert wall(14 * 60, {"wall_minutes": 15})[0].endswith("this run 14.0 min, within it")
+    assert wall(14 * 60, {"wall_minutes": None}) == []  # quick and patient budgets promise no wall time

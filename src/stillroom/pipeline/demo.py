@@ -34,10 +34,8 @@ from stillroom.data.index import DatasetIndex, load_index
 
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
-# Epoch budgets: `make demo` from a fresh clone on the idle 2-core box. History: 13 min 53 s (7697dcc) and 11 min 59 s
-# (88cbcb0) on a faster host of this box type; 24 min 5 s (413c29b) and 19 min 29 s (1916799, bfloat16 teacher) on
-# this slower one (a teacher epoch on two threads 26 s there in float32, 40-44 s here in bfloat16), where each
-# change below was measured.
+# `make demo` from a fresh clone, idle 2-core box: 13 min 53 s (7697dcc), 11 min 59 s (88cbcb0) on a faster host (a
+# teacher epoch 26 s in float32); 24 min 5 s (413c29b), 19 min 29 s (1916799), 16 min 18 s (db6a4a0) on this one.
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
@@ -78,6 +76,7 @@ DEMO_BUDGET = {
     # every 4th epoch (~5 s of a one-thread student each): the best-val epoch is picked among 4, 8, .., 20
     "student_eval_every": 4,
     "latency_seconds": 1.0,  # timed batch-1 calls per model in the trade-off (after 0.3 s of warm-up)
+    "wall_minutes": 15,  # what `make demo` may take on the 2-core box; the report says whether this run did
 }
 STUDENT_SEED = 0  # both students; replay stores are exported with it as their augment seed
 QUICK_BUDGET = {
@@ -89,6 +88,7 @@ QUICK_BUDGET = {
     "replay_views": 2,
     "student_eval_every": 1,
     "latency_seconds": 0.5,
+    "wall_minutes": None,
 }
 # Patient teachers and students (Beyer et al. 2022: consistent views, long schedules), the recipe of
 # benchmarks/block_patient.sh (configs/block151/patient.yaml): 32 teacher epochs instead of 12, 16 replayed views
@@ -103,6 +103,7 @@ PATIENT_BUDGET = {
     "teacher_eval_every": 4,
     "student_eval_every": 4,
     "teacher_amp": "off",  # float32, as its 3-seed figures were measured (bfloat16 was measured on 12 epochs only)
+    "wall_minutes": None,  # about an hour (module docstring), no promise
 }
 BUDGETS = {"demo": DEMO_BUDGET, "quick": QUICK_BUDGET, "patient": PATIENT_BUDGET}
 
