@@ -57,14 +57,17 @@ def table_rows(run: Path, splits: list[str]) -> list[str]:
                 [
                     run.name,
                     rep["ladder"]["signal"],
+                    str(rep["ladder"].get("style_views", 0)),
                     rep["input"],
                     rep["split"],
                     _p(clean["id_accepted"]),
                     _p(s["id_accepted"]["min"]),
                     s["id_accepted"]["min_at"],
                     _p(s["id_accepted"]["mean"]),
+                    _p(s["id_accepted"].get("held_out_mean")),
                     _p(s["id_top1_accepted"]["mean"]),
                     _p(sum(both) / len(both)),
+                    _p(clean.get("ood_rejected")),
                     _p(s.get("ood_rejected", {}).get("mean")),
                     _a(clean.get("auroc_served")),
                     _a(s.get("auroc_served", {}).get("min")),
@@ -99,8 +102,8 @@ def per_rewrite(runs: list[Path], metric: str, split: str, input_mode: str) -> l
 
 
 HEADER = (
-    "| run | signal | input | split | ID acc clean | ID acc min | worst rewrite | ID acc mean | top-1 of acc mean "
-    "| acc & correct mean | OOD rej mean | AUROC clean | AUROC min | AUROC mean | FPR95 mean | signal AUROC mean "
+    "| run | signal | style views | input | split | ID acc clean | ID acc min | worst rewrite | ID acc mean "
+    "| ID acc held-out mean | top-1 of acc mean | acc & correct mean | OOD rej clean | OOD rej mean | AUROC clean | AUROC min | AUROC mean | FPR95 mean | signal AUROC mean "
     "| 90% acc met | AUROC 0.95 met |"
 )
 

@@ -276,3 +276,29 @@ def test_dataset_batched_fetch_matches_item_by_item():
         loader = torch.utils.data.DataLoader(ds, batch_size=8)
         x, y, r, v = next(iter(loader))
         assert torch.equal(x, torch.stack([ds[k][0] for k in range(8)])) and r.tolist() == rows[:8].tolist()
+
+
+def test_style_views_change_strokes_and_rendering_not_position():
+    """``style`` (the ladder's calibration views): thickness and re-rendering as ``restyle`` draws them, but never
+    rotated, shifted, flipped or erased, so the object stays where the service's centring puts it."""
+    from stillroom.data.augment import rerender, thicken
+
+    style, img = AUGMENTS.get("style"), _sprite()
+    obj = (img[0] == 0).numpy()
+    ys, xs = np.nonzero(obj)
+    counts, changed = [], 0
+    for v in range(40):
+        out = style(img, augment_rng(0, 2, v))
+        assert set(np.unique(out.numpy())) <= {0, 255}
+        o = (out[0] == 0).numpy()
+        oy, ox = np.nonzero(o)
+        # a flip or a shift of the asymmetric sprite moves its centroid by pixels; strokes and rendering barely do
+        assert abs(ox.mean() - xs.mean()) < 1.5 and abs(oy.mean() - ys.mean()) < 1.5
+        counts.append(int(o.sum()))
+        changed += not torch.equal(out, img)
+        # what it did is one of the recipe's changes (or both, thickness first), never anything else
+        options = [img] + [thicken(img, px) for px in (-1, 1, 2)]
+        options += [rerender(x, side, smooth) for x in options for side in range(24, 49) for smooth in (False, True)]
+        assert any(torch.equal(out, x) for x in options)
+    assert 10 <= changed < 40  # each change is drawn with p = 0.5: about a quarter of the views are untouched
+    assert min(counts) < obj.sum() < max(counts)  # thinner and thicker strokes both occur

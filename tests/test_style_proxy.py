@@ -184,9 +184,9 @@ def test_cli_writes_and_merges_style_proxy_json(run, fitted, tmp_path, ood_only)
     lines = bench.table_rows(copy, ["val", "test"])
     assert len(lines) == 3 and all(line.count(" | ") == bench.HEADER.count(" | ") for line in lines)
     # one split asked for, while the file also holds the other: only its line (this used to raise ValueError)
-    assert [line.split(" | ")[3] for line in bench.table_rows(copy, ["test"])] == ["test"]
+    assert [line.split(" | ")[4] for line in bench.table_rows(copy, ["test"])] == ["test"]
     rep = data["val/maxlogit/dataset/best"]
-    want = f"| cli | maxlogit | dataset | val | {100 * rep['rows']['clean']['id_accepted']:.1f} |"
+    want = f"| cli | maxlogit | 0 | dataset | val | {100 * rep['rows']['clean']['id_accepted']:.1f} |"
     assert any(line.startswith(want) for line in lines)
 
 
@@ -331,3 +331,44 @@ def test_loso_report_ladder_metrics_match_references(open_run):
     assert got["fused_logits"]["auroc"] == pytest.approx(roc_auc_score(y, fused), abs=1e-9)
     assert got["sink"]["auroc"] == pytest.approx(roc_auc_score(y, np.r_[pi[1], po[1]]), abs=1e-9)
     assert 0.0 <= got["fused"]["auroc"] <= 1.0 and 0.0 <= got["fused"]["fpr_at_95_tpr"] <= 1.0
+
+
+def test_ladder_placed_on_style_views(run, fitted, ood_only, tmp_path):
+    """``style_views=V``: thresholds placed on the clean val logits plus those of V style views of each val image
+    (recomputed here from ``style_views_of`` and the model), recorded in the ladder, keyed apart in the report."""
+    from stillroom.deploy._style_views import style_views_of
+    from stillroom.deploy.ladder import Ladder
+    from stillroom.deploy.run_ladder import fit_run_ladder
+    from stillroom.deploy.style_proxy import report_key, style_proxy_report
+    from stillroom.models.inference import predict_logits
+
+    from stillroom.data.dataset import load_images
+
+    the_run, idx, rows, x_id, _ = _id_ood_images(run, ood_only)
+    loaded = the_run.load("best")
+    views = style_views_of(load_images(idx), rows, 2)  # view v of dataset row r: augment_rng(0, r, v)
+    assert views.shape == (2 * len(x_id), *x_id.shape[1:]) and views.dtype == np.uint8
+    assert (views != np.concatenate([x_id, x_id])).any()  # some views changed strokes or rendering
+    lad = fit_run_ladder(run, ood_index=ood_only.root, save=False, style_views=2)
+    cal = lad.fit_summary_["calibration"]
+    assert cal["style_views"] == 2 and cal["augment"] == "style" and cal["id_fit_rows"] == 3 * cal["id_rows"]
+    assert fitted.fit_summary_["calibration"] == {"style_views": 0, "id_rows": cal["id_rows"]}
+    # the same thresholds from logits computed here: clean val rows of the run's index, then the views in order
+    val_logits = predict_logits(loaded.model, loaded.normalizer, x_id, np.arange(len(x_id)))
+    view_logits = predict_logits(loaded.model, loaded.normalizer, views, np.arange(len(views)))
+    want = Ladder(sink=False).fit(np.concatenate([val_logits, view_logits]), target_accept=0.95)
+    assert lad.thresholds() == pytest.approx(want.thresholds())
+    assert fit_run_ladder(run, ood_index=ood_only.root, save=False, style_views=2).thresholds() == lad.thresholds()
+    assert style_views_of(load_images(idx), rows, 2, seed=1).tobytes() != views.tobytes()  # the seed draws them
+    rep = style_proxy_report(run, split="val", ood_index=ood_only.root, names=["erode-2", "dilate-1"],
+                             signal="maxlogit", style_views=2)  # fmt: skip
+    assert rep["ladder"]["style_views"] == 2 and report_key(rep) == "val/maxlogit/dataset/best/style2"
+    assert "2 style views" in rep["ladder"]["source"]
+    acc = rep["summary"]["id_accepted"]
+    assert acc["held_out_mean"] == rep["rows"]["erode-2"]["id_accepted"]  # erode-2 alone is of a held-out kind
+    with pytest.raises(StillroomError, match="style_views must be >= 0"):
+        fit_run_ladder(run, ood_index=ood_only.root, save=False, style_views=-1)
+    copy = link_run(run, tmp_path / "saved")
+    fit_run_ladder(copy, ood_index=ood_only.root, style_views=1)
+    saved = json.loads((copy / "ladder.json").read_text())
+    assert saved["fit_data"]["calibration"]["style_views"] == 1

@@ -90,6 +90,13 @@ def export_cmd(
     ladder: bool = typer.Option(True, "--ladder/--no-ladder", help="fit the strictness ladder into RUN/ladder.json"),
     target_accept: float = typer.Option(0.95, help="ladder: fraction of ID validation samples to accept"),
     ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset whose val split reports rejection"),
+    ladder_style_views: int = typer.Option(
+        0,
+        "--ladder-style-views",
+        help="ladder: place the thresholds on clean val plus this many views of each val image with another stroke"
+        " thickness or rendering resolution (the 'style' augmentation), so --target-accept holds over drawing"
+        " styles, not only the clean one (0: clean val only)",
+    ),
     ladder_signal: str = typer.Option(
         "auto",
         "--ladder-signal",
@@ -109,6 +116,7 @@ def export_cmd(
     _check_number("--int8-qat-epochs", int8_qat_epochs, 0.0, 1e3, low_open=True)
     _check_number("--int8-qat-lr", int8_qat_lr, 0.0, 1.0, low_open=True)
     _check_number("--target-accept", target_accept, 0.0, 1.0, low_open=True)
+    _check_number("--ladder-style-views", ladder_style_views, 0, 64)
     if ladder_signal not in (*ALL_SIGNALS, "auto"):  # before the export, which takes a while
         raise StillroomError(f"--ladder-signal {ladder_signal!r}: must be one of {', '.join((*ALL_SIGNALS, 'auto'))}")
     if onnx:
@@ -172,10 +180,12 @@ def export_cmd(
         from stillroom.deploy.run_ladder import fit_run_ladder
 
         lad = fit_run_ladder(
-            run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, signal=ladder_signal
-        )
+            run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, signal=ladder_signal,
+            style_views=ladder_style_views,
+        )  # fmt: skip
         s = lad.fit_summary_
-        msg = f"[green]ladder[/] {lad!r}: ID val accept {s['id']['accept']:.3f}"
+        views = f" (clean + {ladder_style_views} style views each)" if ladder_style_views else ""
+        msg = f"[green]ladder[/] {lad!r}: ID val{views} accept {s['id']['accept']:.3f}"
         if "ood" in s:
             msg += f", OOD val reject {s['ood']['reject']:.3f} (accept {s['ood']['accept']:.3f})"
         console.print(msg + f" -> {Path(run) / 'ladder.json'}")
@@ -196,7 +206,7 @@ def export_cmd(
                 )
             lad8 = fit_run_ladder(
                 run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, served="int8",
-                signal=signal8,
+                signal=signal8, style_views=ladder_style_views,
             )  # fmt: skip
             s8 = lad8.fit_summary_
             console.print(

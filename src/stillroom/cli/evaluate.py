@@ -218,6 +218,9 @@ def style_proxy_cmd(
     ),
     rewrite: list[str] = typer.Option([], "--rewrite", help="only these rewrites (repeatable; default all)"),
     target_accept: float = typer.Option(0.95, help="--ladder-signal: fraction of clean ID val samples to accept"),
+    ladder_style_views: int = typer.Option(
+        0, "--ladder-style-views", help="--ladder-signal: fit on clean val plus this many style views of each image"
+    ),
 ) -> None:
     """Style proxies at the served ladder (issue 16 item 5): for the clean split and each rewrite of
     ``evaluate.shift``, the share of rewritten ID images accepted at the ladder's clean operating point (and top-1
@@ -237,6 +240,7 @@ def style_proxy_cmd(
             names=rewrite or None,
             input_mode=input_mode,
             target_accept=target_accept,
+            style_views=ladder_style_views,
         )  # fmt: skip
         for s in split
     ]

@@ -24,6 +24,10 @@ Recipes (registry ``AUGMENTS``):
   object and centres it, so scale and position never vary at test time, and teaching invariance to them cost
   accuracy (BENCHMARKS "Augmentation for style change"). It needs about twice the optimizer steps of ``silhouette``
   to reach the same clean accuracy (the demo trains at batch 64 for that reason).
+- ``style`` (issue 16 item 5): ``restyle``'s stroke-thickness change and re-rendering alone (same draws), without
+  rotation, shift, flip or erasing: the drawing-style variation the service may meet after its own cropping and
+  centring. Not a training recipe (``config`` does not offer it): the ladder can place its thresholds on val
+  images under these views (``deploy.run_ladder.fit_run_ladder(style_views=V)``).
 - ``rgb``: the usual photo recipe: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
   jitter of 0.2.
 - ``none``: identity.
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -259,6 +263,15 @@ def _batched(draw: Callable[[np.random.Generator, int, int], _View]) -> Augment:
 silhouette = AUGMENTS.register("silhouette")(_batched(_draw_silhouette))
 shape = AUGMENTS.register("shape")(_batched(lambda rng, h, w: _draw_shape(rng, h, w, geometry=True)))
 restyle = AUGMENTS.register("restyle")(_batched(lambda rng, h, w: _draw_shape(rng, h, w, geometry=False)))
+
+
+def _draw_style(rng: np.random.Generator, h: int, w: int) -> _View:
+    """``restyle``'s drawing-style changes alone (its draws, then no rotation, shift, flip or erasing)."""
+    v = _draw_shape(rng, h, w, geometry=False)
+    return replace(v, angle=0.0, translate=(0, 0), flip=False, box=None)
+
+
+style = AUGMENTS.register("style")(_batched(_draw_style))
 
 
 def augment_batch(augment: Augment, imgs: torch.Tensor, rngs: list[np.random.Generator]) -> torch.Tensor:

@@ -22,7 +22,8 @@ import numpy as np
 from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.data.outline import outline_from_recipe
 from stillroom.deploy._ort import normalize_uint8
-from stillroom.deploy._run_knn import knn_available, knn_inputs, run_features
+from stillroom.deploy._run_knn import knn_available, run_features
+from stillroom.deploy._style_views import calibration_inputs
 from stillroom.deploy.backends import make_runner, runner_logits, serving_backend
 from stillroom.deploy.ladder import LADDER_FILE, Ladder, ladder_report
 from stillroom.deploy.onnx_export import EXPORT_DIR
@@ -104,6 +105,7 @@ def run_logits(
         def logits(rows: np.ndarray, ix: Any, im: np.ndarray) -> np.ndarray:
             return the_run.logits(weights, rows, ix, im)
 
+    out["logits_fn"] = logits  # (rows, index, images) -> logits of the served model: calibration views use it too
     out["id"] = logits(id_rows, idx, images)
     out["labels"] = idx.labels[id_rows]
     if len(ood_rows):
@@ -162,6 +164,7 @@ def fit_run_ladder(
     structure_quantile: float = 0.001,
     served: str = "fp32",
     signal: str = "maxlogit",
+    style_views: int = 0,
     **params: Any,
 ) -> Ladder:
     """Fit a one-model ladder on the run's validation split and store it in ``RUN/ladder.json``
@@ -187,6 +190,10 @@ def fit_run_ladder(
     A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
     images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
     of ID validation images (and OOD ones, when given) it rejects.
+
+    ``style_views=V`` > 0 (issue 16 item 5, ``deploy._style_views``): the thresholds are placed on the clean ID (and
+    OOD) val rows plus V ``style`` views of each, so ``target_accept`` holds over a range of drawing styles, not only
+    the clean rendering; ``fit_summary_["calibration"]`` (and ``fit_data`` in the file) record it.
     """
     run_dir = Path(run_dir)
     if signal == "knn" and served != "fp32":
@@ -203,13 +210,11 @@ def fit_run_ladder(
         why_not = f"signal {signal!r} set by the caller"
     if signal == "knn" and why_not is not None:
         raise StillroomError(f"{run_dir}: signal 'knn' cannot be served: {why_not}")
-    knn_kw: dict[str, Any] = {}
-    if why_not is None:
-        scorer, val_f, ood_f, bank_data = knn_inputs(d)
-        knn_kw = {"val_features": val_f, "ood_features": ood_f, "knn": scorer}
+    fit = calibration_inputs(d, style_views, knn=why_not is None)  # ID / OOD logits (and knn inputs) to fit on
     ladder = Ladder(signal=signal, **params).fit(
-        d["id"], target_accept=target_accept, ood_logits_list=d["ood"], **knn_kw
+        fit["id"], target_accept=target_accept, ood_logits_list=fit["ood"], **fit["knn_kw"]
     )
+    ladder.fit_summary_["calibration"] = fit["summary"]
     ladder.fit_summary_["signal"]["knn_candidate"] = (
         {"weighed": True} if why_not is None else {"weighed": False, "reason": why_not}
     )
@@ -218,10 +223,11 @@ def fit_run_ladder(
         ladder.fit_summary_["structure_gate"] = ladder.structure_.summary_
     if save:
         fit_data = {"index": str(d["index"].root), "split": "val", "ood": d["ood_source"], "served": served}
+        fit_data.update(calibration=fit["summary"])
         if served != "fp32":
             fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
         if ladder.uses_knn:
-            fit_data["knn_bank"] = bank_data
+            fit_data["knn_bank"] = fit["knn_bank"]
         ladder.save(
             run_dir / LADDER_FILES[served],
             extra={

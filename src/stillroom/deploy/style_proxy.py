@@ -9,7 +9,11 @@ and the OOD rows of a split, and judged by the ladder the service serves.
 
 The ladder is the one export fits: ``RUN/ladder.json`` as it is (``signal=None``), or fitted afresh on the clean
 validation split with ``deploy.run_ladder.fit_run_ladder(..., signal=..., save=False)`` (the run's ladder.json is
-never written). Its operating point stays the clean one; only the inputs change. Each row of the report (the clean
+never written), on clean val alone or, with ``style_views=V``, on clean val plus V ``style`` views of each image
+(``deploy._style_views``; a training augmentation's thickness and re-rendering changes, not these rewrites). The
+operating point is fixed before any rewrite is seen; only the inputs change. The summary's ``held_out_mean`` is
+the mean over the rewrites of kinds neither the ``restyle`` training views nor the style views draw (smoothing,
+2 px erosion, filled holes; ``in_shape_recipe`` False), the less flattering figure for both. Each row of the report (the clean
 split, then every rewrite) gives:
 
 - ID: the share accepted (verdict "accept"; the structure gate first, as the service applies it), top-1 among the
@@ -166,6 +170,9 @@ def _summary(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
             worst = min(range(len(vals)), key=lambda j: vals[j])
             names = [n for n, r in rows.items() if n != "clean" and key in r]
             out[key] = {"min": float(vals[worst]), "min_at": names[worst], "mean": float(np.mean(vals))}
+            # rewrites of kinds no training or calibration view draws (``evaluate.shift``: in_shape_recipe False)
+            held = [r[key] for n, r in rows.items() if n != "clean" and key in r and r.get("in_shape_recipe") is False]
+            out[key]["held_out_mean"] = float(np.mean(held)) if held else None
     verdict: dict[str, Any] = {}
     for bar_name, key, bar in (("id_accept", "id_accepted", ID_ACCEPT_BAR), ("ood_auroc", "auroc_served", AUROC_BAR)):
         if key in out:
@@ -191,6 +198,7 @@ def style_proxy_report(
     names: Sequence[str] | None = None,
     input_mode: str = "dataset",
     target_accept: float = 0.95,
+    style_views: int = 0,
     rewrite: Callable[[np.ndarray, list[str] | None], dict[str, np.ndarray]] = rewrite_images,
 ) -> dict[str, Any]:
     """The style proxies of ``run_dir`` on ``split`` (module docstring).
@@ -203,6 +211,8 @@ def style_proxy_report(
         names: rewrites of ``evaluate.shift.REWRITES`` (default all); ``rewrite`` maps (images, names) to
             {name: rewritten images} (``evaluate.shift.rewrite_images``; replaceable for tests).
         input_mode: what the model sees, one of ``INPUTS``.
+        style_views: with ``signal``, fit the ladder on clean val plus this many ``style`` views of each val image
+            (``fit_run_ladder(style_views=...)``; 0: clean val only, as export fits it by default).
 
     Returns {"run", "split", "weights", "input", "ladder": {"source", "signal", "thresholds", "fit_summary"},
     "ood_source", "rows": {"clean" | rewrite: row}, "summary"}; a row holds ``id_accepted``, ``id_top1_accepted``,
@@ -218,9 +228,10 @@ def style_proxy_report(
     else:
         ladder = fit_run_ladder(
             run_dir, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, save=False,
-            signal=signal,
+            signal=signal, style_views=style_views,
         )  # fmt: skip
-        source = f"fitted on clean val (signal {signal!r}, not saved)"
+        views = f" + {style_views} style views of each" if style_views else ""
+        source = f"fitted on clean val{views} (signal {signal!r}, not saved)"
     judge = _Judge(ladder, d, served_input=input_mode == "served")
     id_clean = np.asarray(d["images"][d["id_rows"]])  # (N, 1, S, S) uint8
     has_ood = d["ood_rows"] is not None and len(d["ood_rows"]) > 0
@@ -245,7 +256,8 @@ def style_proxy_report(
             "target_accept": ladder.target_accept_,
             "thresholds": ladder.thresholds(),
             "structure_gate": ladder.structure_ is not None,
-            "fit_summary": {k: ladder.fit_summary_.get(k) for k in ("id", "ood", "signal")},
+            "fit_summary": {k: ladder.fit_summary_.get(k) for k in ("id", "ood", "signal", "calibration")},
+            "style_views": _style_views(ladder),
         },
         "ood_source": d["ood_source"],
         "rows": rows,
@@ -253,9 +265,19 @@ def style_proxy_report(
     }
 
 
+def _style_views(ladder: Ladder) -> int:
+    """How many style views per val image the ladder's thresholds were placed on (0: clean val only, or a ladder
+    fitted before ``style_views`` existed)."""
+    return int((ladder.fit_summary_.get("calibration") or {}).get("style_views", 0))
+
+
 def report_key(rep: dict[str, Any]) -> str:
-    """Where a report lives in ``style_proxy.json``: ``<split>/<ladder signal>/<input>/<weights>``."""
-    return f"{rep['split']}/{rep['ladder']['signal']}/{rep['input']}/{rep['weights']}"
+    """Where a report lives in ``style_proxy.json``: ``<split>/<ladder signal>/<input>/<weights>``, then
+    ``/style<V>`` for a ladder placed on V style views per val image."""
+    views = rep["ladder"].get("style_views", 0)
+    return f"{rep['split']}/{rep['ladder']['signal']}/{rep['input']}/{rep['weights']}" + (
+        f"/style{views}" if views else ""
+    )
 
 
 def update_style_proxy_file(run_dir: str | Path, reports: Sequence[dict[str, Any]]) -> Path:
