@@ -336,13 +336,12 @@ def test_loso_report_ladder_metrics_match_references(open_run):
 def test_ladder_placed_on_style_views(run, fitted, ood_only, tmp_path):
     """``style_views=V``: thresholds placed on the clean val logits plus those of V style views of each val image
     (recomputed here from ``style_views_of`` and the model), recorded in the ladder, keyed apart in the report."""
+    from stillroom.data.dataset import load_images
     from stillroom.deploy._style_views import style_views_of
     from stillroom.deploy.ladder import Ladder
     from stillroom.deploy.run_ladder import fit_run_ladder
     from stillroom.deploy.style_proxy import report_key, style_proxy_report
     from stillroom.models.inference import predict_logits
-
-    from stillroom.data.dataset import load_images
 
     the_run, idx, rows, x_id, _ = _id_ood_images(run, ood_only)
     loaded = the_run.load("best")

@@ -13,8 +13,8 @@ never written), on clean val alone or, with ``style_views=V``, on clean val plus
 (``deploy._style_views``; a training augmentation's thickness and re-rendering changes, not these rewrites). The
 operating point is fixed before any rewrite is seen; only the inputs change. The summary's ``held_out_mean`` is
 the mean over the rewrites of kinds neither the ``restyle`` training views nor the style views draw (smoothing,
-2 px erosion, filled holes; ``in_shape_recipe`` False), the less flattering figure for both. Each row of the report (the clean
-split, then every rewrite) gives:
+2 px erosion, filled holes; ``in_shape_recipe`` False), the less flattering figure for both. Each row of the
+report (the clean split, then every rewrite) gives:
 
 - ID: the share accepted (verdict "accept"; the structure gate first, as the service applies it), top-1 among the
   accepted, top-1 on all, the share the structure gate refuses, and the reasons;
