@@ -365,6 +365,8 @@ def test_ladder_placed_on_style_views(run, fitted, ood_only, tmp_path):
     assert "2 style views" in rep["ladder"]["source"]
     acc = rep["summary"]["id_accepted"]
     assert acc["held_out_mean"] == rep["rows"]["erode-2"]["id_accepted"]  # erode-2 alone is of a held-out kind
+    with pytest.raises(StillroomError, match="style_views needs a ladder signal"):
+        style_proxy_report(run, split="val", ood_index=ood_only.root, style_views=2)  # the saved ladder is as it is
     with pytest.raises(StillroomError, match="style_views must be >= 0"):
         fit_run_ladder(run, ood_index=ood_only.root, save=False, style_views=-1)
     copy = link_run(run, tmp_path / "saved")

@@ -222,6 +222,8 @@ def style_proxy_report(
     run_dir = Path(run_dir)
     if input_mode not in INPUTS:
         raise StillroomError(f"style proxy input must be one of {', '.join(INPUTS)}, got {input_mode!r}")
+    if signal is None and style_views:
+        raise StillroomError("style_views needs a ladder signal to fit with; RUN/ladder.json is judged as fitted")
     d = run_logits(run_dir, weights, index, ood_index, split)
     if signal is None:
         ladder, source = _load_ladder(run_dir, d["run"].weights_sha256), str(run_dir / LADDER_FILE)
