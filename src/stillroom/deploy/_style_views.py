@@ -41,7 +41,7 @@ def style_views_of(images: np.ndarray, rows: np.ndarray, views: int, seed: int =
             part = rows[start : start + batch]
             x = torch.from_numpy(np.asarray(images[part]))
             out.append(augment_batch(aug, x, [augment_rng(seed, int(r), v) for r in part]).numpy())
-    return np.concatenate(out) if out else np.zeros((0, *np.asarray(images[rows[:0]]).shape[1:]), np.uint8)
+    return np.concatenate(out) if out else np.asarray(images[rows[:0]])  # no views: (0, C, S, S)
 
 
 def calibration_inputs(d: dict[str, Any], views: int, knn: bool, seed: int = 0) -> dict[str, Any]:
