@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14, cross-view: the patient LumiNet student (192 epochs, replayed views) distilled from the two 160-epoch
-# restyle teachers (configs/crossview151/luminet_e160pair.yaml), 3 seeds, then the table beside the earlier patient
+# restyle teachers (configs/crossview151/luminet_e160pair.yaml), 4 seeds, then the table beside the earlier patient
 # student of crossview_luminet.sh when its runs are present. Needs the teachers of
 # configs/crossview151/teacher_resnet18_restyle_e160_s{5,6}.yaml (BENCHMARKS "Patient students and longer-trained
 # teachers"). Replay export ~11 min per teacher and ~21 min per student at one thread.
@@ -12,7 +12,7 @@
 # seeds, one thread each.
 set -euo pipefail
 OUT=${OUT:-artifacts/crossview151}
-SEEDS=${SEEDS:-0 1 2}
+SEEDS=${SEEDS:-0 1 2 3}
 LANE=${LANE:-all}
 V=lum_replay_e160pair_e192
 TEACHERS=(cv_teacher_resnet18_restyle_e160_s5 cv_teacher_resnet18_restyle_e160_s6)
@@ -49,6 +49,7 @@ done
 [ "$LANE" = all ] || { stamp "lane $LANE done"; exit 0; }
 
 stamp "summary"
+[ -f "$OUT/runs/${TEACHERS[0]}/shift_val.json" ] || stillroom shift-val "$OUT/runs/${TEACHERS[0]}" >> "$R/shift_val.log" 2>&1
 specs=("$V:luminet")
 [ -d "$R/lum_replay_ens3_e192" ] && specs=("lum_replay_ens3_e192:luminet" "${specs[@]}")
 python benchmarks/crossview_summary.py table "$OUT" "$R" e160pair "${specs[@]}" \
