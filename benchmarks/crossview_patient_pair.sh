@@ -3,7 +3,7 @@
 # restyle teachers (configs/crossview151/luminet_e160pair.yaml), 4 seeds, then the table beside the earlier patient
 # student of crossview_luminet.sh when its runs are present. Needs the teachers of
 # configs/crossview151/teacher_resnet18_restyle_e160_s{5,6}.yaml (BENCHMARKS "Patient students and longer-trained
-# teachers"). Replay export ~11 min per teacher and ~21 min per student at one thread.
+# teachers"). Measured with two one-thread lanes side by side: replay export ~8 min per teacher, ~39 min per student.
 #
 #   LANE=a bash benchmarks/crossview_patient_pair.sh & LANE=b bash benchmarks/crossview_patient_pair.sh; wait
 #   bash benchmarks/crossview_patient_pair.sh          # LANE=all (default): everything left, then the summary
