@@ -2,11 +2,16 @@
 
     python benchmarks/bench_small_maps.py                    # resnet18 (2 threads), mobilenet_v3_small (1 thread)
     python benchmarks/bench_small_maps.py --rounds 5 --steps 20
+    python benchmarks/bench_small_maps.py --layers         # per layer: every convolution that takes a matrix path
 
 Each cell is the trainer's step on random inputs (1 channel, 64 px, batch 64, 151 classes, channels-last, float32):
 forward, cross-entropy, backward, SGD step. The two variants are timed in alternating rounds (plain, small maps,
 plain, ...) on freshly built models with the same weights, so a drift of the box's speed hits both; each round's
 figure is the median step after ``--warmup``; the table gives the median over rounds and the per-round ratio.
+
+``--layers``: each convolution of the model whose input map is small enough for a matrix path, alone, on the input
+it gets in the model's forward pass (channels-last): forward + backward of ``F.conv2d`` vs the matrix path, best of
+``--steps`` after ``--warmup`` calls.
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from stillroom.models.factory import create_model
-from stillroom.models.small_maps import use_small_map_convs
+from stillroom.models.small_maps import (
+    MAX_DENSE_POSITIONS,
+    MAX_DEPTHWISE_POSITIONS,
+    small_map_dense,
+    small_map_depthwise,
+    use_small_map_convs,
+)
 
 
 def round_seconds(model: str, small_maps: bool, args: argparse.Namespace) -> float:
@@ -42,6 +53,50 @@ def round_seconds(model: str, small_maps: bool, args: argparse.Namespace) -> flo
     return statistics.median(times)
 
 
+def _best_ms(fn, x: torch.Tensor, w: torch.Tensor, args: argparse.Namespace) -> float:
+    times = []
+    for i in range(args.warmup + args.steps):
+        xx, ww = x.detach().requires_grad_(True), w.detach().requires_grad_(True)
+        t0 = time.perf_counter()
+        fn(xx, ww).sum().backward()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def layer_table(model: str, args: argparse.Namespace) -> None:
+    net = create_model(model, 1, 151, args.size).train().to(memory_format=torch.channels_last)
+    seen: dict[str, tuple[torch.nn.Conv2d, torch.Tensor]] = {}
+
+    def keep(name: str):
+        def hook(module: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            seen[name] = (module, inp[0].detach())  # returns None: the output stays as it is
+
+        return hook
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    net(torch.randn(args.batch, 1, args.size, args.size).contiguous(memory_format=torch.channels_last))
+    for h in hooks:
+        h.remove()
+    for name, (conv, x) in seen.items():
+        positions = x.shape[-2] * x.shape[-1]
+        depthwise = conv.groups == conv.in_channels == conv.out_channels > 1
+        if depthwise and positions <= MAX_DEPTHWISE_POSITIONS:
+            fast = small_map_depthwise
+        elif conv.groups == 1 and conv.kernel_size != (1, 1) and positions <= MAX_DENSE_POSITIONS:
+            fast = small_map_dense
+        else:
+            continue
+        geo, groups = (conv.stride, conv.padding), conv.groups
+        plain_ms = _best_ms(lambda a, b, g=geo, n=groups: F.conv2d(a, b, None, *g, 1, n), x, conv.weight, args)
+        fast_ms = _best_ms(lambda a, b, f=fast, g=geo: f(a, b, None, *g), x, conv.weight, args)
+        kind = "depthwise" if depthwise else "dense"
+        print(
+            f"| {model} | {name} | {kind} {conv.kernel_size[0]}x{conv.kernel_size[1]} | {tuple(x.shape[1:])} | "
+            f"{plain_ms:.1f} | {fast_ms:.1f} | {plain_ms / fast_ms:.2f}x |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet18:2,mobilenet_v3_small:1", help="model:threads,...")
@@ -50,7 +105,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--layers", action="store_true", help="time each small-map convolution alone instead")
     args = ap.parse_args(argv)
+    if args.layers:
+        print(f"torch {torch.__version__}, {args.size} px, batch {args.batch}, fwd + bwd, best of {args.steps}")
+        print("| model | layer | kind | input (C, H, W) | F.conv2d ms | matrix path ms | speed-up |")
+        print("|---|---|---|---|---:|---:|---:|")
+        for spec in args.models.split(","):
+            model, threads = spec.split(":")
+            torch.set_num_threads(int(threads))
+            layer_table(model, args)
+        return
     print(f"torch {torch.__version__}, {args.size} px, batch {args.batch}, {args.rounds} alternating rounds")
     print("| model | threads | plain ms / step | small maps ms / step | speed-up (median of rounds) |")
     print("|---|---:|---:|---:|---:|")

@@ -2,10 +2,10 @@
 
 Why: on the 2-core CPU box, a training step of the demo's models spends much of its time in the backward pass of
 convolutions on the last, tiny maps, where oneDNN and the native kernels are poorly blocked. mobilenet_v3_small at
-64 px: its 5x5 depthwise convolutions on 4x4 and 2x2 maps take 15-24 ms each per batch of 64 (forward + backward,
-one thread) for a few million multiply-adds, about 60% of the step; resnet18 at 64 px: its 3x3 convolutions on the
-2x2 maps of layer4 take 75-115 ms each on two threads, 2-3x what the same multiply-adds cost on the 4x4 maps of
-layer3 (``benchmarks/bench_small_maps.py``). Two rewrites of the same function:
+64 px: its seven 5x5 depthwise convolutions on 4x4 and 2x2 maps take 10-41 ms each per batch of 64 (forward +
+backward, one thread) for a few million multiply-adds, over half the step; resnet18 at 64 px: its 3x3 convolutions
+on the 2x2 maps of layer4 take 75-94 ms each on two threads (``python benchmarks/bench_small_maps.py --layers``,
+AMD EPYC, 2026-12-02: the matrix paths take 4-12x and 1.7-2.0x less). Two rewrites of the same function:
 
 - depthwise (groups = in = out channels) on a map of P = H x W <= ``MAX_DEPTHWISE_POSITIONS``: per channel c the
   convolution is a linear map from the P input positions to the Q output positions whose (Q, P) matrix holds that
@@ -47,11 +47,10 @@ __all__ = [
 ]
 
 #: Largest map (H x W) on which a depthwise convolution takes the matrix path. Measured on the CPU box (one thread,
-#: batch 64): 3-4x faster forward + backward on 4x4 and 2x2 maps, 2-3x SLOWER on 8x8 (P x Q grows with the square of
-#: the map), so 16.
+#: batch 64, ad hoc): faster on 4x4 and 2x2 maps, 2-3x SLOWER on 8x8 (P x Q grows with the square of the map), so 16.
 MAX_DEPTHWISE_POSITIONS = 16
 #: Same for a dense convolution (im2col + GEMM): about 2x faster on 2x2 maps (512 -> 512 channels, two threads), even
-#: to 1.7x slower on 4x4 and 8x8, so 4.
+#: to 1.7x slower on 4x4 and 8x8 (ad hoc, same box), so 4.
 MAX_DENSE_POSITIONS = 4
 
 

@@ -35,7 +35,8 @@ from stillroom.data.index import DatasetIndex, load_index
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
 # `make demo` from a fresh clone, idle 2-core box: 13 min 53 s (7697dcc), 11 min 59 s (88cbcb0) on a faster host (a
-# teacher epoch 26 s in float32); 24 min 5 s (413c29b), 19 min 29 s (1916799), 16 min 18 s (db6a4a0) on this one.
+# teacher epoch 26 s in float32); 24 min 5 s (413c29b), 19 min 29 s (1916799), 16 min 18 s (db6a4a0) on this one;
+# 19 min 33 s (c2265a4) and 18 min 2 s (a9532f5, small-map convolutions) on an AMD host without native bfloat16.
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
