@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -23,9 +24,15 @@ from stillroom.models.factory import create_model
 from stillroom.train.trainer import _use_bf16
 
 
-def step_seconds(model: str, bf16: bool, channels_last: bool, args: argparse.Namespace) -> float:
+def step_seconds(
+    model: str, bf16: bool, channels_last: bool, args: argparse.Namespace, prepare: Callable | None = None
+) -> float:
+    """Median seconds of a training step (module docstring); ``prepare(net)`` runs on the fresh model first (e.g.
+    ``bench_small_maps.py``'s small-map convolutions; the trainer applies them to every run)."""
     torch.manual_seed(0)
     net = create_model(model, 1, 151, args.size).train()
+    if prepare is not None:
+        prepare(net)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)

@@ -5,9 +5,10 @@
     python benchmarks/bench_small_maps.py --layers         # per layer: every convolution that takes a matrix path
 
 Each cell is the trainer's step on random inputs (1 channel, 64 px, batch 64, 151 classes, channels-last, float32):
-forward, cross-entropy, backward, SGD step. The two variants are timed in alternating rounds (plain, small maps,
-plain, ...) on freshly built models with the same weights, so a drift of the box's speed hits both; each round's
-figure is the median step after ``--warmup``; the table gives the median over rounds and the per-round ratio.
+forward, cross-entropy, backward, SGD step (``bench_amp_step.step_seconds``). The two variants are timed in
+alternating rounds (plain, small maps, plain, ...) on freshly built models with the same weights, so a drift of the
+box's speed hits both; each round's figure is the median step after ``--warmup``; the table gives the median over
+rounds and the per-round ratio.
 
 ``--layers``: each convolution of the model whose input map is small enough for a matrix path, alone, on the input
 it gets in the model's forward pass (channels-last): forward + backward of ``F.conv2d`` vs the matrix path, best of
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,25 +35,21 @@ from stillroom.models.small_maps import (
     use_small_map_convs,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling step timer
+from bench_amp_step import step_seconds  # noqa: E402
+
 
 def round_seconds(model: str, small_maps: bool, args: argparse.Namespace) -> float:
-    torch.manual_seed(0)
-    net = create_model(model, 1, 151, args.size).train().to(memory_format=torch.channels_last)
-    if small_maps:
-        use_small_map_convs(net)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(args.batch, 1, args.size, args.size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 151, (args.batch,))
-    times = []
-    for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median step seconds, channels-last float32 (``bench_amp_step.step_seconds``), with or without small maps."""
+    return step_seconds(model, False, True, args, use_small_map_convs if small_maps else None)
+
+
+def _threads(args: argparse.Namespace):
+    """Each model of ``--models`` (model:threads), with torch set to its thread count."""
+    for spec in args.models.split(","):
+        model, threads = spec.split(":")
+        torch.set_num_threads(int(threads))
+        yield model, threads
 
 
 def _best_ms(fn, x: torch.Tensor, w: torch.Tensor, args: argparse.Namespace) -> float:
@@ -111,17 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"torch {torch.__version__}, {args.size} px, batch {args.batch}, fwd + bwd, best of {args.steps}")
         print("| model | layer | kind | input (C, H, W) | F.conv2d ms | matrix path ms | speed-up |")
         print("|---|---|---|---|---:|---:|---:|")
-        for spec in args.models.split(","):
-            model, threads = spec.split(":")
-            torch.set_num_threads(int(threads))
+        for model, _ in _threads(args):
             layer_table(model, args)
         return
     print(f"torch {torch.__version__}, {args.size} px, batch {args.batch}, {args.rounds} alternating rounds")
     print("| model | threads | plain ms / step | small maps ms / step | speed-up (median of rounds) |")
     print("|---|---:|---:|---:|---:|")
-    for spec in args.models.split(","):
-        model, threads = spec.split(":")
-        torch.set_num_threads(int(threads))
+    for model, threads in _threads(args):
         plain, fast = [], []
         for _ in range(args.rounds):
             plain.append(round_seconds(model, False, args))
