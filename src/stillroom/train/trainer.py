@@ -350,8 +350,8 @@ def _train(
     num_classes = int(getattr(loss_fn, "num_outputs", lambda k: k)(index.num_classes))
     net = create_model(cfg.model.name, channels, num_classes, size).to(device)
     # convolutions on the last, tiny maps train as matrix products on the CPU (models/small_maps.py: steps of
-    # mobilenet_v3_small at 64 px 1.66x faster, resnet18 1.30x, benchmarks/bench_small_maps.py; the same function up
-    # to float rounding, the same weights)
+    # mobilenet_v3_small at 64 px 1.66x faster, resnet18 1.30-1.36x, benchmarks/bench_small_maps.py; the same
+    # function up to float rounding, the same weights)
     small_map_convs = use_small_map_convs(net)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
