@@ -265,3 +265,26 @@ def test_markdown_report_says_whether_the_demo_kept_its_wall_time_budget(teacher
     ]
     assert wall(14 * 60, {"wall_minutes": 15})[0].endswith("this run 14.0 min, within it")
     assert wall(14 * 60, {"wall_minutes": None}) == []  # quick and patient budgets promise no wall time
+    text = write_demo_report(
+        tmp_path / "report.md",
+        shapes_index,
+        {"teacher": teacher_run},
+        timings={"total": 900.0},
+        budget={"wall_minutes": 15, "cpu_steal_share": 0.3333},
+    ).read_text()
+    assert "(steal, /proc/stat): 33%" in text.split("## Wall time")[1]
+
+
+def test_steal_share_from_proc_stat(tmp_path):
+    from stillroom._timing import cpu_times, steal_share
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 50 0 25 400 0 0 0 25 0 0\n")
+    before = cpu_times(stat)
+    assert before == (50, 1000)
+    stat.write_text("cpu  160 0 70 900 0 0 0 120 0 0\n")
+    assert steal_share(before, cpu_times(stat)) == 70 / 250
+    assert cpu_times(tmp_path / "missing") is None and steal_share(None, before) is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_times(stat) is None

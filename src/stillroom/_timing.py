@@ -1,15 +1,17 @@
 """The one timing loop of the package: the latency benchmarks (``deploy``) and the report's short trade-off timing
-(``evaluate.tradeoff``) time calls the same way. Below every layer, like ``_io``."""
+(``evaluate.tradeoff``) time calls the same way; and what the host did to a wall time (``cpu_times``,
+``steal_share``). Below every layer, like ``_io``."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["time_calls"]
+__all__ = ["time_calls", "cpu_times", "steal_share"]
 
 
 def time_calls(
@@ -34,3 +36,25 @@ def time_calls(
         fn()
         times.append(time.perf_counter() - t0)
     return np.asarray(times)
+
+
+def cpu_times(stat: str | Path = "/proc/stat") -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs so far, from the ``cpu`` line of Linux's ``/proc/stat`` (fields: user nice
+    system idle iowait irq softirq steal ...; guest time is already inside user); None where there is no such file or
+    line (other systems)."""
+    try:
+        line = Path(stat).read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if len(line) < 9 or line[0] != "cpu":
+        return None
+    fields = [int(v) for v in line[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Share of the CPU time between two ``cpu_times`` readings that the hypervisor gave to other machines (steal):
+    a wall time measured while it is high says more about the neighbours than about the code. None when unknown."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])

@@ -208,6 +208,12 @@ def write_demo_report(
             verdict = "within it" if total <= target else f"over by {total - target:.1f} min"
             # the budget was set on one host of the 2-core box; hosts differ about 2x in speed (README "The demo")
             lines.append(f"- budget: {target} min on the 2-core box; this run {total:.1f} min, {verdict}")
+        steal = (budget or {}).get("cpu_steal_share")
+        if steal is not None:
+            lines.append(
+                f"- CPU time taken by the hypervisor for other machines during the run (steal, /proc/stat): "
+                f"{100 * steal:.0f}%"
+            )
     if budget:
         lines += ["", "## Settings", "", "```", *(f"{k}: {v}" for k, v in budget.items()), "```"]
     del by
