@@ -29,14 +29,14 @@ import yaml
 
 from stillroom._io import StillroomError, atomic_write_text
 from stillroom._progress import console, parallel_progress, training_progress
+from stillroom._timing import cpu_times, steal_share
 from stillroom.config import config_from_dict
 from stillroom.data.index import DatasetIndex, load_index
 
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
-# `make demo` from a fresh clone, idle 2-core box: 13 min 53 s (7697dcc), 11 min 59 s (88cbcb0) on a faster host (a
-# teacher epoch 26 s in float32); 24 min 5 s (413c29b), 19 min 29 s (1916799), 16 min 18 s (db6a4a0) on this one;
-# 19 min 33 s (c2265a4) and 18 min 2 s (a9532f5, small-map convolutions) on an AMD host without native bfloat16.
+# `make demo`, fresh clone, idle 2-core box: 11 min 59 s (88cbcb0, a fast host), 16 min 18 s (db6a4a0, bfloat16 host),
+# 19 min 33 s (c2265a4) and 18 min 2 s (a9532f5, small-map convolutions) on a host without native bfloat16 (README).
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
@@ -53,8 +53,7 @@ DEMO_BUDGET = {
     # float32 elsewhere): 555 vs 710 s, students' val level, test -0.8 (3 seeds; BENCHMARKS "A bfloat16 teacher for
     # the demo"). Students stay float32: bfloat16 slows mobilenet_v3_small's depthwise layers on the CPU.
     "teacher_amp": "bf16",
-    # validating (precise BN + val pass, ~12 s of a resnet18) at the last epoch only: the cosine schedule's last
-    # epoch was the teacher's best val epoch in every 10- and 12-epoch run (block_bf16.sh, block_budget.sh)
+    # validate at the last epoch only (~12 s each): it was the best val epoch of every 10- and 12-epoch teacher run
     "teacher_eval_every": 12,
     # restyle (stroke thickness, re-rendering at other resolutions; data/augment.py) at batch 64: same clean val
     # top-1 as silhouette at batch 128, ~30 points more on the outline-rewrite proxy (BENCHMARKS "Restyle by
@@ -327,8 +326,6 @@ def run_demo(
         jobs = 2 if torch.get_num_threads() >= 2 else 1
     if jobs < 1:
         raise StillroomError(f"demo: jobs must be >= 1, got {jobs}")
-    from stillroom._timing import cpu_times, steal_share
-
     t_start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}
     console.rule("[bold]1/5 data: species silhouettes")
@@ -395,8 +392,7 @@ def run_demo(
     measure_tradeoff(teacher_runs, student_runs, index, out / TRADEOFF_FILE, latency_seconds=budget["latency_seconds"])
     timings["tradeoff"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    # a shared VM's wall time includes CPU time the hypervisor gave to other guests (33% at times on the 2-core box)
-    budget["cpu_steal_share"] = steal_share(cpu_start, cpu_times())
+    budget["cpu_steal_share"] = steal_share(cpu_start, cpu_times())  # a shared VM's hypervisor takes up to 1/3 here
     runs = {**teacher_runs, **student_runs}
     report = write_demo_report(out / "report.md", index, runs, alignment=alignment, timings=timings, budget=budget)
     html_report = write_html_report(out, out / "report.html")
