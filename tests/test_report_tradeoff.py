@@ -270,7 +270,8 @@ def test_markdown_report_says_whether_the_demo_kept_its_wall_time_budget(teacher
         shapes_index,
         {"teacher": teacher_run},
         timings={"total": 900.0},
-        budget={"wall_minutes": 15, "cpu_steal_share": 0.3333},
+        budget={"wall_minutes": 15},
+        cpu_steal_share=0.3333,
     ).read_text()
     assert "(steal, /proc/stat): 33%" in text.split("## Wall time")[1]
 
