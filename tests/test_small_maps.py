@@ -12,9 +12,11 @@ from stillroom.models.factory import create_model
 from stillroom.models.small_maps import (
     MAX_DENSE_POSITIONS,
     MAX_DEPTHWISE_POSITIONS,
+    MAX_POINTWISE_POSITIONS,
     SmallMapConv2d,
     small_map_dense,
     small_map_depthwise,
+    small_map_pointwise,
     use_small_map_convs,
 )
 
@@ -68,6 +70,45 @@ def test_dense_matches_conv2d(c_in, c_out, side, k, stride, pad, channels_last):
         torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
 
 
+# (in, out, map side, stride, bias): mobilenet_v3_small's expansions / squeeze-excitation, resnet18's downsampling
+POINTWISE_CASES = [(40, 240, 4, 1, False), (576, 144, 1, 1, True), (8, 6, 4, 2, False), (5, 3, 3, 2, True)]
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "side", "stride", "with_bias"), POINTWISE_CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_matches_conv2d(c_in, c_out, side, stride, with_bias, channels_last):
+    g = torch.Generator().manual_seed(c_in + c_out)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, c_in, side, side, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    w = torch.randn(c_out, c_in, 1, 1, generator=g, dtype=torch.float64)
+    bias = torch.randn(c_out, generator=g, dtype=torch.float64) if with_bias else None
+    outs = []
+    for fast in (False, True):
+        xx, ww = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        bb = bias.clone().requires_grad_(True) if with_bias else None
+        y = small_map_pointwise(xx, ww, bb, (stride, stride)) if fast else F.conv2d(xx, ww, bb, stride)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+        outs.append((y.detach(), xx.grad, ww.grad) + ((bb.grad,) if with_bias else ()))
+        if fast and y.shape[-1] > 1:
+            assert y.is_contiguous(memory_format=fmt)
+    for ref, got in zip(*outs, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_pointwise_path_is_taken_on_maps_of_at_most_sixteen_positions(monkeypatch):
+    import stillroom.models.small_maps as mod
+
+    calls: list[int] = []
+    real = mod.small_map_pointwise
+    monkeypatch.setattr(mod, "small_map_pointwise", lambda *a: calls.append(1) or real(*a))
+    conv = nn.Conv2d(6, 4, 1).train()
+    padded = nn.Conv2d(6, 4, 1, padding=1)
+    assert use_small_map_convs(conv) == 1 and use_small_map_convs(padded) == 0
+    conv(torch.randn(2, 6, 4, 4)).sum().backward()
+    conv(torch.randn(2, 6, 8, 8)).sum().backward()
+    assert MAX_POINTWISE_POSITIONS == 16 and len(calls) == 1
+
+
 def test_dense_path_is_taken_on_maps_of_at_most_four_positions(monkeypatch):
     import stillroom.models.small_maps as mod
 
@@ -113,17 +154,15 @@ def test_module_takes_the_fast_path_only_when_training_small_maps(monkeypatch):
     assert torch.equal(conv(small), ref)
 
 
-def test_only_depthwise_convolutions_are_swapped_and_weights_keep_their_names():
+def test_every_convolution_of_the_demo_models_is_swapped_and_weights_keep_their_names():
     net = create_model("mobilenet_v3_small", 1, 7, 64)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     n = use_small_map_convs(net)
-    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert n == sum(1 for m in convs if m.groups > 1 or m.kernel_size != (1, 1)) > 0
-    assert all(type(m) is nn.Conv2d for m in convs if m.groups == 1 and m.kernel_size == (1, 1))
+    assert n == sum(1 for m in net.modules() if isinstance(m, nn.Conv2d)) > 0
     after = net.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
     resnet = create_model("resnet18", 1, 7, 64)
-    assert use_small_map_convs(resnet) == sum(1 for m in resnet.modules() if isinstance(m, nn.Conv2d)) - 3
+    assert use_small_map_convs(resnet) == sum(1 for m in resnet.modules() if isinstance(m, nn.Conv2d))
 
 
 def test_training_step_matches_the_plain_model():

@@ -5,7 +5,9 @@ convolutions on the last, tiny maps, where oneDNN and the native kernels are poo
 64 px: its seven 5x5 depthwise convolutions on 4x4 and 2x2 maps take 10-41 ms each per batch of 64 (forward +
 backward, one thread) for a few million multiply-adds, over half the step; resnet18 at 64 px: its 3x3 convolutions
 on the 2x2 maps of layer4 take 75-94 ms each on two threads (``python benchmarks/bench_small_maps.py --layers``,
-AMD EPYC, 2026-12-02: the matrix paths take 4-12x and 1.7-2.0x less). Two rewrites of the same function:
+AMD EPYC, 2026-12-02: the matrix paths take 4-12x and 1.7-2.0x less); its 1x1 convolutions on 4x4, 2x2 and 1x1 maps
+(expansions, projections, squeeze-excitation) take 1.15-2.8x longer through oneDNN than as one matrix product.
+Three rewrites of the same function:
 
 - depthwise (groups = in = out channels) on a map of P = H x W <= ``MAX_DEPTHWISE_POSITIONS``: per channel c the
   convolution is a linear map from the P input positions to the Q output positions whose (Q, P) matrix holds that
@@ -16,6 +18,8 @@ AMD EPYC, 2026-12-02: the matrix paths take 4-12x and 1.7-2.0x less). Two rewrit
 
 - dense (groups = 1, kernel > 1) on a map of at most ``MAX_DENSE_POSITIONS``: im2col (``F.unfold``) and one matrix
   product with the (out, in * k * k) weight, the textbook lowering, which at 2x2 is a GEMM of 4 columns per image.
+- pointwise (groups = 1, kernel 1x1, no padding) on a map of at most ``MAX_POINTWISE_POSITIONS``: ``F.linear`` on the
+  (B * H * W, C) rows of the channels-last input (strided: every s-th row and column first).
 
 Both equal ``F.conv2d`` up to float summation order (|diff| ~1e-5 on unit-scale inputs; ``tests/test_small_maps.py``
 checks outputs and gradients against it in float64).
@@ -40,9 +44,11 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "MAX_DEPTHWISE_POSITIONS",
     "MAX_DENSE_POSITIONS",
+    "MAX_POINTWISE_POSITIONS",
     "SmallMapConv2d",
     "small_map_depthwise",
     "small_map_dense",
+    "small_map_pointwise",
     "use_small_map_convs",
 ]
 
@@ -52,6 +58,10 @@ MAX_DEPTHWISE_POSITIONS = 16
 #: Same for a dense convolution (im2col + GEMM): about 2x faster on 2x2 maps (512 -> 512 channels, two threads), even
 #: to 1.7x slower on 4x4 and 8x8 (ad hoc, same box), so 4.
 MAX_DENSE_POSITIONS = 4
+#: Same for a 1x1 convolution as ``F.linear``: mobilenet_v3_small's, one thread, batch 64, forward + backward (ad hoc,
+#: same box): 1.15-2.8x faster on 4x4, 2x2 and 1x1 maps (about 20 ms of a ~200 ms step in all), level on 8x8, 1.5x
+#: slower on 16x16, so 16.
+MAX_POINTWISE_POSITIONS = 16
 
 
 @lru_cache(maxsize=64)
@@ -130,6 +140,17 @@ def small_map_dense(
     return _like_input(y, x)
 
 
+def small_map_pointwise(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int]
+) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, stride)`` for a (out, in, 1, 1) weight without padding, as ``F.linear`` on the
+    pixels' channel vectors. The output has the input's memory format."""
+    xs = x[..., :: stride[0], :: stride[1]] if tuple(stride) != (1, 1) else x
+    b, c, h, w = xs.shape
+    y = F.linear(xs.permute(0, 2, 3, 1).reshape(-1, c), weight.reshape(weight.shape[0], c), bias)
+    return _like_input(y.view(b, h, w, -1).permute(0, 3, 1, 2), x)
+
+
 def _like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -163,14 +184,17 @@ class SmallMapConv2d(nn.Conv2d):
             args = (input, self.weight, self.bias, self.stride, self.padding)
             if self.groups > 1 and positions <= MAX_DEPTHWISE_POSITIONS:
                 return small_map_depthwise(*args)  # type: ignore[arg-type]
-            if self.groups == 1 and positions <= MAX_DENSE_POSITIONS:
+            if self.groups == 1 and self.kernel_size == (1, 1):
+                if positions <= MAX_POINTWISE_POSITIONS:
+                    return small_map_pointwise(input, self.weight, self.bias, self.stride)  # type: ignore[arg-type]
+            elif self.groups == 1 and positions <= MAX_DENSE_POSITIONS:
                 return small_map_dense(*args)  # type: ignore[arg-type]
         return super().forward(input)
 
 
 def _eligible(conv: nn.Conv2d) -> bool:
     depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
-    dense = conv.groups == 1 and conv.kernel_size != (1, 1)  # a 1x1 convolution is a GEMM in oneDNN already
+    dense = conv.groups == 1 and (conv.kernel_size != (1, 1) or tuple(conv.padding) == (0, 0))
     return (
         type(conv) is nn.Conv2d
         and (depthwise or dense)
@@ -181,7 +205,7 @@ def _eligible(conv: nn.Conv2d) -> bool:
 
 
 def use_small_map_convs(model: nn.Module) -> int:
-    """Turn every eligible ``nn.Conv2d`` of ``model`` (depthwise, or dense with a kernel above 1x1) into
+    """Turn every eligible ``nn.Conv2d`` of ``model`` (depthwise, dense, or 1x1 without padding) into
     ``SmallMapConv2d`` in place (same parameters and state_dict; whether a call takes a matrix path is decided per
     call, from its map). Returns how many."""
     n = 0
