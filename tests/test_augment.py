@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stillroom.data.augment import AUGMENTS, augment_name, augment_rng, get_augment
+from stillroom.data.augment import AUGMENTS, augment_name, augment_rng, downscale, get_augment
 
 
 def _mask() -> torch.Tensor:
@@ -302,3 +302,18 @@ def test_style_views_change_strokes_and_rendering_not_position():
         assert any(torch.equal(out, x) for x in options)
     assert 10 <= changed < 40  # each change is drawn with p = 0.5: about a quarter of the views are untouched
     assert min(counts) < obj.sum() < max(counts)  # thinner and thicker strokes both occur
+
+
+def test_downscale_area_then_half_coverage():
+    img = torch.full((2, 1, 8, 8), 255, dtype=torch.uint8)
+    img[0, 0, 0:2, 0:2] = 0  # a whole 2x2 cell: black at 4 px
+    img[0, 0, 4:6, 4] = img[0, 0, 4, 5] = 0  # three quarters of a cell: black
+    img[0, 0, 2, 2:4] = 0  # exactly half a cell: white (black needs more than half coverage)
+    img[0, 0, 6, 6] = 0  # a quarter of a cell: white
+    low = downscale(img, 4, binary=True)
+    assert low.shape == (2, 1, 4, 4) and low.dtype == torch.uint8
+    expected = torch.full((4, 4), 255, dtype=torch.uint8)
+    expected[0, 0] = expected[2, 2] = 0
+    assert torch.equal(low[0, 0], expected) and torch.equal(low[1, 0], torch.full((4, 4), 255, dtype=torch.uint8))
+    grey = downscale(img, 4, binary=False)  # photos keep the area means, rounded
+    assert grey[0, 0, 2, 2] == 64 and grey[0, 0, 3, 3] == 191 and grey[0, 0, 1, 1] == 128 and grey[0, 0, 0, 0] == 0

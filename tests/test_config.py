@@ -47,3 +47,11 @@ def test_set_reads_exponent_floats_as_numbers():
 
     out = apply_overrides({}, ["loss.params.eps=1e-5", "optim.lr=5E-4", "name=1e5x"])
     assert out["loss"]["params"]["eps"] == 1e-5 and out["optim"]["lr"] == 5e-4 and out["name"] == "1e5x"
+
+
+def test_progressive_resizing_leaves_the_last_epoch_at_full_size():
+    raw = {"data": {"index": "x"}, "schedule": {"epochs": 4, "progressive": {"size": 32, "epochs": 3}}}
+    assert config_from_dict(raw).schedule.progressive.epochs == 3
+    raw["schedule"]["progressive"]["epochs"] = 4
+    with pytest.raises(StillroomError, match="schedule: .*must be below epochs"):
+        config_from_dict(raw, source="c.yaml")

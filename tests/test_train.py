@@ -178,3 +178,29 @@ def test_normalizer_uses_recipe_statistics(shapes_index):
     images = load_images(shapes_index)
     x = norm(torch.from_numpy(np.asarray(images[shapes_index.split_indices("train")])))
     assert abs(float(x.mean())) < 1e-3 and abs(float(x.std()) - 1) < 1e-2
+
+
+def test_progressive_resizing_trains_small_first_and_ends_full_size(shapes_index, tmp_path, tiny_config, monkeypatch):
+    from stillroom.train import trainer
+
+    sides, downscale = [], trainer.downscale
+
+    def spy(x, side, binary):
+        out = downscale(x, side, binary)
+        sides.append((tuple(out.shape[-2:]), binary, set(out.unique().tolist()) <= {0, 255}))
+        return out
+
+    monkeypatch.setattr(trainer, "downscale", spy)
+    raw = tiny_config(shapes_index.root, "prog", epochs=3)
+    raw["schedule"]["progressive"] = {"size": 16, "epochs": 2}
+    run = train(config_from_dict(raw), tmp_path / "prog")
+    steps = len(shapes_index.split_indices("train")) // raw["batch_size"]
+    assert sides == [((16, 16), True, True)] * (2 * steps)  # the first two epochs only, binary masks stay binary
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r.get("train_size") for r in log] == [16, 16, None]
+    assert _metrics(run)["splits"]["test"]["final"]["top1"] > 0.25  # learns (4 classes), evaluated at 32 px
+    # the low-resolution side must be below the data's (32 px here): an error before any epoch
+    raw["schedule"]["progressive"] = {"size": 32, "epochs": 1}
+    with pytest.raises(StillroomError, match="progressive.size 32 must be below the data's size 32"):
+        train(config_from_dict(raw), tmp_path / "too_big")
+    assert not (tmp_path / "too_big" / "log.jsonl").exists()

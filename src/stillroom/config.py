@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stillroom._io import StillroomError
 
@@ -42,10 +42,29 @@ class OptimConfig(_Strict):
     weight_decay: float = Field(5e-4, ge=0)
 
 
+class ProgressiveConfig(_Strict):
+    """Progressive resizing (Tan & Le 2021, EfficientNetV2 §4; Touvron et al. 2019, FixRes): the first ``epochs``
+    epochs train on views reduced to ``size`` px (area averaging, re-binarized for binary masks), the rest at the
+    data's own size, so the model ends, validates and is saved at the resolution it is used at."""
+
+    size: int = Field(ge=8, description="side of the low-resolution views, below the data's size")
+    epochs: int = Field(ge=0, description="how many of the first epochs train at that side")
+
+
 class ScheduleConfig(_Strict):
     epochs: int = Field(30, ge=1)
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    progressive: ProgressiveConfig | None = None
+
+    @model_validator(mode="after")
+    def _last_epoch_full_size(self) -> ScheduleConfig:
+        if self.progressive is not None and self.progressive.epochs >= self.epochs:
+            raise ValueError(
+                f"progressive.epochs ({self.progressive.epochs}) must be below epochs ({self.epochs}): the last "
+                "epoch trains at the data's size"
+            )
+        return self
 
 
 class LossConfig(_Strict):

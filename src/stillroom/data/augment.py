@@ -51,7 +51,16 @@ try:  # the inverse matrix TF.affine computes (private in torchvision; the oracl
 except ImportError:  # pragma: no cover - older or newer layouts
     from torchvision.transforms.functional import _get_inverse_affine_matrix
 
-__all__ = ["AUGMENTS", "augment_batch", "augment_name", "augment_rng", "get_augment", "rerender", "thicken"]
+__all__ = [
+    "AUGMENTS",
+    "augment_batch",
+    "augment_name",
+    "augment_rng",
+    "downscale",
+    "get_augment",
+    "rerender",
+    "thicken",
+]
 
 Augment = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]  # (C,H,W) uint8 -> (C,H,W) uint8
 AUGMENTS: Registry[Augment] = Registry("augmentation")
@@ -120,6 +129,14 @@ def rerender(img: torch.Tensor, side: int, smooth: bool) -> torch.Tensor:
     else:
         up = F.interpolate(low, size=(h, w), mode="nearest")
     return up.squeeze(0).to(img.dtype)
+
+
+def downscale(imgs: torch.Tensor, side: int, binary: bool) -> torch.Tensor:
+    """(B,C,H,W) uint8 -> (B,C,side,side) uint8 by area averaging; ``binary`` masks are binarized again at half
+    coverage, as preprocessing makes them at any size (seed 000 §2.1: resize, then binarize), so a low-resolution
+    view is what the data would have been at that size. For progressive resizing (``config.ProgressiveConfig``)."""
+    x = F.interpolate(imgs.float(), size=(side, side), mode="area")
+    return ((x >= 127.5).to(torch.uint8) * _WHITE) if binary else x.round_().to(torch.uint8)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ Augmentation replay (issue 7): with cached stores that hold V augmented views pe
 per epoch from [0, V) as a function of (seed, epoch, row), the image is re-created with the store's augment seed,
 and the teacher logits of exactly that view are looked up (``data.dataset.IndexDataset``).
 
+Progressive resizing (``schedule.progressive``): the first epochs train on the views reduced to a smaller side
+(``data.augment.downscale``); teachers (online or replayed) score the full-size view; validation, precise BN and
+the saved weights use the data's size.
+
 Several processes (``torchrun --nproc_per_node=N -m stillroom train CONFIG``; WORLD_SIZE > 1): one process group
 (nccl on GPU, gloo on CPU), the model wrapped in DistributedDataParallel (gradients all-reduced, i.e. averaged over
 ranks), and ``GlobalBatchSampler``: the epoch permutation is the single-process one, cut into global batches of
@@ -57,7 +61,7 @@ from torch.utils.data import DataLoader, Sampler
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
 from stillroom.config import TrainConfig
-from stillroom.data.augment import augment_name, get_augment
+from stillroom.data.augment import augment_name, downscale, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import DatasetIndex, load_index
 from stillroom.data.species_names import display_names
@@ -382,6 +386,11 @@ def _train(
         replay_views=replay_views,
         draw_seed=cfg.seed,
     )
+    progressive, binary = cfg.schedule.progressive, recipe.get("kind", "silhouette") == "silhouette"
+    if progressive is not None and progressive.epochs and progressive.size >= size:
+        raise StillroomError(
+            f"{cfg.name}: schedule.progressive.size {progressive.size} must be below the data's size {size}"
+        )
     batch_size = min(cfg.batch_size, len(train_rows))
     GlobalBatchSampler(len(train_rows), batch_size, 0, 0, ddp.world)  # fail on an indivisible batch before any step
     steps_per_epoch = len(train_rows) // batch_size  # drop_last: a batch of 1 breaks BatchNorm
@@ -444,6 +453,7 @@ def _train(
         t0 = time.perf_counter()
         model.train()
         dataset.set_view(epoch)
+        train_side = progressive.size if progressive is not None and epoch < progressive.epochs else None
         sampler = GlobalBatchSampler(len(dataset), batch_size, cfg.seed * 100_003 + epoch, ddp.rank, ddp.world)
         loader = DataLoader(
             dataset,
@@ -460,6 +470,8 @@ def _train(
                 t_logits = None
             else:
                 t_logits = teachers(x, rows, views if replay_views else None).to(device)
+            if train_side is not None:  # progressive resizing: the teachers above saw the full-size view
+                x = downscale(x, train_side, binary)
             xn = normalizer(x)
             if cfg.channels_last:
                 xn = xn.contiguous(memory_format=torch.channels_last)
@@ -488,6 +500,7 @@ def _train(
             "train_top1": correct / max(seen, 1),
             **{k: v / max(seen, 1) for k, v in sums.items()},
             "train_seconds": time.perf_counter() - t0,
+            **({"train_size": train_side} if train_side is not None else {}),
         }
         last = epoch + 1 == cfg.schedule.epochs
         if not ddp.main:
