@@ -18,18 +18,4 @@ DEMO_TEACHER=${DEMO_TEACHER:-artifacts/demo/runs/teacher_resnet18_s0}
 T="$OUT/teachers/block_teacher_resnet18_e12_prog32_s0"
 [ -f "$T/metrics.json" ] || stillroom train configs/block151/teacher_resnet18_e12_prog32.yaml --out "$T" --resume --quiet
 mkdir -p "$OUT/progressive"
-python - "$DEMO_TEACHER" "$T" <<'PY' | tee "$OUT/progressive/teachers.md"
-import json, sys
-from pathlib import Path
-print("| teacher | epochs at 32 / 64 px | epoch s at 32 / 64 px (median) | train + validation s | val top-1 % | test top-1 % |")
-print("|---|---|---|---:|---:|---:|")
-for run in map(Path, sys.argv[1:]):
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    m = json.loads((run / "metrics.json").read_text())["splits"]
-    low = sorted(r["train_seconds"] for r in log if r.get("train_size"))
-    full = sorted(r["train_seconds"] for r in log if not r.get("train_size"))
-    med = lambda v: f"{v[len(v) // 2]:.0f}" if v else "-"  # noqa: E731
-    print(f"| {run.name} | {len(low)} / {len(full)} | {med(low)} / {med(full)} | "
-          f"{sum(r['epoch_seconds'] for r in log):.0f} | {100 * m['val']['best']['top1']:.2f} | "
-          f"{100 * m['test']['best']['top1']:.2f} |")
-PY
+python benchmarks/crossview_summary.py teachers "$DEMO_TEACHER" "$T" | tee "$OUT/progressive/teachers.md"

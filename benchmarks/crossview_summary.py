@@ -9,6 +9,9 @@ Used by benchmarks/crossview_recipe.sh and benchmarks/crossview_kd_sources.sh.
            sweep_run.json records a wall time add a "train wall s" column.
     python benchmarks/crossview_summary.py compares DEST
         -> a markdown table of every DEST/compare_*.json (`stillroom compare --json` outputs)
+    python benchmarks/crossview_summary.py teachers RUN...
+        -> a markdown table of single runs: epochs at a reduced side (progressive resizing) / at the data's size,
+           median epoch seconds of each, training wall seconds, val and test top-1 of the best-val weights
 """
 
 from __future__ import annotations
@@ -131,6 +134,25 @@ def compares(dest: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def teachers(runs: list[Path]) -> str:
+    lines = [
+        "| run | epochs at a reduced / the full side | median epoch s at each | train + validation s | val top-1 % "
+        "| test top-1 % |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for run in runs:
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        m = json.loads((run / "metrics.json").read_text())["splits"]
+        low = [r["train_seconds"] for r in log if r.get("train_size")]
+        full = [r["train_seconds"] for r in log if not r.get("train_size")]
+        med = " / ".join(f"{statistics.median(v):.0f}" if v else "-" for v in (low, full))
+        lines.append(
+            f"| {run.name} | {len(low)} / {len(full)} | {med} | {_wall(run):.0f} | "
+            f"{100 * m['val']['best']['top1']:.2f} | {100 * m['test']['best']['top1']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["table"]:
         args = argv[1:]
@@ -141,6 +163,8 @@ def main(argv: list[str]) -> None:
             args = args[:i] + args[i + 2 :]
         out, dest, name, *specs = args
         print(table(Path(out), Path(dest), name, specs, teacher), end="")
+    elif argv[:1] == ["teachers"]:
+        print(teachers([Path(a) for a in argv[1:]]), end="")
     elif argv[:1] == ["compares"]:
         print(compares(Path(argv[1])), end="")
     else:

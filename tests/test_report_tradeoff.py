@@ -289,3 +289,20 @@ def test_steal_share_from_proc_stat(tmp_path):
     assert cpu_times(tmp_path / "missing") is None and steal_share(None, before) is None
     stat.write_text("intr 1 2 3\n")
     assert cpu_times(stat) is None
+
+
+def test_markdown_report_names_species_in_confused_pairs(teacher_run, shapes_index, tmp_path):
+    from dataclasses import replace
+
+    rep = json.loads((teacher_run / "metrics.json").read_text())["splits"]["test"]["best"]
+    pairs, worst = rep.get("confused_pairs") or [], rep.get("worst_classes") or []
+    assert pairs and worst  # the fixture teacher confuses some classes
+    named = {c: f"Name of {c}" for c in shapes_index.classes}
+    index = replace(shapes_index, meta={**shapes_index.meta, "display_names": named})
+    section = write_demo_report(tmp_path / "r.md", index, {"student KD": teacher_run}).read_text()
+    section = section.split("## Most confused pairs")[1]
+    first = next(ln for ln in section.splitlines() if ln.startswith("| ") and "class a" not in ln)
+    assert first.startswith(f"| Name of {pairs[0]['a']} | Name of {pairs[0]['b']} |")
+    assert f"Name of {worst[0]['class']} " in section.split("Lowest per-class F1:")[1]
+    plain = write_demo_report(tmp_path / "p.md", shapes_index, {"student KD": teacher_run}).read_text()
+    assert f"| {pairs[0]['a']} | {pairs[0]['b']} |" in plain and "Name of" not in plain  # ids without names

@@ -19,6 +19,7 @@ import torch
 from stillroom import __version__
 from stillroom._io import atomic_write_bytes, atomic_write_text, read_json
 from stillroom.data.index import DatasetIndex
+from stillroom.data.species_names import display_names
 from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
 
 __all__ = ["write_demo_report", "metrics_rows"]
@@ -194,13 +195,19 @@ def write_demo_report(
             ]
     if kd is not None:
         rep = kd["report"]
+        # species names where the index has them (data.species_names), the class ids otherwise
+        name = dict(zip(index.classes, display_names(index), strict=True)).get
         lines += ["", f"## Most confused pairs ({kd['label']}, test, best weights)", ""]
         lines += ["| class a | class b | a as b | b as a | rate |", "|---|---|---:|---:|---:|"]
         for p in rep.get("confused_pairs", [])[:10]:
-            lines.append(f"| {p['a']} | {p['b']} | {p['a_as_b']} | {p['b_as_a']} | {p['rate']:.3f} |")
+            a, b = name(p["a"], p["a"]), name(p["b"], p["b"])
+            lines.append(f"| {a} | {b} | {p['a_as_b']} | {p['b_as_a']} | {p['rate']:.3f} |")
         worst = rep.get("worst_classes") or []
         if worst:
-            lines += ["", "Lowest per-class F1: " + ", ".join(f"{w['class']} {w['f1']:.2f}" for w in worst)]
+            lines += [
+                "",
+                "Lowest per-class F1: " + ", ".join(f"{name(w['class'], w['class'])} {w['f1']:.2f}" for w in worst),
+            ]
     if timings:
         lines += ["", "## Wall time", ""]
         lines += [f"- {k}: {v / 60:.1f} min" for k, v in timings.items() if v > 0]
