@@ -57,6 +57,13 @@ def test_bench_amp_step_smoke(capsys):
     assert len(rows) == 4 and rows[0].endswith("| 1.00x |") and any("bfloat16 autocast | yes" in r for r in rows)
 
 
+def test_bench_inference_layout_smoke(capsys):
+    bench = _script("bench_inference_layout")
+    bench.main(["--models", "mobilenet_v3_small", "--size", "32", "--batch", "2", "--rounds", "1", "--calls", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mobilenet_v3_small |")]
+    assert len(rows) == 1 and rows[0].endswith("x |")
+
+
 def test_bench_kd_step_smoke(tmp_path):
     """Run in its own process: its DataLoader with ``num_workers=1`` makes torch install a SIGCHLD handler for the
     rest of the process, and with pytest's faulthandler alternate signal stack a later child exit (the browser

@@ -46,3 +46,24 @@ def test_inference_batches_follow_the_normalizer_device():
     batches = list(iter_batches(images, np.arange(5), Normalizer([0.5], [0.5]).to("meta"), 2))
     assert [b.shape[0] for b in batches] == [2, 2, 1]
     assert all(b.device.type == "meta" and b.dtype == torch.float32 for b in batches)
+
+
+def test_batch_inference_runs_a_channels_last_copy_on_cpu_and_leaves_the_model_alone():
+    import numpy as np
+
+    from stillroom.data.dataset import Normalizer
+    from stillroom.models.inference import batch_inference_model, predict_logits
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small", 1, 5, 32).train()
+    net, channels_last = batch_inference_model(model)
+    assert channels_last and net is not model
+    assert net.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.features[0][0].weight.is_contiguous()  # the caller's weights keep their layout
+    images = np.random.default_rng(0).integers(0, 256, size=(7, 1, 32, 32), dtype=np.uint8)
+    norm = Normalizer([0.5], [0.5])
+    got = predict_logits(model, norm, images, np.arange(7), batch_size=4)
+    assert model.training  # restored
+    with torch.no_grad():
+        ref = model.eval()(norm(torch.from_numpy(images))).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)  # the same function, other summation order

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["inference_device", "iter_batches", "predict_logits"]
+__all__ = ["batch_inference_model", "inference_device", "iter_batches", "predict_logits"]
 
 
 def inference_device() -> torch.device:
     """Where batch inference (evaluation, soft-label export, selection) runs: the first GPU when there is one."""
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def batch_inference_model(model: nn.Module) -> tuple[nn.Module, bool]:
+    """The module batch inference runs, and whether its input batches go channels-last. On the CPU: a channels-last
+    copy (``model`` itself is left as it is), because oneDNN's convolutions are much faster in that layout: batches
+    of 256 at 64 px took 1.5x less time for resnet18 and mobilenet_v3_small (2 threads, AMD EPYC;
+    ``python benchmarks/bench_inference_layout.py``). Elsewhere ``model`` itself, NCHW."""
+    first = next(model.parameters(), None)
+    if first is None or first.device.type != "cpu":
+        return model, False
+    return copy.deepcopy(model).to(memory_format=torch.channels_last), True
 
 
 def iter_batches(
@@ -34,9 +46,10 @@ def predict_logits(
 ) -> np.ndarray:
     """Raw logits (len(rows), K) float32 of ``model`` in eval mode, no augmentation, rows kept in order."""
     was_training = model.training
-    model.eval()
+    net, channels_last = batch_inference_model(model)
+    net.eval()
     try:
-        out = [model(x).float().cpu() for x in iter_batches(images, rows, normalizer, batch_size)]
+        out = [net(x).float().cpu() for x in iter_batches(images, rows, normalizer, batch_size, channels_last)]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -35,7 +35,7 @@ from stillroom._io import StillroomError, atomic_write_json, read_json
 from stillroom.data.augment import augment_batch, augment_name, augment_rng, get_augment
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
-from stillroom.models.inference import iter_batches
+from stillroom.models.inference import batch_inference_model, iter_batches
 from stillroom.runs import index_sink, load_run
 from stillroom.softlabels.store import SoftLabelStore, write_store
 
@@ -201,8 +201,10 @@ def _compute(
     n, n_views = len(images), max(views, 1)
     total = n_views * n
     aug = get_augment(replay["augment"], {}) if replay else None
-    model, normalizer = run.model, run.normalizer
+    normalizer = run.normalizer
+    model, channels_last = batch_inference_model(run.model)  # on the CPU a channels-last copy: 1.5x faster
     model.eval()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     k = _num_outputs(run, images, normalizer)
     arr = work.open((total, k))
     done, last_commit = work.done, time.monotonic()
@@ -211,13 +213,13 @@ def _compute(
         v, start = divmod(done, n)
         stop = min(start + batch_size, n)
         if aug is None:
-            x = next(iter_batches(images, rows[start:stop], normalizer, batch_size))
+            x = next(iter_batches(images, rows[start:stop], normalizer, batch_size, channels_last))
         else:
             # (B, C, S, S) uint8: exactly what IndexDataset serves for (seed, row, view)
             seed = replay["augment_seed"]
             raw = torch.from_numpy(np.array(images[start:stop]))
             raw = augment_batch(aug, raw, [augment_rng(seed, r, v) for r in range(start, stop)])
-            x = normalizer(raw.to(next(normalizer.buffers()).device))
+            x = normalizer(raw.to(next(normalizer.buffers()).device)).contiguous(memory_format=layout)
         arr[done : done + stop - start] = model(x).float().cpu().numpy()
         done += stop - start
         if done == total or time.monotonic() - last_commit >= COMMIT_SECONDS:
