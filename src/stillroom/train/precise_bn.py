@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stillroom.models.inference import iter_batches
+from stillroom.models.inference import batch_inference_model, iter_batches
 
 __all__ = [
     "recompute_bn_stats",
@@ -194,17 +194,24 @@ def bn_consistency(
     k = num_classes
     batches = _batches_of(order, batch_size)
 
+    # a copy, channels-last on the CPU (1.5x faster there; models.inference.batch_inference_model)
+    net, channels_last = batch_inference_model(model)
+
     def top1(m: nn.Module) -> float:
-        preds = [m(x)[:, :k].argmax(1).cpu() for b in batches for x in iter_batches(images, b, normalizer, len(b))]
+        preds = [
+            m(x)[:, :k].argmax(1).cpu()
+            for b in batches
+            for x in iter_batches(images, b, normalizer, len(b), channels_last)
+        ]
         return float((torch.cat(preds) == y).double().mean())
 
     was_training = model.training
-    model.eval()
+    net.eval()
     try:
-        eval_top1 = top1(model)
+        eval_top1 = top1(net)
     finally:
         model.train(was_training)
-    probe = copy.deepcopy(model).eval()
+    probe = copy.deepcopy(net).eval()
     for bn in _bn_layers(probe):
         bn.train()
         bn.momentum = 0.0  # batch statistics for normalization; the copy's buffers are irrelevant
