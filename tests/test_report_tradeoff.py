@@ -274,6 +274,18 @@ def test_markdown_report_says_whether_the_demo_kept_its_wall_time_budget(teacher
         cpu_steal_share=0.3333,
     ).read_text()
     assert "(steal, /proc/stat): 33%" in text.split("## Wall time")[1]
+    host = [ln for ln in text.split("## Wall time")[1].splitlines() if ln.startswith("- host: ")]
+    assert len(host) == 1 and host[0].endswith("CPU cores; the teacher's training step ran in float32")
+
+
+def test_cpu_model_from_cpuinfo(tmp_path):
+    from stillroom._timing import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC  7B13 64-Core Processor\n")
+    assert cpu_model(info) == "AMD EPYC 7B13 64-Core Processor"
+    info.write_text("processor\t: 0\n")
+    assert cpu_model(info) is None and cpu_model(tmp_path / "missing") is None
 
 
 def test_steal_share_from_proc_stat(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["time_calls", "cpu_times", "steal_share"]
+__all__ = ["time_calls", "cpu_model", "cpu_times", "steal_share"]
 
 
 def time_calls(
@@ -58,3 +58,17 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     if before is None or after is None or after[1] <= before[1]:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name (the first ``model name`` line of Linux's ``/proc/cpuinfo``), None where unknown: hosts
+    of one "2-core box" differ about 2x in speed, so a wall time needs the host it was measured on beside it."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return " ".join(value.split())
+    return None

@@ -18,6 +18,7 @@ import torch
 
 from stillroom import __version__
 from stillroom._io import atomic_write_bytes, atomic_write_text, read_json
+from stillroom._timing import cpu_model
 from stillroom.data.index import DatasetIndex
 from stillroom.data.species_names import display_names
 from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
@@ -217,6 +218,13 @@ def write_demo_report(
             verdict = "within it" if total <= target else f"over by {total - target:.1f} min"
             # the budget was set on one host of the 2-core box; hosts differ about 2x in speed (README "The demo")
             lines.append(f"- budget: {target} min on the 2-core box; this run {total:.1f} min, {verdict}")
+        teachers = [r for r in rows if r["label"].startswith("teacher") and r["weights"] == "best"]
+        metas = [runs[r["label"]] / "model.json" for r in teachers]
+        amps = sorted({str(read_json(m).get("amp", "off")) for m in metas if m.is_file()})
+        fmt = " / ".join("bfloat16 autocast" if a == "bf16" else "float32" for a in amps)
+        # which kind of host: the same recipe takes 16-22 min on these 2-core hosts (README "The demo")
+        host = f"- host: {cpu_model() or platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+        lines.append(host + (f"; the teacher's training step ran in {fmt}" if fmt else ""))
         if cpu_steal_share is not None:
             lines.append(
                 f"- CPU time taken by the hypervisor for other machines during the run (steal, /proc/stat): "
