@@ -35,8 +35,8 @@ from stillroom.data.index import DatasetIndex, load_index
 
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
-# `make demo`, fresh clone, idle 2-core box: 11 min 59 s (88cbcb0, a fast host), 16 min 18 s (db6a4a0, bfloat16 host),
-# 19 min 33 s (c2265a4) and 18 min 2 s (a9532f5, small-map convolutions) on a host without native bfloat16 (README).
+# `make demo`, fresh clone, idle 2-core box: 11 min 59 s (88cbcb0, a fast host), 15.7-17.8 min (bfloat16 hosts),
+# 18.0-21.7 min on a host without native bfloat16 (a9532f5 to b646610; README "The demo").
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
