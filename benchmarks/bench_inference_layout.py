@@ -13,24 +13,21 @@ selection (``predict_logits``, ``export_softlabels``).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
-import time
 
+import numpy as np
 import torch
 
+from stillroom._timing import time_calls
 from stillroom.models.factory import create_model
 from stillroom.models.inference import batch_inference_model
 
 
 def call_seconds(net: torch.nn.Module, x: torch.Tensor, calls: int) -> float:
-    times = []
+    """Median seconds of ``calls`` forward passes after 2 of warm-up (the package's timing loop, ``_timing``)."""
     with torch.inference_mode():
-        for i in range(2 + calls):
-            t0 = time.perf_counter()
-            net(x)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return float(np.median(time_calls(lambda: net(x), 2, calls, math.inf, min_runs=calls)))
 
 
 def main(argv: list[str] | None = None) -> None:

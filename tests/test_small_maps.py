@@ -24,6 +24,22 @@ from stillroom.models.small_maps import (
 CASES = [(240, 4, 5, 1, 2), (576, 2, 5, 1, 2), (288, 4, 5, 2, 2), (16, 3, 3, 2, 1), (8, 4, 3, 1, 0), (6, 2, 5, 2, 2)]
 
 
+def _assert_matches(fast, ref, tensors, fmt) -> None:
+    """``fast(*tensors)`` and ``ref(*tensors)`` (float64; None = no bias) agree in output and every gradient, and
+    ``fast`` keeps the input's memory format, as F.conv2d does."""
+    outs = []
+    for fn in (ref, fast):
+        leaves = [None if t is None else t.clone().requires_grad_(True) for t in tensors]
+        y = fn(*leaves)
+        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+        outs.append((y.detach(), *(t.grad for t in leaves if t is not None)))
+    if y.shape[-1] > 1:
+        assert y.is_contiguous(memory_format=fmt)
+    for ref_t, got in zip(*outs, strict=True):
+        assert got.shape == ref_t.shape
+        torch.testing.assert_close(got, ref_t, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize(("c", "side", "k", "stride", "pad"), CASES)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_matches_conv2d_outputs_and_gradients(c, side, k, stride, pad, channels_last):
@@ -32,20 +48,13 @@ def test_matches_conv2d_outputs_and_gradients(c, side, k, stride, pad, channels_
     x = torch.randn(5, c, side, side, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
     w = torch.randn(c, 1, k, k, generator=g, dtype=torch.float64)
     bias = torch.randn(c, generator=g, dtype=torch.float64)
-    outs = []
-    for fast in (False, True):
-        xx, ww, bb = (t.clone().requires_grad_(True) for t in (x, w, bias))
-        if fast:
-            y = small_map_depthwise(xx, ww, bb, (stride, stride), (pad, pad))
-        else:
-            y = F.conv2d(xx, ww, bb, (stride, stride), (pad, pad), 1, c)
-        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
-        outs.append((y.detach(), xx.grad, ww.grad, bb.grad))
-        if fast and y.shape[-1] > 1:  # keeps the input's memory format, as F.conv2d does
-            assert y.is_contiguous(memory_format=fmt)
-    for ref, got in zip(*outs, strict=True):
-        assert got.shape == ref.shape
-        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    geo = ((stride, stride), (pad, pad))
+    _assert_matches(
+        lambda a, b, d: small_map_depthwise(a, b, d, *geo),
+        lambda a, b, d: F.conv2d(a, b, d, *geo, 1, c),
+        (x, w, bias),
+        fmt,
+    )
 
 
 DENSE_CASES = [(16, 12, 2, 3, 1, 1), (8, 4, 2, 3, 2, 1), (5, 6, 1, 3, 1, 1), (4, 3, 2, 2, 1, 0)]
@@ -59,15 +68,10 @@ def test_dense_matches_conv2d(c_in, c_out, side, k, stride, pad, channels_last):
     x = torch.randn(3, c_in, side, side, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
     w = torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64)
     bias = torch.randn(c_out, generator=g, dtype=torch.float64)
-    outs = []
-    for fast in (False, True):
-        xx, ww, bb = (t.clone().requires_grad_(True) for t in (x, w, bias))
-        conv = small_map_dense if fast else lambda *a: F.conv2d(*a)
-        y = conv(xx, ww, bb, (stride, stride), (pad, pad))
-        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
-        outs.append((y.detach(), xx.grad, ww.grad, bb.grad))
-    for ref, got in zip(*outs, strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    geo = ((stride, stride), (pad, pad))
+    _assert_matches(
+        lambda a, b, d: small_map_dense(a, b, d, *geo), lambda a, b, d: F.conv2d(a, b, d, *geo), (x, w, bias), fmt
+    )
 
 
 # (in, out, map side, stride, bias): mobilenet_v3_small's expansions / squeeze-excitation, resnet18's downsampling
@@ -82,17 +86,13 @@ def test_pointwise_matches_conv2d(c_in, c_out, side, stride, with_bias, channels
     x = torch.randn(3, c_in, side, side, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
     w = torch.randn(c_out, c_in, 1, 1, generator=g, dtype=torch.float64)
     bias = torch.randn(c_out, generator=g, dtype=torch.float64) if with_bias else None
-    outs = []
-    for fast in (False, True):
-        xx, ww = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
-        bb = bias.clone().requires_grad_(True) if with_bias else None
-        y = small_map_pointwise(xx, ww, bb, (stride, stride)) if fast else F.conv2d(xx, ww, bb, stride)
-        y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
-        outs.append((y.detach(), xx.grad, ww.grad) + ((bb.grad,) if with_bias else ()))
-        if fast and y.shape[-1] > 1:
-            assert y.is_contiguous(memory_format=fmt)
-    for ref, got in zip(*outs, strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    st = (stride, stride)
+    _assert_matches(
+        lambda a, b, d=None: small_map_pointwise(a, b, d, st),
+        lambda a, b, d=None: F.conv2d(a, b, d, st),
+        (x, w, bias),
+        fmt,
+    )
 
 
 def test_pointwise_path_is_taken_on_maps_of_at_most_sixteen_positions(monkeypatch):

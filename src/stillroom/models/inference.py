@@ -20,7 +20,7 @@ def inference_device() -> torch.device:
 def batch_inference_model(model: nn.Module) -> tuple[nn.Module, bool]:
     """The module batch inference runs, and whether its input batches go channels-last. On the CPU: a channels-last
     copy (``model`` itself is left as it is), because oneDNN's convolutions are much faster in that layout: batches
-    of 256 at 64 px took 1.5x less time for resnet18 and mobilenet_v3_small (2 threads, AMD EPYC;
+    of 256 at 64 px took 1.6x less time for resnet18, 1.3-1.6x for mobilenet_v3_small (2 threads, AMD EPYC;
     ``python benchmarks/bench_inference_layout.py``). Elsewhere ``model`` itself, NCHW."""
     first = next(model.parameters(), None)
     if first is None or first.device.type != "cpu":
