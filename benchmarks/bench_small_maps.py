@@ -75,11 +75,12 @@ def _best_ms(fn, x: torch.Tensor, w: torch.Tensor, args: argparse.Namespace) -> 
 
 def layer_table(model: str, args: argparse.Namespace) -> None:
     net = create_model(model, 1, 151, args.size).train().to(memory_format=torch.channels_last)
-    seen: dict[str, tuple[torch.nn.Conv2d, torch.Tensor]] = {}
+    seen: dict[str, tuple[torch.nn.Conv2d, torch.Tensor, int]] = {}
 
     def keep(name: str):
         def hook(module: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            seen[name] = (module, inp[0].detach())  # returns None: the output stays as it is
+            # returns None: the output stays as it is; the dense path's limit is on the output map
+            seen[name] = (module, inp[0].detach(), out.shape[-2] * out.shape[-1])
 
         return hook
 
@@ -87,12 +88,12 @@ def layer_table(model: str, args: argparse.Namespace) -> None:
     net(torch.randn(args.batch, 1, args.size, args.size).contiguous(memory_format=torch.channels_last))
     for h in hooks:
         h.remove()
-    for name, (conv, x) in seen.items():
+    for name, (conv, x, out_positions) in seen.items():
         positions = x.shape[-2] * x.shape[-1]
         depthwise = conv.groups == conv.in_channels == conv.out_channels > 1
         if depthwise and positions <= MAX_DEPTHWISE_POSITIONS:
             fast = small_map_depthwise
-        elif conv.groups == 1 and conv.kernel_size != (1, 1) and positions <= MAX_DENSE_POSITIONS:
+        elif conv.groups == 1 and conv.kernel_size != (1, 1) and out_positions <= MAX_DENSE_POSITIONS:
             fast = small_map_dense
         elif conv.groups == 1 and conv.kernel_size == (1, 1) and positions <= MAX_POINTWISE_POSITIONS:
             fast = lambda a, b, bias, stride, padding: small_map_pointwise(a, b, bias, stride)  # noqa: E731

@@ -120,6 +120,11 @@ def test_dense_path_is_taken_on_maps_of_at_most_four_positions(monkeypatch):
     conv(torch.randn(2, 6, 2, 2)).sum().backward()
     conv(torch.randn(2, 6, 4, 4)).sum().backward()
     assert MAX_DENSE_POSITIONS == 4 and len(calls) == 1
+    strided = nn.Conv2d(6, 6, 3, stride=2, padding=1).train()  # the limit is on the output map: 4x4 -> 2x2 takes it
+    use_small_map_convs(strided)
+    strided(torch.randn(2, 6, 4, 4)).sum().backward()
+    strided(torch.randn(2, 6, 8, 8)).sum().backward()  # -> 4x4: F.conv2d
+    assert len(calls) == 2
 
 
 def test_gradcheck():

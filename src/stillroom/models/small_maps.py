@@ -16,8 +16,8 @@ Three rewrites of the same function:
       M = w (C, k*k) @ E (k*k, Q*P)      E: one-hot, which tap sits at (q, p); a constant of the geometry
       y[b, c, q] = sum_p x[b, c, p] M[c, q, p]     (one ``bmm`` over the C channels)
 
-- dense (groups = 1, kernel > 1) on a map of at most ``MAX_DENSE_POSITIONS``: im2col (``F.unfold``) and one matrix
-  product with the (out, in * k * k) weight, the textbook lowering, which at 2x2 is a GEMM of 4 columns per image.
+- dense (groups = 1, kernel > 1) with an output map of at most ``MAX_DENSE_POSITIONS``: im2col and one matrix
+  product with the (out, k * k * in) weight, the textbook lowering, which at 2x2 is a GEMM of 4 rows per image.
 - pointwise (groups = 1, kernel 1x1, no padding) on a map of at most ``MAX_POINTWISE_POSITIONS``: ``F.linear`` on the
   (B * H * W, C) rows of the channels-last input (strided: every s-th row and column first).
 
@@ -55,8 +55,9 @@ __all__ = [
 #: Largest map (H x W) on which a depthwise convolution takes the matrix path. Measured on the CPU box (one thread,
 #: batch 64, ad hoc): faster on 4x4 and 2x2 maps, 2-3x SLOWER on 8x8 (P x Q grows with the square of the map), so 16.
 MAX_DEPTHWISE_POSITIONS = 16
-#: Same for a dense convolution (im2col + GEMM): about 2x faster on 2x2 maps (512 -> 512 channels, two threads), even
-#: to 1.7x slower on 4x4 and 8x8 (ad hoc, same box), so 4.
+#: Largest OUTPUT map of a dense convolution (im2col + GEMM): 2-3x faster on 2x2 maps (512 -> 512 channels, two
+#: threads), 1.2-1.4x for resnet18's stride-2 layer from 4x4 to 2x2; 1.3-1.7x slower with 4x4 or larger outputs
+#: (stride 1 on 4x4, stride 2 from 8x8 or 16x16; ad hoc, same box), so 4.
 MAX_DENSE_POSITIONS = 4
 #: Same for a 1x1 convolution as ``F.linear``: mobilenet_v3_small's, one thread, batch 64, forward + backward (ad hoc,
 #: same box): 1.15-2.8x faster on 4x4, 2x2 and 1x1 maps (about 20 ms of a ~200 ms step in all), level on 8x8, 1.5x
@@ -159,6 +160,11 @@ def _like_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return y.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def _out_positions(x: torch.Tensor, conv: nn.Conv2d) -> int:
+    (h, w), (k_h, k_w), (s_h, s_w), (p_h, p_w) = x.shape[-2:], conv.kernel_size, conv.stride, conv.padding
+    return ((h + 2 * p_h - k_h) // s_h + 1) * ((w + 2 * p_w - k_w) // s_w + 1)
+
+
 def _tracing() -> bool:
     # torch.fx's symbolic tracing (QAT's prepare_qat_fx) replaces inputs by Proxy objects: the isinstance test
     # catches it without torch.fx's is_fx_tracing(), which warns on every call in recent torch
@@ -190,7 +196,7 @@ class SmallMapConv2d(nn.Conv2d):
             if self.groups == 1 and self.kernel_size == (1, 1):
                 if positions <= MAX_POINTWISE_POSITIONS:
                     return small_map_pointwise(input, self.weight, self.bias, self.stride)  # type: ignore[arg-type]
-            elif self.groups == 1 and positions <= MAX_DENSE_POSITIONS:
+            elif self.groups == 1 and _out_positions(input, self) <= MAX_DENSE_POSITIONS:
                 return small_map_dense(*args)  # type: ignore[arg-type]
         return super().forward(input)
 
