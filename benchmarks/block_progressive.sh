@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 14 item 6, `make demo` under 15 minutes: progressive resizing for the demo's teacher. The demo's resnet18
 # teacher trains its first 6 of 12 epochs on views reduced to 32 px (configs/block151/teacher_resnet18_e12_prog32.yaml;
-# a resnet18 step at 32 px costs ~0.43x one at 64 px here) instead of all 12 at 64 px. Prints a table of both
+# a resnet18 step at 32 px costs ~0.36x one at 64 px here, an epoch 0.44x) instead of all 12 at 64 px. Prints a
+# table of both
 # teachers: training wall time, val and test top-1 of the best-val weights (a = the demo's own teacher, as `make demo`
 # trained it on this machine).
 #

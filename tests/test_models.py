@@ -55,15 +55,17 @@ def test_batch_inference_runs_a_channels_last_copy_on_cpu_and_leaves_the_model_a
     from stillroom.models.inference import batch_inference_model, predict_logits
 
     torch.manual_seed(0)
-    model = create_model("mobilenet_v3_small", 1, 5, 32).train()
+    model = create_model("resnet18", 1, 5, 32).train()  # dense 3x3 weights: the two layouts differ
     net, channels_last = batch_inference_model(model)
     assert channels_last and net is not model
-    assert net.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert model.features[0][0].weight.is_contiguous()  # the caller's weights keep their layout
+    assert net.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.layer1[0].conv1.weight.is_contiguous()  # the caller's weights keep their layout
     images = np.random.default_rng(0).integers(0, 256, size=(7, 1, 32, 32), dtype=np.uint8)
     norm = Normalizer([0.5], [0.5])
     got = predict_logits(model, norm, images, np.arange(7), batch_size=4)
     assert model.training  # restored
+    model.to(memory_format=torch.channels_last)  # already channels-last (the trainer's models): no copy
+    assert batch_inference_model(model) == (model, True)
     with torch.no_grad():
         ref = model.eval()(norm(torch.from_numpy(images))).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)  # the same function, other summation order

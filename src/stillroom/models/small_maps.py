@@ -21,8 +21,8 @@ Three rewrites of the same function:
 - pointwise (groups = 1, kernel 1x1, no padding) on a map of at most ``MAX_POINTWISE_POSITIONS``: ``F.linear`` on the
   (B * H * W, C) rows of the channels-last input (strided: every s-th row and column first).
 
-Both equal ``F.conv2d`` up to float summation order (|diff| ~1e-5 on unit-scale inputs; ``tests/test_small_maps.py``
-checks outputs and gradients against it in float64).
+All three equal ``F.conv2d`` up to float summation order (|diff| ~1e-5 on unit-scale inputs;
+``tests/test_small_maps.py`` checks outputs and gradients against it in float64).
 
 Scope: only where it was measured faster and nothing else can see it. ``SmallMapConv2d`` is an ``nn.Conv2d`` with the
 same parameters, buffers and state_dict; it takes a matrix path only while training (train mode, autograd on), on a
