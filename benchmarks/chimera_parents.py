@@ -3,7 +3,7 @@
 For each size, the sprite index of species 1-151 (built when missing), then chimera sets with ``--parents rendered``
 and ``--parents native`` for each seed (built when missing: the script resumes), each probed against its ID index per
 kind (``chimera_probe.kind_probes``). Prints one table, mean +- sd over the seeds, and writes it to
-``<out>/chimera_parents.md``.
+``<out>/chimera_parents_<sizes>.md``.
 
     OMP_NUM_THREADS=1 python benchmarks/chimera_parents.py --out artifacts/chimera_parents --size 64 --size 128 \\
         --seed 0 --seed 1 --seed 2
@@ -59,7 +59,7 @@ def main() -> None:
                     f"| {size} | {parents} | {row['kind']} | {len(per_seed)} | {row['n']} | " + " | ".join(cells) + " |"
                 )
     text = "\n".join(lines) + "\n"
-    (args.out / "chimera_parents.md").write_text(text)
+    (args.out / f"chimera_parents_{'_'.join(map(str, args.size))}.md").write_text(text)
     print(text)
 
 

@@ -19,12 +19,15 @@ from stillroom.data.shortcuts import shortcut_probe
 
 
 def kind_probes(idx: DatasetIndex, ch: DatasetIndex, seed: int = 0) -> list[dict]:
-    """One row per chimera kind ("all" first): n, topology, edge, shape reference and staircase-fraction AUROC."""
+    """One row per chimera kind ("all" first, "lr+tb" last): n, topology, edge, shape reference and staircase-fraction
+    AUROC."""
     id_img, ch_img = np.asarray(load_images(idx))[:, 0], np.asarray(load_images(ch))[:, 0]
     kinds = np.array(ch.extra["kind"])
     rows = []
-    for name in ["all", *sorted(set(kinds))]:
-        m = np.ones(len(kinds), bool) if name == "all" else kinds == name
+    subsets = {"all": np.ones(len(kinds), bool), **{k: kinds == k for k in sorted(set(kinds))}}
+    if {"lr", "tb"} <= set(kinds):
+        subsets["lr+tb"] = (kinds == "lr") | (kinds == "tb")  # the cuts without the merges
+    for name, m in subsets.items():
         p = shortcut_probe(
             np.concatenate([id_img, ch_img[m]]),
             np.r_[np.zeros(len(id_img), bool), np.ones(int(m.sum()), bool)],

@@ -28,9 +28,9 @@ one frame (``shared_frame``), so a chimera is rendered ONCE from native pixels, 
 the other species' rows whose native box (longer side) is within ``size_tol`` (default ``NATIVE_SIZE_TOL``) of A's,
 so neither parent is rescaled to fit the other (``no_partner`` when none is). ``rendered`` assembles the ID images
 (``size x size``, already cropped, centred and padded) and renders the result again: a second resampling of rendered
-pixels, which left a rendering cue (shortcut probe, species 1-151 at 64 px, edge texture: 0.707 rendered, 0.646
-native; at 128 px: 0.691 native; BENCHMARKS "Chimeras from native frames"). It stays for indexes without frames
-(``import-folder`` data), where ``auto`` chooses it.
+pixels, which left a rendering cue (shortcut probe, species 1-151, edge texture, mean of 3 seeds: 0.705 rendered,
+0.644 native at 64 px; 0.848 and 0.707 at 128 px; BENCHMARKS "Chimeras from native frames"). It stays for indexes
+without frames (``import-folder`` data), where ``auto`` chooses it.
 
 Splits: chimeras of a split are made ONLY from that split's ID images (train from train, val from val, test from
 test), so no test pixel reaches training; ``group`` = ``<split>/<species A>+<species B>`` keeps groups inside one
