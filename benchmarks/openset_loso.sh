@@ -21,6 +21,10 @@
 #
 # SOURCES may add `chimera-native` (chimeras cut from the sprites' frames and rendered once) or `blend` (morphs of
 # two ID species, `data build ood-chimera --kind blend`), a second near-OOD source.
+# ALWAYS: sources in the sink's training for every held-out source, never held out themselves, e.g. ALWAYS=creatures
+# (`data build ood-creatures`: procedural creatures drawn as pixel art and rendered once, like the sprites).
+# HOLD_ALL=1: one K+1 student per seed whose sink sees the ALWAYS sources only, every source of SOURCES held out at
+# once (test rows only); the report reads it once per held-out source (runs/loso_<S>_s<seed> link to it).
 # LANES=2: two such commands side by side (OMP_NUM_THREADS=1 each) share the held-out sources as a work queue (each
 # claims the next with an atomic mkdir of $OUT/claims/<source>); the report runs once every run is there.
 # After an interrupted LANES run, remove $OUT/claims before resuming.
@@ -44,6 +48,9 @@ else
   TEACHER=${TEACHER:-artifacts/openset151/runs/os_teacher_resnet18_s0}
 fi
 SOURCES=${SOURCES:-emoji chimera game-icons}
+ALWAYS=${ALWAYS:-}
+HOLD_ALL=${HOLD_ALL:-0}
+if [ "$HOLD_ALL" = 1 ] && [ -z "$ALWAYS" ]; then echo "HOLD_ALL=1 needs ALWAYS sources to train the sink on" >&2; exit 1; fi
 SEEDS=${SEEDS:-0}
 FRACTION=${FRACTION:-0.036}  # OOD share of train rows over all sources together (seed 000 §2.5's ~3.6%)
 # BALANCE=1 shares those rows equally among the training sources (merge-sink --balance-sources); 0 draws from the
@@ -86,7 +93,7 @@ stamp "students: augment=$AUGMENT batch=$BATCH epochs=$EPOCHS seeds=$SEEDS"
 stamp "data: ID index, OOD sources ($SOURCES) rendered like the ID index"
 [ -f "$ID/index.json" ] || stillroom data build sprites --size 64 --species "$SPECIES" --out "$ID"
 src_dir() { echo "$OUT/ood_$1"; }
-for s in $SOURCES; do
+for s in $SOURCES $ALWAYS; do
   d=$(src_dir "$s")
   [ -f "$d/index.json" ] && continue
   if ! claim "src_$s"; then  # another lane builds it
@@ -100,6 +107,7 @@ for s in $SOURCES; do
     chimera-native) stillroom data build ood-chimera --parents native --id-index "$ID" --out "$d" --per-split "$PER_SPLIT" ;;
     blend) stillroom data build ood-chimera --kind blend --parents rendered --id-index "$ID" --out "$d" \
       --per-split "$PER_SPLIT" ;;
+    creatures) stillroom data build ood-creatures --id-index "$ID" --out "$d" --per-split "$PER_SPLIT" ;;
     *) stillroom data build ood-icons --source "$s" --size 64 --id-index "$ID" --out "$d" ;;
   esac
 done
@@ -125,13 +133,17 @@ for seed in $SEEDS; do
   fi
 done
 
-for held in $SOURCES; do
+oods=(); for s in $SOURCES $ALWAYS; do oods+=(--ood "$s=$(src_dir "$s")"); done
+held_sets=$SOURCES
+if [ "$HOLD_ALL" = 1 ]; then held_sets=all; fi
+for held in $held_sets; do
   claim "$held" || continue
   merged="$OUT/merged_no_$held"
+  if [ "$held" = all ]; then held_args=(); for s in $SOURCES; do held_args+=(--test-only "$s"); done
+  else held_args=(--test-only "$held"); fi
   if [ ! -f "$merged/index.json" ]; then
     stamp "merged index: sink trained on all sources but $held ($held keeps its test rows)"
-    oods=(); for s in $SOURCES; do oods+=(--ood "$s=$(src_dir "$s")"); done
-    stillroom data merge-sink "$ID" "${oods[@]}" --test-only "$held" --ood-train-fraction "$FRACTION" \
+    stillroom data merge-sink "$ID" "${oods[@]}" "${held_args[@]}" --ood-train-fraction "$FRACTION" \
       "${balance[@]}" --out "$merged"
   fi
   store="$OUT/stores_merged_no_$held$sfx/$tname"
@@ -145,6 +157,7 @@ for held in $SOURCES; do
         --set seed=$seed --set data.index="$merged" --set "teachers.cached=[$store]" \
         "${budget[@]}" "${td_sets[@]}"
     fi
+    if [ "$held" = all ]; then for s in $SOURCES; do ln -sfn "$(realpath "$run")" "$OUT/runs/loso_${s}_s$seed"; done; fi
   done
 done
 

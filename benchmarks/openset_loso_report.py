@@ -5,7 +5,7 @@ sink --test-only S``), on the test split:
 
 - ``auroc_heldout`` / ``fpr95_heldout``: sink score 1 - p_sink (higher = more ID, REFERENCE 4), ID test rows vs the
   test rows of ``S``, the source the sink never saw (``evaluate.ood.ood_metrics``); ``auroc_seen``: the same against
-  the test rows of the other sources, for comparison;
+  the test rows of the sources the sink was trained on (those with train rows), for comparison;
 - ``rewrite_to_sink``: share of ID test images whose argmax is the sink under each outline rewrite of
   ``evaluate.shift.REWRITES`` (mean and worst), and on the clean images;
 - ``top1``: closed-set top-1 of the K+1 student on ID test rows (argmax over the K class columns) and of the
@@ -118,7 +118,10 @@ def source_row(run_dir: Path, held_out: str, kd_top1: float, kd_run: Path) -> di
     p_sink = torch.softmax(torch.from_numpy(logits).double(), 1).numpy()[:, k]
     score = 1.0 - p_sink
     held = ~is_id & (source == held_out)
-    seen = ~is_id & (source != held_out)
+    # seen: the sources the sink was trained on (those with train rows; with HOLD_ALL every other source is held out)
+    train = index.split_indices("train")
+    trained = np.unique(np.array(index.extra["ood_source"])[train][index.labels[train] == k])
+    seen = ~is_id & np.isin(source, trained) & (source != held_out)
     if not held.any():
         raise SystemExit(f"{run_dir}: no test rows of the held-out source {held_out!r} in {index.root}")
     m_held = ood_metrics(score[is_id], score[held])

@@ -9,6 +9,7 @@
 - ``stillroom data build ood-emoji --size 64 --out DIR [--id-index DIR] [--tarball TGZ ...] [--audit matched|seed000]``
 - ``stillroom data build ood-icons --source game-icons --size 64 --out DIR [--id-index DIR]`` (same path)
 - ``stillroom data build ood-chimera --id-index DIR --out DIR [--per-split N] [--seed S] [--iou-max F]``
+- ``stillroom data build ood-creatures --id-index DIR --out DIR [--per-split N] [--seed S] [--iou-max F]``
 - ``stillroom data merge-sink ID_INDEX [OOD_INDEX] --out DIR [--ood [NAME=]DIR ...] [--test-only NAME]
   [--ood-train-fraction F]``
 - ``stillroom data probe-shortcuts INDEX``
@@ -46,17 +47,6 @@ def _print_audit(meta: dict) -> None:
         console.print(
             f"dedup across sets: {dedup['audited']} -> {dedup['kept']} (exact-distinct {dedup['exact_distinct']})"
         )
-
-
-def _print_chimera_audit(audit: dict) -> None:
-    drops = ", ".join(f"{k.removeprefix('dropped_')} {audit[k]}" for k in audit if k.startswith("dropped_"))
-    console.print(
-        f"audit: {audit['candidates']} candidates, {audit['kept']} kept, dropped: {drops}"
-        f" (too_close = IoU with a parent > {audit['iou_max']:g})"
-    )
-    for split, sc in audit["per_split"].items():
-        kinds = ", ".join(f"{k.removeprefix('kept_')} {v}" for k, v in sc.items() if k.startswith("kept_"))
-        console.print(f"  {split}: {sc['candidates']} candidates, {sc['kept']} kept ({kinds})")
 
 
 def _print_probe(probe: dict | None) -> None:
@@ -181,6 +171,9 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
     """Attach the data commands to the CLI's ``data``, ``data build`` and top-level apps."""
     build_app.command("sprites")(build_sprites_cmd)
     data_app.command("import-folder")(import_folder_cmd)
+    from stillroom.cli.data_ood import register_near_ood
+
+    register_near_ood(build_app, _print_probe)
 
     def _build_icons(source: str, out: Path, size: int, id_index: Path | None, tarball: list[Path], seed: int,
                      dedup_threshold: float, tone_variants: bool, audit: str, outline: str, outline_grid: int,
@@ -239,46 +232,6 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         """Build an OOD sink set from a pinned iconify icon source through the ood-emoji render/audit path."""
         _build_icons(source, out, size, id_index, tarball, seed, dedup_threshold, False, audit, outline,
                      outline_grid, outline_sigma)  # fmt: skip
-
-    @build_app.command("ood-chimera")
-    def build_ood_chimera_cmd(
-        id_index: Path = typer.Option(..., "--id-index", help="plain ID index: the parents and the rendering"),
-        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
-        per_split: int = typer.Option(600, "--per-split", help="chimeras to keep per split"),
-        seed: int = typer.Option(0, help="seed of pairs, cuts, scales and anchors"),
-        iou_max: float = typer.Option(0.85, "--iou-max", help="drop a chimera whose IoU with a parent is above this"),
-        kinds: list[str] = typer.Option(
-            [], "--kind", help="lr | tb | merge | blend (repeatable; default lr, tb, merge)"
-        ),
-        max_enlarge: int = typer.Option(
-            1, "--max-enlarge", help="drop chimeras the rendering would enlarge by more than this (px; -1: keep all)"
-        ),
-        probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-chimera shortcut probe into index.json"),
-        parents: str = typer.Option(
-            "auto",
-            "--parents",
-            help="native: the sprites' own frames, rendered once | rendered: the ID images,"
-            " rendered again | auto: native for a sprite index",
-        ),
-        tarball: Path | None = typer.Option(None, "--tarball", help="local sprite package for native parents"),
-    ) -> None:
-        """Build a near-OOD sink set of chimeras (cuts, merges or morphs) of two different ID species (issue 16).
-
-        Split by parent split; `--kind blend` alone builds the morph source of benchmarks/openset_loso.sh.
-        """
-        from stillroom.data.ood_chimera import DEFAULT_KINDS, build_ood_chimera
-
-        index = build_ood_chimera(
-            out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or DEFAULT_KINDS, iou_max=iou_max,
-            probe=probe, max_enlarge=None if max_enlarge < 0 else max_enlarge, parents=parents, tarball=tarball,
-        )  # fmt: skip
-        counts = index.meta["counts"]["per_split"]
-        console.print(
-            f"[green]wrote[/] {index.root}: {len(index)} chimeras, "
-            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
-        )
-        _print_chimera_audit(index.meta["audit"])
-        _print_probe(index.meta.get("shortcut_probe"))
 
     @data_app.command("merge-sink")
     def merge_sink_cmd(

@@ -1,0 +1,97 @@
+"""``stillroom data build ood-chimera`` and ``ood-creatures``: the sink sources made here rather than downloaded
+(issue 16 item 2): chimeras of two ID species, and procedural creatures drawn like sprites. Registered by
+``cli.data.register``, which passes its shortcut-probe printer so both print the probe as every builder does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from stillroom._progress import console
+
+__all__ = ["register_near_ood"]
+
+
+def _print_chimera_audit(audit: dict, close: str = "a parent") -> None:
+    drops = ", ".join(f"{k.removeprefix('dropped_')} {audit[k]}" for k in audit if k.startswith("dropped_"))
+    console.print(
+        f"audit: {audit['candidates']} candidates, {audit['kept']} kept, dropped: {drops}"
+        f" (too_close = IoU with {close} > {audit['iou_max']:g})"
+    )
+    for split, sc in audit["per_split"].items():
+        kinds = ", ".join(f"{k.removeprefix('kept_')} {v}" for k, v in sc.items() if k.startswith("kept_"))
+        console.print(f"  {split}: {sc['candidates']} candidates, {sc['kept']} kept ({kinds})")
+
+
+def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None], None]) -> None:
+    """Attach ``ood-chimera`` and ``ood-creatures`` to the CLI's ``data build`` app."""
+
+    @build_app.command("ood-chimera")
+    def build_ood_chimera_cmd(
+        id_index: Path = typer.Option(..., "--id-index", help="plain ID index: the parents and the rendering"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        per_split: int = typer.Option(600, "--per-split", help="chimeras to keep per split"),
+        seed: int = typer.Option(0, help="seed of pairs, cuts, scales and anchors"),
+        iou_max: float = typer.Option(0.85, "--iou-max", help="drop a chimera whose IoU with a parent is above this"),
+        kinds: list[str] = typer.Option(
+            [], "--kind", help="lr | tb | merge | blend (repeatable; default lr, tb, merge)"
+        ),
+        max_enlarge: int = typer.Option(
+            1, "--max-enlarge", help="drop chimeras the rendering would enlarge by more than this (px; -1: keep all)"
+        ),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-chimera shortcut probe into index.json"),
+        parents: str = typer.Option(
+            "auto",
+            "--parents",
+            help="native: the sprites' own frames, rendered once | rendered: the ID images,"
+            " rendered again | auto: native for a sprite index",
+        ),
+        tarball: Path | None = typer.Option(None, "--tarball", help="local sprite package for native parents"),
+    ) -> None:
+        """Build a near-OOD sink set of chimeras (cuts, merges or morphs) of two different ID species (issue 16).
+
+        Split by parent split; `--kind blend` alone builds the morph source of benchmarks/openset_loso.sh.
+        """
+        from stillroom.data.ood_chimera import DEFAULT_KINDS, build_ood_chimera
+
+        index = build_ood_chimera(
+            out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or DEFAULT_KINDS, iou_max=iou_max,
+            probe=probe, max_enlarge=None if max_enlarge < 0 else max_enlarge, parents=parents, tarball=tarball,
+        )  # fmt: skip
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} chimeras, "
+            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+        )
+        _print_chimera_audit(index.meta["audit"])
+        print_probe(index.meta.get("shortcut_probe"))
+
+    @build_app.command("ood-creatures")
+    def build_ood_creatures_cmd(
+        id_index: Path = typer.Option(..., "--id-index", help="plain ID index: native sizes and the rendering"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        per_split: int = typer.Option(600, "--per-split", help="creatures to keep per split"),
+        seed: int = typer.Option(0, help="seed of every creature"),
+        iou_max: float = typer.Option(0.85, "--iou-max", help="drop a creature whose IoU with an ID image is above"),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-creature shortcut probe into index.json"),
+        tarball: Path | None = typer.Option(None, "--tarball", help="local sprite package for native frame sizes"),
+    ) -> None:
+        """Build a sink set of procedural creatures, drawn as pixel art and rendered once like the ID images (issue 16).
+
+        Bodies, heads, ears, legs, tails and wings at random, drawn aliased at the ID rows' native sizes.
+        """
+        from stillroom.data.ood_creatures import build_ood_creatures
+
+        index = build_ood_creatures(
+            out, id_index, per_split=per_split, seed=seed, iou_max=iou_max, probe=probe, tarball=tarball
+        )
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} creatures, "
+            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+        )
+        _print_chimera_audit(index.meta["audit"], close="an ID image")
+        print_probe(index.meta.get("shortcut_probe"))
