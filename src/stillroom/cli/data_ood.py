@@ -23,7 +23,7 @@ def _print_chimera_audit(audit: dict, close: str = "a parent") -> None:
     )
     for split, sc in audit["per_split"].items():
         kinds = ", ".join(f"{k.removeprefix('kept_')} {v}" for k, v in sc.items() if k.startswith("kept_"))
-        console.print(f"  {split}: {sc['candidates']} candidates, {sc['kept']} kept ({kinds})")
+        console.print(f"  {split}: {sc['candidates']} candidates, {sc['kept']} kept" + (f" ({kinds})" if kinds else ""))
 
 
 def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None], None]) -> None:
