@@ -17,16 +17,16 @@ Each creature is a union of parts, all in one random frame:
   have holes (species 1-151 at 64 px: 1.9 holes per image on average).
 
 Drawing: the parts are filled, ALIASED (no anti-aliasing, as pixel art), at a native resolution drawn from the ID
-rows' own: the sprites' GIF frames' box sides for a sprite index (``sprite_frames.native_masks``), else the ID images'
-box sides. The creature is drawn once at a nominal scale, then again at the scale that makes its box's longer side
-that native side (within a pixel; up to three corrections), so that ``outline.render_silhouette`` (the ID builder's own call, with the ID recipe's padding and
-outline) reduces it by the same ratios as it reduces sprites. No creature is resampled twice.
+rows' own: the sprites' GIF frames' box sides for a sprite index (``sprite_frames.native_masks``), else the ID
+images' box sides. The creature is drawn once at a nominal scale, then again at the scale that makes its box's
+longer side that native side (within a pixel; up to three corrections), so that ``outline.render_silhouette`` (the
+ID builder's own call, with the ID recipe's padding and outline) reduces it by the same ratios as it reduces
+sprites. No creature is resampled twice.
 
 Audit (``index.json`` ``audit``), each candidate under its first failing reason: ``pieces`` (more than
 ``MAX_PIECES`` 8-connected object pieces once rendered; a fifth of the sprites have two, where a thin part came
-loose in rendering), ``too_close`` (IoU
-with some ID image of the split above ``iou_max``: by chance, that species), ``duplicate`` (sha256 of the PNG equal to
-an earlier creature's or an ID image's).
+loose in rendering), ``too_close`` (IoU with some ID image of the split above ``iou_max``: by chance, that
+species), ``duplicate`` (sha256 of the PNG equal to an earlier creature's or an ID image's).
 
 Splits: creatures of each split are drawn from ``numpy.random.default_rng([seed, split number])`` and compared with
 that split's ID rows; ``group`` is the row itself. Deterministic from ``seed``.
