@@ -62,7 +62,6 @@ repeat the loop.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +71,10 @@ import numpy as np
 from PIL import Image
 
 from stillroom._io import StillroomError, sha256_bytes
-from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
-from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.index import SPLITS, DatasetIndex
+from stillroom.data.ood_write import OODImage, check_ood_build, png_bytes, write_ood_source
 from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.sprite_frames import is_sprite_index, native_masks
-from stillroom.data.stats import silhouette_train_stats
 from stillroom.data.topology import mask_topology
 
 __all__ = [
@@ -254,12 +252,6 @@ class _Candidate:
     b: int  # ID row of parent B
 
 
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image, "L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def build_ood_chimera(
     out_dir: str | Path,
     id_index: DatasetIndex | str | Path,
@@ -300,13 +292,6 @@ def build_ood_chimera(
     chimera``, the chimera parameters and the ID index's hashes.
     """
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
-    rid = id_index.recipe
-    if isinstance(per_split, bool) or int(per_split) != per_split or per_split < 1:
-        raise StillroomError(f"per_split must be a positive integer, got {per_split!r}")
-    if not 0 < iou_max < 1:
-        raise StillroomError(f"iou_max must be in (0, 1), got {iou_max!r}")
     if not 0 < size_tol < 1:
         raise StillroomError(f"size_tol must be in (0, 1), got {size_tol!r}")
     if not 0 <= min_area_fraction < 1:
@@ -314,16 +299,10 @@ def build_ood_chimera(
     bad = [k for k in kinds if k not in CHIMERA_KINDS]
     if not kinds or bad:
         raise StillroomError(f"kinds must be a non-empty subset of {', '.join(CHIMERA_KINDS)}, got {list(kinds)!r}")
-    if "sink_class" in rid or "ood" in id_index.classes:
-        raise StillroomError(f"{id_index.root}: has an OOD sink; build chimeras from the plain ID index")
-    if int(rid.get("channels", 1)) != 1 or "size" not in rid:
-        raise StillroomError(f"{id_index.root}: chimeras need a one-channel silhouette index with a recipe size")
+    out_dir, id_index = check_ood_build(out_dir, id_index, per_split, iou_max, "chimeras")
+    rid = id_index.recipe
     if id_index.num_classes < 2:
         raise StillroomError(f"{id_index.root}: chimeras need at least two ID classes, it has {id_index.num_classes}")
-    out_resolved = out_dir.resolve()
-    if out_resolved == id_index.root.resolve():
-        raise StillroomError(f"{out_dir}: the chimera set must go to a new directory, not over the ID index")
-    check_out_dir(out_dir)
     size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
 
     from stillroom.data.dataset import load_images
@@ -393,7 +372,7 @@ def build_ood_chimera(
                 elif kind == "blend" and mask_topology(obj)["components"] > max(pieces[a], pieces[b]):
                     reason = "pieces"
                 else:
-                    data = _png(image)
+                    data = png_bytes(image)
                     if sha256_bytes(data) in seen:
                         reason = "duplicate"
             if reason is not None:
@@ -410,73 +389,32 @@ def build_ood_chimera(
         raise StillroomError(f"{id_index.root}: no train chimera survived the audit; nothing to build")
     per_kind = {k: sum(c.kind == k for c, *_ in kept) for k in kinds}
 
-    tmp = new_build_dir(out_dir)
-    try:
-        rows_out: list[IndexRow] = []
-        white = np.zeros(len(kept), dtype=np.int64)
-        for j, (c, image, data, iou_a, iou_b) in enumerate(kept):
-            rel = f"images/{c.split}/{c.kind}/{j:05d}.png"
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_bytes(data)
-            white[j] = int(np.count_nonzero(image))
-            name_a, name_b = id_index.label_names[c.a], id_index.label_names[c.b]
-            extra = {
-                "kind": c.kind,
-                "parent_a": id_index.paths[c.a],
-                "parent_b": id_index.paths[c.b],
-                "species_a": name_a,
-                "species_b": name_b,
-                "iou_a": f"{iou_a:.4f}",
-                "iou_b": f"{iou_b:.4f}",
-            }
-            rows_out.append(IndexRow(rel, 0, "ood", c.split, f"{c.split}/{name_a}+{name_b}", sha256_bytes(data), extra))
-        splits = np.array([c.split for c, *_ in kept], dtype="<U5")
-        mean, std = silhouette_train_stats(white, splits == "train", size)
-        recipe: dict[str, Any] = {
-            "kind": "silhouette",
-            "ood_kind": "chimera",
-            "source": {
-                "id_index": str(id_index.root),
-                "index_hash": id_index.index_hash,
-                "content_hash": id_index.content_hash,
-            },
-            "size": size,
-            "channels": 1,
-            "chimera": {
-                "kinds": list(kinds),
-                "cut_range": list(CUT_RANGE),
-                "scale_range": list(SCALE_RANGE),
-                **({"blend_range": list(BLEND_RANGE), "blend_upscale": BLEND_UPSCALE} if "blend" in kinds else {}),
-                "iou_max": float(iou_max),
-                "min_area_fraction": float(min_area_fraction),
-                "parents": parents,
-                **({"size_tol": float(size_tol)} if parents == "native" else {"max_enlarge": max_enlarge}),
-                "per_split": int(per_split),
-                "seed": int(seed),
-            },
-            "split": "parent-split",
-            "split_seed": int(seed),
-            "mean": [mean],
-            "std": [std],
+    items = []
+    for j, (c, image, data, iou_a, iou_b) in enumerate(kept):
+        name_a, name_b = id_index.label_names[c.a], id_index.label_names[c.b]
+        extra = {
+            "kind": c.kind,
+            "parent_a": id_index.paths[c.a],
+            "parent_b": id_index.paths[c.b],
+            "species_a": name_a,
+            "species_b": name_b,
+            "iou_a": f"{iou_a:.4f}",
+            "iou_b": f"{iou_b:.4f}",
         }
-        if "padding" in rid:
-            recipe["padding"] = rid["padding"]
-        if outline is not None:
-            recipe["outline"] = outline.recipe()
-        audit = {**counts, "iou_max": float(iou_max), "per_split": per_split_counts, "per_kind": per_kind}
-        split_info = {"method": "parent-split", "note": "chimeras of a split come from that split's ID images only"}
-        index = write_index(tmp, rows_out, ["ood"], recipe, {"audit": audit, "split_info": split_info})
-        if probe:
-            from stillroom.data.emoji_report import dataset_probes
-
-            stack = np.stack([image for _, image, *_ in kept])  # (M, S, S) uint8
-            update_index_meta(tmp, **dataset_probes(stack, splits, id_index, seed))
-        from stillroom.data.contact_sheet import make_contact_sheet
-
-        make_contact_sheet(index, tmp / "contact_sheet.png", per_class=24)
-        update_index_meta(tmp, build_seconds=round(time.perf_counter() - t0, 2))
-        install_build(tmp, out_dir)
-    except BaseException:
-        rmtree(tmp)
-        raise
-    return load_index(out_dir)
+        rel = f"images/{c.split}/{c.kind}/{j:05d}.png"
+        items.append(OODImage(rel, c.split, f"{c.split}/{name_a}+{name_b}", image, data, extra))
+    params = {
+        "kinds": list(kinds),
+        "cut_range": list(CUT_RANGE),
+        "scale_range": list(SCALE_RANGE),
+        **({"blend_range": list(BLEND_RANGE), "blend_upscale": BLEND_UPSCALE} if "blend" in kinds else {}),
+        "iou_max": float(iou_max),
+        "min_area_fraction": float(min_area_fraction),
+        "parents": parents,
+        **({"size_tol": float(size_tol)} if parents == "native" else {"max_enlarge": max_enlarge}),
+        "per_split": int(per_split),
+        "seed": int(seed),
+    }
+    audit = {**counts, "iou_max": float(iou_max), "per_split": per_split_counts, "per_kind": per_kind}
+    split = ("parent-split", "chimeras of a split come from that split's ID images only")
+    return write_ood_source(out_dir, items, id_index, "chimera", params, split, audit, seed, probe, t0)

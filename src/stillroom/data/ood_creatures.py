@@ -34,7 +34,6 @@ that split's ID rows; ``group`` is the row itself. Deterministic from ``seed``.
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from pathlib import Path
@@ -44,11 +43,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stillroom._io import StillroomError, sha256_bytes
-from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
-from stillroom.data.index import SPLITS, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.index import SPLITS, DatasetIndex
+from stillroom.data.ood_write import OODImage, check_ood_build, png_bytes, write_ood_source
 from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.sprite_frames import is_sprite_index, native_masks
-from stillroom.data.stats import silhouette_train_stats
 from stillroom.data.topology import mask_topology
 
 __all__ = ["BODY_RADII", "DEFAULT_PER_SPLIT", "DROP_REASONS", "HARMONICS", "build_ood_creatures", "creature_mask"]
@@ -175,12 +173,6 @@ def creature_mask(rng: np.random.Generator, native_side: int) -> np.ndarray:
     return mask
 
 
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image, "L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _native_sides(id_index: DatasetIndex, masks: np.ndarray, tarball: str | Path | None) -> tuple[np.ndarray, str]:
     """Longer box side of each ID row before rendering: the sprites' GIF frames for a sprite index, else the ID
     images' own (already rendered) boxes."""
@@ -212,20 +204,8 @@ def build_ood_creatures(
         tarball: local sprite package, for the native frame sides of a sprite index.
     """
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
+    out_dir, id_index = check_ood_build(out_dir, id_index, per_split, iou_max, "creatures")
     rid = id_index.recipe
-    if isinstance(per_split, bool) or int(per_split) != per_split or per_split < 1:
-        raise StillroomError(f"per_split must be a positive integer, got {per_split!r}")
-    if not 0 < iou_max < 1:
-        raise StillroomError(f"iou_max must be in (0, 1), got {iou_max!r}")
-    if "sink_class" in rid or "ood" in id_index.classes:
-        raise StillroomError(f"{id_index.root}: has an OOD sink; build creatures against the plain ID index")
-    if int(rid.get("channels", 1)) != 1 or "size" not in rid:
-        raise StillroomError(f"{id_index.root}: creatures need a one-channel silhouette index with a recipe size")
-    if out_dir.resolve() == id_index.root.resolve():
-        raise StillroomError(f"{out_dir}: the creature set must go to a new directory, not over the ID index")
-    check_out_dir(out_dir)
     size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
 
     from stillroom.data.dataset import load_images
@@ -262,7 +242,7 @@ def build_ood_creatures(
                     reason = "too_close"
             data = None
             if reason is None:
-                data = _png(image)
+                data = png_bytes(image)
                 if sha256_bytes(data) in seen:
                     reason = "duplicate"
             if reason is not None:
@@ -277,61 +257,20 @@ def build_ood_creatures(
     if not any(split == "train" for split, *_ in kept):
         raise StillroomError(f"{id_index.root}: no train creature survived the audit; nothing to build")
 
-    tmp = new_build_dir(out_dir)
-    try:
-        rows_out: list[IndexRow] = []
-        white = np.zeros(len(kept), dtype=np.int64)
-        for j, (split, image, data, iou, native) in enumerate(kept):
-            rel = f"images/{split}/{j:05d}.png"
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_bytes(data)
-            white[j] = int(np.count_nonzero(image))
-            extra = {"native_side": str(native), "iou_max_id": f"{iou:.4f}"}
-            rows_out.append(IndexRow(rel, 0, "ood", split, f"{split}/creature-{j:05d}", sha256_bytes(data), extra))
-        splits = np.array([split for split, *_ in kept], dtype="<U5")
-        mean, std = silhouette_train_stats(white, splits == "train", size)
-        recipe: dict[str, Any] = {
-            "kind": "silhouette",
-            "ood_kind": "creatures",
-            "source": {
-                "id_index": str(id_index.root),
-                "index_hash": id_index.index_hash,
-                "content_hash": id_index.content_hash,
-            },  # fmt: skip
-            "size": size,
-            "channels": 1,
-            "creatures": {
-                "body_radii": list(BODY_RADII),
-                "harmonics": list(HARMONICS),
-                "max_pieces": MAX_PIECES,
-                "native_sides_from": sides_from,
-                "iou_max": float(iou_max),
-                "per_split": int(per_split),
-                "seed": int(seed),
-            },
-            "split": "random",
-            "split_seed": int(seed),
-            "mean": [mean],
-            "std": [std],
-        }
-        if "padding" in rid:
-            recipe["padding"] = rid["padding"]
-        if outline is not None:
-            recipe["outline"] = outline.recipe()
-        audit = {**counts, "iou_max": float(iou_max), "per_split": per_split_counts}
-        split_info = {"method": "random", "note": "each split's creatures drawn from their own generator"}
-        index = write_index(tmp, rows_out, ["ood"], recipe, {"audit": audit, "split_info": split_info})
-        if probe:
-            from stillroom.data.emoji_report import dataset_probes
-
-            stack = np.stack([image for _, image, *_ in kept])  # (M, S, S) uint8
-            update_index_meta(tmp, **dataset_probes(stack, splits, id_index, seed))
-        from stillroom.data.contact_sheet import make_contact_sheet
-
-        make_contact_sheet(index, tmp / "contact_sheet.png", per_class=24)
-        update_index_meta(tmp, build_seconds=round(time.perf_counter() - t0, 2))
-        install_build(tmp, out_dir)
-    except BaseException:
-        rmtree(tmp)
-        raise
-    return load_index(out_dir)
+    items = [
+        OODImage(f"images/{split}/{j:05d}.png", split, f"{split}/creature-{j:05d}", image, data,
+                 {"native_side": str(native), "iou_max_id": f"{iou:.4f}"})
+        for j, (split, image, data, iou, native) in enumerate(kept)
+    ]  # fmt: skip
+    params = {
+        "body_radii": list(BODY_RADII),
+        "harmonics": list(HARMONICS),
+        "max_pieces": MAX_PIECES,
+        "native_sides_from": sides_from,
+        "iou_max": float(iou_max),
+        "per_split": int(per_split),
+        "seed": int(seed),
+    }
+    audit = {**counts, "iou_max": float(iou_max), "per_split": per_split_counts}
+    split_note = ("random", "each split's creatures drawn from their own generator")
+    return write_ood_source(out_dir, items, id_index, "creatures", params, split_note, audit, seed, probe, t0)
