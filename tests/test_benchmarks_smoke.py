@@ -173,3 +173,23 @@ def test_bench_augment_smoke(capsys, tmp_path):
     assert "random blobs (32 px" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
     assert [r.split(" | ")[0] for r in rows] == ["| silhouette", "| shape", "| restyle"]
+
+
+def test_ood_nearest_rewrites_picks_the_nearer_bank(shapes_index, ood_only, capsys, monkeypatch):
+    """A query equal to an OOD bank row is matched to the OOD bank, one equal to an ID row to the ID bank (ties go to
+    ID); the script prints one row per source with a share per rewrite."""
+    import numpy as np
+
+    near = _script("ood_nearest_rewrites")
+    id_bank = np.zeros((2, 8, 8), bool)
+    id_bank[0, 2:6, 2:6] = True
+    id_bank[1, :, 3:5] = True
+    ood_bank = np.zeros((1, 8, 8), bool)
+    ood_bank[0, 1:3, :] = True
+    queries = np.stack([ood_bank[0], id_bank[1], id_bank[0] | ood_bank[0]])
+    assert near.nearest_is_ood(queries, id_bank, ood_bank).tolist() == [True, False, False]
+    argv = ["ood_nearest_rewrites.py", str(shapes_index.root), str(ood_only.root), "--rewrite", "erode-1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    near.main()
+    out = capsys.readouterr().out
+    assert "| clean | erode-1 |" in out and str(ood_only.root) in out
