@@ -25,6 +25,8 @@
 # (`data build ood-creatures`: procedural creatures drawn as pixel art and rendered once, like the sprites).
 # HOLD_ALL=1: one K+1 student per seed whose sink sees the ALWAYS sources only, every source of SOURCES held out at
 # once (test rows only); the report reads it once per held-out source (runs/loso_<S>_s<seed> link to it).
+# It is one claim: with LANES=2 the second lane idles; run two LANES=1 commands with different SEEDS instead
+# (the second once the first has written the merged index's store).
 # LANES=2: two such commands side by side (OMP_NUM_THREADS=1 each) share the held-out sources as a work queue (each
 # claims the next with an atomic mkdir of $OUT/claims/<source>); the report runs once every run is there.
 # After an interrupted LANES run, remove $OUT/claims before resuming.

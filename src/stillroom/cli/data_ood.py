@@ -11,11 +11,19 @@ from pathlib import Path
 import typer
 
 from stillroom._progress import console
+from stillroom.data.index import DatasetIndex
 
 __all__ = ["register_near_ood"]
 
 
-def _print_chimera_audit(audit: dict, close: str = "a parent") -> None:
+def _print_built(index: DatasetIndex, what: str, close: str, print_probe: Callable[[dict | None], None]) -> None:
+    """What a made source's build prints: rows per split, the audit (each drop reason; kinds kept per split where the
+    builder has kinds; ``close`` names what ``too_close`` compares with) and the shortcut probe."""
+    counts, audit = index.meta["counts"]["per_split"], index.meta["audit"]
+    console.print(
+        f"[green]wrote[/] {index.root}: {len(index)} {what}, "
+        f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
+    )
     drops = ", ".join(f"{k.removeprefix('dropped_')} {audit[k]}" for k in audit if k.startswith("dropped_"))
     console.print(
         f"audit: {audit['candidates']} candidates, {audit['kept']} kept, dropped: {drops}"
@@ -24,6 +32,7 @@ def _print_chimera_audit(audit: dict, close: str = "a parent") -> None:
     for split, sc in audit["per_split"].items():
         kinds = ", ".join(f"{k.removeprefix('kept_')} {v}" for k, v in sc.items() if k.startswith("kept_"))
         console.print(f"  {split}: {sc['candidates']} candidates, {sc['kept']} kept" + (f" ({kinds})" if kinds else ""))
+    print_probe(index.meta.get("shortcut_probe"))
 
 
 def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None], None]) -> None:
@@ -61,13 +70,7 @@ def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None
             out, id_index, per_split=per_split, seed=seed, kinds=tuple(kinds) or DEFAULT_KINDS, iou_max=iou_max,
             probe=probe, max_enlarge=None if max_enlarge < 0 else max_enlarge, parents=parents, tarball=tarball,
         )  # fmt: skip
-        counts = index.meta["counts"]["per_split"]
-        console.print(
-            f"[green]wrote[/] {index.root}: {len(index)} chimeras, "
-            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
-        )
-        _print_chimera_audit(index.meta["audit"])
-        print_probe(index.meta.get("shortcut_probe"))
+        _print_built(index, "chimeras", "a parent", print_probe)
 
     @build_app.command("ood-creatures")
     def build_ood_creatures_cmd(
@@ -88,10 +91,4 @@ def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None
         index = build_ood_creatures(
             out, id_index, per_split=per_split, seed=seed, iou_max=iou_max, probe=probe, tarball=tarball
         )
-        counts = index.meta["counts"]["per_split"]
-        console.print(
-            f"[green]wrote[/] {index.root}: {len(index)} creatures, "
-            f"train/val/test = {counts['train']}/{counts['val']}/{counts['test']}"
-        )
-        _print_chimera_audit(index.meta["audit"], close="an ID image")
-        print_probe(index.meta.get("shortcut_probe"))
+        _print_built(index, "creatures", "an ID image", print_probe)
