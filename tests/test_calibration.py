@@ -279,6 +279,36 @@ def test_other_index_uses_the_stored_temperature(teacher_run, tmp_path):
     assert json.loads((run / "calibration.json").read_text())["weights"]["best"]["temperature"] == t_best
 
 
+def test_other_index_leaves_the_runs_own_metrics(teacher_run, tmp_path):
+    """Figures on another dataset go to their own file; the run's metrics.json (read by report and compare) and its
+    ladder stay as they were, and refitting the ladder on another dataset is refused."""
+    import shutil
+
+    import typer
+    from typer.testing import CliRunner
+
+    from stillroom.cli.evaluate import register
+    from stillroom.data.synthetic import build_shapes
+    from stillroom.evaluate.runner import other_metrics_name
+
+    app = typer.Typer()
+    register(app)
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run)
+    other = build_shapes(tmp_path / "other", n_per_class=8, size=32, num_classes=4, seed=7)
+    own = (run / "metrics.json").read_bytes() if (run / "metrics.json").is_file() else None
+    result = CliRunner().invoke(
+        app, ["evaluate", str(run), "--index", str(other.root), "--split", "val", "--weights", "best"]
+    )
+    assert result.exit_code == 0, result.output
+    assert ((run / "metrics.json").read_bytes() if own is not None else None) == own
+    theirs = json.loads((run / other_metrics_name(other)).read_text())
+    assert theirs["index_hash"] == other.index_hash and "val" in theirs["splits"]
+    assert (run / f"confusion_val_best_on_other-{other.index_hash[:8]}.npy").is_file()
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--index", str(other.root), "--split", "val", "--ladder"])
+    assert result.exit_code != 0 and "--ladder" in str(result.exception)
+
+
 def test_calibrate_command_switches_to_the_grid(teacher_run, tmp_path):
     import shutil
 

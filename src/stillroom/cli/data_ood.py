@@ -1,5 +1,6 @@
-"""``stillroom data build ood-chimera`` and ``ood-creatures``: the sink sources made here rather than downloaded
-(issue 16 item 2): chimeras of two ID species, and procedural creatures drawn like sprites. Registered by
+"""``stillroom data build ood-chimera``, ``ood-creatures`` and ``style-icons``: the sink sources made here rather than
+downloaded (issue 16 item 2): chimeras of two ID species and procedural creatures drawn like sprites; and the ID
+species drawn by another artist, an evaluation set (issue 14 item 1, issue 16 item 5). Registered by
 ``cli.data.register``, which passes its shortcut-probe printer so both print the probe as every builder does.
 """
 
@@ -92,3 +93,31 @@ def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None
             out, id_index, per_split=per_split, seed=seed, iou_max=iou_max, probe=probe, tarball=tarball
         )
         _print_built(index, "creatures", "an ID image", print_probe)
+
+    @build_app.command("style-icons")
+    def build_style_icons_cmd(
+        id_index: Path = typer.Option(..., "--id-index", help="plain species index: its classes and rendering"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        tarball: Path | None = typer.Option(None, "--tarball", help="local pokesprite-images .tgz (offline)"),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="1-NN pixel probe against the ID train split"),
+    ) -> None:
+        """Build the ID species' box icons (another artist, other poses) as an evaluation set with the ID classes.
+
+        Val = odd national ids, test = even; score a run with `stillroom evaluate RUN --index OUT --split val`.
+        """
+        from stillroom.data.style_icons import build_style_icons
+
+        index = build_style_icons(out, id_index, tarball=tarball, probe=probe)
+        counts, nn = index.meta["counts"]["per_split"], index.meta.get("nn_probe")
+        console.print(
+            f"[green]wrote[/] {index.root}: {len(index)} icons of {len(index.classes) - len(index.meta['missing'])}"
+            f" species, val/test = {counts.get('val', 0)}/{counts.get('test', 0)}, {index.meta['duplicates']}"
+            " duplicate renderings dropped"
+        )
+        if index.meta["missing"]:
+            console.print(f"[yellow]no icon[/] for {', '.join(index.meta['missing'])}")
+        if nn:
+            console.print(
+                f"1-NN pixel probe against the ID train images: val {nn['val']['accuracy']:.1%}, "
+                f"test {nn['test']['accuracy']:.1%} (chance {nn['test']['chance']:.1%})"
+            )

@@ -75,8 +75,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _print_metrics(run_dir: Path, split: str = "test") -> None:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def _print_metrics(run_dir: Path, split: str = "test", metrics_file: str = "metrics.json") -> None:
+    metrics = json.loads((run_dir / metrics_file).read_text())
     table = Table(title=f"{run_dir} ({split})")
     for col in ("weights", "top1", "top5", "macro_f1", "nll"):
         table.add_column(col)
@@ -108,21 +108,30 @@ def evaluate_cmd(
     --ood-split also open-set metrics (-> RUN/ood_metrics.json) and the ladder's coverage and OOD acceptance."""
     from stillroom.data.index import load_index
     from stillroom.deploy.run_ladder import update_ladder_metrics
-    from stillroom.evaluate.runner import evaluate_run, print_open_set
+    from stillroom.evaluate.runner import evaluate_run, other_metrics_name, print_open_set
+    from stillroom.runs import Run
 
     idx = load_index(index) if index else None
+    metrics_file = "metrics.json"
+    if idx is not None and not Run(run).trained_on(idx):
+        metrics_file = other_metrics_name(idx)  # evaluate_run writes there; the run's own metrics stay untouched
+        if ladder:
+            raise StillroomError(f"{index}: --ladder fits on the run's own validation data; drop --index to refit")
     metrics = evaluate_run(
         run, splits=split, weights=weights, index=idx, allow_other_index=index is not None, ood_split=ood_split,
         ood_index=ood_index, tune_odin=tune_odin, odin_temperatures=grid_t or None, odin_epsilons=grid_eps or None,
     )  # fmt: skip
     ladder_splits = list(dict.fromkeys([*split, *([ood_split] if ood_split else [])]))
     section = update_ladder_metrics(
-        run, ladder_splits, weights, index=idx, ood_index=ood_index, ladder=ladder, target_accept=target_accept
-    )
+        run, ladder_splits, weights, index=idx, ood_index=ood_index, ladder=ladder, target_accept=target_accept,
+        metrics_file=metrics_file,
+    )  # fmt: skip
     if section is not None:
         metrics["ladder"] = section
     for s in split:
-        _print_metrics(run, s)
+        _print_metrics(run, s, metrics_file)
+    if metrics_file != "metrics.json":
+        console.print(f"[green]wrote[/] {run / metrics_file} (the run's own metrics.json is unchanged)")
     print_open_set(metrics, console.print)
 
 

@@ -314,20 +314,20 @@ def update_ladder_metrics(
     ladder: bool | None = None,
     target_accept: float = 0.95,
     signal: str = "maxlogit",
+    metrics_file: str = "metrics.json",
 ) -> dict[str, Any] | None:
     """The strictness-ladder section of ``RUN/metrics.json`` (REFERENCE 5, seed 000 §4.2), written by
-    ``stillroom evaluate`` after ``evaluate.runner.evaluate_run`` (whose ``metrics.json`` must exist).
+    ``stillroom evaluate`` after ``evaluate.runner.evaluate_run`` (whose metrics file must exist).
 
     With ``ladder=True`` the ladder is fitted on the validation split for ``target_accept`` with ``signal`` and
     stored in ``RUN/ladder.json`` (as ``stillroom export`` does); with ``ladder=None`` an existing ``ladder.json`` is
-    used; ``False`` skips. ``metrics.json`` then gets ``"ladder"``: the thresholds, the signal they are thresholds
-    of (how it was chosen: ``fit_summary["signal"]``), the target, and per split the verdict
-    counts on ID and OOD rows, coverage (accepted share of ID), selective accuracy (top-1 on accepted ID) and OOD
-    acceptance (accepted share of OOD), for the weights the ladder was fitted on. Returns the section (None: no
-    ladder to report). A re-report of the same ladder keeps the splits reported earlier.
-    """
+    used; ``False`` skips. ``metrics_file`` (``metrics.json``; another dataset's: ``evaluate.runner.
+    other_metrics_name``) then gets ``"ladder"``: the thresholds, the signal they are thresholds of (how it was
+    chosen: ``fit_summary["signal"]``), the target, and per split the verdict counts on ID and OOD rows, coverage
+    (accepted share of ID), selective accuracy (top-1 on accepted ID) and OOD acceptance (accepted share of OOD),
+    for the weights the ladder was fitted on. Returns the section (None: none); a re-report keeps earlier splits."""
     run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / metrics_file
     if not metrics_path.is_file():
         raise StillroomError(f"{metrics_path}: not found; evaluate the run before reporting its ladder")
     metrics = read_json(metrics_path)

@@ -43,7 +43,7 @@ from stillroom.evaluate.metrics import classification_report
 from stillroom.runs import METRICS_FILE, WEIGHT_CHOICES, Run, index_sink
 from stillroom.train.precise_bn import bn_consistency
 
-__all__ = ["evaluate_run", "print_open_set"]
+__all__ = ["evaluate_run", "other_metrics_name", "print_open_set"]
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -132,7 +132,10 @@ def evaluate_run(
         if index.classes != meta["classes"][: index.num_classes]:
             raise StillroomError(f"{index.root}: classes differ from the run's classes; cannot evaluate")
     images = load_images(index) if images is None else images
-    metrics_path = run_dir / METRICS_FILE
+    # Another dataset's figures never go into the run's own metrics.json (the report and compare read its splits
+    # there): they get a file of their own, named by that dataset, confusion matrices alike.
+    tag = "" if own_index else f"on_{index.root.name}-{index.index_hash[:8]}"
+    metrics_path = run_dir / (METRICS_FILE if own_index else other_metrics_name(index))
     out: dict[str, Any] = read_json(metrics_path) if metrics_path.is_file() else {}
     out.update(run=str(run_dir), arch=meta["arch"], index=str(index.root), index_hash=index.index_hash)
     state = the_run.state()
@@ -179,12 +182,12 @@ def evaluate_run(
                 torch.nn.functional.cross_entropy(torch.from_numpy(logits[:, :k]), torch.from_numpy(labels))
             )
             cm = np.asarray(report.pop("confusion_matrix"), dtype=np.int64)
-            cm_file = f"confusion_{split}_{w}.npy"
+            cm_file = f"confusion_{split}_{w}{'_' + tag if tag else ''}.npy"
             _save_npy(run_dir / cm_file, cm)
             report["confusion_matrix_file"] = cm_file
             report["calibration"] = _calibration_section(logits, labels, k_id, scaler)
             # no diagram for the split T was fitted on: its "after" is in-sample (the numbers stay in the JSON)
-            if plots and report["calibration"] is not None and not (own_index and split == val_split):
+            if plots and own_index and report["calibration"] is not None and split != val_split:
                 from stillroom.evaluate.plots import reliability_diagram  # late: matplotlib only when plotting
 
                 cal = report["calibration"]
@@ -206,6 +209,12 @@ def evaluate_run(
         out["ood"] = _ood_summary(ood_out, ood_split, weights)
     atomic_write_json(metrics_path, out)
     return out
+
+
+def other_metrics_name(index: DatasetIndex) -> str:
+    """File name, inside a run, of its metrics on ``index`` when that is not the run's own dataset:
+    ``metrics_on_<dataset dir name>-<index hash[:8]>.json``."""
+    return f"metrics_on_{index.root.name}-{index.index_hash[:8]}.json"
 
 
 def _bn_check(the_run: Run, run: Any, images: np.ndarray, index: DatasetIndex, split: str, k_id: int) -> dict:

@@ -1,0 +1,196 @@
+"""The ID species in another drawing style: their box icons, an evaluation set (issue 14 item 1, issue 16 item 5).
+
+Students are judged outside this repository on the same species drawn in another style (REFERENCE 7; that set is
+reserved and never read here). Outline rewrites of our own images (``evaluate.shift``) change how a silhouette is
+drawn but keep its pose and proportions. This set changes both, with real drawings: pokesprite's box icons of the
+same species (``pokesprite-images@2.7.0``, MIT, pinned by integrity like the sprites): the generation-7 and
+generation-8 menu icons on 68 x 56 canvases, another artist's work with short, big-headed (chibi) proportions and
+their own poses, objects 20-45 px tall against 40-90 px for the black-white sprites. Each icon goes through the ID
+index's own rendering call (``render_silhouette``: alpha > 127, crop, centre, padding, BOX resize, binarize, or the
+index's canonical outline), so the drawing is the only difference.
+
+Per species (``species_NNN`` classes; national id NNN, slug from the package's ``data/pokemon.json``): the regular
+icons ``gen7`` (``pokemon-gen7x/regular``), ``gen8`` (``pokemon-gen8/regular``, redrawn for about half of species
+1-151) and, where the package has them, the ``-female`` and right-facing (``gen7-right``) ones; shiny icons share
+the regular ones' alpha and are never read. Icons that render to an image already kept for the species are dropped
+(``duplicates`` in ``index.json``). Species 1-151 at 64 px: 224 images.
+
+Split by national id: odd ids are ``val`` (select recipes on these), even ids ``test`` (report these); no species is
+in both, and there is no ``train`` split: this is never a training source. ``index.json`` also records the 1-NN pixel
+probe of each split against the ID index's train images, the memorization baseline a student should beat.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from stillroom._io import StillroomError, sha256_bytes
+from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
+from stillroom.data.fetch import fetch_npm_package, read_tar_members
+from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.outline import outline_from_recipe, render_silhouette
+from stillroom.data.preprocess import BadImageError, check_image_size, object_mask
+
+__all__ = ["POKESPRITE_IMAGES", "ICON_KINDS", "build_style_icons"]
+
+#: (npm spec, dist.integrity), measured with `npm view pokesprite-images@2.7.0 dist.integrity`
+POKESPRITE_IMAGES = (
+    "pokesprite-images@2.7.0",
+    "sha512-LQuzyaEDl4ow75fPzrVuJB0cIRmxVq4XBecDFajA0WrZI1xHCmXn5OSBul44D+24tA1kMT7GSROmct5FRg8dtQ==",
+)
+#: icon kind -> member under ``package/`` (``{slug}`` = the species' English slug); kept in this order
+ICON_KINDS = {
+    "gen7": "pokemon-gen7x/regular/{slug}.png",
+    "gen8": "pokemon-gen8/regular/{slug}.png",
+    "gen7-female": "pokemon-gen7x/regular/female/{slug}.png",
+    "gen8-female": "pokemon-gen8/regular/female/{slug}.png",
+    "gen7-right": "pokemon-gen7x/regular/right/{slug}.png",
+}
+DATA_MEMBER = "package/data/pokemon.json"
+_SPECIES_CLASS = re.compile(r"species_(\d{3,4})")
+
+
+def _species_ids(index: DatasetIndex) -> list[int]:
+    ids = []
+    for cls in index.classes:
+        m = _SPECIES_CLASS.fullmatch(cls)
+        if m is None:
+            raise StillroomError(f"{index.root}: class {cls!r} is not species_NNN; style icons need a species index")
+        ids.append(int(m.group(1)))
+    return ids
+
+
+def _icon_mask(data: bytes, source: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            check_image_size(im, source)
+            return object_mask(im.convert("RGBA"), source=source)
+    except (UnidentifiedImageError, OSError) as err:
+        raise BadImageError(source, f"cannot decode the icon ({err})") from None
+
+
+def _slugs(tar: dict[str, bytes], ids: list[int], tarball: Path) -> dict[int, str]:
+    try:
+        data = json.loads(tar[DATA_MEMBER])
+        return {i: data[f"{i:03d}"]["slug"]["eng"] for i in ids if f"{i:03d}" in data}
+    except (KeyError, ValueError, TypeError) as err:
+        raise StillroomError(f"{tarball}: {DATA_MEMBER} is missing or not pokesprite's species table ({err})") from None
+
+
+def build_style_icons(
+    out_dir: str | Path,
+    id_index: DatasetIndex | str | Path,
+    tarball: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    probe: bool = True,
+    package: tuple[str, str] = POKESPRITE_IMAGES,
+) -> DatasetIndex:
+    """Build the box-icon style set of ``id_index``'s species into ``out_dir`` and return its index.
+
+    ``id_index``: a plain one-channel silhouette index whose classes are ``species_NNN`` (the set has the same class
+    list, so ``stillroom evaluate RUN --index OUT`` scores any run of that index). ``tarball``: a local
+    ``pokesprite-images`` .tgz (verified against the pin); else the npm cache, fetched with ``npm pack``.
+    ``probe``: store the 1-NN pixel probe against the ID train split. ``package``: (npm spec, integrity) to verify
+    ``tarball`` against (tests pass their own). A species without any icon is listed under
+    ``missing`` in ``index.json``; no icon at all is an error.
+    """
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
+    rid = id_index.recipe
+    if int(rid.get("channels", 1)) != 1 or "size" not in rid or "sink_class" in rid:
+        raise StillroomError(f"{id_index.root}: style icons need a plain one-channel silhouette index with a size")
+    if out_dir.resolve() == id_index.root.resolve():
+        raise StillroomError(f"{out_dir}: the style set must go to a new directory, not over the ID index")
+    check_out_dir(out_dir)
+    ids = _species_ids(id_index)
+    path = fetch_npm_package(*package, tarball=tarball, cache_dir=cache_dir)
+    slugs = _slugs(read_tar_members(path, {DATA_MEMBER}), ids, path)
+    wanted = {f"package/{m.format(slug=s)}": (i, k) for i, s in slugs.items() for k, m in ICON_KINDS.items()}
+    tar = read_tar_members(path, set(wanted))
+    size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
+
+    tmp = new_build_dir(out_dir)
+    try:
+        rows: list[IndexRow] = []
+        images: list[np.ndarray] = []
+        duplicates, missing = 0, []
+        for label, sid in enumerate(ids):
+            kept: list[np.ndarray] = []
+            for kind, member in ICON_KINDS.items():
+                name = f"package/{member.format(slug=slugs.get(sid, ''))}"
+                if sid not in slugs or name not in tar:
+                    continue
+                img = render_silhouette(_icon_mask(tar[name], name), size, padding, outline, source=name)
+                if any(np.array_equal(img, k) for k in kept):
+                    duplicates += 1
+                    continue
+                kept.append(img)
+                rel = f"images/{sid:03d}/{kind}.png"
+                buf = io.BytesIO()
+                Image.fromarray(img, "L").save(buf, format="PNG")
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / rel).write_bytes(buf.getvalue())
+                split = "val" if sid % 2 else "test"
+                extra = {"kind": kind, "member": name}
+                sha = sha256_bytes(buf.getvalue())
+                rows.append(IndexRow(rel, label, id_index.classes[label], split, f"{sid:03d}/icon", sha, extra))
+                images.append(img)
+            if not kept:
+                missing.append(id_index.classes[label])
+        if not rows:
+            raise StillroomError(f"{path}: no box icon found for any species of {id_index.root}")
+        recipe: dict[str, Any] = {
+            "kind": "silhouette",
+            "style": "box-icons",
+            "source": {"package": package[0], "integrity": package[1], "kinds": list(ICON_KINDS)},
+            "style_of": {
+                "id_index": str(id_index.root),
+                "index_hash": id_index.index_hash,
+                "content_hash": id_index.content_hash,
+            },  # fmt: skip
+            "size": size,
+            "channels": 1,
+            "padding": padding,
+            "split": "national id parity (odd: val, even: test)",
+            "mean": rid.get("mean"),  # the ID train statistics: the set has no train split of its own
+            "std": rid.get("std"),
+        }
+        if outline is not None:
+            recipe["outline"] = outline.recipe()
+        extra_meta = {"duplicates": duplicates, "missing": missing}
+        if id_index.meta.get("display_names"):
+            extra_meta["display_names"] = id_index.meta["display_names"]
+        write_index(tmp, rows, id_index.classes, recipe, extra_meta)
+        if probe:
+            update_index_meta(tmp, nn_probe=_nn_probe(id_index, np.stack(images), rows))
+        update_index_meta(tmp, build_seconds=round(time.perf_counter() - t0, 2))
+        install_build(tmp, out_dir)
+    except BaseException:
+        rmtree(tmp)
+        raise
+    return load_index(out_dir)
+
+
+def _nn_probe(id_index: DatasetIndex, images: np.ndarray, rows: list[IndexRow]) -> dict[str, Any]:
+    """1-NN pixel probe of each split's icons against the ID train images: what a lookup of the sprites gets."""
+    from stillroom.data.dataset import load_images
+    from stillroom.data.leakage import nearest_neighbour_probe
+
+    train = id_index.split_indices("train")
+    train_x = np.asarray(load_images(id_index))[train, 0] < 128
+    train_y = np.asarray(id_index.labels)[train]
+    out: dict[str, Any] = {"method": "1-NN pixel", "train": {"n": int(len(train))}}
+    for split in ("val", "test"):
+        sel = [i for i, r in enumerate(rows) if r.split == split]
+        labels = np.array([rows[i].label for i in sel], dtype=np.int64)
+        out[split] = nearest_neighbour_probe(train_x, train_y, images[sel] < 128, labels, binary=True)
+    return out
