@@ -296,14 +296,20 @@ def test_other_index_leaves_the_runs_own_metrics(teacher_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(teacher_run, run)
     other = build_shapes(tmp_path / "other", n_per_class=8, size=32, num_classes=4, seed=7)
-    own = (run / "metrics.json").read_bytes() if (run / "metrics.json").is_file() else None
+    fit = CliRunner().invoke(app, ["evaluate", str(run), "--split", "val", "--weights", "best", "--ladder"])
+    assert fit.exit_code == 0, fit.output
+    own = (run / "metrics.json").read_bytes()
+    ladder = (run / "ladder.json").read_bytes()
     result = CliRunner().invoke(
         app, ["evaluate", str(run), "--index", str(other.root), "--split", "val", "--weights", "best"]
     )
     assert result.exit_code == 0, result.output
-    assert ((run / "metrics.json").read_bytes() if own is not None else None) == own
+    assert (run / "metrics.json").read_bytes() == own and (run / "ladder.json").read_bytes() == ladder
     theirs = json.loads((run / other_metrics_name(other)).read_text())
     assert theirs["index_hash"] == other.index_hash and "val" in theirs["splits"]
+    # judged by the run's own ladder; another dataset's val is not the rows it was fitted on
+    assert theirs["ladder"]["splits"]["val"]["in_sample"] is False
+    assert json.loads(own)["ladder"]["splits"]["val"]["in_sample"] is True
     assert (run / f"confusion_val_best_on_other-{other.index_hash[:8]}.npy").is_file()
     result = CliRunner().invoke(app, ["evaluate", str(run), "--index", str(other.root), "--split", "val", "--ladder"])
     assert result.exit_code != 0 and "--ladder" in str(result.exception)

@@ -336,11 +336,11 @@ def update_ladder_metrics(
     )
     if section is None:
         return None
+    for rep in section["splits"].values():  # another dataset's split is never the rows the ladder was fitted on
+        rep["in_sample"] = rep["in_sample"] and metrics_file == "metrics.json"
     prev = metrics.get("ladder") or {}
-    if prev.get("thresholds") == section["thresholds"] and prev.get("weights_sha256") == section.get(
-        "weights_sha256"
-    ):  # the same ladder: keep the splits reported earlier
-        section["splits"] = {**prev.get("splits", {}), **section["splits"]}
+    if (prev.get("thresholds"), prev.get("weights_sha256")) == (section["thresholds"], section.get("weights_sha256")):
+        section["splits"] = {**prev.get("splits", {}), **section["splits"]}  # the same ladder: keep earlier splits
     metrics["ladder"] = section
     atomic_write_json(metrics_path, metrics)
     return section
