@@ -57,7 +57,7 @@ def _sprite(side: int = 64) -> torch.Tensor:
     return img
 
 
-@pytest.mark.parametrize("name", ["shape", "restyle"])
+@pytest.mark.parametrize("name", ["shape", "restyle", "deform"])
 def test_shape_deterministic_binary_and_shape_kept(name):
     aug = AUGMENTS.get(name)
     assert torch.equal(aug(_sprite(), augment_rng(3, 7, 2)), aug(_sprite(), augment_rng(3, 7, 2)))
@@ -100,6 +100,33 @@ def test_shape_recipe_pinned_and_restyle_drops_only_geometry():
 
 
 _SILHOUETTE_DIGEST = "882bad3c5aae7c4c"  # computed with the recipe before `shape` was added
+
+
+def test_deform_is_restyle_plus_a_smooth_warp():
+    """``deform`` keeps every ``restyle`` draw (restyle replay stores and runs reproduce: pinned hash), warps about
+    DEFORM_P of the views, and the warp moves parts: the object's box changes from view to view."""
+    import hashlib
+
+    from stillroom.data.augment import DEFORM_P
+
+    restyle, deform = AUGMENTS.get("restyle"), AUGMENTS.get("deform")
+    digest = hashlib.sha256(b"".join(restyle(_sprite(), augment_rng(0, 3, v)).numpy().tobytes() for v in range(16)))
+    assert digest.hexdigest()[:16] == _RESTYLE_DIGEST
+    base = torch.full((1, 64, 64), 255, dtype=torch.uint8)
+    base[0, 12:52, 16:48] = 0  # no hole, no limb: restyle's stroke and rendering changes keep its box
+    warped, boxes = 0, set()
+    for v in range(60):
+        a, b = restyle(base, augment_rng(1, 0, v)), deform(base, augment_rng(1, 0, v))
+        if torch.equal(a, b):
+            continue
+        warped += 1
+        obj = b[0].numpy() == 0
+        rows, cols = np.flatnonzero(obj.any(1)), np.flatnonzero(obj.any(0))
+        boxes.add((rows[0], rows[-1], cols[0], cols[-1]))
+    assert abs(warped / 60 - DEFORM_P) < 0.2 and len(boxes) > 10
+
+
+_RESTYLE_DIGEST = "7a011366026fa09b"  # restyle before `deform` was added (the demo's replay stores)
 
 
 def test_thicken_is_min_max_filter():

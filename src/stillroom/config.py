@@ -104,7 +104,7 @@ class TrainConfig(_Strict):
     loss: LossConfig = LossConfig()
     teachers: TeachersConfig = TeachersConfig()
     batch_size: int = Field(128, ge=2)
-    augment: Literal["auto", "silhouette", "shape", "restyle", "rgb", "none"] = "auto"
+    augment: Literal["auto", "silhouette", "shape", "restyle", "deform", "rgb", "none"] = "auto"
     seed: int = 0
     precise_bn: PreciseBNConfig = PreciseBNConfig()
     eval_every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")

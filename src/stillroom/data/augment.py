@@ -28,6 +28,9 @@ Recipes (registry ``AUGMENTS``):
   rotation, shift, flip or erasing: the drawing-style variation the service may meet after its own cropping and
   centring. Not a training recipe (``config`` does not offer it): the ladder can place its thresholds on val
   images under these views (``deploy.run_ladder.fit_run_ladder(style_views=V)``).
+- ``deform`` (issue 14 item 1, experimental): ``restyle`` (its draws unchanged) plus, with p = 0.7, a smooth
+  non-rigid warp: displacements of up to 8% of the side at a 3 x 3 grid of control points, interpolated bicubically
+  and sampled nearest, so parts move against each other as another artist's proportions and poses move them.
 - ``rgb``: the usual photo recipe: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
   jitter of 0.2.
 - ``none``: identity.
@@ -155,6 +158,7 @@ class _View:
     render_smooth: bool = False
     flip: bool = False
     box: tuple[int, int, int, int] | None = None  # white erasing box (top, left, height, width)
+    deform: tuple[float, ...] | None = None  # ``deform``: (2 * DEFORM_GRID**2) control displacements, x then y
 
 
 def _draw_silhouette(rng: np.random.Generator, h: int, w: int) -> _View:
@@ -227,6 +231,22 @@ def _affine(imgs: torch.Tensor, views: list[_View]) -> torch.Tensor:
     return torch.where(mask < 0.5, torch.tensor(float(_WHITE)), x).round_().to(imgs.dtype)
 
 
+def _deform(imgs: torch.Tensor, views: list[_View]) -> torch.Tensor:
+    """The smooth non-rigid warp of ``deform``: each view's control displacements (a ``DEFORM_GRID`` square, in
+    units of the image side) are interpolated bicubically to a dense field and sampled nearest, white outside."""
+    idx = [i for i, v in enumerate(views) if v.deform is not None]
+    b, c, h, w = imgs.shape
+    ctrl = torch.tensor([views[i].deform for i in idx], dtype=torch.float32).view(len(idx), 2, DEFORM_GRID, DEFORM_GRID)
+    flow = F.interpolate(ctrl, size=(h, w), mode="bicubic", align_corners=True).permute(0, 2, 3, 1) * 2.0
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    grid = torch.stack((xs, ys), dim=-1).unsqueeze(0) + flow  # (n, H, W, 2), normalized coordinates
+    x = torch.cat((imgs[idx].float(), torch.ones(len(idx), 1, h, w)), dim=1)
+    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=True)
+    out = imgs.clone()
+    out[idx] = torch.where(x[:, c:].expand(-1, c, h, w) < 0.5, torch.tensor(float(_WHITE)), x[:, :c]).to(imgs.dtype)
+    return out
+
+
 def _black(x: torch.Tensor) -> torch.Tensor:
     return (x == 0).flatten(1).sum(1)  # (B,) object pixels
 
@@ -236,6 +256,8 @@ def _apply(imgs: torch.Tensor, views: list[_View]) -> torch.Tensor:
     flip, erasing, in that order. A thickness change or re-rendering that would remove more than half of an image's
     object pixels is skipped for that image."""
     out = _affine(imgs, views)
+    if any(v.deform is not None for v in views):
+        out = _deform(out, views)
     for i, v in enumerate(views):
         if v.warp_end is not None:
             start = [[0, 0], [out.shape[-1] - 1, 0], [out.shape[-1] - 1, out.shape[-2] - 1], [0, out.shape[-2] - 1]]
@@ -280,6 +302,23 @@ def _batched(draw: Callable[[np.random.Generator, int, int], _View]) -> Augment:
 silhouette = AUGMENTS.register("silhouette")(_batched(_draw_silhouette))
 shape = AUGMENTS.register("shape")(_batched(lambda rng, h, w: _draw_shape(rng, h, w, geometry=True)))
 restyle = AUGMENTS.register("restyle")(_batched(lambda rng, h, w: _draw_shape(rng, h, w, geometry=False)))
+
+
+DEFORM_GRID = 3  # control points per side: one displacement for each third of the object (head, body, feet)
+DEFORM_AMP = 0.08  # largest control displacement, as a fraction of the image side
+DEFORM_P = 0.7
+
+
+def _draw_deform(rng: np.random.Generator, h: int, w: int) -> _View:
+    """``deform``: ``restyle``'s draws, unchanged, then (p = ``DEFORM_P``) a smooth non-rigid warp that moves parts
+    against each other (a bigger head, shorter legs, a leaning body), as another artist's proportions do."""
+    v = _draw_shape(rng, h, w, geometry=False)
+    if rng.random() >= DEFORM_P:
+        return v
+    return replace(v, deform=tuple(float(d) for d in rng.uniform(-DEFORM_AMP, DEFORM_AMP, 2 * DEFORM_GRID**2)))
+
+
+deform = AUGMENTS.register("deform")(_batched(_draw_deform))
 
 
 def _draw_style(rng: np.random.Generator, h: int, w: int) -> _View:
