@@ -149,6 +149,32 @@ def test_report_notices_weights_changed_since(demo_dir):
     assert tradeoff_notes(data)[0].startswith("Out of date: the weights of student changed")
 
 
+def test_tradeoff_scores_another_artists_set(teacher_run, shapes_index, tmp_path):
+    """With a style set (same classes, drawn otherwise; the demo passes `data build style-icons`' set) every row
+    gets its top-1 there, the ensemble too, and the table and notes show it beside the probe."""
+    from stillroom.data.index import update_index_meta
+    from stillroom.data.synthetic import build_shapes
+
+    other = build_shapes(tmp_path / "other", n_per_class=8, size=32, num_classes=4, seed=11)
+    update_index_meta(other.root, nn_probe={"test": {"accuracy": 0.25}})
+    other = load_index(other.root)
+    teachers = {"teacher A": teacher_run, "teacher B": teacher_run}
+    data = measure_tradeoff(teachers, {"student": teacher_run}, shapes_index, latency_seconds=0.05, style_index=other)
+    rows = other.split_indices("test")
+    want = float((Run(teacher_run).logits("best", rows, other).argmax(1) == other.labels[rows]).mean())
+    assert [r["style_top1"] for r in data["rows"]] == pytest.approx([want] * 4)
+    assert data["style"]["n"] == len(rows) and data["style"]["nn_probe_top1"] == 0.25
+    header, table = tradeoff_table(data)
+    assert header[-1].startswith("another artist: top-1") and table[0][-1] == f"{100 * want:.1f}%"
+    assert table[-1][0].startswith("1-NN") and table[-1][-1] == "25.0%"
+    assert any(n.startswith("Another artist") for n in tradeoff_notes(data))
+    plain = tradeoff_table(measure_tradeoff(teachers, {}, shapes_index, latency_seconds=0.05))[0]
+    assert not plain[-1].startswith("another artist")  # no style set: no column
+    wrong = build_shapes(tmp_path / "wrong", n_per_class=4, size=32, num_classes=3, seed=1)
+    with pytest.raises(StillroomError, match="classes differ"):
+        measure_tradeoff(teachers, {}, shapes_index, style_index=wrong)
+
+
 def test_tradeoff_refuses_bad_input(teacher_run, shapes_index, tmp_path):
     with pytest.raises(StillroomError, match="no runs given"):
         measure_tradeoff({}, {}, shapes_index)

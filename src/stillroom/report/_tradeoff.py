@@ -67,6 +67,9 @@ def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         f"{split} macro-F1",
         "share of ensemble top-1 kept" if _has_ensemble(data) else "share of teacher top-1 kept",
     ]
+    style = data.get("style")
+    if style:
+        header.append(f"another artist: top-1 ({style.get('style') or 'style set'}, {style['split']})")
     rows = []
     for r in data["rows"]:
         share = r.get("share_of_ensemble_top1") if r.get("role") == "student" else None
@@ -80,11 +83,14 @@ def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _DASH if r.get("macro_f1") is None else f"{r['macro_f1']:.4f}",
                 _pct(share),
             ]
+            + ([_pct(r.get("style_top1"))] if style else [])
         )
     probe = data.get("leakage_probe")
     if probe:
         label = "1-NN pixel matcher (leakage probe, learns nothing)"
         rows.append([label, _DASH, _DASH, _DASH, _pct(probe.get("accuracy")), _DASH, _DASH])
+        if style:
+            rows[-1].append(_pct(style.get("nn_probe_top1")))
     return header, rows
 
 
@@ -137,6 +143,14 @@ def tradeoff_notes(data: dict[str, Any]) -> list[str]:
             f"{lat.get('warmup_seconds')} s of warm-up per model{load_txt}. A short timing on the machine the report "
             "was made on, not a benchmark: `stillroom bench-latency RUN` times ONNX Runtime fp32 and int8 with the "
             "full protocol."
+        )
+    style = data.get("style")
+    if style:
+        notes.append(
+            f"Another artist: the same species drawn by someone else ({style.get('source')}, {style.get('style')}: "
+            f"other poses and proportions), {style['n']} images of the `{style['split']}` split of "
+            f"`{style['index']}`, never trained on. The generalization a user of another drawing style gets; the "
+            "1-NN row is what a lookup of the training images gets there."
         )
     probe = data.get("leakage_probe")
     if not probe:
