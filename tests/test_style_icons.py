@@ -149,3 +149,26 @@ def test_bad_input_is_refused(fake, tmp_path):
         build_style_icons(ids, ids, tarball=tgz, package=package)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert load_index(ids).classes[0] == "species_001"  # the ID index is untouched
+
+
+def test_pipeline_helper_reuses_builds_offline_from_the_cache_or_skips(fake, tmp_path, monkeypatch):
+    """The demo's call: offline and not cached -> (None, why), nothing written; with the package in the npm cache
+    it builds; a second call reuses the set built for the same ID index."""
+    import stillroom.data.style_icons as si
+    from stillroom.data.fetch import npm_tarball_name
+
+    tgz, package, ids = fake
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "style"
+    got, why = si.style_icons_or_none(out, load_index(ids), offline=True)
+    assert got is None and "not in the npm cache" in why and not out.exists()
+    cache = tmp_path / "cache" / "stillroom" / "npm"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(si, "POKESPRITE_IMAGES", package)  # the fake tarball's pin stands in for the real one
+    (cache / npm_tarball_name(package[0])).write_bytes(tgz.read_bytes())
+    monkeypatch.setattr(si, "build_style_icons", lambda *a, **k: build_style_icons(*a, package=package, **k))
+    built, why = si.style_icons_or_none(out, load_index(ids), offline=True)
+    assert why == "" and built is not None and len(built) == 5
+    monkeypatch.setattr(si, "build_style_icons", lambda *a, **k: pytest.fail("rebuilt instead of reused"))
+    again, _ = si.style_icons_or_none(out, load_index(ids), offline=True)
+    assert again.content_hash == built.content_hash
