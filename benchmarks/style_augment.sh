@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 14 item 1: which training augmentation carries over to the same species drawn by another artist? The
+# demo's scratch student (mobilenet_v3_small, 20 epochs, batch 64, SGD 0.05; make demo's
+# configs/student_mnv3s_scratch.yaml) trained with each recipe of AUGMENTS x SEEDS, then scored on the demo's
+# block split and on the box-icon style set (`stillroom data build style-icons`, built here when absent): val
+# (odd national ids) selects, test (even ids) reports. Table: python benchmarks/style_summary.py "$OUT/scr_*".
+#
+#   AUGMENTS="restyle shape deform" SEEDS="0 1 2" bash benchmarks/style_augment.sh   # after make demo
+#
+# Resumable (finished runs are skipped). One torch thread per run; LANES runs side by side (2 on the 2-core box).
+set -euo pipefail
+OUT=${OUT:-artifacts/style_augment}
+DEMO=${DEMO:-artifacts/demo}
+INDEX=${INDEX:-$DEMO/data/sprites64_1-151}
+STYLE=${STYLE:-artifacts/style_icons64}
+AUGMENTS=${AUGMENTS:-restyle shape deform}
+SEEDS=${SEEDS:-0 1 2}
+LANES=${LANES:-2}
+CFG=$DEMO/configs/student_mnv3s_scratch.yaml
+export OMP_NUM_THREADS=1
+[ -f "$CFG" ] || { echo "missing $CFG: run make demo first" >&2; exit 1; }
+mkdir -p "$OUT"
+[ -f "$STYLE/index.json" ] || stillroom data build style-icons --id-index "$INDEX" --out "$STYLE"
+jobs=(); for a in $AUGMENTS; do for s in $SEEDS; do jobs+=("$a:$s"); done; done
+lane() {
+  local k=$1
+  for ((i = k; i < ${#jobs[@]}; i += LANES)); do
+    local aug=${jobs[$i]%:*} s=${jobs[$i]#*:} run="$OUT/scr_${jobs[$i]%:*}_s${jobs[$i]#*:}"
+    if ! compgen -G "$run/metrics_on_$(basename "$STYLE")-*.json" > /dev/null; then
+      stillroom train "$CFG" --out "$run" --set augment="$aug" --set seed="$s" --set data.index="$INDEX" --quiet \
+        $( [ -f "$run/state.json" ] && echo --resume ) > "$run.log" 2>&1
+      stillroom evaluate "$run" --split val --split test --weights best >> "$run.log" 2>&1
+      stillroom evaluate "$run" --index "$STYLE" --split val --split test --weights best >> "$run.log" 2>&1
+    fi
+    echo "[$(date -u +%T)] $run"
+  done
+}
+for ((k = 0; k < LANES; k++)); do lane $k & done
+wait
+python benchmarks/style_summary.py "$OUT/scr_*" --style "$STYLE" | tee "$OUT/summary.md"

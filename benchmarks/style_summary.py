@@ -1,0 +1,61 @@
+"""Runs side by side on their own split and on a style set (`data build style-icons`): best-weights top-1 on the
+ID val and test splits and on the style set's val (selects) and test (reports) splits, per run and per variant
+(mean ± sd over seeds). A variant is the run directory's name without its ``_s<seed>`` suffix.
+
+    python benchmarks/style_summary.py "artifacts/style_augment/scr_*" --style artifacts/style_icons64
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("ID val", "ID test", "style val", "style test")
+
+
+def run_row(run: Path, style: str) -> list[float] | None:
+    own = run / "metrics.json"
+    theirs = sorted(run.glob(f"metrics_on_{style}-*.json"))
+    if not own.is_file() or not theirs:
+        return None
+    m, o = json.loads(own.read_text()), json.loads(theirs[-1].read_text())
+    try:
+        return [100 * d["splits"][s]["best"]["top1"] for d, s in ((m, "val"), (m, "test"), (o, "val"), (o, "test"))]
+    except KeyError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run directories or glob patterns")
+    ap.add_argument("--style", default="artifacts/style_icons64", help="the style set (its directory name is used)")
+    args = ap.parse_args(argv)
+    style = Path(args.style).name
+    paths = sorted({Path(p) for pat in args.runs for p in glob.glob(pat) if Path(p).is_dir()})
+    per: dict[str, list[list[float]]] = defaultdict(list)
+    print("| run | " + " | ".join(f"{c} %" for c in COLUMNS) + " |\n|---|" + "---:|" * len(COLUMNS))
+    for run in paths:
+        row = run_row(run, style)
+        if row is None:
+            continue
+        per[re.sub(r"_s\d+$", "", run.name)].append(row)
+        print(f"| {run.name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    print("\n| variant | n | " + " | ".join(f"{c} %" for c in COLUMNS) + " |\n|---|---:|" + "---:|" * len(COLUMNS))
+    for name, rows in per.items():
+        a = np.array(rows)
+        sd = a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+        print(
+            f"| {name} | {len(a)} | "
+            + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(a.mean(0), sd, strict=True))
+            + " |"
+        )
+
+
+if __name__ == "__main__":
+    main()
