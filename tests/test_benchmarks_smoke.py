@@ -193,3 +193,22 @@ def test_ood_nearest_rewrites_picks_the_nearer_bank(shapes_index, ood_only, caps
     near.main()
     out = capsys.readouterr().out
     assert "| clean | erode-1 |" in out and str(ood_only.root) in out
+
+
+def test_style_summary_reads_own_and_style_metrics(tmp_path, capsys):
+    """style_summary.py: per-run rows from metrics.json and metrics_on_<style>-*.json, a variant row over seeds."""
+    import json
+
+    for s, (a, b) in enumerate(((0.8, 0.2), (0.6, 0.4))):
+        run = tmp_path / f"scr_restyle_s{s}"
+        run.mkdir()
+        rep = {"splits": {sp: {"best": {"top1": a}} for sp in ("val", "test")}}
+        (run / "metrics.json").write_text(json.dumps(rep))
+        rep = {"splits": {sp: {"best": {"top1": b}} for sp in ("val", "test")}}
+        (run / "metrics_on_icons-0123abcd.json").write_text(json.dumps(rep))
+    (tmp_path / "scr_shape_s0").mkdir()  # unfinished: left out
+    _script("style_summary").main([str(tmp_path / "scr_*"), "--style", "icons"])
+    out = capsys.readouterr().out
+    assert "| scr_restyle_s0 | 80.00 | 80.00 | 20.00 | 20.00 |" in out
+    assert "| scr_restyle | 2 | 70.00 ± 14.14 | 70.00 ± 14.14 | 30.00 ± 14.14 | 30.00 ± 14.14 |" in out
+    assert "scr_shape" not in out
