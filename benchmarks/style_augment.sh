@@ -3,7 +3,8 @@
 # demo's scratch student (mobilenet_v3_small, 20 epochs, batch 64, SGD 0.05; make demo's
 # configs/student_mnv3s_scratch.yaml) trained with each recipe of AUGMENTS x SEEDS, then scored on the demo's
 # block split and on the box-icon style set (`stillroom data build style-icons`, built here when absent): val
-# (odd national ids) selects, test (even ids) reports. Table: python benchmarks/style_summary.py "$OUT/scr_*".
+# (odd national ids) selects, test (even ids) reports. Table (summary.md) and `stillroom compare` of every recipe
+# against restyle on style val and ID val (compare.txt).
 #
 #   AUGMENTS="restyle shape deform" SEEDS="0 1 2" bash benchmarks/style_augment.sh   # after make demo
 #
@@ -37,4 +38,7 @@ lane() {
 }
 for ((k = 0; k < LANES; k++)); do lane $k & done
 wait
-python benchmarks/style_summary.py "$OUT/scr_*" --style "$STYLE" | tee "$OUT/summary.md"
+python benchmarks/style_summary.py "$OUT/scr_*" --style "$STYLE" --csv "$OUT/results_summary.csv" | tee "$OUT/summary.md"
+for b in $AUGMENTS; do [ "$b" = restyle ] && continue
+  for m in style_val_top1 id_val_top1; do stillroom compare "$OUT" --metric $m --a scr_restyle --b "scr_$b"; done
+done | tee "$OUT/compare.txt"

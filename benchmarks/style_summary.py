@@ -2,12 +2,18 @@
 ID val and test splits and on the style set's val (selects) and test (reports) splits, per run and per variant
 (mean ± sd over seeds). A variant is the run directory's name without its ``_s<seed>`` suffix.
 
-    python benchmarks/style_summary.py "artifacts/style_augment/scr_*" --style artifacts/style_icons64
+    python benchmarks/style_summary.py "artifacts/style_augment/scr_*" --style artifacts/style_icons64 \
+        --csv artifacts/style_augment/results_summary.csv
+    stillroom compare artifacts/style_augment --metric style_val_top1 --a scr_restyle --b scr_deform
+
+``--csv`` writes one row per run (variant, seed, id_val_top1, id_test_top1, style_val_top1, style_test_top1, as
+fractions) in the layout ``stillroom compare`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import re
@@ -17,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("ID val", "ID test", "style val", "style test")
+CSV_COLUMNS = ("id_val_top1", "id_test_top1", "style_val_top1", "style_test_top1")
 
 
 def run_row(run: Path, style: str) -> list[float] | None:
@@ -35,16 +42,22 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="run directories or glob patterns")
     ap.add_argument("--style", default="artifacts/style_icons64", help="the style set (its directory name is used)")
+    ap.add_argument("--csv", help="write per-run rows here for `stillroom compare`")
     args = ap.parse_args(argv)
     style = Path(args.style).name
     paths = sorted({Path(p) for pat in args.runs for p in glob.glob(pat) if Path(p).is_dir()})
     per: dict[str, list[list[float]]] = defaultdict(list)
+    records = []
     print("| run | " + " | ".join(f"{c} %" for c in COLUMNS) + " |\n|---|" + "---:|" * len(COLUMNS))
     for run in paths:
         row = run_row(run, style)
         if row is None:
             continue
-        per[re.sub(r"_s\d+$", "", run.name)].append(row)
+        variant = re.sub(r"_s\d+$", "", run.name)
+        per[variant].append(row)
+        seed = re.search(r"_s(\d+)$", run.name)
+        records.append({"variant": variant, "seed": seed.group(1) if seed else "0", "run_dir": str(run),
+                        **{c: f"{v / 100:.6f}" for c, v in zip(CSV_COLUMNS, row, strict=True)}})  # fmt: skip
         print(f"| {run.name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
     print("\n| variant | n | " + " | ".join(f"{c} %" for c in COLUMNS) + " |\n|---|---:|" + "---:|" * len(COLUMNS))
     for name, rows in per.items():
@@ -55,6 +68,11 @@ def main(argv: list[str] | None = None) -> None:
             + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(a.mean(0), sd, strict=True))
             + " |"
         )
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["variant", "seed", "run_dir", *CSV_COLUMNS])
+            writer.writeheader()
+            writer.writerows(records)
 
 
 if __name__ == "__main__":
