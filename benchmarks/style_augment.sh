@@ -4,7 +4,8 @@
 # configs/student_mnv3s_scratch.yaml) trained with each recipe of AUGMENTS x SEEDS, then scored on the demo's
 # block split and on the box-icon style set (`stillroom data build style-icons`, built here when absent): val
 # (odd national ids) selects, test (even ids) reports. Table (summary.md) and `stillroom compare` of every recipe
-# against restyle on style val and ID val (compare.txt).
+# against restyle on style val and ID val (compare.txt); shift-val of every run, to see whether the outline-rewrite
+# proxy ranks runs as the real other artist does (Spearman rho in summary.md).
 #
 #   AUGMENTS="restyle shape deform" SEEDS="0 1 2" bash benchmarks/style_augment.sh   # after make demo
 #
@@ -33,6 +34,7 @@ lane() {
       stillroom evaluate "$run" --split val --split test --weights best >> "$run.log" 2>&1
       stillroom evaluate "$run" --index "$STYLE" --split val --split test --weights best >> "$run.log" 2>&1
     fi
+    [ -f "$run/shift_val.json" ] || stillroom shift-val "$run" >> "$run.log" 2>&1
     echo "[$(date -u +%T)] $run"
   done
 }

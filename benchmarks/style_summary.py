@@ -1,6 +1,8 @@
 """Runs side by side on their own split and on a style set (`data build style-icons`): best-weights top-1 on the
 ID val and test splits and on the style set's val (selects) and test (reports) splits, per run and per variant
-(mean ± sd over seeds). A variant is the run directory's name without its ``_s<seed>`` suffix.
+(mean ± sd over seeds), with the outline-rewrite proxy (``shift_val.json`` mean) beside them; and Spearman rho over
+runs of ID val and of shift-val against style val: which in-domain signal ranks runs as another artist's drawings
+do. A variant is the run directory's name without its ``_s<seed>`` suffix.
 
     python benchmarks/style_summary.py "artifacts/style_augment/scr_*" --style artifacts/style_icons64 \
         --csv artifacts/style_augment/results_summary.csv
@@ -22,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("ID val", "ID test", "style val", "style test")
-CSV_COLUMNS = ("id_val_top1", "id_test_top1", "style_val_top1", "style_test_top1")
+COLUMNS = ("ID val", "ID test", "style val", "style test", "shift-val mean")
+CSV_COLUMNS = ("id_val_top1", "id_test_top1", "style_val_top1", "style_test_top1", "shift_val_mean")
 
 
 def run_row(run: Path, style: str) -> list[float] | None:
@@ -32,10 +34,13 @@ def run_row(run: Path, style: str) -> list[float] | None:
     if not own.is_file() or not theirs:
         return None
     m, o = json.loads(own.read_text()), json.loads(theirs[-1].read_text())
+    shift = run / "shift_val.json"  # `stillroom shift-val RUN`: the outline-rewrite proxy on ID val (NaN if absent)
+    mean = json.loads(shift.read_text())["best"]["mean"] if shift.is_file() else float("nan")
     try:
-        return [100 * d["splits"][s]["best"]["top1"] for d, s in ((m, "val"), (m, "test"), (o, "val"), (o, "test"))]
+        row = [100 * d["splits"][s]["best"]["top1"] for d, s in ((m, "val"), (m, "test"), (o, "val"), (o, "test"))]
     except KeyError:
         return None
+    return [*row, 100 * mean]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,6 +73,15 @@ def main(argv: list[str] | None = None) -> None:
             + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in zip(a.mean(0), sd, strict=True))
             + " |"
         )
+    allrows = np.array([r for rows in per.values() for r in rows])
+    if len(allrows) >= 3:
+        from scipy.stats import spearmanr
+
+        for j, name in ((0, "ID val"), (4, "shift-val mean")):
+            ok = ~np.isnan(allrows[:, j])
+            if ok.sum() >= 3:
+                rho, p = spearmanr(allrows[ok, j], allrows[ok, 2])
+                print(f"\nSpearman rho, {name} vs style val over {int(ok.sum())} runs: {rho:+.3f} (p = {p:.3f})")
     if args.csv:
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=["variant", "seed", "run_dir", *CSV_COLUMNS])

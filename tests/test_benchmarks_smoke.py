@@ -210,8 +210,9 @@ def test_style_summary_reads_own_and_style_metrics(tmp_path, capsys):
     _script("style_summary").main([str(tmp_path / "scr_*"), "--style", "icons", "--csv", str(tmp_path / "s.csv")])
     out = capsys.readouterr().out
     rows = (tmp_path / "s.csv").read_text().splitlines()
-    assert rows[0] == "variant,seed,run_dir,id_val_top1,id_test_top1,style_val_top1,style_test_top1" and len(rows) == 3
-    assert rows[1].startswith("scr_restyle,0,") and rows[1].endswith(",0.800000,0.800000,0.200000,0.200000")
-    assert "| scr_restyle_s0 | 80.00 | 80.00 | 20.00 | 20.00 |" in out
-    assert "| scr_restyle | 2 | 70.00 ± 14.14 | 70.00 ± 14.14 | 30.00 ± 14.14 | 30.00 ± 14.14 |" in out
+    assert rows[0].startswith("variant,seed,run_dir,id_val_top1,id_test_top1,style_val_top1,style_test_top1,shift")
+    assert rows[1].startswith("scr_restyle,0,") and rows[1].endswith(",0.800000,0.800000,0.200000,0.200000,nan")
+    assert len(rows) == 3
+    assert "| scr_restyle_s0 | 80.00 | 80.00 | 20.00 | 20.00 | nan |" in out
+    assert "| scr_restyle | 2 | 70.00 ± 14.14 | 70.00 ± 14.14 | 30.00 ± 14.14 | 30.00 ± 14.14 | nan ± nan |" in out
     assert "scr_shape" not in out
