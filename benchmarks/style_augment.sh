@@ -18,6 +18,7 @@ STYLE=${STYLE:-artifacts/style_icons64}
 AUGMENTS=${AUGMENTS:-restyle shape deform}
 SEEDS=${SEEDS:-0 1 2}
 LANES=${LANES:-2}
+EPOCHS=${EPOCHS:-}  # empty: the demo config's 20; else runs are named scr_<augment>_e<EPOCHS>_s<seed>
 CFG=$DEMO/configs/student_mnv3s_scratch.yaml
 export OMP_NUM_THREADS=1
 [ -f "$CFG" ] || { echo "missing $CFG: run make demo first" >&2; exit 1; }
@@ -27,9 +28,11 @@ jobs=(); for a in $AUGMENTS; do for s in $SEEDS; do jobs+=("$a:$s"); done; done
 lane() {
   local k=$1
   for ((i = k; i < ${#jobs[@]}; i += LANES)); do
-    local aug=${jobs[$i]%:*} s=${jobs[$i]#*:} run="$OUT/scr_${jobs[$i]%:*}_s${jobs[$i]#*:}"
+    local aug=${jobs[$i]%:*} s=${jobs[$i]#*:}
+    local run="$OUT/scr_${aug}${EPOCHS:+_e$EPOCHS}_s$s"
     if ! compgen -G "$run/metrics_on_$(basename "$STYLE")-*.json" > /dev/null; then
       stillroom train "$CFG" --out "$run" --set augment="$aug" --set seed="$s" --set data.index="$INDEX" --quiet \
+        ${EPOCHS:+--set schedule.epochs=$EPOCHS} \
         $( [ -f "$run/state.json" ] && echo --resume ) > "$run.log" 2>&1
       stillroom evaluate "$run" --split val --split test --weights best >> "$run.log" 2>&1
       stillroom evaluate "$run" --index "$STYLE" --split val --split test --weights best >> "$run.log" 2>&1
@@ -42,5 +45,7 @@ for ((k = 0; k < LANES; k++)); do lane $k & done
 wait
 python benchmarks/style_summary.py "$OUT/scr_*" --style "$STYLE" --csv "$OUT/results_summary.csv" | tee "$OUT/summary.md"
 for b in $AUGMENTS; do [ "$b" = restyle ] && continue
-  for m in style_val_top1 id_val_top1; do stillroom compare "$OUT" --metric $m --a scr_restyle --b "scr_$b"; done
-done | tee "$OUT/compare.txt"
+  for m in style_val_top1 id_val_top1; do
+    stillroom compare "$OUT" --metric $m --a "scr_restyle${EPOCHS:+_e$EPOCHS}" --b "scr_$b${EPOCHS:+_e$EPOCHS}"
+  done
+done 2>&1 | tee "$OUT/compare.txt"
