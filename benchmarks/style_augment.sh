@@ -8,6 +8,8 @@
 # proxy ranks runs as the real other artist does (Spearman rho in summary.md).
 #
 #   AUGMENTS="restyle shape deform" SEEDS="0 1 2" bash benchmarks/style_augment.sh   # after make demo
+#   PREFIX=kd CFG=artifacts/demo/configs/student_mnv3s_kd.yaml SETS=teachers.replay_seed=0 AUGMENTS=restyle \
+#     EPOCHS=60 bash benchmarks/style_augment.sh   # the demo's distilled student on the demo's replay store
 #
 # Resumable (finished runs are skipped). One torch thread per run; LANES runs side by side (2 on the 2-core box).
 set -euo pipefail
@@ -19,7 +21,9 @@ AUGMENTS=${AUGMENTS:-restyle shape deform}
 SEEDS=${SEEDS:-0 1 2}
 LANES=${LANES:-2}
 EPOCHS=${EPOCHS:-}  # empty: the demo config's 20; else runs are named scr_<augment>_e<EPOCHS>_s<seed>
-CFG=$DEMO/configs/student_mnv3s_scratch.yaml
+CFG=${CFG:-$DEMO/configs/student_mnv3s_scratch.yaml}  # or the demo's KD student config, with PREFIX=kd
+PREFIX=${PREFIX:-scr}
+SETS=${SETS:-}  # more config overrides, key=value separated by spaces (KD: teachers.replay_seed=0)
 export OMP_NUM_THREADS=1
 [ -f "$CFG" ] || { echo "missing $CFG: run make demo first" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -29,10 +33,10 @@ lane() {
   local k=$1
   for ((i = k; i < ${#jobs[@]}; i += LANES)); do
     local aug=${jobs[$i]%:*} s=${jobs[$i]#*:}
-    local run="$OUT/scr_${aug}${EPOCHS:+_e$EPOCHS}_s$s"
+    local run="$OUT/${PREFIX}_${aug}${EPOCHS:+_e$EPOCHS}_s$s"
     if ! compgen -G "$run/metrics_on_$(basename "$STYLE")-*.json" > /dev/null; then
       stillroom train "$CFG" --out "$run" --set augment="$aug" --set seed="$s" --set data.index="$INDEX" --quiet \
-        ${EPOCHS:+--set schedule.epochs=$EPOCHS} \
+        ${EPOCHS:+--set schedule.epochs=$EPOCHS} $(for kv in $SETS; do printf -- '--set %s ' "$kv"; done) \
         $( [ -f "$run/state.json" ] && echo --resume ) > "$run.log" 2>&1
       stillroom evaluate "$run" --split val --split test --weights best >> "$run.log" 2>&1
       stillroom evaluate "$run" --index "$STYLE" --split val --split test --weights best >> "$run.log" 2>&1
@@ -43,9 +47,9 @@ lane() {
 }
 for ((k = 0; k < LANES; k++)); do lane $k & done
 wait
-python benchmarks/style_summary.py "$OUT/scr_*" --style "$STYLE" --csv "$OUT/results_summary.csv" | tee "$OUT/summary.md"
+python benchmarks/style_summary.py "$OUT/${PREFIX}_*" --style "$STYLE" --csv "$OUT/results_summary.csv" | tee "$OUT/summary_${PREFIX}.md"
 for b in $AUGMENTS; do [ "$b" = restyle ] && continue
   for m in style_val_top1 id_val_top1; do
-    stillroom compare "$OUT" --metric $m --a "scr_restyle${EPOCHS:+_e$EPOCHS}" --b "scr_$b${EPOCHS:+_e$EPOCHS}"
+    stillroom compare "$OUT" --metric $m --a "${PREFIX}_restyle${EPOCHS:+_e$EPOCHS}" --b "${PREFIX}_$b${EPOCHS:+_e$EPOCHS}"
   done
-done 2>&1 | tee "$OUT/compare.txt"
+done 2>&1 | tee "$OUT/compare_${PREFIX}.txt"
