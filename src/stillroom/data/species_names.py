@@ -25,7 +25,7 @@ from stillroom.data.fetch import (
 )
 from stillroom.data.index import DatasetIndex, load_index, update_index_meta
 
-__all__ = ["POKEMON_NAMES", "NAMES_MEMBER", "species_names", "add_species_names", "display_names"]
+__all__ = ["POKEMON_NAMES", "NAMES_MEMBER", "species_names", "species_number", "add_species_names", "display_names"]
 
 #: (npm spec, dist.integrity) of the name list, measured with `npm view pokemon@3.3.1 dist.integrity`
 POKEMON_NAMES = (
@@ -34,6 +34,12 @@ POKEMON_NAMES = (
 )
 NAMES_MEMBER = "package/data/en.json"
 _SPECIES_CLASS = re.compile(r"species_(\d{3,4})")
+
+
+def species_number(cls: str) -> int | None:
+    """The national id of a sprite index's class name ``species_NNN`` (None for any other name)."""
+    m = _SPECIES_CLASS.fullmatch(cls)
+    return int(m.group(1)) if m else None
 
 
 def species_names(tarball: str | Path, package: tuple[str, str] = POKEMON_NAMES) -> list[str]:
@@ -83,9 +89,9 @@ def add_species_names(
     names = species_names(path, package)
     out: dict[str, str] = {}
     for cls in index.classes:
-        m = _SPECIES_CLASS.fullmatch(cls)
-        if m and 1 <= int(m.group(1)) <= len(names):
-            out[cls] = names[int(m.group(1)) - 1]
+        n = species_number(cls)
+        if n is not None and 1 <= n <= len(names):
+            out[cls] = names[n - 1]
     if not out:
         return {"added": 0, "skipped": "no species_NNN classes in this index"}
     source = {"package": package[0], "integrity": package[1], "member": NAMES_MEMBER}

