@@ -216,3 +216,22 @@ def test_style_summary_reads_own_and_style_metrics(tmp_path, capsys):
     assert "| scr_restyle_s0 | 80.00 | 80.00 | 20.00 | 20.00 | nan |" in out
     assert "| scr_restyle | 2 | 70.00 ± 14.14 | 70.00 ± 14.14 | 30.00 ± 14.14 | 30.00 ± 14.14 | nan ± nan |" in out
     assert "scr_shape" not in out
+
+
+def test_style_openset_summary_row(tmp_path, capsys):
+    """style_openset_summary.py: one row per run x OOD set x split, the best score named, ladder shares, bars."""
+    import json
+
+    summ = {"n_id": 110, "n_ood": 304, "closed_set_top1": 0.25, "fpr_at_95_tpr": {"maxlogit": 0.9, "energy": 0.8,
+            "knn": 0.3}, "auroc": {"maxlogit": 0.55, "energy": 0.56, "knn": 0.96}}  # fmt: skip
+    lad = {"id": {"coverage": 0.92}, "ood": {"acceptance": 0.1}}
+    rep = {"ood": {"summary": {"best": summ}}, "ladder": {"splits": {"val": lad}}}
+    path = tmp_path / "kd__emoji64__val.json"
+    path.write_text(json.dumps(rep))
+    _script("style_openset_summary").main([str(path)])
+    out = capsys.readouterr().out
+    assert "| kd | emoji64 | val | 110 / 304 | 25.0 | 0.550 | 0.560 | knn 0.960 | 0.300 | 92.0 | 10.0 | yes |" in out
+    lad["id"]["coverage"] = 0.85  # below the 90% acceptance bar
+    path.write_text(json.dumps(rep))
+    _script("style_openset_summary").main([str(path)])
+    assert capsys.readouterr().out.rstrip().endswith("| 85.0 | 10.0 | no |")

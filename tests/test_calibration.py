@@ -315,6 +315,49 @@ def test_other_index_leaves_the_runs_own_metrics(teacher_run, tmp_path):
     assert result.exit_code != 0 and "--ladder" in str(result.exception)
 
 
+def test_other_index_open_set_leaves_the_runs_own(teacher_run, shapes_index, tmp_path, ood_only):
+    """Open-set figures of another ID set (e.g. the species drawn by another artist: val / test rows only) against an
+    OOD set go to a file named by both; the run's own ood_metrics.json and its scores files stay as they were; KNN
+    is fitted on the run's own train rows, the other set having none."""
+    import shutil
+
+    import typer
+    from typer.testing import CliRunner
+
+    from stillroom.cli.evaluate import register
+    from stillroom.data.index import IndexRow, write_index
+    from stillroom.data.synthetic import build_shapes
+
+    app = typer.Typer()
+    register(app)
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run)
+    other = build_shapes(tmp_path / "other", n_per_class=8, size=32, num_classes=4, seed=7)
+    rows = [
+        IndexRow(p, int(y), other.classes[y], str(s), g, h)
+        for p, y, s, g, h in zip(other.paths, other.labels, other.splits, other.groups, other.sha256, strict=True)
+        if s != "train"
+    ]
+    other = write_index(other.root, rows, other.classes, shapes_index.recipe)  # rendered as the ID set: same inputs
+    base = ["evaluate", str(run), "--split", "val", "--weights", "best", "--ood-split", "val", "--no-tune-odin"]
+    result = CliRunner().invoke(app, [*base, "--ood-index", str(ood_only.root)])
+    assert result.exit_code == 0, result.output
+    own = {p.name: p.read_bytes() for p in run.glob("ood_*")}
+    assert set(own) == {"ood_metrics.json", "ood_scores_val_best.npz"}
+    result = CliRunner().invoke(app, [*base, "--ood-index", str(ood_only.root), "--index", str(other.root)])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in run.glob("ood_*") if p.name in own} == own
+    tag = f"on_other-{other.index_hash[:8]}_vs_{ood_only.root.name}-{ood_only.index_hash[:8]}"
+    theirs = json.loads((run / f"ood_metrics_{tag}.json").read_text())
+    rep = theirs["splits"]["val"]["best"]
+    assert rep["n_id"] == len(other.split_indices("val")) and rep["scores_file"] == f"ood_scores_val_best_{tag}.npz"
+    assert (run / rep["scores_file"]).is_file() and f"ood_metrics_{tag}.json" in result.output
+    if "skipped" not in rep["feature_scores"]:  # pytorch-ood installed (a test dependency)
+        assert rep["feature_scores"]["params"]["knn"]["fit_index"] == str(shapes_index.root) and "knn" in rep["scores"]
+    pointer = json.loads((run / f"metrics_on_other-{other.index_hash[:8]}.json").read_text())["ood"]
+    assert pointer["file"] == f"ood_metrics_{tag}.json"
+
+
 def test_calibrate_command_switches_to_the_grid(teacher_run, tmp_path):
     import shutil
 

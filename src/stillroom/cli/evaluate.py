@@ -105,7 +105,8 @@ def evaluate_cmd(
     target_accept: float = typer.Option(0.95, help="--ladder: fraction of ID validation samples to accept"),
 ) -> None:
     """Top-1/top-5, macro-F1, per-class F1, confusion matrix and most confused pairs -> RUN/metrics.json; with
-    --ood-split also open-set metrics (-> RUN/ood_metrics.json) and the ladder's coverage and OOD acceptance."""
+    --ood-split also open-set metrics (-> RUN/ood_metrics.json; with --index another dataset: RUN/ood_metrics_on_<its
+    name>-<hash>[_vs_<OOD index>].json) and the ladder's coverage and OOD acceptance."""
     from stillroom.data.index import load_index
     from stillroom.deploy.run_ladder import update_ladder_metrics
     from stillroom.evaluate.runner import evaluate_run, other_metrics_name, print_open_set

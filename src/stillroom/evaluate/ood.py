@@ -44,10 +44,11 @@ from stillroom.data.index import DatasetIndex, load_index
 from stillroom.runs import Run, index_sink
 
 #: per-row scores of one open-set report (``np.load``: ``is_ood`` and one array per score, higher = more ID)
-OOD_SCORES_FILE = "ood_scores_{split}_{weights}.npz"
+OOD_SCORES_FILE = "ood_scores_{split}_{weights}{tag}.npz"  # tag: "" or "_" + another index's tag
 
 __all__ = [
     "OOD_SCORES_FILE",
+    "ood_metrics_name",
     "SCORES",
     "CONVENTIONS",
     "msp",
@@ -322,20 +323,30 @@ class _RunData:
 
 def _feature_scores(data: _RunData, parts: list, batch_size: int) -> dict[str, Any]:
     """KNN / ASH / SCALE through pytorch-ood (``evaluate.feature_ood``); KNN fitted on the ID train rows of the
-    run's index (clean images), never on the rows it scores."""
+    index (clean images), never on the rows it scores. An index without train rows (an evaluation set such as the
+    species drawn by another artist, ``data build style-icons``) gets KNN fitted on the train rows of the run's own
+    index: what the model was trained on, as a deployment would."""
+    from stillroom.data.dataset import load_images
     from stillroom.evaluate.feature_ood import feature_scores
     from stillroom.models.inference import iter_batches
 
-    train = data.index.split_indices("train")
-    train = train[data.index.labels[train] < data.k]
+    index, images = data.index, data.images
+    train = index.split_indices("train")
+    if len(train) == 0 and not data.the_run.trained_on(index):
+        index = load_index(data.run.meta["index"])
+        images, train = load_images(index), index.split_indices("train")
+    train = train[index.labels[train] < data.k]
     if len(train) == 0:
-        return {"skipped": f"{data.index.root}: no ID train rows to fit KNN on"}
-    return feature_scores(
+        return {"skipped": f"{index.root}: no ID train rows to fit KNN on"}
+    out = feature_scores(
         data.run.model,
         lambda: data.batches(parts, batch_size),
-        lambda: iter_batches(data.images, train, data.run.normalizer, batch_size),
+        lambda: iter_batches(images, train, data.run.normalizer, batch_size),
         num_id_classes=data.k,
     )
+    if index is not data.index and "params" in out:
+        out["params"]["knn"]["fit_index"] = str(index.root)
+    return out
 
 
 def _odin_all(data: _RunData, parts: list, temperature: float, eps: float, batch_size: int) -> np.ndarray:
@@ -520,6 +531,13 @@ def _tune_from(
     return {"split": split, "weights": data.weights, **tuner.result()}
 
 
+def ood_metrics_name(tag: str = "") -> str:
+    """``ood_metrics.json``, or ``ood_metrics_<tag>.json`` for ID rows from another dataset than the run's own."""
+    from stillroom.evaluate.ood_table import OOD_METRICS_FILE
+
+    return f"ood_metrics_{tag}.json" if tag else OOD_METRICS_FILE
+
+
 def evaluate_open_set(
     run_dir: str | Path,
     split: str = "test",
@@ -534,6 +552,7 @@ def evaluate_open_set(
     temperatures: Sequence[float] | None = None,
     epsilons: Sequence[float] | None = None,
     batch_size: int = 256,
+    tag: str = "",
 ) -> dict[str, Any]:
     """``ood_report`` of every ``weights`` on ``split``, merged into ``RUN/ood_metrics.json``; returns its content.
 
@@ -542,11 +561,12 @@ def evaluate_open_set(
     ``temperatures`` x ``epsilons``) and the result is stored under ``odin_tuning``; when ``val_split`` has no OOD
     rows the paper's T = 1000, eps = 0.0014 are used and ``odin_tuning`` says why. File layout (read by
     ``ood-table`` and ``report``): ``{"splits": {split: {weights: report}}, "odin_tuning": {weights: ...}}``.
+    With ``tag`` (ID rows from another dataset than the run's own), the file is ``ood_metrics_<tag>.json`` and the
+    scores files end in ``_<tag>`` instead: the run's own open-set figures are left alone.
     """
     from stillroom._io import atomic_write_bytes, atomic_write_json, read_json
-    from stillroom.evaluate.ood_table import OOD_METRICS_FILE
 
-    path = Path(run_dir) / OOD_METRICS_FILE
+    path = Path(run_dir) / ood_metrics_name(tag)
     out: dict[str, Any] = read_json(path) if path.is_file() else {}
     out.setdefault("splits", {})
     for w in weights:
@@ -562,7 +582,7 @@ def evaluate_open_set(
             out.setdefault("odin_tuning", {})[w] = tuned
         report, arrays = _report_from(data, split, t, eps, tuned_on, batch_size)
         # the per-row scores, so that reports draw ROC curves and histograms from files, not from the model
-        report["scores_file"] = OOD_SCORES_FILE.format(split=split, weights=w)
+        report["scores_file"] = OOD_SCORES_FILE.format(split=split, weights=w, tag=f"_{tag}" if tag else "")
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(Path(run_dir) / report["scores_file"], buf.getvalue())

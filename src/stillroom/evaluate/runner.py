@@ -205,14 +205,23 @@ def evaluate_run(
         ood_out = evaluate_open_set(
             run_dir, split=ood_split, weights=weights, index=index, ood_index=ood_index, images=images,
             tune=tune_odin, val_split=val_split, temperatures=odin_temperatures, epsilons=odin_epsilons,
+            tag=_ood_tag(tag, ood_index),
         )  # fmt: skip
-        out["ood"] = _ood_summary(ood_out, ood_split, weights)
+        out["ood"] = _ood_summary(ood_out, ood_split, weights, _ood_tag(tag, ood_index))
     atomic_write_json(metrics_path, out)
     return out
 
 
 def _other_tag(index: DatasetIndex) -> str:
     return f"on_{index.root.name}-{index.index_hash[:8]}"
+
+
+def _ood_tag(tag: str, ood_index: DatasetIndex | str | Path | None) -> str:
+    """Open-set files of another index: its tag, plus the OOD index's (one ID set may be scored against several)."""
+    if not tag or ood_index is None:
+        return tag
+    ood = ood_index if isinstance(ood_index, DatasetIndex) else load_index(ood_index)
+    return f"{tag}_vs_{ood.root.name}-{ood.index_hash[:8]}"
 
 
 def other_metrics_name(index: DatasetIndex) -> str:
@@ -234,11 +243,11 @@ def _bn_check(the_run: Run, run: Any, images: np.ndarray, index: DatasetIndex, s
     return check
 
 
-def _ood_summary(ood_out: dict[str, Any], split: str, weights: Sequence[str]) -> dict[str, Any]:
+def _ood_summary(ood_out: dict[str, Any], split: str, weights: Sequence[str], tag: str = "") -> dict[str, Any]:
     """The pointer into ``ood_metrics.json`` kept in ``metrics.json``: where the full reports are, plus the headline
     numbers per weights. No ``scores``/``splits`` keys on purpose: ``report`` reads full reports from the file and
     would otherwise list them twice."""
-    from stillroom.evaluate.ood_table import OOD_METRICS_FILE
+    from stillroom.evaluate.ood import ood_metrics_name
 
     summary: dict[str, Any] = {}
     for w in weights:
@@ -257,7 +266,7 @@ def _ood_summary(ood_out: dict[str, Any], split: str, weights: Sequence[str]) ->
             entry["ood_rejection_rate"] = rep["ood_rejection_rate"]
         summary[w] = entry
     return {
-        "file": OOD_METRICS_FILE,
+        "file": ood_metrics_name(tag),
         "path": ["splits", split],  # ood_metrics.json[splits][split][weights] is the full report
         "split": split,
         "conventions": "see the reports' 'conventions' (higher score = more in-distribution; ID positive)",

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 16 item 5, both sides of the reserved evaluation with data we may use: the ID species drawn by another
+# artist (the box-icon style set, `stillroom data build style-icons`) must be accepted, OOD shapes of other styles
+# (the OOD sets in OODS: emoji, game-icons, procedural creatures, ...) rejected. Each run is judged by its post-hoc
+# scores (AUROC, FPR@95TPR of icons vs OOD: `stillroom evaluate RUN --index STYLE --ood-index OOD`) and by its served
+# ladder, fitted on clean val (`--ladder`, fitted here when the run has none): the share of icons accepted, of OOD
+# accepted. Bars (issue 16 item 5): >= 90% of the other style's ID images accepted, AUROC >= 0.95.
+#
+#   RUNS="artifacts/demo/runs/*" OODS="artifacts/ood/emoji64 artifacts/ood/game_icons64" OUT=artifacts/s28/openset \
+#     bash benchmarks/style_openset.sh   # after make demo and `stillroom data build ood-emoji --size 64 ...`
+#
+# One JSON per run x OOD set x split in OUT (the run's metrics_on_<style> file as written then); table: OUT/summary.md.
+set -euo pipefail
+OUT=${OUT:-artifacts/style_openset}
+DEMO=${DEMO:-artifacts/demo}
+INDEX=${INDEX:-$DEMO/data/sprites64_1-151}
+STYLE=${STYLE:-$DEMO/data/style_icons_$(basename "$INDEX")}
+RUNS=${RUNS:-$DEMO/runs/*}
+OODS=${OODS:?OODS: OOD dataset directories (stillroom data build ood-emoji / ood-icons / ood-creatures)}
+SPLITS=${SPLITS:-val test}
+mkdir -p "$OUT"
+[ -f "$STYLE/index.json" ] || stillroom data build style-icons --id-index "$INDEX" --out "$STYLE"
+for run in $RUNS; do
+  [ -f "$run/ladder.json" ] || stillroom evaluate "$run" --split val --weights best --ladder > /dev/null
+  for ood in $OODS; do for split in $SPLITS; do
+    dest="$OUT/$(basename "$run")__$(basename "$ood")__$split.json"
+    [ -f "$dest" ] && continue
+    stillroom evaluate "$run" --index "$STYLE" --ood-index "$ood" --ood-split "$split" --split "$split" \
+      --weights best --no-tune-odin > /dev/null
+    cp "$(ls "$run"/metrics_on_"$(basename "$STYLE")"-*.json)" "$dest"
+  done; done
+done
+python benchmarks/style_openset_summary.py "$OUT"/*__*.json | tee "$OUT/summary.md"
