@@ -40,7 +40,8 @@ lane() {
     local run="$OUT/${PREFIX}_${tag}${aug}${EPOCHS:+_e$EPOCHS}_s$s"
     if ! compgen -G "$run/metrics_on_$(basename "$STYLE")-*.json" > /dev/null; then
       stillroom train "$CFG" --out "$run" --set augment="$aug" --set seed="$s" --set data.index="$INDEX" --quiet \
-        ${EPOCHS:+--set schedule.epochs=$EPOCHS} $([ "$m" = - ] || echo --set model.name="$m") $(for kv in $SETS; do printf -- '--set %s ' "$kv"; done) \
+        ${EPOCHS:+--set schedule.epochs=$EPOCHS} $([ "$m" = - ] || echo --set model.name="$m") \
+        $(for kv in $SETS; do printf -- '--set %s ' "$kv"; done) \
         $( [ -f "$run/state.json" ] && echo --resume ) > "$run.log" 2>&1
       stillroom evaluate "$run" --split val --split test --weights best >> "$run.log" 2>&1
       stillroom evaluate "$run" --index "$STYLE" --split val --split test --weights best >> "$run.log" 2>&1
