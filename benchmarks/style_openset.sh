@@ -20,6 +20,10 @@ OODS=${OODS:?OODS: OOD dataset directories (stillroom data build ood-emoji / ood
 SPLITS=${SPLITS:-val test}
 mkdir -p "$OUT"
 [ -f "$STYLE/index.json" ] || stillroom data build style-icons --id-index "$INDEX" --out "$STYLE"
+metrics=$(python -c "import sys
+from stillroom.data.index import load_index
+from stillroom.evaluate.runner import other_metrics_name
+print(other_metrics_name(load_index(sys.argv[1])))" "$STYLE")  # RUN/<this>: the runs' figures on the style set
 for run in $RUNS; do
   [ -f "$run/ladder.json" ] || stillroom evaluate "$run" --split val --weights best --ladder > /dev/null
   for ood in $OODS; do for split in $SPLITS; do
@@ -27,7 +31,7 @@ for run in $RUNS; do
     [ -f "$dest" ] && continue
     stillroom evaluate "$run" --index "$STYLE" --ood-index "$ood" --ood-split "$split" --split "$split" \
       --weights best --no-tune-odin > /dev/null
-    cp "$(ls "$run"/metrics_on_"$(basename "$STYLE")"-*.json)" "$dest"
+    cp "$run/$metrics" "$dest"
   done; done
 done
 python benchmarks/style_openset_summary.py "$OUT"/*__*.json | tee "$OUT/summary.md"

@@ -29,6 +29,16 @@ def test_bad_fields_are_named(raw, field):
         config_from_dict(raw, source="c.yaml")
 
 
+def test_amp_off_as_yaml_reads_it(tmp_path):
+    """YAML 1.1 reads a bare `off` as false; `amp: off` and `--set amp=off` mean float32, other values stay errors."""
+    p = tmp_path / "c.yaml"
+    p.write_text("name: a\ndata: {index: x}\namp: off\n")
+    assert load_config(p).amp == "off"
+    assert load_config(p, ["amp=bf16"]).amp == "bf16" and load_config(p, ["amp=off"]).amp == "off"
+    with pytest.raises(StillroomError, match="amp"):
+        load_config(p, ["amp=true"])
+
+
 def test_yaml_cannot_construct_python_objects(tmp_path):
     p = tmp_path / "evil.yaml"
     p.write_text("name: !!python/object/apply:os.system ['echo pwned']\ndata: {index: x}\n")

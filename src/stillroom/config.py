@@ -116,6 +116,12 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     deterministic: bool = True
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (in a file or `--set amp=off`) as false: that is the "off" this field means
+        return "off" if v is False else v
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:

@@ -202,26 +202,22 @@ def evaluate_run(
     if ood_split is not None:
         from stillroom.evaluate.ood import evaluate_open_set
 
+        if ood_index is not None and not isinstance(ood_index, DatasetIndex):
+            ood_index = load_index(ood_index)  # once: every weights reads its rows
+        # another ID set may be scored against several OOD sets: both name the files
+        ood_tag = f"{tag}_vs_{ood_index.root.name}-{ood_index.index_hash[:8]}" if tag and ood_index is not None else tag
         ood_out = evaluate_open_set(
             run_dir, split=ood_split, weights=weights, index=index, ood_index=ood_index, images=images,
             tune=tune_odin, val_split=val_split, temperatures=odin_temperatures, epsilons=odin_epsilons,
-            tag=_ood_tag(tag, ood_index),
+            tag=ood_tag,
         )  # fmt: skip
-        out["ood"] = _ood_summary(ood_out, ood_split, weights, _ood_tag(tag, ood_index))
+        out["ood"] = _ood_summary(ood_out, ood_split, weights, ood_tag)
     atomic_write_json(metrics_path, out)
     return out
 
 
 def _other_tag(index: DatasetIndex) -> str:
     return f"on_{index.root.name}-{index.index_hash[:8]}"
-
-
-def _ood_tag(tag: str, ood_index: DatasetIndex | str | Path | None) -> str:
-    """Open-set files of another index: its tag, plus the OOD index's (one ID set may be scored against several)."""
-    if not tag or ood_index is None:
-        return tag
-    ood = ood_index if isinstance(ood_index, DatasetIndex) else load_index(ood_index)
-    return f"{tag}_vs_{ood.root.name}-{ood.index_hash[:8]}"
 
 
 def other_metrics_name(index: DatasetIndex) -> str:
