@@ -144,6 +144,40 @@ def test_resume_after_interruption_equals_uninterrupted(shapes_index, tmp_path, 
     assert _metrics(full)["splits"]["test"]["final"]["nll"] == _metrics(resumed)["splits"]["test"]["final"]["nll"]
 
 
+def test_weight_average_is_what_is_saved_and_resumes_exactly(shapes_index, tmp_path, tiny_config):
+    raw = {**tiny_config(shapes_index.root, "ema", epochs=3), "ema": {"half_life": 0.5, "start_epoch": 1}}
+    full = train(config_from_dict(raw), tmp_path / "full")
+    final = load_file(full / "final.safetensors")
+    trained = {k[6:]: v for k, v in load_file(full / "last.safetensors").items() if k.startswith("model.")}
+    # the saved weights are the average, not the last step's weights (BN statistics are re-estimated for them)
+    weights = [k for k, v in final.items() if v.is_floating_point() and "running" not in k]
+    assert any(not torch.equal(final[k], trained[k]) for k in weights)
+    assert _metrics(full)["splits"]["test"]["final"]["top1"] > 0.25  # learns (4 classes)
+
+    def stop_after_two(phase, done, total, record=None):
+        if phase == "epoch" and done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_two)
+    resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
+    wb = load_file(resumed / "final.safetensors")
+    assert all(torch.equal(final[k], wb[k]) for k in final)  # the average is part of the resumable state
+
+
+@pytest.mark.parametrize(
+    "ema, other, match",
+    [
+        ({"half_life": 1.0}, {"precise_bn": {"enabled": False}}, "precise_bn"),
+        ({"half_life": 1.0, "start_epoch": 3}, {}, "start_epoch"),
+        ({"half_life": -1.0}, {}, "half_life"),
+    ],
+)
+def test_weight_average_config_is_checked(shapes_index, tiny_config, ema, other, match):
+    with pytest.raises(StillroomError, match=match):
+        config_from_dict({**tiny_config(shapes_index.root, "ema", epochs=3), "ema": ema, **other})
+
+
 def test_online_and_cached_teachers_give_the_same_loss(teacher_run, shapes_index, tmp_path):
     store = export_softlabels(teacher_run, shapes_index.root, tmp_path / "store")
     cached = CachedTeachers([store.path], shapes_index)

@@ -93,6 +93,22 @@ class PreciseBNConfig(_Strict):
     max_images: int = Field(2048, ge=1, description="un-augmented train images used to re-estimate BN statistics")
 
 
+class EMAConfig(_Strict):
+    """An exponential moving average of the weights (Polyak averaging; ``torch.optim.swa_utils.AveragedModel`` with
+    ``get_ema_multi_avg_fn``), updated after every optimizer step from ``start_epoch`` on; evaluation, model selection
+    and the saved weights use the average (its BatchNorm statistics re-estimated by ``precise_bn`` as for any
+    evaluation copy). Averaged weights sit in flatter regions of the loss, which is what helps under a domain shift
+    (SWAD, Cha et al. 2021). ``half_life`` is in epochs, so it means the same at any batch size: the per-step decay
+    is ``0.5 ** (1 / (half_life * steps_per_epoch))``."""
+
+    half_life: float = Field(0.0, ge=0, description="half-life of the weight average in epochs (0: no average)")
+    start_epoch: int = Field(0, ge=0, description="first epoch (0-based) whose steps update the average")
+
+    @property
+    def enabled(self) -> bool:
+        return self.half_life > 0
+
+
 class TrainConfig(_Strict):
     """Everything one training run needs; teachers and students use the same schema and the same loop."""
 
@@ -107,6 +123,7 @@ class TrainConfig(_Strict):
     augment: Literal["auto", "silhouette", "shape", "restyle", "deform", "rgb", "none"] = "auto"
     seed: int = 0
     precise_bn: PreciseBNConfig = PreciseBNConfig()
+    ema: EMAConfig = EMAConfig()
     eval_every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")
     channels_last: bool = True
     # auto: bfloat16 autocast on a GPU that has it; bf16: also on a CPU with native bfloat16 (AMX / AVX512-BF16),
@@ -121,6 +138,15 @@ class TrainConfig(_Strict):
     def _amp_off(cls, v: Any) -> Any:
         # YAML 1.1 reads a bare `off` (in a file or `--set amp=off`) as false: that is the "off" this field means
         return "off" if v is False else v
+
+    @model_validator(mode="after")
+    def _ema_needs_bn_estimate(self) -> TrainConfig:
+        # the average of weights is not paired with any batch statistics: only re-estimated ones fit it
+        if self.ema.enabled and not self.precise_bn.enabled:
+            raise ValueError("ema needs precise_bn.enabled: averaged weights need BatchNorm statistics of their own")
+        if self.ema.enabled and self.ema.start_epoch >= self.schedule.epochs:
+            raise ValueError(f"ema.start_epoch ({self.ema.start_epoch}) must be below schedule.epochs")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -33,11 +33,19 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 
 def save_training_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, rng: torch.Tensor, state: dict[str, Any]
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: torch.Tensor,
+    state: dict[str, Any],
+    ema: nn.Module | None = None,
 ) -> None:
-    """Weights, optimizer buffers, the torch RNG state (dropout) and the loop state (epoch, history, best) in one
-    safetensors file, so that a crash between two writes can never pair weights with the wrong epoch."""
+    """Weights, optimizer buffers, the torch RNG state (dropout), the loop state (epoch, history, best) and the
+    weight average (``ema``, when the run keeps one) in one safetensors file, so that a crash between two writes can
+    never pair weights with the wrong epoch."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     for pid, pstate in optimizer.state_dict()["state"].items():
         for name, value in pstate.items():
             tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
@@ -46,9 +54,11 @@ def save_training_state(
 
 
 def load_training_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None = None
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Restore model and optimizer in place; return (torch RNG state, loop state)."""
+    """Restore model, optimizer and the weight average (``ema``) in place; return (torch RNG state, loop state). A
+    state saved before the average started (or without one) leaves ``ema`` as it is: it starts at its first
+    update."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             state = json.loads((fh.metadata() or {})["state"])
@@ -56,6 +66,8 @@ def load_training_state(
         raise StillroomError(f"{path}: not a resumable training state ({err})") from None
     tensors = read_safetensors(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None and any(k.startswith("ema.") for k in tensors):
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -56,6 +56,7 @@ from sklearn.metrics import f1_score
 from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from stillroom import __version__
@@ -228,6 +229,15 @@ def _bn_rows(index: DatasetIndex, cfg: TrainConfig) -> np.ndarray:
     return canonical_bn_rows(index.split_indices(cfg.data.train_split), cfg.precise_bn.max_images, cfg.seed)
 
 
+def _weight_average(cfg: TrainConfig, net: nn.Module, steps_per_epoch: int) -> AveragedModel | None:
+    """The EMA of ``net``'s weights the config asks for (``ema``), or None. Buffers are not averaged: evaluation
+    copies re-estimate BatchNorm statistics for the averaged weights (``precise_bn``, required by the config)."""
+    if not cfg.ema.enabled:
+        return None
+    decay = 0.5 ** (1.0 / (cfg.ema.half_life * steps_per_epoch))
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
 def evaluation_copy(
     model: nn.Module, normalizer: Normalizer, images: np.ndarray, bn_rows: np.ndarray, cfg: TrainConfig
 ) -> nn.Module:
@@ -397,6 +407,7 @@ def _train(
     optimizer = _optimizer(cfg, net)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     bn_rows = _bn_rows(index, cfg)
+    ema = _weight_average(cfg, net, steps_per_epoch)
 
     classes = index.classes + (["ood"] if num_classes > index.num_classes else [])  # a K+1 model's sink is "ood"
     meta = {
@@ -437,7 +448,7 @@ def _train(
     if sink is not None:
         best.update(val_id_top1=-1.0, val_id_nll=math.inf, selected_on="val_id_top1")
     if resumable:
-        rng, state = load_training_state(out_dir / "last.safetensors", net, optimizer)
+        rng, state = load_training_state(out_dir / "last.safetensors", net, optimizer, ema)
         torch.set_rng_state(rng)
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         # Re-derive the LR from the restored step count (LambdaLR is stateless apart from last_epoch).
@@ -485,6 +496,8 @@ def _train(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None and epoch >= cfg.ema.start_epoch:
+                ema.update_parameters(net)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -506,7 +519,8 @@ def _train(
         if not ddp.main:
             continue  # rank 0 alone evaluates and writes; peers wait for it in the next all-reduce
         if (epoch + 1) % cfg.eval_every == 0 or last:
-            eval_model = evaluation_copy(net, normalizer, images, bn_rows, cfg)
+            # with a weight average, the average is what is evaluated, selected and saved
+            eval_model = evaluation_copy(net if ema is None else ema.module, normalizer, images, bn_rows, cfg)
             val = _split_report(eval_model, normalizer, images, index, cfg.data.val_split, sink)
             record.update(val_top1=val["top1"], val_macro_f1=val["macro_f1"], val_nll=val["nll"])
             # Best = highest val top-1, ties broken by lower val NLL (never test: REFERENCE 6); K+1 runs use the
@@ -529,7 +543,7 @@ def _train(
         record["epoch_seconds"] = time.perf_counter() - t0
         history.append(record)
         loop_state = {"epoch": epoch + 1, "history": history, "best": best}
-        save_training_state(out_dir / "last.safetensors", net, optimizer, torch.get_rng_state(), loop_state)
+        save_training_state(out_dir / "last.safetensors", net, optimizer, torch.get_rng_state(), loop_state, ema)
         atomic_write_json(out_dir / "state.json", loop_state)
         # Rewritten whole (atomically) from ``history``, which resume restores: a crash can neither tear the last
         # line nor keep the line of an epoch whose checkpoint was never saved.
