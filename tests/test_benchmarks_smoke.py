@@ -235,3 +235,21 @@ def test_style_openset_summary_row(tmp_path, capsys):
     path.write_text(json.dumps(rep))
     _script("style_openset_summary").main([str(path)])
     assert capsys.readouterr().out.rstrip().endswith("| 85.0 | 10.0 | no |")
+
+
+def test_style_half_mix_adds_one_split_as_train_rows(shapes_index, tmp_path, capsys):
+    from stillroom._io import StillroomError
+    from stillroom.data.index import load_index
+
+    bench = _script("style_half_mix")
+    n_val = len(shapes_index.split_indices("val"))
+    out = tmp_path / "mix"
+    assert bench.main(["--id-index", str(shapes_index.root), "--style", str(shapes_index.root), "--out", str(out),
+                       "--repeat", "3"]) == 0  # fmt: skip
+    mix = load_index(out)
+    assert len(mix) == len(shapes_index) + 3 * n_val and mix.paths[: len(shapes_index)] == shapes_index.paths
+    assert len(mix.split_indices("train")) == len(shapes_index.split_indices("train")) + 3 * n_val
+    assert mix.recipe["mean"] == shapes_index.recipe["mean"] and mix.recipe["extra_train"]["repeat"] == 3
+    assert all((out / p).is_file() for p in mix.paths)
+    with pytest.raises(StillroomError, match="no rows in split"):
+        bench.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "none", split="holdout")

@@ -1,0 +1,83 @@
+"""Issue 14 item 1: does a second drawing style of *some* species help recognize the other species in that style?
+
+Builds a training index = the ID index (every row, unchanged) + the style set's rows of one split (the box icons of
+the odd national ids, ``val``, by default) as extra ``train`` rows, each repeated ``--repeat`` times (a hard link per
+copy, ``<path>_r<k>.png``) so that the other style is a visible share of the train split. The ID recipe (mean, std)
+is kept and the added source is recorded under ``recipe.extra_train`` (the style set's hashes). The other split of
+the style set (``test``, even ids) holds species never seen in that style: score runs trained on this index there
+(``benchmarks/style_augment.sh`` with ``INDEX=OUT``), against runs on the plain ID index.
+
+    python benchmarks/style_half_mix.py --id-index artifacts/demo/data/sprites64_1-151 \\
+        --style artifacts/demo/data/style_icons_sprites64_1-151 --out artifacts/s29/data/mix_val_r8 --repeat 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from stillroom._io import StillroomError
+from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
+
+
+def _rows(ix: DatasetIndex) -> Iterator[IndexRow]:
+    for i in range(len(ix)):
+        extra = {k: v[i] for k, v in ix.extra.items()}
+        yield IndexRow(ix.paths[i], int(ix.labels[i]), ix.label_names[i], str(ix.splits[i]), ix.groups[i],
+                       ix.sha256[i], extra)  # fmt: skip
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+def build_half_mix(id_index: str | Path, style: str | Path, out: str | Path, split: str = "val",
+                   repeat: int = 8) -> DatasetIndex:  # fmt: skip
+    """The ID index plus ``style``'s ``split`` rows as ``repeat`` x extra train rows, written to ``out``."""
+    ids, sty, out = load_index(id_index), load_index(style), Path(out)
+    if ids.classes != sty.classes:
+        raise StillroomError(f"{sty.root}: classes differ from {ids.root}'s; build the style set for that index")
+    if repeat < 1:
+        raise StillroomError(f"--repeat must be >= 1, got {repeat}")
+    added = [r for r in _rows(sty) if r.split == split]
+    if not added:
+        raise StillroomError(f"{sty.root}: no rows in split {split!r}")
+    if out.exists():
+        shutil.rmtree(out)
+    rows = []
+    for r in _rows(ids):
+        _link(ids.root / r.path, out / r.path)
+        rows.append(r)
+    for r in added:
+        for k in range(repeat):
+            rel = f"extra/{Path(r.path).with_suffix('')}_r{k}.png"
+            _link(sty.root / r.path, out / rel)
+            rows.append(IndexRow(rel, r.label, r.label_name, "train", f"extra/{r.group}", r.sha256))
+    source = {"index": str(sty.root), "index_hash": sty.index_hash, "content_hash": sty.content_hash}
+    recipe = {**ids.recipe, "extra_train": {**source, "split": split, "repeat": repeat, "rows": len(added)}}
+    return write_index(out, rows, ids.classes, recipe, {k: v for k, v in ids.meta.items() if k == "display_names"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--id-index", required=True)
+    ap.add_argument("--style", required=True, help="a style set of the ID index (stillroom data build style-icons)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--split", default="val", help="the style set's split added to train (default: val)")
+    ap.add_argument("--repeat", type=int, default=8)
+    args = ap.parse_args(argv)
+    ix = build_half_mix(args.id_index, args.style, args.out, args.split, args.repeat)
+    counts = ix.meta["counts"]["per_split"]
+    print(f"{ix.root}: {len(ix)} rows ({counts}); added {ix.recipe['extra_train']['rows']} x {args.repeat}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
