@@ -253,3 +253,49 @@ def test_style_half_mix_adds_one_split_as_train_rows(shapes_index, tmp_path, cap
     assert all((out / p).is_file() for p in mix.paths)
     with pytest.raises(StillroomError, match="no rows in split"):
         bench.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "none", split="holdout")
+
+
+def _subset_index(index, keep, out):
+    """A copy of ``index`` with the rows of classes ``keep`` only, relabelled 0..len(keep)-1."""
+    import shutil
+
+    from stillroom.data.index import IndexRow, write_index
+
+    rows = []
+    for p, y, s, g, h in zip(index.paths, index.labels, index.splits, index.groups, index.sha256, strict=True):
+        if int(y) in keep:
+            (out / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(index.root / p, out / p)
+            rows.append(IndexRow(p, keep.index(int(y)), index.classes[int(y)], str(s), g, h))
+    return write_index(out, rows, [index.classes[k] for k in keep], index.recipe)
+
+
+def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_index, tmp_path, capsys):
+    import numpy as np
+
+    from stillroom._io import StillroomError
+    from stillroom.data.dataset import load_images
+    from stillroom.models.inference import predict_logits
+    from stillroom.runs import load_run
+
+    bench = _script("superset_teacher")
+    keep = [1, 3]  # a two-class index whose classes are the run's classes 1 and 3
+    sub = _subset_index(shapes_index, keep, tmp_path / "sub")
+    scores = bench.subset_scores(str(teacher_run), str(sub.root), ["test"])["test"]
+    run = load_run(teacher_run, "best", device="cpu")  # oracle: the run's own logits, argmax over columns 1 and 3
+    rows = sub.split_indices("test")
+    logits = predict_logits(run.model, run.normalizer, load_images(sub), rows)[:, keep]
+    assert scores["n"] == len(rows) > 0
+    assert scores["top1"] == pytest.approx(float(np.mean(logits.argmax(1) == sub.labels[rows])))
+    assert scores["top5"] == 1.0  # two classes: always within the top five
+    assert bench.main([str(teacher_run), "--index", str(sub.root), "--split", "test"]) == 0
+    assert "| 4 |" in capsys.readouterr().out  # the run's own class count
+    renamed = sub.meta["classes"][:1] + ["not_a_class"]
+    from stillroom.data.index import IndexRow, write_index
+
+    other = tmp_path / "sub"
+    write_index(other, [IndexRow(p, int(y), renamed[int(y)], str(s), g, h) for p, y, s, g, h in
+                        zip(sub.paths, sub.labels, sub.splits, sub.groups, sub.sha256, strict=True)],
+                renamed, sub.recipe)  # fmt: skip
+    with pytest.raises(StillroomError, match="no output for"):
+        bench.subset_scores(str(teacher_run), str(other), ["test"])

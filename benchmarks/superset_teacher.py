@@ -1,0 +1,64 @@
+"""Issue 14 items 1 and 4: is a teacher trained on more species a better reader of another artist's drawings?
+
+Scores runs on an evaluation index whose classes are a subset, by name, of each run's classes (e.g. a resnet18
+trained on species 1-649 against the box icons of species 1-151): top-1 and top-5 with the argmax taken over the
+subset's columns only, i.e. the same 151-way decision a 151-class model makes. A run trained on exactly the
+subset is scored the same way, so the rows compare. Un-augmented images, the run's own normalizer, best weights.
+
+    python benchmarks/superset_teacher.py --index artifacts/demo/data/style_icons_sprites64_1-151 \\
+        --split val --split test artifacts/demo/runs/teacher_resnet18_s0 artifacts/s29/t649_resnet18_s0
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+
+from stillroom._io import StillroomError
+from stillroom.data.dataset import load_images
+from stillroom.data.index import load_index
+from stillroom.models.inference import predict_logits
+from stillroom.runs import load_run
+
+
+def subset_scores(run_dir: str, index_dir: str, splits: Sequence[str], weights: str = "best") -> dict[str, dict]:
+    """``{split: {"n", "top1", "top5"}}`` of the run on the index, argmax over the index's classes only."""
+    index, run = load_index(index_dir), load_run(run_dir, weights, device="cpu")
+    column = {c: i for i, c in enumerate(run.classes)}
+    missing = [c for c in index.classes if c not in column]
+    if missing:
+        raise StillroomError(f"{run_dir}: classes of {index_dir} it has no output for, e.g. {missing[:3]}")
+    cols = np.array([column[c] for c in index.classes])
+    images, out = load_images(index), {}
+    for split in splits:
+        rows = index.split_indices(split)
+        logits = predict_logits(run.model, run.normalizer, images, rows)[:, cols]
+        top5 = np.argsort(-logits, axis=1)[:, :5]
+        y = index.labels[rows]
+        out[split] = {"n": int(len(rows)), "top1": float(np.mean(top5[:, 0] == y)),
+                      "top5": float(np.mean((top5 == y[:, None]).any(1)))}  # fmt: skip
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--index", required=True, help="evaluation index; its classes must be among each run's")
+    ap.add_argument("--split", action="append", default=None)
+    ap.add_argument("--weights", default="best")
+    args = ap.parse_args(argv)
+    splits = args.split or ["val", "test"]
+    print("| run | classes | " + " | ".join(f"{s} top-1 % | {s} top-5 %" for s in splits) + " |")
+    print("|---|---:|" + "---:|---:|" * len(splits))
+    for run in args.runs:
+        s = subset_scores(run, args.index, splits, args.weights)
+        n_classes = len(load_run(run, args.weights, device="cpu").classes)
+        cells = " | ".join(f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f}" for k in splits)
+        print(f"| {run} | {n_classes} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
