@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -193,6 +194,46 @@ def test_online_and_cached_teachers_give_the_same_loss(teacher_run, shapes_index
     a, b = loss(student, t_cached, y), loss(student, t_online, y)
     assert torch.allclose(a["loss_kd"], b["loss_kd"], atol=1e-6)
     assert not any(p.requires_grad for r in online.runs for p in r.model.parameters())
+
+
+def _class_subset(index, keep, out):
+    """A copy of ``index`` with the rows of classes ``keep`` only, relabelled 0..len(keep)-1."""
+    rows = []
+    for p, y, s, g, h in zip(index.paths, index.labels, index.splits, index.groups, index.sha256, strict=True):
+        if int(y) in keep:
+            (out / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(index.root / p, out / p)
+            rows.append(IndexRow(p, keep.index(int(y)), index.classes[int(y)], str(s), g, h))
+    return write_index(out, rows, [index.classes[k] for k in keep], index.recipe)
+
+
+def test_teacher_of_more_classes_exports_the_index_classes(teacher_run, shapes_index, tmp_path, tiny_config):
+    keep = [3, 1]  # the teacher's classes 3 and 1, in this order, are the subset index's 0 and 1
+    sub = _class_subset(shapes_index, keep, tmp_path / "sub")
+    store = export_softlabels(teacher_run, sub.root, tmp_path / "store")
+    full = export_softlabels(teacher_run, shapes_index.root, tmp_path / "full")
+    rows = [i for i, y in enumerate(shapes_index.labels) if int(y) in keep]
+    assert store.logits.shape == (len(sub), 2)
+    np.testing.assert_allclose(np.asarray(store.logits), np.asarray(full.logits)[rows][:, keep], rtol=1e-5, atol=1e-5)
+    assert store.manifest["teacher"]["classes_selected"] == {"teacher_classes": 4, "by": "name"}
+    raw = {
+        **tiny_config(sub.root, "kd_sub", epochs=1),
+        "loss": {"name": "kd"},
+        "teachers": {"cached": [str(store.path)]},
+    }
+    assert (train(config_from_dict(raw), tmp_path / "kd") / "final.safetensors").is_file()  # a student takes it
+    # a class the teacher never learned: refused, naming it
+    rows = [IndexRow(*r) for r in zip(sub.paths, sub.labels, sub.label_names, sub.splits, sub.groups, sub.sha256,
+                                      strict=True)]  # fmt: skip
+    renamed = ["species_x", sub.classes[1]]
+    write_index(sub.root, [IndexRow(r.path, r.label, renamed[r.label], *astuple(r)[3:]) for r in rows], renamed,
+                sub.recipe)  # fmt: skip
+    with pytest.raises(StillroomError, match="no output for 1 of the index's classes, e.g. \\['species_x'\\]"):
+        export_softlabels(teacher_run, sub.root, tmp_path / "bad")
+    # drawn another way (other padding): refused even though the teacher knows the classes
+    write_index(sub.root, rows, sub.classes, {**sub.recipe, "padding": 0.5})
+    with pytest.raises(StillroomError, match="padding"):
+        export_softlabels(teacher_run, sub.root, tmp_path / "bad2")
 
 
 def test_evaluate_refuses_other_index_without_flag(teacher_run, tmp_path):

@@ -64,7 +64,10 @@ class OnlineTeachers:
                     f"{recipe.get('channels')}x{recipe.get('size')}px"
                 )
             if run.meta["classes"] != index.classes[: len(run.meta["classes"])]:
-                raise StillroomError(f"{run.path}: teacher classes differ from the dataset's classes")
+                raise StillroomError(
+                    f"{run.path}: teacher classes differ from the dataset's classes (a teacher trained on more "
+                    "classes teaches through a cached store: `stillroom softlabels export` keeps the dataset's)"
+                )
             run.model.eval().requires_grad_(False)
 
     def __len__(self) -> int:

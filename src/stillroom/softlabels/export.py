@@ -44,6 +44,8 @@ __all__ = ["export_softlabels", "partial_dir", "COMMIT_SECONDS"]
 COMMIT_SECONDS = 1.0  # at most this much teacher work is redone after a crash; each commit costs an fsync
 _PROGRESS, _LOGITS = "progress.json", "logits.partial.npy"
 _WORK_FORMAT = "stillroom-softlabels-partial/1"
+# how an image is drawn: a teacher must have been trained on images made the same way
+_RENDERING = ("kind", "size", "channels", "padding", "alpha_threshold", "resize", "outline")
 
 
 def partial_dir(out_dir: str | Path) -> Path:
@@ -82,16 +84,16 @@ def export_softlabels(
     run = load_run(run_dir, weights)
     index = load_index(index_dir)
     recipe, trecipe = index.recipe, run.meta["recipe"]
-    for key in ("size", "channels", "mean", "std"):
+    columns = _teacher_columns(run.meta["classes"], index, run.path)
+    # A teacher of the same classes was trained on this data: its normalization must match too. A teacher of more
+    # classes was trained on other data (so other mean/std, which it keeps applying: its own normalizer runs
+    # below); what must match is how an image is drawn, every rendering setting.
+    for key in ("size", "channels", "mean", "std") if columns is None else _RENDERING:
         if recipe.get(key) != trecipe.get(key):
             raise StillroomError(
                 f"{index.root}: preprocessing {key}={recipe.get(key)!r} differs from the teacher's "
                 f"{trecipe.get(key)!r} ({run.path}); the teacher would see inputs it was not trained on"
             )
-    sink = index_sink(index)
-    k_class_teacher = sink == index.num_classes - 1 and run.meta["classes"] == index.classes[:-1]  # no sink column
-    if run.meta["classes"] != index.classes and not k_class_teacher:
-        raise StillroomError(f"{index.root}: class list differs from the teacher's ({run.path})")
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "softlabels" / index.index_hash[:12]
     replay = {"augment": augment_name(augment, recipe), "augment_seed": int(augment_seed)} if views else None
     fingerprint = {
@@ -103,18 +105,21 @@ def export_softlabels(
         "weights_sha256": run.weights_sha256,
         "views": int(views),
         "replay": replay,
+        "columns": None if columns is None else columns.tolist(),
         "batch_size": int(batch_size),  # batch composition can change float results; resume only with the same
         "torch": torch.__version__,
     }
     work = _Work(partial_dir(out), fingerprint, resume)
     images = load_images(index)
-    logits = _compute(run, images, views, replay, batch_size, work, progress)
+    logits = _compute(run, images, views, replay, batch_size, work, progress, columns)
     teacher = {
         "arch": run.meta["arch"],
         "weights_sha256": run.weights_sha256,
         "weights": run.weights_path.name,
         "run": str(Path(run_dir)),
     }
+    if columns is not None:  # a teacher of more classes: which of its outputs the store holds
+        teacher["classes_selected"] = {"teacher_classes": len(run.meta["classes"]), "by": "name"}
     # Wall time over all sessions of a resumed export (the work directory keeps the earlier sessions' time).
     extra = {"build_seconds": round(work.previous_seconds + time.perf_counter() - t0, 3)}
     store = write_store(
@@ -193,6 +198,7 @@ def _compute(
     batch_size: int,
     work: _Work,
     progress: Callable[..., None] | None,
+    columns: np.ndarray | None = None,
 ) -> np.ndarray:
     """(N, K), or (V, N, K) with views, float32 logits, filled into the work memmap from its committed row on.
 
@@ -205,7 +211,8 @@ def _compute(
     model, channels_last = batch_inference_model(run.model)  # on the CPU a channels-last copy: ~1.6x faster
     model.eval()
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    k = _num_outputs(run, images, normalizer)
+    k = _num_outputs(run, images, normalizer) if columns is None else len(columns)
+    pick = None if columns is None else torch.from_numpy(columns)
     arr = work.open((total, k))
     done, last_commit = work.done, time.monotonic()
     rows = np.arange(n)
@@ -220,7 +227,8 @@ def _compute(
             raw = torch.from_numpy(np.array(images[start:stop]))
             raw = augment_batch(aug, raw, [augment_rng(seed, r, v) for r in range(start, stop)])
             x = normalizer(raw.to(next(normalizer.buffers()).device)).contiguous(memory_format=layout)
-        arr[done : done + stop - start] = model(x).float().cpu().numpy()
+        out = model(x).float().cpu()
+        arr[done : done + stop - start] = (out if pick is None else out[:, pick]).numpy()
         done += stop - start
         if done == total or time.monotonic() - last_commit >= COMMIT_SECONDS:
             work.commit(done)
@@ -228,6 +236,26 @@ def _compute(
         if progress:
             progress("export", done, total)
     return arr.reshape(n_views, n, k) if views else arr
+
+
+def _teacher_columns(teacher_classes: list[str], index, run_path: Path) -> np.ndarray | None:
+    """None when the teacher's outputs are the index's classes (or those of its sink-less part: a K-class teacher
+    on a merged index); else, for a teacher trained on more classes, its output column of each index class, by
+    name, so the store holds a teacher of exactly the index's classes (the softmax over them is the teacher's
+    distribution given that the image is one of them)."""
+    classes = index.classes
+    sink = index_sink(index)
+    if teacher_classes == classes or (sink == len(classes) - 1 and teacher_classes == classes[:-1]):
+        return None
+    wanted = classes[:-1] if sink == len(classes) - 1 and "ood" not in teacher_classes else classes
+    column = {c: i for i, c in enumerate(teacher_classes)}
+    missing = [c for c in wanted if c not in column]
+    if missing:
+        raise StillroomError(
+            f"{index.root}: class list differs from the teacher's ({run_path}): it has no output for "
+            f"{len(missing)} of the index's classes, e.g. {missing[:3]}"
+        )
+    return np.array([column[c] for c in wanted], dtype=np.int64)
 
 
 def _num_outputs(run, images: np.ndarray, normalizer) -> int:
