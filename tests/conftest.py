@@ -39,6 +39,28 @@ def _tiny_config(index: Path, name: str, model: str = "timm:resnet10t", epochs: 
     return cfg
 
 
+def _class_subset(index, keep: list[int], out: Path):
+    """A copy of ``index`` (images copied into ``out``) with the rows of classes ``keep`` only, relabelled
+    0..len(keep)-1 in that order: a dataset of a subset of a model's classes."""
+    import shutil
+
+    from stillroom.data.index import IndexRow, write_index
+
+    rows = []
+    for p, y, s, g, h in zip(index.paths, index.labels, index.splits, index.groups, index.sha256, strict=True):
+        if int(y) in keep:
+            (out / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(index.root / p, out / p)
+            rows.append(IndexRow(p, keep.index(int(y)), index.classes[int(y)], str(s), g, h))
+    return write_index(out, rows, [index.classes[k] for k in keep], index.recipe)
+
+
+@pytest.fixture(scope="session")
+def class_subset():
+    """Factory: ``class_subset(index, keep, out)`` -> the index of classes ``keep`` only, written to ``out``."""
+    return _class_subset
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     """Factory of small, fast run configs on a given index."""

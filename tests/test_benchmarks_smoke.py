@@ -255,22 +255,7 @@ def test_style_half_mix_adds_one_split_as_train_rows(shapes_index, tmp_path, cap
         bench.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "none", split="holdout")
 
 
-def _subset_index(index, keep, out):
-    """A copy of ``index`` with the rows of classes ``keep`` only, relabelled 0..len(keep)-1."""
-    import shutil
-
-    from stillroom.data.index import IndexRow, write_index
-
-    rows = []
-    for p, y, s, g, h in zip(index.paths, index.labels, index.splits, index.groups, index.sha256, strict=True):
-        if int(y) in keep:
-            (out / p).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(index.root / p, out / p)
-            rows.append(IndexRow(p, keep.index(int(y)), index.classes[int(y)], str(s), g, h))
-    return write_index(out, rows, [index.classes[k] for k in keep], index.recipe)
-
-
-def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_index, tmp_path, capsys):
+def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_index, tmp_path, capsys, class_subset):
     import numpy as np
 
     from stillroom._io import StillroomError
@@ -280,7 +265,7 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
 
     bench = _script("superset_teacher")
     keep = [1, 3]  # a two-class index whose classes are the run's classes 1 and 3
-    sub = _subset_index(shapes_index, keep, tmp_path / "sub")
+    sub = class_subset(shapes_index, keep, tmp_path / "sub")
     scores = bench.subset_scores(str(teacher_run), str(sub.root), ["test"])["test"]
     run = load_run(teacher_run, "best", device="cpu")  # oracle: the run's own logits, argmax over columns 1 and 3
     rows = sub.split_indices("test")

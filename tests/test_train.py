@@ -196,20 +196,11 @@ def test_online_and_cached_teachers_give_the_same_loss(teacher_run, shapes_index
     assert not any(p.requires_grad for r in online.runs for p in r.model.parameters())
 
 
-def _class_subset(index, keep, out):
-    """A copy of ``index`` with the rows of classes ``keep`` only, relabelled 0..len(keep)-1."""
-    rows = []
-    for p, y, s, g, h in zip(index.paths, index.labels, index.splits, index.groups, index.sha256, strict=True):
-        if int(y) in keep:
-            (out / p).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(index.root / p, out / p)
-            rows.append(IndexRow(p, keep.index(int(y)), index.classes[int(y)], str(s), g, h))
-    return write_index(out, rows, [index.classes[k] for k in keep], index.recipe)
-
-
-def test_teacher_of_more_classes_exports_the_index_classes(teacher_run, shapes_index, tmp_path, tiny_config):
+def test_teacher_of_more_classes_exports_the_index_classes(
+    teacher_run, shapes_index, tmp_path, tiny_config, class_subset
+):
     keep = [3, 1]  # the teacher's classes 3 and 1, in this order, are the subset index's 0 and 1
-    sub = _class_subset(shapes_index, keep, tmp_path / "sub")
+    sub = class_subset(shapes_index, keep, tmp_path / "sub")
     store = export_softlabels(teacher_run, sub.root, tmp_path / "store")
     full = export_softlabels(teacher_run, shapes_index.root, tmp_path / "full")
     rows = [i for i, y in enumerate(shapes_index.labels) if int(y) in keep]
