@@ -173,7 +173,7 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
     data_app.command("import-folder")(import_folder_cmd)
     from stillroom.cli.data_ood import register_near_ood
 
-    register_near_ood(build_app, _print_probe)
+    register_near_ood(build_app, _print_probe, _parse_range)
 
     def _build_icons(source: str, out: Path, size: int, id_index: Path | None, tarball: list[Path], seed: int,
                      dedup_threshold: float, tone_variants: bool, audit: str, outline: str, outline_grid: int,

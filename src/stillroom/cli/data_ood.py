@@ -2,7 +2,8 @@
 made here or from the ID package rather than downloaded icon sets (issue 16 item 2): chimeras of two ID species,
 procedural creatures drawn like sprites, and the other species of the sprite package rendered by the ID builder;
 and the ID species drawn by another artist, an evaluation set (issue 14 item 1, issue 16 item 5). Registered by
-``cli.data.register``, which passes its shortcut-probe printer so every builder prints the probe."""
+``cli.data.register``, which passes its shortcut-probe printer (every builder prints the probe) and its species
+range parser (no import back into ``cli.data``: the layer test forbids cycles)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,11 @@ def _print_built(index: DatasetIndex, what: str, close: str, print_probe: Callab
     print_probe(index.meta.get("shortcut_probe"))
 
 
-def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None], None]) -> None:
+def register_near_ood(
+    build_app: typer.Typer,
+    print_probe: Callable[[dict | None], None],
+    parse_range: Callable[[str], tuple[int, int]],
+) -> None:
     """Attach ``ood-chimera``, ``ood-creatures``, ``ood-species`` and ``style-icons`` to ``data build``."""
 
     @build_app.command("ood-chimera")
@@ -109,10 +114,9 @@ def register_near_ood(build_app: typer.Typer, print_probe: Callable[[dict | None
 
         Same artists, same animation, same rendering: no rendering cue; split by whole species (60/20/20).
         """
-        from stillroom.cli.data import _parse_range
         from stillroom.data.ood_species import build_ood_species
 
-        index = build_ood_species(out, id_index, species=_parse_range(species), per_species=per_species, seed=seed,
+        index = build_ood_species(out, id_index, species=parse_range(species), per_species=per_species, seed=seed,
                                   iou_max=iou_max, probe=probe, tarball=tarball)  # fmt: skip
         _print_built(index, "frames of other species", "an ID image", print_probe)
 
