@@ -16,18 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from stillroom._io import StillroomError
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
-
-
-def _rows(ix: DatasetIndex) -> Iterator[IndexRow]:
-    for i in range(len(ix)):
-        extra = {k: v[i] for k, v in ix.extra.items()}
-        yield IndexRow(ix.paths[i], int(ix.labels[i]), ix.label_names[i], str(ix.splits[i]), ix.groups[i],
-                       ix.sha256[i], extra)  # fmt: skip
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -46,13 +39,13 @@ def build_half_mix(id_index: str | Path, style: str | Path, out: str | Path, spl
         raise StillroomError(f"{sty.root}: classes differ from {ids.root}'s; build the style set for that index")
     if repeat < 1:
         raise StillroomError(f"--repeat must be >= 1, got {repeat}")
-    added = [r for r in _rows(sty) if r.split == split]
+    added = [r for r in sty.rows() if r.split == split]
     if not added:
         raise StillroomError(f"{sty.root}: no rows in split {split!r}")
     if out.exists():
         shutil.rmtree(out)
     rows = []
-    for r in _rows(ids):
+    for r in ids.rows():
         _link(ids.root / r.path, out / r.path)
         rows.append(r)
     for r in added:

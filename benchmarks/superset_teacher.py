@@ -4,6 +4,8 @@ Scores runs on an evaluation index whose classes are a subset, by name, of each 
 trained on species 1-649 against the box icons of species 1-151): top-1 and top-5 with the argmax taken over the
 subset's columns only, i.e. the same 151-way decision a 151-class model makes. A run trained on exactly the
 subset is scored the same way, so the rows compare. Un-augmented images, the run's own normalizer, best weights.
+Leakage check: how many of each split's images (by sha256) are in the train split of the index the run was trained
+on (``model.json`` "index"; "n/a" when that index is not on this machine).
 
     python benchmarks/superset_teacher.py --index artifacts/demo/data/style_icons_sprites64_1-151 \\
         --split val --split test artifacts/demo/runs/teacher_resnet18_s0 artifacts/s29/t649_resnet18_s0
@@ -24,8 +26,14 @@ from stillroom.runs import load_run
 
 
 def subset_scores(run_dir: str, index_dir: str, splits: Sequence[str], weights: str = "best") -> dict[str, dict]:
-    """``{split: {"n", "top1", "top5"}}`` of the run on the index, argmax over the index's classes only."""
+    """``{split: {"n", "top1", "top5", "in_run_train"}}`` of the run on the index, argmax over the index's classes
+    only; ``in_run_train``: the split's images also in the run's own train split (None if that index is absent)."""
     index, run = load_index(index_dir), load_run(run_dir, weights, device="cpu")
+    try:
+        own = load_index(run.meta["index"])
+        seen: set[str] | None = {h for h, s in zip(own.sha256, own.splits, strict=True) if s == "train"}
+    except (KeyError, StillroomError):
+        seen = None
     column = {c: i for i, c in enumerate(run.classes)}
     missing = [c for c in index.classes if c not in column]
     if missing:
@@ -37,8 +45,9 @@ def subset_scores(run_dir: str, index_dir: str, splits: Sequence[str], weights: 
         logits = predict_logits(run.model, run.normalizer, images, rows)[:, cols]
         top5 = np.argsort(-logits, axis=1)[:, :5]
         y = index.labels[rows]
+        leak = None if seen is None else sum(index.sha256[i] in seen for i in rows)
         out[split] = {"n": int(len(rows)), "top1": float(np.mean(top5[:, 0] == y)),
-                      "top5": float(np.mean((top5 == y[:, None]).any(1)))}  # fmt: skip
+                      "top5": float(np.mean((top5 == y[:, None]).any(1))), "in_run_train": leak}  # fmt: skip
     return out
 
 
@@ -50,12 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--weights", default="best")
     args = ap.parse_args(argv)
     splits = args.split or ["val", "test"]
-    print("| run | classes | " + " | ".join(f"{s} top-1 % | {s} top-5 %" for s in splits) + " |")
-    print("|---|---:|" + "---:|---:|" * len(splits))
+    heads = " | ".join(f"{s} top-1 % | {s} top-5 % | {s} in run's train" for s in splits)
+    print(f"| run | classes | {heads} |")
+    print("|---|---:|" + "---:|---:|---:|" * len(splits))
     for run in args.runs:
         s = subset_scores(run, args.index, splits, args.weights)
         n_classes = len(load_run(run, args.weights, device="cpu").classes)
-        cells = " | ".join(f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f}" for k in splits)
+        cells = " | ".join(
+            f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f} | "
+            + ("n/a" if s[k]["in_run_train"] is None else f"{s[k]['in_run_train']} of {s[k]['n']}")
+            for k in splits
+        )
         print(f"| {run} | {n_classes} | {cells} |")
     return 0
 

@@ -273,6 +273,9 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
     assert scores["n"] == len(rows) > 0
     assert scores["top1"] == pytest.approx(float(np.mean(logits.argmax(1) == sub.labels[rows])))
     assert scores["top5"] == 1.0  # two classes: always within the top five
+    assert scores["in_run_train"] == 0  # test images of the run's own index are not in its train split
+    train = bench.subset_scores(str(teacher_run), str(sub.root), ["train"])["train"]
+    assert train["in_run_train"] == train["n"] > 0
     assert bench.main([str(teacher_run), "--index", str(sub.root), "--split", "test"]) == 0
     assert "| 4 |" in capsys.readouterr().out  # the run's own class count
     renamed = sub.meta["classes"][:1] + ["not_a_class"]

@@ -214,8 +214,7 @@ def test_teacher_of_more_classes_exports_the_index_classes(
     }
     assert (train(config_from_dict(raw), tmp_path / "kd") / "final.safetensors").is_file()  # a student takes it
     # a class the teacher never learned: refused, naming it
-    rows = [IndexRow(*r) for r in zip(sub.paths, sub.labels, sub.label_names, sub.splits, sub.groups, sub.sha256,
-                                      strict=True)]  # fmt: skip
+    rows = sub.rows()
     renamed = ["species_x", sub.classes[1]]
     write_index(sub.root, [IndexRow(r.path, r.label, renamed[r.label], *astuple(r)[3:]) for r in rows], renamed,
                 sub.recipe)  # fmt: skip

@@ -112,6 +112,14 @@ class DatasetIndex:
     def image_path(self, i: int) -> Path:
         return self.root / self.paths[i]
 
+    def rows(self) -> list[IndexRow]:
+        """The index as ``IndexRow``s in canonical order (extra columns included), e.g. to write a derived index."""
+        cols = (self.paths, self.labels, self.label_names, self.splits, self.groups, self.sha256)
+        return [
+            IndexRow(p, int(lab), name, str(s), g, h, {c: self.extra[c][i] for c in self.extra})
+            for i, (p, lab, name, s, g, h) in enumerate(zip(*cols, strict=True))
+        ]
+
 
 def _counts(rows: Sequence[IndexRow], classes: Sequence[str]) -> dict[str, Any]:
     per_split = Counter(r.split for r in rows)

@@ -56,15 +56,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _rows(index: DatasetIndex) -> list[IndexRow]:
-    return [
-        IndexRow(p, int(lab), name, str(s), g, h, {c: index.extra[c][i] for c in index.extra})
-        for i, (p, lab, name, s, g, h) in enumerate(
-            zip(index.paths, index.labels, index.label_names, index.splits, index.groups, index.sha256, strict=True)
-        )
-    ]
-
-
 def _train_group_sizes(rows: list[IndexRow]) -> dict[str, int]:
     by_group: dict[str, int] = {}
     for r in rows:
@@ -199,13 +190,13 @@ def merge_with_sink(
     k = id_index.num_classes
     id_rows = [
         IndexRow(r.path, r.label, r.label_name, r.split, r.group, r.sha256, {**r.extra, "source": "id"})
-        for r in _rows(id_index)
+        for r in id_index.rows()
     ]
     ood_rows: list[IndexRow] = []
     ood_files: list[Path] = []
     for name, oix in sources:
         prefix, gprefix = (OOD_PREFIX, "") if legacy else (f"{OOD_PREFIX}{name}/", f"{name}/")
-        for r in _rows(oix):
+        for r in oix.rows():
             if name in test_only and r.split != "test":
                 continue
             extra = {**r.extra, "source": "ood", "ood_source": name}
