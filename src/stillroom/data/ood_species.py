@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from stillroom._io import StillroomError, sha256_bytes
-from stillroom.data.index import DatasetIndex, load_index
+from stillroom.data.index import DatasetIndex
 from stillroom.data.ood_write import OODImage, check_ood_build, png_bytes, write_ood_source
 from stillroom.data.outline import outline_from_recipe
 from stillroom.data.species_names import species_number
@@ -145,5 +145,4 @@ def build_ood_species(
               "fractions": [float(f) for f in fractions], "sprites": src.recipe.get("source")}  # fmt: skip
     audit = {**counts, "iou_max": float(iou_max), "per_split": per_split}
     split_note = ("species", "whole species per split, permuted by the seed: val/test species are never in train")
-    index = write_ood_source(out_dir, items, id_index, "other_species", params, split_note, audit, seed, probe, t0)
-    return load_index(index.root)
+    return write_ood_source(out_dir, items, id_index, "other_species", params, split_note, audit, seed, probe, t0)
