@@ -22,7 +22,8 @@
 # SOURCES may add `chimera-native` (chimeras cut from the sprites' frames and rendered once) or `blend` (morphs of
 # two ID species, `data build ood-chimera --kind blend`), a second near-OOD source.
 # ALWAYS: sources in the sink's training for every held-out source, never held out themselves, e.g. ALWAYS=creatures
-# (`data build ood-creatures`: procedural creatures drawn as pixel art and rendered once, like the sprites).
+# (`data build ood-creatures`: procedural creatures drawn as pixel art and rendered once, like the sprites) or
+# ALWAYS=species (`data build ood-species`: the sprites of the species the ID index lacks, same artists and rendering).
 # HOLD_ALL=1: one K+1 student per seed whose sink sees the ALWAYS sources only, every source of SOURCES held out at
 # once (test rows only); the report reads it once per held-out source (runs/loso_<S>_s<seed> link to it).
 # It is one claim: with LANES=2 the second lane idles; run two LANES=1 commands with different SEEDS instead
@@ -110,6 +111,9 @@ for s in $SOURCES $ALWAYS; do
     blend) stillroom data build ood-chimera --kind blend --parents rendered --id-index "$ID" --out "$d" \
       --per-split "$PER_SPLIT" ;;
     creatures) stillroom data build ood-creatures --id-index "$ID" --out "$d" --per-split "$PER_SPLIT" ;;
+    # species: the sprites of the species the ID index lacks (152-649 for a 1-151 index), rendered by the ID
+    # builder's own call and split by whole species (`data build ood-species`): no rendering cue at all
+    species) stillroom data build ood-species --id-index "$ID" --out "$d" ;;
     *) stillroom data build ood-icons --source "$s" --size 64 --id-index "$ID" --out "$d" ;;
   esac
 done
