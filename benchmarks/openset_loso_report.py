@@ -83,9 +83,10 @@ def posthoc_auroc(run_dir: Path, fit_run: Path, id_images: np.ndarray, ood_image
     return {name: m["auroc"] for name, m in posthoc_metrics(run_dir, fit_run, id_images, ood_images, k).items()}
 
 
-def ladder_metrics(run_dir: Path, id_images: np.ndarray, ood_images: np.ndarray) -> dict:
-    """``{signal: ood_metrics}`` of the ladder's sink, fused_logits and fused signals of a K+1 run (module
-    docstring), fitted on the run's clean ID val rows (KNN bank: its ID train rows, as ``deploy._run_knn``)."""
+def ladder_scores(run_dir: Path, id_images: np.ndarray, ood_images: np.ndarray) -> dict:
+    """``{signal: (id_scores, ood_scores)}``, per image, of the ladder's sink, fused_logits and fused signals of a K+1
+    run (module docstring; higher = more ID), fitted on the run's clean ID val rows (KNN bank: its ID train rows, as
+    ``deploy._run_knn``)."""
     run = Run(run_dir)
     loaded, index = run.load("best"), run.index()
     k = int(index.recipe["sink_class"])
@@ -100,9 +101,13 @@ def ladder_metrics(run_dir: Path, id_images: np.ndarray, ood_images: np.ndarray)
     out = {}
     for signal, kw in (("sink", {}), ("fused_logits", {}), ("fused", {"val_features": f_val, "knn": knn})):
         lad = Ladder(sink=True, signal="sink" if signal == "sink" else "fused").fit(z_val, **kw)
-        s_id, s_ood = (lad.signals(z, features=f)["score"] for z, f in (both["id"], both["ood"]))
-        out[signal] = ood_metrics(s_id, s_ood)
+        out[signal] = tuple(lad.signals(z, features=f)["score"] for z, f in (both["id"], both["ood"]))
     return out
+
+
+def ladder_metrics(run_dir: Path, id_images: np.ndarray, ood_images: np.ndarray) -> dict:
+    """``{signal: ood_metrics}`` of ``ladder_scores``: ID vs OOD images."""
+    return {signal: ood_metrics(*pair) for signal, pair in ladder_scores(run_dir, id_images, ood_images).items()}
 
 
 def source_row(run_dir: Path, held_out: str, kd_top1: float, kd_run: Path) -> dict:

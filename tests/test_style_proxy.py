@@ -297,20 +297,26 @@ def test_k_plus_one_run_serves_the_fused_signal(open_run, tmp_path):
     )
 
 
-def test_loso_report_ladder_metrics_match_references(open_run):
-    # benchmarks/openset_loso_report.py's ladder columns: the sink signal ranks as 1 - p_sink, the fused one (max logit
-    # + sink) is the mean of the two scores standardized on the run's clean ID val rows; both recomputed here
+def _bench(name):
+    """The module of ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
     import importlib.util
     from pathlib import Path
 
+    spec = importlib.util.spec_from_file_location(
+        f"_bench_{name}", Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_loso_report_ladder_metrics_match_references(open_run):
+    # benchmarks/openset_loso_report.py's ladder columns: the sink signal ranks as 1 - p_sink, the fused one (max logit
+    # + sink) is the mean of the two scores standardized on the run's clean ID val rows; both recomputed here
     from stillroom.data.dataset import load_images
     from stillroom.runs import Run
 
-    spec = importlib.util.spec_from_file_location(
-        "_bench_openset_loso_report", Path(__file__).resolve().parents[1] / "benchmarks" / "openset_loso_report.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("openset_loso_report")
     run_dir, merged = open_run
     k = int(merged.recipe["sink_class"])
     images = np.asarray(load_images(merged))
@@ -331,6 +337,37 @@ def test_loso_report_ladder_metrics_match_references(open_run):
     assert got["fused_logits"]["auroc"] == pytest.approx(roc_auc_score(y, fused), abs=1e-9)
     assert got["sink"]["auroc"] == pytest.approx(roc_auc_score(y, np.r_[pi[1], po[1]]), abs=1e-9)
     assert 0.0 <= got["fused"]["auroc"] <= 1.0 and 0.0 <= got["fused"]["fpr_at_95_tpr"] <= 1.0
+
+
+def test_style_accept_kp1_on_the_id_index_itself(open_run, shapes_index, ood_only):
+    # benchmarks/style_accept_kp1.py with the run's own ID index as the "other style": its val rows are the rows the
+    # ladder was fitted on, so their accepted share is the fit's own; its test rows are the ID test rows; the OOD
+    # AUROC against ID test is the LOSO report's ladder AUROC of the same images
+    from stillroom.data.dataset import load_images
+    from stillroom.deploy.ladder import Ladder
+    from stillroom.runs import Run
+
+    bench, report = _bench("style_accept_kp1"), _bench("openset_loso_report")
+    run_dir, merged = open_run
+    got = bench.run_rows(run_dir, shapes_index.root, {"rings": ood_only.root}, ("sink", "fused"))
+    k = int(merged.recipe["sink_class"])
+    run = Run(run_dir)
+    val, test = (r[merged.labels[r] < k] for r in (merged.split_indices(s) for s in ("val", "test")))
+    z_val = run.logits("best", val, merged)
+    lad = Ladder(sink=True, signal="sink").fit(z_val, target_accept=0.95)
+    want_val = np.mean([v == "accept" for v, _ in lad.decide(z_val)])
+    r = got["sink"]
+    assert r["style_val"]["accepted"] == pytest.approx(want_val)
+    assert r["style_test"]["accepted"] == pytest.approx(r["id_test"]["accepted"])
+    z_test = run.logits("best", test, merged)
+    assert r["style_test"]["top1"] == pytest.approx(float((z_test[:, :k].argmax(1) == merged.labels[test]).mean()))
+    ood_test = np.asarray(load_images(ood_only))[ood_only.split_indices("test")]
+    images = np.asarray(load_images(merged))
+    want = report.ladder_metrics(run_dir, images[test], ood_test)
+    for signal in ("sink", "fused"):
+        assert got[signal]["rings"]["auroc_id_test"] == pytest.approx(want[signal]["auroc"], abs=1e-9)
+    table = bench.markdown({"run": got}, ["rings"])
+    assert table.count("\n") == 3 and "| run | sink |" in table and table.rstrip().endswith("|")
 
 
 def test_ladder_placed_on_style_views(run, fitted, ood_only, tmp_path):
