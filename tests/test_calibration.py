@@ -343,7 +343,13 @@ def test_other_index_open_set_leaves_the_runs_own(teacher_run, shapes_index, tmp
     result = CliRunner().invoke(app, [*base, "--ood-index", str(ood_only.root)])
     assert result.exit_code == 0, result.output
     own = {p.name: p.read_bytes() for p in run.glob("ood_*")}
-    assert set(own) == {"ood_metrics.json", "ood_scores_val_best.npz"}
+    vs = f"vs_{ood_only.root.name}-{ood_only.index_hash[:8]}"  # the per-OOD-set copy of the run's own figures
+    assert set(own) == {
+        "ood_metrics.json",
+        "ood_scores_val_best.npz",
+        f"ood_metrics_{vs}.json",
+        f"ood_scores_val_best_{vs}.npz",
+    }
     result = CliRunner().invoke(app, [*base, "--ood-index", str(ood_only.root), "--index", str(other.root)])
     assert result.exit_code == 0, result.output
     assert {p.name: p.read_bytes() for p in run.glob("ood_*") if p.name in own} == own

@@ -192,3 +192,33 @@ def test_ood_split_needs_ood_rows(teacher_run, tmp_path):
     shutil.copytree(teacher_run, run)
     res = CliRunner().invoke(app, ["evaluate", str(run), "--weights", "best", "--ood-split", "test"])
     assert res.exit_code != 0 and "not an ID + OOD index" in str(res.exception)
+
+
+def test_scoring_a_second_ood_set_keeps_the_first(teacher_run, ood_only, shapes_index, tmp_path):
+    """The run's own ID rows against two OOD sets, one after the other: ood_metrics.json holds the latest (what
+    ood-table and report read), and each set's figures stay in a file named by that set, with its own scores."""
+    from stillroom.data.index import IndexRow, write_index
+
+    run = tmp_path / "teacher_copy"
+    shutil.copytree(teacher_run, run)
+    ood = load_index(ood_only.root)
+    keep = [i for i in range(len(ood.paths)) if ood.splits[i] != "test" or i % 2 == 0]  # fewer test rows
+    rows = [IndexRow(ood.paths[i], 0, "ood", ood.splits[i], ood.groups[i], ood.sha256[i]) for i in keep]
+    shutil.copytree(ood.root, tmp_path / "half_ood")  # index paths are relative to the dataset directory
+    half = write_index(tmp_path / "half_ood", rows, ["ood"], ood.recipe)
+    n = {}
+    for other in (ood, half):
+        args = ["evaluate", str(run), "--weights", "best", "--ood-split", "test", "--no-tune-odin"]
+        res = CliRunner().invoke(app, [*args, "--ood-index", str(other.root)])
+        assert res.exit_code == 0, res.output
+        name = f"ood_metrics_vs_{other.root.name}-{other.index_hash[:8]}.json"
+        assert name in res.output
+        n[name] = len(other.split_indices("test"))
+    assert len(set(n.values())) == 2  # the two sets differ, so a copy of the wrong one would be seen
+    for name, n_ood in n.items():
+        rep = read_json(run / name)["splits"]["test"]["best"]
+        assert rep["n_ood"] == n_ood and rep["scores_file"].endswith(name[len("ood_metrics_") : -len(".json")] + ".npz")
+        assert len(np.load(run / rep["scores_file"])["is_ood"]) == rep["n_id"] + n_ood
+    latest = read_json(run / "ood_metrics.json")["splits"]["test"]["best"]
+    assert latest["n_ood"] == n[f"ood_metrics_vs_{half.root.name}-{half.index_hash[:8]}.json"]
+    assert read_json(run / "metrics.json")["ood"]["source_file"].startswith(f"ood_metrics_vs_{half.root.name}")

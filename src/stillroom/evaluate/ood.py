@@ -553,6 +553,7 @@ def evaluate_open_set(
     epsilons: Sequence[float] | None = None,
     batch_size: int = 256,
     tag: str = "",
+    keep_as: str = "",
 ) -> dict[str, Any]:
     """``ood_report`` of every ``weights`` on ``split``, merged into ``RUN/ood_metrics.json``; returns its content.
 
@@ -563,12 +564,17 @@ def evaluate_open_set(
     ``ood-table`` and ``report``): ``{"splits": {split: {weights: report}}, "odin_tuning": {weights: ...}}``.
     With ``tag`` (ID rows from another dataset than the run's own), the file is ``ood_metrics_<tag>.json`` and the
     scores files end in ``_<tag>`` instead: the run's own open-set figures are left alone.
+    With ``keep_as`` the same reports are also merged into ``ood_metrics_<keep_as>.json`` (scores files ending in
+    ``_<keep_as>``): ``ood_metrics.json`` holds the latest OOD set scored (``ood-table`` and ``report`` read it),
+    and the per-set copy keeps each OOD set's figures when a run is scored against several, one after the other.
     """
     from stillroom._io import atomic_write_bytes, atomic_write_json, read_json
 
-    path = Path(run_dir) / ood_metrics_name(tag)
-    out: dict[str, Any] = read_json(path) if path.is_file() else {}
-    out.setdefault("splits", {})
+    tags = [tag] + ([keep_as] if keep_as and keep_as != tag else [])
+    paths = [Path(run_dir) / ood_metrics_name(t) for t in tags]
+    outs: list[dict[str, Any]] = [read_json(p) if p.is_file() else {} for p in paths]
+    for o in outs:
+        o.setdefault("splits", {})
     for w in weights:
         data = _RunData(run_dir, index, w, ood_index=ood_index, images=images)
         t, eps, tuned_on = odin_T, odin_eps, None
@@ -579,13 +585,16 @@ def evaluate_open_set(
                 t, eps, tuned_on = tuned["temperature"], tuned["eps"], val_split
             else:  # nothing to tune on: say so instead of silently tuning on test or failing the whole evaluation
                 tuned = {"split": val_split, "weights": w, "skipped": f"{data.source(val_split)}: no ID + OOD rows"}
-            out.setdefault("odin_tuning", {})[w] = tuned
+            for o in outs:
+                o.setdefault("odin_tuning", {})[w] = tuned
         report, arrays = _report_from(data, split, t, eps, tuned_on, batch_size)
-        # the per-row scores, so that reports draw ROC curves and histograms from files, not from the model
-        report["scores_file"] = OOD_SCORES_FILE.format(split=split, weights=w, tag=f"_{tag}" if tag else "")
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        atomic_write_bytes(Path(run_dir) / report["scores_file"], buf.getvalue())
-        out["splits"].setdefault(split, {})[w] = report
-    atomic_write_json(path, out)
-    return out
+        for t_, o in zip(tags, outs, strict=True):
+            # the per-row scores, so that reports draw ROC curves and histograms from files, not from the model
+            rep = dict(report, scores_file=OOD_SCORES_FILE.format(split=split, weights=w, tag=f"_{t_}" if t_ else ""))
+            atomic_write_bytes(Path(run_dir) / rep["scores_file"], buf.getvalue())
+            o["splits"].setdefault(split, {})[w] = rep
+    for p, o in zip(paths, outs, strict=True):
+        atomic_write_json(p, o)
+    return outs[0]

@@ -200,18 +200,24 @@ def evaluate_run(
                 )
             out["splits"].setdefault(split, {})[w] = report
     if ood_split is not None:
-        from stillroom.evaluate.ood import evaluate_open_set
+        from stillroom.evaluate.ood import evaluate_open_set, ood_metrics_name
 
         if ood_index is not None and not isinstance(ood_index, DatasetIndex):
             ood_index = load_index(ood_index)  # once: every weights reads its rows
-        # another ID set may be scored against several OOD sets: both name the files
-        ood_tag = f"{tag}_vs_{ood_index.root.name}-{ood_index.index_hash[:8]}" if tag and ood_index is not None else tag
+        # another ID set may be scored against several OOD sets: both name the files. The run's own ID rows against
+        # a separate OOD set go to ood_metrics.json (what ood-table and report read) and, so that scoring another
+        # OOD set later loses nothing, also to a file named by that set.
+        vs = f"vs_{ood_index.root.name}-{ood_index.index_hash[:8]}" if ood_index is not None else ""
+        ood_tag = f"{tag}_{vs}" if tag and vs else tag
+        keep_as = vs if not tag else ""
         ood_out = evaluate_open_set(
             run_dir, split=ood_split, weights=weights, index=index, ood_index=ood_index, images=images,
             tune=tune_odin, val_split=val_split, temperatures=odin_temperatures, epsilons=odin_epsilons,
-            tag=ood_tag,
+            tag=ood_tag, keep_as=keep_as,
         )  # fmt: skip
         out["ood"] = _ood_summary(ood_out, ood_split, weights, ood_tag)
+        if keep_as:
+            out["ood"]["source_file"] = ood_metrics_name(keep_as)
     atomic_write_json(metrics_path, out)
     return out
 
@@ -274,13 +280,14 @@ def print_open_set(metrics: dict[str, Any], print_fn: Any = print) -> None:
     """Console lines for the ``ood`` and ``ladder`` sections of ``metrics`` (used by ``stillroom evaluate``)."""
     ood = metrics.get("ood")
     if ood:
+        files = " and ".join(f for f in (ood["file"], ood.get("source_file")) if f)
         for w, e in ood["summary"].items():
             aurocs = ", ".join(f"{k} {v:.4f}" for k, v in e["auroc"].items())
             rej = e.get("ood_rejection_rate")
             rej_txt = "" if rej is None else f"; OOD rejection (argmax = sink) {100 * rej:.2f}%"
             print_fn(
                 f"open set ({ood['split']}, {w}): {e['n_id']} ID / {e['n_ood']} OOD; closed-set top-1 "
-                f"{100 * e['closed_set_top1']:.2f}%; AUROC {aurocs}{rej_txt} -> {ood['file']}"
+                f"{100 * e['closed_set_top1']:.2f}%; AUROC {aurocs}{rej_txt} -> {files}"
             )
     lad = metrics.get("ladder")
     if lad:
