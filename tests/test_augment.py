@@ -344,3 +344,47 @@ def test_downscale_area_then_half_coverage():
     assert torch.equal(low[0, 0], expected) and torch.equal(low[1, 0], torch.full((4, 4), 255, dtype=torch.uint8))
     grey = downscale(img, 4, binary=False)  # photos keep the area means, rounded
     assert grey[0, 0, 2, 2] == 64 and grey[0, 0, 3, 3] == 191 and grey[0, 0, 1, 1] == 128 and grey[0, 0, 0, 0] == 0
+
+
+def test_cutmix_pastes_one_box_and_reports_its_exact_share():
+    """CutMix pastes one box of the partner's pixels; lam is the pixel share of each row's own image, so labels
+    weighted by it match what is in the picture; binary masks stay binary; the same generator state gives the same
+    batch (so a resumed epoch mixes as the uninterrupted one)."""
+    from stillroom.data.augment import mix_batch
+
+    x = (torch.arange(6, dtype=torch.uint8) * 40).view(6, 1, 1, 1).expand(6, 1, 32, 32).contiguous()
+    mixed_any = False
+    for seed in range(30):
+        mixed, partner, lam = mix_batch(x, "cutmix", 1.0, 1.0, np.random.default_rng(seed))
+        again = mix_batch(x, "cutmix", 1.0, 1.0, np.random.default_rng(seed))
+        assert torch.equal(mixed, again[0]) and torch.equal(partner, again[1]) and lam == again[2]
+        assert sorted(partner.tolist()) == list(range(6)) and 0.0 <= lam <= 1.0
+        for i in range(6):
+            changed = mixed[i, 0] != x[i, 0]
+            if partner[i] == i or lam == 1.0:
+                assert not changed.any()
+                continue
+            assert (mixed[i, 0][changed] == x[partner[i], 0, 0, 0]).all()  # the partner's pixels
+            ys, xs = changed.nonzero(as_tuple=True)  # one rectangle, of area (1 - lam) H W exactly
+            box = (int(ys.max()) - int(ys.min()) + 1) * (int(xs.max()) - int(xs.min()) + 1)
+            assert box == int(changed.sum()) and box == round((1 - lam) * 32 * 32)
+            mixed_any = True
+    assert mixed_any
+    binary = torch.where(torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.5, 255, 0)
+    out, _, _ = mix_batch(binary.to(torch.uint8), "cutmix", 1.0, 1.0, np.random.default_rng(1))
+    assert set(out.unique().tolist()) <= {0, 255}
+
+
+def test_mixup_blends_and_no_mix_is_the_identity():
+    from stillroom.data.augment import mix_batch
+
+    x = torch.zeros((4, 1, 8, 8), dtype=torch.uint8)
+    x[1], x[3] = 255, 255
+    mixed, partner, lam = mix_batch(x, "mixup", 0.4, 1.0, np.random.default_rng(3))
+    want = (lam * x.float() + (1 - lam) * x[partner].float()).round().to(torch.uint8)
+    assert torch.equal(mixed, want) and 0 < lam < 1
+    for mode, prob in (("none", 1.0), ("cutmix", 0.0), ("mixup", 0.0)):
+        same, keep, one = mix_batch(x, mode, 1.0, prob, np.random.default_rng(0))
+        assert same is x and one == 1.0 and keep.tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="mix mode"):
+        mix_batch(x, "blend", 1.0, 1.0, np.random.default_rng(0))

@@ -222,3 +222,13 @@ def test_scoring_a_second_ood_set_keeps_the_first(teacher_run, ood_only, shapes_
     latest = read_json(run / "ood_metrics.json")["splits"]["test"]["best"]
     assert latest["n_ood"] == n[f"ood_metrics_vs_{half.root.name}-{half.index_hash[:8]}.json"]
     assert read_json(run / "metrics.json")["ood"]["source_file"].startswith(f"ood_metrics_vs_{half.root.name}")
+    # ood-table reads one set's reports on request; a set never scored is an error that says how to score it
+    tables = []
+    for other in (ood, half):
+        md = tmp_path / f"table_{other.root.name}.md"
+        res = CliRunner().invoke(app, ["ood-table", str(run), "--ood-index", str(other.root), "--markdown", str(md)])
+        assert res.exit_code == 0, res.output
+        tables.append(md.read_text())
+    assert tables[0] != tables[1] and f"vs {half.root}" in tables[1]
+    res = CliRunner().invoke(app, ["ood-table", str(run), "--ood-index", str(shapes_index.root)])
+    assert res.exit_code != 0 and "--ood-index OOD_DIR" in str(res.exception)

@@ -269,3 +269,66 @@ def test_progressive_resizing_trains_small_first_and_ends_full_size(shapes_index
     with pytest.raises(StillroomError, match="progressive.size 32 must be below the data's size 32"):
         train(config_from_dict(raw), tmp_path / "too_big")
     assert not (tmp_path / "too_big" / "log.jsonl").exists()
+
+
+def test_cutmix_function_matching_online_resumes_exactly(teacher_run, shapes_index, tmp_path, tiny_config, monkeypatch):
+    """mix.mode=cutmix with an online teacher: the teacher scores the very mixed batch the student trains on
+    (function matching), the CE term takes both labels by pixel share, and an interrupted run resumes to the same
+    weights (the mixing draws are a function of seed and epoch)."""
+    from stillroom.train import trainer
+
+    seen: list[tuple[torch.Tensor, float]] = []
+    mix, call = trainer.mix_batch, OnlineTeachers.__call__
+    teacher_inputs: list[torch.Tensor] = []
+
+    def spy_mix(x, *args):
+        out = mix(x, *args)
+        seen.append((out[0].clone(), out[2]))
+        return out
+
+    def spy_teacher(self, x, rows, views=None):
+        teacher_inputs.append(x.clone())
+        return call(self, x, rows, views)
+
+    monkeypatch.setattr(trainer, "mix_batch", spy_mix)
+    monkeypatch.setattr(OnlineTeachers, "__call__", spy_teacher)
+    raw = tiny_config(
+        shapes_index.root,
+        "fm",
+        epochs=3,
+        loss={"name": "kd", "params": {"kd_weight": 0.5, "temperature": 4.0}},
+        teachers={"online": [str(teacher_run)]},
+        mix={"mode": "cutmix", "alpha": 1.0},
+    )
+    full = train(config_from_dict(raw), tmp_path / "full")
+    assert len(seen) == len(teacher_inputs) > 0 and any(lam < 1.0 for _, lam in seen)
+    assert all(torch.equal(m, t) for (m, _), t in zip(seen, teacher_inputs, strict=True))
+    assert _metrics(full)["splits"]["test"]["best"]["top1"] > 0.5  # learns (4 classes) from mixed images
+    assert json.loads((full / "config.json").read_text())["mix"] == {"mode": "cutmix", "alpha": 1.0, "prob": 1.0}
+
+    def stop_after_one(phase, done, total, record=None):
+        if phase == "epoch" and done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_one)
+    resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
+    wa, wb = load_file(full / "final.safetensors"), load_file(resumed / "final.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_mixing_refuses_cached_stores_and_old_runs_still_resume(shapes_index, tmp_path, tiny_config):
+    from stillroom.train.trainer import config_differs
+
+    raw = tiny_config(shapes_index.root, "mixc", teachers={"cached": ["some/store"]}, mix={"mode": "cutmix"})
+    with pytest.raises(StillroomError, match="teachers.online"):
+        config_from_dict(raw)
+    # a run saved before the `mix` field existed is the same config as today's default (no mixing)
+    cfg = config_from_dict(tiny_config(shapes_index.root, "old"))
+    (tmp_path / "old").mkdir()
+    saved = json.loads(cfg.model_dump_json())
+    del saved["mix"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    assert not config_differs(cfg, tmp_path / "old")
+    other = config_from_dict({**tiny_config(shapes_index.root, "old"), "mix": {"mode": "mixup"}})
+    assert config_differs(other, tmp_path / "old")

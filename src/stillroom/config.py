@@ -109,6 +109,19 @@ class EMAConfig(_Strict):
         return self.half_life > 0
 
 
+class MixConfig(_Strict):
+    """Mixed training images (``data.augment.mix_batch``): CutMix (Yun et al. 2019) pastes a box of another image
+    of the batch, mixup (Zhang et al. 2018) blends two; hard-label terms take both labels, weighted by their pixel
+    share. With teachers run online, the teacher scores the mixed image and the student learns its answer there:
+    function matching (Beyer et al. 2022, "A good teacher is patient and consistent", §3), which shows the student
+    what the teacher says off the data, e.g. on two silhouettes cut together. Cached stores hold the logits of
+    unmixed views, so mixing needs online teachers (or none)."""
+
+    mode: Literal["none", "cutmix", "mixup"] = "none"
+    alpha: float = Field(1.0, gt=0, description="lam ~ Beta(alpha, alpha), the share of each row's own image")
+    prob: float = Field(1.0, ge=0, le=1, description="share of batches that are mixed")
+
+
 class TrainConfig(_Strict):
     """Everything one training run needs; teachers and students use the same schema and the same loop."""
 
@@ -124,6 +137,7 @@ class TrainConfig(_Strict):
     seed: int = 0
     precise_bn: PreciseBNConfig = PreciseBNConfig()
     ema: EMAConfig = EMAConfig()
+    mix: MixConfig = MixConfig()
     eval_every: int = Field(1, ge=1, description="validate every N epochs (and always at the last)")
     channels_last: bool = True
     # auto: bfloat16 autocast on a GPU that has it; bf16: also on a CPU with native bfloat16 (AMX / AVX512-BF16),
@@ -146,6 +160,15 @@ class TrainConfig(_Strict):
             raise ValueError("ema needs precise_bn.enabled: averaged weights need BatchNorm statistics of their own")
         if self.ema.enabled and self.ema.start_epoch >= self.schedule.epochs:
             raise ValueError(f"ema.start_epoch ({self.ema.start_epoch}) must be below schedule.epochs")
+        return self
+
+    @model_validator(mode="after")
+    def _mix_needs_online_teachers(self) -> TrainConfig:
+        if self.mix.mode != "none" and self.teachers.cached:
+            raise ValueError(
+                f"mix.mode={self.mix.mode} with teachers.cached: a store holds the teacher's logits of unmixed views; "
+                "run the teachers online (teachers.online) so they score the mixed images"
+            )
         return self
 
     @field_validator("name")

@@ -340,12 +340,21 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
         split: str = typer.Option("test", help="split the reports were computed on"),
         weights: str = typer.Option("best", help="best | final"),
         markdown: Path | None = typer.Option(None, "--markdown", help="also write the table as markdown here"),
+        ood_index: Path | None = typer.Option(
+            None, "--ood-index", help="the reports against this OOD set (`evaluate --ood-index`), not the latest"
+        ),
     ) -> None:
         """Seed 000 Table 2 over runs: method x top-1, AUROC, AUPR, FPR@95TPR (mean ± std)."""
+        from stillroom.evaluate.ood import ood_metrics_name, ood_source_tag
         from stillroom.evaluate.ood_table import load_ood_reports, ood_table_markdown, ood_table_rich, ood_table_rows
 
-        rows = ood_table_rows(load_ood_reports(runs, split=split, weights=weights))
-        title = f"OOD baselines over {len(runs)} run(s) ({split}, {weights})"
+        file, against = ood_metrics_name(), ""
+        if ood_index is not None:
+            from stillroom.data.index import load_index
+
+            file, against = ood_metrics_name(ood_source_tag(load_index(ood_index))), f" vs {ood_index}"
+        rows = ood_table_rows(load_ood_reports(runs, split=split, weights=weights, file=file))
+        title = f"OOD baselines over {len(runs)} run(s) ({split}, {weights}){against}"
         console.print(ood_table_rich(rows, title=title))
         if markdown is not None:
             atomic_write_text(markdown, ood_table_markdown(rows, title=title))

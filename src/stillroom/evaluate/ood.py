@@ -49,6 +49,7 @@ OOD_SCORES_FILE = "ood_scores_{split}_{weights}{tag}.npz"  # tag: "" or "_" + an
 __all__ = [
     "OOD_SCORES_FILE",
     "ood_metrics_name",
+    "ood_source_tag",
     "SCORES",
     "CONVENTIONS",
     "msp",
@@ -529,6 +530,12 @@ def _tune_from(
         data.run.model.eval(), lambda: data.batches(parts, batch_size), is_ood, data.std, num_classes=data.k
     )
     return {"split": split, "weights": data.weights, **tuner.result()}
+
+
+def ood_source_tag(ood_index: DatasetIndex) -> str:
+    """``vs_<OOD dataset dir name>-<index hash[:8]>``: names the open-set files of one separate OOD set
+    (``ood_metrics_<tag>.json``), so that a run scored against several keeps each."""
+    return f"vs_{ood_index.root.name}-{ood_index.index_hash[:8]}"
 
 
 def ood_metrics_name(tag: str = "") -> str:

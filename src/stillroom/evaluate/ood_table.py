@@ -35,19 +35,23 @@ _COLUMNS = (("top1", "Top-1 (%)"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"), (
             ("fpr_at_95_tpr", "FPR@95TPR"))  # fmt: skip
 
 
-def load_ood_reports(run_dirs: Sequence[str | Path], split: str = "test", weights: str = "best") -> list[dict]:
-    """The ``split``/``weights`` report of each run's ``ood_metrics.json``; a missing one is an error naming it."""
+def load_ood_reports(
+    run_dirs: Sequence[str | Path], split: str = "test", weights: str = "best", file: str = OOD_METRICS_FILE
+) -> list[dict]:
+    """The ``split``/``weights`` report of each run's ``ood_metrics.json`` (or ``file``, e.g. the reports against
+    one separate OOD set, ``ood_metrics_vs_<set>.json``); a missing one is an error naming it."""
     out = []
     for run in run_dirs:
-        path = Path(run) / OOD_METRICS_FILE
+        path = Path(run) / file
+        how = f"`stillroom evaluate {run} --ood-split {split} --weights {weights}"
+        how += "`" if file == OOD_METRICS_FILE else " --ood-index OOD_DIR`"
+        if not path.is_file():
+            raise StillroomError(f"{path}: not found; run {how}")
         data = read_json(path)
         try:
             out.append(data["splits"][split][weights])
         except (KeyError, TypeError):
-            raise StillroomError(
-                f"{path}: no report for split {split!r} / weights {weights!r}; run "
-                f"`stillroom evaluate {run} --ood-split {split} --weights {weights}`"
-            ) from None
+            raise StillroomError(f"{path}: no report for split {split!r} / weights {weights!r}; run {how}") from None
     return out
 
 

@@ -200,14 +200,14 @@ def evaluate_run(
                 )
             out["splits"].setdefault(split, {})[w] = report
     if ood_split is not None:
-        from stillroom.evaluate.ood import evaluate_open_set, ood_metrics_name
+        from stillroom.evaluate.ood import evaluate_open_set, ood_metrics_name, ood_source_tag
 
         if ood_index is not None and not isinstance(ood_index, DatasetIndex):
             ood_index = load_index(ood_index)  # once: every weights reads its rows
         # another ID set may be scored against several OOD sets: both name the files. The run's own ID rows against
         # a separate OOD set go to ood_metrics.json (what ood-table and report read) and, so that scoring another
         # OOD set later loses nothing, also to a file named by that set.
-        vs = f"vs_{ood_index.root.name}-{ood_index.index_hash[:8]}" if ood_index is not None else ""
+        vs = ood_source_tag(ood_index) if ood_index is not None else ""
         ood_tag = f"{tag}_{vs}" if tag and vs else tag
         keep_as = vs if not tag else ""
         ood_out = evaluate_open_set(

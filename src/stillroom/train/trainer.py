@@ -61,8 +61,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
-from stillroom.config import TrainConfig
-from stillroom.data.augment import augment_name, downscale, get_augment
+from stillroom.config import TrainConfig, config_from_dict
+from stillroom.data.augment import augment_name, downscale, get_augment, mix_batch
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import DatasetIndex, load_index
 from stillroom.data.species_names import display_names
@@ -288,7 +288,15 @@ def _split_report(
 def config_differs(cfg: TrainConfig, out_dir: Path) -> bool:
     """True when ``out_dir/config.json`` exists and holds another config than ``cfg`` (its resolved JSON form)."""
     saved = out_dir / "config.json"
-    return saved.is_file() and read_json(saved) != json.loads(cfg.model_dump_json())
+    if not saved.is_file():
+        return False
+    # compared after filling defaults, so a field added to TrainConfig since (with the old behaviour as its
+    # default, e.g. ``mix``) does not make a finished run look different
+    try:
+        before = json.loads(config_from_dict(read_json(saved)).model_dump_json())
+    except StillroomError:
+        return True
+    return before != json.loads(cfg.model_dump_json())
 
 
 def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool, write: bool = True) -> bool:
@@ -475,8 +483,11 @@ def _train(
         )
         sums: dict[str, float] = {}
         correct = seen = 0
+        mix_rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, epoch, 0x6D6978])  # per epoch: resume is exact
         for step, (x, y, rows, views) in enumerate(loader):
             x, y = x.to(device), y.to(device)
+            # mixed before the teachers: online teachers score the very image the student sees (function matching)
+            x, partner, lam = mix_batch(x, cfg.mix.mode, cfg.mix.alpha, cfg.mix.prob, mix_rng)
             if teachers is None:
                 t_logits = None
             else:
@@ -489,6 +500,9 @@ def _train(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(xn)
             terms = loss_fn(logits.float(), t_logits, y, epoch=epoch)
+            if lam < 1.0:  # both labels, by pixel share; label-free terms (KD) are the same in both calls
+                other = loss_fn(logits.float(), t_logits, y[partner], epoch=epoch)
+                terms = {k: lam * v + (1.0 - lam) * other[k] for k, v in terms.items()}
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise StillroomError(f"epoch {epoch + 1} step {step}: loss is {loss.item()}; lower the learning rate")
