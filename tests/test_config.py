@@ -65,3 +65,21 @@ def test_progressive_resizing_leaves_the_last_epoch_at_full_size():
     raw["schedule"]["progressive"]["epochs"] = 4
     with pytest.raises(StillroomError, match="schedule: .*must be below epochs"):
         config_from_dict(raw, source="c.yaml")
+
+
+def test_every_committed_run_config_validates():
+    """Each run config under configs/ (sweep files, with `base:` / `variants:`, excepted) loads: a typo or a field
+    combination the schema refuses (e.g. mixing with cached stores) fails here, not hours into a benchmark."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    checked = 0
+    for path in sorted(root.rglob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        if "variants" in raw or "base" in raw or "grid" in raw:
+            continue
+        load_config(path)
+        checked += 1
+    assert checked >= 10
