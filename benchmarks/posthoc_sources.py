@@ -13,8 +13,9 @@ detector? The LOSO KD students (16 epochs) reached KNN AUROC 0.86 / 0.87 / 0.94 
     python benchmarks/posthoc_sources.py --ood emoji=artifacts/posthoc/ood_emoji --ood chimera=... \
         --run artifacts/block151/patient/lum_t32x1_e96/seed1 --md artifacts/posthoc/posthoc.md
 
-Run by ``benchmarks/posthoc_sources.sh``. Not ``stillroom evaluate --ood-index`` once per source: that writes
-``RUN/ood_metrics.json`` into the run (each source over the last) and also tunes ODIN; the figures are the same (test).
+Run by ``benchmarks/posthoc_sources.sh``. ``stillroom evaluate RUN --ood-split test --ood-index SOURCE`` gives the
+same figures (test) and keeps each source's in ``RUN/ood_metrics_vs_<source>.json`` (``stillroom ood-table RUNS
+--ood-index SOURCE`` tabulates them); this script writes nothing into the runs and fits every KNN on one index.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ Augmentation replay (issue 7): with cached stores that hold V augmented views pe
 per epoch from [0, V) as a function of (seed, epoch, row), the image is re-created with the store's augment seed,
 and the teacher logits of exactly that view are looked up (``data.dataset.IndexDataset``).
 
+Mixed batches (``mix``: CutMix or mixup, ``data.augment.mix_batch``): drawn per batch from a generator seeded by
+(seed, epoch), before the teachers, so online teachers score the mixed image (function matching); the loss is the
+pixel-share-weighted sum of the loss with each image's label (label-free terms such as KD come out unchanged).
+
 Progressive resizing (``schedule.progressive``): the first epochs train on the views reduced to a smaller side
 (``data.augment.downscale``); teachers (online or replayed) score the full-size view; validation, precise BN and
 the saved weights use the data's size.
