@@ -27,6 +27,18 @@ def _metrics(run):
     return json.loads((run / "metrics.json").read_text())
 
 
+def _interrupted_then_resumed(raw: dict, out, after: int):
+    """Train ``raw`` into ``out``, stop it (KeyboardInterrupt) after epoch ``after``, resume it; the run directory."""
+
+    def stop(phase, done, total, record=None):
+        if phase == "epoch" and done == after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(raw), out, progress=stop)
+    return train(config_from_dict(raw), out, resume=True)
+
+
 def test_teacher_learns_and_writes_a_complete_run(teacher_run, shapes_index):
     for name in ("config.json", "config.yaml", "model.json", "state.json", "best.safetensors", "final.safetensors"):
         assert (teacher_run / name).is_file(), name
@@ -155,13 +167,7 @@ def test_weight_average_is_what_is_saved_and_resumes_exactly(shapes_index, tmp_p
     assert any(not torch.equal(final[k], trained[k]) for k in weights)
     assert _metrics(full)["splits"]["test"]["final"]["top1"] > 0.25  # learns (4 classes)
 
-    def stop_after_two(phase, done, total, record=None):
-        if phase == "epoch" and done == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_two)
-    resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
+    resumed = _interrupted_then_resumed(raw, tmp_path / "cut", after=2)
     wb = load_file(resumed / "final.safetensors")
     assert all(torch.equal(final[k], wb[k]) for k in final)  # the average is part of the resumable state
 
@@ -306,13 +312,7 @@ def test_cutmix_function_matching_online_resumes_exactly(teacher_run, shapes_ind
     assert _metrics(full)["splits"]["test"]["best"]["top1"] > 0.5  # learns (4 classes) from mixed images
     assert json.loads((full / "config.json").read_text())["mix"] == {"mode": "cutmix", "alpha": 1.0, "prob": 1.0}
 
-    def stop_after_one(phase, done, total, record=None):
-        if phase == "epoch" and done == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_one)
-    resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
+    resumed = _interrupted_then_resumed(raw, tmp_path / "cut", after=1)
     wa, wb = load_file(full / "final.safetensors"), load_file(resumed / "final.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
