@@ -350,7 +350,7 @@ def test_cutmix_pastes_one_box_and_reports_its_exact_share():
     """CutMix pastes one box of the partner's pixels; lam is the pixel share of each row's own image, so labels
     weighted by it match what is in the picture; binary masks stay binary; the same generator state gives the same
     batch (so a resumed epoch mixes as the uninterrupted one)."""
-    from stillroom.data.augment import mix_batch
+    from stillroom.data.mix import mix_batch
 
     x = (torch.arange(6, dtype=torch.uint8) * 40).view(6, 1, 1, 1).expand(6, 1, 32, 32).contiguous()
     mixed_any = False
@@ -376,7 +376,7 @@ def test_cutmix_pastes_one_box_and_reports_its_exact_share():
 
 
 def test_mixup_blends_and_no_mix_is_the_identity():
-    from stillroom.data.augment import mix_batch
+    from stillroom.data.mix import mix_batch
 
     x = torch.zeros((4, 1, 8, 8), dtype=torch.uint8)
     x[1], x[3] = 255, 255

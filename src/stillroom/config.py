@@ -110,7 +110,7 @@ class EMAConfig(_Strict):
 
 
 class MixConfig(_Strict):
-    """Mixed training images (``data.augment.mix_batch``): CutMix (Yun et al. 2019) pastes a box of another image
+    """Mixed training images (``data.mix.mix_batch``): CutMix (Yun et al. 2019) pastes a box of another image
     of the batch, mixup (Zhang et al. 2018) blends two; hard-label terms take both labels, weighted by their pixel
     share. With teachers run online, the teacher scores the mixed image and the student learns its answer there:
     function matching (Beyer et al. 2022, "A good teacher is patient and consistent", §3), which shows the student

@@ -20,7 +20,7 @@ Augmentation replay (issue 7): with cached stores that hold V augmented views pe
 per epoch from [0, V) as a function of (seed, epoch, row), the image is re-created with the store's augment seed,
 and the teacher logits of exactly that view are looked up (``data.dataset.IndexDataset``).
 
-Mixed batches (``mix``: CutMix or mixup, ``data.augment.mix_batch``): drawn per batch from a generator seeded by
+Mixed batches (``mix``: CutMix or mixup, ``data.mix.mix_batch``): drawn per batch from a generator seeded by
 (seed, epoch), before the teachers, so online teachers score the mixed image (function matching); the loss is the
 pixel-share-weighted sum of the loss with each image's label (label-free terms such as KD come out unchanged).
 
@@ -66,9 +66,10 @@ from torch.utils.data import DataLoader, Sampler
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
 from stillroom.config import TrainConfig, config_from_dict
-from stillroom.data.augment import augment_name, downscale, get_augment, mix_batch
+from stillroom.data.augment import augment_name, downscale, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
 from stillroom.models.inference import predict_logits
