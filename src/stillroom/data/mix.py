@@ -46,5 +46,5 @@ def mix_batch(
     if y1 <= y0 or x1 <= x0:
         return x, keep, 1.0
     mixed = x.clone()
-    mixed[:, :, y0:y1, x0:x1] = x[partner][:, :, y0:y1, x0:x1]
+    mixed[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]  # gathers the box only, not whole images
     return mixed, partner, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
