@@ -8,34 +8,44 @@
 #   TEACHER=artifacts/s31/teachers/block_teacher_resnet18_e32_s0 REFS="artifacts/s32/fm/kd_s0 ..." \
 #     OODS="blend=DIR chimera-native=DIR ..." OUT=artifacts/s32/fm SEEDS="0 1 2" bash benchmarks/function_matching.sh
 #
+# Other one-factor variants of the same reference run through it too: CFG (the config), VARIANT (run name prefix),
+# TABLE (table prefix), TEACHERS (the teachers' --set), e.g. logit matching from the replay store:
+#   CFG=configs/openset151/student_logit_mse.yaml VARIANT=logit_mse TABLE=mse \
+#     TEACHERS="teachers.cached=[artifacts/s31/loso_spe_near/stores_id_v16/block_teacher_resnet18_e32_s0]" ...
+#
 # STAGE=train trains only (run two one-thread lanes with different SEEDS side by side), STAGE=eval evaluates every
 # run of SEEDS and every REFS run (`stillroom evaluate RUN --ood-index` per source: one ood_metrics_vs_<source>.json
 # each; the icons with --index STYLE) and writes one `stillroom ood-table` per source and group; all (default): both.
 set -euo pipefail
 OUT=${OUT:-artifacts/fm}
 ID=${ID:-artifacts/demo/data/sprites64_1-151}
-TEACHER=${TEACHER:?set TEACHER to the K-class teacher run (the one the REFS were distilled from)}
+CFG=${CFG:-configs/openset151/student_kd_fm_cutmix.yaml}
+VARIANT=${VARIANT:-fm_cutmix}
+TABLE=${TABLE:-fm}
+if [ -z "${TEACHERS:-}" ]; then
+  TEACHER=${TEACHER:?set TEACHER to the K-class teacher run (the one the REFS were distilled from), or TEACHERS}
+  TEACHERS="teachers.online=[$TEACHER]"
+fi
 SEEDS=${SEEDS:-0 1 2}
 OODS=${OODS:-}   # NAME=DIR of OOD source indexes built against ID (as benchmarks/openset_loso.sh builds them)
 REFS=${REFS:-}   # reference runs (e.g. copies of openset_loso.sh's kd_s<seed>), evaluated the same way
 STYLE=${STYLE:-artifacts/demo/data/style_icons_sprites64_1-151}
 STAGE=${STAGE:-all}
-CFG=configs/openset151/student_kd_fm_cutmix.yaml
 stamp() { echo "[$(date -u +%H:%M:%S)] $*"; }
 mkdir -p "$OUT/runs"
 
 if [ "$STAGE" != eval ]; then
   for seed in $SEEDS; do
-    run="$OUT/runs/fm_cutmix_s$seed"
+    run="$OUT/runs/${VARIANT}_s$seed"
     [ -f "$run/metrics.json" ] && continue
-    stamp "function matching on CutMix batches, seed $seed"
-    stillroom train "$CFG" --out "$run" --resume --quiet --set seed="$seed" --set name="fm_cutmix_s$seed" \
-      --set data.index="$ID" --set "teachers.online=[$TEACHER]"
+    stamp "$VARIANT ($CFG), seed $seed"
+    stillroom train "$CFG" --out "$run" --resume --quiet --set seed="$seed" --set name="${VARIANT}_s$seed" \
+      --set data.index="$ID" --set "$TEACHERS"
   done
 fi
 [ "$STAGE" = train ] && exit 0
 
-fm=(); for seed in $SEEDS; do fm+=("$OUT/runs/fm_cutmix_s$seed"); done
+fm=(); for seed in $SEEDS; do fm+=("$OUT/runs/${VARIANT}_s$seed"); done
 refs=($REFS)
 for run in "${fm[@]}" "${refs[@]}"; do
   for spec in $OODS; do
@@ -49,7 +59,7 @@ for run in "${fm[@]}" "${refs[@]}"; do
 done
 for spec in $OODS; do
   name=${spec%%=*}
-  stillroom ood-table "${fm[@]}" --ood-index "${spec#*=}" --markdown "$OUT/fm_$name.md" > /dev/null
+  stillroom ood-table "${fm[@]}" --ood-index "${spec#*=}" --markdown "$OUT/${TABLE}_$name.md" > /dev/null
   [ ${#refs[@]} -gt 0 ] && stillroom ood-table "${refs[@]}" --ood-index "${spec#*=}" --markdown "$OUT/ref_$name.md" > /dev/null
 done
-stamp "done: $OUT/fm_<source>.md, $OUT/ref_<source>.md"
+stamp "done: $OUT/${TABLE}_<source>.md, $OUT/ref_<source>.md"

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses import ce, dkd, kd, luminet, target_dampened  # noqa: F401 (registers each loss)
+from stillroom.distill.losses import ce, dkd, kd, logit_mse, luminet, target_dampened  # noqa: F401 (registers each)
 from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, LOSSES, DistillLoss, LossParams, register_loss
 
 if TYPE_CHECKING:
