@@ -9,7 +9,7 @@
 #     OODS="blend=DIR chimera-native=DIR ..." OUT=artifacts/s32/fm SEEDS="0 1 2" bash benchmarks/function_matching.sh
 #
 # Other one-factor variants of the same reference run through it too: CFG (the config), VARIANT (run name prefix),
-# TABLE (table prefix), TEACHERS (the teachers' --set), e.g. logit matching from the replay store:
+# TABLE (table prefix), TEACHERS (the teachers' --set), SETS (more `--set` overrides, space-separated), e.g. logit matching from the replay store:
 #   CFG=configs/openset151/student_logit_mse.yaml VARIANT=logit_mse TABLE=mse \
 #     TEACHERS="teachers.cached=[artifacts/s31/loso_spe_near/stores_id_v16/block_teacher_resnet18_e32_s0]" ...
 #
@@ -27,6 +27,7 @@ if [ -z "${TEACHERS:-}" ]; then
   TEACHERS="teachers.online=[$TEACHER]"
 fi
 SEEDS=${SEEDS:-0 1 2}
+SETS=${SETS:-}   # more overrides, e.g. "loss.params.kd_weight=1.0"
 OODS=${OODS:-}   # NAME=DIR of OOD source indexes built against ID (as benchmarks/openset_loso.sh builds them)
 REFS=${REFS:-}   # reference runs (e.g. copies of openset_loso.sh's kd_s<seed>), evaluated the same way
 STYLE=${STYLE:-artifacts/demo/data/style_icons_sprites64_1-151}
@@ -38,9 +39,10 @@ if [ "$STAGE" != eval ]; then
   for seed in $SEEDS; do
     run="$OUT/runs/${VARIANT}_s$seed"
     [ -f "$run/metrics.json" ] && continue
-    stamp "$VARIANT ($CFG), seed $seed"
+    stamp "$VARIANT ($CFG $SETS), seed $seed"
+    extra=(); for kv in $SETS; do extra+=(--set "$kv"); done
     stillroom train "$CFG" --out "$run" --resume --quiet --set seed="$seed" --set name="${VARIANT}_s$seed" \
-      --set data.index="$ID" --set "$TEACHERS"
+      --set data.index="$ID" --set "$TEACHERS" ${extra[@]+"${extra[@]}"}
   done
 fi
 [ "$STAGE" = train ] && exit 0

@@ -10,6 +10,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -287,3 +288,49 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
                 renamed, sub.recipe)  # fmt: skip
     with pytest.raises(StillroomError, match="no output for"):
         bench.subset_scores(str(teacher_run), str(other), ["test"])
+
+
+def test_score_agreement_ranks_against_the_reference(tmp_path, capsys):
+    bench = _script("score_agreement")
+    rng = np.random.default_rng(0)
+    is_ood = np.r_[np.zeros(20, bool), np.ones(10, bool)]
+    ref = rng.normal(size=30)
+
+    def write(name: str, score: np.ndarray, rows: np.ndarray = is_ood) -> None:
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "ood_scores_test_best_vs_ood_blend-0123abcd.npz", is_ood=rows, maxlogit=score)
+
+    write("teacher", ref)
+    write("same_s0", ref * 2 + 1)  # a monotone copy: rho 1 on every row set
+    write("flip_s0", -ref)  # the reverse order: rho -1
+    bench.main(
+        [
+            "--reference",
+            str(tmp_path / "teacher"),
+            "--source",
+            "blend",
+            "--group",
+            f"same={tmp_path}/same_s*",
+            "--group",
+            f"flip={tmp_path}/flip_s*",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "| same | 1 | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 |" in out
+    assert "| flip | 1 | -1.000 ± 0.000 | -1.000 ± 0.000 | -1.000 ± 0.000 |" in out
+    write("other_s0", ref, rows=~is_ood)  # not the reference's rows: refused, naming the run
+    with pytest.raises(SystemExit, match="other_s0: its blend test rows are not the reference's"):
+        bench.main(["--reference", str(tmp_path / "teacher"), "--source", "blend", "--group", f"o={tmp_path}/other_s*"])
+    with pytest.raises(SystemExit, match="no score 'knn'"):
+        bench.main(
+            [
+                "--reference",
+                str(tmp_path / "teacher"),
+                "--source",
+                "blend",
+                "--score",
+                "knn",
+                "--group",
+                f"same={tmp_path}/same_s*",
+            ]
+        )
