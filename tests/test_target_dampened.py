@@ -49,6 +49,26 @@ def test_golden_values_by_hand():
     )
 
 
+def test_match_logits_regresses_the_id_columns_on_id_rows_only():
+    # ID row: z[:K] = (1, 2), teacher (2, 0.5): squared errors 1, 2.25 -> mean 1.625; the OOD row (teacher 9, -9)
+    # adds nothing; CE and the sink term are those of match = "kl"; the temperature is not read
+    kl = build_loss("target_dampened", kd_weight=0.3, temperature=2.0, ood_weight=7.8)
+    lg = build_loss("target_dampened", kd_weight=0.3, temperature=2.0, ood_weight=7.8, match="logits")
+    a, b = kl(Z, T_LOGITS, Y), lg(Z, T_LOGITS, Y)
+    assert b["loss_kd"].item() == pytest.approx(0.3 * 1.625 / 2, abs=1e-12)
+    assert b["loss_ce"] == a["loss_ce"] and b["loss_ood"] == a["loss_ood"]
+    other_t = build_loss("target_dampened", kd_weight=0.3, temperature=9.0, ood_weight=7.8, match="logits")
+    assert other_t(Z, T_LOGITS, Y)["loss_kd"] == b["loss_kd"]
+    # several teachers: their mean logits; the sink column never enters the MSE
+    two = torch.cat([T_LOGITS - 1.0, T_LOGITS + 1.0])
+    assert lg(Z, two, Y)["loss_kd"].item() == pytest.approx(b["loss_kd"].item(), abs=1e-12)
+    z = Z.clone().requires_grad_(True)
+    lg(z, T_LOGITS, Y)["loss_kd"].backward()
+    assert z.grad[0, 2] == 0 and torch.count_nonzero(z.grad[1]) == 0
+    with pytest.raises(StillroomError, match="match"):
+        build_loss("target_dampened", match="mse")
+
+
 def test_ood_sample_contributes_only_g_ce_toward_the_sink():
     z = Z[1:].clone().requires_grad_(True)
     loss = build_loss("target_dampened")  # seed000: g = 7.8
@@ -116,6 +136,7 @@ def test_recipe_is_read_as_preset_with_a_warning():
         "temperature": 4.0,
         "ood_weight": 7.8,
         "sink_index": None,
+        "match": "kl",
     }
     with pytest.raises(StillroomError, match="preset must be one of"), pytest.warns(FutureWarning):
         build_loss("target_dampened", recipe="paper")

@@ -7,6 +7,12 @@ K in-distribution classes (multi-teacher ``fused`` of ``_multi.teacher_targets``
     ID  (y != K):  l_i = (1 - a) CE(z_i, y_i) + a T^2 KL(p_t,i^T || softmax(z_i[:K] / T))
     OOD (y == K):  l_i = g CE(z_i, K)
 
+With ``match = "logits"`` the ID rows regress the teachers' mean raw logits instead (Kim et al. 2021; the loss
+``logit_mse`` says why: KL is blind to the level of the logits that MaxLogit and Energy read, and a K+1 student's
+ladder reads them too)::
+
+    ID  (y != K):  l_i = (1 - a) CE(z_i, y_i) + a (1/K) ||z_i[:K] - mean_m t_m,i||^2      (T is then unused)
+
 and L = (1/B) sum_i l_i over the whole batch, returned as three weighted terms ``loss_ce`` (ID CE), ``loss_kd``
 (ID KL) and ``loss_ood`` (OOD CE) that sum to L. CE uses all K+1 columns; the KL uses the student's K ID columns
 only, renormalized, because the teachers have no sink column. A teacher given with more than K columns (e.g. a K+1
@@ -33,7 +39,7 @@ Seed 000 Table 3 (g x seeds) is a ``stillroom sweep`` file over a base config th
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +58,7 @@ GAMMA_GRID = (0.0, 4.0, 7.8, 10.0)  # seed 000 Table 3
 
 class TargetDampenedParams(LossParams):
     """preset, kd_weight in [0, 1], temperature > 0, ood_weight >= 0 (each from the preset unless given),
-    sink_index (None: the last student column)."""
+    sink_index (None: the last student column), match ("kl" or "logits")."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "seed000": {"kd_weight": 0.3, "temperature": DEFAULT_TEMPERATURE, "ood_weight": 7.8},
@@ -65,6 +71,8 @@ class TargetDampenedParams(LossParams):
     temperature: Positive
     ood_weight: NonNegative
     sink_index: Annotated[int, Strict(), Field(ge=1)] | None = None
+    #: what the ID rows take from the teachers: their distribution at T ("kl", seed 000) or their raw logits
+    match: Literal["kl", "logits"] = "kl"
 
 
 @register_loss("target_dampened")
@@ -113,10 +121,14 @@ class TargetDampenedLoss(DistillLoss):
                 raise StillroomError(
                     f"loss 'target_dampened': teachers have {t.shape[2]} classes, the student {k} ID classes + sink"
                 )
-            temp = p.temperature
-            log_p_s = F.log_softmax(student_logits[:, :k] / temp, dim=1)  # (B, K) ID columns only
-            # log of the teachers' mean probability over the K ID columns, in log space (no log(0))
-            log_target, _ = teacher_targets(t[:, :, :k], temp, "fused", None, "target_dampened")  # (1, B, K)
-            kl = F.kl_div(log_p_s, log_target[0], reduction="none", log_target=True).sum(1)  # (B,)
-            loss_kd = p.kd_weight * temp**2 * torch.where(is_id, kl, zero).sum() / batch
+            if p.match == "logits":  # mean squared error to the teachers' mean logits over the K ID columns
+                term = (student_logits[:, :k] - t[:, :, :k].mean(0)).pow(2).mean(1)  # (B,)
+            else:
+                temp = p.temperature
+                log_p_s = F.log_softmax(student_logits[:, :k] / temp, dim=1)  # (B, K) ID columns only
+                # log of the teachers' mean probability over the K ID columns, in log space (no log(0))
+                log_target, _ = teacher_targets(t[:, :, :k], temp, "fused", None, "target_dampened")  # (1, B, K)
+                kl = F.kl_div(log_p_s, log_target[0], reduction="none", log_target=True).sum(1)  # (B,)
+                term = temp**2 * kl
+            loss_kd = p.kd_weight * torch.where(is_id, term, zero).sum() / batch
         return {"loss_ce": loss_ce, "loss_kd": loss_kd, "loss_ood": loss_ood}
