@@ -30,6 +30,7 @@ __all__ = [
     "MultiTeacherParams",
     "check_classes",
     "teacher_targets",
+    "teacher_weights",
     "warmup_factor",
 ]
 
@@ -69,6 +70,16 @@ def check_classes(student_logits: Tensor, t: Tensor, loss: str) -> None:
         raise StillroomError(f"loss {loss!r}: student has {k_s} outputs, teachers {k}{sink}")
 
 
+def teacher_weights(t: Tensor, weights: list[float] | None, loss: str) -> Tensor:
+    """(M,) weights of the M teachers in ``t`` (M, B, K): uniform when ``weights`` is None, else one per teacher."""
+    m = t.shape[0]
+    if weights is None:
+        return torch.full((m,), 1.0 / m, dtype=t.dtype, device=t.device)
+    if len(weights) != m:
+        raise StillroomError(f"loss {loss!r}: {len(weights)} teacher_weights for {m} teachers")
+    return torch.tensor(weights, dtype=t.dtype, device=t.device)
+
+
 def teacher_targets(
     t: Tensor, temperature: float, mode: str, weights: list[float] | None, loss: str
 ) -> tuple[Tensor, Tensor]:
@@ -77,13 +88,7 @@ def teacher_targets(
     Returns ``(log_targets (M', B, K), w (M',))``: M' = M with the teacher weights for ``split``, M' = 1 with
     w = [1] otherwise. The loss computes its batch-mean terms per target and returns ``(w * terms).sum()``.
     """
-    m = t.shape[0]
-    if weights is None:
-        w = torch.full((m,), 1.0 / m, dtype=t.dtype, device=t.device)
-    elif len(weights) != m:
-        raise StillroomError(f"loss {loss!r}: {len(weights)} teacher_weights for {m} teachers")
-    else:
-        w = torch.tensor(weights, dtype=t.dtype, device=t.device)
+    w = teacher_weights(t, weights, loss)
     if mode == "split":
         return F.log_softmax(t / temperature, dim=2), w
     one = torch.ones(1, dtype=t.dtype, device=t.device)

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom._io import StillroomError
 from stillroom.distill.losses._base import DistillLoss, register_loss
-from stillroom.distill.losses._multi import MULTI_TEACHER_MODES, MultiTeacherParams, check_classes
+from stillroom.distill.losses._multi import MultiTeacherParams, check_classes, teacher_weights
 from stillroom.distill.losses._params import Fraction, Smoothing
 
 __all__ = ["LogitMSELoss", "LogitMSEParams"]
@@ -59,18 +57,10 @@ class LogitMSELoss(DistillLoss):
         assert t is not None
         check_classes(student_logits, t, "logit_mse")
         p = self.params
-        m = t.shape[0]
-        if p.teacher_weights is None:
-            w = torch.full((m,), 1.0 / m, dtype=t.dtype, device=t.device)
-        elif len(p.teacher_weights) != m:
-            raise StillroomError(f"loss 'logit_mse': {len(p.teacher_weights)} teacher_weights for {m} teachers")
-        else:
-            w = torch.tensor(p.teacher_weights, dtype=t.dtype, device=t.device)
+        w = teacher_weights(t, p.teacher_weights, "logit_mse")  # (M,)
         if p.multi_teacher == "split":
             mse = (w * ((student_logits.unsqueeze(0) - t) ** 2).mean(dim=(1, 2))).sum()
-        elif p.multi_teacher in MULTI_TEACHER_MODES:
+        else:  # fused and logits: the weighted mean of the teachers' logits
             mse = F.mse_loss(student_logits, (w[:, None, None] * t).sum(0))
-        else:  # unreachable: the params model only admits MULTI_TEACHER_MODES
-            raise StillroomError(f"loss 'logit_mse': unknown multi_teacher {p.multi_teacher!r}")
         ce = F.cross_entropy(student_logits, target, label_smoothing=p.label_smoothing)
         return {"loss_ce": (1.0 - p.kd_weight) * ce, "loss_kd": p.kd_weight * mse}
