@@ -9,7 +9,8 @@
 #     OODS="blend=DIR chimera-native=DIR ..." OUT=artifacts/s32/fm SEEDS="0 1 2" bash benchmarks/function_matching.sh
 #
 # Other one-factor variants of the same reference run through it too: CFG (the config), VARIANT (run name prefix),
-# TABLE (table prefix), TEACHERS (the teachers' --set), SETS (more `--set` overrides, space-separated), e.g. logit matching from the replay store:
+# TABLE (table prefix), TEACHERS (the teachers' --set), SETS (more `--set` overrides, space-separated), e.g.
+# logit matching from the replay store:
 #   CFG=configs/openset151/student_logit_mse.yaml VARIANT=logit_mse TABLE=mse \
 #     TEACHERS="teachers.cached=[artifacts/s31/loso_spe_near/stores_id_v16/block_teacher_resnet18_e32_s0]" ...
 #
