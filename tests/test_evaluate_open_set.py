@@ -24,7 +24,7 @@ from stillroom.runs import load_run
 
 SCORE_NAMES = {"msp", "maxlogit", "energy", "odin", "sink"}
 if importlib.util.find_spec("pytorch_ood") is not None:  # feature-based scores (evaluate.feature_ood)
-    SCORE_NAMES |= {"knn", "ash", "scale"}
+    SCORE_NAMES |= {"knn", "ash", "scale", "rmd"}
 ODIN_GRID = ["--odin-grid-T", "1", "--odin-grid-T", "1000", "--odin-grid-eps", "0", "--odin-grid-eps", "0.0014"]
 
 

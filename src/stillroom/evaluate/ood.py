@@ -17,9 +17,9 @@ For a K+1 model the first three see the K ID columns only (the sink has its own 
 the input is moved against the sign of the gradient of CE(z / T, predicted class), by ``eps`` in [0, 1] image
 units, i.e. ``eps / std`` in the normalized input the model sees (std of the run's own preprocessing recipe), then
 scored with MSP of z / T (Liang et al. 2018). T = 1000, eps = 0.0014 (seed 000 §3.2) unless tuned with
-``tune_odin``, which only ever looks at validation rows. Feature-based scores ``knn``, ``ash`` and ``scale`` come from
-pytorch-ood when it is installed (``evaluate.feature_ood``; KNN fitted on the run's ID training rows); the report's
-``feature_scores`` gives their parameters or why they were skipped.
+``tune_odin``, which only ever looks at validation rows. Feature-based scores ``knn``, ``ash``, ``scale`` and ``rmd``
+come from pytorch-ood when it is installed (``evaluate.feature_ood``; KNN and RMD fitted on the run's ID training
+rows); the report's ``feature_scores`` gives their parameters or why they were skipped.
 
 Why one module of over 400 lines: the post-hoc scores, their metrics, ODIN tuning and the open-set report all work
 on one run's ID/OOD row layout (``_RunData``).
@@ -323,12 +323,13 @@ class _RunData:
 
 
 def _feature_scores(data: _RunData, parts: list, batch_size: int) -> dict[str, Any]:
-    """KNN / ASH / SCALE through pytorch-ood (``evaluate.feature_ood``); KNN fitted on the ID train rows of the
-    index (clean images), never on the rows it scores. An index without train rows (an evaluation set such as the
+    """KNN / ASH / SCALE / RMD through pytorch-ood (``evaluate.feature_ood``); KNN fitted on the ID train rows of the
+    index (clean images), never on the rows it scores; RMD on the same rows with their labels and, for silhouettes,
+    their ``style`` views. An index without train rows (an evaluation set such as the
     species drawn by another artist, ``data build style-icons``) gets KNN fitted on the train rows of the run's own
     index: what the model was trained on, as a deployment would."""
     from stillroom.data.dataset import load_images
-    from stillroom.evaluate.feature_ood import feature_scores
+    from stillroom.evaluate.feature_ood import feature_scores, style_view_batches
     from stillroom.models.inference import iter_batches
 
     index, images = data.index, data.images
@@ -339,11 +340,16 @@ def _feature_scores(data: _RunData, parts: list, batch_size: int) -> dict[str, A
     train = train[index.labels[train] < data.k]
     if len(train) == 0:
         return {"skipped": f"{index.root}: no ID train rows to fit KNN on"}
+    norm, recipe = data.run.normalizer, index.recipe
+    silhouettes = recipe.get("kind", "silhouette") == "silhouette" and int(recipe.get("channels", 1)) == 1
     out = feature_scores(
         data.run.model,
         lambda: data.batches(parts, batch_size),
-        lambda: iter_batches(images, train, data.run.normalizer, batch_size),
+        lambda: iter_batches(images, train, norm, batch_size),
         num_id_classes=data.k,
+        fit_labels=index.labels[train],
+        # re-drawn silhouettes only: the style views have no meaning for photos (RMD then fits the clean rows)
+        fit_views=(lambda: style_view_batches(images, train, norm, batch_size)) if silhouettes else None,
     )
     if index is not data.index and "params" in out:
         out["params"]["knn"]["fit_index"] = str(index.root)
@@ -432,7 +438,7 @@ def _report_from(
         "conventions": CONVENTIONS,
         "odin": {"temperature": float(odin_t), "eps": float(odin_eps), "tuned_on": odin_tuned_on},
         "scores": {name: ood_metrics(s[~is_ood], s[is_ood]) for name, s in scores.items()},
-        "feature_scores": feature,  # parameters of knn / ash / scale, or why they were skipped
+        "feature_scores": feature,  # parameters of knn / ash / scale / rmd, or why they were skipped
     }
     if data.has_sink:
         out["ood_rejection_rate"] = float((pred[is_ood] == k).mean())

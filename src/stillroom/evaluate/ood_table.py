@@ -30,6 +30,7 @@ METHODS = (
     ("knn", "KNN on penultimate features (pytorch-ood)"),
     ("ash", "ASH-S (pytorch-ood)"),
     ("scale", "SCALE (pytorch-ood)"),
+    ("rmd", "Relative Mahalanobis, style views (pytorch-ood)"),
 )
 _COLUMNS = (("top1", "Top-1 (%)"), ("auroc", "AUROC"), ("aupr_in", "AUPR-In"), ("aupr_out", "AUPR-Out"),
             ("fpr_at_95_tpr", "FPR@95TPR"))  # fmt: skip
