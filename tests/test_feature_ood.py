@@ -163,8 +163,8 @@ def test_rmd_fits_the_views_too_and_they_widen_the_classes():
 
 
 def test_style_views_are_redrawn_silhouettes_and_repeatable():
-    from stillroom.evaluate.feature_ood import style_view_batches
     from stillroom.data.dataset import Normalizer
+    from stillroom.evaluate.feature_ood import style_view_batches
 
     rng = np.random.default_rng(0)
     images = np.full((5, 1, 32, 32), 255, dtype=np.uint8)
