@@ -334,3 +334,31 @@ def test_score_agreement_ranks_against_the_reference(tmp_path, capsys):
                 f"same={tmp_path}/same_s*",
             ]
         )
+
+
+def test_rmd_accept_matches_evaluate_and_thresholds_on_val(teacher_run, shapes_index, ood_only, tmp_path):
+    """benchmarks/rmd_accept.py: its RMD (train rows + style views) and KNN AUROC equal `evaluate_open_set`'s on the
+    same run and OOD set; every score's threshold accepts ~95% of clean ID val; a second call reuses the cache."""
+    import json
+    import shutil
+
+    pytest.importorskip("pytorch_ood")
+    from stillroom.evaluate.ood import evaluate_open_set
+
+    run = tmp_path / "run"
+    shutil.copytree(teacher_run, run)
+    bench = _script("rmd_accept")
+    row = bench.run_row(str(run), str(shapes_index.root), None, {"rings": str(ood_only.root)})
+    evaluate_open_set(run, split="test", weights=("best",), ood_index=ood_only.root)
+    report = json.loads((run / "ood_metrics.json").read_text())["splits"]["test"]["best"]
+    for name in ("rmd", "knn", "maxlogit"):
+        assert row["scores"][name]["ood"]["rings"]["auroc"] == pytest.approx(report["scores"][name]["auroc"], abs=1e-6)
+    assert set(row["scores"]) == {"maxlogit", "energy", "knn", "ash", "rmd", "rmd_clean"}
+    for s in row["scores"].values():
+        assert 0.85 <= s["id_test_accepted"] <= 1.0 and s["rewrites_accepted_worst"] <= s["rewrites_accepted_mean"]
+    out, md = tmp_path / "rows.json", tmp_path / "t.md"
+    args = ["--id-index", str(shapes_index.root), "--ood", f"rings={ood_only.root}", "--group", f"t={run}"]
+    bench.main([*args, "--json", str(out), "--md", str(md)])
+    cached = json.loads(out.read_text())
+    bench.main([*args, "--json", str(out)])
+    assert json.loads(out.read_text()) == cached and "| rmd_clean |" in md.read_text()
