@@ -63,7 +63,7 @@ def test_cli_export_ladder_signal(run, tmp_path, ood_only):
     assert d["signal"] == "energy" and d["format"] == "stillroom-ladder/2"
     assert "ladder signal energy: set by the caller" in res.output
     res = CliRunner().invoke(app, [*args, "--ladder-signal", "odin"])
-    assert isinstance(res.exception, StillroomError) and "maxlogit, energy, msp, sink, knn, fused, auto" in str(
+    assert isinstance(res.exception, StillroomError) and "maxlogit, energy, msp, sink, knn, rmd, fused, auto" in str(
         res.exception
     )
     res = CliRunner().invoke(app, args)  # default auto

@@ -198,7 +198,7 @@ def test_old_ladder_file_loads_as_maxlogit_and_decides_as_before(tmp_path):
 
 
 def test_signal_errors(tmp_path):
-    with pytest.raises(StillroomError, match="maxlogit, energy, msp, sink, knn, fused, auto, got 'odin'"):
+    with pytest.raises(StillroomError, match="maxlogit, energy, msp, sink, knn, rmd, fused, auto, got 'odin'"):
         Ladder(signal="odin")
     with pytest.raises(StillroomError, match="from_thresholds: signal must be one of maxlogit, energy, msp"):
         Ladder.from_thresholds(1.0, 2.0, n_members=1, num_classes=3, margin=0.0, signal="auto")

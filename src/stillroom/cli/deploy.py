@@ -101,10 +101,11 @@ def export_cmd(
         "auto",
         "--ladder-signal",
         help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | sink (K+1 models: log-odds against the"
-        " sink) | knn (penultimate features, needs export/model_features.onnx) | fused (mean of maxlogit, sink and"
+        " sink) | knn (penultimate features, needs export/model_features.onnx) | rmd (relative Mahalanobis on the"
+        " same features, fitted on the ID train rows and their style views) | fused (mean of maxlogit, sink and"
         " knn, each standardized on clean ID val; needs a sink or knn) | auto (highest val AUROC against the"
-        " OOD val rows: a merged index's sink rows or --ood-index, sink and fused included for K+1 models, knn when"
-        " the features file exists; maxlogit without them)",
+        " OOD val rows: a merged index's sink rows or --ood-index, sink and fused included for K+1 models, knn and"
+        " rmd when the features file exists; maxlogit without them)",
     ),
 ) -> None:
     """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""
@@ -198,7 +199,7 @@ def export_cmd(
         if exp_path.is_file() and read_json(exp_path).get("int8_check", {}).get("ok"):
             from stillroom.deploy.run_ladder import LADDER_FILES
 
-            signal8 = "auto" if lad.uses_knn else ladder_signal  # int8 features are not exported
+            signal8 = "auto" if lad.uses_features else ladder_signal  # int8 features are not exported
             if signal8 != ladder_signal:
                 console.print(
                     f"int8 ladder: knn is served in fp32 only; the int8 ladder takes auto instead of {lad.signal_}"

@@ -218,8 +218,8 @@ def style_proxy_cmd(
     ladder_signal: str | None = typer.Option(
         None,
         "--ladder-signal",
-        help="fit the ladder on clean val with this signal (maxlogit, energy, msp, sink, knn, fused, auto; "
-        "not saved); default: RUN/ladder.json as served",
+        help="fit the ladder on clean val with this signal (maxlogit, energy, msp, sink, knn, rmd, fused, "
+        "auto; not saved); default: RUN/ladder.json as served",
     ),  # fmt: skip
     ood_index: Path | None = typer.Option(None, "--ood-index", help="OOD dataset (when the index has no sink rows)"),
     index: Path | None = typer.Option(None, "--index", help="another build of the run's dataset"),

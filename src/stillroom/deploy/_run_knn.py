@@ -1,6 +1,7 @@
-"""Run-level pieces of the ladder's knn signal (``deploy.knn``, issue 16 item 4), kept apart from ``run_ladder`` so
-that each stays short: whether a run can serve knn, the PyTorch penultimate features with evaluation's cut, and the
-bank of the run's clean ID training rows."""
+"""Run-level pieces of the ladder's feature signals (``deploy.knn``, ``deploy.rmd``; issue 16 item 4), kept apart
+from ``run_ladder`` so that each stays short: whether a run can serve them, the PyTorch penultimate features with
+evaluation's cut, the KNN bank of the run's clean ID training rows and the RMD Gaussians of the same rows and their
+style views."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 from stillroom._io import read_json
 from stillroom.deploy.knn import KNN_K, KNNScorer
 from stillroom.deploy.onnx_export import EXPORT_DIR
+from stillroom.deploy.rmd import RMDScorer
 from stillroom.runs import Run, split_rows
 
-__all__ = ["knn_available", "knn_inputs", "run_features"]
+__all__ = ["knn_available", "knn_inputs", "rmd_scorer", "run_features"]
 
 
 def knn_available(run_dir: str | Path, weights_sha256: str) -> str | None:
@@ -69,3 +71,25 @@ def knn_inputs(d: dict[str, Any]) -> tuple[KNNScorer, np.ndarray, np.ndarray | N
     if d["ood_rows"] is not None and len(d["ood_rows"]):
         ood = run_features(run, d["ood_images"], d["ood_rows"])
     return scorer, val, ood, {"index": str(idx.root), "split": "train", "rows": int(len(train)), "k": KNN_K}
+
+
+def rmd_scorer(d: dict[str, Any]) -> tuple[RMDScorer, dict[str, Any]]:
+    """(RMD fitted as evaluation fits it, where it came from) for ``run_logits``'s ``d``: the ID training rows (train
+    split, label < K) and, for silhouettes, ``RMD_VIEWS`` style views of each (``evaluate.feature_ood``), with their
+    labels."""
+    from stillroom.evaluate.feature_ood import RMD_VIEWS, style_view_images
+
+    idx, run = d["index"], d["run"]
+    k_id = Run(run.path).layout.num_id
+    train = split_rows(idx, "train", d["row_sink"])[0]
+    train = train[idx.labels[train] < k_id]
+    recipe = idx.recipe
+    silhouettes = recipe.get("kind", "silhouette") == "silhouette" and int(recipe.get("channels", 1)) == 1
+    views = RMD_VIEWS if silhouettes else 0
+    feats = [run_features(run, d["images"], train)]
+    for v in range(views):
+        drawn = style_view_images(d["images"], train, v)
+        feats.append(run_features(run, drawn, np.arange(len(drawn))))
+    scorer = RMDScorer().fit(np.concatenate(feats), np.tile(idx.labels[train], views + 1))
+    scorer.fit_rows_ = int(len(train))
+    return scorer, {"index": str(idx.root), "split": "train", "rows": int(len(train)), "views": views}

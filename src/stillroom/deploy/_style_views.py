@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
-from stillroom.deploy._run_knn import knn_inputs, run_features
+from stillroom.deploy._run_knn import knn_inputs, rmd_scorer, run_features
 
 __all__ = ["STYLE_AUGMENT", "calibration_inputs", "style_views_of"]
 
@@ -47,11 +47,11 @@ def style_views_of(images: np.ndarray, rows: np.ndarray, views: int, seed: int =
 def calibration_inputs(d: dict[str, Any], views: int, knn: bool, seed: int = 0) -> dict[str, Any]:
     """What ``fit_run_ladder`` fits on, from ``run_logits``'s ``d``: "id" / "ood" logits (the clean val rows, then
     their ``views`` style views), "knn_kw" (``Ladder.fit``'s knn arguments when ``knn``: the bank of the ID training
-    rows and the features of the same val rows and views; else empty), "knn_bank" (where the bank came from) and
-    "summary" (what was fitted on)."""
+    rows and the features of the same val rows and views, and the RMD Gaussians of the same training rows; else
+    empty), "knn_bank" and "rmd_fit" (where they came from) and "summary" (what was fitted on)."""
     if views < 0:
         raise StillroomError(f"fit_run_ladder: style_views must be >= 0, got {views}")
-    out: dict[str, Any] = {"id": d["id"], "ood": d["ood"], "knn_kw": {}, "knn_bank": None}
+    out: dict[str, Any] = {"id": d["id"], "ood": d["ood"], "knn_kw": {}, "knn_bank": None, "rmd_fit": None}
     out["summary"] = {"style_views": int(views), "id_rows": int(len(d["id"]))}
     feats: dict[str, np.ndarray | None] = {"id": None, "ood": None}
     if knn:
@@ -65,7 +65,8 @@ def calibration_inputs(d: dict[str, Any], views: int, knn: bool, seed: int = 0) 
         if knn:
             feats[side] = np.concatenate([feats[side], run_features(d["run"], x, sel)])
     if knn:
-        out["knn_kw"] = {"val_features": feats["id"], "ood_features": feats["ood"], "knn": scorer}
+        rmd, out["rmd_fit"] = rmd_scorer(d)
+        out["knn_kw"] = {"val_features": feats["id"], "ood_features": feats["ood"], "knn": scorer, "rmd": rmd}
     if views:
         out["summary"].update(augment=STYLE_AUGMENT, seed=int(seed), id_fit_rows=int(len(out["id"])))
     return out

@@ -33,6 +33,15 @@ without them it behaves as before. A knn ladder is one model only, written as fo
 ``save`` writes the bank beside the JSON file (``<stem>_knn_bank.npy``, no pickle) with its sha256 in the JSON
 (``knn``); ``load`` refuses a bank whose sha256 differs.
 
+RMD signal (issue 16 items 3-4). ``signal="rmd"`` thresholds the relative Mahalanobis score of the same pooled
+features (Ren et al. 2021 §3; formula and numpy computation in ``deploy.rmd``, equal to evaluation's pytorch-ood
+score ``rmd``): class Gaussians with one shared covariance against one background Gaussian, fitted on the run's ID
+training rows and their style views. Measured (BENCHMARKS "Relative Mahalanobis"): it rejects near-OOD made of ID
+parts (chimeras, blends) where every other score fails item 3's FPR bar, and rejects another artist's drawings of
+the ID species more than max logit or knn. ``fit`` takes a fitted ``deploy.rmd.RMDScorer`` (``rmd``) with
+``val_features`` (``auto`` weighs it after knn); one model only, format ``stillroom-ladder/3``; ``save`` writes the
+parameters beside the JSON file (``<stem>_rmd.npz``, no pickle) with their sha256 in the JSON (``rmd``).
+
 The predicted class is the soft vote: argmax of the mean over members of the softmax of the ID logits.
 
 One model. A single model is trivially unanimous, so the ladder would collapse to one threshold and never say
@@ -103,6 +112,7 @@ import numpy as np
 
 from stillroom._io import NotFittedError, StillroomError, atomic_write_json, read_json
 from stillroom.deploy.knn import KNNScorer
+from stillroom.deploy.rmd import RMDScorer
 from stillroom.deploy.structure import StructureGate
 
 __all__ = [
@@ -114,6 +124,7 @@ __all__ = [
     "FUSED_SIGNALS",
     "FUSED_PARTS",
     "knn_bank_path",
+    "rmd_path",
     "NotFittedError",
     "VERDICTS",
     "REASONS",
@@ -133,7 +144,7 @@ SIGNALS = ("maxlogit", "energy", "msp")
 SINK_SIGNALS = ("sink",)
 #: signals computed from penultimate features, not logits (module docstring, "KNN signal"); after the logit ones in
 #: tie-breaking order
-FEATURE_SIGNALS = ("knn",)
+FEATURE_SIGNALS = ("knn", "rmd")
 #: signals combining others (module docstring, "Fused signal"); last in tie-breaking order
 FUSED_SIGNALS = ("fused",)
 #: the scores ``fused`` may combine, in this order (those the ladder has)
@@ -146,6 +157,7 @@ _SIGNAL_WORDS = {
     "msp": "max softmax",
     "sink": "sink score (log-odds of the ID classes against the OOD sink)",
     "knn": "KNN score (minus the distance to the k-th nearest training feature)",
+    "rmd": "relative Mahalanobis score (class Gaussians against one background Gaussian of the training features)",
     "fused": "fused score (mean of the standardized max logit, sink and KNN scores)",
 }
 VERDICTS = ("accept", "uncertain", "reject")
@@ -180,8 +192,14 @@ def describe(reason: str, n_members: int = 1, signal: str = "maxlogit") -> str:
 
 _KEYS = (
     "format", "params", "t1", "t2", "margin", "n_members", "num_classes", "target_accept", "fit_summary",
-    "structure_gate", "signal", "knn", "fused",
+    "structure_gate", "signal", "knn", "fused", "rmd",
 )  # fmt: skip
+
+
+def rmd_path(ladder_path: str | Path) -> Path:
+    """Where an rmd ladder's parameters live: beside the JSON file, ``ladder.json`` -> ``ladder_rmd.npz``."""
+    p = Path(ladder_path)
+    return p.with_name(f"{p.stem}_rmd.npz")
 
 
 def knn_bank_path(ladder_path: str | Path) -> Path:
@@ -280,7 +298,14 @@ class Ladder:
             raise StillroomError("Ladder: signal='sink' needs a K+1 model and sink=True")
         self.structure_: StructureGate | None = None
         self.knn_: KNNScorer | None = None
+        self.rmd_: RMDScorer | None = None
         self.fused_: dict[str, list] | None = None
+
+    @property
+    def uses_features(self) -> bool:
+        """Whether the signal in force scores penultimate features (knn, rmd, or fused with a knn part): callers
+        must pass ``features`` and serve the fp32 features model."""
+        return self.uses_knn or self._signal_in_force() == "rmd"
 
     @property
     def uses_knn(self) -> bool:
@@ -309,6 +334,8 @@ class Ladder:
         signal = signal or self._signal_in_force()
         if signal == "knn":
             score = self._knn_score(features, len(members), len(mu))
+        elif signal == "rmd":
+            score = self._rmd_score(features, len(members), len(mu))
         elif signal == "fused":
             score = self._fused_score(members, mu, features)
         elif signal == "sink":
@@ -350,6 +377,19 @@ class Ladder:
         if f.ndim != 2 or len(f) != n:
             raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
         return self.knn_.score(f)
+
+    def _rmd_score(self, features: Any, n_members: int, n: int) -> np.ndarray:
+        """(N,) RMD score of ``features`` with the ladder's fitted Gaussians (``rmd_``), checked like knn's."""
+        if self.rmd_ is None:
+            raise StillroomError("Ladder: the rmd signal needs its Gaussians (fit(..., rmd=RMDScorer) or Ladder.load)")
+        if features is None:
+            raise StillroomError("Ladder: the rmd signal needs the penultimate features of the inputs (features=...)")
+        if n_members != 1:
+            raise StillroomError(f"Ladder: the rmd signal serves one model, got {n_members} members")
+        f = np.asarray(features)
+        if f.ndim != 2 or len(f) != n:
+            raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
+        return self.rmd_.score(f)
 
     def _part_scores(
         self, parts: Sequence[str], members: list[np.ndarray], mu: np.ndarray, features: Any
@@ -400,12 +440,13 @@ class Ladder:
         ood: list[np.ndarray] | None,
         knn_scores: tuple[np.ndarray, np.ndarray] | None = None,
         fused_scores: tuple[np.ndarray, np.ndarray] | None = None,
+        rmd_scores: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """(signal to fit, how it was chosen). With OOD validation rows every candidate's AUROC and FPR@95TPR (ID
         positive, ``evaluate.ood.ood_metrics``) are recorded; "auto" keeps the highest AUROC, the first of
         ``SIGNALS`` (then sink, then knn) on a tie, and maxlogit without OOD rows. A sink ladder weighs the sink
-        signal too; ``knn_scores`` (val ID, val OOD KNN scores): knn is a candidate too; ``fused_scores`` likewise
-        for the fused signal."""
+        signal too; ``knn_scores`` (val ID, val OOD KNN scores): knn is a candidate too; ``rmd_scores`` and
+        ``fused_scores`` likewise for the rmd and fused signals."""
         sel: dict[str, Any] = {"requested": self.signal}
         names: tuple[str, ...] = SIGNALS
         if ood is not None and len(ood[0]) and len(val[0]):
@@ -425,9 +466,10 @@ class Ladder:
             if self.sink:
                 met["sink"] = ood_metrics(self._sink_score(val), self._sink_score(ood))
                 names = (*names, *SINK_SIGNALS)
-            if knn_scores is not None:
-                met["knn"] = ood_metrics(*knn_scores)
-                names = (*names, *FEATURE_SIGNALS)
+            for name, pair in (("knn", knn_scores), ("rmd", rmd_scores)):  # FEATURE_SIGNALS, in order
+                if pair is not None:
+                    met[name] = ood_metrics(*pair)
+                    names = (*names, name)
             if fused_scores is not None:
                 met["fused"] = ood_metrics(*fused_scores)
                 names = (*names, *FUSED_SIGNALS)
@@ -458,6 +500,7 @@ class Ladder:
         val_features: Any = None,
         ood_features: Any = None,
         knn: KNNScorer | None = None,
+        rmd: RMDScorer | None = None,
     ) -> Ladder:
         """Fit ``t1_``, ``t2_`` (and ``margin_`` for one model) on ID validation logits; return self.
 
@@ -466,7 +509,8 @@ class Ladder:
         ``signal="auto"`` chooses by, and the OOD rejection reached; never used to place the thresholds.
         ``knn`` (a fitted ``KNNScorer``) with ``val_features`` (N, D) (and ``ood_features`` for the OOD rows): the
         knn signal is available (required by ``signal="knn"``, a candidate of "auto"); ``knn_`` keeps the scorer
-        when knn is chosen, else None.
+        when knn is chosen, else None. ``rmd`` (a fitted ``deploy.rmd.RMDScorer``) likewise for the rmd signal
+        (``rmd_``).
         """
         if not (isinstance(target_accept, int | float) and 0.0 < target_accept <= 1.0):
             raise StillroomError(f"Ladder.fit: target_accept must be in (0, 1], got {target_accept!r}")
@@ -475,8 +519,14 @@ class Ladder:
         has_knn = knn is not None and val_features is not None
         if self.signal == "knn" and not has_knn:
             raise StillroomError("Ladder.fit: signal='knn' needs knn=KNNScorer().fit(train features) and val_features")
-        knn_scores = None
+        has_rmd = rmd is not None and val_features is not None and len(val) == 1
+        if self.signal == "rmd" and not has_rmd:
+            raise StillroomError("Ladder.fit: signal='rmd' needs one model, rmd=RMDScorer().fit(...) and val_features")
+        knn_scores = rmd_scores = None
         self.knn_, self.knn_record_ = (knn if has_knn else None), None
+        self.rmd_, self.rmd_record_ = (rmd if has_rmd else None), None
+        if has_rmd and ood is not None and ood_features is not None:
+            rmd_scores = (self._rmd_score(val_features, 1, len(val[0])), self._rmd_score(ood_features, 1, len(ood[0])))
         self.fused_ = self._fit_fused(val, val_features, has_knn and len(val) == 1)
         if self.signal == "fused" and self.fused_ is None:
             raise StillroomError(
@@ -496,7 +546,7 @@ class Ladder:
                 self.signals(val, signal="fused", features=val_features)["score"],
                 self.signals(ood, signal="fused", features=ood_features)["score"],
             )
-        signal, selection = self._choose_signal(val, ood, knn_scores, fused_scores)
+        signal, selection = self._choose_signal(val, ood, knn_scores, fused_scores, rmd_scores)
         if signal == "fused":
             selection["fused"] = self.fused_
         else:
@@ -505,6 +555,10 @@ class Ladder:
             selection["knn"] = {"k": knn.k, "bank_rows": int(knn.bank_.shape[0]), "dim": knn.dim}
         else:
             self.knn_ = None
+        if signal == "rmd":
+            selection["rmd"] = {"classes": len(rmd.mu_), "dim": rmd.dim}
+        else:
+            self.rmd_ = None
         s = self.signals(val, signal=signal, features=val_features)
         n, m = len(s["mu"]), s["votes"].shape[0]
         if n == 0:
@@ -563,6 +617,7 @@ class Ladder:
         sink: bool = False,
         signal: str = "maxlogit",
         knn: KNNScorer | None = None,
+        rmd: RMDScorer | None = None,
     ) -> Ladder:
         """A ladder with given thresholds (fitted elsewhere, or hand-built for tests) on ``signal`` (one of
         ``ALL_SIGNALS``; knn needs the fitted ``knn`` scorer); ``margin`` is required for one member and ignored
@@ -572,6 +627,8 @@ class Ladder:
         _check_signal(signal, (*SIGNALS, *SINK_SIGNALS, *FEATURE_SIGNALS), "Ladder.from_thresholds")
         if signal == "knn" and (knn is None or n_members != 1):
             raise StillroomError("Ladder.from_thresholds: signal='knn' needs one member and a fitted knn scorer")
+        if signal == "rmd" and (rmd is None or n_members != 1):
+            raise StillroomError("Ladder.from_thresholds: signal='rmd' needs one member and a fitted rmd scorer")
         if not (math.isfinite(t1) and math.isfinite(t2) and t1 <= t2):
             raise StillroomError(f"Ladder.from_thresholds: need finite t1 <= t2, got t1={t1!r}, t2={t2!r}")
         if n_members < 1 or num_classes < 2:
@@ -586,6 +643,7 @@ class Ladder:
         lad.n_members_, lad.num_classes_ = int(n_members), int(num_classes)
         lad.target_accept_, lad.fit_summary_ = None, {}
         lad.knn_ = knn if signal == "knn" else None
+        lad.rmd_ = rmd if signal == "rmd" else None
         return lad
 
     # --- deciding ----------------------------------------------------------------------------------------------
@@ -667,7 +725,7 @@ class Ladder:
         self._check_fitted()
         # params keep their pre-signal keys (the requested signal is in fit_summary["signal"]): a maxlogit ladder
         # stays readable by older code; another signal bumps the format so that older code refuses it
-        fmt = FORMAT_KNN if self.uses_knn else FORMAT if self.signal_ == "maxlogit" else FORMAT_SIGNAL
+        fmt = FORMAT_KNN if self.uses_features else FORMAT if self.signal_ == "maxlogit" else FORMAT_SIGNAL
         return {
             "format": fmt,
             "params": {"sink": self.sink, "weak_share": self.weak_share, "strong_quantile": self.strong_quantile},
@@ -682,6 +740,7 @@ class Ladder:
             "structure_gate": None if self.structure_ is None else self.structure_.to_dict(),
             "knn": getattr(self, "knn_record_", None) if self.uses_knn else None,
             "fused": self.fused_ if self.signal_ == "fused" else None,
+            "rmd": getattr(self, "rmd_record_", None) if self.signal_ == "rmd" else None,
         }
 
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -696,6 +755,13 @@ class Ladder:
             self.knn_record_ = self.knn_.save_bank(bank)
         else:
             bank.unlink(missing_ok=True)
+        params = rmd_path(path)
+        if self.signal_ == "rmd":
+            if self.rmd_ is None:
+                raise StillroomError("Ladder.save: an rmd ladder without its RMD parameters")
+            self.rmd_record_ = self.rmd_.save(params, fit_rows=getattr(self.rmd_, "fit_rows_", None))
+        else:
+            params.unlink(missing_ok=True)
         return atomic_write_json(path, {**self.to_dict(), **(extra or {})})
 
     @classmethod
@@ -709,7 +775,7 @@ class Ladder:
         signal = d.get("signal", "maxlogit")
         fused = _fused_record(d.get("fused"), path) if signal == "fused" else None
         uses_knn = signal == "knn" or (fused is not None and "knn" in fused["parts"])
-        want = FORMAT_KNN if uses_knn else FORMAT if signal == "maxlogit" else FORMAT_SIGNAL
+        want = FORMAT_KNN if uses_knn or signal == "rmd" else FORMAT if signal == "maxlogit" else FORMAT_SIGNAL
         if signal not in ALL_SIGNALS or (signal != "maxlogit" and d["format"] != want):
             raise StillroomError(f"{path}: malformed ladder (signal {signal!r} in format {d['format']!r})")
         try:
@@ -735,6 +801,11 @@ class Ladder:
             lad.knn_record_ = d["knn"]
             if lad.n_members_ != 1:
                 raise StillroomError(f"{path}: a knn ladder serves one model, this one has {lad.n_members_}")
+        if signal == "rmd":  # the Gaussians beside the file, checked by sha256 (deploy.rmd)
+            lad.rmd_ = RMDScorer.load(Path(path).parent, d.get("rmd"), source=str(path))
+            lad.rmd_record_ = d["rmd"]
+            if lad.n_members_ != 1:
+                raise StillroomError(f"{path}: an rmd ladder serves one model, this one has {lad.n_members_}")
         if d.get("structure_gate") is not None:  # absent from ladder.json files written before the gate
             lad.structure_ = StructureGate.from_dict(d["structure_gate"], source=str(path))
         lad.extra_ = {k: v for k, v in d.items() if k not in _KEYS}

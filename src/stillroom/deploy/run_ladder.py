@@ -183,9 +183,10 @@ def fit_run_ladder(
     ``Ladder(...)``; ``sink`` defaults to whether the run has a sink class. The file records the weights' sha256 the
     ladder belongs to.
 
-    ``signal="knn"`` (fp32 only), and "auto" when the export has ``model_features.onnx`` for these weights
-    (``knn_available``): the KNN bank is fitted on the ID training rows' features and saved beside the ladder
-    (module docstring); ``fit_summary_["signal"]["knn_candidate"]`` says whether knn was weighed, and why not.
+    ``signal="knn"`` or ``"rmd"`` (fp32 only), and "auto" when the export has ``model_features.onnx`` for these
+    weights (``knn_available``): the KNN bank (and the RMD Gaussians, ``_run_knn.rmd_scorer``) are fitted on the ID
+    training rows' features and the chosen one is saved beside the ladder (module docstring);
+    ``fit_summary_["signal"]["knn_candidate"]`` says whether the feature signals were weighed, and why not.
 
     A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
     images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
@@ -196,20 +197,20 @@ def fit_run_ladder(
     the clean rendering; ``fit_summary_["calibration"]`` (and ``fit_data`` in the file) record it.
     """
     run_dir = Path(run_dir)
-    if signal == "knn" and served != "fp32":
+    if signal in ("knn", "rmd") and served != "fp32":
         raise StillroomError(
-            f"signal 'knn' is served from model_features.onnx (fp32) only; the {served} ladder takes a logit signal "
-            "(maxlogit, energy, msp, sink for K+1 models, or auto)"
+            f"signal {signal!r} is served from model_features.onnx (fp32) only; the {served} ladder takes a logit "
+            "signal (maxlogit, energy, msp, sink for K+1 models, or auto)"
         )
     d = run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
     why_not = "served model is not fp32" if served != "fp32" else None
-    if why_not is None and signal in ("knn", "fused", "auto"):  # fused takes knn as a part when it can
+    if why_not is None and signal in ("knn", "rmd", "fused", "auto"):  # fused takes knn as a part when it can
         why_not = knn_available(run_dir, d["run"].weights_sha256)
     elif why_not is None:
         why_not = f"signal {signal!r} set by the caller"
-    if signal == "knn" and why_not is not None:
-        raise StillroomError(f"{run_dir}: signal 'knn' cannot be served: {why_not}")
+    if signal in ("knn", "rmd") and why_not is not None:
+        raise StillroomError(f"{run_dir}: signal {signal!r} cannot be served: {why_not}")
     fit = calibration_inputs(d, style_views, knn=why_not is None)  # ID / OOD logits (and knn inputs) to fit on
     ladder = Ladder(signal=signal, **params).fit(
         fit["id"], target_accept=target_accept, ood_logits_list=fit["ood"], **fit["knn_kw"]
@@ -228,6 +229,8 @@ def fit_run_ladder(
             fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
         if ladder.uses_knn:
             fit_data["knn_bank"] = fit["knn_bank"]
+        if ladder.signal_ == "rmd":
+            fit_data["rmd_fit"] = fit["rmd_fit"]
         ladder.save(
             run_dir / LADDER_FILES[served],
             extra={
@@ -292,7 +295,7 @@ def run_ladder_report(
         if d["ood_rows"] is not None and len(d["ood_rows"]):
             ood_ok = gate.passes(served_features(d["ood_images"], d["ood_rows"], size, padding, outline=outline))
     id_f = ood_f = None
-    if ladder.uses_knn:  # the knn signal (alone or fused) scores the samples' penultimate features (PyTorch, as fitted)
+    if ladder.uses_features:  # knn (alone or fused) and rmd score the penultimate features (PyTorch, as fitted)
         id_f = run_features(d["run"], d["images"], d["id_rows"])
         if d["ood_rows"] is not None and len(d["ood_rows"]):
             ood_f = run_features(d["run"], d["ood_images"], d["ood_rows"])

@@ -108,7 +108,7 @@ class _Judge:
         x = masks[:, None] if self.served_input else images  # (N, 1, S, S): what the model is given
         rows = np.arange(len(x))
         logits = predict_logits(self.run.model, self.run.normalizer, x, rows)
-        feats = run_features(self.run, x, rows) if self.ladder.uses_knn else None
+        feats = run_features(self.run, x, rows) if self.ladder.uses_features else None
         ok = None if gate is None else gate.passes(silhouette_features(masks))
         sig = self.ladder.signals(logits, features=feats)
         # the service rejects these whatever the signal says: the gate before the model, the sink on the soft vote

@@ -46,6 +46,7 @@ __all__ = [
     "RMD_VIEWS",
     "RMD_VIEW_SEED",
     "style_view_batches",
+    "style_view_images",
     "split_model",
     "pool_features",
     "feature_scores",
@@ -191,22 +192,31 @@ def _fit_rmd(
     return rmd, params
 
 
-def style_view_batches(
-    images: np.ndarray, rows: np.ndarray, normalizer: nn.Module, batch_size: int, views: int = RMD_VIEWS
-) -> Iterable[Tensor]:
-    """Normalized batches of ``views`` re-drawn copies of ``images[rows]`` (uint8 silhouettes), view after view in
-    row order: the ``style`` augmentation (stroke thickness, re-rendering at 24-48 px, no geometry), seeded by
-    ``(RMD_VIEW_SEED, row, view)`` so every call gives the same images."""
+def style_view_images(images: np.ndarray, rows: np.ndarray, view: int, batch_size: int = 256) -> np.ndarray:
+    """(len(rows), C, S, S) uint8: view ``view`` of ``images[rows]`` under the ``style`` augmentation (stroke
+    thickness, re-rendering at 24-48 px, no geometry), seeded by ``(RMD_VIEW_SEED, row, view)``: every call, and the
+    ladder's RMD fit (``deploy._run_knn``), gets the same images."""
     from stillroom.data.augment import AUGMENTS, augment_batch, augment_rng
 
     style = AUGMENTS.get("style")
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        raw = torch.from_numpy(np.ascontiguousarray(images[chunk]))
+        out.append(augment_batch(style, raw, [augment_rng(RMD_VIEW_SEED, int(r), view) for r in chunk]).numpy())
+    return np.concatenate(out) if out else np.asarray(images[rows[:0]])
+
+
+def style_view_batches(
+    images: np.ndarray, rows: np.ndarray, normalizer: nn.Module, batch_size: int, views: int = RMD_VIEWS
+) -> Iterable[Tensor]:
+    """Normalized batches of ``views`` re-drawn copies of ``images[rows]`` (uint8 silhouettes, ``style_view_images``),
+    view after view in row order."""
     device = next(normalizer.buffers()).device
     for view in range(views):
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            raw = torch.from_numpy(np.ascontiguousarray(images[chunk]))
-            drawn = augment_batch(style, raw, [augment_rng(RMD_VIEW_SEED, int(r), view) for r in chunk])
-            yield normalizer(drawn.to(device))
+            drawn = style_view_images(images, rows[start : start + batch_size], view, batch_size)
+            yield normalizer(torch.from_numpy(drawn).to(device))
 
 
 def finite_scores(s: np.ndarray) -> tuple[np.ndarray, int]:
