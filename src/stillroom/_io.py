@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "checked_sidecar",
     "NotFittedError",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -104,6 +105,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def checked_sidecar(folder: str | Path, name: Any, sha256: Any, suffix: str, what: str, source: str) -> Path:
+    """The path of a file a record names beside ``source`` (a ladder's KNN bank, its RMD parameters): ``name`` must
+    be a plain file name ending in ``suffix``, the file must exist and its sha256 equal ``sha256``; else an error
+    naming the file and what to do. A file changed after the fit is never read."""
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(suffix):
+        raise StillroomError(f"{source}: the {what} file must be a plain {suffix} file name, got {name!r}")
+    path = Path(folder) / name
+    if not path.is_file():
+        raise StillroomError(f"{path}: the ladder's {what} is missing; fit the ladder again")
+    if sha256_file(path) != sha256:
+        raise StillroomError(f"{path}: sha256 differs from {source}; the {what} was changed, fit it again")
+    return path
 
 
 def sha256_lines(items: Iterable[object]) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stillroom._io import NotFittedError, StillroomError, atomic_write_bytes, sha256_bytes, sha256_file
+from stillroom._io import NotFittedError, StillroomError, atomic_write_bytes, checked_sidecar, sha256_bytes
 
 __all__ = ["KNN_K", "KNNScorer", "l2_normalize", "knn_score"]
 
@@ -124,13 +124,7 @@ class KNNScorer:
             name, sha, shape, k = record["bank_file"], record["bank_sha256"], record["bank_shape"], record["k"]
         except (KeyError, TypeError):
             raise StillroomError(f"{source}: malformed knn record {record!r}") from None
-        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npy"):
-            raise StillroomError(f"{source}: knn bank_file must be a plain .npy file name, got {name!r}")
-        path = Path(folder) / name
-        if not path.is_file():
-            raise StillroomError(f"{path}: the ladder's KNN bank is missing; fit the ladder again")
-        if sha256_file(path) != sha:
-            raise StillroomError(f"{path}: sha256 differs from {source}; the KNN bank was changed, fit it again")
+        path = checked_sidecar(folder, name, sha, ".npy", "KNN bank", source)
         bank = np.load(path, allow_pickle=False)
         if bank.dtype != np.float32 or list(bank.shape) != list(shape):
             raise StillroomError(f"{path}: bank {bank.dtype} {list(bank.shape)}, {source} says float32 {shape}")

@@ -367,29 +367,25 @@ class Ladder:
 
     def _knn_score(self, features: Any, n_members: int, n: int) -> np.ndarray:
         """(N,) KNN score of ``features`` with the ladder's bank (``knn_``), checked against the logits' shape."""
-        if self.knn_ is None:
-            raise StillroomError("Ladder: the knn signal needs a KNN bank (fit(..., knn=KNNScorer) or Ladder.load)")
-        if features is None:
-            raise StillroomError("Ladder: the knn signal needs the penultimate features of the inputs (features=...)")
-        if n_members != 1:
-            raise StillroomError(f"Ladder: the knn signal serves one model, got {n_members} members")
-        f = np.asarray(features)
-        if f.ndim != 2 or len(f) != n:
-            raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
-        return self.knn_.score(f)
+        return self._feature_score("knn", self.knn_, "a KNN bank (fit(..., knn=KNNScorer)", features, n_members, n)
 
     def _rmd_score(self, features: Any, n_members: int, n: int) -> np.ndarray:
-        """(N,) RMD score of ``features`` with the ladder's fitted Gaussians (``rmd_``), checked like knn's."""
-        if self.rmd_ is None:
-            raise StillroomError("Ladder: the rmd signal needs its Gaussians (fit(..., rmd=RMDScorer) or Ladder.load)")
+        """(N,) RMD score of ``features`` with the ladder's fitted Gaussians (``rmd_``), checked likewise."""
+        return self._feature_score("rmd", self.rmd_, "its Gaussians (fit(..., rmd=RMDScorer)", features, n_members, n)
+
+    @staticmethod
+    def _feature_score(signal: str, scorer: Any, what: str, features: Any, n_members: int, n: int) -> np.ndarray:
+        """``scorer.score(features)`` after the checks every feature signal needs (one model, (n, D) features)."""
+        if scorer is None:
+            raise StillroomError(f"Ladder: the {signal} signal needs {what} or Ladder.load)")
         if features is None:
-            raise StillroomError("Ladder: the rmd signal needs the penultimate features of the inputs (features=...)")
+            raise StillroomError(f"Ladder: the {signal} signal needs the penultimate features of the inputs")
         if n_members != 1:
-            raise StillroomError(f"Ladder: the rmd signal serves one model, got {n_members} members")
+            raise StillroomError(f"Ladder: the {signal} signal serves one model, got {n_members} members")
         f = np.asarray(features)
         if f.ndim != 2 or len(f) != n:
             raise StillroomError(f"Ladder: features of shape {f.shape} for {n} samples; expected ({n}, D)")
-        return self.rmd_.score(f)
+        return scorer.score(f)
 
     def _part_scores(
         self, parts: Sequence[str], members: list[np.ndarray], mu: np.ndarray, features: Any

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from stillroom._io import NotFittedError, StillroomError, atomic_write_bytes, sha256_bytes, sha256_file
+from stillroom._io import NotFittedError, StillroomError, atomic_write_bytes, checked_sidecar, sha256_bytes
 
 __all__ = ["RMDScorer", "RIDGE"]
 
@@ -94,13 +94,7 @@ class RMDScorer:
             name, sha, classes, dim = record["file"], record["sha256"], int(record["classes"]), int(record["dim"])
         except (KeyError, TypeError, ValueError):
             raise StillroomError(f"{source}: malformed rmd record {record!r}") from None
-        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".npz"):
-            raise StillroomError(f"{source}: rmd file must be a plain .npz file name, got {name!r}")
-        path = Path(folder) / name
-        if not path.is_file():
-            raise StillroomError(f"{path}: the ladder's RMD parameters are missing; fit the ladder again")
-        if sha256_file(path) != sha:
-            raise StillroomError(f"{path}: sha256 differs from {source}; the RMD parameters were changed, fit again")
+        path = checked_sidecar(folder, name, sha, ".npz", "RMD parameters", source)
         with np.load(path, allow_pickle=False) as z:
             arrays = {n: z[n] for n in _ARRAYS if n in z.files}
         want = {"mu": (classes, dim), "precision": (dim, dim), "bg_mu": (dim,), "bg_precision": (dim, dim)}
