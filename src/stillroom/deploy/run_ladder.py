@@ -183,10 +183,9 @@ def fit_run_ladder(
     ``Ladder(...)``; ``sink`` defaults to whether the run has a sink class. The file records the weights' sha256 the
     ladder belongs to.
 
-    ``signal="knn"`` or ``"rmd"`` (fp32 only), and "auto" when the export has ``model_features.onnx`` for these
-    weights (``knn_available``): the KNN bank (and the RMD Gaussians, ``_run_knn.rmd_scorer``) are fitted on the ID
-    training rows' features and the chosen one is saved beside the ladder (module docstring);
-    ``fit_summary_["signal"]["knn_candidate"]`` says whether the feature signals were weighed, and why not.
+    ``signal="knn"`` / ``"rmd"`` (fp32 only), and "auto" when the export has ``model_features.onnx`` for these
+    weights (``knn_available``): KNN bank and RMD Gaussians (``_run_knn``) are fitted on the ID training rows'
+    features, the chosen one saved beside the ladder; ``fit_summary_["signal"]["knn_candidate"]`` says why not.
 
     A silhouette run also gets the structure gate (``structure_``, module docstring): fitted on the ID training
     images with ``structure_quantile`` per side per feature; ``fit_summary_["structure_gate"]`` reports the share
@@ -198,10 +197,8 @@ def fit_run_ladder(
     """
     run_dir = Path(run_dir)
     if signal in ("knn", "rmd") and served != "fp32":
-        raise StillroomError(
-            f"signal {signal!r} is served from model_features.onnx (fp32) only; the {served} ladder takes a logit "
-            "signal (maxlogit, energy, msp, sink for K+1 models, or auto)"
-        )
+        raise StillroomError(f"signal {signal!r} is served from model_features.onnx (fp32) only; the {served} "
+                             "ladder takes a logit signal (maxlogit, energy, msp, sink for K+1, or auto)")  # fmt: skip
     d = run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
     why_not = "served model is not fp32" if served != "fp32" else None
@@ -227,10 +224,9 @@ def fit_run_ladder(
         fit_data.update(calibration=fit["summary"])
         if served != "fp32":
             fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
-        if ladder.uses_knn:
-            fit_data["knn_bank"] = fit["knn_bank"]
-        if ladder.signal_ == "rmd":
-            fit_data["rmd_fit"] = fit["rmd_fit"]
+        # where the chosen feature signal's parameters came from (the KNN bank's rows, the RMD fit rows and views)
+        fit_data.update({"knn_bank": fit["knn_bank"]} if ladder.uses_knn else {})
+        fit_data.update({"rmd_fit": fit["rmd_fit"]} if ladder.signal_ == "rmd" else {})
         ladder.save(
             run_dir / LADDER_FILES[served],
             extra={
