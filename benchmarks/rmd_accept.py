@@ -13,8 +13,10 @@ rule alone). Then, with no other choice made on any row it reports:
 Scores: maxlogit and energy (``evaluate.ood``), the sink's log-odds for a K+1 run (``deploy.ladder``'s sink
 signal), and from ``evaluate.feature_ood`` (pytorch-ood): knn, ash and rmd (fitted on the ID train rows and their
 ``style`` views, as ``stillroom evaluate`` fits it), plus ``rmd_clean``, RMD fitted on the clean train rows alone,
-the ablation of the views. Every feature score is fitted on the train rows of ``--id-index`` (the K-class index:
-a K+1 run's own index also holds sink rows, which no ID score may see).
+the ablation of the views, and two fusions as the ladder's ``fused`` signal makes them (the mean of the parts, each
+standardized on the clean ID val rows): ``fused_rmd_knn`` and ``fused_rmd_maxlogit``. Every feature score is
+fitted on the train rows of ``--id-index`` (the K-class index: a K+1 run's own index also holds sink rows, which no
+ID score may see).
 
     python benchmarks/rmd_accept.py --id-index artifacts/demo/data/sprites64_1-151 \\
         --style artifacts/demo/data/style_icons_sprites64_1-151 \\
@@ -48,7 +50,7 @@ from stillroom.runs import Run
 
 TARGET_ACCEPT = 0.95
 LOGIT_SCORES = ("maxlogit", "energy", "sink")
-FEATURE_SCORES = ("knn", "ash", "rmd", "rmd_clean")
+FEATURE_SCORES = ("knn", "ash", "rmd", "rmd_clean", "fused_rmd_knn", "fused_rmd_maxlogit")
 
 
 def run_row(run_dir: str, id_dir: str, style_dir: str | None, oods: dict[str, str]) -> dict:
@@ -90,6 +92,12 @@ def run_row(run_dir: str, id_dir: str, style_dir: str | None, oods: dict[str, st
     if "skipped" in got:
         sys.exit(f"{run_dir}: feature scores skipped: {got['skipped']}")
     scores.update({n: got["scores"][n] for n in ("knn", "ash", "rmd")}, rmd_clean=clean["scores"]["rmd"])
+    val_span = slice(0, len(blocks["val"]))  # the first block: clean ID val
+
+    def fused(*parts: str) -> np.ndarray:  # the ladder's `fused` recipe: mean of parts standardized on clean ID val
+        return np.mean([(scores[p] - scores[p][val_span].mean()) / scores[p][val_span].std() for p in parts], axis=0)
+
+    scores.update(fused_rmd_knn=fused("rmd", "knn"), fused_rmd_maxlogit=fused("rmd", "maxlogit"))
     pred = logits[:, :k].argmax(1)
     spans, start = {}, 0
     for name, im in blocks.items():
@@ -175,7 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         groups[name] = []
         for run in runs:
             key = f"{Path(run).resolve()}|{Run(run).load('best').weights_sha256}"
-            if key not in cache or set(cache[key]["scores"]["maxlogit"]["ood"]) != set(oods):
+            row = cache.get(key)
+            if (
+                row is None
+                or set(row["scores"]["maxlogit"]["ood"]) != set(oods)
+                or set(FEATURE_SCORES) - set(row["scores"])
+            ):
                 print(f"scoring {run}", file=sys.stderr, flush=True)
                 cache[key] = run_row(run, args.id_index, args.style, oods)
                 atomic_write_json(cache_path, cache)
