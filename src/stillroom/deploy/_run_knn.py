@@ -16,7 +16,7 @@ from stillroom.deploy.onnx_export import EXPORT_DIR
 from stillroom.deploy.rmd import RMDScorer
 from stillroom.runs import Run, split_rows
 
-__all__ = ["knn_available", "knn_inputs", "rmd_scorer", "run_features"]
+__all__ = ["feature_inputs", "knn_available", "run_features"]
 
 
 def knn_available(run_dir: str | Path, weights_sha256: str) -> str | None:
@@ -58,38 +58,35 @@ def run_features(run: Any, images: np.ndarray, rows: np.ndarray, batch_size: int
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
-def knn_inputs(d: dict[str, Any]) -> tuple[KNNScorer, np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """(scorer fitted on the ID training rows, val ID features, val OOD features or None, where the bank came
-    from) for ``run_logits``'s ``d``. The bank rows are evaluation's: train split, label < K (never val/test)."""
-    idx, run = d["index"], d["run"]
-    k_id = Run(run.path).layout.num_id
-    train = split_rows(idx, "train", d["row_sink"])[0]
-    train = train[idx.labels[train] < k_id]
-    scorer = KNNScorer(KNN_K).fit(run_features(run, d["images"], train))
-    val = run_features(run, d["images"], d["id_rows"])
-    ood = None
-    if d["ood_rows"] is not None and len(d["ood_rows"]):
-        ood = run_features(run, d["ood_images"], d["ood_rows"])
-    return scorer, val, ood, {"index": str(idx.root), "split": "train", "rows": int(len(train)), "k": KNN_K}
-
-
-def rmd_scorer(d: dict[str, Any]) -> tuple[RMDScorer, dict[str, Any]]:
-    """(RMD fitted as evaluation fits it, where it came from) for ``run_logits``'s ``d``: the ID training rows (train
-    split, label < K) and, for silhouettes, ``RMD_VIEWS`` style views of each (``evaluate.feature_ood``), with their
-    labels."""
-    from stillroom.evaluate.feature_ood import RMD_VIEWS, style_view_images
+def feature_inputs(d: dict[str, Any]) -> dict[str, Any]:
+    """What the ladder's feature signals are fitted on, for ``run_logits``'s ``d``: "knn" (the scorer whose bank is
+    the ID training rows' features: train split, label < K, never val/test, as evaluation's), "rmd" (RMD fitted as
+    evaluation fits it: the same rows and, for silhouettes, ``RMD_VIEWS`` style views of each, with their labels),
+    "val" / "ood" (features of the val ID rows and of the val OOD rows or None), and "knn_bank" / "rmd_fit" (where
+    each came from). The training rows' features are computed once for both."""
+    from stillroom.evaluate.feature_ood import RMD_VIEWS, has_style_views, style_view_images
 
     idx, run = d["index"], d["run"]
     k_id = Run(run.path).layout.num_id
     train = split_rows(idx, "train", d["row_sink"])[0]
     train = train[idx.labels[train] < k_id]
-    recipe = idx.recipe
-    silhouettes = recipe.get("kind", "silhouette") == "silhouette" and int(recipe.get("channels", 1)) == 1
-    views = RMD_VIEWS if silhouettes else 0
-    feats = [run_features(run, d["images"], train)]
+    train_feats = run_features(run, d["images"], train)
+    views = RMD_VIEWS if has_style_views(idx.recipe) else 0
+    feats = [train_feats]
     for v in range(views):
         drawn = style_view_images(d["images"], train, v)
         feats.append(run_features(run, drawn, np.arange(len(drawn))))
-    scorer = RMDScorer().fit(np.concatenate(feats), np.tile(idx.labels[train], views + 1))
-    scorer.fit_rows_ = int(len(train))
-    return scorer, {"index": str(idx.root), "split": "train", "rows": int(len(train)), "views": views}
+    rmd = RMDScorer().fit(np.concatenate(feats), np.tile(idx.labels[train], views + 1))
+    rmd.fit_rows_ = int(len(train))
+    ood = None
+    if d["ood_rows"] is not None and len(d["ood_rows"]):
+        ood = run_features(run, d["ood_images"], d["ood_rows"])
+    rows = {"index": str(idx.root), "split": "train", "rows": int(len(train))}
+    return {
+        "knn": KNNScorer(KNN_K).fit(train_feats),
+        "rmd": rmd,
+        "val": run_features(run, d["images"], d["id_rows"]),
+        "ood": ood,
+        "knn_bank": {**rows, "k": KNN_K},
+        "rmd_fit": {**rows, "views": views},
+    }

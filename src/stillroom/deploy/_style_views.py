@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
-from stillroom.deploy._run_knn import knn_inputs, rmd_scorer, run_features
+from stillroom.deploy._run_knn import feature_inputs, run_features
 
 __all__ = ["STYLE_AUGMENT", "calibration_inputs", "style_views_of"]
 
@@ -55,7 +55,8 @@ def calibration_inputs(d: dict[str, Any], views: int, knn: bool, seed: int = 0) 
     out["summary"] = {"style_views": int(views), "id_rows": int(len(d["id"]))}
     feats: dict[str, np.ndarray | None] = {"id": None, "ood": None}
     if knn:
-        scorer, feats["id"], feats["ood"], out["knn_bank"] = knn_inputs(d)
+        fi = feature_inputs(d)
+        feats["id"], feats["ood"], out["knn_bank"], out["rmd_fit"] = fi["val"], fi["ood"], fi["knn_bank"], fi["rmd_fit"]
     for side, images, rows in (("id", d["images"], d["id_rows"]), ("ood", d["ood_images"], d["ood_rows"])):
         if not views or rows is None or not len(rows) or out[side] is None:
             continue
@@ -65,8 +66,7 @@ def calibration_inputs(d: dict[str, Any], views: int, knn: bool, seed: int = 0) 
         if knn:
             feats[side] = np.concatenate([feats[side], run_features(d["run"], x, sel)])
     if knn:
-        rmd, out["rmd_fit"] = rmd_scorer(d)
-        out["knn_kw"] = {"val_features": feats["id"], "ood_features": feats["ood"], "knn": scorer, "rmd": rmd}
+        out["knn_kw"] = {"val_features": feats["id"], "ood_features": feats["ood"], "knn": fi["knn"], "rmd": fi["rmd"]}
     if views:
         out["summary"].update(augment=STYLE_AUGMENT, seed=int(seed), id_fit_rows=int(len(out["id"])))
     return out

@@ -45,6 +45,7 @@ __all__ = [
     "SCALE_PERCENTILE",
     "RMD_VIEWS",
     "RMD_VIEW_SEED",
+    "has_style_views",
     "style_view_batches",
     "style_view_images",
     "split_model",
@@ -190,6 +191,12 @@ def _fit_rmd(
     params = {"fit_rows": len(train_feats), "views": views, "classes": len(present),
               "features": "globally pooled last feature map", "reference": "Ren et al. 2021, §3"}  # fmt: skip
     return rmd, params
+
+
+def has_style_views(recipe: dict) -> bool:
+    """Whether an index recipe's images can be re-drawn by the ``style`` augmentation: single-channel silhouettes
+    (for photos the views have no meaning, and RMD fits the clean rows alone)."""
+    return recipe.get("kind", "silhouette") == "silhouette" and int(recipe.get("channels", 1)) == 1
 
 
 def style_view_images(images: np.ndarray, rows: np.ndarray, view: int, batch_size: int = 256) -> np.ndarray:

@@ -329,7 +329,7 @@ def _feature_scores(data: _RunData, parts: list, batch_size: int) -> dict[str, A
     species drawn by another artist, ``data build style-icons``) gets KNN fitted on the train rows of the run's own
     index: what the model was trained on, as a deployment would."""
     from stillroom.data.dataset import load_images
-    from stillroom.evaluate.feature_ood import feature_scores, style_view_batches
+    from stillroom.evaluate.feature_ood import feature_scores, has_style_views, style_view_batches
     from stillroom.models.inference import iter_batches
 
     index, images = data.index, data.images
@@ -340,16 +340,15 @@ def _feature_scores(data: _RunData, parts: list, batch_size: int) -> dict[str, A
     train = train[index.labels[train] < data.k]
     if len(train) == 0:
         return {"skipped": f"{index.root}: no ID train rows to fit KNN on"}
-    norm, recipe = data.run.normalizer, index.recipe
-    silhouettes = recipe.get("kind", "silhouette") == "silhouette" and int(recipe.get("channels", 1)) == 1
+    norm = data.run.normalizer
+    views = (lambda: style_view_batches(images, train, norm, batch_size)) if has_style_views(index.recipe) else None
     out = feature_scores(
         data.run.model,
         lambda: data.batches(parts, batch_size),
         lambda: iter_batches(images, train, norm, batch_size),
         num_id_classes=data.k,
         fit_labels=index.labels[train],
-        # re-drawn silhouettes only: the style views have no meaning for photos (RMD then fits the clean rows)
-        fit_views=(lambda: style_view_batches(images, train, norm, batch_size)) if silhouettes else None,
+        fit_views=views,
     )
     if index is not data.index and "params" in out:
         out["params"]["knn"]["fit_index"] = str(index.root)
