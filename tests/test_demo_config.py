@@ -23,7 +23,8 @@ def test_patient_budget_is_the_demo_recipe_trained_longer():
     teacher trains in float32, as it was measured."""
     changed = {k for k in DEMO_BUDGET if PATIENT_BUDGET[k] != DEMO_BUDGET[k]}
     assert changed == {
-        "teacher_epochs", "student_epochs", "replay_views", "teacher_eval_every", "teacher_amp", "wall_minutes"
+        "teacher_epochs", "student_epochs", "replay_views", "teacher_eval_every", "teacher_amp", "wall_minutes",
+        "tiers",  # a fixed schedule: nothing to plan
     }  # fmt: skip
     assert PATIENT_BUDGET["teacher_epochs"] > DEMO_BUDGET["teacher_epochs"]
     assert PATIENT_BUDGET["student_epochs"] > DEMO_BUDGET["student_epochs"]
@@ -35,6 +36,7 @@ def test_patient_budget_is_the_demo_recipe_trained_longer():
     [
         ({"budget_name": "forever"}, "unknown budget 'forever'"),
         ({"quick": True, "budget_name": "patient"}, "contradict"),
+        ({"minutes": -1.0}, "minutes must be >= 0"),
     ],
 )
 def test_demo_refuses_a_bad_budget_before_any_work(kwargs, match, tmp_path):

@@ -291,6 +291,11 @@ def test_markdown_report_says_whether_the_demo_kept_its_wall_time_budget(teacher
     ]
     assert wall(14 * 60, {"wall_minutes": 15})[0].endswith("this run 14.0 min, within it")
     assert wall(14 * 60, {"wall_minutes": None}) == []  # quick and patient budgets promise no wall time
+    planned = write_demo_report(
+        tmp_path / "report.md", shapes_index, {"teacher": teacher_run}, timings={"total": 600.0},
+        budget={"wall_minutes": 15, "plan": "24 teacher + 60 student epochs"},
+    ).read_text()  # fmt: skip
+    assert "- plan: 24 teacher + 60 student epochs" in planned.split("## Wall time")[1]
     text = write_demo_report(
         tmp_path / "report.md",
         shapes_index,

@@ -143,13 +143,19 @@ def demo_cmd(
     jobs: int | None = typer.Option(
         None, min=1, help="runs trained at once, each in its own process (default: 2 when torch has 2+ threads)"
     ),
+    minutes: float | None = typer.Option(
+        None,
+        min=0,
+        help="wall time to plan for: the longest (teacher, student) epochs predicted to fit it on this machine "
+        "(default: the budget's, 15 for demo; 0: the fixed 12 + 20 epochs)",
+    ),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, a teacher, soft labels, scratch + KD students, report."""
     from stillroom.pipeline.demo import run_demo
 
     report = run_demo(
         out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views,
-        jobs=jobs, budget_name=budget,
+        jobs=jobs, budget_name=budget, minutes=minutes,
     )  # fmt: skip
     console.print(f"[bold green]report:[/] {report}")
 

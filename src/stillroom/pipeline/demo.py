@@ -14,9 +14,9 @@ continues where it stopped. The teacher trains with all of torch's threads, then
 that many teachers side by side and distills from all of them (fused).
 
 Budget (DEMO_BUDGET, below) on the 2-core CPU box: ``make demo`` from a fresh clone must stay under 15 minutes on an
-idle machine. ``budget="quick"`` (``quick=True``) shrinks everything to a smoke test; ``budget="patient"`` trains
-the same pipeline long enough to be limited by the data instead of the clock (PATIENT_BUDGET: about an hour on
-the same box).
+idle machine: it trains the longest recipe of ``plan.TIERS`` predicted to fit on the machine it runs on.
+``budget="quick"`` (``quick=True``) shrinks everything to a smoke test; ``budget="patient"`` trains the same
+pipeline long enough to be limited by the data instead of the clock (PATIENT_BUDGET: about an hour on the same box).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from stillroom._progress import console, parallel_progress, training_progress
 from stillroom._timing import cpu_times, steal_share
 from stillroom.config import config_from_dict
 from stillroom.data.index import DatasetIndex, load_index
+from stillroom.pipeline.plan import TIERS, plan_epochs, replan_students
 
 __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
@@ -39,11 +40,12 @@ __all__ = ["run_demo", "BUDGETS", "DEMO_BUDGET", "PATIENT_BUDGET"]
 DEMO_BUDGET = {
     "species": (1, 151),
     "size": 64,
-    # One resnet18 teacher for 12 epochs on both threads instead of two for 7 side by side: about the same wall time,
-    # a better teacher (test 93.9% vs 86.0 / 87.8%, ensemble 88.3%) and student (91.68 +- 0.81% vs 87.97 +- 0.48%
-    # test, val +4.0, 3 of 3 seeds; BENCHMARKS "One teacher for the demo's teacher budget"). PATIENT_BUDGET too.
+    # Epochs with `--minutes 0`. One resnet18 teacher for 12 epochs on both threads instead of two for 7 side by side
+    # (same wall time): a better teacher (test 93.9% vs 86.0 / 87.8%, ensemble 88.3%) and student (91.68 +- 0.81% vs
+    # 87.97 +- 0.48% test, val +4.0, 3 of 3 seeds; BENCHMARKS "One teacher for the demo's teacher budget").
     "teacher_epochs": 12,
     "student_epochs": 20,
+    "tiers": TIERS,  # (teacher, student) epochs: the longest predicted to fit wall_minutes here (pipeline/plan.py)
     "teacher_seeds": (0,),
     # bfloat16 autocast for the teacher's training step where the CPU has native bfloat16 (AMX / AVX512-BF16;
     # float32 elsewhere): 555 vs 710 s, students' val level, test -0.8 (3 seeds; BENCHMARKS "A bfloat16 teacher for
@@ -81,6 +83,7 @@ QUICK_BUDGET = {
     "teacher_epochs": 2,
     "student_epochs": 3,
     "replay_views": 2,
+    "tiers": (),
     "student_eval_every": 1,
     "latency_seconds": 0.5,
     "wall_minutes": None,
@@ -94,6 +97,7 @@ PATIENT_BUDGET = {
     **DEMO_BUDGET,
     "teacher_epochs": 32,
     "student_epochs": 96,
+    "tiers": (),
     "replay_views": 16,
     "teacher_eval_every": 4,
     "student_eval_every": 4,
@@ -289,13 +293,15 @@ def run_demo(
     replay_views: int | None = None,
     jobs: int | None = None,
     budget_name: str = "demo",
+    minutes: float | None = None,
 ) -> Path:
     """Run the demo pipeline into ``out``; return the path of the written report. ``budget_name``: one of
     ``BUDGETS`` ("demo", the 15-minute default; "quick", also ``quick=True``; "patient"). ``augment`` / ``batch_size``
     override the budget's training recipe for every model (teachers and students alike); ``replay_views`` the
     number of replayed views the KD student's targets come from (0: the clean images' logits); ``jobs`` how many
     runs train at once (default: 2 when torch has at least 2 threads: the two students side by side, and the
-    teachers when there are several; 1: one after the other in this process)."""
+    teachers when there are several; 1: one after the other in this process). ``minutes``: the wall time to plan
+    the epochs for (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``)."""
     from stillroom.data.style_icons import style_icons_or_none
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
@@ -322,26 +328,28 @@ def run_demo(
         jobs = 2 if torch.get_num_threads() >= 2 else 1
     if jobs < 1:
         raise StillroomError(f"demo: jobs must be >= 1, got {jobs}")
+    minutes = (budget["wall_minutes"] if minutes is None else minutes) or 0.0  # 0: the budget's fixed epochs
+    if minutes < 0:
+        raise StillroomError(f"demo: minutes must be >= 0, got {minutes}")
     t_start, cpu_start = time.perf_counter(), cpu_times()
     timings: dict[str, float] = {}
     console.rule("[bold]1/5 data: species silhouettes")
     index, timings["data"] = _dataset(out, budget, tarball)
     config_dir, runs_dir = out / "configs", out / "runs"
 
+    def teacher_raw(seed: int, epochs: int) -> dict[str, Any]:
+        extra = {"eval_every": budget["teacher_eval_every"], "amp": budget["teacher_amp"]}
+        return _config(f"teacher_resnet18_s{seed}", index.root, "resnet18", epochs, seed, budget, **extra)
+
+    def student_raw(name: str, epochs: int, **extra: Any) -> dict[str, Any]:
+        extra = {"eval_every": budget["student_eval_every"], **extra}
+        return _config(name, index.root, "mobilenet_v3_small", epochs, STUDENT_SEED, budget, **extra)
+
+    probes = (teacher_raw(budget["teacher_seeds"][0], 1), student_raw("student_mnv3s_scratch", 1))
+    plan = plan_epochs(out / "plan.json", budget, index, minutes, time.perf_counter() - t_start, probes)
+
     console.rule("[bold]2/5 teachers")
-    teacher_raws = [
-        _config(
-            f"teacher_resnet18_s{seed}",
-            index.root,
-            "resnet18",
-            budget["teacher_epochs"],
-            seed,
-            budget,
-            eval_every=budget["teacher_eval_every"],
-            amp=budget["teacher_amp"],
-        )  # fmt: skip
-        for seed in budget["teacher_seeds"]
-    ]
+    teacher_raws = [teacher_raw(seed, budget["teacher_epochs"]) for seed in budget["teacher_seeds"]]
     t0 = time.perf_counter()
     trained = _train_all(teacher_raws, config_dir, runs_dir, jobs)
     timings["teachers"] = time.perf_counter() - t0 if any(sec for _, sec in trained.values()) else 0.0
@@ -354,19 +362,11 @@ def run_demo(
     stores, alignment = _soft_labels(teachers, index, budget, out / "alignment_check.json", timings)
 
     console.rule("[bold]4/5 students")
-    student_epochs = budget["student_epochs"]
-    every = {"eval_every": budget["student_eval_every"]}
-    scratch_raw = _config(
-        "student_mnv3s_scratch", index.root, "mobilenet_v3_small", student_epochs, STUDENT_SEED, budget, **every
-    )
-    kd_raw = _config(
+    replan_students(out / "plan.json", budget, plan, minutes, time.perf_counter() - t_start)
+    scratch_raw = student_raw("student_mnv3s_scratch", budget["student_epochs"])
+    kd_raw = student_raw(
         "student_mnv3s_kd",
-        index.root,
-        "mobilenet_v3_small",
-        student_epochs,
-        STUDENT_SEED,
-        budget,
-        **every,
+        budget["student_epochs"],
         loss=budget["student_loss"],
         teachers={"cached": [str(s.path) for s in stores]},
     )

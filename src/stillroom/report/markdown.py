@@ -218,6 +218,8 @@ def write_demo_report(
             verdict = "within it" if total <= target else f"over by {total - target:.1f} min"
             # the budget was set on one host of the 2-core box; hosts differ about 2x in speed (README "The demo")
             lines.append(f"- budget: {target} min on the 2-core box; this run {total:.1f} min, {verdict}")
+        if (budget or {}).get("plan"):  # epochs planned on this machine (pipeline/plan.py)
+            lines.append(f"- plan: {budget['plan']}")
         teachers = [r for r in rows if r["label"].startswith("teacher") and r["weights"] == "best"]
         metas = [runs[r["label"]] / "model.json" for r in teachers]
         amps = sorted({str(read_json(m).get("amp", "off")) for m in metas if m.is_file()})

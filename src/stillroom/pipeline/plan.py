@@ -1,0 +1,196 @@
+"""Epochs that fit a wall-time budget on this machine: the demo's plan.
+
+Why: the same fixed recipe took 5 to 22 minutes on the 2-core hosts this project runs on (README "The demo"), so a
+fixed epoch count either broke the 15-minute budget on slow hosts or left most of it unused on fast ones, while
+patience is the lever measured to move what the demo is for: a 24-epoch teacher and 60-epoch students instead of
+12 + 20 give the distilled student +6.4 points of ID test, +12.6 on the outline-rewrite proxy and +5.2 on the other
+artist's box icons (BENCHMARKS "Teachers for another artist", 3 seeds). So the demo measures a training step of
+each model (``train.pace.step_seconds``), predicts every stage of each recipe in ``TIERS`` and trains the longest
+one predicted to finish within ``share`` of the budget; after the teacher and its store it plans the students again
+from the time actually left. The plan is saved (``plan.json``) so an interrupted demo resumes the same recipe.
+
+Stage model (each term in units of the probe's epoch, ``steps x step``; factors measured on `make demo` runs, see
+``OVERHEAD``): teacher = epochs x (1 + loader) + fixed (validation, BatchNorm re-estimation, test scoring);
+store export = views x export; students = epochs x (1 + loader) + evaluations + fixed, the two students side by side
+in their own processes; then the trade-off and the report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stillroom._io import StillroomError, atomic_write_json, read_json
+from stillroom._progress import console
+from stillroom.config import TrainConfig, config_from_dict
+
+__all__ = [
+    "TIERS",
+    "OVERHEAD",
+    "SHARE",
+    "Pace",
+    "probe_pace",
+    "stage_seconds",
+    "choose_tier",
+    "choose_student_epochs",
+    "load_or_plan",
+    "plan_epochs",
+    "replan_students",
+]
+
+# (teacher epochs, student epochs), shortest first. Measured, 3 seeds each: (10, 16) and (12, 20) in BENCHMARKS
+# "Fewer epochs for the demo's wall time", (24, 60) in "Teachers for another artist"; the others lie between them.
+TIERS: tuple[tuple[int, int], ...] = ((8, 12), (10, 16), (12, 20), (16, 30), (20, 40), (24, 60))
+
+# Measured on `make demo` (2026-12-04, AMD EPYC with AVX512-BF16, fresh clone): teacher probe epoch 9.7 s vs 10.0 s
+# per trained epoch and 18 s after the last one; student probe epoch 4.7 s vs 5.2 s per epoch beside the other
+# student, +1.3 s per validation, 15 s after the last; 4-view store export 24 s; trade-off + report 15 s.
+# Plan to finish within this share of the budget: hosts of one kind change speed during a run (README "The demo":
+# the same code 11 to 20 minutes on one AMD host), and the prediction is a few per cent off on a steady host.
+SHARE = 0.8
+OVERHEAD = {
+    "teacher_epoch": 1.05,
+    "teacher_fixed": 1.9,
+    "export_per_view": 0.6,
+    "student_epoch": 1.12,
+    "student_eval": 0.28,
+    "student_fixed": 3.2,
+    "report": 1.5,  # in teacher probe epochs
+}
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Seconds of one probe epoch (steps per epoch x measured step time) of the teacher and of a student."""
+
+    teacher_epoch: float
+    student_epoch: float
+
+    def __post_init__(self) -> None:
+        for name, v in asdict(self).items():
+            if not (math.isfinite(v) and v > 0):
+                raise StillroomError(f"plan: {name} must be a positive number of seconds, got {v}")
+
+
+def probe_pace(teacher: TrainConfig, student: TrainConfig, student_threads: int = 1) -> Pace:
+    """Measured probe epochs: the teacher's step with torch's threads as set (it trains alone), a student's with
+    ``student_threads`` (each student trains in its own process beside the other)."""
+    from stillroom.data.index import load_index
+    from stillroom.train.pace import step_seconds
+
+    epochs = []
+    for cfg, threads in ((teacher, None), (student, student_threads)):
+        n = len(load_index(cfg.data.index).split_indices(cfg.data.train_split))
+        epochs.append(max(n // max(min(cfg.batch_size, n), 1), 1) * step_seconds(cfg, threads=threads))
+    return Pace(*epochs)
+
+
+def stage_seconds(
+    pace: Pace, teacher_epochs: int, student_epochs: int, views: int, student_eval_every: int
+) -> dict[str, float]:
+    """Predicted seconds of each remaining stage of the demo for one recipe."""
+    o = OVERHEAD
+    evals = math.ceil(student_epochs / max(student_eval_every, 1))
+    return {
+        "teachers": pace.teacher_epoch * (teacher_epochs * o["teacher_epoch"] + o["teacher_fixed"]),
+        "export": pace.teacher_epoch * views * o["export_per_view"],
+        "students": pace.student_epoch
+        * (student_epochs * o["student_epoch"] + evals * o["student_eval"] + o["student_fixed"]),
+        "report": pace.teacher_epoch * o["report"],
+    }
+
+
+def choose_tier(
+    pace: Pace, seconds: float, views: int, student_eval_every: int, tiers: tuple[tuple[int, int], ...] = TIERS
+) -> tuple[tuple[int, int], dict[str, float]]:
+    """The longest tier predicted to fit in ``seconds`` (the shortest when none fits) and its stage prediction."""
+    if not tiers:
+        raise StillroomError("plan: no tiers to choose from")
+    chosen = tiers[0]
+    for tier in tiers:
+        if sum(stage_seconds(pace, *tier, views, student_eval_every).values()) <= seconds:
+            chosen = tier
+    return chosen, stage_seconds(pace, *chosen, views, student_eval_every)
+
+
+def choose_student_epochs(
+    pace: Pace, seconds_left: float, planned: int, student_eval_every: int, tiers: tuple[tuple[int, int], ...] = TIERS
+) -> int:
+    """Student epochs once the teacher and its store are done: ``planned``, or the longest tier's student epochs
+    below it whose students' stage and report are predicted to fit in ``seconds_left`` (never more than planned:
+    a plan that ran slow shrinks, one that ran fast keeps its recipe)."""
+    options = sorted({s for _, s in tiers if s <= planned} | {planned})
+    keep = options[0]
+    for epochs in options:
+        stages = stage_seconds(pace, 0, epochs, 0, student_eval_every)
+        if stages["students"] + stages["report"] <= seconds_left:
+            keep = epochs
+    return keep
+
+
+def load_or_plan(path: Path, key: dict[str, Any], make: Any) -> dict[str, Any]:
+    """The plan saved at ``path`` when it was made for the same ``key`` (budget minutes, views, ...), else
+    ``make()``'s plan, saved there with the key. A resumed demo keeps its first plan, so its runs' configs match."""
+    if path.is_file():
+        try:
+            saved = read_json(path)
+        except StillroomError:
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return saved
+    plan = {"key": key, **make()}
+    atomic_write_json(path, plan)
+    return plan
+
+
+def plan_epochs(
+    path: Path, budget: dict[str, Any], index: Any, minutes: float, elapsed: float, probes: tuple[dict, dict]
+) -> dict[str, Any] | None:
+    """Set ``budget``'s teacher and student epochs to the longest of its ``tiers`` predicted to finish within
+    ``SHARE`` of ``minutes`` (``elapsed`` seconds already spent), timing the steps of ``probes`` (the teacher's and a
+    student's raw config); the plan is saved at ``path`` and reused by a resumed demo. Returns it; None, leaving the
+    budget's fixed epochs, when ``minutes`` is 0, the budget has no tiers or trains several teachers."""
+    if not minutes or not budget.get("tiers") or len(budget["teacher_seeds"]) != 1:
+        return None
+    views, every, tiers = budget["replay_views"], budget["student_eval_every"], tuple(map(tuple, budget["tiers"]))
+
+    def make() -> dict[str, Any]:
+        pace = probe_pace(*(config_from_dict(raw) for raw in probes))
+        tier, stages = choose_tier(pace, minutes * 60 * SHARE - elapsed, views, every, tiers)
+        return {"pace": asdict(pace), "teacher_epochs": tier[0], "student_epochs": tier[1], "elapsed": elapsed,
+                "predicted_seconds": stages}  # fmt: skip
+
+    key = {"minutes": minutes, "tiers": [list(t) for t in tiers], "views": views, "augment": budget["augment"],
+           "batch_size": budget["batch_size"], "index_hash": index.index_hash}  # fmt: skip
+    plan = load_or_plan(path, key, make)
+    budget.update(teacher_epochs=plan["teacher_epochs"], student_epochs=plan["student_epochs"])
+    budget["teacher_eval_every"] = plan["teacher_epochs"]  # validate at the last epoch only, as the fixed recipe
+    predicted = sum(plan["predicted_seconds"].values()) + plan["elapsed"]
+    budget["plan"] = (
+        f"{plan['teacher_epochs']} teacher + {plan['student_epochs']} student epochs, the longest of {list(tiers)} "
+        f"predicted to fit {SHARE:.0%} of {minutes:g} min here ({predicted / 60:.1f} min; probe epochs: teacher "
+        f"{plan['pace']['teacher_epoch']:.1f} s, student {plan['pace']['student_epoch']:.1f} s)"
+    )
+    console.print(f"[bold]plan:[/] {budget['plan']}", highlight=False)
+    return plan
+
+
+def replan_students(
+    path: Path, budget: dict[str, Any], plan: dict[str, Any] | None, minutes: float, elapsed: float
+) -> None:
+    """After the teacher and its store (``elapsed`` seconds in): fewer student epochs when the run so far was
+    slower than planned (``choose_student_epochs``), saved in the plan so a resumed demo keeps the decision."""
+    if plan is None or "students_replanned_at" in plan:
+        return
+    epochs = choose_student_epochs(
+        Pace(**plan["pace"]), minutes * 60 * SHARE - elapsed, plan["student_epochs"], budget["student_eval_every"],
+        tuple(map(tuple, budget["tiers"])),
+    )  # fmt: skip
+    if epochs != plan["student_epochs"]:
+        console.print(f"[yellow]slower than planned: {epochs} student epochs instead of {plan['student_epochs']}[/]")
+        budget["plan"] += f"; students cut to {epochs} epochs: the teacher ran slower than predicted"
+    plan.update(student_epochs=epochs, students_replanned_at=elapsed)
+    budget["student_epochs"] = epochs
+    atomic_write_json(path, plan)

@@ -1,0 +1,131 @@
+"""The demo's epoch plan: measured step times, the longest recipe that fits, a slow run cut short, resumes keep
+the first plan (pipeline/plan.py, train/pace.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stillroom._io import StillroomError, read_json
+from stillroom.config import config_from_dict
+from stillroom.pipeline import plan as plan_mod
+from stillroom.pipeline.demo import DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET
+from stillroom.pipeline.plan import (
+    SHARE,
+    TIERS,
+    Pace,
+    choose_student_epochs,
+    choose_tier,
+    load_or_plan,
+    plan_epochs,
+    replan_students,
+    stage_seconds,
+)
+from stillroom.train.pace import step_seconds
+
+PACE = Pace(teacher_epoch=10.0, student_epoch=5.0)
+
+
+def _total(pace, tier, views=4, every=4):
+    return sum(stage_seconds(pace, *tier, views, every).values())
+
+
+def test_stage_prediction_grows_with_every_epoch_and_view():
+    base = stage_seconds(PACE, 12, 20, 4, 4)
+    assert stage_seconds(PACE, 13, 20, 4, 4)["teachers"] > base["teachers"]
+    assert stage_seconds(PACE, 12, 21, 4, 4)["students"] > base["students"]
+    assert stage_seconds(PACE, 12, 20, 8, 4)["export"] == pytest.approx(2 * base["export"])
+    assert stage_seconds(PACE, 12, 20, 4, 1)["students"] > base["students"]  # more validations
+    slow = stage_seconds(Pace(20.0, 10.0), 12, 20, 4, 4)
+    assert all(slow[k] == pytest.approx(2 * base[k]) for k in base)  # everything scales with the host
+
+
+def test_tiers_are_ordered_and_contain_the_fixed_recipe():
+    assert list(TIERS) == sorted(TIERS) and len(set(TIERS)) == len(TIERS)
+    assert (DEMO_BUDGET["teacher_epochs"], DEMO_BUDGET["student_epochs"]) in TIERS
+    assert [_total(PACE, t) for t in TIERS] == sorted(_total(PACE, t) for t in TIERS)
+
+
+@pytest.mark.parametrize("k", range(len(TIERS)))
+def test_the_longest_tier_that_fits_is_chosen(k):
+    seconds = _total(PACE, TIERS[k]) + 0.5  # fits tier k, not k + 1
+    tier, stages = choose_tier(PACE, seconds, 4, 4)
+    assert tier == TIERS[k] and sum(stages.values()) <= seconds
+    assert choose_tier(PACE, _total(PACE, TIERS[k]) - 0.5, 4, 4)[0] == TIERS[max(k - 1, 0)]
+
+
+def test_a_host_too_slow_for_any_tier_gets_the_shortest():
+    assert choose_tier(Pace(1e4, 1e4), 900.0, 4, 4)[0] == TIERS[0]
+    assert choose_tier(PACE, -5.0, 4, 4)[0] == TIERS[0]  # already over budget
+    with pytest.raises(StillroomError, match="no tiers"):
+        choose_tier(PACE, 900.0, 4, 4, tiers=())
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_pace_must_be_a_positive_time(bad):
+    with pytest.raises(StillroomError, match="positive"):
+        Pace(teacher_epoch=bad, student_epoch=1.0)
+
+
+def test_students_keep_their_epochs_on_time_and_shrink_when_late():
+    need = stage_seconds(PACE, 0, 60, 0, 4)
+    on_time = need["students"] + need["report"] + 1.0
+    assert choose_student_epochs(PACE, on_time, 60, 4) == 60
+    assert choose_student_epochs(PACE, 10 * on_time, 40, 4) == 40  # never more than planned
+    late = stage_seconds(PACE, 0, 30, 0, 4)
+    assert choose_student_epochs(PACE, late["students"] + late["report"] + 1.0, 60, 4) == 30
+    assert choose_student_epochs(PACE, -100.0, 60, 4) == min(s for _, s in TIERS)
+
+
+def test_a_saved_plan_is_reused_for_the_same_key_only(tmp_path):
+    path, calls = tmp_path / "plan.json", []
+
+    def make(n):
+        return lambda: calls.append(n) or {"teacher_epochs": n}
+
+    assert load_or_plan(path, {"minutes": 15}, make(1))["teacher_epochs"] == 1
+    assert load_or_plan(path, {"minutes": 15}, make(2))["teacher_epochs"] == 1  # resumed: the first plan
+    assert load_or_plan(path, {"minutes": 30}, make(3))["teacher_epochs"] == 3  # another budget: planned again
+    path.write_text("{not json")
+    assert load_or_plan(path, {"minutes": 30}, make(4))["teacher_epochs"] == 4  # a broken file is replaced
+    assert calls == [1, 3, 4] and read_json(path)["key"] == {"minutes": 30}
+
+
+def test_step_seconds_times_the_training_step_and_leaves_no_trace(shapes_index, tiny_config):
+    cfg = config_from_dict(tiny_config(shapes_index.root, "pace", model="mobilenet_v3_small", augment="restyle"))
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    seconds = step_seconds(cfg, steps=2, warmup=1, threads=1)
+    assert math.isfinite(seconds) and 0 < seconds < 30
+    assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match="steps"):
+        step_seconds(cfg, steps=0)
+
+
+@pytest.mark.parametrize("budget,minutes", [(QUICK_BUDGET, 15.0), (PATIENT_BUDGET, 15.0), (DEMO_BUDGET, 0.0)])
+def test_fixed_budgets_are_not_planned(budget, minutes, tmp_path, shapes_index):
+    b = dict(budget)
+    assert plan_epochs(tmp_path / "plan.json", b, shapes_index, minutes, 0.0, ({}, {})) is None
+    assert b == budget and not (tmp_path / "plan.json").exists()
+
+
+def test_the_demo_budget_is_planned_once_and_cut_when_late(tmp_path, shapes_index, monkeypatch):
+    probes = []
+    monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: probes.append(cfgs) or PACE)
+    monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
+    path, minutes = tmp_path / "plan.json", (_total(PACE, TIERS[-1]) + 30.0) / 60 / SHARE
+    b = dict(DEMO_BUDGET)
+    plan = plan_epochs(path, b, shapes_index, minutes, 30.0, ({"t": 1}, {"s": 1}))
+    assert (b["teacher_epochs"], b["student_epochs"]) == TIERS[-1] and b["teacher_eval_every"] == TIERS[-1][0]
+    assert "24 teacher + 60 student epochs" in b["plan"] and len(probes) == 1
+    b2 = dict(DEMO_BUDGET)
+    assert plan_epochs(path, b2, shapes_index, minutes, 30.0, ({}, {})) == plan and len(probes) == 1  # resumed
+    # the teacher took all the time: the students shrink to the shortest tier, and the decision is saved
+    replan_students(path, b, plan, minutes, minutes * 60)
+    assert b["student_epochs"] == TIERS[0][1] and "cut to" in b["plan"]
+    assert read_json(path)["student_epochs"] == TIERS[0][1]
+    b3 = dict(DEMO_BUDGET)
+    saved = plan_epochs(path, b3, shapes_index, minutes, 0.0, ({}, {}))
+    replan_students(path, b3, saved, minutes, 0.0)  # a resumed demo keeps the cut
+    assert b3["student_epochs"] == TIERS[0][1]
