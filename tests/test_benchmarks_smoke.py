@@ -355,7 +355,9 @@ def test_rmd_accept_matches_evaluate_and_thresholds_on_val(teacher_run, shapes_i
         assert row["scores"][name]["ood"]["rings"]["auroc"] == pytest.approx(report["scores"][name]["auroc"], abs=1e-6)
     assert set(row["scores"]) == {"maxlogit", "energy", *bench.FEATURE_SCORES}
     for s in row["scores"].values():
-        assert 0.85 <= s["id_test_accepted"] <= 1.0 and s["rewrites_accepted_worst"] <= s["rewrites_accepted_mean"]
+        # 95% of val by construction; on 48 test rows of a 2-epoch model that is 83-92% depending on the host's float
+        # rounding (0.833 on an AMD EPYC with AVX512-BF16): a wrong orientation or quantile would accept ~5%
+        assert 0.75 <= s["id_test_accepted"] <= 1.0 and s["rewrites_accepted_worst"] <= s["rewrites_accepted_mean"]
     out, md = tmp_path / "rows.json", tmp_path / "t.md"
     args = ["--id-index", str(shapes_index.root), "--ood", f"rings={ood_only.root}", "--group", f"t={run}"]
     bench.main([*args, "--json", str(out), "--md", str(md)])

@@ -26,7 +26,7 @@ from stillroom.train.trainer import _use_bf16
 __all__ = ["step_seconds"]
 
 
-def step_seconds(cfg: TrainConfig, steps: int = 6, warmup: int = 2, threads: int | None = None) -> float:
+def step_seconds(cfg: TrainConfig, steps: int = 8, warmup: int = 3, threads: int | None = None) -> float:
     """Median seconds of one training step of ``cfg`` (its model, data, augmentation, batch size, autocast and
     memory format) over ``steps`` timed steps after ``warmup`` untimed ones, with ``threads`` torch threads (default:
     as set). Trains a throw-away model; the run's directory and torch's global RNG state are not touched."""
