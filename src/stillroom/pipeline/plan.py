@@ -1,13 +1,14 @@
 """Epochs that fit a wall-time budget on this machine: the demo's plan.
 
-Why: the same fixed recipe took 5 to 22 minutes on the 2-core hosts this project runs on (README "The demo"), so a
-fixed epoch count either broke the 15-minute budget on slow hosts or left most of it unused on fast ones, while
-patience is the lever measured to move what the demo is for: a 24-epoch teacher and 60-epoch students instead of
-12 + 20 give the distilled student +6.4 points of ID test, +12.6 on the outline-rewrite proxy and +5.2 on the other
-artist's box icons (BENCHMARKS "Teachers for another artist", 3 seeds). So the demo measures a training step of
-each model (``train.pace.step_seconds``), predicts every stage of each recipe in ``TIERS`` and trains the longest
-one predicted to finish within ``share`` of the budget; after the teacher and its store it plans the students again
-from the time actually left. The plan is saved (``plan.json``) so an interrupted demo resumes the same recipe.
+Why: the same fixed recipe took 5 to 22 minutes on the 2-core hosts this project runs on (BENCHMARKS "The demo plans
+its epochs"), so a fixed epoch count either broke the 15-minute budget on slow hosts or left most of it unused on
+fast ones, while patience is the lever measured to move what the demo is for: a 24-epoch teacher and 60-epoch
+students instead of 12 + 20 give the distilled student +6.4 points of ID test, +12.6 on the outline-rewrite proxy
+and +5.2 on the other artist's box icons (BENCHMARKS "Teachers for another artist", 3 seeds). So the demo measures a
+training step of each model (``train.pace.step_seconds``), predicts every stage of each recipe in ``TIERS`` and
+trains the longest one predicted to finish within ``SHARE`` of the budget; after the teacher and its store it plans
+the students again from the time actually left. The plan is saved (``plan.json``) so an interrupted demo resumes the
+same recipe.
 
 Stage model (each term in units of the probe's epoch, ``steps x step``; factors measured on `make demo` runs, see
 ``OVERHEAD``): teacher = epochs x (1 + loader) + fixed (validation, BatchNorm re-estimation, test scoring);
@@ -43,15 +44,15 @@ __all__ = [
 # (teacher epochs, student epochs), shortest first. Measured, 3 seeds each: (10, 16) and (12, 20) in BENCHMARKS
 # "Fewer epochs for the demo's wall time", (24, 60) in "Teachers for another artist"; the others lie between them,
 # except the floors (6, 10) and (8, 12), for hosts where the demo's fixed recipe took 19-22 minutes (a teacher epoch
-# of 50-58 s: README history in BENCHMARKS "The demo plans its epochs"), unmeasured and worse than (10, 16).
+# of 50-58 s; BENCHMARKS "The demo plans its epochs"), unmeasured: expect less than (10, 16) gives.
 TIERS: tuple[tuple[int, int], ...] = ((6, 10), (8, 12), (10, 16), (12, 20), (16, 30), (20, 40), (24, 60))
 
-# Measured on `make demo` (2026-12-04, AMD EPYC with AVX512-BF16, fresh clone): teacher probe epoch 9.7 s vs 10.0 s
+# Plan to finish within this share of the budget: hosts of one kind change speed during a run (the same code took
+# 11 to 22 minutes on one AMD host), and the probe itself was 15% off once (BENCHMARKS "The demo plans its epochs").
+SHARE = 0.8
+# Measured on `make demo` at 691fa8b (2026-12-04, AMD EPYC with AVX512-BF16): teacher probe epoch 9.7 s vs 10.0 s
 # per trained epoch and 18 s after the last one; student probe epoch 4.7 s vs 5.2 s per epoch beside the other
 # student, +1.3 s per validation, 15 s after the last; 4-view store export 24 s; trade-off + report 15 s.
-# Plan to finish within this share of the budget: hosts of one kind change speed during a run (README "The demo":
-# the same code 11 to 20 minutes on one AMD host), and the prediction is a few per cent off on a steady host.
-SHARE = 0.8
 OVERHEAD = {
     "teacher_epoch": 1.05,
     "teacher_fixed": 1.9,
