@@ -20,6 +20,8 @@ from stillroom._io import StillroomError
 from stillroom.deploy.knn import KNN_K, KNNScorer
 from stillroom.deploy.ladder import ALL_SIGNALS, FUSED_PARTS, Ladder, describe, knn_bank_path
 
+KNN_PARTS = ("maxlogit", "sink", "knn")  # FUSED_PARTS with knn as the feature part (rmd: tests/test_ladder_rmd.py)
+
 K = 8  # ID classes; the K+1 models below have a sink column last
 D = 12  # feature dimension
 
@@ -63,9 +65,10 @@ def _reference(z: np.ndarray, f: np.ndarray, train_f: np.ndarray, parts: tuple[s
 def test_fused_score_is_the_mean_of_id_standardized_parts():
     zi, fi, zo, fo, knn, train_f = _case()
     lad = Ladder(sink=True, signal="fused").fit(zi, val_features=fi, knn=knn)
-    assert lad.signal_ == "fused" and lad.fused_["parts"] == list(FUSED_PARTS) and lad.uses_knn
+    assert lad.signal_ == "fused" and lad.fused_["parts"] == list(KNN_PARTS) and lad.uses_knn
+    assert set(KNN_PARTS) < set(FUSED_PARTS) and not lad.uses_rmd
     for z, f in ((zi, fi), (zo, fo)):
-        want = _reference(z, f, train_f, FUSED_PARTS, zi, fi)
+        want = _reference(z, f, train_f, KNN_PARTS, zi, fi)
         np.testing.assert_allclose(lad.signals(z, features=f)["score"], want, rtol=1e-5, atol=1e-5)
     # on the ID rows the fused score has mean 0 (each part standardized there)
     assert abs(lad.signals(zi, features=fi)["score"].mean()) < 1e-6
@@ -83,8 +86,8 @@ def test_auto_picks_fused_when_each_part_hears_one_group():
     assert set(sel["val_auroc"]) == {"maxlogit", "energy", "msp", "sink", "knn", "fused"}
     assert lad.signal_ == "fused" and sel["fused"] == lad.fused_ and sel["knn"]["bank_rows"] == 600
     y = np.r_[np.ones(len(zi)), np.zeros(len(zo))]
-    want = roc_auc_score(y, np.r_[_reference(zi, fi, train_f, FUSED_PARTS, zi, fi),
-                                  _reference(zo, fo, train_f, FUSED_PARTS, zi, fi)])  # fmt: skip
+    want = roc_auc_score(y, np.r_[_reference(zi, fi, train_f, KNN_PARTS, zi, fi),
+                                  _reference(zo, fo, train_f, KNN_PARTS, zi, fi)])  # fmt: skip
     assert sel["val_auroc"]["fused"] == pytest.approx(want, abs=1e-6)
     assert sel["val_auroc"]["fused"] > max(v for k, v in sel["val_auroc"].items() if k != "fused") + 0.05
     assert lad.fit_summary_["id"]["accept"] >= 0.95

@@ -323,23 +323,27 @@ def test_service_serves_knn_and_refuses_a_tampered_bank(knn_run, tmp_path):
         Predictor(bad, threads=1)
 
 
-def test_run_fused_ladder_with_a_knn_part_is_fitted_saved_and_served(run, tmp_path, ood_only):
-    """A K-class run's fused signal (issue 16 item 4): max logit and KNN, standardized on ID val; fitted from the
-    run, saved with its bank, served from the features model, and scored by the service as recomputed here."""
+def test_run_fused_ladder_with_a_feature_part_is_fitted_saved_and_served(run, tmp_path, ood_only):
+    """A K-class run's fused signal (issue 16 item 4): max logit and the feature score the run gives it (RMD, fitted
+    as for the rmd signal; KNN only where no RMD scorer is given: tests/test_ladder_fused_signal.py), standardized on
+    ID val; fitted from the run, saved with its Gaussians, served from the features model, and scored by the service
+    as recomputed here."""
     from _deploy import link_run
     from stillroom.data.index import load_index
+    from stillroom.deploy.rmd import RMDScorer
     from stillroom.deploy.run_ladder import fit_run_ladder, run_ladder_report
     from stillroom.deploy.service import Predictor
 
     copy = link_run(run, tmp_path / "fused", extra=("export",))
     lad = fit_run_ladder(copy, ood_index=ood_only.root, signal="fused")
-    assert lad.fused_["parts"] == ["maxlogit", "knn"] and lad.uses_knn
+    assert lad.fused_["parts"] == ["maxlogit", "rmd"] and lad.uses_rmd and not lad.uses_knn
     d = json.loads((copy / "ladder.json").read_text())
-    assert d["format"] == "stillroom-ladder/3" and d["fit_data"]["knn_bank"]["split"] == "train"
+    assert d["format"] == "stillroom-ladder/3" and d["fit_data"]["rmd_fit"]["split"] == "train"
+    assert d["knn"] is None and "knn_bank" not in d["fit_data"] and not (copy / "ladder_knn_bank.npy").exists()
     assert run_ladder_report(copy, split="val", ood_index=ood_only.root)["signal"] == "fused"
     p = Predictor(copy, threads=1)
-    assert p.knn and p.model_file.name == "model_features.onnx"
-    bank = KNNScorer.load(copy, d["knn"])
+    assert p.knn and p.model_file.name == "model_features.onnx" and d["rmd"]["sha256"] in p.weights.values()
+    gaussians = RMDScorer.load(copy, d["rmd"])
     (m0, m1), (s0, s1) = d["fused"]["mean"], d["fused"]["std"]
     idx = load_index(json.loads((copy / "model.json").read_text())["index"])
     from PIL import Image
@@ -348,6 +352,6 @@ def test_run_fused_ladder_with_a_knn_part_is_fitted_saved_and_served(run, tmp_pa
         body, _ = p.predict((idx.root / idx.paths[row_id]).read_bytes(), "image/png", "x.png")
         mask, _ = p.silhouette(Image.open(idx.root / idx.paths[row_id]), "x")
         logits, feats = p.forward(mask)
-        want = ((float(np.max(logits)) - m0) / s0 + (float(bank.score(feats)[0]) - m1) / s1) / 2
+        want = ((float(np.max(logits)) - m0) / s0 + (float(gaussians.score(feats)[0]) - m1) / s1) / 2
         assert body["thresholds"]["signal"] == "fused"
         assert body["scores"]["ladder_score"] == pytest.approx(want, abs=1e-6)

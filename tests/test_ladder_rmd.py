@@ -82,7 +82,7 @@ def test_auto_weighs_rmd_and_the_file_round_trips(tmp_path):
     rmd = RMDScorer().fit(train, y)
     lad = Ladder(signal="auto").fit(zi, ood_logits_list=zo, val_features=fi, ood_features=fo, rmd=rmd)
     sel = lad.fit_summary_["signal"]
-    assert set(sel["val_auroc"]) == {*SIGNALS, "rmd"}
+    assert set(sel["val_auroc"]) == {*SIGNALS, "rmd", "fused"}  # fused: max logit + rmd
     assert lad.signal_ == "rmd" and lad.rmd_ is rmd and sel["rmd"] == {"classes": 4, "dim": 12}
     assert sel["val_auroc"]["rmd"] > 0.95 and max(sel["val_auroc"][n] for n in SIGNALS) < 0.6
     np.testing.assert_allclose(lad.signals(zi, features=fi)["score"], rmd.score(fi), rtol=1e-12)
@@ -105,6 +105,37 @@ def test_auto_weighs_rmd_and_the_file_round_trips(tmp_path):
         Ladder.from_thresholds(0.0, 1.0, 1, 4, margin=0.1, signal="rmd")
     hand = Ladder.from_thresholds(-50.0, 0.0, 1, 4, margin=0.0, signal="rmd", rmd=rmd)
     assert hand.signals(zi, features=fi)["score"].shape == (len(zi),)
+
+
+def test_fused_takes_rmd_as_its_feature_part_and_round_trips(tmp_path):
+    """With an RMD scorer, fused = mean of the ID-standardized max logit and RMD score (knn left out, module
+    docstring); saved with its Gaussians (sha256 checked), served as fitted; without rmd it keeps knn."""
+    from stillroom.deploy.knn import KNNScorer
+
+    zi, zo, fi, fo, train, y = _case()
+    rmd, knn = RMDScorer().fit(train, y), KNNScorer().fit(train)
+    lad = Ladder(signal="fused").fit(zi, ood_logits_list=zo, val_features=fi, ood_features=fo, rmd=rmd, knn=knn)
+    assert lad.fused_["parts"] == ["maxlogit", "rmd"] and lad.uses_rmd and lad.uses_features and not lad.uses_knn
+    assert lad.rmd_ is rmd and lad.knn_ is None and lad.fit_summary_["signal"]["rmd"] == {"classes": 4, "dim": 12}
+    assert "fused" in lad.fit_summary_["signal"]["val_auroc"]  # weighed by auto too
+    ref_id = np.stack([zi.max(1), rmd.score(fi)])
+    mean, std = ref_id.mean(1, keepdims=True), ref_id.std(1, keepdims=True)
+    want = ((np.stack([zo.max(1), rmd.score(fo)]) - mean) / std).mean(0)
+    np.testing.assert_allclose(lad.signals(zo, features=fo)["score"], want, rtol=1e-9, atol=1e-9)
+    path = tmp_path / "ladder.json"
+    lad.save(path)
+    d = json.loads(path.read_text())
+    assert d["format"] == "stillroom-ladder/3" and d["rmd"]["file"] == "ladder_rmd.npz" and d["knn"] is None
+    back = Ladder.load(path)
+    assert back.uses_rmd and back.decide(zo[:30], features=fo[:30]) == lad.decide(zo[:30], features=fo[:30])
+    params = rmd_path(path)
+    params.write_bytes(params.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(StillroomError, match="sha256 differs"):
+        Ladder.load(path)
+    only_knn = Ladder(signal="fused").fit(zi, val_features=fi, knn=knn)
+    assert only_knn.fused_["parts"] == ["maxlogit", "knn"] and not only_knn.uses_rmd
+    only_knn.save(path)
+    assert not params.exists()  # a fused ladder without an rmd part removes the Gaussians left there
 
 
 # --- run level: export, fit, report, serve ------------------------------------------------------------------------

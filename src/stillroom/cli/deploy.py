@@ -103,9 +103,9 @@ def export_cmd(
         help="ladder: score thresholded by t1/t2: maxlogit | energy | msp | sink (K+1 models: log-odds against the"
         " sink) | knn (penultimate features, needs export/model_features.onnx) | rmd (relative Mahalanobis on the"
         " same features, fitted on the ID train rows and their style views) | fused (mean of maxlogit, sink and"
-        " knn, each standardized on clean ID val; needs a sink or knn) | auto (highest val AUROC against the"
-        " OOD val rows: a merged index's sink rows or --ood-index, sink and fused included for K+1 models, knn and"
-        " rmd when the features file exists; maxlogit without them)",
+        " rmd, or knn without rmd, each standardized on clean ID val; needs a sink or a feature score) | auto"
+        " (highest val AUROC against the OOD val rows: a merged index's sink rows or --ood-index, sink and fused"
+        " included for K+1 models, knn and rmd when the features file exists; maxlogit without them)",
     ),
 ) -> None:
     """ONNX export with a parity check on validation images, optional int8, and the ladder fit (RUN/export/)."""
@@ -202,8 +202,8 @@ def export_cmd(
             signal8 = "auto" if lad.uses_features else ladder_signal  # int8 features are not exported
             if signal8 != ladder_signal:
                 console.print(
-                    f"int8 ladder: knn is served in fp32 only; the int8 ladder takes auto instead of {lad.signal_}"
-                    " (logit signals, fused without knn)"
+                    f"int8 ladder: feature scores are served in fp32 only; the int8 ladder takes auto instead of "
+                    f"{lad.signal_} (logit signals, fused without a feature part)"
                 )
             lad8 = fit_run_ladder(
                 run, target_accept=target_accept, weights=weights, index=index, ood_index=ood_index, served="int8",

@@ -202,7 +202,7 @@ def fit_run_ladder(
     d = run_logits(run_dir, weights, index, ood_index, "val", served=served)
     params.setdefault("sink", d["sink"] is not None)
     why_not = "served model is not fp32" if served != "fp32" else None
-    if why_not is None and signal in ("knn", "rmd", "fused", "auto"):  # fused takes knn as a part when it can
+    if why_not is None and signal in ("knn", "rmd", "fused", "auto"):  # fused takes rmd (or knn) as a part
         why_not = knn_available(run_dir, d["run"].weights_sha256)
     elif why_not is None:
         why_not = f"signal {signal!r} set by the caller"
@@ -226,7 +226,7 @@ def fit_run_ladder(
             fit_data["served_file"] = {k: d["served_file"][k] for k in ("file", "sha256", "backend")}
         # where the chosen feature signal's parameters came from (the KNN bank's rows, the RMD fit rows and views)
         fit_data.update({"knn_bank": fit["knn_bank"]} if ladder.uses_knn else {})
-        fit_data.update({"rmd_fit": fit["rmd_fit"]} if ladder.signal_ == "rmd" else {})
+        fit_data.update({"rmd_fit": fit["rmd_fit"]} if ladder.uses_rmd else {})
         ladder.save(
             run_dir / LADDER_FILES[served],
             extra={

@@ -235,7 +235,7 @@ class Predictor:
             )
         self.ladder = Ladder.load(ladder_path)  # a knn ladder also loads its bank, checked by sha256
         self.ladder_sha256 = sha256_file(ladder_path)
-        self.knn = self.ladder.uses_features  # knn, rmd, or fused with a knn part: features served
+        self.knn = self.ladder.uses_features  # knn, rmd, or fused with either: features served
         entry = exp["models"][key]
         if self.knn:  # logits and features from one file (module docstring, "KNN signal")
             if key != "fp32":
@@ -295,7 +295,7 @@ class Predictor:
         if self.ladder.uses_knn:
             rec = self.ladder.knn_record_
             self.weights[f"npy:{rec['bank_file']}"] = rec["bank_sha256"]
-        if self.ladder.signal_ == "rmd":
+        if self.ladder.uses_rmd:
             rec = self.ladder.rmd_record_
             self.weights[f"npz:{rec['file']}"] = rec["sha256"]
 
@@ -599,7 +599,7 @@ def create_app(
                 "model_sha256": predictor.model_sha256,
                 "ladder_sha256": predictor.ladder_sha256,
                 "knn_bank_sha256": predictor.ladder.knn_record_["bank_sha256"] if predictor.ladder.uses_knn else None,
-                "rmd_sha256": predictor.ladder.rmd_record_["sha256"] if predictor.ladder.signal_ == "rmd" else None,
+                "rmd_sha256": predictor.ladder.rmd_record_["sha256"] if predictor.ladder.uses_rmd else None,
             },
             "classes": predictor.classes[: predictor.k_id],
             "display_names": predictor.names[: predictor.k_id],
