@@ -52,9 +52,11 @@ TIERS: tuple[tuple[int, int], ...] = ((6, 10), (8, 12), (10, 16), (12, 20), (16,
 SHARE = 0.8
 # Measured on `make demo` at 691fa8b (2026-12-04, AMD EPYC with AVX512-BF16): teacher probe epoch 9.7 s vs 10.0 s
 # per trained epoch and 18 s after the last one; student probe epoch 4.7 s vs 5.2 s per epoch beside the other
-# student, +1.3 s per validation, 15 s after the last; 4-view store export 24 s; trade-off + report 15 s.
+# student, +1.3 s per validation, 15 s after the last; 4-view store export 24 s; trade-off + report 15 s. Three
+# planned demos on that host then read the teacher's probe epoch at 10.0, 8.5 and 7.8 s for 9-10.5 s trained: the
+# teacher's factor is their mean ratio, 1.15, not the first run's 1.05 (BENCHMARKS "The demo plans its epochs").
 OVERHEAD = {
-    "teacher_epoch": 1.05,
+    "teacher_epoch": 1.15,
     "teacher_fixed": 1.9,
     "export_per_view": 0.6,
     "student_epoch": 1.12,
