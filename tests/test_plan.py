@@ -23,7 +23,7 @@ from stillroom.pipeline.plan import (
     replan_students,
     stage_seconds,
 )
-from stillroom.train.pace import step_seconds
+from stillroom.train.pace import epoch_seconds, step_seconds
 
 PACE = Pace(teacher_epoch=10.0, student_epoch=5.0)
 
@@ -101,6 +101,8 @@ def test_step_seconds_times_the_training_step_and_leaves_no_trace(shapes_index, 
     assert torch.get_num_threads() == threads and torch.equal(torch.get_rng_state(), state)
     with pytest.raises(ValueError, match="steps"):
         step_seconds(cfg, steps=0)
+    per_epoch = len(shapes_index.split_indices("train")) // 32  # the trainer's full batches
+    assert 0 < epoch_seconds(cfg, threads=1) < 30 * per_epoch
 
 
 @pytest.mark.parametrize("budget,minutes", [(QUICK_BUDGET, 15.0), (PATIENT_BUDGET, 15.0), (DEMO_BUDGET, 0.0)])
@@ -128,4 +130,4 @@ def test_the_demo_budget_is_planned_once_and_cut_when_late(tmp_path, shapes_inde
     b3 = dict(DEMO_BUDGET)
     saved = plan_epochs(path, b3, shapes_index, minutes, 0.0, ({}, {}))
     replan_students(path, b3, saved, minutes, 0.0)  # a resumed demo keeps the cut
-    assert b3["student_epochs"] == TIERS[0][1]
+    assert b3["student_epochs"] == TIERS[0][1] and "cut to" in b3["plan"]  # the resumed report says so too

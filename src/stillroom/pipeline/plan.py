@@ -82,14 +82,9 @@ class Pace:
 def probe_pace(teacher: TrainConfig, student: TrainConfig, student_threads: int = 1) -> Pace:
     """Measured probe epochs: the teacher's step with torch's threads as set (it trains alone), a student's with
     ``student_threads`` (each student trains in its own process beside the other)."""
-    from stillroom.data.index import load_index
-    from stillroom.train.pace import step_seconds
+    from stillroom.train.pace import epoch_seconds
 
-    epochs = []
-    for cfg, threads in ((teacher, None), (student, student_threads)):
-        n = len(load_index(cfg.data.index).split_indices(cfg.data.train_split))
-        epochs.append(max(n // max(min(cfg.batch_size, n), 1), 1) * step_seconds(cfg, threads=threads))
-    return Pace(*epochs)
+    return Pace(epoch_seconds(teacher), epoch_seconds(student, threads=student_threads))
 
 
 def stage_seconds(
@@ -164,22 +159,31 @@ def plan_epochs(
     def make() -> dict[str, Any]:
         pace = probe_pace(*(config_from_dict(raw) for raw in probes))
         tier, stages = choose_tier(pace, minutes * 60 * SHARE - elapsed, views, every, tiers)
-        return {"pace": asdict(pace), "teacher_epochs": tier[0], "student_epochs": tier[1], "elapsed": elapsed,
-                "predicted_seconds": stages}  # fmt: skip
+        return {"pace": asdict(pace), "tier": list(tier), "teacher_epochs": tier[0], "student_epochs": tier[1],
+                "elapsed": elapsed, "predicted_seconds": stages}  # fmt: skip
 
     key = {"minutes": minutes, "tiers": [list(t) for t in tiers], "views": views, "augment": budget["augment"],
            "batch_size": budget["batch_size"], "index_hash": index.index_hash}  # fmt: skip
     plan = load_or_plan(path, key, make)
     budget.update(teacher_epochs=plan["teacher_epochs"], student_epochs=plan["student_epochs"])
     budget["teacher_eval_every"] = plan["teacher_epochs"]  # validate at the last epoch only, as the fixed recipe
-    predicted = sum(plan["predicted_seconds"].values()) + plan["elapsed"]
-    budget["plan"] = (
-        f"{plan['teacher_epochs']} teacher + {plan['student_epochs']} student epochs, the longest of {list(tiers)} "
-        f"predicted to fit {SHARE:.0%} of {minutes:g} min here ({predicted / 60:.1f} min; probe epochs: teacher "
-        f"{plan['pace']['teacher_epoch']:.1f} s, student {plan['pace']['student_epoch']:.1f} s)"
-    )
+    budget["plan"] = _describe(plan, tiers, minutes)
     console.print(f"[bold]plan:[/] {budget['plan']}", highlight=False)
     return plan
+
+
+def _describe(plan: dict[str, Any], tiers: tuple[tuple[int, int], ...], minutes: float) -> str:
+    """The report's line for ``plan`` (a resumed demo's too, cut students included)."""
+    tier = plan.get("tier", [plan["teacher_epochs"], plan["student_epochs"]])
+    predicted = sum(plan["predicted_seconds"].values()) + plan["elapsed"]
+    text = (
+        f"{tier[0]} teacher + {tier[1]} student epochs, the longest of {list(tiers)} predicted to fit {SHARE:.0%} "
+        f"of {minutes:g} min here ({predicted / 60:.1f} min; probe epochs: teacher "
+        f"{plan['pace']['teacher_epoch']:.1f} s, student {plan['pace']['student_epoch']:.1f} s)"
+    )
+    if plan["student_epochs"] != tier[1]:
+        text += f"; students cut to {plan['student_epochs']} epochs: the teacher ran slower than predicted"
+    return text
 
 
 def replan_students(
@@ -195,7 +199,6 @@ def replan_students(
     )  # fmt: skip
     if epochs != plan["student_epochs"]:
         console.print(f"[yellow]slower than planned: {epochs} student epochs instead of {plan['student_epochs']}[/]")
-        budget["plan"] += f"; students cut to {epochs} epochs: the teacher ran slower than predicted"
     plan.update(student_epochs=epochs, students_replanned_at=elapsed)
-    budget["student_epochs"] = epochs
+    budget.update(student_epochs=epochs, plan=_describe(plan, tuple(map(tuple, budget["tiers"])), minutes))
     atomic_write_json(path, plan)

@@ -4,7 +4,8 @@
 forward under the run's autocast, cross-entropy, backward, SGD step) a few times on a fresh copy of the model and
 returns the median time of the timed steps. It is the step of ``trainer._train`` without the loader, the teachers'
 logits (a table lookup for cached stores) or logging, so an epoch costs a little more than ``steps x step`` (the
-planner's ``overhead`` factors, measured on the demo, account for that; ``pipeline.plan``).
+planner's ``OVERHEAD`` factors, measured on the demo, account for that; ``pipeline.plan``). ``epoch_seconds`` is
+that product, with the trainer's steps per epoch (``drop_last``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,24 @@ from stillroom.models.factory import create_model
 from stillroom.models.small_maps import use_small_map_convs
 from stillroom.train.trainer import _use_bf16
 
-__all__ = ["step_seconds"]
+__all__ = ["step_seconds", "epoch_seconds"]
 
 
 def step_seconds(cfg: TrainConfig, steps: int = 8, warmup: int = 3, threads: int | None = None) -> float:
     """Median seconds of one training step of ``cfg`` (its model, data, augmentation, batch size, autocast and
     memory format) over ``steps`` timed steps after ``warmup`` untimed ones, with ``threads`` torch threads (default:
     as set). Trains a throw-away model; the run's directory and torch's global RNG state are not touched."""
+    return _probe(cfg, steps, warmup, threads)[0]
+
+
+def epoch_seconds(cfg: TrainConfig, threads: int | None = None) -> float:
+    """``step_seconds`` x the trainer's steps per epoch (full batches of the train split): one probe epoch."""
+    step, steps_per_epoch = _probe(cfg, 8, 3, threads)
+    return step * steps_per_epoch
+
+
+def _probe(cfg: TrainConfig, steps: int, warmup: int, threads: int | None) -> tuple[float, int]:
+    """(median step seconds, steps per epoch) of ``cfg``; ``step_seconds`` says what is timed."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"step_seconds: steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
     index = load_index(cfg.data.index)
@@ -76,4 +88,4 @@ def step_seconds(cfg: TrainConfig, steps: int = 8, warmup: int = 3, threads: int
     finally:
         torch.set_num_threads(before)
         torch.set_rng_state(rng_state)
-    return float(np.median(times))
+    return float(np.median(times)), max(len(rows) // batch, 1)
