@@ -13,9 +13,11 @@ from stillroom.config import config_from_dict
 from stillroom.pipeline import plan as plan_mod
 from stillroom.pipeline.demo import DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET
 from stillroom.pipeline.plan import (
+    MIN_EPOCHS,
     SHARE,
     TIERS,
     Pace,
+    below_floor,
     choose_student_epochs,
     choose_tier,
     load_or_plan,
@@ -53,12 +55,25 @@ def test_the_longest_tier_that_fits_is_chosen(k):
     seconds = _total(PACE, TIERS[k]) + 0.5  # fits tier k, not k + 1
     tier, stages = choose_tier(PACE, seconds, 4, 4)
     assert tier == TIERS[k] and sum(stages.values()) <= seconds
-    assert choose_tier(PACE, _total(PACE, TIERS[k]) - 0.5, 4, 4)[0] == TIERS[max(k - 1, 0)]
+    if k:
+        assert choose_tier(PACE, _total(PACE, TIERS[k]) - 0.5, 4, 4)[0] == TIERS[k - 1]
 
 
-def test_a_host_too_slow_for_any_tier_gets_the_shortest():
-    assert choose_tier(Pace(1e4, 1e4), 900.0, 4, 4)[0] == TIERS[0]
-    assert choose_tier(PACE, -5.0, 4, 4)[0] == TIERS[0]  # already over budget
+@pytest.mark.parametrize("f", [0.05, 0.3, 0.6, 0.95])
+def test_a_host_too_slow_for_the_shortest_tier_gets_fewer_epochs_that_fit(f):
+    seconds = _total(PACE, MIN_EPOCHS) + f * (_total(PACE, TIERS[0]) - _total(PACE, MIN_EPOCHS))
+    (t, s), stages = choose_tier(PACE, seconds, 4, 4)
+    assert (t, s) == below_floor(PACE, seconds, 4, 4, TIERS[0])
+    assert sum(stages.values()) <= seconds  # the budget holds
+    assert MIN_EPOCHS[0] <= t < TIERS[0][0] and MIN_EPOCHS[1] <= s <= TIERS[0][1]
+    one_more = (t + 1, max(MIN_EPOCHS[1], round(TIERS[0][1] * (t + 1) / TIERS[0][0])))
+    assert _total(PACE, one_more) > seconds  # the most that fits, not just any recipe that does
+
+
+def test_a_host_too_slow_for_anything_gets_the_fewest_epochs():
+    assert choose_tier(Pace(1e4, 1e4), 900.0, 4, 4)[0] == MIN_EPOCHS
+    assert choose_tier(PACE, -5.0, 4, 4)[0] == MIN_EPOCHS  # already over budget
+    assert below_floor(PACE, -5.0, 4, 4, (2, 3)) == (2, 3)  # never more than the floor itself
     with pytest.raises(StillroomError, match="no tiers"):
         choose_tier(PACE, 900.0, 4, 4, tiers=())
 
@@ -76,7 +91,10 @@ def test_students_keep_their_epochs_on_time_and_shrink_when_late():
     assert choose_student_epochs(PACE, 10 * on_time, 40, 4) == 40  # never more than planned
     late = stage_seconds(PACE, 0, 30, 0, 4)
     assert choose_student_epochs(PACE, late["students"] + late["report"] + 1.0, 60, 4) == 30
-    assert choose_student_epochs(PACE, -100.0, 60, 4) == min(s for _, s in TIERS)
+    assert choose_student_epochs(PACE, -100.0, 60, 4) == MIN_EPOCHS[1]
+    seven = stage_seconds(PACE, 0, 7, 0, 4)  # below the shortest tier's 10: any count down to MIN_EPOCHS
+    assert choose_student_epochs(PACE, seven["students"] + seven["report"] + 0.1, 60, 4) == 7
+    assert choose_student_epochs(PACE, -100.0, 4, 4) == 4  # a plan already below MIN_EPOCHS is not raised
 
 
 def test_a_saved_plan_is_reused_for_the_same_key_only(tmp_path):
@@ -123,11 +141,25 @@ def test_the_demo_budget_is_planned_once_and_cut_when_late(tmp_path, shapes_inde
     assert "24 teacher + 60 student epochs" in b["plan"] and len(probes) == 1
     b2 = dict(DEMO_BUDGET)
     assert plan_epochs(path, b2, shapes_index, minutes, 30.0, ({}, {})) == plan and len(probes) == 1  # resumed
-    # the teacher took all the time: the students shrink to the shortest tier, and the decision is saved
+    # the teacher took all the time: the students shrink to the fewest epochs, and the decision is saved
     replan_students(path, b, plan, minutes, minutes * 60)
-    assert b["student_epochs"] == TIERS[0][1] and "cut to" in b["plan"]
-    assert read_json(path)["student_epochs"] == TIERS[0][1]
+    assert b["student_epochs"] == MIN_EPOCHS[1] and "cut to" in b["plan"]
+    assert read_json(path)["student_epochs"] == MIN_EPOCHS[1]
     b3 = dict(DEMO_BUDGET)
     saved = plan_epochs(path, b3, shapes_index, minutes, 0.0, ({}, {}))
     replan_students(path, b3, saved, minutes, 0.0)  # a resumed demo keeps the cut
-    assert b3["student_epochs"] == TIERS[0][1] and "cut to" in b3["plan"]  # the resumed report says so too
+    assert b3["student_epochs"] == MIN_EPOCHS[1] and "cut to" in b3["plan"]  # the resumed report says so too
+
+
+def test_a_slow_host_plans_below_the_shortest_tier_and_says_so(tmp_path, shapes_index, monkeypatch):
+    monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: PACE)
+    monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
+    minutes = 0.7 * _total(PACE, TIERS[0]) / 60 / SHARE  # the shortest tier is predicted over SHARE of it
+    b = dict(DEMO_BUDGET)
+    plan = plan_epochs(tmp_path / "plan.json", b, shapes_index, minutes, 0.0, ({}, {}))
+    t, s = plan["tier"]
+    assert (t, s) == (b["teacher_epochs"], b["student_epochs"]) and t < TIERS[0][0] and s <= TIERS[0][1]
+    assert f"{t} teacher + {s} student epochs, scaled down from the shortest" in b["plan"]
+    b2 = dict(DEMO_BUDGET)  # so slow that even MIN_EPOCHS is predicted over: trained, and the line says so
+    plan_epochs(tmp_path / "plan2.json", b2, shapes_index, 0.01, 0.0, ({}, {}))
+    assert (b2["teacher_epochs"], b2["student_epochs"]) == MIN_EPOCHS and "even these are not predicted" in b2["plan"]

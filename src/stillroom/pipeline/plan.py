@@ -29,12 +29,14 @@ from stillroom.config import TrainConfig, config_from_dict
 
 __all__ = [
     "TIERS",
+    "MIN_EPOCHS",
     "OVERHEAD",
     "SHARE",
     "Pace",
     "probe_pace",
     "stage_seconds",
     "choose_tier",
+    "below_floor",
     "choose_student_epochs",
     "load_or_plan",
     "plan_epochs",
@@ -46,6 +48,9 @@ __all__ = [
 # except the floors (6, 10) and (8, 12), for hosts where the demo's fixed recipe took 19-22 minutes (a teacher epoch
 # of 50-58 s; BENCHMARKS "The demo plans its epochs"), unmeasured: expect less than (10, 16) gives.
 TIERS: tuple[tuple[int, int], ...] = ((6, 10), (8, 12), (10, 16), (12, 20), (16, 30), (20, 40), (24, 60))
+# The fewest (teacher, student) epochs a plan goes down to when even TIERS[0] is predicted over the budget
+# (``below_floor``): a 3-epoch teacher still gives the students a signal to distil; fewer would not be a demo.
+MIN_EPOCHS = (3, 5)
 
 # Plan to finish within this share of the budget: hosts of one kind change speed during a run (the same code took
 # 11 to 22 minutes on one AMD host), and the probe itself was 15% off once (BENCHMARKS "The demo plans its epochs").
@@ -105,14 +110,33 @@ def stage_seconds(
 def choose_tier(
     pace: Pace, seconds: float, views: int, student_eval_every: int, tiers: tuple[tuple[int, int], ...] = TIERS
 ) -> tuple[tuple[int, int], dict[str, float]]:
-    """The longest tier predicted to fit in ``seconds`` (the shortest when none fits) and its stage prediction."""
+    """The longest tier predicted to fit in ``seconds`` and its stage prediction. When even the shortest does not
+    fit, the shortest scaled down (``below_floor``): the budget is the promise, fewer epochs the price."""
     if not tiers:
         raise StillroomError("plan: no tiers to choose from")
-    chosen = tiers[0]
+    chosen = None
     for tier in tiers:
         if sum(stage_seconds(pace, *tier, views, student_eval_every).values()) <= seconds:
             chosen = tier
+    if chosen is None:
+        chosen = below_floor(pace, seconds, views, student_eval_every, tiers[0])
     return chosen, stage_seconds(pace, *chosen, views, student_eval_every)
+
+
+def below_floor(
+    pace: Pace, seconds: float, views: int, student_eval_every: int, floor: tuple[int, int]
+) -> tuple[int, int]:
+    """``floor`` (teacher, student epochs) scaled down by one teacher epoch at a time, the students in proportion,
+    to the first recipe predicted to fit ``seconds``; ``MIN_EPOCHS`` when none does. Why: on the slowest host
+    seen (a teacher epoch 50-58 s) the shortest tier is predicted at ~14 minutes, over the 12 that ``SHARE`` of 15
+    allows, and a slower host would break the budget `make demo` promises; fewer epochs keep it, the report says so."""
+    t0, s0 = floor
+    low_t, low_s = MIN_EPOCHS
+    candidates = [(t, max(low_s, min(s0, round(s0 * t / t0)))) for t in range(t0, low_t - 1, -1)]
+    for tier in candidates:
+        if sum(stage_seconds(pace, *tier, views, student_eval_every).values()) <= seconds:
+            return tier
+    return min(low_t, t0), min(low_s, s0)
 
 
 def choose_student_epochs(
@@ -120,8 +144,11 @@ def choose_student_epochs(
 ) -> int:
     """Student epochs once the teacher and its store are done: ``planned``, or the longest tier's student epochs
     below it whose students' stage and report are predicted to fit in ``seconds_left`` (never more than planned:
-    a plan that ran slow shrinks, one that ran fast keeps its recipe)."""
-    options = sorted({s for _, s in tiers if s <= planned} | {planned})
+    a plan that ran slow shrinks, one that ran fast keeps its recipe); below the shortest tier, down to
+    ``MIN_EPOCHS``' students (``below_floor``'s reason)."""
+    floor = min([s for _, s in tiers] + [planned])
+    below = range(min(MIN_EPOCHS[1], floor), floor)
+    options = sorted({s for _, s in tiers if s <= planned} | {planned} | set(below))
     keep = options[0]
     for epochs in options:
         stages = stage_seconds(pace, 0, epochs, 0, student_eval_every)
@@ -176,9 +203,15 @@ def _describe(plan: dict[str, Any], tiers: tuple[tuple[int, int], ...], minutes:
     """The report's line for ``plan`` (a resumed demo's too, cut students included)."""
     tier = plan.get("tier", [plan["teacher_epochs"], plan["student_epochs"]])
     predicted = sum(plan["predicted_seconds"].values()) + plan["elapsed"]
+    fits = f"predicted to fit {SHARE:.0%} of {minutes:g} min here"
+    if tuple(tier) in tiers:
+        how = f"the longest of {list(tiers)} {fits}"
+    elif predicted <= minutes * 60 * SHARE:
+        how = f"scaled down from the shortest of {list(tiers)}, the most {fits}"
+    else:
+        how = f"the fewest a plan allows; even these are not {fits}"
     text = (
-        f"{tier[0]} teacher + {tier[1]} student epochs, the longest of {list(tiers)} predicted to fit {SHARE:.0%} "
-        f"of {minutes:g} min here ({predicted / 60:.1f} min; probe epochs: teacher "
+        f"{tier[0]} teacher + {tier[1]} student epochs, {how} ({predicted / 60:.1f} min; probe epochs: teacher "
         f"{plan['pace']['teacher_epoch']:.1f} s, student {plan['pace']['student_epoch']:.1f} s)"
     )
     if plan["student_epochs"] != tier[1]:
