@@ -208,3 +208,11 @@ def test_compare_command_on_a_summary_csv(tmp_path):
     assert saved["metric"] == "test_macro_f1" and saved["a"]["seeds"] == [1337, 2025, 42]
     bad = CliRunner().invoke(app, ["compare", str(csv_path), "--metric", "top9", "--a", "pairwise", "--b", "x"])
     assert isinstance(bad.exception, StillroomError) and "top9" in str(bad.exception)
+
+
+def test_percentage_points_only_for_fractions():
+    frac = compare([0.90, 0.91, 0.92], [0.95, 0.96, 0.97], metric="test_top1")
+    assert "+5.00 percentage points" in frac["verdict"]
+    # a column already in percent: the difference is stated as is, never as 500 "percentage points"
+    pct = compare([90.0, 91.0, 92.0], [95.0, 96.0, 97.0], metric="test_top1")
+    assert "percentage points" not in pct["verdict"] and "+5" in pct["verdict"]

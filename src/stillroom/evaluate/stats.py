@@ -222,9 +222,11 @@ def cohens_d(a: Any, b: Any, ddof: int = 1) -> float:
     return float((b.mean() - a.mean()) / pooled)
 
 
-def _fmt(x: float, metric: str) -> str:
-    """A difference in the metric's units, with percentage points for fractions like top-1 and macro-F1."""
-    if any(k in metric for k in ("top1", "top5", "f1", "acc", "ece", "mce")):
+def _fmt(x: float, metric: str, values: Sequence[float]) -> str:
+    """A difference in the metric's units, with percentage points for fractions like top-1 and macro-F1 (only when
+    every value lies in [0, 1]: a column already in percent, say 97.2, is not multiplied again)."""
+    fraction = all(0.0 <= v <= 1.0 for v in values)
+    if fraction and any(k in metric for k in ("top1", "top5", "f1", "acc", "ece", "mce")):
         return f"{x:+.5f} ({100 * x:+.2f} percentage points)"
     return f"{x:+.5g}"
 
@@ -233,14 +235,15 @@ def _verdict(res: dict[str, Any], names: tuple[str, str], metric: str, higher_is
     a_name, b_name = names
     n_a, n_b = res["a"]["n"], res["b"]["n"]
     diff, ci, perm = res["mean_diff"], res["bootstrap_ci"], res["permutation"]
+    values = res["a"]["values"] + res["b"]["values"]
     if n_a == 1 and n_b == 1:
         return (
-            f"One run per side: {b_name} minus {a_name} is {_fmt(diff, metric)} on {metric}. "
+            f"One run per side: {b_name} minus {a_name} is {_fmt(diff, metric, values)} on {metric}. "
             "A single comparison says nothing about seed-to-seed variation; it is not a statistical claim."
         )
     better = b_name if (diff > 0) == higher_is_better else a_name
     ahead = f", so {better} is ahead on average." if diff != 0 else "."
-    parts = [f"Mean {metric} of {b_name} minus {a_name}: {_fmt(diff, metric)}{ahead}"]
+    parts = [f"Mean {metric} of {b_name} minus {a_name}: {_fmt(diff, metric, values)}{ahead}"]
     a_v, b_v = np.asarray(res["a"]["values"]), np.asarray(res["b"]["values"])
     if res["paired"]:
         parts.append(f"Paired by seed, {b_name} is higher in {int((b_v > a_v).sum())} of {len(a_v)} seeds.")
