@@ -1,0 +1,123 @@
+"""The demo's epoch tiers over seeds: what a host that plans a given tier gets (issue 14 items 1 and 6).
+
+`make demo` trains the longest (teacher, student) tier of ``pipeline.plan.TIERS`` predicted to fit its budget on the
+host (``pipeline/plan.py``), so a slow host gets a short tier. This script trains the demo's own recipe at chosen
+tiers, built by the demo's own config builder (``pipeline.demo._config`` with ``DEMO_BUDGET``): one resnet18
+teacher (seed 0, bfloat16 where the CPU has it, as the demo), its replay store of the demo's views (augment seed
+0), then for each student seed a scratch and a LumiNet KD student (``teachers.replay_seed`` 0, the demo's store).
+Every run is scored with its best weights on the index's val and test rows and on another artist's drawings of the
+same species (``--style``: the box icons of ``stillroom data build style-icons``, val = odd national ids).
+
+    python benchmarks/demo_tiers.py --index artifacts/demo_plan/data/sprites64_1-151 \\
+        --style artifacts/demo_plan/data/style_icons_sprites64_1-151 --out artifacts/s36/tiers \\
+        --tier 6x10 --tier 8x12 --seeds 0 1 2
+    stillroom compare artifacts/s36/tiers/results_summary.csv --metric test_top1 --a kd_6x10 --b kd_8x12
+
+Writes ``OUT/results_summary.csv`` (variant, seed, val_top1, test_top1, icons_val_top1, icons_test_top1; the
+format of ``stillroom compare``, fractions) and ``OUT/tiers.md`` (mean +- sd over seeds, %). Resumable: finished
+runs and stores are reused (the demo's ``_train_all``). Students train two at a time, one torch thread each, as in
+the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stillroom.data.dataset import load_images
+from stillroom.data.index import load_index
+from stillroom.models.inference import predict_logits
+from stillroom.pipeline.demo import DEMO_BUDGET, STUDENT_SEED, _config, _soft_labels, _train_all
+from stillroom.runs import Run
+
+COLUMNS = ("val_top1", "test_top1", "icons_val_top1", "icons_test_top1")
+
+
+def _tier(text: str) -> tuple[int, int]:
+    teacher, student = text.lower().split("x")
+    return int(teacher), int(student)
+
+
+def _score(run_dir: Path, sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Top-1 (a fraction, as sweeps' summaries hold it) of the run's best weights on each (images, rows, labels)
+    set."""
+    loaded = Run(run_dir).load("best")
+    model, norm = loaded.model.eval(), loaded.normalizer
+    return {
+        name: float((predict_logits(model, norm, ims, rows).argmax(1) == labels).mean())
+        for name, (ims, rows, labels) in sets.items()
+    }
+
+
+def _write(out: Path, rows_out: list[dict]) -> None:
+    """results_summary.csv and tiers.md of the rows so far (after every tier: a stopped run keeps them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results_summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["variant", "seed", *COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows_out)
+    lines = [
+        "| variant | seeds | " + " | ".join(f"{c} %" for c in COLUMNS) + " |",
+        "|---|---:|" + "---:|" * len(COLUMNS),
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in rows_out):
+        group = [r for r in rows_out if r["variant"] == variant]
+        cells = []
+        for c in COLUMNS:
+            v = 100.0 * np.array([r[c] for r in group])
+            cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}")
+        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
+    (out / "tiers.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--index", type=Path, required=True, help="the demo's species index")
+    ap.add_argument("--style", type=Path, required=True, help="box icons of the same species (data build style-icons)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tier", type=_tier, action="append", required=True, help="TEACHERxSTUDENT epochs, e.g. 6x10")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds")
+    args = ap.parse_args()
+
+    budget = dict(DEMO_BUDGET)
+    index = load_index(args.index)
+    style = load_index(args.style)
+    ims, sims = np.asarray(load_images(index)), np.asarray(load_images(style))
+    sets = {}
+    for name, (im, idx) in {"": (ims, index), "icons_": (sims, style)}.items():
+        for split in ("val", "test"):
+            rows = idx.split_indices(split)
+            sets[f"{name}{split}_top1"] = (im, rows, idx.labels[rows])
+    config_dir, runs_dir = args.out / "configs", args.out / "runs"
+    rows_out: list[dict] = []
+    for t_epochs, s_epochs in args.tier:
+        tier = f"{t_epochs}x{s_epochs}"
+        extra = {"eval_every": t_epochs, "amp": budget["teacher_amp"]}  # the demo validates at the last epoch
+        teacher_raw = _config(f"teacher_{tier}", index.root, "resnet18", t_epochs, 0, budget, **extra)
+        teacher = _train_all([teacher_raw], config_dir, runs_dir, jobs=1)[teacher_raw["name"]][0]
+        stores, _ = _soft_labels([teacher], index, budget, args.out / f"alignment_{tier}.json", {})
+        raws = []
+        for seed in args.seeds:
+            common = {"eval_every": budget["student_eval_every"]}
+            raws.append(_config(f"scratch_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
+                                **common))  # fmt: skip
+            kd_teachers = {"cached": [str(s.path) for s in stores], "replay_seed": STUDENT_SEED}
+            raws.append(_config(f"kd_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
+                                loss=budget["student_loss"], teachers=kd_teachers, **common))  # fmt: skip
+        trained = _train_all(raws, config_dir, runs_dir, jobs=2)
+        rows_out.append({"variant": f"teacher_{tier}", "seed": 0, **_score(teacher, sets)})
+        for seed in args.seeds:
+            for kind in ("scratch", "kd"):
+                run_dir = trained[f"{kind}_{tier}_s{seed}"][0]
+                rows_out.append({"variant": f"{kind}_{tier}", "seed": seed, **_score(run_dir, sets)})
+        _write(args.out, rows_out)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    main()
