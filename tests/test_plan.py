@@ -138,7 +138,7 @@ def test_the_demo_budget_is_planned_once_and_cut_when_late(tmp_path, shapes_inde
     b = dict(DEMO_BUDGET)
     plan = plan_epochs(path, b, shapes_index, minutes, 30.0, ({"t": 1}, {"s": 1}))
     assert (b["teacher_epochs"], b["student_epochs"]) == TIERS[-1] and b["teacher_eval_every"] == TIERS[-1][0]
-    assert "24 teacher + 60 student epochs" in b["plan"] and len(probes) == 1
+    assert "24 teacher + 60 student epochs" in b["plan"] and len(probes) == 1 and "would need" not in b["plan"]
     b2 = dict(DEMO_BUDGET)
     assert plan_epochs(path, b2, shapes_index, minutes, 30.0, ({}, {})) == plan and len(probes) == 1  # resumed
     # the teacher took all the time: the students shrink to the fewest epochs, and the decision is saved
@@ -160,6 +160,8 @@ def test_a_slow_host_plans_below_the_shortest_tier_and_says_so(tmp_path, shapes_
     t, s = plan["tier"]
     assert (t, s) == (b["teacher_epochs"], b["student_epochs"]) and t < TIERS[0][0] and s <= TIERS[0][1]
     assert f"{t} teacher + {s} student epochs, scaled down from the shortest" in b["plan"]
+    need = math.ceil(_total(PACE, TIERS[-1]) / SHARE / 60)  # and how to get the longest tier here
+    assert f"{TIERS[-1][0]} + {TIERS[-1][1]} would need `--minutes {need}` here" in b["plan"]
     b2 = dict(DEMO_BUDGET)  # so slow that even MIN_EPOCHS is predicted over: trained, and the line says so
     plan_epochs(tmp_path / "plan2.json", b2, shapes_index, 0.01, 0.0, ({}, {}))
     assert (b2["teacher_epochs"], b2["student_epochs"]) == MIN_EPOCHS and "even these are not predicted" in b2["plan"]

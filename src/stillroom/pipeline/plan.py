@@ -186,8 +186,10 @@ def plan_epochs(
     def make() -> dict[str, Any]:
         pace = probe_pace(*(config_from_dict(raw) for raw in probes))
         tier, stages = choose_tier(pace, minutes * 60 * SHARE - elapsed, views, every, tiers)
+        # what the longest tier would need here: the report tells a user of a short tier how to get it
+        longest = (sum(stage_seconds(pace, *tiers[-1], views, every).values()) + elapsed) / SHARE / 60
         return {"pace": asdict(pace), "tier": list(tier), "teacher_epochs": tier[0], "student_epochs": tier[1],
-                "elapsed": elapsed, "predicted_seconds": stages}  # fmt: skip
+                "elapsed": elapsed, "predicted_seconds": stages, "longest_minutes": longest}  # fmt: skip
 
     key = {"minutes": minutes, "tiers": [list(t) for t in tiers], "views": views, "augment": budget["augment"],
            "batch_size": budget["batch_size"], "index_hash": index.index_hash}  # fmt: skip
@@ -216,6 +218,9 @@ def _describe(plan: dict[str, Any], tiers: tuple[tuple[int, int], ...], minutes:
     )
     if plan["student_epochs"] != tier[1]:
         text += f"; students cut to {plan['student_epochs']} epochs: the teacher ran slower than predicted"
+    if tuple(tier) != tiers[-1] and "longest_minutes" in plan:
+        t, s = tiers[-1]
+        text += f"; {t} + {s} would need `--minutes {math.ceil(plan['longest_minutes'])}` here"
     return text
 
 
