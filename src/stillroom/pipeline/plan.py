@@ -45,8 +45,8 @@ __all__ = [
 
 # (teacher epochs, student epochs), shortest first. Measured with the demo's own configs, 3 student seeds each
 # (BENCHMARKS "The demo's tiers over three seeds"; `benchmarks/demo_tiers.py`): the distilled student's test top-1
-# is 79.5% at (6, 10), 82.8% at (8, 12), 92.0% at (12, 20) and 97.2% at (24, 60); (10, 16) in "Fewer epochs for the
-# demo's wall time"; (16, 30) and (20, 40) lie between, unmeasured. The floors are for hosts where the fixed recipe
+# is 79.5% at (6, 10), 82.8% at (8, 12), 92.0% at (12, 20), 95.0% at (16, 30), 96.9% at (20, 40) and 97.2% at
+# (24, 60); (10, 16) in "Fewer epochs for the demo's wall time". The floors are for hosts where the fixed recipe
 # took 19-22 minutes (a teacher epoch of 50-58 s; "The demo plans its epochs").
 TIERS: tuple[tuple[int, int], ...] = ((6, 10), (8, 12), (10, 16), (12, 20), (16, 30), (20, 40), (24, 60))
 # The fewest (teacher, student) epochs a plan goes down to when even TIERS[0] is predicted over the budget
