@@ -19,6 +19,7 @@ in their own processes; then the trade-off and the report.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,7 @@ def choose_tier(
     fit, the shortest scaled down (``below_floor``): the budget is the promise, fewer epochs the price."""
     if not tiers:
         raise StillroomError("plan: no tiers to choose from")
-    chosen = None
-    for tier in tiers:
-        if sum(stage_seconds(pace, *tier, views, student_eval_every).values()) <= seconds:
-            chosen = tier
+    chosen = _longest_that_fits(tiers, pace, seconds, views, student_eval_every)
     if chosen is None:
         chosen = below_floor(pace, seconds, views, student_eval_every, tiers[0])
     return chosen, stage_seconds(pace, *chosen, views, student_eval_every)
@@ -133,11 +131,21 @@ def below_floor(
     allows, and a slower host would break the budget `make demo` promises; fewer epochs keep it, the report says so."""
     t0, s0 = floor
     low_t, low_s = MIN_EPOCHS
-    candidates = [(t, max(low_s, min(s0, round(s0 * t / t0)))) for t in range(t0, low_t - 1, -1)]
-    for tier in candidates:
-        if sum(stage_seconds(pace, *tier, views, student_eval_every).values()) <= seconds:
-            return tier
-    return min(low_t, t0), min(low_s, s0)
+    scaled = [(t, max(low_s, min(s0, round(s0 * t / t0)))) for t in range(low_t, t0 + 1)]  # shortest first
+    chosen = _longest_that_fits(scaled, pace, seconds, views, student_eval_every)
+    return chosen if chosen is not None else (min(low_t, t0), min(low_s, s0))
+
+
+def _total_seconds(pace: Pace, tier: tuple[int, int], views: int, student_eval_every: int) -> float:
+    return sum(stage_seconds(pace, *tier, views, student_eval_every).values())
+
+
+def _longest_that_fits(
+    options: Sequence[tuple[int, int]], pace: Pace, seconds: float, views: int, student_eval_every: int
+) -> tuple[int, int] | None:
+    """The last of ``options`` (shortest first) predicted to fit in ``seconds``; None when none does."""
+    fitting = [t for t in options if _total_seconds(pace, t, views, student_eval_every) <= seconds]
+    return tuple(fitting[-1]) if fitting else None
 
 
 def choose_student_epochs(
@@ -188,7 +196,7 @@ def plan_epochs(
         pace = probe_pace(*(config_from_dict(raw) for raw in probes))
         tier, stages = choose_tier(pace, minutes * 60 * SHARE - elapsed, views, every, tiers)
         # what the longest tier would need here: the report tells a user of a short tier how to get it
-        longest = (sum(stage_seconds(pace, *tiers[-1], views, every).values()) + elapsed) / SHARE / 60
+        longest = (_total_seconds(pace, tiers[-1], views, every) + elapsed) / SHARE / 60
         return {"pace": asdict(pace), "tier": list(tier), "teacher_epochs": tier[0], "student_epochs": tier[1],
                 "elapsed": elapsed, "predicted_seconds": stages, "longest_minutes": longest}  # fmt: skip
 
