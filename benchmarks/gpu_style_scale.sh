@@ -18,7 +18,7 @@
 #     artifacts/demo/data/style_icons_sprites64_1-151:icons64 artifacts/s37/data/sprites128_1-151:sprites128 \
 #     artifacts/s37/data/style_icons128:icons128; do mkdir -p $D/${s##*:}; tar -C ${s%%:*} --exclude=.cache -cf - . | tar -C $D/${s##*:} -xf -; done
 # Then, on the GPU machine (device tool; pydantic travels as wheels in .whl, README of the device tool):
-#   D=artifacts/s37/gpu RES=$OUT DEADLINE=420 bash benchmarks/gpu_style_scale.sh
+#   D=artifacts/s37/gpu RES=$OUT SL="python3 -m stillroom" DEADLINE=420 bash benchmarks/gpu_style_scale.sh
 # JOBS picks runs by name (default: all below); EXTRA adds overrides. On an H200 with 16 cores (2026-12-04) the 11
 # jobs side by side took 2.5-4 s per epoch each (one sample 90 s in: GPU 94% busy, load average 10.6); the two 128 px runs and
 # the 64 px scratch student passed DEADLINE=420 at epochs 93-97 and finished in a second call (`--resume`), and the
