@@ -256,6 +256,29 @@ def test_style_half_mix_adds_one_split_as_train_rows(shapes_index, tmp_path, cap
         bench.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "none", split="holdout")
 
 
+def test_style_half_mix_several_splits_without_excluded_classes(shapes_index, tmp_path, class_subset):
+    from stillroom._io import StillroomError
+    from stillroom.data.index import load_index
+
+    bench = _script("style_half_mix")
+    sub = class_subset(shapes_index, [0, 2], tmp_path / "sub")  # the "student's" classes stay unseen in the style
+    out = tmp_path / "mix"
+    assert bench.main(["--id-index", str(shapes_index.root), "--style", str(shapes_index.root), "--out", str(out),
+                       "--split", "val", "--split", "test", "--exclude-classes-of", str(sub.root),
+                       "--repeat", "2"]) == 0  # fmt: skip
+    mix = load_index(out)
+    other = [i for i in range(len(shapes_index)) if shapes_index.splits[i] in ("val", "test")
+             and int(shapes_index.labels[i]) in (1, 3)]  # fmt: skip
+    assert len(mix) == len(shapes_index) + 2 * len(other)
+    added = range(len(shapes_index), len(mix))
+    assert {int(mix.labels[i]) for i in added} == {1, 3} and all(mix.splits[i] == "train" for i in added)
+    extra = mix.recipe["extra_train"]
+    assert extra["split"] == ["val", "test"] and extra["excluded_classes"] == 2 and extra["rows"] == len(other)
+    with pytest.raises(StillroomError, match="outside the excluded classes"):
+        bench.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "none", split=["val"],
+                             exclude_classes_of=shapes_index.root)  # fmt: skip
+
+
 def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_index, tmp_path, capsys, class_subset):
     import numpy as np
 
