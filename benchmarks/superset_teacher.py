@@ -9,12 +9,19 @@ on (``model.json`` "index"; "n/a" when that index is not on this machine).
 
     python benchmarks/superset_teacher.py --index artifacts/demo/data/style_icons_sprites64_1-151 \\
         --split val --split test artifacts/demo/runs/teacher_resnet18_s0 artifacts/s29/t649_resnet18_s0
+
+``--csv PATH`` also writes one row per run (variant = the run directory's name without ``_s<seed>``, seed, run_dir,
+``<split>_top1`` and ``<split>_top5`` as fractions) in the layout ``stillroom compare`` reads, e.g. ``stillroom
+compare DIR --metric val_top1 --a A --b B`` for a paired comparison by seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -57,13 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--index", required=True, help="evaluation index; its classes must be among each run's")
     ap.add_argument("--split", action="append", default=None)
     ap.add_argument("--weights", default="best")
+    ap.add_argument("--csv", help="write per-run rows here for `stillroom compare`")
     args = ap.parse_args(argv)
     splits = args.split or ["val", "test"]
     heads = " | ".join(f"{s} top-1 % | {s} top-5 % | {s} in run's train" for s in splits)
     print(f"| run | classes | {heads} |")
     print("|---|---:|" + "---:|---:|---:|" * len(splits))
+    records = []
     for run in args.runs:
         s = subset_scores(run, args.index, splits, args.weights)
+        name = Path(run).name
+        seed = re.search(r"_s(\d+)$", name)
+        records.append({"variant": re.sub(r"_s\d+$", "", name), "seed": seed.group(1) if seed else "0", "run_dir": run,
+                        **{f"{k}_{m}": f"{s[k][m]:.6f}" for k in splits for m in ("top1", "top5")}})  # fmt: skip
         n_classes = len(load_run(run, args.weights, device="cpu").classes)
         cells = " | ".join(
             f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f} | "
@@ -71,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for k in splits
         )
         print(f"| {run} | {n_classes} | {cells} |")
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
     return 0
 
 

@@ -6,7 +6,9 @@ two OpenMP threads stall badly when the test machine's cores are busy.
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -300,8 +302,12 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
     assert scores["in_run_train"] == 0  # test images of the run's own index are not in its train split
     train = bench.subset_scores(str(teacher_run), str(sub.root), ["train"])["train"]
     assert train["in_run_train"] == train["n"] > 0
-    assert bench.main([str(teacher_run), "--index", str(sub.root), "--split", "test"]) == 0
+    table = tmp_path / "cmp" / "results_summary.csv"
+    assert bench.main([str(teacher_run), "--index", str(sub.root), "--split", "test", "--csv", str(table)]) == 0
     assert "| 4 |" in capsys.readouterr().out  # the run's own class count
+    (row,) = list(csv.DictReader(table.open()))
+    assert float(row["test_top1"]) == pytest.approx(scores["top1"], abs=1e-6) and float(row["test_top5"]) == 1.0
+    assert row["run_dir"] == str(teacher_run) and row["variant"] == re.sub(r"_s\d+$", "", Path(teacher_run).name)
     renamed = sub.meta["classes"][:1] + ["not_a_class"]
     from stillroom.data.index import IndexRow, write_index
 
