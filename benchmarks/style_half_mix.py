@@ -66,7 +66,7 @@ def build_half_mix(id_index: str | Path, style: str | Path, out: str | Path, spl
             _link(sty.root / r.path, out / rel)
             rows.append(IndexRow(rel, r.label, r.label_name, "train", f"extra/{r.group}", r.sha256))
     source = {"index": str(sty.root), "index_hash": sty.index_hash, "content_hash": sty.content_hash}
-    extra = {**source, "split": split if isinstance(split, str) else list(splits), "repeat": repeat, "rows": len(added)}
+    extra = {**source, "split": splits[0] if len(splits) == 1 else list(splits), "repeat": repeat, "rows": len(added)}
     if excluded:
         extra["excluded_classes"] = len(excluded)
     recipe = {**ids.recipe, "extra_train": extra}
@@ -82,9 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--exclude-classes-of", help="an index whose classes' style rows are left out")
     ap.add_argument("--repeat", type=int, default=8)
     args = ap.parse_args(argv)
-    splits = args.split or ["val"]
-    ix = build_half_mix(args.id_index, args.style, args.out, splits if len(splits) > 1 else splits[0], args.repeat,
-                        args.exclude_classes_of)  # fmt: skip
+    ix = build_half_mix(args.id_index, args.style, args.out, args.split or "val", args.repeat, args.exclude_classes_of)
     counts = ix.meta["counts"]["per_split"]
     print(f"{ix.root}: {len(ix)} rows ({counts}); added {ix.recipe['extra_train']['rows']} x {args.repeat}")
     return 0
