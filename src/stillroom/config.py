@@ -28,6 +28,11 @@ class DataConfig(_Strict):
     train_split: Literal["train", "val", "test"] = "train"
     val_split: Literal["train", "val", "test"] = "val"
     test_split: Literal["train", "val", "test"] = "test"
+    transfer: bool = Field(
+        True,
+        description="a distilled run also learns from the index's 'transfer' rows (no class; teacher targets only, "
+        "`stillroom data add-transfer`); false: they are left out",
+    )
 
 
 class ModelConfig(_Strict):

@@ -289,6 +289,31 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
                 f" train/val/test = {kept['train']}/{kept['val']}/{kept['test']}"
             )
 
+    @data_app.command("add-transfer")
+    def add_transfer_cmd(
+        id_index: Path = typer.Argument(..., help="ID dataset directory (the student's classes)"),
+        source: Path = typer.Argument(..., help="dataset whose images join as transfer rows (their classes unused)"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write: the ID index + transfer rows"),
+        split: list[str] = typer.Option([], "--split", help="source split(s) to take (repeatable; default: all)"),
+        repeat: int = typer.Option(1, help="copies of each source image (its share of an epoch)"),
+        exclude_classes_of: Path | None = typer.Option(
+            None, "--exclude-classes-of", help="leave out source rows of this index's classes (e.g. the ID index)"
+        ),
+    ) -> None:
+        """Add a KD transfer set: SOURCE's images as rows without a class that distilled students learn from
+        through their teachers' targets only (export the teachers' soft labels on OUT, then train on OUT)."""
+        from stillroom.data.index import SPLITS
+        from stillroom.data.transfer import add_transfer_rows
+
+        index = add_transfer_rows(id_index, source, out, tuple(split) or SPLITS, repeat, exclude_classes_of)
+        got = index.recipe["transfer"]
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: train/val/test = {counts['train']}/{counts['val']}/{counts['test']}, "
+            f"transfer = {counts['transfer']} ({got['images']} images x {repeat}, {got['excluded_classes']} classes "
+            "excluded)"
+        )
+
     @data_app.command("probe-shortcuts")
     def probe_shortcuts_cmd(
         index: Path = typer.Argument(..., help="merged ID + OOD dataset directory"),

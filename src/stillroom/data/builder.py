@@ -40,6 +40,16 @@ def check_out_dir(out_dir: Path) -> None:
         )
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` at ``dst`` (parents made), or copy it where the file systems differ or links are refused:
+    derived datasets (merges, transfer sets) share their images with the source without copying them."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def new_build_dir(out_dir: Path) -> Path:
     """Create (empty) and return ``<out_dir>.tmp-<pid>``, the build directory beside ``out_dir``; a leftover of a
     crashed build by a process of the same pid is removed first."""

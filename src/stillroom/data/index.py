@@ -40,6 +40,13 @@ __all__ = [
 
 INDEX_COLUMNS = ("path", "label", "label_name", "split", "group", "sha256")
 SPLITS = ("train", "val", "test")
+#: rows without a class (label -1) that a distilled student learns from through its teachers' targets only (a KD
+#: "transfer set", Hinton et al. 2015 §2; ``data.transfer``): never evaluated, never in a split's class counts
+TRANSFER = "transfer"
+ALL_SPLITS = (*SPLITS, TRANSFER)
+#: the training target of a transfer row: ``torch.nn.functional.cross_entropy``'s default ``ignore_index``, so every
+#: cross-entropy term skips it and only teacher terms learn from it
+IGNORE_INDEX = -100
 FORMAT = "stillroom-index/1"
 _INT = re.compile(r"-?[0-9]+")
 
@@ -105,8 +112,8 @@ class DatasetIndex:
         return self.meta["content_hash"]
 
     def split_indices(self, split: str) -> np.ndarray:
-        if split not in SPLITS:
-            raise StillroomError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if split not in ALL_SPLITS:
+            raise StillroomError(f"unknown split {split!r}; expected one of {', '.join(ALL_SPLITS)}")
         return np.flatnonzero(self.splits == split)
 
     def image_path(self, i: int) -> Path:
@@ -125,13 +132,17 @@ def _counts(rows: Sequence[IndexRow], classes: Sequence[str]) -> dict[str, Any]:
     per_split = Counter(r.split for r in rows)
     per_class: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
     for r in rows:
-        per_class[r.split][classes[r.label]] = per_class[r.split].get(classes[r.label], 0) + 1
-    return {
+        if r.split != TRANSFER:  # no class
+            per_class[r.split][classes[r.label]] = per_class[r.split].get(classes[r.label], 0) + 1
+    counts = {
         "total": len(rows),
         "per_split": {s: per_split.get(s, 0) for s in SPLITS},
         "classes_per_split": {s: len(per_class[s]) for s in SPLITS},
         "groups": len({r.group for r in rows}),
     }
+    if per_split.get(TRANSFER):  # only then, so indexes without such rows keep their index.json as it was
+        counts["per_split"][TRANSFER] = per_split[TRANSFER]
+    return counts
 
 
 def write_index(
@@ -185,10 +196,12 @@ def _validate_rows(rows: Sequence[IndexRow], num_classes: int, source: str) -> N
         if r.path in seen:
             raise StillroomError(f"{where}: duplicate path {r.path!r} (first at row {seen[r.path] + 2})")
         seen[r.path] = i
-        if not 0 <= r.label < num_classes:
+        if r.split not in ALL_SPLITS:
+            raise StillroomError(f"{where}: split {r.split!r} not one of {', '.join(ALL_SPLITS)}")
+        if r.split == TRANSFER and r.label != -1:
+            raise StillroomError(f"{where}: a {TRANSFER!r} row has no class: its label must be -1, got {r.label}")
+        if r.split != TRANSFER and not 0 <= r.label < num_classes:
             raise StillroomError(f"{where}: label {r.label} out of range 0..{num_classes - 1}")
-        if r.split not in SPLITS:
-            raise StillroomError(f"{where}: split {r.split!r} not one of {', '.join(SPLITS)}")
 
 
 def _read_rows(csv_path: Path) -> tuple[list[IndexRow], list[str]]:

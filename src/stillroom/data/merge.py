@@ -27,9 +27,7 @@ union of the sources. ``test_only`` keeps only a source's test rows, for leave-o
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from stillroom._io import StillroomError
-from stillroom.data.builder import check_out_dir, install_build, new_build_dir, rmtree
+from stillroom.data.builder import check_out_dir, install_build, link_or_copy, new_build_dir, rmtree
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
 from stillroom.data.outline import outline_from_recipe
 
@@ -46,14 +44,6 @@ __all__ = ["SINK_NAME", "OOD_PREFIX", "merge_with_sink", "source_name"]
 SINK_NAME = "ood"
 OOD_PREFIX = "ood/"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a source name is one path component
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(src, dst)
 
 
 def _train_group_sizes(rows: list[IndexRow]) -> dict[str, int]:
@@ -246,9 +236,9 @@ def merge_with_sink(
     tmp = new_build_dir(out_dir)
     try:
         for r in id_rows:
-            _link_or_copy(id_index.root / r.path, tmp / r.path)
+            link_or_copy(id_index.root / r.path, tmp / r.path)
         for src, r in zip(ood_files, ood_rows, strict=True):
-            _link_or_copy(src, tmp / r.path)
+            link_or_copy(src, tmp / r.path)
         write_index(tmp, [*id_rows, *ood_rows], [*id_index.classes, SINK_NAME], recipe, extra_meta)
         install_build(tmp, out_dir)
     except BaseException:

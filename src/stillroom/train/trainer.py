@@ -68,7 +68,7 @@ from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, 
 from stillroom.config import TrainConfig, config_from_dict
 from stillroom.data.augment import augment_name, downscale, get_augment
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
-from stillroom.data.index import DatasetIndex, load_index
+from stillroom.data.index import IGNORE_INDEX, TRANSFER, DatasetIndex, load_index
 from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
@@ -320,6 +320,21 @@ def _prepare_run_dir(cfg: TrainConfig, out_dir: Path, resume: bool, write: bool 
     return resumable
 
 
+def _transfer_rows(index: DatasetIndex, cfg: TrainConfig, loss_fn: nn.Module, teachers: Any) -> np.ndarray:
+    """The index's transfer rows this run learns from (``data.transfer``; ``data.transfer.add_transfer_rows``): all
+    of them for a distilled run whose loss learns from rows without a class, none for a run without teachers (it has
+    no target for them) or with ``data.transfer: false``."""
+    rows = index.split_indices(TRANSFER)
+    if not len(rows) or not cfg.data.transfer or teachers is None:
+        return rows[:0]
+    if not getattr(loss_fn, "learns_unlabelled", False):
+        raise StillroomError(
+            f"{cfg.name}: loss {cfg.loss.name!r} reads the class of every row and the {len(rows)} transfer rows of "
+            f"{index.root} have none; use kd, luminet or logit_mse, or set data.transfer: false"
+        )
+    return rows
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -399,10 +414,16 @@ def _train(
     train_rows = index.split_indices(cfg.data.train_split)
     if len(train_rows) < 2:
         raise StillroomError(f"{index.root}: the {cfg.data.train_split!r} split has {len(train_rows)} sample(s)")
+    transfer_rows, n_transfer = _transfer_rows(index, cfg, loss_fn, teachers), len(index.split_indices(TRANSFER))
+    targets = index.labels
+    if len(transfer_rows):  # rows without a class: targets the CE terms skip, teacher terms only
+        targets = targets.copy()
+        targets[transfer_rows] = IGNORE_INDEX
+        train_rows = np.concatenate([train_rows, transfer_rows])
     # Replay: views are re-created with the store's augment seed (checked equal to replay_seed above).
     dataset = IndexDataset(
         images,
-        index.labels,
+        targets,
         train_rows,
         get_augment(cfg.augment, recipe),
         replay_seed if replay_views else cfg.seed,
@@ -442,6 +463,8 @@ def _train(
         # the values the loss ran with (preset applied, defaults filled), when the loss can say (``params.resolved``)
         "loss_params": _resolved_params(loss_fn),
         "stillroom_version": __version__,
+        # transfer rows trained on (teacher targets only) of those in the index; absent when it has none
+        **({"transfer_rows": [int(len(transfer_rows)), int(n_transfer)]} if n_transfer else {}),
         # what evaluation copies re-estimate BN statistics on (precise_bn; issue 13): recorded, not implied
         "precise_bn": {
             "enabled": cfg.precise_bn.enabled,
@@ -508,6 +531,9 @@ def _train(
             if lam < 1.0:  # both labels, by pixel share; label-free terms (KD) are the same in both calls
                 other = loss_fn(logits.float(), t_logits, y[partner], epoch=epoch)
                 terms = {k: lam * v + (1.0 - lam) * other[k] for k, v in terms.items()}
+            labelled = y != IGNORE_INDEX
+            if not bool(labelled.any()):  # a batch of transfer rows only: the CE mean is 0/0
+                terms = {k: v if torch.isfinite(v) else torch.zeros_like(v) for k, v in terms.items()}
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise StillroomError(f"epoch {epoch + 1} step {step}: loss is {loss.item()}; lower the learning rate")
@@ -519,8 +545,8 @@ def _train(
                 ema.update_parameters(net)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
+            correct += int((logits.argmax(1)[labelled] == y[labelled]).sum())  # transfer rows have no class
+            seen += int(labelled.sum())
             if progress:
                 progress("train", step + 1, steps_per_epoch)
         keys = sorted(sums)

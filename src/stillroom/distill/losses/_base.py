@@ -12,9 +12,10 @@ from torch import Tensor, nn
 
 from stillroom._io import StillroomError
 from stillroom._registry import Registry
+from stillroom.data.index import IGNORE_INDEX
 from stillroom.distill.losses._params import LossParams, describe_errors
 
-__all__ = ["DEFAULT_TEMPERATURE", "LOSSES", "DistillLoss", "LossParams", "register_loss"]
+__all__ = ["DEFAULT_TEMPERATURE", "IGNORE_INDEX", "LOSSES", "DistillLoss", "LossParams", "register_loss"]
 
 #: softmax temperature of every loss that has one, unless a preset or the config says otherwise: T = 4, the CIFAR
 #: setting of mdistiller, DKD's and LumiNet's reference configs and seed 000 §2.4 (the presets that cite them use it)
@@ -35,6 +36,9 @@ class DistillLoss(nn.Module):
     loss_name: ClassVar[str] = ""
     #: whether ``forward`` needs teacher logits (a CE baseline does not, so no teacher is loaded for it)
     needs_teacher: ClassVar[bool] = False
+    #: whether the loss learns from rows without a class (a KD transfer set, ``data.transfer``): their target is
+    #: ``IGNORE_INDEX``, which its cross-entropy skips, and its teacher term never reads the target
+    learns_unlabelled: ClassVar[bool] = False
     #: constructor params that reduce the loss to plain cross-entropy (conformance tests); None: no such setting
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = None
     #: misspelt or foreign parameter names -> hint shown with the "unknown parameter" error

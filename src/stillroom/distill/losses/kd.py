@@ -45,6 +45,7 @@ class KDLoss(DistillLoss):
     params: KDParams
     needs_teacher: ClassVar[bool] = True
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_weight": 0.0}
+    learns_unlabelled: ClassVar[bool] = True  # the KL never reads the target; CE skips IGNORE_INDEX
     param_hints: ClassVar[dict[str, str]] = {
         "alpha": "use kd_weight (the weight of the KD term, seed 001's alpha; torchdistill's alpha is 1 - kd_weight)",
         "T": "use temperature",

@@ -72,6 +72,7 @@ class LumiNetLoss(DistillLoss):
     params: LumiNetParams
     needs_teacher: ClassVar[bool] = True
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_scale": 0.0}
+    learns_unlabelled: ClassVar[bool] = True  # the KL never reads the target; CE skips IGNORE_INDEX
     param_hints: ClassVar[dict[str, str]] = {
         "alpha": "use kd_scale = alpha^2 / CE_WEIGHT of the authors' config (34^2 / 2 = 578)",
         "lambda_": "use kd_scale",

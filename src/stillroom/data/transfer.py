@@ -1,0 +1,90 @@
+"""Add a KD transfer set to an index: images without a class, learned from through the teachers' targets only.
+
+Hinton et al. (2015, §2) distil on a "transfer set" that need not be labelled: the teacher's soft targets carry
+the knowledge. Here that set is a way to show a student images of a drawing style it will meet in use (issue 14
+item 1): drawings of *other* things in that style, labelled by nobody, scored by the teacher. The result is the ID
+index, every row unchanged (same path, label, split, group), plus ``source``'s rows as ``transfer`` rows (label
+-1, the source's class name kept in ``label_name`` for audit, group ``transfer/<group>``), each ``repeat`` times
+(``transfer/<path>_r<k>.png``, hard links where the file system allows) so the set can be a visible share of an
+epoch. ``stillroom softlabels export`` scores them like any row; ``stillroom train`` adds them to the train rows of a
+distilled run (``data.transfer``), with the KD term only.
+
+Refused, because they would leak: a source image identical (sha256) to a val or test image of the ID index, and
+rows of a class of ``exclude_classes_of`` (e.g. the ID index itself: "other species only"). The recipe is the ID
+recipe (mean and std kept: the teachers were trained on it), both must agree on size, channels and outline
+rendering, and ``recipe.transfer`` records the source's hashes and what was taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from stillroom._io import StillroomError
+from stillroom.data.builder import check_out_dir, install_build, link_or_copy, new_build_dir, rmtree
+from stillroom.data.index import SPLITS, TRANSFER, DatasetIndex, IndexRow, load_index, write_index
+
+__all__ = ["add_transfer_rows"]
+
+#: recipe keys that must agree: the pixels of both sides come out of the same pipeline
+_SAME = ("size", "channels", "kind", "padding", "outline")
+
+
+def add_transfer_rows(
+    id_index: str | Path,
+    source: str | Path,
+    out: str | Path,
+    splits: Sequence[str] = SPLITS,
+    repeat: int = 1,
+    exclude_classes_of: str | Path | None = None,
+) -> DatasetIndex:
+    """Write ``out`` = ``id_index`` + the rows of ``source`` in ``splits`` as ``repeat`` x transfer rows."""
+    ids, src, out = load_index(id_index), load_index(source), Path(out)
+    if repeat < 1:
+        raise StillroomError(f"repeat must be >= 1, got {repeat}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise StillroomError(f"{src.root}: unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
+    if any(s == TRANSFER for s in ids.splits):
+        raise StillroomError(f"{ids.root}: already has transfer rows; start from an index without them")
+    a, b = ids.recipe, src.recipe
+    for key in _SAME:
+        if a.get(key) != b.get(key):
+            raise StillroomError(
+                f"{src.root}: recipe {key!r} is {b.get(key)!r}, {ids.root} has {a.get(key)!r}: build the source "
+                "through the same pipeline (e.g. `stillroom data build style-icons --id-index`)"
+            )
+    excluded = set(load_index(exclude_classes_of).classes) if exclude_classes_of is not None else set()
+    taken = [r for r in src.rows() if r.split in splits and r.label_name not in excluded]
+    if not taken:
+        raise StillroomError(f"{src.root}: no rows in split(s) {list(splits)} outside the excluded classes")
+    held_out = {h: p for h, p, s in zip(ids.sha256, ids.paths, ids.splits, strict=True) if s != "train"}
+    leaks = [(r.path, held_out[r.sha256]) for r in taken if r.sha256 in held_out]
+    if leaks:
+        raise StillroomError(
+            f"{src.root}: {len(leaks)} image(s) identical to val/test images of {ids.root}, e.g. {leaks[0][0]} = "
+            f"{leaks[0][1]}; a teacher's targets on them would leak the evaluation"
+        )
+    check_out_dir(out)
+    tmp = new_build_dir(out)
+    try:
+        rows = []
+        for r in ids.rows():
+            link_or_copy(ids.root / r.path, tmp / r.path)
+            rows.append(r)
+        for r in taken:
+            for k in range(repeat):
+                rel = f"{TRANSFER}/{Path(r.path).with_suffix('')}_r{k}{Path(r.path).suffix}"
+                link_or_copy(src.root / r.path, tmp / rel)
+                rows.append(IndexRow(rel, -1, r.label_name, TRANSFER, f"{TRANSFER}/{r.group}", r.sha256))
+        taken_from = {
+            "index": str(src.root), "index_hash": src.index_hash, "content_hash": src.content_hash,
+            "splits": list(splits), "images": len(taken), "repeat": repeat, "excluded_classes": len(excluded),
+        }  # fmt: skip
+        meta = {k: v for k, v in ids.meta.items() if k == "display_names"}
+        write_index(tmp, rows, ids.classes, {**ids.recipe, TRANSFER: taken_from}, meta)
+        install_build(tmp, out)
+    except BaseException:
+        rmtree(tmp)
+        raise
+    return load_index(out)

@@ -1,0 +1,123 @@
+"""KD transfer sets (issue 14 item 1): rows without a class that distilled students learn from through their
+teachers' targets only (`stillroom data add-transfer`, ``data.transfer``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from stillroom._io import StillroomError
+from stillroom.config import config_from_dict
+from stillroom.data.index import IGNORE_INDEX, TRANSFER, IndexRow, load_index, write_index
+from stillroom.data.transfer import add_transfer_rows
+from stillroom.distill.losses import build_loss
+from stillroom.pipeline import train
+from stillroom.softlabels.export import export_softlabels
+
+
+@pytest.fixture(scope="module")
+def transfer_index(shapes_index, ood_only, tmp_path_factory):
+    """The shapes index + the rings and bars of ``ood_only`` (train and val splits) twice each as transfer rows."""
+    out = tmp_path_factory.mktemp("tr") / "ix"
+    return add_transfer_rows(shapes_index.root, ood_only.root, out, ("train", "val"), 2)
+
+
+@pytest.fixture(scope="module")
+def transfer_store(teacher_run, transfer_index, tmp_path_factory):
+    return export_softlabels(teacher_run, transfer_index.root, tmp_path_factory.mktemp("trs") / "store")
+
+
+def test_transfer_rows_keep_the_id_rows_and_carry_no_class(shapes_index, ood_only, transfer_index):
+    ix = transfer_index
+    n_id, taken = len(shapes_index), [r for r in ood_only.rows() if r.split in ("train", "val")]
+    assert ix.paths[:n_id] == shapes_index.paths and np.array_equal(ix.labels[:n_id], shapes_index.labels)
+    rows = ix.split_indices(TRANSFER)
+    assert len(rows) == 2 * len(taken) and np.array_equal(rows, np.arange(n_id, len(ix)))
+    assert set(ix.labels[rows].tolist()) == {-1} and {ix.label_names[i] for i in rows} == {"ood"}
+    assert all(ix.groups[i].startswith("transfer/") for i in rows) and ix.paths[n_id].endswith("_r0.png")
+    assert {ix.sha256[i] for i in rows} == {r.sha256 for r in taken}
+    counts = ix.meta["counts"]
+    assert counts["per_split"][TRANSFER] == len(rows)
+    assert counts["classes_per_split"] == {"train": 4, "val": 4, "test": 4}
+    assert TRANSFER not in shapes_index.meta["counts"]["per_split"]  # indexes without transfer rows are unchanged
+    got = ix.recipe["transfer"]
+    assert got["images"] == len(taken) and got["repeat"] == 2 and got["content_hash"] == ood_only.content_hash
+    assert ix.recipe["mean"] == shapes_index.recipe["mean"]  # the teachers' normalization
+    assert load_index(ix.root).index_hash == ix.index_hash
+
+
+def test_add_transfer_refuses_leaks_mismatches_and_nothing(shapes_index, ood_only, transfer_index, tmp_path):
+    with pytest.raises(StillroomError, match="identical to val/test images"):
+        add_transfer_rows(shapes_index.root, shapes_index.root, tmp_path / "a")  # the ID val/test images themselves
+    with pytest.raises(StillroomError, match="no rows in split"):
+        add_transfer_rows(shapes_index.root, ood_only.root, tmp_path / "b", exclude_classes_of=ood_only.root)
+    with pytest.raises(StillroomError, match="already has transfer rows"):
+        add_transfer_rows(transfer_index.root, ood_only.root, tmp_path / "c")
+    with pytest.raises(StillroomError, match="repeat must be"):
+        add_transfer_rows(shapes_index.root, ood_only.root, tmp_path / "d", repeat=0)
+    write_index(tmp_path / "big", ood_only.rows(), ood_only.classes, {**ood_only.recipe, "size": 64})
+    with pytest.raises(StillroomError, match="recipe 'size'"):  # other pixels: another pipeline
+        add_transfer_rows(shapes_index.root, tmp_path / "big", tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        (IndexRow("a.png", 0, "x", TRANSFER, "g", "0" * 64), "label must be -1"),
+        (IndexRow("a.png", -1, "x", "train", "g", "0" * 64), "out of range"),
+    ],
+)
+def test_index_rows_without_class_only_in_the_transfer_split(tmp_path, row, match):
+    with pytest.raises(StillroomError, match=match):
+        write_index(tmp_path, [row], ["x"], {"size": 8})
+
+
+def test_cross_entropy_skips_rows_without_class_and_kd_reads_them():
+    torch.manual_seed(0)
+    s, t = torch.randn(6, 4), torch.randn(1, 6, 4)
+    y = torch.tensor([0, 1, IGNORE_INDEX, 3, IGNORE_INDEX, 2])
+    for name in ("kd", "luminet", "logit_mse"):
+        loss = build_loss(name)
+        assert loss.learns_unlabelled
+        got = loss(s, t, y)
+        ce = F.cross_entropy(s[y >= 0], y[y >= 0])
+        scale = {"kd": 0.5, "logit_mse": 0.5, "luminet": 1.0}[name]
+        torch.testing.assert_close(got["loss_ce"], scale * ce)
+        t2 = t.clone()
+        t2[0, 2, 0] += 3.0  # a row without class: its teacher target still counts
+        assert not torch.allclose(loss(s, t2, y)["loss_kd"], got["loss_kd"])
+    assert not build_loss("dkd").learns_unlabelled and not build_loss("ce").learns_unlabelled
+
+
+def _cfg(tiny_config, index, name, loss="kd", store=None, **extra):
+    loss_cfg = {"name": loss, "params": {}}
+    raw = tiny_config(index.root, name, model="mobilenet_v3_small", epochs=1, loss=loss_cfg, **extra)
+    if store is not None:
+        raw["teachers"] = {"cached": [str(store.path)]}
+    return config_from_dict(raw)
+
+
+def test_a_distilled_student_learns_from_transfer_rows(transfer_index, transfer_store, tiny_config, tmp_path):
+    n = len(transfer_index.split_indices(TRANSFER))
+    on = train(_cfg(tiny_config, transfer_index, "on", store=transfer_store), tmp_path / "on")
+    off = train(_cfg(tiny_config, transfer_index, "off", store=transfer_store, data={
+        "index": str(transfer_index.root), "transfer": False}), tmp_path / "off")  # fmt: skip
+    assert json.loads((on / "model.json").read_text())["transfer_rows"] == [n, n]
+    assert json.loads((off / "model.json").read_text())["transfer_rows"] == [0, n]
+    h_on, h_off = (json.loads((r / "state.json").read_text())["history"][0] for r in (on, off))
+    assert 0.0 <= h_on["train_top1"] <= 1.0 and np.isfinite(h_on["loss_ce"]) and np.isfinite(h_on["loss_kd"])
+    w_on, w_off = load_file(on / "last.safetensors"), load_file(off / "last.safetensors")
+    assert any(not torch.equal(w_on[k], w_off[k]) for k in w_on if k in w_off and w_on[k].is_floating_point())
+
+
+def test_transfer_rows_need_a_loss_that_learns_without_class(transfer_index, transfer_store, tiny_config, tmp_path):
+    with pytest.raises(StillroomError, match="transfer rows .* have none"):
+        train(_cfg(tiny_config, transfer_index, "dkd", loss="dkd", store=transfer_store), tmp_path / "dkd")
+    run = train(_cfg(tiny_config, transfer_index, "ce", loss="ce"), tmp_path / "ce")  # no teacher: left out
+    assert json.loads((run / "model.json").read_text())["transfer_rows"][0] == 0
