@@ -510,7 +510,7 @@ def _train(
             num_workers=cfg.num_workers,
         )
         sums: dict[str, float] = {}
-        correct = seen = 0
+        correct = seen = batch_rows = 0  # seen: rows with a class (top-1); batch_rows: all (loss means)
         mix_rng = np.random.default_rng([cfg.seed & 0xFFFFFFFF, epoch, 0x6D6978])  # per epoch: resume is exact
         for step, (x, y, rows, views) in enumerate(loader):
             x, y = x.to(device), y.to(device)
@@ -547,16 +547,17 @@ def _train(
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(y)
             correct += int((logits.argmax(1)[labelled] == y[labelled]).sum())  # transfer rows have no class
             seen += int(labelled.sum())
+            batch_rows += len(y)
             if progress:
                 progress("train", step + 1, steps_per_epoch)
         keys = sorted(sums)
-        correct, seen, *totals = ddp.sum([correct, seen, *(sums[k] for k in keys)])  # over ranks
+        correct, seen, batch_rows, *totals = ddp.sum([correct, seen, batch_rows, *(sums[k] for k in keys)])  # ranks
         sums = dict(zip(keys, totals, strict=True))
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
             "train_top1": correct / max(seen, 1),
-            **{k: v / max(seen, 1) for k, v in sums.items()},
+            **{k: v / max(batch_rows, 1) for k, v in sums.items()},
             "train_seconds": time.perf_counter() - t0,
             **({"train_size": train_side} if train_side is not None else {}),
         }
