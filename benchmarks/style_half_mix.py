@@ -22,21 +22,13 @@ icons of the 151 (all unseen in that style):
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from stillroom._io import StillroomError
+from stillroom.data.builder import link_or_copy
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system
-        shutil.copy2(src, dst)
 
 
 def build_half_mix(id_index: str | Path, style: str | Path, out: str | Path, split: str | Sequence[str] = "val",
@@ -58,12 +50,12 @@ def build_half_mix(id_index: str | Path, style: str | Path, out: str | Path, spl
         shutil.rmtree(out)
     rows = []
     for r in ids.rows():
-        _link(ids.root / r.path, out / r.path)
+        link_or_copy(ids.root / r.path, out / r.path)
         rows.append(r)
     for r in added:
         for k in range(repeat):
             rel = f"extra/{Path(r.path).with_suffix('')}_r{k}.png"
-            _link(sty.root / r.path, out / rel)
+            link_or_copy(sty.root / r.path, out / rel)
             rows.append(IndexRow(rel, r.label, r.label_name, "train", f"extra/{r.group}", r.sha256))
     source = {"index": str(sty.root), "index_hash": sty.index_hash, "content_hash": sty.content_hash}
     extra = {**source, "split": splits[0] if len(splits) == 1 else list(splits), "repeat": repeat, "rows": len(added)}

@@ -42,9 +42,9 @@ for arm in b0:"$ID151" b1:"$TR"; do
 done
 
 job() {  # arm seed
-  local idx=$ID151 e=$B0_EPOCHS; [ "$1" = b1 ] && idx=$TR e=$EPOCHS
+  local idx=$ID151 e=$B0_EPOCHS store=$OUT/stores/$1_v4; [ "$1" = b1 ] && idx=$TR e=$EPOCHS
   PREFIX=$1 OUT=$OUT/$1 INDEX=$idx STYLE=$ICONS151 CFG=$DEMO/configs/student_mnv3s_kd.yaml \
-    SETS="teachers.replay_seed=0 teachers.cached=[$OUT/stores/$1_v4]" EPOCHS=$e SEEDS=$2 LANES=1 \
+    SETS="teachers.replay_seed=0 teachers.cached=[$store]" EPOCHS=$e SEEDS=$2 LANES=1 \
     AUGMENTS=restyle bash benchmarks/style_augment.sh > "$OUT/$1_e${e}_s$2.log" 2>&1
 }
 k=0; jobs=()  # the longer b1 runs alternate between the lanes
