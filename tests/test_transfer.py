@@ -121,3 +121,22 @@ def test_transfer_rows_need_a_loss_that_learns_without_class(transfer_index, tra
         train(_cfg(tiny_config, transfer_index, "dkd", loss="dkd", store=transfer_store), tmp_path / "dkd")
     run = train(_cfg(tiny_config, transfer_index, "ce", loss="ce"), tmp_path / "ce")  # no teacher: left out
     assert json.loads((run / "model.json").read_text())["transfer_rows"][0] == 0
+
+
+def test_batches_of_transfer_rows_only_train_on_the_teacher_term(
+    shapes_index, ood_only, teacher_run, tiny_config, tmp_path
+):
+    """Two labelled train rows among ~100 transfer rows: most batches hold no row with a class (their CE mean is
+    0/0); the run trains on the KD term there and logs finite means over every row."""
+    keep = shapes_index.split_indices("train")[:2]
+    rows = [r for i, r in enumerate(shapes_index.rows()) if r.split != "train" or i in set(keep.tolist())]
+    for r in rows:
+        (tmp_path / "few" / r.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "few" / r.path).write_bytes((shapes_index.root / r.path).read_bytes())
+    write_index(tmp_path / "few", rows, shapes_index.classes, shapes_index.recipe)
+    ix = add_transfer_rows(tmp_path / "few", ood_only.root, tmp_path / "ix", repeat=2)
+    store = export_softlabels(teacher_run, ix.root, tmp_path / "store")
+    run = train(_cfg(tiny_config, ix, "few", store=store), tmp_path / "run")
+    history = json.loads((run / "state.json").read_text())["history"]
+    assert all(np.isfinite(h["loss_ce"]) and np.isfinite(h["loss_kd"]) and h["loss_kd"] > 0 for h in history)
+    assert 0.0 <= history[0]["train_top1"] <= 1.0
