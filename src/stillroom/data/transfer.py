@@ -11,8 +11,8 @@ distilled run (``data.transfer``), with the KD term only.
 
 Refused, because they would leak: a source image identical (sha256) to a val or test image of the ID index, and
 rows of a class of ``exclude_classes_of`` (e.g. the ID index itself: "other species only"). The recipe is the ID
-recipe (mean and std kept: the teachers were trained on it), both must agree on size, channels and outline
-rendering, and ``recipe.transfer`` records the source's hashes and what was taken.
+recipe (mean and std kept: the teachers were trained on it), both must agree on kind, size, channels, padding and
+outline rendering, and ``recipe.transfer`` records the source's hashes and what was taken.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def add_transfer_rows(
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise StillroomError(f"{src.root}: unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
-    if any(s == TRANSFER for s in ids.splits):
+    if len(ids.split_indices(TRANSFER)):
         raise StillroomError(f"{ids.root}: already has transfer rows; start from an index without them")
     a, b = ids.recipe, src.recipe
     for key in _SAME:

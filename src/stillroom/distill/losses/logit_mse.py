@@ -45,7 +45,7 @@ class LogitMSELoss(DistillLoss):
     params: LogitMSEParams
     needs_teacher: ClassVar[bool] = True
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_weight": 0.0}
-    learns_unlabelled: ClassVar[bool] = True  # the KL never reads the target; CE skips IGNORE_INDEX
+    learns_unlabelled: ClassVar[bool] = True  # the MSE never reads the target; CE skips IGNORE_INDEX
     param_hints: ClassVar[dict[str, str]] = {
         "alpha": "use kd_weight (the weight of the MSE term)",
         "temperature": "logit matching has no temperature (it is KD's limit T -> inf)",
