@@ -140,3 +140,27 @@ def test_batches_of_transfer_rows_only_train_on_the_teacher_term(
     history = json.loads((run / "state.json").read_text())["history"]
     assert all(np.isfinite(h["loss_ce"]) and np.isfinite(h["loss_kd"]) and h["loss_kd"] > 0 for h in history)
     assert 0.0 <= history[0]["train_top1"] <= 1.0
+
+
+def test_add_style_rows_are_labelled_train_rows(shapes_index, ood_only, tmp_path):
+    """The labelled sibling (`stillroom data add-style`): rows of the served classes join train with their class
+    (matched by name); other classes, leaks and a second addition are refused."""
+    from stillroom.data.transfer import EXTRA_TRAIN, add_style_rows
+
+    ix = add_style_rows(shapes_index.root, shapes_index.root, tmp_path / "s", ("train",), 2)
+    n_id = len(shapes_index)
+    taken = [r for r in shapes_index.rows() if r.split == "train"]
+    assert ix.paths[:n_id] == shapes_index.paths and len(ix) == n_id + 2 * len(taken)
+    added = np.arange(n_id, len(ix))
+    assert {str(ix.splits[i]) for i in added} == {"train"} and all(ix.paths[i].startswith("extra/") for i in added)
+    assert all(ix.groups[i].startswith("extra/") for i in added)
+    by_sha = {r.sha256: r.label for r in taken}
+    assert all(int(ix.labels[i]) == by_sha[ix.sha256[i]] for i in added)  # each copy keeps its class
+    assert ix.recipe[EXTRA_TRAIN]["images"] == len(taken) and ix.recipe["mean"] == shapes_index.recipe["mean"]
+    with pytest.raises(StillroomError, match="not classes of"):
+        add_style_rows(shapes_index.root, ood_only.root, tmp_path / "a")
+    with pytest.raises(StillroomError, match="identical to val/test images"):
+        add_style_rows(shapes_index.root, shapes_index.root, tmp_path / "b", ("val",))
+    with pytest.raises(StillroomError, match="already has labelled rows"):
+        add_style_rows(ix.root, shapes_index.root, tmp_path / "c", ("train",))
+    assert not any((tmp_path / d).exists() for d in "abc")

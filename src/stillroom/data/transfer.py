@@ -13,6 +13,11 @@ Refused, because they would leak: a source image identical (sha256) to a val or 
 rows of a class of ``exclude_classes_of`` (e.g. the ID index itself: "other species only"). The recipe is the ID
 recipe (mean and std kept: the teachers were trained on it), both must agree on kind, size, channels, padding and
 outline rendering, and ``recipe.transfer`` records the source's hashes and what was taken.
+
+``add_style_rows`` is the labelled sibling (issue 14 item 1): drawings *of the served classes* in another style
+(``stillroom data build style-artwork``) join as ordinary ``train`` rows with their class (matched by name), under
+``extra/<path>_r<k>``, group ``extra/<group>``, recorded in ``recipe.extra_train``; every model trained on the result
+learns from them with its own loss. Same refusals and recipe checks. Scored then on a style neither side has seen.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from pathlib import Path
 
 from stillroom._io import StillroomError
 from stillroom.data.builder import check_out_dir, install_build, link_or_copy, new_build_dir, rmtree
-from stillroom.data.index import SPLITS, TRANSFER, DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.index import SPLITS, TRANSFER, DatasetIndex, IndexRow, load_index, update_index_meta, write_index
 
-__all__ = ["add_transfer_rows"]
+__all__ = ["EXTRA_TRAIN", "add_style_rows", "add_transfer_rows"]
+
+#: recipe key and path prefix of labelled rows from another source (``add_style_rows``)
+EXTRA_TRAIN = "extra_train"
 
 #: recipe keys that must agree: the pixels of both sides come out of the same pipeline
 _SAME = ("size", "channels", "kind", "padding", "outline")
@@ -39,34 +47,69 @@ def add_transfer_rows(
     exclude_classes_of: str | Path | None = None,
 ) -> DatasetIndex:
     """Write ``out`` = ``id_index`` + the rows of ``source`` in ``splits`` as ``repeat`` x transfer rows."""
+    return _add_rows(id_index, source, out, splits, repeat, exclude_classes_of, labelled=False)
+
+
+def add_style_rows(
+    id_index: str | Path,
+    source: str | Path,
+    out: str | Path,
+    splits: Sequence[str] = SPLITS,
+    repeat: int = 1,
+    exclude_classes_of: str | Path | None = None,
+) -> DatasetIndex:
+    """Write ``out`` = ``id_index`` + the rows of ``source`` in ``splits`` as ``repeat`` x labelled train rows;
+    every taken row's class must be one of ``id_index``'s (by name)."""
+    return _add_rows(id_index, source, out, splits, repeat, exclude_classes_of, labelled=True)
+
+
+def _add_rows(
+    id_index: str | Path,
+    source: str | Path,
+    out: str | Path,
+    splits: Sequence[str],
+    repeat: int,
+    exclude_classes_of: str | Path | None,
+    labelled: bool,
+) -> DatasetIndex:
     ids, src, out = load_index(id_index), load_index(source), Path(out)
+    key = EXTRA_TRAIN if labelled else TRANSFER
     if repeat < 1:
         raise StillroomError(f"repeat must be >= 1, got {repeat}")
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise StillroomError(f"{src.root}: unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
-    if len(ids.split_indices(TRANSFER)):
-        raise StillroomError(f"{ids.root}: already has transfer rows; start from an index without them")
+    if len(ids.split_indices(TRANSFER)) or key in ids.recipe:
+        what = "labelled rows of another source" if labelled else "transfer rows"
+        raise StillroomError(f"{ids.root}: already has {what}; start from an index without them")
     a, b = ids.recipe, src.recipe
-    for key in _SAME:
-        if a.get(key) != b.get(key):
+    for k in _SAME:
+        if a.get(k) != b.get(k):
             raise StillroomError(
-                f"{src.root}: recipe {key!r} is {b.get(key)!r}, {ids.root} has {a.get(key)!r}: build the source "
+                f"{src.root}: recipe {k!r} is {b.get(k)!r}, {ids.root} has {a.get(k)!r}: build the source "
                 "through the same pipeline (e.g. `stillroom data build style-icons --id-index`)"
             )
     excluded = set(load_index(exclude_classes_of).classes) if exclude_classes_of is not None else set()
     taken = [r for r in src.rows() if r.split in splits and r.label_name not in excluded]
     if not taken:
         raise StillroomError(f"{src.root}: no rows in split(s) {list(splits)} outside the excluded classes")
+    label_of = {c: i for i, c in enumerate(ids.classes)}
+    strangers = sorted({r.label_name for r in taken if r.label_name not in label_of}) if labelled else []
+    if strangers:
+        raise StillroomError(
+            f"{src.root}: class(es) {', '.join(strangers[:3])} are not classes of {ids.root}; labelled rows must be "
+            "of the served classes (use `add-transfer` for images of other things)"
+        )
     held_out = {h: p for h, p, s in zip(ids.sha256, ids.paths, ids.splits, strict=True) if s != "train"}
     leaks = [(r.path, held_out[r.sha256]) for r in taken if r.sha256 in held_out]
     if leaks:
         raise StillroomError(
             f"{src.root}: {len(leaks)} image(s) identical to val/test images of {ids.root}, e.g. {leaks[0][0]} = "
-            f"{leaks[0][1]}; a teacher's targets on them would leak the evaluation"
+            f"{leaks[0][1]}; training on them would leak the evaluation"
         )
     check_out_dir(out)
     tmp = new_build_dir(out)
+    prefix = "extra" if labelled else TRANSFER
     try:
         rows = []
         for r in ids.rows():
@@ -74,15 +117,28 @@ def add_transfer_rows(
             rows.append(r)
         for r in taken:
             for k in range(repeat):
-                rel = f"{TRANSFER}/{Path(r.path).with_suffix('')}_r{k}{Path(r.path).suffix}"
+                rel = f"{prefix}/{Path(r.path).with_suffix('')}_r{k}{Path(r.path).suffix}"
                 link_or_copy(src.root / r.path, tmp / rel)
-                rows.append(IndexRow(rel, -1, r.label_name, TRANSFER, f"{TRANSFER}/{r.group}", r.sha256))
+                if labelled:
+                    rows.append(IndexRow(rel, label_of[r.label_name], r.label_name, "train", f"{prefix}/{r.group}",
+                                         r.sha256))  # fmt: skip
+                else:
+                    rows.append(IndexRow(rel, -1, r.label_name, TRANSFER, f"{prefix}/{r.group}", r.sha256))
         taken_from = {
             "index": str(src.root), "index_hash": src.index_hash, "content_hash": src.content_hash,
             "splits": list(splits), "images": len(taken), "repeat": repeat, "excluded_classes": len(excluded),
         }  # fmt: skip
-        meta = {k: v for k, v in ids.meta.items() if k == "display_names"}
-        write_index(tmp, rows, ids.classes, {**ids.recipe, TRANSFER: taken_from}, meta)
+        if labelled and src.recipe.get("style"):
+            taken_from["style"] = src.recipe["style"]
+        # labelled rows: the ID data's own description stays (frames decoded, dedup); the leakage probe is measured
+        # again, as train now holds the added rows too
+        carried = ("display_names", "dedup") if labelled else ("display_names",)
+        meta = {k: v for k, v in ids.meta.items() if k in carried}
+        written = write_index(tmp, rows, ids.classes, {**ids.recipe, key: taken_from}, meta)
+        if labelled and "leakage_probe" in ids.meta:
+            from stillroom.data.leakage import leakage_probe
+
+            update_index_meta(tmp, leakage_probe=leakage_probe(written))
         install_build(tmp, out)
     except BaseException:
         rmtree(tmp)
