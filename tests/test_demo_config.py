@@ -142,3 +142,43 @@ def test_demo_trains_runs_side_by_side_and_reports_every_failure(shapes_index, t
     done = _train_all(raws, configs, runs, jobs=2)
     assert {name: sec for name, (_, sec) in done.items()} == {"r0": 0.0, "r1": 0.0}  # reused, nothing trained
     assert all(run_dir == runs / name for name, (run_dir, _) in done.items())
+
+
+def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable(tmp_path, monkeypatch):
+    """The demo trains on the sprites plus the species' artwork (``second_style_repeat`` copies as labelled train
+    rows); a second call reuses both; a package that cannot be had leaves the sprites index, with a note."""
+    import shutil
+
+    import stillroom.data.style_artwork as sa
+    from stillroom.data.fetch import sri_sha512
+    from stillroom.pipeline import demo
+    from test_style_artwork import _sdist
+    from test_style_icons import _id_index
+
+    budget = {**QUICK_BUDGET, "species": (1, 4), "size": 32, "second_style_repeat": 3}
+    sprites_dir = tmp_path / "out" / "data" / "sprites32_1-4"
+    _id_index(sprites_dir, [f"species_{i:03d}" for i in range(1, 5)])
+    sdist = _sdist(tmp_path / "pokemon-9.9.tar.gz")
+    package = ("pokemon==9.9", sri_sha512(sdist))
+    cached = tmp_path / "cache" / "pypi" / "pokemon-9.9.tar.gz"  # where the demo looks offline (--tarball given)
+    cached.parent.mkdir(parents=True)
+    shutil.copy(sdist, cached)
+    real_build = sa.build_style_artwork
+    monkeypatch.setattr(sa, "POKEMON_ARTWORK", package)  # the fake sdist's pin stands in for the real one
+    monkeypatch.setattr(sa, "default_cache_dir", lambda: tmp_path / "cache" / "npm")
+    monkeypatch.setattr(sa, "build_style_artwork", lambda *a, **k: real_build(*a, package=package, **k))
+    offline = Path("offline.tgz")
+
+    train, sprites, _ = demo._dataset(tmp_path / "out", budget, tarball=offline)
+    assert sprites.root == sprites_dir and train.root.name == "sprites32_1-4_artwork_r3"
+    added = train.split_indices("train")[len(sprites.split_indices("train")) :]
+    assert len(added) == 3 * 3 and train.recipe["extra_train"]["style"] == "official-artwork"  # 3 species drawn
+    assert list(train.split_indices("test")) == list(sprites.split_indices("test"))
+    again, _, _ = demo._dataset(tmp_path / "out", budget, tarball=offline)
+    assert again.index_hash == train.index_hash
+    plain, _, _ = demo._dataset(tmp_path / "out", {**budget, "second_style_repeat": 0}, tarball=offline)
+    assert plain.root == sprites_dir
+    cached.unlink()
+    shutil.rmtree(tmp_path / "out" / "data" / "style_artwork_sprites32_1-4")
+    skipped, _, _ = demo._dataset(tmp_path / "out", budget, tarball=offline)
+    assert skipped.root == sprites_dir

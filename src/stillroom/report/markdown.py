@@ -109,6 +109,13 @@ def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
         f"(train/val/test = {counts.get('train')}/{counts.get('val')}/{counts.get('test')}).",
         f"- Index hash `{index.index_hash[:16]}`, content hash `{index.content_hash[:16]}`.",
     ]
+    extra = recipe.get("extra_train")
+    if extra:  # `stillroom data add-style`: the classes drawn again in another style, in train only
+        lines.append(
+            f"- Train also holds {extra.get('images')} drawings of the classes in another style "
+            f"(`{extra.get('style', 'labelled rows')}`, `{extra.get('index')}`) x {extra.get('repeat')} copies; "
+            "val and test are the source above only."
+        )
     dedup = meta.get("dedup")
     if dedup:
         lines.append(
