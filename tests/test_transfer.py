@@ -157,6 +157,9 @@ def test_add_style_rows_are_labelled_train_rows(shapes_index, ood_only, tmp_path
     by_sha = {r.sha256: r.label for r in taken}
     assert all(int(ix.labels[i]) == by_sha[ix.sha256[i]] for i in added)  # each copy keeps its class
     assert ix.recipe[EXTRA_TRAIN]["images"] == len(taken) and ix.recipe["mean"] == shapes_index.recipe["mean"]
+    from stillroom.report.markdown import extra_train_note
+
+    assert f"{len(taken)} drawings" in extra_train_note(ix.recipe) and extra_train_note(shapes_index.recipe) is None
     with pytest.raises(StillroomError, match="not classes of"):
         add_style_rows(shapes_index.root, ood_only.root, tmp_path / "a")
     with pytest.raises(StillroomError, match="identical to val/test images"):

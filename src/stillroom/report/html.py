@@ -36,6 +36,7 @@ from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_text, read_json
 from stillroom.data.index import DatasetIndex, load_index
 from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
+from stillroom.report.markdown import extra_train_note
 from stillroom.runs import CALIBRATION_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE, Run
 
 __all__ = ["write_html_report", "find_runs"]
@@ -268,6 +269,9 @@ def _data_section(index: DatasetIndex) -> str:
             f"<p>Frames decoded {dedup.get('frames_decoded')}; exact-distinct {dedup.get('exact_distinct')}; kept "
             f"after the {recipe.get('dedup_threshold')} near-duplicate rule {dedup.get('kept')}.</p>"
         )
+    extra = extra_train_note(recipe)
+    if extra:
+        out.append(f"<p>{_e(extra)}</p>")
     out.append(
         f'<p class="meta">index hash {_e(index.index_hash[:16])}, content hash {_e(index.content_hash[:16])}</p>'
     )

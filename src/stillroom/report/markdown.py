@@ -23,7 +23,7 @@ from stillroom.data.index import DatasetIndex
 from stillroom.data.species_names import display_names
 from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
 
-__all__ = ["write_demo_report", "metrics_rows"]
+__all__ = ["write_demo_report", "metrics_rows", "extra_train_note"]
 
 
 def _pct(x: float | None) -> str:
@@ -98,6 +98,18 @@ def _tradeoff_section(report_dir: Path) -> list[str]:
     return lines
 
 
+def extra_train_note(recipe: dict[str, Any]) -> str | None:
+    """One sentence on labelled rows from another source in train (``stillroom data add-style``), else None."""
+    extra = recipe.get("extra_train")
+    if not extra:
+        return None
+    return (
+        f"Train also holds {extra.get('images')} drawings of the classes in another style "
+        f"({extra.get('style', 'labelled rows')}, {extra.get('index')}) x {extra.get('repeat')} copies; val and "
+        "test are the source above only."
+    )
+
+
 def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
     meta, recipe = index.meta, index.recipe
     counts = meta.get("counts", {}).get("per_split", {})
@@ -109,13 +121,9 @@ def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
         f"(train/val/test = {counts.get('train')}/{counts.get('val')}/{counts.get('test')}).",
         f"- Index hash `{index.index_hash[:16]}`, content hash `{index.content_hash[:16]}`.",
     ]
-    extra = recipe.get("extra_train")
-    if extra:  # `stillroom data add-style`: the classes drawn again in another style, in train only
-        lines.append(
-            f"- Train also holds {extra.get('images')} drawings of the classes in another style "
-            f"(`{extra.get('style', 'labelled rows')}`, `{extra.get('index')}`) x {extra.get('repeat')} copies; "
-            "val and test are the source above only."
-        )
+    extra = extra_train_note(recipe)
+    if extra:
+        lines.append(f"- {extra}")
     dedup = meta.get("dedup")
     if dedup:
         lines.append(
