@@ -151,7 +151,7 @@ def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable
 
     import stillroom.data.style_artwork as sa
     from stillroom.data.fetch import sri_sha512
-    from stillroom.pipeline import demo
+    from stillroom.pipeline.demo_data import demo_dataset
     from test_style_artwork import _sdist
     from test_style_icons import _id_index
 
@@ -169,16 +169,16 @@ def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable
     monkeypatch.setattr(sa, "build_style_artwork", lambda *a, **k: real_build(*a, package=package, **k))
     offline = Path("offline.tgz")
 
-    train, sprites, _ = demo._dataset(tmp_path / "out", budget, tarball=offline)
+    train, sprites, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
     assert sprites.root == sprites_dir and train.root.name == "sprites32_1-4_artwork_r3"
     added = train.split_indices("train")[len(sprites.split_indices("train")) :]
     assert len(added) == 3 * 3 and train.recipe["extra_train"]["style"] == "official-artwork"  # 3 species drawn
     assert list(train.split_indices("test")) == list(sprites.split_indices("test"))
-    again, _, _ = demo._dataset(tmp_path / "out", budget, tarball=offline)
+    again, _, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
     assert again.index_hash == train.index_hash
-    plain, _, _ = demo._dataset(tmp_path / "out", {**budget, "second_style_repeat": 0}, tarball=offline)
+    plain, _, _ = demo_dataset(tmp_path / "out", {**budget, "second_style_repeat": 0}, tarball=offline)
     assert plain.root == sprites_dir
     cached.unlink()
     shutil.rmtree(tmp_path / "out" / "data" / "style_artwork_sprites32_1-4")
-    skipped, _, _ = demo._dataset(tmp_path / "out", budget, tarball=offline)
+    skipped, _, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
     assert skipped.root == sprites_dir
