@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from stillroom._io import StillroomError
@@ -139,28 +140,38 @@ def fetch_npm_package(
     a bad download never leaves a file under the final name.
     """
     _split_spec(spec)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return _fetch_pinned(spec, integrity, tarball, cache / npm_tarball_name(spec), _npm_pack, ".npm-pack-")
+
+
+def _fetch_pinned(
+    spec: str,
+    integrity: str,
+    tarball: str | Path | None,
+    target: Path,
+    download: Callable[[str, Path], Path],
+    prefix: str,
+) -> Path:
+    """The order both fetchers share: ``tarball`` verified; else ``target`` if it verifies (deleted if not); else
+    ``download(spec, tmp)`` into a temporary directory beside ``target``, verified, then moved into place."""
     _check_pin(integrity)
     if tarball is not None:
         return verify_integrity(tarball, integrity)
-
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / npm_tarball_name(spec)
     if target.is_file():
         try:
             return verify_integrity(target, integrity)
         except StillroomError:
             target.unlink(missing_ok=True)
-
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".npm-pack-", dir=cache) as tmp:
-        packed = _npm_pack(spec, Path(tmp))
-        actual = sri_sha512(packed)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=target.parent) as tmp:
+        got = download(spec, Path(tmp))
+        actual = sri_sha512(got)
         if actual != integrity:
             raise StillroomError(
-                f"{spec}: the registry served a tarball with integrity {actual}, expected the pinned {integrity};"
+                f"{spec}: the registry served a file with integrity {actual}, expected the pinned {integrity};"
                 " refusing to use or cache it"
             )
-        os.replace(packed, target)
+        os.replace(got, target)
     return target
 
 
@@ -196,27 +207,8 @@ def fetch_pypi_sdist(
     name, sep, version = spec.partition("==")
     if not sep or not name or not version:
         raise StillroomError(f"PyPI spec {spec!r}: expected a pinned 'name==version'")
-    _check_pin(integrity)
-    if tarball is not None:
-        return verify_integrity(tarball, integrity)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "pypi"
-    target = cache / f"{name}-{version}.tar.gz"
-    if target.is_file():
-        try:
-            return verify_integrity(target, integrity)
-        except StillroomError:
-            target.unlink(missing_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pip-download-", dir=cache) as tmp:
-        got = _pip_download(spec, Path(tmp))
-        actual = sri_sha512(got)
-        if actual != integrity:
-            raise StillroomError(
-                f"{spec}: the index served a file with integrity {actual}, expected the pinned {integrity};"
-                " refusing to use or cache it"
-            )
-        os.replace(got, target)
-    return target
+    return _fetch_pinned(spec, integrity, tarball, cache / f"{name}-{version}.tar.gz", _pip_download, ".pip-download-")
 
 
 def read_tar_members(tarball: str | Path, wanted: set[str]) -> dict[str, bytes]:
