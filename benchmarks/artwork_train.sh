@@ -13,6 +13,7 @@
 #
 #   bash benchmarks/artwork_train.sh                 # OUT=artifacts/s41 SEEDS="0 1 2" EPOCHS=20 REPEAT=8
 #   STUDENTS=1 bash benchmarks/artwork_train.sh      # then the students (EPOCHS_S=30)
+#   REPEAT=16 ARM=tart16 bash benchmarks/artwork_train.sh   # another dose: its own arm name, t0 reused
 set -euo pipefail
 OUT=${OUT:-artifacts/s41}
 SEEDS=${SEEDS:-"0 1 2"}
@@ -20,6 +21,7 @@ EPOCHS=${EPOCHS:-20}
 EPOCHS_S=${EPOCHS_S:-30}
 REPEAT=${REPEAT:-8}
 STUDENTS=${STUDENTS:-0}
+ARM=${ARM:-tart}  # the artwork arm's teacher runs (students: s${ARM#t})
 SL=${SL:-stillroom}
 DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
@@ -44,7 +46,7 @@ teachers() {  # arm
       > "$run.log" 2>&1
   done
 }
-teachers t0 & teachers tart &
+teachers t0 & teachers "$ARM" &
 wait
 score() {  # tag arm-a arm-b epochs
   local runs=(); for arm in "$2" "$3"; do for s in $SEEDS; do runs+=("$OUT/${arm}_e$4_s$s"); done; done
@@ -58,10 +60,10 @@ score() {  # tag arm-a arm-b epochs
     echo "## ID $m"; $SL compare "$OUT/cmp_id_$1" --metric "$m" --a "$2_e$4" --b "$3_e$4" || true
   done
 }
-score teachers t0 tart "$EPOCHS" 2>&1 | tee "$OUT/summary_teachers.txt"
+score "teachers_$ARM" t0 "$ARM" "$EPOCHS" 2>&1 | tee "$OUT/summary_teachers_$ARM.txt"
 [ "$STUDENTS" = 1 ] || exit 0
 
-for arm in t0 tart; do
+for arm in t0 "$ARM"; do
   store="$OUT/stores/${arm}_v4"
   [ -f "$store/manifest.json" ] || $SL softlabels export --teacher "$OUT/${arm}_e${EPOCHS}_s0" \
     --index "$(index_of "$arm")" --views 4 --augment restyle --augment-seed 0 --out "$store"
@@ -76,6 +78,6 @@ students() {  # student arm (s0 / sart), its teacher arm
       $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
   done
 }
-students s0 t0 & students sart tart &
+students s0 t0 & students "s${ARM#t}" "$ARM" &
 wait
-score students s0 sart "$EPOCHS_S" 2>&1 | tee "$OUT/summary_students.txt"
+score "students_$ARM" s0 "s${ARM#t}" "$EPOCHS_S" 2>&1 | tee "$OUT/summary_students_$ARM.txt"
