@@ -10,13 +10,16 @@ imported or run.
 
 Each drawing's object mask is the part of the picture not connected to the border through near-white pixels
 (``artwork_mask``): a flood fill of the background, so white areas inside the outline (eyes, bellies, Mewtwo's body)
-stay object, followed by dropping specks (JPEG noise) smaller than ``SPECK_FRACTION`` of the largest part. The mask
+stay object, followed by dropping specks (JPEG noise) smaller than ``SPECK_FRACTION`` of the largest part. This is
+the one deviation from REFERENCE 1.1's preprocessing ("alpha > 127 -> object"): these JPEGs have no alpha channel, and
+reading them as black-on-white (luminance < 128) would drop every light-coloured body. The mask
 then goes through the ID index's own rendering call (``style_icons.write_style_set``), split by national id parity
 like the icons (odd ``val``, even ``test``), with the 1-NN probe against the ID train images.
 
 Two uses, never both for one measurement: an evaluation set of another style (``stillroom evaluate RUN --index``),
-or labelled train rows of the served species in a second style (``stillroom data add-style``), scored then on a
-style it has not seen (the box icons).
+or labelled train rows of the served species in a second style (``stillroom data add-style``; the demo's default,
+``pipeline.demo_data``), scored then on a style it has not seen (the box icons). Like the sprites, the drawings are
+copyright The Pokemon Company: fetched at build time, cached outside the repository, never committed.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ the regular ones' alpha and are never read. Icons that render to an image alread
 Split by national id: odd ids are ``val`` (select recipes on these), even ids ``test`` (report these); no species is
 in both, and there is no ``train`` split: this is never a training source. ``index.json`` also records the 1-NN pixel
 probe of each split against the ID index's train images, the memorization baseline a student should beat.
+
+``write_style_set`` (render, split, probe, write) and ``style_set_or_none`` (reuse or build, for pipelines) are
+shared with ``style_artwork``, the species' official artwork.
 """
 
 from __future__ import annotations
