@@ -53,15 +53,16 @@ def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tup
     mixed_dir = out / "data" / f"{data_dir.name}_artwork_r{repeat}"
     try:
         mixed = load_index(mixed_dir)
-        got = mixed.recipe.get(EXTRA_TRAIN) or {}
-        if got.get("content_hash") == art.content_hash and got.get("repeat") == repeat:
+        got, n = mixed.recipe.get(EXTRA_TRAIN) or {}, len(sprites)
+        same_sprites = list(mixed.sha256[:n]) == list(sprites.sha256) and mixed.paths[:n] == sprites.paths
+        if same_sprites and got.get("content_hash") == art.content_hash and got.get("repeat") == repeat:
             console.print(f"[dim]reusing dataset {mixed_dir}[/]")
             return mixed, sprites, time.perf_counter() - t0
     except StillroomError:
         pass  # absent or incomplete
     from stillroom.data.builder import rmtree
 
-    rmtree(mixed_dir)  # a stale mix (other artwork or repeat): rebuilt from the sprites index
+    rmtree(mixed_dir)  # a stale mix (other sprites, artwork or repeat): rebuilt from the sprites index
     mixed = add_style_rows(sprites.root, art.root, mixed_dir, SPLITS, repeat)
     console.print(f"train rows: {len(sprites.split_indices('train'))} sprites + {len(art)} drawings x {repeat}")
     return mixed, sprites, time.perf_counter() - t0
