@@ -167,3 +167,5 @@ def test_add_style_rows_are_labelled_train_rows(shapes_index, ood_only, tmp_path
     with pytest.raises(StillroomError, match="already has labelled rows"):
         add_style_rows(ix.root, shapes_index.root, tmp_path / "c", ("train",))
     assert not any((tmp_path / d).exists() for d in "abc")
+    both = add_transfer_rows(ix.root, ood_only.root, tmp_path / "d")  # a transfer set on top of a second style
+    assert len(both.split_indices(TRANSFER)) > 0 and both.recipe[EXTRA_TRAIN] == ix.recipe[EXTRA_TRAIN]

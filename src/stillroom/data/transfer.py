@@ -79,7 +79,7 @@ def _add_rows(
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise StillroomError(f"{src.root}: unknown split(s) {unknown}; expected some of {', '.join(SPLITS)}")
-    if len(ids.split_indices(TRANSFER)) or key in ids.recipe:
+    if (key in ids.recipe) if labelled else len(ids.split_indices(TRANSFER)):
         what = "labelled rows of another source" if labelled else "transfer rows"
         raise StillroomError(f"{ids.root}: already has {what}; start from an index without them")
     a, b = ids.recipe, src.recipe
