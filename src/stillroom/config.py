@@ -37,6 +37,8 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = "mobilenet_v3_small"
+    #: start from ImageNet weights (models/pretrained.py; only the architectures listed there have them)
+    pretrained: Literal["imagenet"] | None = None
 
 
 class OptimConfig(_Strict):

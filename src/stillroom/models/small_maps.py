@@ -219,7 +219,9 @@ def use_small_map_convs(model: nn.Module) -> int:
     call, from its map). Returns how many."""
     n = 0
     for module in model.modules():
-        if isinstance(module, nn.Conv2d) and _eligible(module):
+        # exactly nn.Conv2d: a subclass may do more in its forward (timm's Conv2dSame pads first), which the
+        # swapped class would skip
+        if type(module) is nn.Conv2d and _eligible(module):
             module.__class__ = SmallMapConv2d
             n += 1
     return n

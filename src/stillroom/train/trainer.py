@@ -73,6 +73,7 @@ from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
 from stillroom.models.inference import predict_logits
+from stillroom.models.pretrained import load_pretrained
 from stillroom.models.small_maps import use_small_map_convs
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
@@ -390,7 +391,10 @@ def _train(
     replay_views = int(getattr(teachers, "views", 0))
 
     num_classes = int(getattr(loss_fn, "num_outputs", lambda k: k)(index.num_classes))
-    net = create_model(cfg.model.name, channels, num_classes, size).to(device)
+    net = create_model(cfg.model.name, channels, num_classes, size)
+    if cfg.model.pretrained and not resumable:  # a resumed run's checkpoint replaces every weight anyway
+        load_pretrained(net, cfg.model.name, channels)
+    net = net.to(device)
     # convolutions on the last, tiny maps train as matrix products on the CPU (models/small_maps.py: steps of
     # mobilenet_v3_small at 64 px 1.66x faster, resnet18 1.30-1.36x, benchmarks/bench_small_maps.py; the same
     # function up to float rounding, the same weights)
