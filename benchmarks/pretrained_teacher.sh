@@ -2,7 +2,7 @@
 # Issue 14 item 1: do ImageNet starting weights teach a teacher (and through it a student) to read a third drawing
 # style? The demo's teacher recipe (restyle, batch 64, SGD 0.05, bf16, EPOCHS epochs), SEEDS seeds per arm; an arm is
 # name:model:start:data with start imagenet | scratch and data t0 (the demo's sprites) | tart (sprites + the artwork
-# x REPEAT, the demo's training data; built as in benchmarks/artwork_train.sh). Scored
+# x REPEAT, the demo's training data, as benchmarks/artwork_train.sh built it in BASE). Scored
 # (`benchmarks/superset_teacher.py`) on the box icons of the 151 species (a third style in no arm's data; val selects,
 # test reports) and on ID val / test; paired by seed with `stillroom compare` against BASE_ARM (resnet18 from scratch
 # on tart, the runs of benchmarks/artwork_train.sh in BASE). With STUDENTS=1 the demo's LumiNet student (EPOCHS_S
@@ -28,14 +28,11 @@ DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
 ICONS151=$DEMO/data/style_icons_sprites64_1-151
 T=$DEMO/configs/teacher_resnet18_s0.yaml
-ART=$BASE/data/artwork_1-151
 MIX=$BASE/data/mix_artwork_r$REPEAT
 export OMP_NUM_THREADS=1
-mkdir -p "$OUT" "$BASE/data"
-[ -f "$ART/index.json" ] || $SL data build style-artwork --id-index "$ID151" --out "$ART"
-[ -f "$MIX/index.json" ] ||
-  python benchmarks/style_half_mix.py --id-index "$ID151" --style "$ART" --split val --split test --out "$MIX" \
-    --repeat "$REPEAT"
+mkdir -p "$OUT"
+# the artwork-mixed index and the baseline runs are benchmarks/artwork_train.sh's (OUT=$BASE)
+[ -f "$MIX/index.json" ] || { echo "no $MIX: run OUT=$BASE bash benchmarks/artwork_train.sh first" >&2; exit 2; }
 index_of() { if [ "$1" = t0 ]; then echo "$ID151"; else echo "$MIX"; fi; }
 
 jobs=()  # "arm model start data seed", run two at a time
