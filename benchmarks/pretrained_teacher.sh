@@ -12,6 +12,7 @@
 #   bash benchmarks/pretrained_teacher.sh                    # OUT=artifacts/s42, BASE=artifacts/s41, SEEDS="0 1 2"
 #   ARMS="lite0pt_t0:efficientnet_lite0:imagenet:t0" SEEDS=0 bash benchmarks/pretrained_teacher.sh
 #   STUDENTS=1 bash benchmarks/pretrained_teacher.sh        # then the students of lite0pt_tart's seed-0 teacher
+# (keep ARMS the same in both calls: every call scores all its arms again into OUT/cmp_*_teachers)
 set -euo pipefail
 OUT=${OUT:-artifacts/s42}
 BASE=${BASE:-artifacts/s41}
@@ -21,6 +22,7 @@ EPOCHS_S=${EPOCHS_S:-30}
 REPEAT=${REPEAT:-8}
 ARMS=${ARMS:-"lite0pt_tart:efficientnet_lite0:imagenet:tart lite0_tart:efficientnet_lite0:scratch:tart"}
 BASE_ARM=${BASE_ARM:-tart_e20}
+PAIRS=${PAIRS:-"lite0_tart:lite0pt_tart"}  # a:b pairs of arms compared too (scratch vs ImageNet start, one family)
 STUDENTS=${STUDENTS:-0}
 STUDENT_OF=${STUDENT_OF:-lite0pt_tart}
 SL=${SL:-stillroom}
@@ -73,7 +75,16 @@ score() {  # tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
   done
 }
 arms=(); for spec in $ARMS; do arms+=("$OUT/${spec%%:*}"); done
-score teachers "$BASE/$BASE_ARM" "${arms[@]}" 2>&1 | tee "$OUT/summary_teachers.txt"
+{
+  score teachers "$BASE/$BASE_ARM" "${arms[@]}"
+  for pair in $PAIRS; do
+    for m in val_top1 test_top1; do
+      for t in icons id; do
+        echo "## $t $m"; $SL compare "$OUT/cmp_${t}_teachers" --metric "$m" --a "${pair%%:*}" --b "${pair#*:}" || true
+      done
+    done
+  done
+} 2>&1 | tee "$OUT/summary_teachers.txt"
 [ "$STUDENTS" = 1 ] || exit 0
 
 store="$OUT/stores/${STUDENT_OF}_v4"
