@@ -10,6 +10,7 @@ on (``model.json`` "index"; "n/a" when that index is not on this machine).
     python benchmarks/superset_teacher.py --index artifacts/demo/data/style_icons_sprites64_1-151 \\
         --split val --split test artifacts/demo/runs/teacher_resnet18_s0 artifacts/s29/t649_resnet18_s0
 
+``--ensemble`` adds a row for the mean softmax of all the runs given (the fused ensemble a student distils).
 ``--csv PATH`` also writes one row per run (variant = the run directory's name without ``_s<seed>``, seed, run_dir,
 ``<split>_top1`` and ``<split>_top5`` as fractions) in the layout ``stillroom compare`` reads, e.g. ``stillroom
 compare DIR --metric val_top1 --a A --b B`` for a paired comparison by seed.
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy.special import softmax
 
 from stillroom._io import StillroomError
 from stillroom.data.dataset import load_images
@@ -32,9 +34,10 @@ from stillroom.models.inference import predict_logits
 from stillroom.runs import load_run
 
 
-def subset_scores(run_dir: str, index_dir: str, splits: Sequence[str], weights: str = "best") -> dict[str, dict]:
-    """``{split: {"n", "top1", "top5", "in_run_train"}}`` of the run on the index, argmax over the index's classes
-    only; ``in_run_train``: the split's images also in the run's own train split (None if that index is absent)."""
+def subset_probs(run_dir: str, index_dir: str, splits: Sequence[str], weights: str = "best") -> dict[str, dict]:
+    """``{split: {"probs", "labels", "in_run_train"}}``: the run's softmax over the index's classes only (columns in
+    the index's class order) for each split's rows; ``in_run_train``: the split's images also in the run's own train
+    split (None if that index is absent)."""
     index, run = load_index(index_dir), load_run(run_dir, weights, device="cpu")
     try:
         own = load_index(run.meta["index"])
@@ -50,12 +53,43 @@ def subset_scores(run_dir: str, index_dir: str, splits: Sequence[str], weights: 
     for split in splits:
         rows = index.split_indices(split)
         logits = predict_logits(run.model, run.normalizer, images, rows)[:, cols]
-        top5 = np.argsort(-logits, axis=1)[:, :5]
-        y = index.labels[rows]
         leak = None if seen is None else sum(index.sha256[i] in seen for i in rows)
-        out[split] = {"n": int(len(rows)), "top1": float(np.mean(top5[:, 0] == y)),
-                      "top5": float(np.mean((top5 == y[:, None]).any(1))), "in_run_train": leak}  # fmt: skip
+        out[split] = {"probs": softmax(logits.astype(np.float64), axis=1), "labels": index.labels[rows],
+                      "in_run_train": leak}  # fmt: skip
     return out
+
+
+def _scores(probs: np.ndarray, y: np.ndarray, leak: int | None) -> dict:
+    top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    return {"n": int(len(y)), "top1": float(np.mean(top5[:, 0] == y)),
+            "top5": float(np.mean((top5 == y[:, None]).any(1))), "in_run_train": leak}  # fmt: skip
+
+
+def subset_scores(run_dir: str, index_dir: str, splits: Sequence[str], weights: str = "best") -> dict[str, dict]:
+    """``{split: {"n", "top1", "top5", "in_run_train"}}`` of the run on the index, argmax over the index's classes
+    only; ``in_run_train``: the split's images also in the run's own train split (None if that index is absent)."""
+    got = subset_probs(run_dir, index_dir, splits, weights)
+    return {k: _scores(v["probs"], v["labels"], v["in_run_train"]) for k, v in got.items()}
+
+
+def ensemble_scores(runs: Sequence[str], index_dir: str, splits: Sequence[str], weights: str = "best") -> dict:
+    """The runs' mean softmax (over the index's classes, as ``subset_scores`` restricts each run) scored like one
+    run: the fused ensemble the KD losses distil (REFERENCE 2). ``in_run_train``: the largest count of any member."""
+    per = [subset_probs(r, index_dir, splits, weights) for r in runs]
+    out = {}
+    for k in splits:
+        leaks = [p[k]["in_run_train"] for p in per]
+        leak = None if any(v is None for v in leaks) else max(leaks)
+        out[k] = _scores(np.mean([p[k]["probs"] for p in per], axis=0), per[0][k]["labels"], leak)
+    return out
+
+
+def _cells(s: dict, splits: Sequence[str]) -> str:
+    return " | ".join(
+        f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f} | "
+        + ("n/a" if s[k]["in_run_train"] is None else f"{s[k]['in_run_train']} of {s[k]['n']}")
+        for k in splits
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--split", action="append", default=None)
     ap.add_argument("--weights", default="best")
     ap.add_argument("--csv", help="write per-run rows here for `stillroom compare`")
+    ap.add_argument("--ensemble", action="store_true", help="add a row: the mean softmax of all the runs given")
     args = ap.parse_args(argv)
     splits = args.split or ["val", "test"]
     heads = " | ".join(f"{s} top-1 % | {s} top-5 % | {s} in run's train" for s in splits)
@@ -78,12 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         records.append({"variant": re.sub(r"_s\d+$", "", name), "seed": seed.group(1) if seed else "0", "run_dir": run,
                         **{f"{k}_{m}": f"{s[k][m]:.6f}" for k in splits for m in ("top1", "top5")}})  # fmt: skip
         n_classes = len(load_run(run, args.weights, device="cpu").classes)
-        cells = " | ".join(
-            f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f} | "
-            + ("n/a" if s[k]["in_run_train"] is None else f"{s[k]['in_run_train']} of {s[k]['n']}")
-            for k in splits
-        )
-        print(f"| {run} | {n_classes} | {cells} |")
+        print(f"| {run} | {n_classes} | {_cells(s, splits)} |")
+    if args.ensemble and len(args.runs) > 1:
+        s = ensemble_scores(args.runs, args.index, splits, args.weights)
+        print(f"| ensemble of the {len(args.runs)} runs (mean softmax) | | {_cells(s, splits)} |")
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:

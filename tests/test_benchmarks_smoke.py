@@ -300,11 +300,19 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
     assert scores["top1"] == pytest.approx(float(np.mean(logits.argmax(1) == sub.labels[rows])))
     assert scores["top5"] == 1.0  # two classes: always within the top five
     assert scores["in_run_train"] == 0  # test images of the run's own index are not in its train split
+    probs = bench.subset_probs(str(teacher_run), str(sub.root), ["test"])["test"]["probs"]
+    assert probs.shape == (len(rows), 2) and np.allclose(probs.sum(1), 1.0)
+    # the mean softmax of one run given twice is that run
+    same = bench.ensemble_scores([str(teacher_run)] * 2, str(sub.root), ["test"])["test"]
+    assert same == scores
     train = bench.subset_scores(str(teacher_run), str(sub.root), ["train"])["train"]
     assert train["in_run_train"] == train["n"] > 0
     table = tmp_path / "cmp" / "results_summary.csv"
     assert bench.main([str(teacher_run), "--index", str(sub.root), "--split", "test", "--csv", str(table)]) == 0
     assert "| 4 |" in capsys.readouterr().out  # the run's own class count
+    assert bench.main([str(teacher_run), str(teacher_run), "--index", str(sub.root), "--split", "test",
+                       "--ensemble"]) == 0  # fmt: skip
+    assert f"| ensemble of the 2 runs (mean softmax) | | {100 * scores['top1']:.2f} |" in capsys.readouterr().out
     (row,) = list(csv.DictReader(table.open()))
     assert float(row["test_top1"]) == pytest.approx(scores["top1"], abs=1e-6) and float(row["test_top5"]) == 1.0
     assert row["run_dir"] == str(teacher_run) and row["variant"] == re.sub(r"_s\d+$", "", Path(teacher_run).name)
@@ -317,6 +325,20 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
                 renamed, sub.recipe)  # fmt: skip
     with pytest.raises(StillroomError, match="no output for"):
         bench.subset_scores(str(teacher_run), str(other), ["test"])
+
+
+def test_superset_teacher_ensemble_averages_the_members(monkeypatch):
+    bench = _script("superset_teacher")
+    y = np.array([0, 1, 1])
+    fake = {  # each member is wrong on one row, mildly, where the other is sure: the mean is right on all three
+        "a": np.array([[0.6, 0.4], [0.4, 0.6], [0.6, 0.4]]),
+        "b": np.array([[0.45, 0.55], [0.2, 0.8], [0.1, 0.9]]),
+    }
+    monkeypatch.setattr(bench, "subset_probs", lambda run, index, splits, weights="best": {
+        "test": {"probs": fake[run], "labels": y, "in_run_train": {"a": 0, "b": 2}[run]}})  # fmt: skip
+    got = bench.ensemble_scores(["a", "b"], "unused", ["test"])["test"]
+    assert got == {"n": 3, "top1": 1.0, "top5": 1.0, "in_run_train": 2}
+    assert bench._scores(fake["a"], y, 0)["top1"] == bench._scores(fake["b"], y, 0)["top1"] == pytest.approx(2 / 3)
 
 
 def test_score_agreement_ranks_against_the_reference(tmp_path, capsys):
