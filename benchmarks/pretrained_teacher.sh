@@ -12,6 +12,8 @@
 #   bash benchmarks/pretrained_teacher.sh                    # OUT=artifacts/s42, BASE=artifacts/s41, SEEDS="0 1 2"
 #   ARMS="lite0pt_t0:efficientnet_lite0:imagenet:t0" SEEDS=0 bash benchmarks/pretrained_teacher.sh
 #   STUDENTS=1 bash benchmarks/pretrained_teacher.sh        # then the students of lite0pt_tart's seed-0 teacher
+#   STUDENTS=1 STUDENT_MODEL=resnet18 ...                   # another student architecture (STUDENT_START=imagenet:
+#                                                           # from ImageNet weights), runs s_<STUDENT_OF>_<model>[pt]
 # (keep ARMS the same in both calls: every call scores all its arms again into OUT/cmp_*_teachers)
 set -euo pipefail
 OUT=${OUT:-artifacts/s42}
@@ -22,9 +24,11 @@ EPOCHS_S=${EPOCHS_S:-30}
 REPEAT=${REPEAT:-8}
 ARMS=${ARMS:-"lite0pt_tart:efficientnet_lite0:imagenet:tart lite0_tart:efficientnet_lite0:scratch:tart"}
 BASE_ARM=${BASE_ARM:-tart_e20}
-PAIRS=${PAIRS:-"lite0_tart:lite0pt_tart"}  # a:b pairs of arms compared too (scratch vs ImageNet start, one family)
+PAIRS=${PAIRS-"lite0_tart:lite0pt_tart"}  # a:b pairs of arms compared too (set but empty: none)
 STUDENTS=${STUDENTS:-0}
 STUDENT_OF=${STUDENT_OF:-lite0pt_tart}
+STUDENT_MODEL=${STUDENT_MODEL:-}  # empty: the demo student's mobilenet_v3_small
+STUDENT_START=${STUDENT_START:-scratch}
 SL=${SL:-stillroom}
 DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
@@ -90,11 +94,15 @@ arms=(); for spec in $ARMS; do arms+=("$OUT/${spec%%:*}"); done
 store="$OUT/stores/${STUDENT_OF}_v4"
 [ -f "$store/manifest.json" ] || $SL softlabels export --teacher "$OUT/${STUDENT_OF}_s0" --index "$MIX" --views 4 \
   --augment restyle --augment-seed 0 --out "$store"
+sname="s_${STUDENT_OF}${STUDENT_MODEL:+_$STUDENT_MODEL}"
+smodel=()
+[ -n "$STUDENT_MODEL" ] && smodel=(--set model.name="$STUDENT_MODEL")
+[ "$STUDENT_START" = imagenet ] && { sname+=pt; smodel+=(--set model.pretrained=imagenet); }
 student() {  # seed
-  local run="$OUT/s_${STUDENT_OF}_s$1"
+  local run="$OUT/${sname}_s$1"
   [ -f "$run/metrics.json" ] && return 0
-  $SL train "$DEMO/configs/student_mnv3s_kd.yaml" --out "$run" --set name="s_${STUDENT_OF}_s$1" --set seed="$1" \
-    --set data.index="$MIX" --set schedule.epochs="$EPOCHS_S" --set eval_every="$EPOCHS_S" \
+  $SL train "$DEMO/configs/student_mnv3s_kd.yaml" --out "$run" --set name="${sname}_s$1" --set seed="$1" \
+    --set data.index="$MIX" --set schedule.epochs="$EPOCHS_S" --set eval_every="$EPOCHS_S" "${smodel[@]}" \
     --set teachers.replay_seed=0 --set "teachers.cached=[$store]" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
 }
@@ -104,4 +112,5 @@ for ((i = 0; i < ${#seeds[@]}; i += 2)); do
   [ $((i + 1)) -lt ${#seeds[@]} ] && student "${seeds[$((i + 1))]}" &
   wait
 done
-score students "$BASE/sart_e${EPOCHS_S}" "$OUT/s_${STUDENT_OF}" 2>&1 | tee "$OUT/summary_students.txt"
+score "students${sname#s_"$STUDENT_OF"}" "$BASE/sart_e${EPOCHS_S}" "$OUT/$sname" 2>&1 |
+  tee "$OUT/summary_students${sname#s_"$STUDENT_OF"}.txt"
