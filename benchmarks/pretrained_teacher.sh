@@ -14,6 +14,9 @@
 #   STUDENTS=1 bash benchmarks/pretrained_teacher.sh        # then the students of lite0pt_tart's seed-0 teacher
 #   STUDENTS=1 STUDENT_MODEL=resnet18 ...                   # another student architecture (STUDENT_START=imagenet:
 #                                                           # from ImageNet weights), runs s_<STUDENT_OF>_<model>[pt]
+#   STUDENTS=1 TEACHER_SEEDS="0 1 2" ...                    # students of the fused ensemble of STUDENT_OF's seeds
+#                                                           # (one 4-view store each), runs s_<STUDENT_OF>x3_...
+#   STUDENTS=1 EPOCHS_S=60 BASE_STUDENTS=OUT/<run prefix> ... # longer students (runs ..._e60), paired with another arm
 # (keep ARMS the same in both calls: every call scores all its arms again into OUT/cmp_*_teachers)
 set -euo pipefail
 OUT=${OUT:-artifacts/s42}
@@ -29,6 +32,8 @@ STUDENTS=${STUDENTS:-0}
 STUDENT_OF=${STUDENT_OF:-lite0pt_tart}
 STUDENT_MODEL=${STUDENT_MODEL:-}  # empty: the demo student's mobilenet_v3_small
 STUDENT_START=${STUDENT_START:-scratch}
+BASE_STUDENTS=${BASE_STUDENTS:-}  # the students' comparison arm (run prefix); empty: BASE/sart_e<EPOCHS_S>
+TEACHER_SEEDS=${TEACHER_SEEDS:-0}  # the students' teachers: STUDENT_OF's runs of these seeds (several: fused)
 SL=${SL:-stillroom}
 DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
@@ -91,19 +96,26 @@ arms=(); for spec in $ARMS; do arms+=("$OUT/${spec%%:*}"); done
 } 2>&1 | tee "$OUT/summary_teachers.txt"
 [ "$STUDENTS" = 1 ] || exit 0
 
-store="$OUT/stores/${STUDENT_OF}_v4"
-[ -f "$store/manifest.json" ] || $SL softlabels export --teacher "$OUT/${STUDENT_OF}_s0" --index "$MIX" --views 4 \
-  --augment restyle --augment-seed 0 --out "$store"
-sname="s_${STUDENT_OF}${STUDENT_MODEL:+_$STUDENT_MODEL}"
+stores=()
+for ts in $TEACHER_SEEDS; do
+  store="$OUT/stores/${STUDENT_OF}_v4$([ "$ts" = 0 ] || echo "_s$ts")"  # seed 0's name as before
+  [ -f "$store/manifest.json" ] || $SL softlabels export --teacher "$OUT/${STUDENT_OF}_s$ts" --index "$MIX" \
+    --views 4 --augment restyle --augment-seed 0 --out "$store"
+  stores+=("$store")
+done
+cached=$(IFS=,; echo "${stores[*]}")
+nt=$(wc -w <<< "$TEACHER_SEEDS")
+sname="s_${STUDENT_OF}$([ "$nt" = 1 ] || echo "x$nt")${STUDENT_MODEL:+_$STUDENT_MODEL}"
 smodel=()
 [ -n "$STUDENT_MODEL" ] && smodel=(--set model.name="$STUDENT_MODEL")
 [ "$STUDENT_START" = imagenet ] && { sname+=pt; smodel+=(--set model.pretrained=imagenet); }
+[ "$EPOCHS_S" = 30 ] || sname+="_e$EPOCHS_S"  # 30: the names of the first runs
 student() {  # seed
   local run="$OUT/${sname}_s$1"
   [ -f "$run/metrics.json" ] && return 0
   $SL train "$DEMO/configs/student_mnv3s_kd.yaml" --out "$run" --set name="${sname}_s$1" --set seed="$1" \
     --set data.index="$MIX" --set schedule.epochs="$EPOCHS_S" --set eval_every="$EPOCHS_S" "${smodel[@]}" \
-    --set teachers.replay_seed=0 --set "teachers.cached=[$store]" \
+    --set teachers.replay_seed=0 --set "teachers.cached=[$cached]" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
 }
 seeds=($SEEDS)
@@ -112,5 +124,5 @@ for ((i = 0; i < ${#seeds[@]}; i += 2)); do
   [ $((i + 1)) -lt ${#seeds[@]} ] && student "${seeds[$((i + 1))]}" &
   wait
 done
-score "students${sname#s_"$STUDENT_OF"}" "$BASE/sart_e${EPOCHS_S}" "$OUT/$sname" 2>&1 |
+score "students${sname#s_"$STUDENT_OF"}" "${BASE_STUDENTS:-$BASE/sart_e$EPOCHS_S}" "$OUT/$sname" 2>&1 |
   tee "$OUT/summary_students${sname#s_"$STUDENT_OF"}.txt"
