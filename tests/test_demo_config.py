@@ -182,3 +182,28 @@ def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable
     shutil.rmtree(tmp_path / "out" / "data" / "style_artwork_sprites32_1-4")
     skipped, _, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
     assert skipped.root == sprites_dir
+
+
+def test_best_budget_is_the_measured_recipe():
+    """``best`` trains what BENCHMARKS measured as the best student: three 60-epoch resnet18 teachers fused, and
+    efficientnet_lite0 students from ImageNet weights for 60 epochs; everything else is the demo's recipe."""
+    from stillroom.pipeline.demo import BEST_BUDGET, _student_config, _teacher_config, student_name
+
+    changed = {k for k in DEMO_BUDGET if BEST_BUDGET[k] != DEMO_BUDGET[k]}
+    assert changed == {
+        "teacher_seeds", "teacher_epochs", "student_epochs", "tiers", "teacher_eval_every", "student_eval_every",
+        "student_model", "student_start", "wall_minutes",
+    }  # fmt: skip
+    assert BEST_BUDGET["student_loss"]["params"]["multi_teacher"] == "fused"
+    teachers = [config_from_dict(_teacher_config(Path("d"), s, 60, BEST_BUDGET)) for s in BEST_BUDGET["teacher_seeds"]]
+    assert [t.name for t in teachers] == ["teacher_resnet18_s0", "teacher_resnet18_s1", "teacher_resnet18_s2"]
+    assert {(t.model.name, t.model.pretrained, t.schedule.epochs, t.amp) for t in teachers} == {
+        ("resnet18", None, 60, "bf16")
+    }
+    assert student_name(BEST_BUDGET) == "student_lite0_pt"
+    student = config_from_dict(_student_config("student_lite0_pt_kd", Path("d"), 60, BEST_BUDGET))
+    assert (student.model.name, student.model.pretrained, student.eval_every) == ("efficientnet_lite0", "imagenet", 60)
+    # the demo's own students keep their names and random starts (finished demo runs stay reusable)
+    assert student_name(DEMO_BUDGET) == "student_mnv3s"
+    demo_student = config_from_dict(_student_config("student_mnv3s_kd", Path("d"), 20, DEMO_BUDGET))
+    assert (demo_student.model.name, demo_student.model.pretrained) == ("mobilenet_v3_small", None)
