@@ -16,6 +16,10 @@ unquantized, ``--int8-fp32-stem``); ``qat``: quantization-aware fine-tuning (``-
 pair is read back, not redone (resumable). Writes the table of the call to ``OUT/NAME.md`` and ``.csv``
 (``--name``, default ``int8_students``). Backends are not timed
 here (``benchmarks/bench_backends.py`` is the latency measurement), but each runtime's int8 check is recorded.
+
+``--style INDEX`` (repeatable) also scores the fp32 and int8 ONNX files in ONNX Runtime on the val and test rows of
+another index of the same classes (matched by name), e.g. the species' box icons by another artist: does int8 keep
+what the student reads of another style, not only of its own data? Columns ``<index>_<split>_fp32`` / ``_int8``.
 """
 
 from __future__ import annotations
@@ -28,8 +32,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stillroom._io import atomic_write_text, read_json
+import numpy as np
+
+from stillroom._io import StillroomError, atomic_write_text, read_json
+from stillroom.data.dataset import load_images
+from stillroom.data.index import load_index
+from stillroom.deploy._ort import normalize_uint8, ort_logits, ort_session
 from stillroom.deploy.onnx_export import export_onnx
+from stillroom.runs import load_run
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "top1": {},
@@ -73,6 +83,28 @@ def _row(run: Path, setting: str, rep: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def style_top1(run_dir: Path, export_dir: Path, style: Path) -> dict[str, float]:
+    """``{"<index name>_<split>_<fp32|int8>": top-1}`` of the exported ONNX files on ``style``'s val and test rows,
+    the argmax over the run's outputs for the index's classes (by name), inputs normalized as the run's."""
+    run, idx = load_run(run_dir, device="cpu"), load_index(style)
+    missing = [c for c in idx.classes if c not in run.classes]
+    if missing:
+        raise StillroomError(f"{style}: classes not among {run_dir}'s outputs: {missing[:5]}")
+    cols = np.array([run.classes.index(c) for c in idx.classes])
+    mean, std = run.normalizer.mean.flatten().tolist(), run.normalizer.std.flatten().tolist()
+    images, out = load_images(idx), {}
+    for kind, name in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")):
+        sess = ort_session(export_dir / name, threads=1)
+        for split in ("val", "test"):
+            rows = np.flatnonzero(idx.splits == split)
+            if len(rows) == 0:
+                continue
+            logits = ort_logits(sess, normalize_uint8(np.asarray(images[rows]), mean, std))
+            pred = logits[:, cols].argmax(axis=1)
+            out[f"{style.name}_{split}_{kind}"] = float(np.mean(pred == idx.labels[rows]))
+    return out
+
+
 def _pct(v: Any) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
@@ -85,6 +117,10 @@ def _markdown(rows: list[dict[str, Any]], command: str) -> str:
         "sink AUROC val fp32 -> int8 | quantizers | gate (val) |",
         "|---|---|---|---|---|---|---:|---|",
     ]
+    styles = sorted({k.rsplit("_", 2)[0] for r in rows for k in r if k.endswith(("_val_fp32", "_test_fp32"))})
+    if styles:
+        lines[2] = lines[2] + "".join(f" {s} val / test fp32 -> int8 |" for s in styles)
+        lines[3] = lines[3] + "---|" * len(styles)
     for r in rows:
         auroc = (
             f"{r['val_auroc_fp32']:.4f} -> {r['val_auroc_int8']:.4f}" if "val_auroc_fp32" in r else "-"
@@ -95,6 +131,11 @@ def _markdown(rows: list[dict[str, Any]], command: str) -> str:
             f" | {_pct(r.get('test_fp32'))} -> {_pct(r.get('test_int8'))} ({_pct(r.get('test_drop'))})"
             f" | {_pct(r['val_agreement'])} / {_pct(r.get('test_agreement'))} | {auroc} | {r['quantizers']}"
             f" | {'pass' if r['ok'] else 'FAIL'} |"
+            + "".join(
+                f" {_pct(r.get(f'{s}_val_fp32'))} -> {_pct(r.get(f'{s}_val_int8'))} /"
+                f" {_pct(r.get(f'{s}_test_fp32'))} -> {_pct(r.get(f'{s}_test_int8'))} |"
+                for s in styles
+            )
         )
     return "\n".join(lines) + "\n"
 
@@ -105,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("artifacts/int8_students"))
     ap.add_argument("--setting", action="append", choices=sorted(SETTINGS), help="default: all")
     ap.add_argument("--name", default="int8_students", help="OUT/NAME.md and OUT/NAME.csv (the table of this call)")
+    ap.add_argument("--style", action="append", type=Path, default=[], help="another index of the same classes")
     args = ap.parse_args(argv)
     settings = args.setting or list(SETTINGS)
     rows = []
@@ -118,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"export {run} ({setting}) -> {dst}", flush=True)
                 rep = export_onnx(dst, int8=True, backend_timing=0, **SETTINGS[setting])
             rows.append(_row(run, setting, rep))
+            for style in args.style:
+                rows[-1].update(style_top1(run, dst / "export", style))
             print(json.dumps(rows[-1]), flush=True)
     command = "python benchmarks/int8_students.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     atomic_write_text(args.out / f"{args.name}.md", _markdown(rows, command))

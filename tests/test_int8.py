@@ -3,6 +3,7 @@ test, the gate that keeps a failed int8 model from being served, and the per-run
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 
@@ -371,6 +372,16 @@ def test_int8_students_script_is_resumable_and_never_writes_the_run(run, tmp_pat
     assert "| mnv3 | ort |" in table and "Command: `python benchmarks/int8_students.py" in table
     monkeypatch.setattr(bench, "export_onnx", lambda *a, **k: pytest.fail("a finished export was redone"))
     assert bench.main([str(run), "--out", str(out)]) == 0
+    # --style: the ONNX files scored on another index of the same classes; on the run's own index the figures are
+    # the export's own int8 check, computed by other code
+    index = Path(json.loads((run / "model.json").read_text())["index"])
+    assert bench.main([str(run), "--out", str(out), "--name", "styled", "--style", str(index)]) == 0
+    with open(out / "styled.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    for split, r in first["int8_check"]["splits"].items():
+        assert float(row[f"{index.name}_{split}_fp32"]) == pytest.approx(r["top1_fp32"])
+        assert float(row[f"{index.name}_{split}_int8"]) == pytest.approx(r["top1_int8"])
+    assert f"{index.name} val / test fp32 -> int8" in (out / "styled.md").read_text()
 
 
 @pytest.fixture(scope="module")
