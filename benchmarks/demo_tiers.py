@@ -2,7 +2,7 @@
 
 `make demo` trains the longest (teacher, student) tier of ``pipeline.plan.TIERS`` predicted to fit its budget on the
 host (``pipeline/plan.py``), so a slow host gets a short tier. This script trains the demo's own recipe at chosen
-tiers, built by the demo's own config builder (``pipeline.demo._config`` with ``DEMO_BUDGET``): one resnet18
+tiers, built by the demo's own config builder (``pipeline.budgets.run_config`` with ``DEMO_BUDGET``): one resnet18
 teacher (seed 0, bfloat16 where the CPU has it, as the demo), its replay store of the demo's views (augment seed
 0), then for each student seed a scratch and a LumiNet KD student (``teachers.replay_seed`` 0, the demo's store).
 Every run is scored with its best weights on the index's val and test rows and on another artist's drawings of the
@@ -31,7 +31,8 @@ import torch
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
 from stillroom.models.inference import predict_logits
-from stillroom.pipeline.demo import DEMO_BUDGET, STUDENT_SEED, _config, _soft_labels, _train_all
+from stillroom.pipeline.budgets import DEMO_BUDGET, STUDENT_SEED, run_config
+from stillroom.pipeline.demo import _soft_labels, _train_all
 from stillroom.runs import Run
 
 COLUMNS = ("val_top1", "test_top1", "icons_val_top1", "icons_test_top1")
@@ -98,16 +99,16 @@ def main() -> None:
     for t_epochs, s_epochs in args.tier:
         tier = f"{t_epochs}x{s_epochs}"
         extra = {"eval_every": t_epochs, "amp": budget["teacher_amp"]}  # the demo validates at the last epoch
-        teacher_raw = _config(f"teacher_{tier}", index.root, "resnet18", t_epochs, 0, budget, **extra)
+        teacher_raw = run_config(f"teacher_{tier}", index.root, "resnet18", t_epochs, 0, budget, **extra)
         teacher = _train_all([teacher_raw], config_dir, runs_dir, jobs=1)[teacher_raw["name"]][0]
         stores, _ = _soft_labels([teacher], index, budget, args.out / f"alignment_{tier}.json", {})
         raws = []
         for seed in args.seeds:
             common = {"eval_every": budget["student_eval_every"]}
-            raws.append(_config(f"scratch_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
+            raws.append(run_config(f"scratch_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
                                 **common))  # fmt: skip
             kd_teachers = {"cached": [str(s.path) for s in stores], "replay_seed": STUDENT_SEED}
-            raws.append(_config(f"kd_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
+            raws.append(run_config(f"kd_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
                                 loss=budget["student_loss"], teachers=kd_teachers, **common))  # fmt: skip
         trained = _train_all(raws, config_dir, runs_dir, jobs=2)
         rows_out.append({"variant": f"teacher_{tier}", "seed": 0, **_score(teacher, sets)})

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from stillroom.config import config_from_dict
-from stillroom.pipeline.demo import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET, _config
+from stillroom.pipeline.budgets import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET, run_config
 
 
 @pytest.mark.parametrize("budget", list(BUDGETS.values()), ids=list(BUDGETS))
 def test_budget_recipe_reaches_every_config(budget):
-    raw = _config("t", Path("data"), "resnet18", 3, 0, budget, eval_every=budget["teacher_eval_every"])
+    raw = run_config("t", Path("data"), "resnet18", 3, 0, budget, eval_every=budget["teacher_eval_every"])
     cfg = config_from_dict(raw)
     assert cfg.augment == budget["augment"] and cfg.batch_size == budget["batch_size"]
     assert cfg.eval_every == budget["teacher_eval_every"] and cfg.schedule.epochs == 3
@@ -49,13 +49,13 @@ def test_demo_refuses_a_bad_budget_before_any_work(kwargs, match, tmp_path):
 
 
 def test_override_is_validated():
-    raw = _config(
+    raw = run_config(
         "s", Path("data"), "mobilenet_v3_small", 3, 0, {**DEMO_BUDGET, "augment": "restyle", "batch_size": 64}
     )
     cfg = config_from_dict(raw)
     assert (cfg.augment, cfg.batch_size) == ("restyle", 64)
     with pytest.raises(Exception, match="augment"):
-        config_from_dict(_config("s", Path("data"), "resnet18", 3, 0, {**DEMO_BUDGET, "augment": "sparkles"}))
+        config_from_dict(run_config("s", Path("data"), "resnet18", 3, 0, {**DEMO_BUDGET, "augment": "sparkles"}))
 
 
 @pytest.mark.parametrize("views", [0, 2])
@@ -79,7 +79,7 @@ def test_demo_soft_labels_are_what_its_kd_student_trains_on(teacher_run, shapes_
         assert report["replay"] == {"augment": "restyle", "augment_seed": STUDENT_SEED}
         with pytest.raises(StillroomError, match="replay mismatch"):  # a student with another seed is refused
             require_aligned(stores, shapes_index, replay={"augment": "restyle", "augment_seed": STUDENT_SEED + 1})
-    raw = _config(
+    raw = run_config(
         "kd",
         shapes_index.root,
         "mobilenet_v3_small",
@@ -187,7 +187,7 @@ def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable
 def test_best_budget_is_the_measured_recipe():
     """``best`` trains what BENCHMARKS measured as the best student: three 60-epoch resnet18 teachers fused, and
     efficientnet_lite0 students from ImageNet weights for 60 epochs; everything else is the demo's recipe."""
-    from stillroom.pipeline.demo import BEST_BUDGET, _student_config, _teacher_config, student_name
+    from stillroom.pipeline.budgets import BEST_BUDGET, student_config, student_name, teacher_config
 
     changed = {k for k in DEMO_BUDGET if BEST_BUDGET[k] != DEMO_BUDGET[k]}
     assert changed == {
@@ -195,15 +195,15 @@ def test_best_budget_is_the_measured_recipe():
         "student_model", "student_start", "wall_minutes",
     }  # fmt: skip
     assert BEST_BUDGET["student_loss"]["params"]["multi_teacher"] == "fused"
-    teachers = [config_from_dict(_teacher_config(Path("d"), s, 60, BEST_BUDGET)) for s in BEST_BUDGET["teacher_seeds"]]
+    teachers = [config_from_dict(teacher_config(Path("d"), s, 60, BEST_BUDGET)) for s in BEST_BUDGET["teacher_seeds"]]
     assert [t.name for t in teachers] == ["teacher_resnet18_s0", "teacher_resnet18_s1", "teacher_resnet18_s2"]
     assert {(t.model.name, t.model.pretrained, t.schedule.epochs, t.amp) for t in teachers} == {
         ("resnet18", None, 60, "bf16")
     }
     assert student_name(BEST_BUDGET) == "student_lite0_pt"
-    student = config_from_dict(_student_config("student_lite0_pt_kd", Path("d"), 60, BEST_BUDGET))
+    student = config_from_dict(student_config("student_lite0_pt_kd", Path("d"), 60, BEST_BUDGET))
     assert (student.model.name, student.model.pretrained, student.eval_every) == ("efficientnet_lite0", "imagenet", 60)
     # the demo's own students keep their names and random starts (finished demo runs stay reusable)
     assert student_name(DEMO_BUDGET) == "student_mnv3s"
-    demo_student = config_from_dict(_student_config("student_mnv3s_kd", Path("d"), 20, DEMO_BUDGET))
+    demo_student = config_from_dict(student_config("student_mnv3s_kd", Path("d"), 20, DEMO_BUDGET))
     assert (demo_student.model.name, demo_student.model.pretrained) == ("mobilenet_v3_small", None)

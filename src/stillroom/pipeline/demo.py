@@ -34,147 +34,21 @@ from stillroom._progress import console, parallel_progress, training_progress
 from stillroom._timing import cpu_times, steal_share
 from stillroom.config import config_from_dict
 from stillroom.data.index import DatasetIndex
+from stillroom.pipeline.budgets import (  # noqa: F401 - the budgets stay importable from here, as before the split
+    BEST_BUDGET,
+    BUDGETS,
+    DEMO_BUDGET,
+    PATIENT_BUDGET,
+    QUICK_BUDGET,
+    STUDENT_SEED,
+    student_config,
+    student_name,
+    teacher_config,
+)
 from stillroom.pipeline.demo_data import demo_dataset
-from stillroom.pipeline.plan import TIERS, plan_epochs, replan_students
+from stillroom.pipeline.plan import plan_epochs, replan_students
 
 __all__ = ["run_demo", "BUDGETS", "BEST_BUDGET", "DEMO_BUDGET", "PATIENT_BUDGET"]
-
-# `make demo`, fresh clone, idle 2-core box: 11.9-14.6 min on recent hosts, up to 21.7 min without bfloat16 (README).
-DEMO_BUDGET = {
-    "species": (1, 151),
-    "size": 64,
-    # Epochs with `--minutes 0`. One resnet18 teacher for 12 epochs on both threads instead of two for 7 side by side
-    # (same wall time): a better teacher (test 93.9% vs 86.0 / 87.8%, ensemble 88.3%) and student (91.68 +- 0.81% vs
-    # 87.97 +- 0.48% test, val +4.0, 3 of 3 seeds; BENCHMARKS "One teacher for the demo's teacher budget").
-    "teacher_epochs": 12,
-    "student_epochs": 20,
-    "tiers": TIERS,  # (teacher, student) epochs: the longest predicted to fit wall_minutes here (pipeline/plan.py)
-    "teacher_seeds": (0,),
-    "teacher_model": "resnet18",
-    # both students (scratch and distilled); ``student_start: imagenet`` starts them from the pinned ImageNet weights
-    # (``model.pretrained``; EfficientNet-Lite only, models/pretrained.py), None from random weights
-    "student_model": "mobilenet_v3_small",
-    "student_start": None,
-    # bfloat16 autocast for the teacher's training step where the CPU has native bfloat16 (AMX / AVX512-BF16;
-    # float32 elsewhere): 555 vs 710 s, students' val level, test -0.8 (3 seeds; BENCHMARKS "A bfloat16 teacher for
-    # the demo"). Students stay float32: bfloat16 slows mobilenet_v3_small's depthwise layers on the CPU.
-    "teacher_amp": "bf16",
-    # validate at the last epoch only (~12 s each): it was the best val epoch of every 10- and 12-epoch teacher run
-    "teacher_eval_every": 12,
-    # restyle (stroke thickness, re-rendering at other resolutions; data/augment.py) at batch 64: same clean val
-    # top-1 as silhouette at batch 128, ~30 points more on the outline-rewrite proxy (BENCHMARKS "Restyle by
-    # default"); at batch 128 it has too few steps in 24 epochs (val -12.8 points)
-    "batch_size": 64,
-    "augment": "restyle",
-    # The KD student learns from a replay store (issue 7: the teachers' logits of V fixed restyled views per image)
-    # instead of the clean images' logits, which disagree with the restyled views it sees (KD fell below scratch: 78.1
-    # vs 79.7%, 3 seeds); V = 4 gives 84.3% (BENCHMARKS "The demo's KD student learns from replayed views"). 0 = clean
-    # images' logits. Costs one teacher forward per view and image (~45 s per teacher).
-    "replay_views": 4,
-    # The distilled student's loss: LumiNet (seed 002; REFERENCE 6 parameters as in configs/crossview151/sweep.yaml,
-    # warm-up 2 epochs) on those views. Chosen on val over 3 seeds on the demo's split and teachers
-    # (`bash benchmarks/block_151.sh`): val 88.2 vs 85.3% for KD (a 0.5, T 4) and 83.1% for DKD; test 89.1 vs 84.3%.
-    "student_loss": {
-        "name": "luminet",
-        "params": {"kd_scale": 578.0, "temperature": 4.0, "eps": 1e-5, "warmup_epochs": 2, "multi_teacher": "fused"},
-    },
-    # every 4th epoch (~5 s of a one-thread student each): the best-val epoch is picked among 4, 8, .., 20
-    "student_eval_every": 4,
-    # The species drawn a second time, by another hand: their official artwork (`data build style-artwork`, one
-    # drawing per species) as labelled train rows, this many copies each (each copy restyled afresh). Teachers of
-    # the demo recipe read the box icons, a third style neither data set has, better with them (BENCHMARKS "A second
-    # drawing of each served species"). 0 (or the package unavailable): the sprites only.
-    "second_style_repeat": 8,
-    "latency_seconds": 1.0,  # timed batch-1 calls per model in the trade-off (after 0.3 s of warm-up)
-    "wall_minutes": 15,  # what `make demo` may take on the 2-core box; the report says whether this run did
-}
-STUDENT_SEED = 0  # both students; replay stores are exported with it as their augment seed
-QUICK_BUDGET = {
-    **DEMO_BUDGET,
-    "species": (1, 12),
-    "size": 32,
-    "teacher_epochs": 2,
-    "student_epochs": 3,
-    "replay_views": 2,
-    "tiers": (),
-    "student_eval_every": 1,
-    "latency_seconds": 0.5,
-    "wall_minutes": None,
-}
-# Patient teachers and students (Beyer et al. 2022: consistent views, long schedules), the recipe of
-# benchmarks/block_patient.sh (configs/block151/patient.yaml): 32 teacher epochs instead of 12, 16 replayed views
-# instead of 4, 96 student epochs instead of 20. Measured there (BENCHMARKS "The block split with patient teachers
-# and students", variant lum_t32x1_e96): 96-epoch students of one 32-epoch teacher, 97.85-98.20% test on 3 seeds
-# (the 1-NN probe: 96.1%), this budget's recipe (one teacher, DEMO_BUDGET's teacher_seeds).
-PATIENT_BUDGET = {
-    **DEMO_BUDGET,
-    "teacher_epochs": 32,
-    "student_epochs": 96,
-    "tiers": (),
-    "replay_views": 16,
-    "teacher_eval_every": 4,
-    "student_eval_every": 4,
-    "teacher_amp": "off",  # float32, as its 3-seed figures were measured (bfloat16 was measured on 12 epochs only)
-    "wall_minutes": None,  # about an hour (module docstring), no promise
-}
-# The best student measured on the demo's data (BENCHMARKS "The larger student on the CPU, from three teachers"):
-# three resnet18 teachers of the demo's recipe trained 60 epochs each (bfloat16 where native, validated at the end),
-# one 4-view replay store each, fused by the LumiNet student loss; the students are efficientnet_lite0 (3.56 M
-# parameters) from ImageNet weights, 60 epochs. Measured there with `benchmarks/pretrained_teacher.sh` (3 seeds):
-# ID test 98.80 +- 0.10%, icons val / test 33.04 +- 1.74 / 42.12 +- 1.05% against 34.78 / 43.64% for the three
-# teachers' mean softmax; the mobilenet_v3_small student of the same store keeps 85% of one teacher's icons figure,
-# this one 95-97% of the three's. About 2 hours on the 2-core box (teachers two side by side, ~33 s an epoch).
-BEST_BUDGET = {
-    **DEMO_BUDGET,
-    "teacher_seeds": (0, 1, 2),
-    "teacher_epochs": 60,
-    "student_epochs": 60,
-    "tiers": (),
-    "teacher_eval_every": 60,
-    "student_eval_every": 60,
-    "student_model": "efficientnet_lite0",
-    "student_start": "imagenet",
-    "wall_minutes": None,
-}
-BUDGETS = {"demo": DEMO_BUDGET, "quick": QUICK_BUDGET, "patient": PATIENT_BUDGET, "best": BEST_BUDGET}
-#: run-name abbreviations of the students' models (the demo's runs keep their historical names)
-_SHORT = {"mobilenet_v3_small": "mnv3s", "efficientnet_lite0": "lite0"}
-
-
-def _config(
-    name: str, index: Path, model: str, epochs: int, seed: int, budget: dict[str, Any], **extra: Any
-) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "name": name,
-        "data": {"index": str(index)},
-        "model": {"name": model},
-        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"epochs": epochs, "warmup_epochs": 1},
-        "batch_size": budget["batch_size"],
-        "augment": budget["augment"],
-        "seed": seed,
-    }
-    cfg.update(extra)
-    return cfg
-
-
-def _teacher_config(index: Path, seed: int, epochs: int, budget: dict[str, Any]) -> dict[str, Any]:
-    model, extra = budget["teacher_model"], {"eval_every": budget["teacher_eval_every"], "amp": budget["teacher_amp"]}
-    return _config(f"teacher_{model}_s{seed}", index, model, epochs, seed, budget, **extra)
-
-
-def student_name(budget: dict[str, Any]) -> str:
-    """The students' run-name stem: ``student_mnv3s`` for the demo's, ``student_lite0_pt`` for ``best``'s."""
-    model = budget["student_model"]
-    return f"student_{_SHORT.get(model, model)}{'_pt' if budget['student_start'] else ''}"
-
-
-def _student_config(name: str, index: Path, epochs: int, budget: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    raw = _config(name, index, budget["student_model"], epochs, STUDENT_SEED, budget,
-                  eval_every=budget["student_eval_every"], **extra)  # fmt: skip
-    if budget["student_start"]:
-        raw["model"]["pretrained"] = budget["student_start"]
-    return raw
 
 
 def _prepare(raw: dict[str, Any], config_dir: Path, runs_dir: Path) -> tuple[Path, Path, bool]:
@@ -368,10 +242,10 @@ def run_demo(
     s_name = student_name(budget)
 
     def teacher_raw(seed: int, epochs: int) -> dict[str, Any]:
-        return _teacher_config(index.root, seed, epochs, budget)
+        return teacher_config(index.root, seed, epochs, budget)
 
     def student_raw(name: str, epochs: int, **extra: Any) -> dict[str, Any]:
-        return _student_config(name, index.root, epochs, budget, **extra)
+        return student_config(name, index.root, epochs, budget, **extra)
 
     probes = (teacher_raw(budget["teacher_seeds"][0], 1), student_raw(f"{s_name}_scratch", 1))
     plan = plan_epochs(out / "plan.json", budget, index, minutes, time.perf_counter() - t_start, probes)
