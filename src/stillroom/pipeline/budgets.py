@@ -156,8 +156,8 @@ def student_name(budget: dict[str, Any]) -> str:
 
 
 def student_config(name: str, index: Path, epochs: int, budget: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    raw = run_config(name, index, budget["student_model"], epochs, STUDENT_SEED, budget,
-                  eval_every=budget["student_eval_every"], **extra)  # fmt: skip
+    extra = {"eval_every": budget["student_eval_every"], **extra}
+    raw = run_config(name, index, budget["student_model"], epochs, STUDENT_SEED, budget, **extra)
     if budget["student_start"]:
         raw["model"]["pretrained"] = budget["student_start"]
     return raw
