@@ -121,8 +121,10 @@ def read_seed(run: Path) -> int:
 
 def test_demo_trains_runs_side_by_side_and_reports_every_failure(shapes_index, tiny_config, tmp_path):
     """jobs=2: runs train at once in spawned processes and finish as they would one after the other; a run that
-    fails does not stop the others, and the error names it; finished runs are reused without a process. (One pool
-    for all three runs: each pool start costs seconds of spawning and importing torch.)"""
+    fails does not stop the others, and the error names it; finished runs are reused without a process. Three runs
+    on two jobs: the third trains in a round of its own after the first two (``_rounds``), and still trains when one
+    of the first round failed. (One call for all of it: each pool start costs seconds of spawning and importing
+    torch.)"""
     from stillroom._io import StillroomError
     from stillroom.pipeline.demo import _train_all
 
@@ -142,6 +144,21 @@ def test_demo_trains_runs_side_by_side_and_reports_every_failure(shapes_index, t
     done = _train_all(raws, configs, runs, jobs=2)
     assert {name: sec for name, (_, sec) in done.items()} == {"r0": 0.0, "r1": 0.0}  # reused, nothing trained
     assert all(run_dir == runs / name for name, (run_dir, _) in done.items())
+
+
+def test_demo_rounds_give_a_last_partial_round_the_cores_the_idle_processes_would_leave():
+    """Full rounds of ``jobs`` runs share one queue with an even share of the cores each; the runs left over (fewer
+    than ``jobs``) train after them on the cores shared among themselves, so no core idles; counts only."""
+    from stillroom.pipeline.demo import _rounds
+
+    assert _rounds(3, 2, 2) == [(2, 2, 1), (1, 1, 2)]  # BEST_BUDGET's three teachers: the third on both cores
+    assert _rounds(2, 2, 2) == [(2, 2, 1)]  # the demo's two students: unchanged
+    assert _rounds(5, 2, 2) == [(4, 2, 1), (1, 1, 2)]
+    assert _rounds(7, 3, 6) == [(6, 3, 2), (1, 1, 6)]
+    assert _rounds(5, 3, 6) == [(3, 3, 2), (2, 2, 3)]
+    assert _rounds(1, 2, 2) == [(1, 1, 2)]  # fewer runs than jobs: one round of them all
+    assert _rounds(3, 4, 1) == [(3, 3, 1)]  # never below one thread
+    assert sum(count for count, _, _ in _rounds(11, 4, 8)) == 11
 
 
 def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable(tmp_path, monkeypatch):
