@@ -109,7 +109,8 @@ PATIENT_BUDGET = {
 # parameters) from ImageNet weights, 60 epochs. Measured there with `benchmarks/pretrained_teacher.sh` (3 seeds):
 # ID test 98.80 +- 0.10%, icons val / test 33.04 +- 1.74 / 42.12 +- 1.05% against 34.78 / 43.64% for the three
 # teachers' mean softmax; the mobilenet_v3_small student of the same store keeps 85% of one teacher's icons figure,
-# this one 95-97% of the three's. 106 min on the 2-core box (`--out artifacts/s45/best`: teachers 67, students 36).
+# this one 95-97% of the three's. 91 min on the 2-core box (`--out artifacts/s46/best`: teachers 53, the third on
+# both threads after the first two, students 35; 106 min before the demo's last-round rule, `artifacts/s45/best`).
 BEST_BUDGET = {
     **DEMO_BUDGET,
     "teacher_seeds": (0, 1, 2),

@@ -11,13 +11,13 @@ by hand. Finished steps are reused when the demo is run again (runs resume; the 
 index is complete; a run trained under another config is moved aside and trained again), so an interrupted demo
 continues where it stopped. The teacher trains with all of torch's threads, then the two students side by side
 (``jobs``, one torch thread each on 2 cores; ``_train_all`` says why). ``teacher_seeds`` with more seeds trains
-that many teachers side by side and distills from all of them (fused).
+that many teachers side by side, in rounds of ``jobs`` (``_rounds``), and distills from all of them (fused).
 
 Budgets (``pipeline/budgets.py``): on the 2-core CPU box ``make demo`` (DEMO_BUDGET) from a fresh clone must stay
 under 15 minutes on an idle machine: it trains the longest recipe of ``plan.TIERS`` predicted to fit on the machine
 it runs on. ``budget="quick"`` (``quick=True``) shrinks everything to a smoke test; ``budget="patient"`` trains the
 same pipeline long enough to be limited by the data instead of the clock (PATIENT_BUDGET: about an hour on the same
-box); ``budget="best"`` trains the best student measured here, from three 60-epoch teachers (BEST_BUDGET: 106 min
+box); ``budget="best"`` trains the best student measured here, from three 60-epoch teachers (BEST_BUDGET: 91 min
 measured).
 """
 
