@@ -88,9 +88,10 @@ def _rounds(runs: int, jobs: int, cores: int) -> list[tuple[int, int, int]]:
     """How ``runs`` runs train ``jobs`` at a time on ``cores`` torch threads: [(runs, processes, threads each)], in
     order. Full rounds share one queue of ``jobs`` processes with ``cores // jobs`` threads each; the runs of a last,
     partial round (``runs % jobs`` of them) follow with the cores shared among themselves, so that no core idles
-    while they train (BEST_BUDGET: the third of three 60-epoch teachers trained alone on one thread for 34 min while
-    the other core idled). Decided by counts, not by the clock: a run's thread count changes its results in the last
-    bits (float sums split another way), and a run must train the same way however fast its neighbours were."""
+    while they train (BEST_BUDGET: the third of three 60-epoch teachers took 31-34 min alone on one thread, 20.3 on
+    both; BENCHMARKS "The best recipe in one command"). Decided by counts, not by the clock: a run's thread count
+    changes its results in the last bits (float sums split another way), and a run must train the same way however
+    fast its neighbours were."""
     jobs = max(1, min(jobs, runs))
     full = runs - runs % jobs
     rounds = [(full, jobs, max(1, cores // jobs))] if full else []
