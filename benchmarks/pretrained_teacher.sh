@@ -11,6 +11,7 @@
 #
 #   bash benchmarks/pretrained_teacher.sh                    # OUT=artifacts/s42, BASE=artifacts/s41, SEEDS="0 1 2"
 #   ARMS="lite0pt_t0:efficientnet_lite0:imagenet:t0" SEEDS=0 bash benchmarks/pretrained_teacher.sh
+#   ARMS="blur:timm:resnetblur18:scratch:tart" ...          # any timm architecture by name (anti-aliased resnet18)
 #   STUDENTS=1 bash benchmarks/pretrained_teacher.sh        # then the students of lite0pt_tart's seed-0 teacher
 #   STUDENTS=1 STUDENT_MODEL=resnet18 ...                   # another student architecture (STUDENT_START=imagenet:
 #                                                           # from ImageNet weights), runs s_<STUDENT_OF>_<model>[pt]
@@ -39,7 +40,7 @@ DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
 ICONS151=$DEMO/data/style_icons_sprites64_1-151
 T=$DEMO/configs/teacher_resnet18_s0.yaml
-MIX=$BASE/data/mix_artwork_r$REPEAT
+MIX=${MIX:-$BASE/data/mix_artwork_r$REPEAT}  # or the demo's own sprites64_1-151_artwork_r8 (same rows, same hash)
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 # the artwork-mixed index and the baseline runs are benchmarks/artwork_train.sh's (OUT=$BASE)
@@ -48,7 +49,9 @@ index_of() { if [ "$1" = t0 ]; then echo "$ID151"; else echo "$MIX"; fi; }
 
 jobs=()  # "arm model start data seed", run two at a time
 for spec in $ARMS; do
-  IFS=: read -r arm model start data <<< "$spec"
+  # name:model:start:data; the model may hold a colon itself (timm:<name>)
+  arm=${spec%%:*} rest=${spec#*:} data=${spec##*:}
+  rest=${rest%:*} start=${rest##*:} model=${rest%:*}
   for s in $SEEDS; do jobs+=("$arm $model $start $data $s"); done
 done
 teacher() {  # arm model start data seed
@@ -70,13 +73,16 @@ wait
 
 score() {  # tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
   local tag=$1 runs=(); shift
-  for p in "$@"; do for s in $SEEDS; do runs+=("${p}_s$s"); done; done
+  for p in "$@"; do for s in $SEEDS; do  # once each: the base arm may also be one of ARMS
+    [[ " ${runs[*]} " == *" ${p}_s$s "* ]] || runs+=("${p}_s$s")
+  done; done
   python benchmarks/superset_teacher.py --index "$ICONS151" --split val --split test \
     --csv "$OUT/cmp_icons_$tag/results_summary.csv" "${runs[@]}"
   python benchmarks/superset_teacher.py --index "$ID151" --split val --split test \
     --csv "$OUT/cmp_id_$tag/results_summary.csv" "${runs[@]}"
   local a; a=$(basename "$1")
   for p in "${@:2}"; do
+    [ "$(basename "$p")" = "$a" ] && continue
     for m in val_top1 test_top1; do
       echo "## icons $m"; $SL compare "$OUT/cmp_icons_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true
       echo "## ID $m"; $SL compare "$OUT/cmp_id_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true

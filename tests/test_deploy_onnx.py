@@ -52,6 +52,27 @@ def test_tiny_model_parity(tmp_path, dynamic):
     assert (inp.shape[0] == 1) is (not dynamic)
 
 
+def test_resnet18d_is_resnet_d_and_exports_with_parity(tmp_path):
+    """``resnet18d`` (ResNet-D, a teacher option): three-convolution stem on one channel, shortcuts that average-pool
+    before their 1x1 convolution (ceil mode, padding not counted: an ONNX AveragePool attribute pair that must
+    survive export), and the exported graph gives PyTorch's logits."""
+    torch.manual_seed(0)
+    model = create_model("resnet18d", 1, 5, 32)
+    stem = [m for m in model.conv1 if isinstance(m, torch.nn.Conv2d)]
+    assert [c.in_channels for c in stem] == [1, 32, 32] and all(c.kernel_size == (3, 3) for c in stem)
+    pool = model.layer2[0].downsample[0]
+    assert isinstance(pool, torch.nn.AvgPool2d) and pool.ceil_mode and not pool.count_include_pad
+    _with_bn_statistics(model, 33)
+    model.eval()
+    path = tmp_path / "r18d.onnx"
+    export_model_onnx(model, path, (1, 33, 33), dynamic=True)  # odd side: ceil mode decides the shortcut's size
+    x = torch.randn(2, 1, 33, 33)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort_logits(ort_session(path, threads=1), x.numpy(), batch_size=2)
+    assert np.abs(ref - got).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
 def _with_bn_statistics(model, size):
     """Untrained torchvision nets have tiny activations; a few train-mode passes give O(1) BN statistics."""
     model.train()
