@@ -24,7 +24,7 @@ T=$OUT/dt_${TAG}_s0
 S=$OUT/stores/dt_${TAG}_v4
 [ -f "$S/manifest.json" ] || $SL softlabels export --teacher "$T" --index "$IDX" --views 4 --augment restyle \
   --augment-seed 0 --out "$S"
-DS=$DEMO/runs/teacher_resnet18_s0/softlabels/$(basename "$(ls -d "$DEMO"/runs/teacher_resnet18_s0/softlabels/*_replay_v4)")
+DS=$(ls -d "$DEMO"/runs/teacher_resnet18_s0/softlabels/*_replay_v4)  # the demo teacher's store
 ln -sfn "$(realpath "$DEMO/runs/student_mnv3s_kd")" "$OUT/ds_r18_s0"  # the demo's own student: seed 0 of the base arm
 ln -sfn "$(realpath "$DEMO/runs/teacher_resnet18_s0")" "$OUT/dt_r18_s0"
 student() {  # name store seed
