@@ -35,10 +35,21 @@ class DataConfig(_Strict):
     )
 
 
+class MixStyleConfig(_Strict):
+    """MixStyle while training (models/mixstyle.py; Zhou et al. 2021 §3-4.1): instance statistics of two images mixed
+    after the named early stages with probability ``p``; the weights stay those of the plain architecture."""
+
+    p: float = Field(0.5, ge=0, le=1)
+    alpha: float = Field(0.1, gt=0)
+    layers: tuple[str, ...] = Field(("layer1", "layer2"), min_length=1, description="submodule names (ResNet's)")
+
+
 class ModelConfig(_Strict):
     name: str = "mobilenet_v3_small"
     #: start from ImageNet weights (models/pretrained.py; only the architectures listed there have them)
     pretrained: Literal["imagenet"] | None = None
+    #: mix feature styles while training (off by default)
+    mixstyle: MixStyleConfig | None = None
 
 
 class OptimConfig(_Strict):

@@ -73,6 +73,7 @@ from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
 from stillroom.models.inference import predict_logits
+from stillroom.models.mixstyle import attach_mixstyle
 from stillroom.models.pretrained import load_pretrained
 from stillroom.models.small_maps import use_small_map_convs
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
@@ -394,6 +395,9 @@ def _train(
     net = create_model(cfg.model.name, channels, num_classes, size)
     if cfg.model.pretrained and not resumable:  # a resumed run's checkpoint replaces every weight anyway
         load_pretrained(net, cfg.model.name, channels)
+    if cfg.model.mixstyle is not None:  # hooks, not modules: the weights stay the plain architecture's
+        ms = cfg.model.mixstyle
+        attach_mixstyle(net, ms.layers, ms.p, ms.alpha)
     net = net.to(device)
     # convolutions on the last, tiny maps train as matrix products on the CPU (models/small_maps.py: steps of
     # mobilenet_v3_small at 64 px 1.66x faster, resnet18 1.30-1.36x, benchmarks/bench_small_maps.py; the same
