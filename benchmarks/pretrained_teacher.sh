@@ -18,6 +18,9 @@
 #   STUDENTS=1 TEACHER_SEEDS="0 1 2" ...                    # students of the fused ensemble of STUDENT_OF's seeds
 #                                                           # (one 4-view store each), runs s_<STUDENT_OF>x3_...
 #   STUDENTS=1 EPOCHS_S=60 BASE_STUDENTS=OUT/<run prefix> ... # longer students (runs ..._e60), paired with another arm
+#   ARMS="ms:resnet18:scratch:tart" SETS_ms="model.mixstyle.p=0.5" ... # extra --set key=value for one arm's teachers
+#   HELD=<index> HELD_TAG=artwork ...                       # score on another held-out style than the box icons
+#                                                           # (e.g. MIX=sprites + the icons, HELD=the artwork)
 # (keep ARMS the same in both calls: every call scores all its arms again into OUT/cmp_*_teachers)
 set -euo pipefail
 OUT=${OUT:-artifacts/s42}
@@ -41,6 +44,8 @@ ID151=$DEMO/data/sprites64_1-151
 ICONS151=$DEMO/data/style_icons_sprites64_1-151
 T=$DEMO/configs/teacher_resnet18_s0.yaml
 MIX=${MIX:-$BASE/data/mix_artwork_r$REPEAT}  # or the demo's own sprites64_1-151_artwork_r8 (same rows, same hash)
+HELD=${HELD:-$ICONS151}  # the held-out style the teachers are scored on (in no arm's data)
+HELD_TAG=${HELD_TAG:-icons}
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 # the artwork-mixed index and the baseline runs are benchmarks/artwork_train.sh's (OUT=$BASE)
@@ -58,6 +63,8 @@ teacher() {  # arm model start data seed
   local run="$OUT/$1_s$5" pre=()
   [ -f "$run/metrics.json" ] && return 0
   [ "$3" = imagenet ] && pre=(--set model.pretrained=imagenet)
+  local sets="SETS_$1"
+  for kv in ${!sets:-}; do pre+=(--set "$kv"); done
   $SL train "$T" --out "$run" --set name="$1_s$5" --set data.index="$(index_of "$4")" --set seed="$5" \
     --set schedule.epochs="$EPOCHS" --set eval_every="$EPOCHS" --set model.name="$2" "${pre[@]}" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
@@ -76,15 +83,15 @@ score() {  # tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
   for p in "$@"; do for s in $SEEDS; do  # once each: the base arm may also be one of ARMS
     [[ " ${runs[*]} " == *" ${p}_s$s "* ]] || runs+=("${p}_s$s")
   done; done
-  python benchmarks/superset_teacher.py --index "$ICONS151" --split val --split test \
-    --csv "$OUT/cmp_icons_$tag/results_summary.csv" "${runs[@]}"
+  python benchmarks/superset_teacher.py --index "$HELD" --split val --split test \
+    --csv "$OUT/cmp_${HELD_TAG}_$tag/results_summary.csv" "${runs[@]}"
   python benchmarks/superset_teacher.py --index "$ID151" --split val --split test \
     --csv "$OUT/cmp_id_$tag/results_summary.csv" "${runs[@]}"
   local a; a=$(basename "$1")
   for p in "${@:2}"; do
     [ "$(basename "$p")" = "$a" ] && continue
     for m in val_top1 test_top1; do
-      echo "## icons $m"; $SL compare "$OUT/cmp_icons_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true
+      echo "## $HELD_TAG $m"; $SL compare "$OUT/cmp_${HELD_TAG}_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true
       echo "## ID $m"; $SL compare "$OUT/cmp_id_$tag" --metric "$m" --a "$a" --b "$(basename "$p")" || true
     done
   done
@@ -94,7 +101,7 @@ arms=(); for spec in $ARMS; do arms+=("$OUT/${spec%%:*}"); done
   score teachers "$BASE/$BASE_ARM" "${arms[@]}"
   for pair in $PAIRS; do
     for m in val_top1 test_top1; do
-      for t in icons id; do
+      for t in "$HELD_TAG" id; do
         echo "## $t $m"; $SL compare "$OUT/cmp_${t}_teachers" --metric "$m" --a "${pair%%:*}" --b "${pair#*:}" || true
       done
     done
