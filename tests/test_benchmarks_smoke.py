@@ -437,3 +437,12 @@ def test_frozen_probe_scores_each_index_by_class_name(shapes_index, class_subset
         (True, "test"),
     ]
     assert [float(r[4].rstrip(" |")) for r in rows] == [100.0] * 4
+
+
+def test_probe_budget_prints_the_probe_epochs_a_reference_needs(shapes_index, monkeypatch, capsys):
+    mod = _script("probe_budget")
+    argv = ["probe_budget.py", "--budget", "quick", "--index", str(shapes_index.root), "--repeat", "2"]
+    monkeypatch.setattr("sys.argv", argv)
+    mod.main()
+    out = capsys.readouterr().out
+    assert out.count("  teacher ") == 2 and "median: teacher_probe_s" in out and "student_probe_s" in out

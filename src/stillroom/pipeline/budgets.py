@@ -122,6 +122,17 @@ BEST_BUDGET = {
     "student_model": "efficientnet_lite0",
     "student_start": "imagenet",
     "wall_minutes": None,
+    # One measured run of this recipe (`stillroom demo --budget best --out artifacts/s46/best`, its report's wall
+    # times) and the probe epochs `run_demo` measures before training, taken on the same host idle (`python
+    # benchmarks/probe_budget.py --budget best --index artifacts/s46/best/data/sprites64_1-151_artwork_r8`):
+    # `pipeline.plan.forecast_fixed` scales it to the host at hand (`stillroom demo --budget best` prints it).
+    "reference": {
+        "host": "the 2-core AMD EPYC box (2026-12-05)",
+        "total": 90.7,
+        "minutes": {"teachers": 52.7, "export": 2.4, "students": 35.3, "other": 0.3},
+        "teacher_probe_s": 19.2,
+        "student_probe_s": 29.8,
+    },
 }
 BUDGETS = {"demo": DEMO_BUDGET, "quick": QUICK_BUDGET, "patient": PATIENT_BUDGET, "best": BEST_BUDGET}
 #: run-name abbreviations of the students' models (the demo's runs keep their historical names)

@@ -47,7 +47,7 @@ from stillroom.pipeline.budgets import (  # noqa: F401 - the budgets stay import
     teacher_config,
 )
 from stillroom.pipeline.demo_data import demo_dataset
-from stillroom.pipeline.plan import plan_epochs, replan_students
+from stillroom.pipeline.plan import forecast_fixed, plan_epochs, replan_students
 
 __all__ = ["run_demo", "BUDGETS", "BEST_BUDGET", "DEMO_BUDGET", "PATIENT_BUDGET"]
 
@@ -269,6 +269,8 @@ def run_demo(
 
     probes = (teacher_raw(budget["teacher_seeds"][0], 1), student_raw(f"{s_name}_scratch", 1))
     plan = plan_epochs(out / "plan.json", budget, index, minutes, time.perf_counter() - t_start, probes)
+    if plan is None and budget.get("reference"):  # fixed epochs: how long they will take here
+        forecast_fixed(budget, probes)
 
     console.rule("[bold]2/5 teachers")
     teacher_raws = [teacher_raw(seed, budget["teacher_epochs"]) for seed in budget["teacher_seeds"]]

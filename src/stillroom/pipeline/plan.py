@@ -42,6 +42,7 @@ __all__ = [
     "load_or_plan",
     "plan_epochs",
     "replan_students",
+    "forecast_fixed",
 ]
 
 # (teacher epochs, student epochs), shortest first. Measured with the demo's own configs, 3 student seeds each
@@ -249,3 +250,31 @@ def replan_students(
     plan.update(student_epochs=epochs, students_replanned_at=elapsed)
     budget.update(student_epochs=epochs, plan=_describe(plan, tuple(map(tuple, budget["tiers"])), minutes))
     atomic_write_json(path, plan)
+
+
+def forecast_fixed(budget: dict[str, Any], probes: tuple[dict, dict]) -> dict[str, float] | None:
+    """Predicted minutes of each stage of a budget with fixed epochs, for budgets that carry a ``reference`` (one
+    measured run of the same recipe: its stage minutes and the probe epochs of its host); None for the others.
+
+    Why a reference, not the stage model above: ``best`` trains three teachers in rounds of one-thread processes,
+    whose pace beside another process the planner's factors were not measured for; scaling a measured run of the
+    recipe by this host's probe epochs (teacher stages by the teacher's, students by the student's) carries every
+    such factor over. The line goes to the console and the report (``budget["plan"]``); the epochs are not changed."""
+    ref = budget.get("reference")
+    if not ref or budget.get("tiers"):
+        return None
+    pace = probe_pace(*(config_from_dict(raw) for raw in probes))
+    t, s = pace.teacher_epoch / ref["teacher_probe_s"], pace.student_epoch / ref["student_probe_s"]
+    m = ref["minutes"]
+    stages = {"teachers": m["teachers"] * t, "export": m["export"] * t, "students": m["students"] * s,
+              "other": m["other"] * t}  # fmt: skip
+    total = sum(stages.values())
+    budget["plan"] = (
+        f"fixed epochs ({budget['teacher_epochs']} teacher + {budget['student_epochs']} student), predicted "
+        f"{total:.0f} min here (teachers {stages['teachers']:.0f}, stores {stages['export']:.0f}, students "
+        f"{stages['students']:.0f}): {ref['total']:g} min measured on {ref['host']}, scaled by this host's probe "
+        f"epochs (teacher {pace.teacher_epoch:.1f} s vs {ref['teacher_probe_s']:g}, student "
+        f"{pace.student_epoch:.1f} s vs {ref['student_probe_s']:g})"
+    )
+    console.print(f"[bold]plan:[/] {budget['plan']}", highlight=False)
+    return {**stages, "total": total}
