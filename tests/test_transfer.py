@@ -3,15 +3,17 @@ teachers' targets only (`stillroom data add-transfer`, ``data.transfer``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file
 
-from stillroom._io import StillroomError
+from stillroom._io import StillroomError, sha256_bytes
 from stillroom.config import config_from_dict
 from stillroom.data.index import IGNORE_INDEX, TRANSFER, IndexRow, load_index, write_index
 from stillroom.data.transfer import add_transfer_rows
@@ -164,8 +166,38 @@ def test_add_style_rows_are_labelled_train_rows(shapes_index, ood_only, tmp_path
         add_style_rows(shapes_index.root, ood_only.root, tmp_path / "a")
     with pytest.raises(StillroomError, match="identical to val/test images"):
         add_style_rows(shapes_index.root, shapes_index.root, tmp_path / "b", ("val",))
-    with pytest.raises(StillroomError, match="already has labelled rows"):
+    with pytest.raises(StillroomError, match="already holds the drawings of"):  # the same source twice
         add_style_rows(ix.root, shapes_index.root, tmp_path / "c", ("train",))
     assert not any((tmp_path / d).exists() for d in "abc")
     both = add_transfer_rows(ix.root, ood_only.root, tmp_path / "d")  # a transfer set on top of a second style
     assert len(both.split_indices(TRANSFER)) > 0 and both.recipe[EXTRA_TRAIN] == ix.recipe[EXTRA_TRAIN]
+
+
+def test_add_style_twice_adds_a_third_style_in_its_own_folder(shapes_index, tmp_path, class_subset):
+    """Styles add up (`stillroom data add-style` on its own output): the second source's rows join train under
+    ``extra2/`` (two style sets may name their files alike), every earlier row stays, and the recipe lists both."""
+    from stillroom.data.transfer import EXTRA_TRAIN, add_style_rows, extra_train_sources
+    from stillroom.report.markdown import extra_train_note
+
+    # two "styles" of the same classes: the train rows, and the same images with one pixel flipped (other hashes)
+    copy = class_subset(shapes_index, list(range(shapes_index.num_classes)), tmp_path / "other")
+    rows = []
+    for r in copy.rows():
+        img = np.array(Image.open(copy.root / r.path))
+        img[0, 0] = 255 - img[0, 0]
+        Image.fromarray(img).save(copy.root / r.path)
+        rows.append(dataclasses.replace(r, sha256=sha256_bytes((copy.root / r.path).read_bytes())))
+    other = write_index(copy.root, rows, copy.classes, copy.recipe)
+    one = add_style_rows(shapes_index.root, shapes_index.root, tmp_path / "one", ("train",), 2)
+    two = add_style_rows(one.root, other.root, tmp_path / "two", ("train",), 1)
+    n_one, n_train = len(one), len(shapes_index.split_indices("train"))
+    assert two.paths[:n_one] == one.paths and list(two.labels[:n_one]) == list(one.labels)
+    new = range(n_one, len(two))
+    assert len(new) == n_train and all(two.paths[i].startswith("extra2/") for i in new)
+    assert {str(two.splits[i]) for i in new} == {"train"}
+    sources = extra_train_sources(two.recipe)
+    assert [s["content_hash"] for s in sources] == [shapes_index.content_hash, other.content_hash]
+    assert [s["repeat"] for s in sources] == [2, 1] and isinstance(one.recipe[EXTRA_TRAIN], dict)  # one: as before
+    note = extra_train_note(two.recipe)
+    assert "2 other styles" in note and note.count("drawings (") == 2
+    assert extra_train_sources(shapes_index.recipe) == []

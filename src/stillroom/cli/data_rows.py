@@ -50,14 +50,14 @@ def register_added_rows(data_app: typer.Typer) -> None:
         repeat: int = typer.Option(1, help="copies of each source image (its share of an epoch)"),
     ) -> None:
         """Add drawings of the served classes in a second style as labelled train rows (every model trained on OUT
-        learns from them); score the result on a style it has not seen."""
+        learns from them); score the result on a style it has not seen. Run it again on OUT to add a third."""
         from stillroom.data.index import SPLITS
-        from stillroom.data.transfer import EXTRA_TRAIN, add_style_rows
+        from stillroom.data.transfer import add_style_rows, extra_train_sources
 
         index = add_style_rows(id_index, source, out, tuple(split) or SPLITS, repeat)
-        got = index.recipe[EXTRA_TRAIN]
+        sources = extra_train_sources(index.recipe)
         counts = index.meta["counts"]["per_split"]
         console.print(
             f"[green]wrote[/] {index.root}: train/val/test = {counts['train']}/{counts['val']}/{counts['test']} "
-            f"({got['images']} drawings x {repeat} added to train)"
+            f"({sources[-1]['images']} drawings x {repeat} added to train; styles added so far: {len(sources)})"
         )

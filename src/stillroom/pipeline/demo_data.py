@@ -54,6 +54,7 @@ def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tup
     try:
         mixed = load_index(mixed_dir)
         got, n = mixed.recipe.get(EXTRA_TRAIN) or {}, len(sprites)
+        got = got if isinstance(got, dict) else {}  # several styles: not the demo's own mix, rebuilt below
         same_sprites = list(mixed.sha256[:n]) == list(sprites.sha256) and mixed.paths[:n] == sprites.paths
         if same_sprites and got.get("content_hash") == art.content_hash and got.get("repeat") == repeat:
             console.print(f"[dim]reusing dataset {mixed_dir}[/]")

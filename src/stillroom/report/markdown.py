@@ -21,6 +21,7 @@ from stillroom._io import atomic_write_bytes, atomic_write_text, read_json
 from stillroom._timing import cpu_model
 from stillroom.data.index import DatasetIndex
 from stillroom.data.species_names import display_names
+from stillroom.data.transfer import extra_train_sources
 from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
 
 __all__ = ["write_demo_report", "metrics_rows", "extra_train_note"]
@@ -100,14 +101,15 @@ def _tradeoff_section(report_dir: Path) -> list[str]:
 
 def extra_train_note(recipe: dict[str, Any]) -> str | None:
     """One sentence on labelled rows from another source in train (``stillroom data add-style``), else None."""
-    extra = recipe.get("extra_train")
-    if not extra:
+    sources = extra_train_sources(recipe)
+    if not sources:
         return None
-    return (
-        f"Train also holds {extra.get('images')} drawings of the classes in another style "
-        f"({extra.get('style', 'labelled rows')}, {extra.get('index')}) x {extra.get('repeat')} copies; val and "
-        "test are the source above only."
+    added = " and ".join(
+        f"{e.get('images')} drawings ({e.get('style', 'labelled rows')}, {e.get('index')}) x {e.get('repeat')} copies"
+        for e in sources
     )
+    styles = "another style" if len(sources) == 1 else f"{len(sources)} other styles"
+    return f"Train also holds drawings of the classes in {styles}: {added}; val and test are the source above only."
 
 
 def _data_section(index: DatasetIndex, report_dir: Path) -> list[str]:
