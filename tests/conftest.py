@@ -94,3 +94,21 @@ def teacher_run(shapes_index, tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = _tiny_config(shapes_index.root, "teacher", model="resnet18", epochs=6, optim={"name": "adamw", "lr": 0.002})
     cfg = config_from_dict(raw)
     return train(cfg, out)
+
+
+def _cut_after(raw: dict, run_dir: Path, epochs: int) -> None:
+    """Train ``raw`` into ``run_dir`` and interrupt it (as Ctrl-C would) once ``epochs`` epochs are done."""
+    from stillroom.pipeline import train
+
+    def stop(phase, done, total, record=None):
+        if phase == "epoch" and done == epochs:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(raw), run_dir, progress=stop)
+
+
+@pytest.fixture(scope="session")
+def cut_after():
+    """Factory: ``cut_after(raw, run_dir, epochs)`` trains and interrupts a run after ``epochs`` epochs."""
+    return _cut_after

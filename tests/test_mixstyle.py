@@ -86,7 +86,9 @@ def test_mixstyle_names_a_missing_layer_and_checks_its_parameters():
         attach_mixstyle(net, [])
 
 
-def test_run_with_mixstyle_trains_resumes_exactly_and_loads_as_the_plain_model(shapes_index, tmp_path, tiny_config):
+def test_run_with_mixstyle_trains_resumes_exactly_and_loads_as_the_plain_model(
+    shapes_index, tmp_path, tiny_config, cut_after
+):
     from stillroom.pipeline import train
 
     raw = tiny_config(shapes_index.root, "ms", epochs=3)  # timm's resnet10t: layer1, layer2
@@ -99,13 +101,7 @@ def test_run_with_mixstyle_trains_resumes_exactly_and_loads_as_the_plain_model(s
     net.load_state_dict(w)  # nothing of MixStyle in the weights
     cfg = json.loads((full / "config.json").read_text())
     assert cfg["model"]["mixstyle"] == {"p": 0.5, "alpha": 0.1, "layers": ["layer1", "layer2"]}
-
-    def stop_after_two(phase, done, total, record=None):
-        if phase == "epoch" and done == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_two)
+    cut_after(raw, tmp_path / "cut", 2)
     resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
     wr = load_file(resumed / "final.safetensors")
     assert all(torch.equal(w[k], wr[k]) for k in w)  # the hooks' draws come from the restored RNG state

@@ -128,7 +128,7 @@ def test_lite_entries_fit_their_architectures():
         assert src.member.startswith(src.spec.replace("==", "-") + "/")
 
 
-def test_trainer_starts_from_the_weights_and_not_again_on_resume(tiny, shapes_index, tmp_path, monkeypatch):
+def test_trainer_starts_from_the_weights_and_not_again_on_resume(tiny, shapes_index, tmp_path, monkeypatch, cut_after):
     """``model.pretrained: imagenet``: the first epoch starts from the package's weights (fetched once into the
     cache), a resumed run takes its checkpoint and does not load them again."""
     from conftest import _tiny_config
@@ -155,13 +155,7 @@ def test_trainer_starts_from_the_weights_and_not_again_on_resume(tiny, shapes_in
     monkeypatch.setattr(trainer, "load_pretrained", counted)
     raw = _tiny_config(shapes_index.root, "pt", model=f"timm:{ARCH}", epochs=2, optim={"name": "sgd", "lr": 1e-9})
     raw["model"]["pretrained"] = "imagenet"
-
-    def stop_after_one(phase, done, total, record=None):
-        if phase == "epoch" and done == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from_dict(raw), tmp_path / "run", progress=stop_after_one)
+    cut_after(raw, tmp_path / "run", 1)
     run = train(config_from_dict(raw), tmp_path / "run", resume=True)
     assert downloads == ["tiny==0.1.0"] and loads == [f"timm:{ARCH}"]
     from safetensors.torch import load_file

@@ -139,16 +139,10 @@ def test_bf16_autocast_only_where_asked_and_supported(teacher_run, shapes_index,
     assert json.loads((teacher_run / "model.json").read_text())["amp"] == "off"
 
 
-def test_resume_after_interruption_equals_uninterrupted(shapes_index, tmp_path, tiny_config):
+def test_resume_after_interruption_equals_uninterrupted(shapes_index, tmp_path, tiny_config, cut_after):
     raw = tiny_config(shapes_index.root, "res", epochs=3)
     full = train(config_from_dict(raw), tmp_path / "full")
-
-    def stop_after_two(phase, done, total, record=None):
-        if phase == "epoch" and done == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from_dict(raw), tmp_path / "cut", progress=stop_after_two)
+    cut_after(raw, tmp_path / "cut", 2)
     with pytest.raises(StillroomError, match="--resume"):
         train(config_from_dict(raw), tmp_path / "cut")
     resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
