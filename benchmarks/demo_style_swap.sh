@@ -10,6 +10,7 @@
 #
 #   OUT=artifacts/s48 bash benchmarks/demo_style_swap.sh                # REPEAT=5 SEEDS="0 1 2"
 set -euo pipefail
+source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s48}
 REPEAT=${REPEAT:-5}
 SEEDS=${SEEDS:-"0 1 2"}
@@ -34,12 +35,8 @@ student() {  # seed
     --set data.index="$MIX" --set teachers.replay_seed=0 --set "teachers.cached=[$S]" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
 }
-seeds=($SEEDS)
-for ((i = 0; i < ${#seeds[@]}; i += 2)); do
-  student "${seeds[$i]}" &
-  [ $((i + 1)) -lt ${#seeds[@]} ] && student "${seeds[$((i + 1))]}" &
-  wait
-done
+# shellcheck disable=SC2086
+in_pairs student $SEEDS
 runs=("$T"); for s in $SEEDS; do runs+=("$OUT/dsi_s$s"); done
 {
   python benchmarks/superset_teacher.py --index "$HELD" --split val --split test "${runs[@]}"

@@ -10,6 +10,7 @@
 #
 #   OUT=artifacts/s47 bash benchmarks/demo_teacher_arch.sh             # ARCH=resnet18d TAG=r18d
 set -euo pipefail
+source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s47}
 ARCH=${ARCH:-resnet18d}
 TAG=${TAG:-r18d}
@@ -36,13 +37,7 @@ student() {  # name store seed
 }
 jobs=()
 for s in $SEEDS; do jobs+=("ds_$TAG $S $s"); [ "$s" = 0 ] || jobs+=("ds_r18 $DS $s"); done
-for ((i = 0; i < ${#jobs[@]}; i += 2)); do
-  # shellcheck disable=SC2086
-  student ${jobs[$i]} &
-  # shellcheck disable=SC2086
-  [ $((i + 1)) -lt ${#jobs[@]} ] && student ${jobs[$((i + 1))]} &
-  wait
-done
+in_pairs student "${jobs[@]}"
 {
   python benchmarks/superset_teacher.py --index "$DEMO/data/style_icons_sprites64_1-151" --split val --split test \
     "$OUT/dt_r18_s0" "$T"

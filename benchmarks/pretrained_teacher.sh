@@ -23,6 +23,7 @@
 #                                                           # (e.g. MIX=sprites + the icons, HELD=the artwork)
 # (keep ARMS the same in both calls: every call scores all its arms again into OUT/cmp_*_teachers)
 set -euo pipefail
+source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s42}
 BASE=${BASE:-artifacts/s41}
 SEEDS=${SEEDS:-"0 1 2"}
@@ -131,11 +132,7 @@ student() {  # seed
     --set teachers.replay_seed=0 --set "teachers.cached=[$cached]" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
 }
-seeds=($SEEDS)
-for ((i = 0; i < ${#seeds[@]}; i += 2)); do
-  student "${seeds[$i]}" &
-  [ $((i + 1)) -lt ${#seeds[@]} ] && student "${seeds[$((i + 1))]}" &
-  wait
-done
+# shellcheck disable=SC2086
+in_pairs student $SEEDS
 score "students${sname#s_"$STUDENT_OF"}" "${BASE_STUDENTS:-$BASE/sart_e$EPOCHS_S}" "$OUT/$sname" 2>&1 |
   tee "$OUT/summary_students${sname#s_"$STUDENT_OF"}.txt"
