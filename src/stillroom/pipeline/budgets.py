@@ -111,6 +111,8 @@ PATIENT_BUDGET = {
 # teachers' mean softmax; the mobilenet_v3_small student of the same store keeps 85% of one teacher's icons figure,
 # this one 95-97% of the three's. 91 min on the 2-core box (`--out artifacts/s46/best`: teachers 53, the third on
 # both threads after the first two, students 35; 106 min before the demo's last-round rule, `artifacts/s45/best`).
+# Teachers stay resnet18: three 60-epoch resnet18d (ResNet-D) teachers, 23% slower, were not ahead on icons val (1
+# of 3 seeds) and their ensemble reads 2 / 1 more icons of 115 / 110 (BENCHMARKS "Teacher architectures").
 BEST_BUDGET = {
     **DEMO_BUDGET,
     "teacher_seeds": (0, 1, 2),
