@@ -56,4 +56,5 @@ for s in $SEEDS; do runs+=("$OUT/t${N}_art151_s$s" "$OUT/t${N}_art${N}_s$s"); do
       echo "## $t $m"; $SL compare "$OUT/cmp_${t}_t$N" --metric "$m" --a "t${N}_art151" --b "t${N}_art$N" || true
     done
   done
+  python benchmarks/run_progress.py "$OUT"  # seconds an epoch and wall_s of each run
 } 2>&1 | tee "$OUT/summary_t$N.txt"

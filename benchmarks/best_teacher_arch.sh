@@ -34,21 +34,29 @@ teacher() {  # seed threads
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
 }
 in_pairs teacher "0 1" "1 1" "2 2"  # the pair on one thread each, then the third alone on both
+export OMP_NUM_THREADS=2
 {
-  for idx in "$ICONS151" "$ID151"; do  # each trio with its mean-softmax ensemble, the targets its student distils
-    echo "## $(basename "$idx")"
+  for t in icons id; do
+    idx=$ICONS151; [ "$t" = id ] && idx=$ID151
+    echo "## $t"  # per teacher, paired by seed; then each trio's mean-softmax ensemble, the targets a student distils
+    python benchmarks/superset_teacher.py --index "$idx" --split val --split test \
+      --csv "$OUT/cmp_${t}_best_teachers/results_summary.csv" "$BEST"/runs/teacher_resnet18_s{0,1,2} \
+      "$OUT"/best_"${ARCH}"_s{0,1,2}
+    for m in val_top1 test_top1; do
+      $SL compare "$OUT/cmp_${t}_best_teachers" --metric "$m" --a teacher_resnet18 --b "best_$ARCH" || true
+    done
     for trio in "$BEST/runs/teacher_resnet18" "$OUT/best_${ARCH}"; do
-      OMP_NUM_THREADS=2 python benchmarks/superset_teacher.py --index "$idx" --split val --split test --ensemble \
-        "$trio"_s{0,1,2}
+      python benchmarks/superset_teacher.py --index "$idx" --split val --split test --ensemble "$trio"_s{0,1,2}
     done
   done
+  python benchmarks/run_progress.py "$OUT"  # wall_s of each run (BEST's: run_progress.py BEST/runs)
 } 2>&1 | tee "$OUT/summary_best_${ARCH}_teachers.txt"
 [ "$STUDENTS" = 1 ] || exit 0
 
 stores=()
 for s in 0 1 2; do
   store="$OUT/best_${ARCH}_s$s/softlabels/replay_v4"
-  [ -f "$store/manifest.json" ] || OMP_NUM_THREADS=2 $SL softlabels export --teacher "$OUT/best_${ARCH}_s$s" \
+  [ -f "$store/manifest.json" ] || $SL softlabels export --teacher "$OUT/best_${ARCH}_s$s" \
     --index "$MIX" --views 4 --augment restyle --augment-seed 0 --out "$store"
   stores+=("$store")
 done
@@ -69,6 +77,6 @@ done
 in_pairs student "${specs[@]}"
 
 for idx in "$ICONS151" "$ID151"; do
-  OMP_NUM_THREADS=2 python benchmarks/superset_teacher.py --index "$idx" --split val --split test \
+  python benchmarks/superset_teacher.py --index "$idx" --split val --split test \
     "$BEST/runs/student_lite0_pt_kd" "$OUT"/s_"${ARCH}"x3_lite0pt_s*[0-9]
 done 2>&1 | tee "$OUT/summary_best_${ARCH}_students.txt"
