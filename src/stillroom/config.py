@@ -151,7 +151,7 @@ class TrainConfig(_Strict):
     loss: LossConfig = LossConfig()
     teachers: TeachersConfig = TeachersConfig()
     batch_size: int = Field(128, ge=2)
-    augment: Literal["auto", "silhouette", "shape", "restyle", "deform", "rgb", "none"] = "auto"
+    augment: Literal["auto", "silhouette", "shape", "restyle", "deform", "topology", "rgb", "none"] = "auto"
     seed: int = 0
     precise_bn: PreciseBNConfig = PreciseBNConfig()
     ema: EMAConfig = EMAConfig()

@@ -31,6 +31,9 @@ Recipes (registry ``AUGMENTS``):
 - ``deform`` (issue 14 item 1, experimental): ``restyle`` (its draws unchanged) plus, with p = 0.7, a smooth
   non-rigid warp: displacements of up to 8% of the side at a 3 x 3 grid of control points, interpolated bicubically
   and sampled nearest, so parts move against each other as another artist's proportions and poses move them.
+- ``topology`` (issue 14 item 1, experimental): ``restyle`` (its draws unchanged) on a silhouette whose holes are
+  first filled (p = 0.5) and whose pieces under a tenth of the object dropped (p = 0.3): the gaps and detached parts
+  one artist draws and another closes (``topology.retopologize``).
 - ``rgb``: the usual photo recipe: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
   jitter of 0.2.
 - ``none``: identity.
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from stillroom._registry import Registry
+from stillroom.data.topology import retopologize
 
 try:  # the inverse matrix TF.affine computes (private in torchvision; the oracle test pins its behaviour)
     from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
@@ -159,6 +163,8 @@ class _View:
     flip: bool = False
     box: tuple[int, int, int, int] | None = None  # white erasing box (top, left, height, width)
     deform: tuple[float, ...] | None = None  # ``deform``: (2 * DEFORM_GRID**2) control displacements, x then y
+    fill_holes: bool = False  # ``topology``: close every hole first
+    drop_pieces: bool = False  # ``topology``: drop pieces under a tenth of the object first
 
 
 def _draw_silhouette(rng: np.random.Generator, h: int, w: int) -> _View:
@@ -254,7 +260,13 @@ def _black(x: torch.Tensor) -> torch.Tensor:
 def _apply(imgs: torch.Tensor, views: list[_View]) -> torch.Tensor:
     """(B,C,H,W) uint8 0/255 masks, one view each -> their augmented views: affine, warp, thickness, re-rendering,
     flip, erasing, in that order. A thickness change or re-rendering that would remove more than half of an image's
-    object pixels is skipped for that image."""
+    object pixels is skipped for that image. ``topology``'s changes come first, on the drawing itself."""
+    topo = [i for i, v in enumerate(views) if v.fill_holes or v.drop_pieces]
+    if topo:
+        imgs = imgs.clone()
+        for i in topo:
+            new = retopologize(imgs[i, 0].numpy(), views[i].fill_holes, views[i].drop_pieces)
+            imgs[i] = torch.from_numpy(new).to(imgs.dtype).expand_as(imgs[i])
     out = _affine(imgs, views)
     if any(v.deform is not None for v in views):
         out = _deform(out, views)
@@ -319,6 +331,16 @@ def _draw_deform(rng: np.random.Generator, h: int, w: int) -> _View:
 
 
 deform = AUGMENTS.register("deform")(_batched(_draw_deform))
+
+
+def _draw_topology(rng: np.random.Generator, h: int, w: int) -> _View:
+    """``topology``: ``restyle``'s draws, unchanged, then whether to fill the holes and to drop the small pieces."""
+    v = _draw_shape(rng, h, w, geometry=False)
+    fill, drop = rng.random(2) < (0.5, 0.3)
+    return replace(v, fill_holes=bool(fill), drop_pieces=bool(drop))
+
+
+topology = AUGMENTS.register("topology")(_batched(_draw_topology))
 
 
 def _draw_style(rng: np.random.Generator, h: int, w: int) -> _View:

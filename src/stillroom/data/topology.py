@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["object_box", "mask_topology"]
+__all__ = ["object_box", "mask_topology", "retopologize"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 _FOUR = ndimage.generate_binary_structure(2, 1)
@@ -53,3 +53,23 @@ def mask_topology(image: np.ndarray) -> dict[str, float]:
         "area": area,
         "perimeter": perimeter,
     }
+
+
+def retopologize(image: np.ndarray, fill_holes: bool, drop_pieces: bool, min_share: float = 0.1) -> np.ndarray:
+    """A silhouette as another artist might have drawn its topology (the ``topology`` augmentation): ``fill_holes``
+    closes every hole (background not 4-connected to the border), ``drop_pieces`` removes object pieces (8-connected)
+    smaller than ``min_share`` of the object, never the largest. ``image``: ``(H, W)`` uint8, object < 128; returns
+    0 (object) / 255 uint8. Why: the sprites have about four times the holes of the official artwork (mean 1.95 vs
+    0.53 per image at 64 px) and more detached pieces than the box icons (1.81 vs 1.21), so a model may lean on
+    gaps one drawing style shows and another closes (BENCHMARKS "Holes and detached pieces")."""
+    obj = np.asarray(image) < 128
+    if fill_holes:
+        obj = ndimage.binary_fill_holes(obj, structure=_FOUR)
+    if drop_pieces and obj.any():
+        labels, _ = ndimage.label(obj, structure=_EIGHT)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        keep = sizes >= min(min_share * sizes.sum(), sizes.max())
+        keep[0] = False
+        obj = keep[labels]
+    return np.where(obj, 0, 255).astype(np.uint8)
