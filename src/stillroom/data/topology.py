@@ -59,9 +59,9 @@ def retopologize(image: np.ndarray, fill_holes: bool, drop_pieces: bool, min_sha
     """A silhouette as another artist might have drawn its topology (the ``topology`` augmentation): ``fill_holes``
     closes every hole (background not 4-connected to the border), ``drop_pieces`` removes object pieces (8-connected)
     smaller than ``min_share`` of the object, never the largest. ``image``: ``(H, W)`` uint8, object < 128; returns
-    0 (object) / 255 uint8. Why: the sprites have about four times the holes of the official artwork (mean 1.95 vs
-    0.53 per image at 64 px) and more detached pieces than the box icons (1.81 vs 1.21), so a model may lean on
-    gaps one drawing style shows and another closes (BENCHMARKS "Holes and detached pieces")."""
+    0 (object) / 255 uint8. Why: at 64 px the sprites have 3.6 times the holes of the official artwork (1.92 vs 0.53
+    per image) and more pieces than the box icons (1.25 vs 1.05; `benchmarks/style_topology.py`), so a model may
+    lean on gaps one drawing style shows and another closes (BENCHMARKS "Holes and detached pieces")."""
     obj = np.asarray(image) < 128
     if fill_holes:
         obj = ndimage.binary_fill_holes(obj, structure=_FOUR)
