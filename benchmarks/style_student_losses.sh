@@ -15,13 +15,18 @@
 # held-out style and ID val / test with `benchmarks/superset_teacher.py` (teacher row first), each arm paired by seed
 # against lum with `stillroom compare`. Run in a clone after `make demo`. Resumable.
 #
-#   OUT=artifacts/s50 bash benchmarks/demo_style_swap.sh && OUT=artifacts/s50 bash benchmarks/style_student_losses.sh
+#   SEEDS=" " OUT=artifacts/s50 bash benchmarks/demo_style_swap.sh     # the swapped teacher and its 4-view store
+#   OUT=artifacts/s50 bash benchmarks/style_student_losses.sh         # OUT/summary_sl_{artwork,icons}.txt
+#   SEEDS="3 4" ARMS="lum v16" OUT=artifacts/s50 bash benchmarks/style_student_losses.sh   # two more seeds, then
+#   SEEDS="0 1 2 3 4" ARMS="lum v16" TAG=5seeds OUT=artifacts/s50 bash benchmarks/style_student_losses.sh
+#                                                                     # OUT/summary_sl_{artwork,icons}_5seeds.txt
 set -euo pipefail
 source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s50}
 SEEDS=${SEEDS:-"0 1 2"}
 DIRS=${DIRS:-"artwork icons"}
 ARMS=${ARMS:-"lum kd v16"}
+TAG=${TAG:-}  # suffix of the summary and compare names (several seed sets side by side)
 SL=${SL:-stillroom}
 DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
@@ -49,7 +54,8 @@ student() {  # dir arm seed
 }
 for dir in $DIRS; do
   setup "$dir"
-  [ "$dir" = icons ] && [ ! -e "$OUT/sl_icons_lum_s0" ] && ln -s "$(realpath "$DEMO/runs/student_mnv3s_kd")" "$OUT/sl_icons_lum_s0"
+  [ "$dir" = icons ] && [ ! -e "$OUT/sl_icons_lum_s0" ] &&
+    ln -s "$(realpath "$DEMO/runs/student_mnv3s_kd")" "$OUT/sl_icons_lum_s0"
   [[ " $ARMS " == *" v16 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_v16/manifest.json" ] &&
     OMP_NUM_THREADS=2 $SL softlabels export --teacher "$TEACHER" --index "$MIX" --views 16 --augment restyle \
       --augment-seed 0 --out "$OUT/stores/sl_${dir}_v16"
@@ -67,15 +73,15 @@ for dir in $DIRS; do
       idx=$HELD; [ "$t" = id ] && idx=$ID151
       python benchmarks/superset_teacher.py --index "$idx" --split val --split test "$TEACHER"
       python benchmarks/superset_teacher.py --index "$idx" --split val --split test \
-        --csv "$OUT/cmp_sl_${dir}_$t/results_summary.csv" "${runs[@]}"
+        --csv "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}/results_summary.csv" "${runs[@]}"
       for a in $ARMS; do
         [ "$a" = lum ] && continue
         for m in val_top1 test_top1; do
-          echo "## $dir $t $m: $a - lum"; $SL compare "$OUT/cmp_sl_${dir}_$t" --metric "$m" --a "sl_${dir}_lum" \
-            --b "sl_${dir}_$a" || true
+          echo "## $dir $t $m: $a - lum"
+          $SL compare "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}" --metric "$m" --a "sl_${dir}_lum" --b "sl_${dir}_$a" || true
         done
       done
     done
     python benchmarks/run_progress.py "$OUT"  # seconds an epoch and wall_s of each run
-  } 2>&1 | tee "$OUT/summary_sl_$dir.txt"
+  } 2>&1 | tee "$OUT/summary_sl_$dir${TAG:+_$TAG}.txt"
 done
