@@ -58,6 +58,9 @@ class OptimConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
+    # sharpness-aware minimization (train.sam): radius of the ascent step; 0 = off. Two passes per step.
+    sam_rho: float = Field(0.0, ge=0)
+    sam_adaptive: bool = Field(False, description="ASAM: the ascent step scaled element-wise by |w|")
 
 
 class ProgressiveConfig(_Strict):

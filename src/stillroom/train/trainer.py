@@ -76,6 +76,7 @@ from stillroom.models.inference import predict_logits
 from stillroom.models.mixstyle import attach_mixstyle
 from stillroom.models.pretrained import load_pretrained
 from stillroom.models.small_maps import use_small_map_convs
+from stillroom.train import sam
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
 
@@ -229,6 +230,23 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optim.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+
+
+def _forward_loss(
+    model: nn.Module, loss_fn: nn.Module, batch: tuple, device: torch.device, use_amp: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """One training batch through the model and the loss: (logits, loss terms, their sum). Mixed batches take
+    both labels by pixel share (label-free terms such as KD are the same in both calls)."""
+    xn, t_logits, y, partner, lam, labelled, epoch = batch
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = model(xn)
+    terms = loss_fn(logits.float(), t_logits, y, epoch=epoch)
+    if lam < 1.0:
+        other = loss_fn(logits.float(), t_logits, y[partner], epoch=epoch)
+        terms = {k: lam * v + (1.0 - lam) * other[k] for k, v in terms.items()}
+    if not bool(labelled.any()):  # a batch of transfer rows only: the CE mean is 0/0
+        terms = {k: v if torch.isfinite(v) else torch.zeros_like(v) for k, v in terms.items()}
+    return logits, terms, sum(terms.values())
 
 
 def _bn_rows(index: DatasetIndex, cfg: TrainConfig) -> np.ndarray:
@@ -447,6 +465,7 @@ def _train(
     GlobalBatchSampler(len(train_rows), batch_size, 0, 0, ddp.world)  # fail on an indivisible batch before any step
     steps_per_epoch = len(train_rows) // batch_size  # drop_last: a batch of 1 breaks BatchNorm
     optimizer = _optimizer(cfg, net)
+    sam_params = [p for p in net.parameters() if p.requires_grad]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     bn_rows = _bn_rows(index, cfg)
     ema = _weight_average(cfg, net, steps_per_epoch)
@@ -533,20 +552,19 @@ def _train(
             xn = normalizer(x)
             if cfg.channels_last:
                 xn = xn.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(xn)
-            terms = loss_fn(logits.float(), t_logits, y, epoch=epoch)
-            if lam < 1.0:  # both labels, by pixel share; label-free terms (KD) are the same in both calls
-                other = loss_fn(logits.float(), t_logits, y[partner], epoch=epoch)
-                terms = {k: lam * v + (1.0 - lam) * other[k] for k, v in terms.items()}
             labelled = y != IGNORE_INDEX
-            if not bool(labelled.any()):  # a batch of transfer rows only: the CE mean is 0/0
-                terms = {k: v if torch.isfinite(v) else torch.zeros_like(v) for k, v in terms.items()}
-            loss = sum(terms.values())
+            batch = (xn, t_logits, y, partner, lam, labelled, epoch)
+            logits, terms, loss = _forward_loss(model, loss_fn, batch, device, use_amp)
             if not torch.isfinite(loss):
                 raise StillroomError(f"epoch {epoch + 1} step {step}: loss is {loss.item()}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.optim.sam_rho > 0:  # SAM: the gradient again at the worst nearby weights (train.sam)
+                eps = sam.ascend(sam_params, cfg.optim.sam_rho, cfg.optim.sam_adaptive)
+                optimizer.zero_grad(set_to_none=True)
+                with sam.frozen_bn_stats(net):  # the batch already moved the running statistics once
+                    _forward_loss(model, loss_fn, batch, device, use_amp)[2].backward()
+                sam.descend(sam_params, eps)
             optimizer.step()
             scheduler.step()
             if ema is not None and epoch >= cfg.ema.start_epoch:
