@@ -9,6 +9,7 @@
 #   kd   Hinton KD over the same store (kd_weight 0.9, T 4): plain softened targets instead of LumiNet's per-class
 #        batch standardization
 #   v16  LumiNet over a 16-view store: four times the teacher's views of every image
+#   sam  the demo's (LumiNet, 4 views) with sharpness-aware minimization (`optim.sam_rho` SAM_RHO, default 0.05)
 # in two directions (DIRS): `icons` (the demo's own teacher, data and store: sprites + the artwork, scored on the
 # icons; the lum arm's seed 0 is the demo's student, linked) and `artwork` (benchmarks/demo_style_swap.sh's teacher
 # and store: sprites + the icons, scored on the artwork; run that script first with the same OUT). Scored on the
@@ -20,6 +21,7 @@
 #   SEEDS="3 4" ARMS="lum v16" OUT=artifacts/s50 bash benchmarks/style_student_losses.sh   # two more seeds, then
 #   SEEDS="0 1 2 3 4" ARMS="lum v16" TAG=5seeds OUT=artifacts/s50 bash benchmarks/style_student_losses.sh
 #                                                                     # OUT/summary_sl_{artwork,icons}_5seeds.txt
+#   ARMS="lum sam" TAG=sam OUT=artifacts/s50 bash benchmarks/style_student_losses.sh   # the SAM arm vs lum
 set -euo pipefail
 source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s50}
@@ -48,6 +50,7 @@ student() {  # dir arm seed
   [ -f "$run/metrics.json" ] && return 0
   [ "$2" = v16 ] && store=$OUT/stores/sl_$1_v16
   [ "$2" = kd ] && sets=(--set loss.name=kd --set "loss.params={kd_weight: 0.9, temperature: 4.0}")
+  [ "$2" = sam ] && sets=(--set optim.sam_rho="${SAM_RHO:-0.05}")
   $SL train "$CFG" --out "$run" --quiet --set name="sl_$1_$2_s$3" --set seed="$3" --set data.index="$MIX" \
     --set teachers.replay_seed=0 --set "teachers.cached=[$store]" "${sets[@]}" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
