@@ -24,6 +24,10 @@ Mixed batches (``mix``: CutMix or mixup, ``data.mix.mix_batch``): drawn per batc
 (seed, epoch), before the teachers, so online teachers score the mixed image (function matching); the loss is the
 pixel-share-weighted sum of the loss with each image's label (label-free terms such as KD come out unchanged).
 
+Sharpness-aware minimization (``optim.sam_rho`` > 0, ``train.sam``): after the backward pass the weights move to
+the worst point within radius rho, the batch is run again there (BatchNorm statistics untouched), and the optimizer
+steps from the original weights with that second gradient; off by default.
+
 Progressive resizing (``schedule.progressive``): the first epochs train on the views reduced to a smaller side
 (``data.augment.downscale``); teachers (online or replayed) score the full-size view; validation, precise BN and
 the saved weights use the data's size.
