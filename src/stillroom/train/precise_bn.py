@@ -45,6 +45,7 @@ __all__ = [
     "canonical_bn_rows",
     "bn_consistency",
     "has_batchnorm",
+    "bn_layers",
     "BN_GAP_WARN",
 ]
 
@@ -54,12 +55,13 @@ __all__ = [
 BN_GAP_WARN = 0.10
 
 
-def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return bool(_bn_layers(model))
+    return bool(bn_layers(model))
 
 
 def canonical_bn_rows(rows: np.ndarray, max_images: int | None, seed: int) -> np.ndarray:
@@ -111,7 +113,7 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor]) -> int
     (module docstring). BN layers normalize with batch statistics meanwhile; everything else is in eval mode.
     Returns the number of images seen; leaves the model in eval mode. Feed batches in a mixed order
     (``canonical_bn_rows``): the first BN layer's statistics are order-free, deeper ones depend on batch makeup."""
-    bns = _bn_layers(model)
+    bns = bn_layers(model)
     if not bns:
         model.eval()
         return 0
@@ -212,7 +214,7 @@ def bn_consistency(
     finally:
         model.train(was_training)
     probe = copy.deepcopy(net).eval()
-    for bn in _bn_layers(probe):
+    for bn in bn_layers(probe):
         bn.train()
         bn.momentum = 0.0  # batch statistics for normalization; the copy's buffers are irrelevant
     batch_top1 = top1(probe)

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from stillroom.train.precise_bn import bn_layers
+
 
 @torch.no_grad()
 def ascend(params: list[nn.Parameter], rho: float, adaptive: bool = False, eta: float = 0.01) -> list[torch.Tensor]:
@@ -36,12 +38,13 @@ def ascend(params: list[nn.Parameter], rho: float, adaptive: bool = False, eta: 
     gradient (nothing to ascend) leaves the weights where they are.
     """
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    scaled = [(p.abs() + eta) * g if adaptive else g for p, g in zip(params, grads, strict=True)]
+    t = [p.abs() + eta if adaptive else None for p in params]  # ASAM's T_w; plain SAM: the identity
+    scaled = [g if tw is None else tw * g for g, tw in zip(grads, t, strict=True)]
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s.float()) for s in scaled]))
     scale = rho / (float(norm) + 1e-12)
     eps = []
-    for p, s in zip(params, scaled, strict=True):
-        e = s * scale * ((p.abs() + eta) if adaptive else 1.0)  # ASAM: T_w^2 g / ||T_w g||
+    for p, s, tw in zip(params, scaled, t, strict=True):
+        e = s * scale if tw is None else tw * s * scale  # ASAM: T_w^2 g / ||T_w g||
         p.add_(e)
         eps.append(e)
     return eps
@@ -57,11 +60,9 @@ def descend(params: list[nn.Parameter], eps: list[torch.Tensor]) -> None:
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """BatchNorm layers normalize with the batch as in training but leave their running statistics untouched."""
-    saved = []
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            saved.append((m, m.momentum, m.num_batches_tracked.clone()))
-            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in bn_layers(model)]
+    for m, _, _ in saved:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch, as precise_bn's pass does
     try:
         yield
     finally:
