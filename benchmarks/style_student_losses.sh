@@ -10,6 +10,11 @@
 #        batch standardization
 #   v16  LumiNet over a 16-view store: four times the teacher's views of every image
 #   sam  the demo's (LumiNet, 4 views) with sharpness-aware minimization (`optim.sam_rho` SAM_RHO, default 0.05)
+#   dkd  decoupled KD (mdistiller's reference preset: CE 1, TCKD 1, NCKD 8, T 4) over the same store, its warm-up
+#        cut to 5 of the 20 epochs (mdistiller ramps over 20 of 240)
+#   def4 LumiNet over a 4-view store of `deform` views (restyle plus a smooth non-rigid warp, p 0.7), the student
+#        trained on the same views: the teacher's reading of bent and re-proportioned silhouettes it never
+#        trained on, the region another artist's drawings fall in
 # in two directions (DIRS): `icons` (the demo's own teacher, data and store: sprites + the artwork, scored on the
 # icons; the lum arm's seed 0 is the demo's student, linked) and `artwork` (benchmarks/demo_style_swap.sh's teacher
 # and store: sprites + the icons, scored on the artwork; run that script first with the same OUT). Scored on the
@@ -22,6 +27,7 @@
 #   SEEDS="0 1 2 3 4" ARMS="lum v16" TAG=5seeds OUT=artifacts/s50 bash benchmarks/style_student_losses.sh
 #                                                                     # OUT/summary_sl_{artwork,icons}_5seeds.txt
 #   ARMS="lum sam" TAG=sam OUT=artifacts/s50 bash benchmarks/style_student_losses.sh   # the SAM arm vs lum
+#   ARMS="lum dkd def4" TAG=s52 OUT=artifacts/s52 bash benchmarks/style_student_losses.sh   # DKD, deform views
 set -euo pipefail
 source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s50}
@@ -51,6 +57,8 @@ student() {  # dir arm seed
   [ "$2" = v16 ] && store=$OUT/stores/sl_$1_v16
   [ "$2" = kd ] && sets=(--set loss.name=kd --set "loss.params={kd_weight: 0.9, temperature: 4.0}")
   [ "$2" = sam ] && sets=(--set optim.sam_rho="${SAM_RHO:-0.05}")
+  [ "$2" = dkd ] && sets=(--set loss.name=dkd --set "loss.params={warmup_epochs: 5}")
+  [ "$2" = def4 ] && store=$OUT/stores/sl_$1_def4 && sets=(--set augment=deform)
   $SL train "$CFG" --out "$run" --quiet --set name="sl_$1_$2_s$3" --set seed="$3" --set data.index="$MIX" \
     --set teachers.replay_seed=0 --set "teachers.cached=[$store]" "${sets[@]}" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
@@ -62,6 +70,9 @@ for dir in $DIRS; do
   [[ " $ARMS " == *" v16 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_v16/manifest.json" ] &&
     OMP_NUM_THREADS=2 $SL softlabels export --teacher "$TEACHER" --index "$MIX" --views 16 --augment restyle \
       --augment-seed 0 --out "$OUT/stores/sl_${dir}_v16"
+  [[ " $ARMS " == *" def4 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_def4/manifest.json" ] &&
+    OMP_NUM_THREADS=2 $SL softlabels export --teacher "$TEACHER" --index "$MIX" --views 4 --augment deform \
+      --augment-seed 0 --out "$OUT/stores/sl_${dir}_def4"
   jobs=()
   for a in $ARMS; do for s in $SEEDS; do jobs+=("$dir $a $s"); done; done
   in_pairs student "${jobs[@]}"
