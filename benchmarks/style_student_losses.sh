@@ -54,25 +54,26 @@ setup() {  # dir -> TEACHER MIX HELD S4 for that direction
 student() {  # dir arm seed
   local run=$OUT/sl_$1_$2_s$3 store=$S4 sets=()
   [ -f "$run/metrics.json" ] && return 0
-  [ "$2" = v16 ] && store=$OUT/stores/sl_$1_v16
+  [ "$2" = v16 ] || [ "$2" = def4 ] && store=$OUT/stores/sl_$1_$2
   [ "$2" = kd ] && sets=(--set loss.name=kd --set "loss.params={kd_weight: 0.9, temperature: 4.0}")
   [ "$2" = sam ] && sets=(--set optim.sam_rho="${SAM_RHO:-0.05}")
   [ "$2" = dkd ] && sets=(--set loss.name=dkd --set "loss.params={warmup_epochs: 5}")
-  [ "$2" = def4 ] && store=$OUT/stores/sl_$1_def4 && sets=(--set augment=deform)
+  [ "$2" = def4 ] && sets=(--set augment=deform)
   $SL train "$CFG" --out "$run" --quiet --set name="sl_$1_$2_s$3" --set seed="$3" --set data.index="$MIX" \
     --set teachers.replay_seed=0 --set "teachers.cached=[$store]" "${sets[@]}" \
     $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
+}
+export_store() {  # arm views augment: that arm's own replay store for this direction, exported once
+  [[ " $ARMS " == *" $1 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_$1/manifest.json" ] || return 0
+  OMP_NUM_THREADS=2 $SL softlabels export --teacher "$TEACHER" --index "$MIX" --views "$2" --augment "$3" \
+    --augment-seed 0 --out "$OUT/stores/sl_${dir}_$1"
 }
 for dir in $DIRS; do
   setup "$dir"
   [ "$dir" = icons ] && [ ! -e "$OUT/sl_icons_lum_s0" ] &&
     ln -s "$(realpath "$DEMO/runs/student_mnv3s_kd")" "$OUT/sl_icons_lum_s0"
-  [[ " $ARMS " == *" v16 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_v16/manifest.json" ] &&
-    OMP_NUM_THREADS=2 $SL softlabels export --teacher "$TEACHER" --index "$MIX" --views 16 --augment restyle \
-      --augment-seed 0 --out "$OUT/stores/sl_${dir}_v16"
-  [[ " $ARMS " == *" def4 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_def4/manifest.json" ] &&
-    OMP_NUM_THREADS=2 $SL softlabels export --teacher "$TEACHER" --index "$MIX" --views 4 --augment deform \
-      --augment-seed 0 --out "$OUT/stores/sl_${dir}_def4"
+  export_store v16 16 restyle
+  export_store def4 4 deform
   jobs=()
   for a in $ARMS; do for s in $SEEDS; do jobs+=("$dir $a $s"); done; done
   in_pairs student "${jobs[@]}"
