@@ -19,7 +19,8 @@
 # icons; the lum arm's seed 0 is the demo's student, linked) and `artwork` (benchmarks/demo_style_swap.sh's teacher
 # and store: sprites + the icons, scored on the artwork; run that script first with the same OUT). Scored on the
 # held-out style and ID val / test with `benchmarks/superset_teacher.py` (teacher row first), each arm paired by seed
-# against lum with `stillroom compare`. Run in a clone after `make demo`. Resumable.
+# against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS; graded per
+# drawing, BENCHMARKS "A denser signal from the same drawings"). Run in a clone after `make demo`. Resumable.
 #
 #   SEEDS=" " OUT=artifacts/s50 bash benchmarks/demo_style_swap.sh     # the swapped teacher and its 4-view store
 #   OUT=artifacts/s50 bash benchmarks/style_student_losses.sh         # OUT/summary_sl_{artwork,icons}.txt
@@ -28,6 +29,7 @@
 #                                                                     # OUT/summary_sl_{artwork,icons}_5seeds.txt
 #   ARMS="lum sam" TAG=sam OUT=artifacts/s50 bash benchmarks/style_student_losses.sh   # the SAM arm vs lum
 #   ARMS="lum dkd def4" TAG=s52 OUT=artifacts/s52 bash benchmarks/style_student_losses.sh   # DKD, deform views
+#   SEEDS="0 1 2 3 4" ARMS="lum def4" TAG=s53 OUT=artifacts/s53 bash benchmarks/style_student_losses.sh
 set -euo pipefail
 source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s50}
@@ -35,6 +37,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 DIRS=${DIRS:-"artwork icons"}
 ARMS=${ARMS:-"lum kd v16"}
 TAG=${TAG:-}  # suffix of the summary and compare names (several seed sets side by side)
+METRICS=${METRICS:-"val_top1 test_top1 val_mrr test_mrr"}  # paired by seed; _top5, _nll are in the csv too
 SL=${SL:-stillroom}
 DEMO=${DEMO:-artifacts/demo}
 ID151=$DEMO/data/sprites64_1-151
@@ -91,7 +94,7 @@ for dir in $DIRS; do
         --csv "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}/results_summary.csv" "${runs[@]}"
       for a in $ARMS; do
         [ "$a" = lum ] && continue
-        for m in val_top1 test_top1; do
+        for m in $METRICS; do
           echo "## $dir $t $m: $a - lum"
           $SL compare "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}" --metric "$m" --a "sl_${dir}_lum" --b "sl_${dir}_$a" || true
         done

@@ -315,6 +315,8 @@ def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_ind
     assert f"| ensemble of the 2 runs (mean softmax) | | {100 * scores['top1']:.2f} |" in capsys.readouterr().out
     (row,) = list(csv.DictReader(table.open()))
     assert float(row["test_top1"]) == pytest.approx(scores["top1"], abs=1e-6) and float(row["test_top5"]) == 1.0
+    assert float(row["test_mrr"]) == pytest.approx(scores["mrr"], abs=1e-6) and scores["mrr"] >= scores["top1"]
+    assert float(row["test_nll"]) == pytest.approx(scores["nll"], abs=1e-6) and scores["nll"] > 0
     assert row["run_dir"] == str(teacher_run) and row["variant"] == re.sub(r"_s\d+$", "", Path(teacher_run).name)
     renamed = sub.meta["classes"][:1] + ["not_a_class"]
     from stillroom.data.index import IndexRow, write_index
@@ -337,7 +339,11 @@ def test_superset_teacher_ensemble_averages_the_members(monkeypatch):
     monkeypatch.setattr(bench, "subset_probs", lambda run, index, splits, weights="best": {
         "test": {"probs": fake[run], "labels": y, "in_run_train": {"a": 0, "b": 2}[run]}})  # fmt: skip
     got = bench.ensemble_scores(["a", "b"], "unused", ["test"])["test"]
-    assert got == {"n": 3, "top1": 1.0, "top5": 1.0, "in_run_train": 2}
+    assert got == pytest.approx({"n": 3, "top1": 1.0, "top5": 1.0, "mrr": 1.0,
+                                 "nll": -np.mean(np.log([0.525, 0.7, 0.65])), "in_run_train": 2})  # fmt: skip
+    a = bench._scores(fake["a"], y, 0)  # right, right, wrong: the true class ranks 1, 1, 2
+    assert a["mrr"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert a["nll"] == pytest.approx(-np.mean(np.log([0.6, 0.6, 0.4])))
     assert bench._scores(fake["a"], y, 0)["top1"] == bench._scores(fake["b"], y, 0)["top1"] == pytest.approx(2 / 3)
 
 
