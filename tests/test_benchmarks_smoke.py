@@ -347,6 +347,41 @@ def test_superset_teacher_ensemble_averages_the_members(monkeypatch):
     assert bench._scores(fake["a"], y, 0)["top1"] == bench._scores(fake["b"], y, 0)["top1"] == pytest.approx(2 / 3)
 
 
+def test_heldout_resolution_pairs_by_seed_and_resamples_both_axes(monkeypatch, capsys):
+    """benchmarks/heldout_resolution.py: B - A per drawing, paired by the runs' seeds, intervals over seeds,
+    drawings and both; the crossed interval is the widest, and a constant gain has a zero-width interval."""
+    from stillroom._io import StillroomError
+
+    bench = _script("heldout_resolution")
+    y = np.array([0, 1, 2, 0])
+    right = np.eye(3)[y] * 0.8 + 0.2 / 3  # sure of the true class on every drawing
+    second = np.array([[0.3, 0.5, 0.2], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.3, 0.5, 0.2]])  # true class 2nd
+
+    def probs(run, index, splits, weights="best"):  # A misses drawing 1 only on seed 1; B is right everywhere
+        p = right.copy()
+        if run == "a_s1":
+            p[1] = second[1]
+        return {"val": {"probs": p if run != "a_s0" else second, "labels": y, "in_run_train": 0}}
+
+    monkeypatch.setattr(bench, "subset_probs", probs)
+    d = bench.paired_matrix(["a_s0", "a_s1"], ["b_s1", "b_s0"], "unused", "val")
+    assert d["top1"].tolist() == [[1, 1, 1, 1], [0, 1, 0, 0]]  # rows in A's seed order, B reordered to match
+    assert d["rr"].tolist() == [[0.5, 0.5, 0.5, 0.5], [0, 0.5, 0, 0]]
+    iv = bench.crossed_intervals(d["top1"], B=2000)
+    width = {k: hi - lo for k, (lo, hi) in iv.items()}
+    assert width["both"] >= max(width["seeds"], width["drawings"]) > 0
+    assert all(lo <= d["top1"].mean() <= hi for lo, hi in iv.values())
+    flat = bench.crossed_intervals(np.full((3, 5), 0.25), B=500)
+    assert all(lo == pytest.approx(0.25) and hi == pytest.approx(0.25) for lo, hi in flat.values())
+    with pytest.raises(StillroomError, match="same distinct seeds"):
+        bench.paired_matrix(["a_s0"], ["b_s1"], "unused", "val")
+    with pytest.raises(StillroomError, match="_s<seed>"):
+        bench.paired_matrix(["a"], ["b_s1"], "unused", "val")
+    assert bench.main(["--index", "unused", "--split", "val", "--a", "a_s0", "a_s1", "--b", "b_s0", "b_s1"]) == 0
+    out = capsys.readouterr().out
+    assert "| val | top1 | 4 | 2 | +62.50 |" in out and "| val | rr | 4 | 2 | +31.25 |" in out
+
+
 def test_score_agreement_ranks_against_the_reference(tmp_path, capsys):
     bench = _script("score_agreement")
     rng = np.random.default_rng(0)
