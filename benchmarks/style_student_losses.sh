@@ -19,8 +19,9 @@
 # icons; the lum arm's seed 0 is the demo's student, linked) and `artwork` (benchmarks/demo_style_swap.sh's teacher
 # and store: sprites + the icons, scored on the artwork; run that script first with the same OUT). Scored on the
 # held-out style and ID val / test with `benchmarks/superset_teacher.py` (teacher row first), each arm paired by seed
-# against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS; graded per
-# drawing, BENCHMARKS "A denser signal from the same drawings"). Run in a clone after `make demo`. Resumable.
+# against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS), seeds
+# resampled; `benchmarks/heldout_resolution.py` adds the drawings (BENCHMARKS "How many drawings a held-out style
+# needs"). Run in a clone after `make demo`. Resumable.
 #
 #   SEEDS=" " OUT=artifacts/s50 bash benchmarks/demo_style_swap.sh     # the swapped teacher and its 4-view store
 #   OUT=artifacts/s50 bash benchmarks/style_student_losses.sh         # OUT/summary_sl_{artwork,icons}.txt
