@@ -165,8 +165,14 @@ def test_tradeoff_scores_another_artists_set(teacher_run, shapes_index, tmp_path
     assert [r["style_top1"] for r in data["rows"]] == pytest.approx([want] * 4)
     assert data["style"]["n"] == len(rows) and data["style"]["nn_probe_top1"] == 0.25
     header, table = tradeoff_table(data)
-    assert header[-1].startswith("another artist: top-1") and table[0][-1] == f"{100 * want:.1f}%"
-    assert table[-1][0].startswith("1-NN") and table[-1][-1] == "25.0%"
+    from stillroom.evaluate.stats import wilson_interval
+
+    lo, hi = wilson_interval(round(want * len(rows)), len(rows))
+    assert header[-1].startswith("another artist: top-1") and f"over its {len(rows)} images" in header[-1]
+    assert table[0][-1] == f"{100 * want:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+    lo, hi = wilson_interval(round(0.25 * len(rows)), len(rows))
+    assert table[-1][0].startswith("1-NN") and table[-1][-1] == f"25.0% [{100 * lo:.1f}, {100 * hi:.1f}]"
+    assert 0 <= lo < 0.25 < hi <= 1
     assert any(n.startswith("Another artist") for n in tradeoff_notes(data))
     plain = tradeoff_table(measure_tradeoff(teachers, {}, shapes_index, latency_seconds=0.05))[0]
     assert not plain[-1].startswith("another artist")  # no style set: no column

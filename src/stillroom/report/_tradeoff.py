@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stillroom._io import StillroomError, read_json
+from stillroom.evaluate.stats import wilson_interval
 from stillroom.evaluate.tradeoff import TRADEOFF_FILE, TRADEOFF_FORMAT
 
 __all__ = ["TITLE", "read_tradeoff", "tradeoff_table", "tradeoff_notes", "stale_runs"]
@@ -69,7 +70,10 @@ def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ]
     style = data.get("style")
     if style:
-        header.append(f"another artist: top-1 ({style.get('style') or 'style set'}, {style['split']})")
+        header.append(
+            f"another artist: top-1 ({style.get('style') or 'style set'}, {style['split']}) [Wilson 95% over its "
+            f"{style['n']} images]"
+        )
     rows = []
     for r in data["rows"]:
         share = r.get("share_of_ensemble_top1") if r.get("role") == "student" else None
@@ -83,15 +87,25 @@ def tradeoff_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _DASH if r.get("macro_f1") is None else f"{r['macro_f1']:.4f}",
                 _pct(share),
             ]
-            + ([_pct(r.get("style_top1"))] if style else [])
+            + ([_style_cell(r.get("style_top1"), style["n"])] if style else [])
         )
     probe = data.get("leakage_probe")
     if probe:
         label = "1-NN pixel matcher (leakage probe, learns nothing)"
         rows.append([label, _DASH, _DASH, _DASH, _pct(probe.get("accuracy")), _DASH, _DASH])
         if style:
-            rows[-1].append(_pct(style.get("nn_probe_top1")))
+            rows[-1].append(_style_cell(style.get("nn_probe_top1"), style["n"]))
     return header, rows
+
+
+def _style_cell(top1: float | None, n: int) -> str:
+    """Top-1 on the other artist's set with its Wilson 95% interval over the set's n images. Why the interval:
+    a held-out style has a hundred-odd drawings a split, and which drawings they are moves a figure by several
+    points (BENCHMARKS "How many drawings a held-out style needs")."""
+    if top1 is None:
+        return _DASH
+    lo, hi = wilson_interval(round(top1 * n), n)
+    return f"{_pct(top1)} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def stale_runs(data: dict[str, Any]) -> list[str]:
@@ -150,7 +164,9 @@ def tradeoff_notes(data: dict[str, Any]) -> list[str]:
             f"Another artist: the same species drawn by someone else ({style.get('source')}, {style.get('style')}: "
             f"other poses and proportions), {style['n']} images of the `{style['split']}` split of "
             f"`{style['index']}`, never trained on. The generalization a user of another drawing style gets; the "
-            "1-NN row is what a lookup of the training images gets there."
+            "1-NN row is what a lookup of the training images gets there. The interval beside each figure is how "
+            f"far it could move on another {style['n']} drawings of the same style (Wilson 95%): one run on this "
+            "many drawings places a model on the style only that well."
         )
     probe = data.get("leakage_probe")
     if not probe:
