@@ -12,12 +12,14 @@
 #   sam  the demo's (LumiNet, 4 views) with sharpness-aware minimization (`optim.sam_rho` SAM_RHO, default 0.05)
 #   dkd  decoupled KD (mdistiller's reference preset: CE 1, TCKD 1, NCKD 8, T 4) over the same store, its warm-up
 #        cut to 5 of the 20 epochs (mdistiller ramps over 20 of 240)
+#   scratch  the demo's scratch student (no teacher, same data and augmentation): what distillation adds there
 #   def4 LumiNet over a 4-view store of `deform` views (restyle plus a smooth non-rigid warp, p 0.7), the student
 #        trained on the same views: the teacher's reading of bent and re-proportioned silhouettes it never
 #        trained on, the region another artist's drawings fall in
 # in two directions (DIRS): `icons` (the demo's own teacher, data and store: sprites + the artwork, scored on the
-# icons; the lum arm's seed 0 is the demo's student, linked) and `artwork` (benchmarks/demo_style_swap.sh's teacher
-# and store: sprites + the icons, scored on the artwork; run that script first with the same OUT). Scored on the
+# icons; the lum and scratch arms' seed 0 are the demo's students, linked) and `artwork`
+# (benchmarks/demo_style_swap.sh's teacher and store: sprites + the icons, scored on the artwork; run that script
+# first with the same OUT). Scored on the
 # held-out style and ID val / test with `benchmarks/superset_teacher.py` (teacher row first), each arm paired by seed
 # against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS), seeds
 # resampled; `benchmarks/heldout_resolution.py` adds the drawings (BENCHMARKS "How many drawings a held-out style
@@ -31,6 +33,7 @@
 #   ARMS="lum sam" TAG=sam OUT=artifacts/s50 bash benchmarks/style_student_losses.sh   # the SAM arm vs lum
 #   ARMS="lum dkd def4" TAG=s52 OUT=artifacts/s52 bash benchmarks/style_student_losses.sh   # DKD, deform views
 #   SEEDS="0 1 2 3 4" ARMS="lum def4" TAG=s53 OUT=artifacts/s53 bash benchmarks/style_student_losses.sh
+#   SEEDS="0 1 2 3 4" ARMS="lum scratch" TAG=s53_scratch OUT=artifacts/s53 bash benchmarks/style_student_losses.sh
 set -euo pipefail
 source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s50}
@@ -56,16 +59,17 @@ setup() {  # dir -> TEACHER MIX HELD S4 for that direction
   fi
 }
 student() {  # dir arm seed
-  local run=$OUT/sl_$1_$2_s$3 store=$S4 sets=()
+  local run=$OUT/sl_$1_$2_s$3 store=$S4 sets=() cfg=$CFG
   [ -f "$run/metrics.json" ] && return 0
   [ "$2" = v16 ] || [ "$2" = def4 ] && store=$OUT/stores/sl_$1_$2
+  [ "$2" = scratch ] && cfg=$DEMO/configs/student_mnv3s_scratch.yaml
   [ "$2" = kd ] && sets=(--set loss.name=kd --set "loss.params={kd_weight: 0.9, temperature: 4.0}")
   [ "$2" = sam ] && sets=(--set optim.sam_rho="${SAM_RHO:-0.05}")
   [ "$2" = dkd ] && sets=(--set loss.name=dkd --set "loss.params={warmup_epochs: 5}")
   [ "$2" = def4 ] && sets=(--set augment=deform)
-  $SL train "$CFG" --out "$run" --quiet --set name="sl_$1_$2_s$3" --set seed="$3" --set data.index="$MIX" \
-    --set teachers.replay_seed=0 --set "teachers.cached=[$store]" "${sets[@]}" \
-    $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
+  [ "$2" = scratch ] || sets+=(--set teachers.replay_seed=0 --set "teachers.cached=[$store]")
+  $SL train "$cfg" --out "$run" --quiet --set name="sl_$1_$2_s$3" --set seed="$3" --set data.index="$MIX" \
+    "${sets[@]}" $([ -f "$run/state.json" ] && echo --resume) > "$run.log" 2>&1
 }
 export_store() {  # arm views augment: that arm's own replay store for this direction, exported once
   [[ " $ARMS " == *" $1 "* ]] && [ ! -f "$OUT/stores/sl_${dir}_$1/manifest.json" ] || return 0
@@ -76,6 +80,8 @@ for dir in $DIRS; do
   setup "$dir"
   [ "$dir" = icons ] && [ ! -e "$OUT/sl_icons_lum_s0" ] &&
     ln -s "$(realpath "$DEMO/runs/student_mnv3s_kd")" "$OUT/sl_icons_lum_s0"
+  [ "$dir" = icons ] && [[ " $ARMS " == *" scratch "* ]] && [ ! -e "$OUT/sl_icons_scratch_s0" ] &&
+    ln -s "$(realpath "$DEMO/runs/student_mnv3s_scratch")" "$OUT/sl_icons_scratch_s0"
   export_store v16 16 restyle
   export_store def4 4 deform
   jobs=()
