@@ -19,9 +19,8 @@
 # in two directions (DIRS): `icons` (the demo's own teacher, data and store: sprites + the artwork, scored on the
 # icons; the lum and scratch arms' seed 0 are the demo's students, linked) and `artwork`
 # (benchmarks/demo_style_swap.sh's teacher and store: sprites + the icons, scored on the artwork; run that script
-# first with the same OUT). Scored on the
-# held-out style and ID val / test with `benchmarks/superset_teacher.py` (teacher row first), each arm paired by seed
-# against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS), seeds
+# first with the same OUT). Scored on the held-out style and ID val / test with `benchmarks/superset_teacher.py`
+# (teacher row first), each arm paired by seed against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS), seeds
 # resampled; `benchmarks/heldout_resolution.py` adds the drawings (BENCHMARKS "How many drawings a held-out style
 # needs"). Run in a clone after `make demo`. Resumable.
 #
