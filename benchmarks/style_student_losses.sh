@@ -20,9 +20,9 @@
 # icons; the lum and scratch arms' seed 0 are the demo's students, linked) and `artwork`
 # (benchmarks/demo_style_swap.sh's teacher and store: sprites + the icons, scored on the artwork; run that script
 # first with the same OUT). Scored on the held-out style and ID val / test with `benchmarks/superset_teacher.py`
-# (teacher row first), each arm paired by seed against lum with `stillroom compare` on top-1 and on the mean reciprocal rank of the true class (METRICS), seeds
-# resampled; `benchmarks/heldout_resolution.py` adds the drawings (BENCHMARKS "How many drawings a held-out style
-# needs"). Run in a clone after `make demo`. Resumable.
+# (teacher row first), each arm paired by seed against lum with `stillroom compare` on top-1 and on the mean
+# reciprocal rank of the true class (METRICS), seeds resampled; `benchmarks/heldout_resolution.py` adds the drawings
+# (BENCHMARKS "How many drawings a held-out style needs"). Run in a clone after `make demo`. Resumable.
 #
 #   SEEDS=" " OUT=artifacts/s50 bash benchmarks/demo_style_swap.sh     # the swapped teacher and its 4-view store
 #   OUT=artifacts/s50 bash benchmarks/style_student_losses.sh         # OUT/summary_sl_{artwork,icons}.txt
