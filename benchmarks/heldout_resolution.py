@@ -55,18 +55,22 @@ def crossed_intervals(d: np.ndarray, B: int = 10_000, seed: int = 0) -> dict[str
     return out
 
 
-def paired_matrix(a_runs: Sequence[str], b_runs: Sequence[str], index: str, split: str) -> dict[str, np.ndarray]:
-    """``{score: (seeds, drawings) matrix of b - a}`` for ``top1`` and ``rr``, rows in the order of A's seeds."""
+def paired_matrices(
+    a_runs: Sequence[str], b_runs: Sequence[str], index: str, splits: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {score: (seeds, drawings) matrix of b - a}}`` for ``top1`` and ``rr``, rows in the order of A's
+    seeds; each run is loaded and scored once for all the splits."""
     sa, sb = [_seed(r) for r in a_runs], {_seed(r): r for r in b_runs}
     if sorted(sa) != sorted(sb) or len(set(sa)) != len(sa):
         raise StillroomError(f"A's seeds {sorted(sa)} and B's seeds {sorted(sb)} must be the same distinct seeds")
-    out: dict[str, list] = {"top1": [], "rr": []}
+    out: dict[str, dict[str, list]] = {k: {"top1": [], "rr": []} for k in splits}
     for s, run_a in zip(sa, a_runs, strict=True):
-        pa, pb = subset_probs(run_a, index, [split])[split], subset_probs(sb[s], index, [split])[split]
-        da, db = per_drawing(pa["probs"], pa["labels"]), per_drawing(pb["probs"], pb["labels"])
-        for k in out:
-            out[k].append(db[k] - da[k])
-    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+        pa, pb = subset_probs(run_a, index, splits), subset_probs(sb[s], index, splits)
+        for k in splits:
+            da, db = per_drawing(pa[k]["probs"], pa[k]["labels"]), per_drawing(pb[k]["probs"], pb[k]["labels"])
+            for score in out[k]:
+                out[k][score].append(db[score] - da[score])
+    return {k: {score: np.asarray(v, dtype=float) for score, v in m.items()} for k, m in out.items()}
 
 
 def rows(d: dict[str, np.ndarray], split: str, B: int = 10_000) -> list[str]:  # noqa: N803
@@ -98,8 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("| split | score | drawings | seeds | B - A | seeds only | drawings only | seeds x drawings | z "
           "| n for +-2 |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for split in args.split or ["val", "test"]:
-        for line in rows(paired_matrix(args.a, args.b, args.index, split), split, B=args.resamples):
+    splits = args.split or ["val", "test"]
+    for split, d in paired_matrices(args.a, args.b, args.index, splits).items():
+        for line in rows(d, split, B=args.resamples):
             print(line)
     return 0
 

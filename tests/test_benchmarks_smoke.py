@@ -364,7 +364,7 @@ def test_heldout_resolution_pairs_by_seed_and_resamples_both_axes(monkeypatch, c
         return {"val": {"probs": p if run != "a_s0" else second, "labels": y, "in_run_train": 0}}
 
     monkeypatch.setattr(bench, "subset_probs", probs)
-    d = bench.paired_matrix(["a_s0", "a_s1"], ["b_s1", "b_s0"], "unused", "val")
+    d = bench.paired_matrices(["a_s0", "a_s1"], ["b_s1", "b_s0"], "unused", ["val"])["val"]
     assert d["top1"].tolist() == [[1, 1, 1, 1], [0, 1, 0, 0]]  # rows in A's seed order, B reordered to match
     assert d["rr"].tolist() == [[0.5, 0.5, 0.5, 0.5], [0, 0.5, 0, 0]]
     iv = bench.crossed_intervals(d["top1"], B=2000)
@@ -374,9 +374,9 @@ def test_heldout_resolution_pairs_by_seed_and_resamples_both_axes(monkeypatch, c
     flat = bench.crossed_intervals(np.full((3, 5), 0.25), B=500)
     assert all(lo == pytest.approx(0.25) and hi == pytest.approx(0.25) for lo, hi in flat.values())
     with pytest.raises(StillroomError, match="same distinct seeds"):
-        bench.paired_matrix(["a_s0"], ["b_s1"], "unused", "val")
+        bench.paired_matrices(["a_s0"], ["b_s1"], "unused", ["val"])
     with pytest.raises(StillroomError, match="_s<seed>"):
-        bench.paired_matrix(["a"], ["b_s1"], "unused", "val")
+        bench.paired_matrices(["a"], ["b_s1"], "unused", ["val"])
     assert bench.main(["--index", "unused", "--split", "val", "--a", "a_s0", "a_s1", "--b", "b_s0", "b_s1"]) == 0
     out = capsys.readouterr().out
     assert "| val | top1 | 4 | 2 | +62.50 |" in out and "| val | rr | 4 | 2 | +31.25 |" in out
