@@ -45,6 +45,16 @@ def test_stage_prediction_grows_with_every_epoch_and_view():
     assert all(slow[k] == pytest.approx(2 * base[k]) for k in base)  # everything scales with the host
 
 
+def test_a_teacher_step_without_bfloat16_slows_its_epochs_not_the_float32_stages():
+    # a host without native bfloat16 trains the teacher ~4x slower while its float32 work (validation, scoring,
+    # export, report) is as fast as the student's step says: only the teacher's epochs may grow
+    fast, slow = stage_seconds(PACE, 12, 20, 4, 4), stage_seconds(Pace(4 * PACE.teacher_epoch, 5.0), 12, 20, 4, 4)
+    assert slow["export"] == fast["export"] and slow["report"] == fast["report"]
+    assert slow["students"] == fast["students"]
+    epochs = 12 * plan_mod.OVERHEAD["teacher_epoch"] * PACE.teacher_epoch
+    assert slow["teachers"] - fast["teachers"] == pytest.approx(3 * epochs)
+
+
 def test_tiers_are_ordered_and_contain_the_fixed_recipe():
     assert list(TIERS) == sorted(TIERS) and len(set(TIERS)) == len(TIERS)
     assert (DEMO_BUDGET["teacher_epochs"], DEMO_BUDGET["student_epochs"]) in TIERS

@@ -10,10 +10,16 @@ trains the longest one predicted to finish within ``SHARE`` of the budget; after
 the students again from the time actually left. The plan is saved (``plan.json``) so an interrupted demo resumes the
 same recipe.
 
-Stage model (each term in units of the probe's epoch, ``steps x step``; factors measured on `make demo` runs, see
-``OVERHEAD``): teacher = epochs x (1 + loader) + fixed (validation, BatchNorm re-estimation, test scoring);
-store export = views x export; students = epochs x (1 + loader) + evaluations + fixed, the two students side by side
-in their own processes; then the trade-off and the report.
+Stage model (each term in units of a probe epoch, ``steps x step``; factors measured on `make demo` runs, see
+``OVERHEAD``): teacher = epochs x (1 + loader) in the teacher's probe epochs + fixed (validation, BatchNorm
+re-estimation, test scoring); store export = views x export; students = epochs x (1 + loader) + evaluations + fixed,
+the two students side by side in their own processes; then the trade-off and the report. Training epochs are counted
+in their own model's probe epochs; the teacher's fixed part, the export and the report in the *student's*: they are
+float32 inference and file work on every host, which the teacher's bfloat16 training step (where the CPU has it)
+does not speed up, while the student's probe is a float32 step everywhere. Counted in the teacher's probe epochs
+they were predicted 2-9 times too long on a host without bfloat16 (the teacher's step 3.8 times slower there, float32
+work 2.1 times), and the plan chose a shorter recipe than fitted (BENCHMARKS "The demo's plan on a host without
+bfloat16").
 """
 
 from __future__ import annotations
@@ -63,14 +69,18 @@ SHARE = 0.8
 # student, +1.3 s per validation, 15 s after the last; 4-view store export 24 s; trade-off + report 15 s. Three
 # planned demos on that host then read the teacher's probe epoch at 10.0, 8.5 and 7.8 s for 9-10.5 s trained: the
 # teacher's factor is their mean ratio, 1.15, not the first run's 1.05 (BENCHMARKS "The demo plans its epochs").
+# The teacher's fixed part, the export and the report are the same seconds counted in the student's probe epoch
+# (18 / 4.7, 24 / 4 / 4.7, 15 / 4.7): the same predictions on that host. On one without bfloat16 (probe epochs:
+# teacher 37.5 s, student 10.0 s) they predict 9.1 min for a 6 + 10 demo that took 8.0 (counted in the teacher's
+# probe epochs: 10.7) and 15.4 min for 12 + 20, which took 15.1 there (the module's docstring says why).
 OVERHEAD = {
-    "teacher_epoch": 1.15,
-    "teacher_fixed": 1.9,
-    "export_per_view": 0.6,
+    "teacher_epoch": 1.15,  # teacher probe epochs
+    "teacher_fixed": 3.8,  # student probe epochs, as the two below
+    "export_per_view": 1.28,
     "student_epoch": 1.12,
     "student_eval": 0.28,
     "student_fixed": 3.2,
-    "report": 1.5,  # in teacher probe epochs
+    "report": 3.2,
 }
 
 
@@ -102,11 +112,13 @@ def stage_seconds(
     o = OVERHEAD
     evals = math.ceil(student_epochs / max(student_eval_every, 1))
     return {
-        "teachers": pace.teacher_epoch * (teacher_epochs * o["teacher_epoch"] + o["teacher_fixed"]),
-        "export": pace.teacher_epoch * views * o["export_per_view"],
+        # float32 inference and file work (validation, BatchNorm statistics, scoring, export, report) is counted in
+        # the student's probe epochs: a float32 step on every host, where the teacher's may run in bfloat16
+        "teachers": pace.teacher_epoch * teacher_epochs * o["teacher_epoch"] + pace.student_epoch * o["teacher_fixed"],
+        "export": pace.student_epoch * views * o["export_per_view"],
         "students": pace.student_epoch
         * (student_epochs * o["student_epoch"] + evals * o["student_eval"] + o["student_fixed"]),
-        "report": pace.teacher_epoch * o["report"],
+        "report": pace.student_epoch * o["report"],
     }
 
 
