@@ -13,6 +13,9 @@ same species (``--style``: the box icons of ``stillroom data build style-icons``
         --tier 6x10 --tier 8x12 --seeds 0 1 2
     stillroom compare artifacts/s36/tiers/results_summary.csv --metric test_top1 --a kd_6x10 --b kd_8x12
 
+Tiers of the same teacher epochs share one teacher (named after the first of them) and its store, so ``--tier 8x12
+--tier 8x20`` compares student epochs alone; ``--arms kd`` trains the distilled students only.
+
 Writes ``OUT/results_summary.csv`` (variant, seed, val_top1, test_top1, icons_val_top1, icons_test_top1; the
 format of ``stillroom compare``, fractions) and ``OUT/tiers.md`` (mean +- sd over seeds, %). Resumable: finished
 runs and stores are reused (the demo's ``_train_all``). Students train two at a time, one torch thread each, as in
@@ -83,6 +86,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tier", type=_tier, action="append", required=True, help="TEACHERxSTUDENT epochs, e.g. 6x10")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds")
+    ap.add_argument("--arms", nargs="+", choices=("scratch", "kd"), default=["scratch", "kd"], help="students to train")
     args = ap.parse_args()
 
     budget = dict(DEMO_BUDGET)
@@ -96,24 +100,30 @@ def main() -> None:
             sets[f"{name}{split}_top1"] = (im, rows, idx.labels[rows])
     config_dir, runs_dir = args.out / "configs", args.out / "runs"
     rows_out: list[dict] = []
+    teachers: dict[int, tuple[Path, list]] = {}  # teacher epochs -> (run, stores): tiers of one teacher share it
     for t_epochs, s_epochs in args.tier:
         tier = f"{t_epochs}x{s_epochs}"
-        extra = {"eval_every": t_epochs, "amp": budget["teacher_amp"]}  # the demo validates at the last epoch
-        teacher_raw = run_config(f"teacher_{tier}", index.root, "resnet18", t_epochs, 0, budget, **extra)
-        teacher = _train_all([teacher_raw], config_dir, runs_dir, jobs=1)[teacher_raw["name"]][0]
-        stores, _ = _soft_labels([teacher], index, budget, args.out / f"alignment_{tier}.json", {})
+        if t_epochs not in teachers:
+            extra = {"eval_every": t_epochs, "amp": budget["teacher_amp"]}  # the demo validates at the last epoch
+            teacher_raw = run_config(f"teacher_{tier}", index.root, "resnet18", t_epochs, 0, budget, **extra)
+            teacher = _train_all([teacher_raw], config_dir, runs_dir, jobs=1)[teacher_raw["name"]][0]
+            stores, _ = _soft_labels([teacher], index, budget, args.out / f"alignment_{tier}.json", {})
+            teachers[t_epochs] = (teacher, stores)
+        teacher, stores = teachers[t_epochs]
         raws = []
         for seed in args.seeds:
             common = {"eval_every": budget["student_eval_every"]}
-            raws.append(run_config(f"scratch_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
-                                **common))  # fmt: skip
-            kd_teachers = {"cached": [str(s.path) for s in stores], "replay_seed": STUDENT_SEED}
-            raws.append(run_config(f"kd_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
-                                loss=budget["student_loss"], teachers=kd_teachers, **common))  # fmt: skip
+            if "scratch" in args.arms:
+                raws.append(run_config(f"scratch_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed,
+                                       budget, **common))  # fmt: skip
+            if "kd" in args.arms:
+                kd_teachers = {"cached": [str(s.path) for s in stores], "replay_seed": STUDENT_SEED}
+                raws.append(run_config(f"kd_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
+                                       loss=budget["student_loss"], teachers=kd_teachers, **common))  # fmt: skip
         trained = _train_all(raws, config_dir, runs_dir, jobs=2)
         rows_out.append({"variant": f"teacher_{tier}", "seed": 0, **_score(teacher, sets)})
         for seed in args.seeds:
-            for kind in ("scratch", "kd"):
+            for kind in args.arms:
                 run_dir = trained[f"{kind}_{tier}_s{seed}"][0]
                 rows_out.append({"variant": f"{kind}_{tier}", "seed": seed, **_score(run_dir, sets)})
         _write(args.out, rows_out)

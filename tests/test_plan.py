@@ -21,6 +21,7 @@ from stillroom.pipeline.plan import (
     choose_student_epochs,
     choose_tier,
     forecast_fixed,
+    grow_ceiling,
     load_or_plan,
     plan_epochs,
     replan_students,
@@ -106,6 +107,37 @@ def test_students_keep_their_epochs_on_time_and_shrink_when_late():
     seven = stage_seconds(PACE, 0, 7, 0, 4)  # below the shortest tier's 10: any count down to MIN_EPOCHS
     assert choose_student_epochs(PACE, seven["students"] + seven["report"] + 0.1, 60, 4) == 7
     assert choose_student_epochs(PACE, -100.0, 4, 4) == 4  # a plan already below MIN_EPOCHS is not raised
+
+
+def test_students_grow_into_time_left_up_to_the_tiers_ratio():
+    # up to 2.5 student epochs per teacher epoch (the 24 + 60 tier's ratio), among the tiers' student epochs
+    assert grow_ceiling((8, 12), TIERS) == 20 and grow_ceiling((6, 10), TIERS) == 12
+    assert grow_ceiling(TIERS[-1], TIERS) == TIERS[-1][1] and grow_ceiling((20, 40), TIERS) == 40
+    assert grow_ceiling((3, 5), TIERS) == 5  # below the floor: nothing within 7.5
+    plenty = 1e6
+    assert choose_student_epochs(PACE, plenty, 12, 4, TIERS, ceiling=grow_ceiling((8, 12), TIERS)) == 20
+    fits = stage_seconds(PACE, 0, 16, 0, 4)
+    between = fits["students"] + fits["report"] + 0.1  # 16 fits, 20 does not: the most that fits
+    assert choose_student_epochs(PACE, between, 12, 4, TIERS, ceiling=20) == 16
+    assert choose_student_epochs(PACE, between - 0.2, 12, 4, TIERS, ceiling=20) == 12
+    assert choose_student_epochs(PACE, -100.0, 12, 4, TIERS, ceiling=20) == MIN_EPOCHS[1]  # late: still cut
+
+
+def test_a_plan_that_left_time_grows_its_students_and_says_so(tmp_path, shapes_index, monkeypatch):
+    monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: PACE)
+    monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
+    minutes = (_total(PACE, (8, 12)) + 1.0) / 60 / SHARE  # fits (8, 12), not (10, 16)
+    path, b = tmp_path / "plan.json", dict(DEMO_BUDGET)
+    plan = plan_epochs(path, b, shapes_index, minutes, 0.0, ({}, {}))
+    assert plan["tier"] == [8, 12]
+    # the teacher and its store took a fifth of their predicted time: room for 20 student epochs (2.5 x 8)
+    done = stage_seconds(PACE, 8, 12, 4, 4)
+    replan_students(path, b, plan, minutes, (done["teachers"] + done["export"]) / 5)
+    assert b["student_epochs"] == 20 and "students grown to 20 epochs" in b["plan"]
+    assert read_json(path)["student_epochs"] == 20
+    b2 = dict(DEMO_BUDGET)
+    replan_students(path, b2, plan_epochs(path, b2, shapes_index, minutes, 0.0, ({}, {})), minutes, 1e6)
+    assert b2["student_epochs"] == 20 and "grown to 20" in b2["plan"]  # resumed: the saved decision holds
 
 
 def test_a_saved_plan_is_reused_for_the_same_key_only(tmp_path):
