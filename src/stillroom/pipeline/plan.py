@@ -260,10 +260,9 @@ def grow_ceiling(tier: tuple[int, int], tiers: tuple[tuple[int, int], ...]) -> i
     tiers' student epochs within the longest student-to-teacher ratio the tiers use (60 to 24, 2.5) times the
     teacher's epochs. Why: where the teacher's step is slow against the student's (float32 without native bfloat16:
     the teacher's step 3.8x the bfloat16 host's, the student's 2.1x) the tier that fits leaves minutes no longer tier
-    fits in, and the
-    students' epochs are the cheap lever: on one 8-epoch teacher, distilled students of 12 / 16 / 20 epochs read
-    84.9 / 87.6 / 89.9% of val and 88.6 / 90.0 / 91.6% of test (3 seeds; BENCHMARKS "The demo's plan on a host without
-    bfloat16"); 20 = 2.5 x 8, the ratio measured."""
+    fits in, and the students' epochs are the cheap lever: on one 8-epoch teacher, distilled students of 12 / 16 /
+    20 epochs read 84.9 / 87.6 / 89.9% of val and 88.6 / 90.0 / 91.6% of test (3 seeds; BENCHMARKS "The demo's plan
+    on a host without bfloat16"); 20 = 2.5 x 8, the ratio measured."""
     tiers = tuple(map(tuple, tiers))
     ratio = max(s / t for t, s in tiers)
     return max([tier[1]] + [s for _, s in tiers if s <= ratio * tier[0]])
