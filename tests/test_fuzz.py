@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
@@ -38,6 +38,7 @@ def _valid_silhouette(out: np.ndarray, size: int) -> None:
     size=st.one_of(st.integers(-2, 40), st.floats(allow_nan=True), st.sampled_from([float("nan"), float("inf")])),
     padding=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-1, 3)),
 )
+@example(mask=np.array([[True]]), size=1.0, padding=1.0)  # an integral float size reached PIL's resize as a float
 def test_preprocess_mask_total(mask, size, padding):
     try:
         out = preprocess_mask(mask, size, padding=padding, source="fuzz")

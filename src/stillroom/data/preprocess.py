@@ -215,6 +215,7 @@ def preprocess_mask(mask: np.ndarray, size: int, padding: float = 0.2, source: s
         pixel exactly half covered by the object (127.5) becomes 128: background.
     """
     crop, side = object_crop(mask, size, padding, source)
+    size = int(size)  # an integral float (64.0) passes the checks; PIL's resize takes ints only
     h, w = crop.shape
     canvas = np.full((side, side), 255, dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
