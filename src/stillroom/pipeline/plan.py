@@ -262,7 +262,7 @@ def grow_ceiling(tier: tuple[int, int], tiers: tuple[tuple[int, int], ...]) -> i
     the teacher's step 3.8x the bfloat16 host's, the student's 2.1x) the tier that fits leaves minutes no longer tier
     fits in, and the students' epochs are the cheap lever: on one 8-epoch teacher, distilled students of 12 / 16 /
     20 epochs read 84.9 / 87.6 / 89.9% of val and 88.6 / 90.0 / 91.6% of test (3 seeds; BENCHMARKS "The demo's plan
-    on a host without bfloat16"); 20 = 2.5 x 8, the ratio measured."""
+    on a host without bfloat16"), and on a 12-epoch teacher 30 over 20 epochs test +2.7 points (3 of 3 seeds)."""
     tiers = tuple(map(tuple, tiers))
     ratio = max(s / t for t, s in tiers)
     return max([tier[1]] + [s for _, s in tiers if s <= ratio * tier[0]])
