@@ -73,7 +73,8 @@ SHARE = 0.8
 # The teacher's fixed part, the export and the report are the same seconds counted in the student's probe epoch
 # (18 / 4.7, 24 / 4 / 4.7, 15 / 4.7): the same predictions on that host. On one without bfloat16 (probe epochs:
 # teacher 37.5 s, student 10.0 s) they predict 9.1 min for a 6 + 10 demo that took 8.0 (counted in the teacher's
-# probe epochs: 10.7) and 15.4 min for 12 + 20, which took 15.1 there (the module's docstring says why).
+# probe epochs: 10.7) and 15.3 min for 12 + 20, which took 15.1 there (the module's docstring says why;
+# `benchmarks/plan_predict.py` prints every tier's prediction for given probe epochs).
 OVERHEAD = {
     "teacher_epoch": 1.15,  # teacher probe epochs
     "teacher_fixed": 3.8,  # student probe epochs, as the two below
