@@ -288,7 +288,7 @@ def replan_students(
     elif epochs > plan["student_epochs"]:
         console.print(f"time left: {epochs} student epochs instead of {plan['student_epochs']}", highlight=False)
     plan.update(student_epochs=epochs, students_replanned_at=elapsed)
-    budget.update(student_epochs=epochs, plan=_describe(plan, tuple(map(tuple, budget["tiers"])), minutes))
+    budget.update(student_epochs=epochs, plan=_describe(plan, tiers, minutes))
     atomic_write_json(path, plan)
 
 
