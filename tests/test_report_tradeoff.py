@@ -176,6 +176,12 @@ def test_tradeoff_scores_another_artists_set(teacher_run, shapes_index, tmp_path
     assert any(n.startswith("Another artist") for n in tradeoff_notes(data))
     plain = tradeoff_table(measure_tradeoff(teachers, {}, shapes_index, latency_seconds=0.05))[0]
     assert not plain[-1].startswith("another artist")  # no style set: no column
+    why = "every style is in training"  # the demo trains on all of them: the note says why there is no column
+    skipped = measure_tradeoff(teachers, {}, shapes_index, latency_seconds=0.05, style_skipped=why)
+    assert skipped["style_skipped"] == why and not tradeoff_table(skipped)[0][-1].startswith("another artist")
+    assert f"Another artist: no style scored here: {why}." in tradeoff_notes(skipped)
+    scored = measure_tradeoff(teachers, {}, shapes_index, latency_seconds=0.05, style_index=other, style_skipped=why)
+    assert scored["style_skipped"] is None  # a scored style has nothing to excuse
     wrong = build_shapes(tmp_path / "wrong", n_per_class=4, size=32, num_classes=3, seed=1)
     with pytest.raises(StillroomError, match="classes differ"):
         measure_tradeoff(teachers, {}, shapes_index, style_index=wrong)

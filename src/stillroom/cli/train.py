@@ -155,15 +155,37 @@ def demo_cmd(
         help="wall time to plan for: the longest (teacher, student) epochs predicted to fit it on this machine "
         "(default: the budget's, 15 for demo; 0: the fixed 12 + 20 epochs)",
     ),
+    train_style: list[str] | None = typer.Option(
+        None,
+        "--train-style",
+        help="STYLE=COPIES, repeatable: the species' other drawings trained on (artwork, icons; default the "
+        "budget's: artwork=8 icons=5 for demo); 'none' for the sprites only. A style not trained on is scored as "
+        "held out in the report",
+    ),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, a teacher, soft labels, scratch + KD students, report."""
     from stillroom.pipeline.demo import run_demo
 
     report = run_demo(
         out, tarball=tarball, quick=quick, augment=augment, batch_size=batch_size, replay_views=replay_views,
-        jobs=jobs, budget_name=budget, minutes=minutes,
+        jobs=jobs, budget_name=budget, minutes=minutes, train_styles=_train_styles(train_style),
     )  # fmt: skip
     console.print(f"[bold green]report:[/] {report}")
+
+
+def _train_styles(values: list[str] | None) -> list[tuple[str, int]] | None:
+    """``--train-style`` values (STYLE=COPIES, or 'none') as ``run_demo``'s ``train_styles``; None: the budget's."""
+    if not values:
+        return None
+    if values == ["none"]:
+        return []
+    styles = []
+    for value in values:
+        name, sep, copies = value.partition("=")
+        if not sep or not copies.strip().isdigit() or int(copies) < 1:
+            raise typer.BadParameter(f"--train-style {value!r}: expected STYLE=COPIES (e.g. icons=5) or 'none'")
+        styles.append((name.strip(), int(copies)))
+    return styles
 
 
 def register(app: typer.Typer, soft_app: typer.Typer) -> None:

@@ -186,6 +186,7 @@ def measure_tradeoff(
     threads: int | None = None,
     style_index: DatasetIndex | None = None,
     style_split: str = "test",
+    style_skipped: str | None = None,
 ) -> dict[str, Any]:
     """Measure every model of ``teachers`` and ``students`` ({label: run directory}) and the teachers' ensemble
     (module docstring); write the result to ``out_path`` (``tradeoff.json``) when given and return it.
@@ -196,8 +197,9 @@ def measure_tradeoff(
     ({"median_ms", "p90_ms", "runs"}; the ensemble: {"median_ms"} = sum of its members'), ``top1``, ``top5``,
     ``macro_f1``, ``n`` and ``share_of_ensemble_top1`` (students; None otherwise; with a single teacher, the share
     of that teacher's top-1, the ensemble of one); with ``style_index`` (same classes) also ``style_top1`` on its
-    ``style_split`` and a ``style`` block (index, split, n, source, 1-NN probe). Cost: one forward pass over
-    ``split`` (and the style split) per model plus ``warmup_seconds + latency_seconds`` each.
+    ``style_split`` and a ``style`` block (index, split, n, source, 1-NN probe); without it, ``style_skipped`` (why
+    no other style is scored, e.g. every style is in training) goes to the result for the report. Cost: one forward
+    pass over ``split`` (and the style split) per model plus ``warmup_seconds + latency_seconds`` each.
     """
     if not teachers and not students:
         raise StillroomError("measure_tradeoff: no runs given (teachers and students are both empty)")
@@ -302,6 +304,7 @@ def measure_tradeoff(
         },
         "leakage_probe": _probe(index, split),
         "style": _style_block(style_index, style_split, style_rows),
+        "style_skipped": style_skipped if style_index is None else None,
         "rows": rows,
         "seconds": time.perf_counter() - t_start,
     }

@@ -24,6 +24,7 @@ measured).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from stillroom.pipeline.budgets import (  # noqa: F401 - the budgets stay import
     student_name,
     teacher_config,
 )
-from stillroom.pipeline.demo_data import demo_dataset
+from stillroom.pipeline.demo_data import demo_dataset, held_out_style
 from stillroom.pipeline.plan import forecast_fixed, plan_epochs, replan_students
 
 __all__ = ["run_demo", "BUDGETS", "BEST_BUDGET", "DEMO_BUDGET", "PATIENT_BUDGET"]
@@ -217,6 +218,7 @@ def run_demo(
     jobs: int | None = None,
     budget_name: str = "demo",
     minutes: float | None = None,
+    train_styles: Sequence[tuple[str, int]] | None = None,
 ) -> Path:
     """Run the demo pipeline into ``out``; return the path of the written report. ``budget_name``: one of
     ``BUDGETS`` ("demo", the 15-minute default; "quick", also ``quick=True``; "patient"). ``augment`` / ``batch_size``
@@ -224,8 +226,9 @@ def run_demo(
     number of replayed views the KD student's targets come from (0: the clean images' logits); ``jobs`` how many
     runs train at once (default: 2 when torch has at least 2 threads: the two students side by side, and the
     teachers when there are several; 1: one after the other in this process). ``minutes``: the wall time to plan
-    the epochs for (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``)."""
-    from stillroom.data.style_icons import style_icons_or_none
+    the epochs for (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``).
+    ``train_styles``: [(style, copies)] of other drawings of the species trained on (``demo_data.STYLE_SETS``;
+    default the budget's, () for the sprites only); a style left out is the one the report scores as held out."""
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
@@ -245,6 +248,8 @@ def run_demo(
         if replay_views < 0:
             raise StillroomError(f"demo: replay_views must be >= 0, got {replay_views}")
         budget["replay_views"] = replay_views
+    if train_styles is not None:
+        budget["train_styles"] = tuple((str(k), int(n)) for k, n in train_styles)
     if jobs is None:
         jobs = 2 if torch.get_num_threads() >= 2 else 1
     if jobs < 1:
@@ -310,12 +315,12 @@ def run_demo(
         f"student KD ({budget['student_loss']['name']}, {s_label})": kd,
     }
     t0 = time.perf_counter()
-    style, why = style_icons_or_none(out / "data" / f"style_icons_{sprites.root.name}", sprites, tarball is not None)
+    style, why = held_out_style(out, index, sprites, tarball is not None)
     if style is None:
         console.print(f"[yellow]other-artist figures skipped[/]: {why}", highlight=False)
     # measured on every run of the demo, reused runs too: latency belongs to this machine now, not to the first run
     measure_tradeoff(teacher_runs, student_runs, index, out / TRADEOFF_FILE, latency_seconds=budget["latency_seconds"],
-                     style_index=style)  # fmt: skip
+                     style_index=style, style_skipped=why or None)  # fmt: skip
     timings["tradeoff"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     steal = steal_share(cpu_start, cpu_times())  # a measurement, not a setting: beside the wall time, not in budget

@@ -1,4 +1,4 @@
-"""The demo's data step: the sprite index, and the training index that adds a second drawing of each species.
+"""The demo's data step: the sprite index, and the training index that adds the species drawn in other styles.
 
 Split from ``pipeline.demo`` to keep it under the module length rule; ``demo_dataset`` is its only caller's.
 """
@@ -13,18 +13,20 @@ from stillroom._io import StillroomError
 from stillroom._progress import console
 from stillroom.data.index import DatasetIndex, load_index
 
-__all__ = ["demo_dataset"]
+__all__ = ["STYLE_SETS", "demo_dataset", "held_out_style", "style_set"]
+
+#: the demo's other drawing styles of the served species: the official artwork (``data.style_artwork``, one drawing
+#: per species) and the box icons (``data.style_icons``, gen 7 and gen 8 icons, female and right-facing forms)
+STYLE_SETS = ("artwork", "icons")
 
 
 def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[DatasetIndex, DatasetIndex, float]:
-    """(the training index, the sprites index it extends, seconds). The training index is the sprites index plus the
-    species' official artwork as labelled train rows (``second_style_repeat`` copies each; ``data.style_artwork``),
-    or the sprites index itself when that is 0 or the package cannot be had (said on the console)."""
-    from stillroom.data.index import SPLITS
+    """(the training index, the sprites index it extends, seconds). The training index is the sprites index plus,
+    for each ``(style, repeat)`` of ``budget["train_styles"]`` in order, that style's drawings of the species as
+    labelled train rows, ``repeat`` copies each (``STYLE_SETS``; ``data.transfer.add_style_rows``). A style whose
+    package cannot be had is skipped (said on the console); with none left, the sprites index itself."""
     from stillroom.data.species_names import add_species_names
     from stillroom.data.sprites import build_sprites
-    from stillroom.data.style_artwork import style_artwork_or_none
-    from stillroom.data.transfer import EXTRA_TRAIN, add_style_rows
 
     lo, hi = budget["species"]
     data_dir = out / "data" / f"sprites{budget['size']}_{lo}-{hi}"
@@ -43,27 +45,72 @@ def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tup
         if not added["added"]:
             console.print(f"[yellow]species names skipped[/]: {added['skipped']}", highlight=False)
         sprites = load_index(data_dir)
-    repeat = int(budget.get("second_style_repeat") or 0)
-    if not repeat:
-        return sprites, sprites, time.perf_counter() - t0
-    art, why = style_artwork_or_none(out / "data" / f"style_artwork_{data_dir.name}", sprites, tarball is not None)
-    if art is None:
-        console.print(f"[yellow]second style (official artwork) skipped[/]: {why}", highlight=False)
-        return sprites, sprites, time.perf_counter() - t0
-    mixed_dir = out / "data" / f"{data_dir.name}_artwork_r{repeat}"
+    train = sprites
+    for style, repeat in budget.get("train_styles") or ():
+        if style not in STYLE_SETS:
+            raise StillroomError(f"demo: unknown train style {style!r}; choose among {', '.join(STYLE_SETS)}")
+        if int(repeat) < 1:
+            continue
+        drawings, why = style_set(style, out, sprites, tarball is not None)
+        if drawings is None:
+            console.print(f"[yellow]train style {style} skipped[/]: {why}", highlight=False)
+            continue
+        train = _with_style(train, drawings, train.root.with_name(f"{train.root.name}_{style}_r{repeat}"), int(repeat))
+    return train, sprites, time.perf_counter() - t0
+
+
+def style_set(style: str, out: Path, sprites: DatasetIndex, offline: bool) -> tuple[DatasetIndex | None, str]:
+    """The demo's set of ``style`` (one of ``STYLE_SETS``) for ``sprites``: reused from ``out/data/style_<style>_*``
+    or built there; ``(None, why)`` when its package cannot be had (offline and not cached, registry unreachable)."""
+    from stillroom.data.style_artwork import style_artwork_or_none
+    from stillroom.data.style_icons import style_icons_or_none
+
+    or_none = {"artwork": style_artwork_or_none, "icons": style_icons_or_none}[style]
+    return or_none(out / "data" / f"style_{style}_{sprites.root.name}", sprites, offline)
+
+
+def held_out_style(
+    out: Path, train: DatasetIndex, sprites: DatasetIndex, offline: bool
+) -> tuple[DatasetIndex | None, str]:
+    """The style the trade-off scores as "another artist": the first of the box icons, then the artwork, that
+    ``train`` does not hold (by content hash); ``(None, why)`` when ``train`` holds both (the demo's default: no
+    style is left unseen) or the package cannot be had."""
+    from stillroom.data.transfer import extra_train_sources
+
+    trained = {e.get("content_hash") for e in extra_train_sources(train.recipe)}
+    why = (
+        "the box icons and the official artwork are both in training (the budget's train_styles), so no style is "
+        'left unseen; what a held-out style gets: BENCHMARKS "Every style of the served species in training"'
+    )
+    for name in ("icons", "artwork"):
+        style, why_not = style_set(name, out, sprites, offline)
+        if style is None:
+            why = why_not
+        elif style.content_hash not in trained:
+            return style, ""
+    return None, why
+
+
+def _with_style(base: DatasetIndex, drawings: DatasetIndex, out: Path, repeat: int) -> DatasetIndex:
+    """``base`` + ``drawings`` x ``repeat`` as labelled train rows at ``out``: reused when ``out`` holds exactly that
+    (``base``'s rows first, then this source as its last added style at this repeat), rebuilt otherwise."""
+    from stillroom.data.transfer import add_style_rows, extra_train_sources
+
     try:
-        mixed = load_index(mixed_dir)
-        got, n = mixed.recipe.get(EXTRA_TRAIN) or {}, len(sprites)
-        got = got if isinstance(got, dict) else {}  # several styles: not the demo's own mix, rebuilt below
-        same_sprites = list(mixed.sha256[:n]) == list(sprites.sha256) and mixed.paths[:n] == sprites.paths
-        if same_sprites and got.get("content_hash") == art.content_hash and got.get("repeat") == repeat:
-            console.print(f"[dim]reusing dataset {mixed_dir}[/]")
-            return mixed, sprites, time.perf_counter() - t0
+        mixed = load_index(out)
+        n, before = len(base), extra_train_sources(base.recipe)
+        got = extra_train_sources(mixed.recipe)
+        same_base = list(mixed.sha256[:n]) == list(base.sha256) and mixed.paths[:n] == base.paths
+        last = got[-1] if len(got) == len(before) + 1 else {}
+        if same_base and last.get("content_hash") == drawings.content_hash and last.get("repeat") == repeat:
+            console.print(f"[dim]reusing dataset {out}[/]")
+            return mixed
     except StillroomError:
         pass  # absent or incomplete
     from stillroom.data.builder import rmtree
+    from stillroom.data.index import SPLITS
 
-    rmtree(mixed_dir)  # a stale mix (other sprites, artwork or repeat): rebuilt from the sprites index
-    mixed = add_style_rows(sprites.root, art.root, mixed_dir, SPLITS, repeat)
-    console.print(f"train rows: {len(sprites.split_indices('train'))} sprites + {len(art)} drawings x {repeat}")
-    return mixed, sprites, time.perf_counter() - t0
+    rmtree(out)  # a stale mix (other base rows, drawings or repeat): rebuilt from ``base``
+    mixed = add_style_rows(base.root, drawings.root, out, SPLITS, repeat)
+    console.print(f"train rows: {len(base.split_indices('train'))} + {len(drawings)} drawings x {repeat} ({out.name})")
+    return mixed

@@ -168,6 +168,8 @@ def tradeoff_notes(data: dict[str, Any]) -> list[str]:
             f"far it could move on another {style['n']} drawings of the same style (Wilson 95%): one run on this "
             "many drawings places a model on the style only that well."
         )
+    elif data.get("style_skipped"):
+        notes.append(f"Another artist: no style scored here: {data['style_skipped']}.")
     probe = data.get("leakage_probe")
     if not probe:
         notes.append(f"No leakage probe for the {split} split: read its accuracy without knowing how leaky it is.")
