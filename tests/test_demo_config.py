@@ -279,3 +279,18 @@ def test_best_budget_is_the_measured_recipe():
     assert student_name(DEMO_BUDGET) == "student_mnv3s"
     demo_student = config_from_dict(student_config("student_mnv3s_kd", Path("d"), 20, DEMO_BUDGET))
     assert (demo_student.model.name, demo_student.model.pretrained) == ("mobilenet_v3_small", None)
+
+
+def test_train_style_option_parses_copies_none_and_refuses_the_rest():
+    """``stillroom demo --train-style``: STYLE=COPIES in order, 'none' for the sprites only, nothing for the
+    budget's; a value without copies, or with zero, is refused with the option named."""
+    import typer
+
+    from stillroom.cli.train import _train_styles
+
+    assert _train_styles(None) is None and _train_styles([]) is None
+    assert _train_styles(["none"]) == []
+    assert _train_styles(["artwork=8", "icons=5"]) == [("artwork", 8), ("icons", 5)]
+    for bad in ("icons", "icons=0", "icons=x"):
+        with pytest.raises(typer.BadParameter, match="--train-style"):
+            _train_styles([bad])

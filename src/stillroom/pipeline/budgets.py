@@ -70,7 +70,7 @@ DEMO_BUDGET = {
     # afresh (``pipeline.demo_data.STYLE_SETS``). The official artwork (one drawing per species, x 8) and the box icons
     # (225 drawings, x 5: about the artwork's row count). Each style added to the sprites helped the teachers read a
     # style they had not seen, in both directions measured (BENCHMARKS "Each drawing style of the served species,
-    # left out in turn": artwork -> icons test +8.8, icons -> artwork +4.0 points, top-5 +8 / +12); a model for
+    # left out in turn": artwork -> icons test +8.8, icons -> artwork +4.0 points, top-5 +12 / +8); a model for
     # an unknown style learns from every style there is. So no held-out style is left to the demo's own report: its
     # leave-one-style-out figures are in BENCHMARKS ("Every style of the served species in training").
     "train_styles": (("artwork", 8), ("icons", 5)),

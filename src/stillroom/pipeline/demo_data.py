@@ -1,6 +1,7 @@
 """The demo's data step: the sprite index, and the training index that adds the species drawn in other styles.
 
-Split from ``pipeline.demo`` to keep it under the module length rule; ``demo_dataset`` is its only caller's.
+Split from ``pipeline.demo`` to keep it under the module length rule: ``demo_dataset`` builds the training index,
+``held_out_style`` picks the style the trade-off scores as unseen (none when training holds every style).
 """
 
 from __future__ import annotations
