@@ -60,6 +60,19 @@ def _score(run_dir: Path, sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
     }
 
 
+def mean_sd_rows(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
+    """One markdown row per variant, in order: its seed count and each column's mean +- sd over seeds, in %."""
+    lines = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        group = [r for r in rows if r["variant"] == variant]
+        cells = []
+        for c in columns:
+            v = 100.0 * np.array([r[c] for r in group])
+            cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}")
+        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _write(out: Path, rows_out: list[dict]) -> None:
     """results_summary.csv and tiers.md of the rows so far (after every tier: a stopped run keeps them)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -70,14 +83,8 @@ def _write(out: Path, rows_out: list[dict]) -> None:
     lines = [
         "| variant | seeds | " + " | ".join(f"{c} %" for c in COLUMNS) + " |",
         "|---|---:|" + "---:|" * len(COLUMNS),
+        *mean_sd_rows(rows_out, COLUMNS),
     ]
-    for variant in dict.fromkeys(r["variant"] for r in rows_out):
-        group = [r for r in rows_out if r["variant"] == variant]
-        cells = []
-        for c in COLUMNS:
-            v = 100.0 * np.array([r[c] for r in group])
-            cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}")
-        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
     (out / "tiers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

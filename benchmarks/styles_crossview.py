@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from stillroom.data.index import load_index
@@ -34,6 +34,9 @@ from stillroom.data.transfer import add_style_rows
 from stillroom.pipeline.budgets import DEMO_BUDGET, teacher_config
 from stillroom.pipeline.demo import _train_all
 from stillroom.pipeline.demo_data import style_set
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling tiers script
+from demo_tiers import mean_sd_rows  # noqa: E402
 
 
 def _arm(text: str) -> tuple[tuple[str, int], ...]:
@@ -68,13 +71,7 @@ def _write(out: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| arm | seeds | val (front frames) % | test (back frames, unseen view) % |", "|---|---:|---:|---:|"]
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        group = [r for r in rows if r["variant"] == variant]
-        cells = []
-        for key in ("val_top1", "test_top1"):
-            v = 100.0 * np.array([r[key] for r in group])
-            cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}")
-        lines.append(f"| {variant} | {len(group)} | " + " | ".join(cells) + " |")
+    lines += mean_sd_rows(rows, ("val_top1", "test_top1"))
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
