@@ -159,7 +159,7 @@ def demo_cmd(
         None,
         "--train-style",
         help="STYLE=COPIES, repeatable: the species' other drawings trained on (artwork, icons; default the "
-        "budget's: artwork=8 icons=5 for demo); 'none' for the sprites only. A style not trained on is scored as "
+        "budget's: artwork=4 icons=3 for demo); 'none' for the sprites only. A style not trained on is scored as "
         "held out in the report",
     ),
 ) -> None:

@@ -7,8 +7,8 @@ test accuracy of the teacher (and of the ensemble when there are several) and th
 top-1 kept, leakage probe, top-1 on another artist's drawings of the species when a style is left out of training:
 the box icons under ``--train-style artwork=8``; the default trains on every style, and the note says so;
 ``tradeoff.json``, about 2 s per model) -> report.md and the self-contained report.html, both opening with that
-trade-off. The data: the sprites plus the budget's ``train_styles`` (``demo_data``: the official artwork x 8 and the
-box icons x 5 for ``make demo``) as labelled train rows of every model.
+trade-off. The data: the sprites plus the budget's ``train_styles`` (``demo_data``: the official artwork x 4 and the
+box icons x 3 for ``make demo``) as labelled train rows of every model.
 Every run is an ordinary ``stillroom train`` config (written to ``<out>/configs``), so each step can be repeated
 by hand. Finished steps are reused when the demo is run again (runs resume; the data build is skipped when its
 index is complete; a run trained under another config is moved aside and trained again), so an interrupted demo
