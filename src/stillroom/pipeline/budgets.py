@@ -72,9 +72,9 @@ DEMO_BUDGET = {
     # directions measured (BENCHMARKS "Each drawing style of the served species, left out in turn": artwork -> icons
     # test +8.8, icons -> artwork +4.0 points, top-5 +12 / +8); a model for an unknown style learns from every style
     # there is, so no held-out style is left to the demo's own report (BENCHMARKS "Every style of the served species
-    # in training"). Copies: 4 + 3 (1,279 rows, about the 1,208 of the artwork x 8 alone), so that the third style
-    # does not cost a slow host a tier of the plan; 4 artwork copies read the held-out icons as well as 8 (students,
-    # 3 seeds: val +1.2 [-0.9, +4.3], ID val -0.4) and 16 were no better than 8.
+    # in training"). Copies: 4 + 3 (1,279 rows, about the 1,208 of the artwork x 8 alone), so that an epoch costs
+    # what it did before the icons (the plan's tier on a slow host); 4 artwork copies read the held-out icons as well
+    # as 8 (students, 3 seeds: val +1.2 [-0.9, +4.3], ID val -0.4) and 16 were no better than 8.
     "train_styles": (("artwork", 4), ("icons", 3)),
     "latency_seconds": 1.0,  # timed batch-1 calls per model in the trade-off (after 0.3 s of warm-up)
     "wall_minutes": 15,  # what `make demo` may take on the 2-core box; the report says whether this run did
