@@ -294,3 +294,33 @@ def test_train_style_option_parses_copies_none_and_refuses_the_rest():
     for bad in ("icons", "icons=0", "icons=x"):
         with pytest.raises(typer.BadParameter, match="--train-style"):
             _train_styles([bad])
+
+
+@pytest.mark.parametrize(
+    ("styles", "message"),
+    [
+        ([("emoji", 2)], "unknown train style 'emoji'"),
+        ([("artwork", 0)], "copies must be a whole number >= 1"),
+        ([("icons", 1.5)], "copies must be a whole number >= 1"),
+        ([("artwork", 4), ("artwork", 8)], "given twice"),
+        (["artwork"], "expected \\(style, copies\\)"),
+    ],
+)
+def test_run_demo_refuses_bad_train_styles_before_any_data(tmp_path, styles, message):
+    """A bad ``train_styles`` entry is refused with its name before the demo builds anything (before: an unknown
+    style only after the sprite index was built), and ``out`` stays empty."""
+    from stillroom.pipeline.demo import run_demo
+
+    out = tmp_path / "demo"
+    with pytest.raises(StillroomError, match=message):
+        run_demo(out, train_styles=styles, minutes=0)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_check_train_styles_keeps_order_and_whole_copies():
+    import numpy as np
+
+    from stillroom.pipeline.demo_data import check_train_styles
+
+    assert check_train_styles([("icons", 3), ("artwork", np.int64(4))]) == (("icons", 3), ("artwork", 4))
+    assert check_train_styles([]) == ()

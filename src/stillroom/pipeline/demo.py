@@ -50,7 +50,7 @@ from stillroom.pipeline.budgets import (  # noqa: F401 - the budgets stay import
     student_name,
     teacher_config,
 )
-from stillroom.pipeline.demo_data import demo_dataset, held_out_style
+from stillroom.pipeline.demo_data import check_train_styles, demo_dataset, held_out_style
 from stillroom.pipeline.plan import forecast_fixed, plan_epochs, replan_students
 
 __all__ = ["run_demo", "BUDGETS", "BEST_BUDGET", "DEMO_BUDGET", "PATIENT_BUDGET"]
@@ -252,7 +252,7 @@ def run_demo(
             raise StillroomError(f"demo: replay_views must be >= 0, got {replay_views}")
         budget["replay_views"] = replay_views
     if train_styles is not None:
-        budget["train_styles"] = tuple((str(k), int(n)) for k, n in train_styles)
+        budget["train_styles"] = check_train_styles(train_styles)
     if jobs is None:
         jobs = 2 if torch.get_num_threads() >= 2 else 1
     if jobs < 1:

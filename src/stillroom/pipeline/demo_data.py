@@ -6,6 +6,7 @@ Split from ``pipeline.demo`` to keep it under the module length rule: ``demo_dat
 
 from __future__ import annotations
 
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,31 @@ from stillroom._io import StillroomError
 from stillroom._progress import console
 from stillroom.data.index import DatasetIndex, load_index
 
-__all__ = ["STYLE_SETS", "demo_dataset", "held_out_style", "style_set"]
+__all__ = ["STYLE_SETS", "check_train_styles", "demo_dataset", "held_out_style", "style_set"]
 
 #: the demo's other drawing styles of the served species: the official artwork (``data.style_artwork``, one drawing
 #: per species) and the box icons (``data.style_icons``, gen 7 and gen 8 icons, female and right-facing forms)
 STYLE_SETS = ("artwork", "icons")
+
+
+def check_train_styles(styles: Any) -> tuple[tuple[str, int], ...]:
+    """``styles`` ([(style, copies)]) as the budget's ``train_styles``, or a ``StillroomError`` naming the bad entry: a
+    style not in ``STYLE_SETS``, copies not a whole number >= 1, a style given twice. Checked before any data is
+    built, so a typo costs nothing (``demo_dataset`` would refuse it only after the sprites)."""
+    checked: list[tuple[str, int]] = []
+    for entry in styles:
+        try:
+            style, copies = entry
+        except (TypeError, ValueError):
+            raise StillroomError(f"demo: train style {entry!r}: expected (style, copies)") from None
+        if style not in STYLE_SETS:
+            raise StillroomError(f"demo: unknown train style {style!r}; choose among {', '.join(STYLE_SETS)}")
+        if isinstance(copies, bool) or not isinstance(copies, numbers.Integral) or copies < 1:
+            raise StillroomError(f"demo: train style {style!r}: copies must be a whole number >= 1, got {copies!r}")
+        if style in dict(checked):
+            raise StillroomError(f"demo: train style {style!r} given twice; give each style once with its copies")
+        checked.append((style, int(copies)))
+    return tuple(checked)
 
 
 def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tuple[DatasetIndex, DatasetIndex, float]:
