@@ -50,6 +50,7 @@ def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tup
     from stillroom.data.species_names import add_species_names
     from stillroom.data.sprites import build_sprites
 
+    styles = check_train_styles(budget.get("train_styles") or ())  # before any data is built
     lo, hi = budget["species"]
     data_dir = out / "data" / f"sprites{budget['size']}_{lo}-{hi}"
     t0 = time.perf_counter()
@@ -68,16 +69,12 @@ def demo_dataset(out: Path, budget: dict[str, Any], tarball: Path | None) -> tup
             console.print(f"[yellow]species names skipped[/]: {added['skipped']}", highlight=False)
         sprites = load_index(data_dir)
     train = sprites
-    for style, repeat in budget.get("train_styles") or ():
-        if style not in STYLE_SETS:
-            raise StillroomError(f"demo: unknown train style {style!r}; choose among {', '.join(STYLE_SETS)}")
-        if int(repeat) < 1:
-            continue
+    for style, repeat in styles:
         drawings, why = style_set(style, out, sprites, tarball is not None)
         if drawings is None:
             console.print(f"[yellow]train style {style} skipped[/]: {why}", highlight=False)
             continue
-        train = _with_style(train, drawings, train.root.with_name(f"{train.root.name}_{style}_r{repeat}"), int(repeat))
+        train = _with_style(train, drawings, train.root.with_name(f"{train.root.name}_{style}_r{repeat}"), repeat)
     return train, sprites, time.perf_counter() - t0
 
 
