@@ -24,8 +24,9 @@ STYLE_SETS = ("artwork", "icons")
 
 def check_train_styles(styles: Any) -> tuple[tuple[str, int], ...]:
     """``styles`` ([(style, copies)]) as the budget's ``train_styles``, or a ``StillroomError`` naming the bad entry: a
-    style not in ``STYLE_SETS``, copies not a whole number >= 1, a style given twice. Checked before any data is
-    built, so a typo costs nothing (``demo_dataset`` would refuse it only after the sprites)."""
+    style not in ``STYLE_SETS``, copies not a whole number >= 1, a style given twice. ``run_demo`` and
+    ``demo_dataset`` check before any data is built, so a typo costs nothing (an unknown name used to be refused
+    only after the sprite index was built, and a style given twice was trained twice)."""
     checked: list[tuple[str, int]] = []
     for entry in styles:
         try:
