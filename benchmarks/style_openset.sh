@@ -7,7 +7,10 @@
 # accepted. Bars (issue 16 item 5): >= 90% of the other style's ID images accepted, AUROC >= 0.95.
 #
 #   RUNS="artifacts/demo/runs/*" OODS="artifacts/ood/emoji64 artifacts/ood/game_icons64" OUT=artifacts/s28/openset \
-#     bash benchmarks/style_openset.sh   # after make demo and `stillroom data build ood-emoji --size 64 ...`
+#     bash benchmarks/style_openset.sh   # after a demo that left the icons out (`--train-style artwork=8`) and
+#                                        # `stillroom data build ood-emoji --size 64 ...`
+#   D=artifacts/s56/art_held; RUNS="$D/runs/*" DEMO=$D STYLE=$D/data/style_artwork_sprites64_1-151 OODS=... \
+#     bash benchmarks/style_openset.sh   # after `stillroom demo --out $D --train-style icons=3`: the artwork held out
 #
 # One JSON per run x OOD set x split in OUT (the run's metrics_on_<style> file as written then); table: OUT/summary.md.
 set -euo pipefail
@@ -24,6 +27,18 @@ metrics=$(python -c "import sys
 from stillroom.data.index import load_index
 from stillroom.evaluate.runner import other_metrics_name
 print(other_metrics_name(load_index(sys.argv[1])))" "$STYLE")  # RUN/<this>: the runs' figures on the style set
+# STYLE must be a style the runs never trained on (the demo trains on every style by default: hold one out with
+# `stillroom demo --train-style icons=3`, then STYLE=<its artwork set>); a trained style would read as "another artist"
+python -c "import sys
+from stillroom.data.index import load_index
+from stillroom.data.transfer import extra_train_sources
+from stillroom.runs import Run
+style = load_index(sys.argv[1])
+for run in sys.argv[2:]:
+    index = load_index(Run(run).config.data.index)
+    if style.content_hash in {e.get('content_hash') for e in extra_train_sources(index.recipe)}:
+        sys.exit(f'style_openset: {run} trained on {sys.argv[1]} ({index.root}): not a held-out style; set STYLE')
+" "$STYLE" $RUNS
 for run in $RUNS; do
   [ -f "$run/ladder.json" ] || stillroom evaluate "$run" --split val --weights best --ladder > /dev/null
   for ood in $OODS; do for split in $SPLITS; do
