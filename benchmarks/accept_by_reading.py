@@ -1,0 +1,123 @@
+"""What caps the ID side of issue 16 item 5: a served ladder's acceptance of another style, split by the reading.
+
+Item 5 asks the ladder (fitted at 95% on clean ID val) to accept >= 90% of the ID species drawn in another style.
+A ladder accepts a share ``a_right`` of the drawings its model reads right and ``a_wrong`` of those it misreads, so
+over a style read right at top-1 ``t`` it accepts ``t a_right + (1 - t) a_wrong``. This script measures both shares
+per run and split, for the run's own ladder (``RUN/ladder.json`` as export wrote it, refused when fitted on other
+weights), on the clean ID split as a reference and on ``--style`` (an index whose first classes are the run's, e.g.
+``data build style-artwork``), and gives the top-1 the style would need for 90% at those shares:
+``t* = (0.90 - a_wrong) / (a_right - a_wrong)``, "none" when ``a_right`` itself is under 90% (then no reading of
+the style reaches the bar at this ladder, however good).
+
+    python benchmarks/accept_by_reading.py artifacts/s56/art_held/runs/student_mnv3s_kd artifacts/s56/sv/* \\
+        --style artifacts/s56/art_held/data/style_artwork_sprites64_1-151 --md artifacts/s57/reading.md
+
+Verdicts are the service's on dataset pixels: the ladder's (``Ladder.decide``), after its structure gate where the
+ladder has one (on the served silhouettes of the images, as ``deploy.style_proxy`` does for its ``"dataset"``
+inputs). Writes nothing into the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stillroom.data.dataset import load_images
+from stillroom.data.index import load_index
+from stillroom.data.outline import outline_from_recipe
+from stillroom.deploy._run_knn import run_features
+from stillroom.deploy.ladder import LADDER_FILE, Ladder
+from stillroom.deploy.structure import served_masks, silhouette_features
+from stillroom.models.inference import predict_logits
+from stillroom.runs import Run
+
+BAR = 0.90
+
+
+def reading_rows(run_dir: Path, style_dir: Path, weights: str = "best") -> list[dict]:
+    """One dict per (set, split): n, top1, accepted, accepted_right, accepted_wrong, top1_needed."""
+    run = Run(run_dir)
+    loaded, index = run.load(weights), run.index()
+    ladder = Ladder.load(run_dir / LADDER_FILE)
+    members = getattr(ladder, "extra_", {}).get("members") or [{}]
+    if members[0].get("sha256") not in (None, loaded.weights_sha256):
+        raise SystemExit(f"{run_dir / LADDER_FILE}: fitted on other weights than {weights!r}; fit it again")
+    k = int(ladder.num_classes_)
+    style = load_index(style_dir)
+    if list(style.classes[:k]) != list(index.classes[:k]):
+        raise SystemExit(f"{style_dir}: its label names are not the first {k} classes of {index.root}")
+    out = []
+    for name, ix in (("id", index), ("style", style)):
+        images = np.asarray(load_images(ix))
+        for split in ("val", "test"):
+            rows = ix.split_indices(split)
+            rows = rows[ix.labels[rows] < k]  # ID rows only (a merged index also holds sink rows)
+            z = predict_logits(loaded.model, loaded.normalizer, images, rows)
+            feats = run_features(loaded, images, rows) if ladder.uses_features else None
+            accept = np.array([v == "accept" for v, _ in ladder.decide(z, features=feats)])
+            if ladder.structure_ is not None:  # the gate refuses before the model, whatever the ladder says
+                recipe = loaded.meta.get("recipe", {})
+                masks = served_masks(
+                    images[rows],
+                    int(loaded.meta["img_size"]),
+                    float(recipe.get("padding", 0.2)),
+                    outline_from_recipe(recipe),
+                )
+                accept &= ladder.structure_.passes(silhouette_features(masks))
+            right = z[:, :k].argmax(1) == ix.labels[rows]
+            a_r = float(accept[right].mean()) if right.any() else float("nan")
+            a_w = float(accept[~right].mean()) if (~right).any() else float("nan")
+            needed = (BAR - a_w) / (a_r - a_w) if a_r >= BAR and a_r > a_w else None
+            out.append(
+                {
+                    "run": run_dir.name,
+                    "signal": ladder.signal_,
+                    "set": name,
+                    "split": split,
+                    "n": int(len(rows)),
+                    "top1": float(right.mean()),
+                    "accepted": float(accept.mean()),
+                    "accepted_right": a_r,
+                    "accepted_wrong": a_w,
+                    "top1_needed": None if needed is None else float(min(max(needed, 0.0), 1.0)),
+                }
+            )
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| run | ladder signal | set | split | n | top-1 % | accepted % | accepted, read right % | "
+        "accepted, misread % | top-1 needed for 90% |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        need = "none (read right < 90%)" if r["top1_needed"] is None else f"{100 * r['top1_needed']:.0f}%"
+        lines.append(
+            f"| {r['run']} | {r['signal']} | {r['set']} | {r['split']} | {r['n']} | {100 * r['top1']:.1f} | "
+            f"{100 * r['accepted']:.1f} | {100 * r['accepted_right']:.1f} | {100 * r['accepted_wrong']:.1f} | {need} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path, nargs="+", help="run directories with a ladder.json (export's)")
+    ap.add_argument("--style", type=Path, required=True, help="the ID species drawn otherwise")
+    ap.add_argument("--weights", default="best")
+    ap.add_argument("--md", type=Path, help="also write the table here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = [r for run_dir in args.runs for r in reading_rows(run_dir, args.style, args.weights)]
+    table = markdown(rows)
+    print(table)
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
