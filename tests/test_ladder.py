@@ -203,6 +203,8 @@ def test_ladder_report_by_hand():
     assert rep["id"]["selective_accuracy"] == 0.5
     assert rep["id"]["accuracy"] == 0.75
     assert rep["id"]["accuracy_accept_or_uncertain"] == pytest.approx(2 / 3)
+    # of the three read right one is accepted, of the one misread one: coverage = 0.75 * 1/3 + 0.25 * 1
+    assert rep["id"]["coverage_correct"] == pytest.approx(1 / 3) and rep["id"]["coverage_misread"] == 1.0
     assert rep["id"]["counts"] == {"accept": 2, "uncertain": 1, "reject": 1}
     assert rep["ood"] == {
         "n": 4,
@@ -238,6 +240,7 @@ def test_ladder_report_nothing_accepted_warns():
     with pytest.warns(UserWarning, match="no ID sample accepted"):
         rep = ladder_report(lad, np.eye(3), np.arange(3))
     assert math.isnan(rep["id"]["selective_accuracy"])
+    assert rep["id"]["coverage_correct"] == 0.0 and math.isnan(rep["id"]["coverage_misread"])  # nothing misread
 
 
 # --- structure gate: silhouettes with no shape structure are rejected before the model's verdict -----------------

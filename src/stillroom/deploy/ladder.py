@@ -892,7 +892,11 @@ def ladder_report(
     Returns a dict with ``thresholds``; ``id``: ``n``, ``counts`` (samples per verdict), ``coverage`` (fraction
     accepted), ``uncertain``, ``reject``, ``selective_accuracy`` (soft-vote top-1 accuracy on accepted samples; nan
     with a warning when none is accepted), ``accuracy`` (on all samples, for reference),
-    ``accuracy_accept_or_uncertain``, ``reasons`` (counts); and, when OOD logits are given, ``ood``: ``n``,
+    ``accuracy_accept_or_uncertain``, ``reasons`` (counts), ``coverage_correct`` and ``coverage_misread`` (the
+    fraction accepted among the samples the soft vote reads right, and among those it misreads; nan where there are
+    none): coverage is ``accuracy * coverage_correct + (1 - accuracy) * coverage_misread``, so on data drawn in
+    another style they say whether a low coverage comes from misreading (recognition) or from doubt about what is
+    read right (the operating point); and, when OOD logits are given, ``ood``: ``n``,
     ``counts``, ``acceptance`` (the number to keep low), ``uncertain``, ``rejection``, ``reasons``.
     """
     labels = np.asarray(id_labels).astype(np.int64).ravel()
@@ -919,6 +923,8 @@ def ladder_report(
             "accuracy": float(correct.mean()) if len(correct) else math.nan,
             "accuracy_accept_or_uncertain": float(correct[kept].mean()) if kept.any() else math.nan,
             "reasons": rates["reasons"],
+            "coverage_correct": float(acc[correct].mean()) if correct.any() else math.nan,
+            "coverage_misread": float(acc[~correct].mean()) if (~correct).any() else math.nan,
         },
     }
     if ood_logits_list is not None:

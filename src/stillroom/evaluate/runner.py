@@ -304,7 +304,8 @@ def print_open_set(metrics: dict[str, Any], print_fn: Any = print) -> None:
             i = rep["id"]
             line = (
                 f"  {split}: ID {i['counts']} coverage {i['coverage']:.4f}, "
-                f"selective accuracy {i['selective_accuracy']:.4f}"
+                f"selective accuracy {i['selective_accuracy']:.4f} (accepted: {i['coverage_correct']:.4f} of "
+                f"those read right, {i['coverage_misread']:.4f} of those misread)"
             )
             if rep.get("ood"):
                 line += f"; OOD {rep['ood']['counts']} acceptance {rep['ood']['acceptance']:.4f}"
