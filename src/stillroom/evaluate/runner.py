@@ -177,7 +177,10 @@ def evaluate_run(
             labels = index.labels[rows]
             # A K+1 model (OOD sink) is scored on the K in-distribution classes here; open-set metrics are separate.
             k = index.num_classes
-            report = classification_report(logits[:, :k], labels, index.classes)
+            if logits.shape[1] < k:  # a K-class model of a merged index (outlier exposure): its ID rows only
+                keep = labels < logits.shape[1]
+                logits, labels, k = logits[keep], labels[keep], logits.shape[1]
+            report = classification_report(logits[:, :k], labels, index.classes[:k])
             report["nll"] = float(
                 torch.nn.functional.cross_entropy(torch.from_numpy(logits[:, :k]), torch.from_numpy(labels))
             )

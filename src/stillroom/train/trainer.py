@@ -89,7 +89,8 @@ __all__ = ["train", "config_differs", "Progress", "Objective", "OnFinished", "Gl
 Progress = Callable[..., None]  # (phase, done, total, record=None); record: the epoch's log line
 #: (cfg, index, alignment_json or None, replay {"augment", "augment_seed"}) -> (loss module, teachers or None).
 #: The loss is called as loss(student_logits, teacher_logits or None, target, epoch=e) -> {term name: tensor}; its
-#: optional ``num_outputs(K)`` gives the student's output count (K + 1 for a sink). Teachers are called as
+#: optional ``num_outputs(num_classes, sink_class)`` gives the student's output count from the index's class count and
+#: its sink class (None without one): K for outlier exposure on a merged index. Teachers are called as
 #: teachers(x, rows, views or None) -> (M, B, K) logits and may carry ``views`` (replay stores).
 Objective = Callable[[TrainConfig, DatasetIndex, "Path | None", dict[str, Any]], tuple[nn.Module, Any]]
 #: (run_dir, index, images): called on rank 0 once the last epoch is saved, e.g. to write metrics.json
@@ -285,24 +286,28 @@ def _split_report(
     split: str,
     sink: int | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``split`` over all its rows; with ``sink`` (= K, the sink column of a K+1 model) also the ID-only
+    """Metrics of ``split`` over all its rows; with ``sink`` (= K, the sink class of a merged index) also the ID-only
     selection metrics (seed 000 §2.4; REFERENCE 6): ``id_top1`` and ``id_nll`` on the rows labelled < K with the
-    argmax / softmax over all K+1 outputs, so a sink prediction on an ID row counts as an error (the deployed model
-    answers over K+1 classes; dropping the sink column would hide false rejections), and ``ood_rejection`` = share
-    of the sink-labelled rows whose argmax is the sink (None without such rows)."""
+    argmax / softmax over all the model's outputs, so for a K+1 model a sink prediction on an ID row counts as an
+    error (the deployed model answers over K+1 classes; dropping the sink column would hide false rejections), and
+    ``ood_rejection`` = share of the sink-labelled rows whose argmax is the sink (None without such rows, or for a
+    K-class model, which has no sink column: all its metrics are over the ID rows, the only ones it can label)."""
     rows = index.split_indices(split)
     if len(rows) == 0:
         raise StillroomError(f"{index.root}: split {split!r} is empty")
     logits = predict_logits(model, normalizer, images, rows)
     labels = index.labels[rows]
+    # every row, but the OOD rows of a K-class model on a merged index, which it has no column for
+    labelled = labels < logits.shape[1]
+    z, y = logits[labelled], labels[labelled]
     # the selection metrics only (evaluate.metrics.classification_report has the full report, same definitions):
     # top-1, and macro-F1 over the classes present in the split
-    present = np.unique(labels)
+    present = np.unique(y)
     report: dict[str, Any] = {
-        "top1": float((logits.argmax(axis=1) == labels).mean()),
-        "macro_f1": float(f1_score(labels, logits.argmax(axis=1), labels=present, average="macro", zero_division=0)),
+        "top1": float((z.argmax(axis=1) == y).mean()),
+        "macro_f1": float(f1_score(y, z.argmax(axis=1), labels=present, average="macro", zero_division=0)),
     }
-    report["nll"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item())
+    report["nll"] = float(torch.nn.functional.cross_entropy(torch.from_numpy(z), torch.from_numpy(y)).item())
     if sink is not None:
         is_id = labels < sink
         if not is_id.any():
@@ -310,7 +315,10 @@ def _split_report(
         z, y = torch.from_numpy(logits[is_id]), torch.from_numpy(labels[is_id])
         report["id_top1"] = float((logits[is_id].argmax(axis=1) == labels[is_id]).mean())
         report["id_nll"] = float(torch.nn.functional.cross_entropy(z, y).item())
-        report["ood_rejection"] = float((logits[~is_id].argmax(axis=1) == sink).mean()) if (~is_id).any() else None
+        has_sink = logits.shape[1] > sink
+        report["ood_rejection"] = (
+            float((logits[~is_id].argmax(axis=1) == sink).mean()) if (~is_id).any() and has_sink else None
+        )
     return report
 
 
@@ -413,7 +421,9 @@ def _train(
     )
     replay_views = int(getattr(teachers, "views", 0))
 
-    num_classes = int(getattr(loss_fn, "num_outputs", lambda k: k)(index.num_classes))
+    sink_class = index.recipe.get("sink_class")
+    sink_class = None if sink_class is None else int(sink_class)
+    num_classes = int(getattr(loss_fn, "num_outputs", lambda k, _sink: k)(index.num_classes, sink_class))
     net = create_model(cfg.model.name, channels, num_classes, size)
     if cfg.model.pretrained and not resumable:  # a resumed run's checkpoint replaces every weight anyway
         load_pretrained(net, cfg.model.name, channels)
@@ -474,7 +484,9 @@ def _train(
     bn_rows = _bn_rows(index, cfg)
     ema = _weight_average(cfg, net, steps_per_epoch)
 
-    classes = index.classes + (["ood"] if num_classes > index.num_classes else [])  # a K+1 model's sink is "ood"
+    # a K+1 model's sink is "ood"; a K-class model of a merged index (outlier exposure) has no column for it
+    classes = index.classes + (["ood"] if num_classes > index.num_classes else [])
+    classes = classes[:num_classes]
     meta = {
         "arch": cfg.model.name,
         "amp": "bf16" if use_amp else "off",  # what training ran with (``amp: bf16`` falls back where unsupported)
@@ -508,10 +520,10 @@ def _train(
     }
     history: list[dict[str, Any]] = []
     start_epoch, best = 0, {"epoch": -1, "val_top1": -1.0, "val_nll": math.inf}
-    # K+1 model on a merged index (class K = OOD sink): select on ID-only val rows (``_split_report``) so the OOD
-    # val rows cannot dominate the choice; closed-set runs keep the all-rows rule and identical state files.
-    sink = index.recipe.get("sink_class")
-    sink = int(sink) if sink is not None and num_classes == int(sink) + 1 else None
+    # K+1 model on a merged index (class K = OOD sink), or a K-class one exposed to its OOD rows: select on ID-only
+    # val rows (``_split_report``) so the OOD val rows cannot dominate the choice; closed-set runs keep the
+    # all-rows rule and identical state files.
+    sink = sink_class if sink_class is not None and num_classes in (sink_class, sink_class + 1) else None
     if sink is not None:
         best.update(val_id_top1=-1.0, val_id_nll=math.inf, selected_on="val_id_top1")
     if resumable:

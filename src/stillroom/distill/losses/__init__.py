@@ -25,7 +25,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses import ce, dkd, kd, logit_mse, luminet, target_dampened  # noqa: F401 (registers each)
+from stillroom.distill.losses import (  # noqa: F401 (registers each)
+    ce,
+    dkd,
+    kd,
+    logit_mse,
+    luminet,
+    outlier_exposure,  # noqa: F401, I001 (after the losses it wraps)
+    target_dampened,
+)
 from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, LOSSES, DistillLoss, LossParams, register_loss
 
 if TYPE_CHECKING:

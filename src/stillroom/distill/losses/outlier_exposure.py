@@ -1,0 +1,111 @@
+"""Outlier exposure: a K-class student that learns to doubt the OOD rows of a merged index (issue 16 items 3-4).
+
+Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with Outlier Exposure" (ICLR 2019), §3 eq. 1 with the
+cross-entropy to the uniform distribution of §4.2 for classifiers: on a merged index (``stillroom data merge-sink``,
+OOD rows labelled K) the student keeps K outputs (no sink column, unlike seed 000 §2.4's target-dampened loss), the
+ID rows take an ordinary distillation loss ``base`` and the OOD rows are pushed towards a uniform softmax:
+
+    L = base(z_in, t_in, y_in) + lambda * mean_{i OOD} H(U; softmax(z_i))
+    H(U; softmax(z)) = -(1/K) sum_j log softmax(z)_j = logsumexp(z) - mean_j z_j
+
+``base`` is any registered K-class loss (default ``luminet``, the demo's), built from ``base_params`` and given the
+batch's ID rows only (its batch statistics, e.g. LumiNet's per-class means, are then those of ID rows); lambda =
+``oe_weight`` = 0.5, the paper's value for vision (§4.2). The two expectations are means over their own rows, as in
+the paper (separate in and out batches there; one mixed batch here, the OOD share set by ``merge-sink
+--ood-train-fraction``). What it is for, against the sink: the served model stays K-class, so the ladder reads its
+max logit (or energy) and the closed-set top-1 is not taxed by a class that competes with every species. The term
+is the same as pytorch-ood's ``OutlierExposureLoss`` (tested against it).
+
+    loss: {name: outlier_exposure, params: {base: luminet, oe_weight: 0.5}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+from torch import Tensor
+
+from stillroom._io import StillroomError
+from stillroom.distill.losses._base import LOSSES, DistillLoss, LossParams, register_loss
+from stillroom.distill.losses._params import NonNegative
+
+__all__ = ["OutlierExposureLoss", "OutlierExposureParams"]
+
+#: losses that cannot be a base: they read the sink rows themselves (a K+1 student) or are this loss
+_NOT_A_BASE = ("outlier_exposure", "target_dampened")
+
+
+class OutlierExposureParams(LossParams):
+    """base (a registered K-class loss), base_params (its parameters, stored resolved: its preset applied and its
+    defaults filled, so a run records every value it trained with), oe_weight lambda >= 0."""
+
+    base: str = "luminet"
+    base_params: dict[str, Any] = Field(default_factory=dict)
+    oe_weight: NonNegative = 0.5  # Hendrycks et al. 2019 §4.2 (vision)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_base(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        base, params = data.get("base", "luminet"), data.get("base_params", {})
+        if not isinstance(base, str) or base not in LOSSES or base in _NOT_A_BASE:
+            known = ", ".join(n for n in LOSSES.list() if n not in _NOT_A_BASE)
+            raise ValueError(f"base must be a K-class loss ({known}), got {base!r}")
+        if not isinstance(params, Mapping):
+            raise ValueError(f"base_params must be a mapping of {base!r}'s parameters, got {params!r}")
+        try:
+            data["base_params"] = LOSSES.get(base).resolve_params(params).resolved()
+        except StillroomError as err:
+            raise ValueError(f"base_params: {err}") from None
+        return data
+
+
+@register_loss("outlier_exposure")
+class OutlierExposureLoss(DistillLoss):
+    """Parameters: ``OutlierExposureParams``. Returns the base loss's terms (means over the ID rows) and
+    ``loss_oe`` (lambda times the mean over the OOD rows; 0 in a batch without any). A K-class student on a merged
+    index: ``num_outputs`` drops the sink class, targets equal to K mark the OOD rows."""
+
+    Params: ClassVar[type[OutlierExposureParams]] = OutlierExposureParams
+    params: OutlierExposureParams
+    needs_teacher: ClassVar[bool] = True  # the default base's; the instance follows its base
+    ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"base": "ce", "oe_weight": 1.0}
+
+    def __init__(self, params: OutlierExposureParams | None = None, /, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.base = LOSSES.get(self.params.base)(**self.params.base_params)  # checked by the params
+        self.needs_teacher = self.base.needs_teacher  # instance attribute: what the trainer and checks read
+
+    @staticmethod
+    def num_outputs(num_classes: int, sink_class: int | None) -> int:
+        """The student's outputs on an index of ``num_classes`` classes whose class ``sink_class`` holds the OOD
+        rows: K = ``sink_class``. An index without a sink has nothing to expose the student to: an error."""
+        if sink_class is None or sink_class != num_classes - 1:
+            raise StillroomError(
+                "loss 'outlier_exposure' learns from the OOD rows of a merged index (`stillroom data merge-sink`, "
+                "class K = the OOD rows); this index has no sink class"
+            )
+        return sink_class
+
+    def forward(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, target: Tensor, **ctx: Any
+    ) -> dict[str, Tensor]:
+        t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K) detached, or None
+        k = student_logits.shape[1]
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) > k):
+            raise StillroomError(f"loss 'outlier_exposure': targets must be in 0..{k} (OOD rows = {k})")
+        is_ood = target == k
+        is_id = ~is_ood
+        out: dict[str, Tensor] = {}
+        if is_id.any():
+            teachers = None if t is None or not self.needs_teacher else t[:, is_id, :k]
+            out.update(self.base(student_logits[is_id], teachers, target[is_id], **ctx))
+        z_out = student_logits[is_ood]
+        # cross-entropy to the uniform distribution over the K classes, mean over the OOD rows (0 without any)
+        oe = (z_out.logsumexp(1) - z_out.mean(1)).mean() if len(z_out) else student_logits.new_zeros(())
+        out["loss_oe"] = self.params.oe_weight * oe
+        return out
