@@ -14,12 +14,14 @@ the style reaches the bar at this ladder, however good).
 
 Verdicts are the service's on dataset pixels: the ladder's (``Ladder.decide``), after its structure gate where the
 ladder has one (on the served silhouettes of the images, as ``deploy.style_proxy`` does for its ``"dataset"``
-inputs). Writes nothing into the runs.
+inputs). Runs named ``<variant>_s<seed>`` also get a table of mean ± sd over their seeds. Writes nothing into
+the runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,30 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_means(rows: list[dict]) -> str:
+    """Mean +- sd over the seeds of each variant (runs named ``<variant>_s<seed>``), per set and split; "" when no
+    variant has more than one seed."""
+    groups: dict[tuple[str, str, str, str], list[dict]] = {}
+    for r in rows:
+        key = (re.sub(r"_s\d+$", "", r["run"]), r["signal"], r["set"], r["split"])
+        groups.setdefault(key, []).append(r)
+    if all(len(g) < 2 for g in groups.values()):
+        return ""
+    cols = ("top1", "accepted", "accepted_right", "accepted_wrong")
+    lines = [
+        "| variant | ladder signal | set | split | seeds | top-1 % | accepted % | accepted, read right % | "
+        "accepted, misread % |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for (variant, signal, name, split), g in groups.items():
+        cells = []
+        for c in cols:
+            v = 100 * np.array([r[c] for r in g])
+            cells.append(f"{np.nanmean(v):.1f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0.0:.1f}")
+        lines.append(f"| {variant} | {signal} | {name} | {split} | {len(g)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path, nargs="+", help="run directories with a ladder.json (export's)")
@@ -113,6 +139,9 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = [r for run_dir in args.runs for r in reading_rows(run_dir, args.style, args.weights)]
     table = markdown(rows)
+    means = seed_means(rows)
+    if means:
+        table += "\n\nMean ± sd over seeds:\n\n" + means
     print(table)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
