@@ -12,10 +12,9 @@ the style reaches the bar at this ladder, however good).
     python benchmarks/accept_by_reading.py artifacts/s56/art_held/runs/student_mnv3s_kd artifacts/s56/sv/* \\
         --style artifacts/s56/art_held/data/style_artwork_sprites64_1-151 --md artifacts/s57/reading.md
 
-Verdicts are the service's on dataset pixels: the ladder's (``Ladder.decide``), after its structure gate where the
-ladder has one (on the served silhouettes of the images, as ``deploy.style_proxy`` does for its ``"dataset"``
-inputs). Runs named ``<variant>_s<seed>`` also get a table of mean ± sd over their seeds. Writes nothing into
-the runs.
+The shares are ``deploy.run_ladder.run_ladder_report``'s (what ``stillroom evaluate --ladder`` reports): the
+service's verdicts on dataset pixels, the structure gate first. Runs named ``<variant>_s<seed>`` also get a table
+of mean ± sd over their seeds. Writes nothing into the runs.
 """
 
 from __future__ import annotations
@@ -27,63 +26,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
-from stillroom.data.outline import outline_from_recipe
-from stillroom.deploy._run_knn import run_features
-from stillroom.deploy.ladder import LADDER_FILE, Ladder
-from stillroom.deploy.structure import served_masks, silhouette_features
-from stillroom.models.inference import predict_logits
-from stillroom.runs import Run
+from stillroom.deploy.run_ladder import run_ladder_report
 
 BAR = 0.90
 
 
 def reading_rows(run_dir: Path, style_dir: Path, weights: str = "best") -> list[dict]:
-    """One dict per (set, split): n, top1, accepted, accepted_right, accepted_wrong, top1_needed."""
-    run = Run(run_dir)
-    loaded, index = run.load(weights), run.index()
-    ladder = Ladder.load(run_dir / LADDER_FILE)
-    members = getattr(ladder, "extra_", {}).get("members") or [{}]
-    if members[0].get("sha256") not in (None, loaded.weights_sha256):
-        raise SystemExit(f"{run_dir / LADDER_FILE}: fitted on other weights than {weights!r}; fit it again")
-    k = int(ladder.num_classes_)
-    style = load_index(style_dir)
-    if list(style.classes[:k]) != list(index.classes[:k]):
-        raise SystemExit(f"{style_dir}: its label names are not the first {k} classes of {index.root}")
+    """One dict per (set, split): n, top1, accepted, accepted_right, accepted_wrong, top1_needed. The shares are
+    ``run_ladder_report``'s (``coverage``, ``coverage_correct``, ``coverage_misread``: the run's own ladder, its
+    structure gate applied, refused when fitted on other weights), on the run's index and on ``style_dir``."""
     out = []
-    for name, ix in (("id", index), ("style", style)):
-        images = np.asarray(load_images(ix))
+    for name, index in (("id", None), ("style", load_index(style_dir))):
         for split in ("val", "test"):
-            rows = ix.split_indices(split)
-            rows = rows[ix.labels[rows] < k]  # ID rows only (a merged index also holds sink rows)
-            z = predict_logits(loaded.model, loaded.normalizer, images, rows)
-            feats = run_features(loaded, images, rows) if ladder.uses_features else None
-            accept = np.array([v == "accept" for v, _ in ladder.decide(z, features=feats)])
-            if ladder.structure_ is not None:  # the gate refuses before the model, whatever the ladder says
-                recipe = loaded.meta.get("recipe", {})
-                masks = served_masks(
-                    images[rows],
-                    int(loaded.meta["img_size"]),
-                    float(recipe.get("padding", 0.2)),
-                    outline_from_recipe(recipe),
-                )
-                accept &= ladder.structure_.passes(silhouette_features(masks))
-            right = z[:, :k].argmax(1) == ix.labels[rows]
-            a_r = float(accept[right].mean()) if right.any() else float("nan")
-            a_w = float(accept[~right].mean()) if (~right).any() else float("nan")
+            rep = run_ladder_report(run_dir, split=split, weights=weights, index=index)
+            i = rep["id"]
+            a_r, a_w = i["coverage_correct"], i["coverage_misread"]
             needed = (BAR - a_w) / (a_r - a_w) if a_r >= BAR and a_r > a_w else None
             out.append(
                 {
                     "run": run_dir.name,
-                    "signal": ladder.signal_,
+                    "signal": rep["signal"],
                     "set": name,
                     "split": split,
-                    "n": int(len(rows)),
-                    "top1": float(right.mean()),
-                    "accepted": float(accept.mean()),
-                    "accepted_right": a_r,
-                    "accepted_wrong": a_w,
+                    "n": int(i["n"]),
+                    "top1": float(i["accuracy"]),
+                    "accepted": float(i["coverage"]),
+                    "accepted_right": float(a_r),
+                    "accepted_wrong": float(a_w),
                     "top1_needed": None if needed is None else float(min(max(needed, 0.0), 1.0)),
                 }
             )
