@@ -80,6 +80,7 @@ from stillroom.models.inference import predict_logits
 from stillroom.models.mixstyle import attach_mixstyle
 from stillroom.models.pretrained import load_pretrained
 from stillroom.models.small_maps import use_small_map_convs
+from stillroom.runs import index_sink
 from stillroom.train import sam
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
@@ -421,8 +422,7 @@ def _train(
     )
     replay_views = int(getattr(teachers, "views", 0))
 
-    sink_class = index.recipe.get("sink_class")
-    sink_class = None if sink_class is None else int(sink_class)
+    sink_class = index_sink(index)
     num_classes = int(getattr(loss_fn, "num_outputs", lambda k, _sink: k)(index.num_classes, sink_class))
     net = create_model(cfg.model.name, channels, num_classes, size)
     if cfg.model.pretrained and not resumable:  # a resumed run's checkpoint replaces every weight anyway
