@@ -287,12 +287,13 @@ def _split_report(
     split: str,
     sink: int | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``split`` over all its rows; with ``sink`` (= K, the sink class of a merged index) also the ID-only
-    selection metrics (seed 000 §2.4; REFERENCE 6): ``id_top1`` and ``id_nll`` on the rows labelled < K with the
-    argmax / softmax over all the model's outputs, so for a K+1 model a sink prediction on an ID row counts as an
-    error (the deployed model answers over K+1 classes; dropping the sink column would hide false rejections), and
-    ``ood_rejection`` = share of the sink-labelled rows whose argmax is the sink (None without such rows, or for a
-    K-class model, which has no sink column: all its metrics are over the ID rows, the only ones it can label)."""
+    """Metrics of ``split`` over its rows (every row the model has a column for); with ``sink`` (= K, the sink class of
+    a merged index) also the ID-only selection metrics (seed 000 §2.4; REFERENCE 6): ``id_top1`` and ``id_nll`` on the
+    rows labelled < K with the argmax / softmax over all the model's outputs, so for a K+1 model a sink prediction on an
+    ID row counts as an error (the deployed model answers over K+1 classes; dropping the sink column would hide false
+    rejections), and ``ood_rejection`` = share of the sink-labelled rows whose argmax is the sink (None without such
+    rows, or for a K-class model, which has no sink column: all its metrics are over the ID rows, the only ones it can
+    label)."""
     rows = index.split_indices(split)
     if len(rows) == 0:
         raise StillroomError(f"{index.root}: split {split!r} is empty")
