@@ -30,8 +30,9 @@ from stillroom.distill.losses import (  # noqa: F401 (registers each)
     dkd,
     kd,
     logit_mse,
+    logitnorm,
     luminet,
-    outlier_exposure,  # noqa: F401, I001 (after the losses it wraps)
+    outlier_exposure,
     target_dampened,
 )
 from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, LOSSES, DistillLoss, LossParams, register_loss

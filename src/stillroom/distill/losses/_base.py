@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, model_validator
 from torch import Tensor, nn
 
 from stillroom._io import StillroomError
@@ -15,7 +15,16 @@ from stillroom._registry import Registry
 from stillroom.data.index import IGNORE_INDEX
 from stillroom.distill.losses._params import LossParams, describe_errors
 
-__all__ = ["DEFAULT_TEMPERATURE", "IGNORE_INDEX", "LOSSES", "DistillLoss", "LossParams", "register_loss"]
+__all__ = [
+    "DEFAULT_TEMPERATURE",
+    "IGNORE_INDEX",
+    "LOSSES",
+    "DistillLoss",
+    "LossParams",
+    "WrapperLoss",
+    "WrapperParams",
+    "register_loss",
+]
 
 #: softmax temperature of every loss that has one, unless a preset or the config says otherwise: T = 4, the CIFAR
 #: setting of mdistiller, DKD's and LumiNet's reference configs and seed 000 §2.4 (the presets that cite them use it)
@@ -108,3 +117,49 @@ def register_loss(name: str) -> Callable[[L], L]:
         return LOSSES.register(name)(cls)
 
     return deco
+
+
+#: losses that cannot be the base of a wrapper (``WrapperParams``): they read a merged index's sink rows themselves
+#: (a K+1 student) or are wrappers
+NOT_A_BASE = ("logitnorm", "outlier_exposure", "target_dampened")
+
+
+class WrapperParams(LossParams):
+    """The parameters of a loss that wraps another (``outlier_exposure``, ``logitnorm``): ``base``, a registered
+    K-class loss, and ``base_params``, its parameters, stored resolved (its preset applied and its defaults
+    filled, so a run records every value it trained with)."""
+
+    base: str = "luminet"
+    base_params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_base(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        base, params = data.get("base", "luminet"), data.get("base_params", {})
+        if not isinstance(base, str) or base not in LOSSES or base in NOT_A_BASE:
+            known = ", ".join(n for n in LOSSES.list() if n not in NOT_A_BASE)
+            raise ValueError(f"base must be a K-class loss ({known}), got {base!r}")
+        if not isinstance(params, Mapping):
+            raise ValueError(f"base_params must be a mapping of {base!r}'s parameters, got {params!r}")
+        try:
+            data["base_params"] = LOSSES.get(base).resolve_params(params).resolved()
+        except StillroomError as err:
+            raise ValueError(f"base_params: {err}") from None
+        return data
+
+
+class WrapperLoss(DistillLoss):
+    """A loss that hands the batch, changed, to a ``base`` loss (``WrapperParams``): it builds the base and takes
+    its need of teachers as its own (an instance attribute: what the trainer and the config checks read)."""
+
+    Params: ClassVar[type[WrapperParams]] = WrapperParams
+    params: WrapperParams
+    needs_teacher: ClassVar[bool] = True  # the default base's; the instance follows its base
+
+    def __init__(self, params: WrapperParams | None = None, /, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.base = LOSSES.get(self.params.base)(**self.params.base_params)  # checked by the params
+        self.needs_teacher = self.base.needs_teacher

@@ -23,64 +23,32 @@ it is an option, not a default. The term is the same as pytorch-ood's ``OutlierE
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
 from torch import Tensor
 
 from stillroom._io import StillroomError
-from stillroom.distill.losses._base import LOSSES, DistillLoss, LossParams, register_loss
+from stillroom.distill.losses._base import WrapperLoss, WrapperParams, register_loss
 from stillroom.distill.losses._params import NonNegative
 
 __all__ = ["OutlierExposureLoss", "OutlierExposureParams"]
 
-#: losses that cannot be a base: they read the sink rows themselves (a K+1 student) or are this loss
-_NOT_A_BASE = ("outlier_exposure", "target_dampened")
 
+class OutlierExposureParams(WrapperParams):
+    """base (a registered K-class loss), base_params (its parameters, stored resolved), oe_weight lambda >= 0."""
 
-class OutlierExposureParams(LossParams):
-    """base (a registered K-class loss), base_params (its parameters, stored resolved: its preset applied and its
-    defaults filled, so a run records every value it trained with), oe_weight lambda >= 0."""
-
-    base: str = "luminet"
-    base_params: dict[str, Any] = Field(default_factory=dict)
     oe_weight: NonNegative = 0.5  # Hendrycks et al. 2019 §4.2 (vision)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _resolve_base(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        base, params = data.get("base", "luminet"), data.get("base_params", {})
-        if not isinstance(base, str) or base not in LOSSES or base in _NOT_A_BASE:
-            known = ", ".join(n for n in LOSSES.list() if n not in _NOT_A_BASE)
-            raise ValueError(f"base must be a K-class loss ({known}), got {base!r}")
-        if not isinstance(params, Mapping):
-            raise ValueError(f"base_params must be a mapping of {base!r}'s parameters, got {params!r}")
-        try:
-            data["base_params"] = LOSSES.get(base).resolve_params(params).resolved()
-        except StillroomError as err:
-            raise ValueError(f"base_params: {err}") from None
-        return data
 
 
 @register_loss("outlier_exposure")
-class OutlierExposureLoss(DistillLoss):
+class OutlierExposureLoss(WrapperLoss):
     """Parameters: ``OutlierExposureParams``. Returns the base loss's terms (means over the ID rows) and
     ``loss_oe`` (lambda times the mean over the OOD rows; 0 in a batch without any). A K-class student on a merged
     index: ``num_outputs`` drops the sink class, targets equal to K mark the OOD rows."""
 
     Params: ClassVar[type[OutlierExposureParams]] = OutlierExposureParams
     params: OutlierExposureParams
-    needs_teacher: ClassVar[bool] = True  # the default base's; the instance follows its base
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"base": "ce", "oe_weight": 1.0}
-
-    def __init__(self, params: OutlierExposureParams | None = None, /, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self.base = LOSSES.get(self.params.base)(**self.params.base_params)  # checked by the params
-        self.needs_teacher = self.base.needs_teacher  # instance attribute: what the trainer and checks read
 
     @staticmethod
     def num_outputs(num_classes: int, sink_class: int | None) -> int:
