@@ -34,8 +34,8 @@ def test_ce_base_matches_pytorch_ood(tau):
 def test_rows_have_norm_one_over_tau_and_length_does_not_matter():
     z, t, y = _batch(seed=2)
     assert torch.allclose(logit_norm(z, 0.04).norm(dim=1), torch.full((len(z),), 25.0), atol=1e-4)
-    loss = build_loss("logitnorm", base_params={"kd_scale": 10.0})  # base: luminet
-    a, b = loss(z, t, y), loss(z * 7.5, t, y)  # every row 7.5 times longer: the same loss
+    loss = build_loss("logitnorm", base_params={"kd_scale": 10.0})  # base: luminet, terms: ce
+    a, b = loss(z, t, y), loss(z * 7.5, t, y)  # every logit 7.5 times longer: the same loss
     for name in ("loss_ce", "loss_kd"):
         torch.testing.assert_close(a[name], b[name])
     # plain LumiNet does see the length (so the check above could fail)
@@ -44,12 +44,17 @@ def test_rows_have_norm_one_over_tau_and_length_does_not_matter():
     )
 
 
-def test_base_sees_the_normalised_student_and_the_raw_teacher():
+def test_terms_choose_what_sees_the_normalised_student():
     z, t, y = _batch(seed=3)
-    out = build_loss("logitnorm", base="kd", tau=0.1)(z, t, y)
-    ref = build_loss("kd")(logit_norm(z, 0.1), t, y)
+    kd = build_loss("kd")
+    ref_n, ref_raw = kd(logit_norm(z, 0.1), t, y), kd(z, t, y)
+    out = build_loss("logitnorm", base="kd", tau=0.1, terms="all")(z, t, y)  # every term; the teacher stays raw
     for name in ("loss_ce", "loss_kd"):
-        torch.testing.assert_close(out[name], ref[name])
+        torch.testing.assert_close(out[name], ref_n[name])
+    out = build_loss("logitnorm", base="kd", tau=0.1)(z, t, y)  # terms: ce, the default
+    torch.testing.assert_close(out["loss_ce"], ref_n["loss_ce"])
+    torch.testing.assert_close(out["loss_kd"], ref_raw["loss_kd"])
+    assert not torch.allclose(ref_n["loss_kd"], ref_raw["loss_kd"])
 
 
 def test_params_resolve_the_base_and_refuse_wrappers():
@@ -59,5 +64,7 @@ def test_params_resolve_the_base_and_refuse_wrappers():
     for wrapper in ("outlier_exposure", "logitnorm", "target_dampened"):
         with pytest.raises(StillroomError, match=f"base must be a K-class loss.*'{wrapper}'"):
             build_loss("logitnorm", base=wrapper)
+    with pytest.raises(StillroomError, match="terms must be"):
+        build_loss("logitnorm", terms="kd")
     with pytest.raises(StillroomError, match="tau must be a finite number > 0"):
         build_loss("logitnorm", tau=0.0)
