@@ -236,3 +236,25 @@ def test_sweep_with_a_bad_loss_variant_fails_before_training(bad, match, tiny_co
     with pytest.raises(StillroomError, match=match):
         run_sweep(tmp_path / "sweep.yaml", out)
     assert not out.exists(), "no run directory (nor the sweep's own) may be created"
+
+
+def test_losses_command_lists_what_each_loss_is_and_its_defaults():
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from stillroom.cli import app
+    from stillroom.distill.losses import describe_loss
+
+    info = describe_loss("logitnorm")
+    assert info["summary"].startswith("LogitNorm (Wei et al., ICML 2022)") and "\n" not in info["summary"]
+    assert info["needs_teacher"] and info["params"]["tau"] == pytest.approx(0.04)
+    assert not describe_loss("ce")["needs_teacher"]
+    res = CliRunner().invoke(app, ["losses", "l*", "--params"], terminal_width=400)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    names = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert names == ["logit_mse", "logitnorm", "luminet"]
+    luminet = lines.index(next(line for line in lines if line.startswith("luminet ")))
+    assert "[teachers]" in lines[luminet] and "seed 002" in lines[luminet]
+    assert _json.loads(lines[luminet + 1]) == resolve_loss_params("luminet", {})

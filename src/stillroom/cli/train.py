@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -124,12 +125,20 @@ def models_cmd(pattern: str = typer.Argument("*", help="fnmatch filter")) -> Non
         console.print(f"{name}{note}", markup=False)
 
 
-def losses_cmd(pattern: str = typer.Argument("*", help="fnmatch filter")) -> None:
-    """List registered losses."""
-    from stillroom.distill.losses import list_losses
+def losses_cmd(
+    pattern: str = typer.Argument("*", help="fnmatch filter"),
+    params: bool = typer.Option(False, "--params", help="also each loss's default parameters, as a config takes them"),
+) -> None:
+    """List registered losses: name, whether it needs teachers, and what it is (method and source); ``--params``
+    adds the defaults that a config's ``loss.params`` overrides."""
+    from stillroom.distill.losses import describe_loss, list_losses
 
     for name in list_losses(pattern):
-        console.print(name)
+        info = describe_loss(name)
+        teachers = "teachers" if info["needs_teacher"] else "no teachers"
+        console.print(f"{name}  [{teachers}]  {info['summary']}", markup=False, highlight=False)
+        if params:
+            console.print("    " + json.dumps(info["params"]), markup=False, highlight=False)
 
 
 def demo_cmd(

@@ -21,6 +21,8 @@ from a cached store or from a live forward pass.
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,7 @@ __all__ = [
     "LossParams",
     "build_loss",
     "check_loss_config",
+    "describe_loss",
     "list_losses",
     "register_loss",
     "resolve_loss_params",
@@ -86,3 +89,18 @@ def check_loss_config(cfg: TrainConfig, source: str = "<config>") -> dict[str, A
 
 def list_losses(pattern: str = "*") -> list[str]:
     return LOSSES.list(pattern)
+
+
+def describe_loss(name: str) -> dict[str, Any]:
+    """What ``stillroom losses`` shows of a registered loss: ``summary`` (the first paragraph of its module
+    docstring, which names the method and its source), ``needs_teacher`` (of its default parameters: a wrapper
+    follows its base) and ``params`` (its default parameters, resolved)."""
+    cls = LOSSES.get(name)
+    doc = inspect.getdoc(sys.modules[cls.__module__]) or ""
+    summary = " ".join(doc.split("\n\n", 1)[0].split())
+    return {
+        "name": name,
+        "summary": summary,
+        "needs_teacher": bool(cls().needs_teacher),
+        "params": resolve_loss_params(name, {}),
+    }

@@ -1,4 +1,4 @@
-"""LogitNorm: a student that learns from the direction of its logits, not from their length (issue 16 item 5).
+"""LogitNorm (Wei et al., ICML 2022): the cross-entropy of logits scaled to one length (issue 16 item 5).
 
 Wei, Xie, Cheng, Feng, An and Li, "Mitigating Neural Network Overconfidence with Logit Normalization" (ICML 2022):
 cross-entropy keeps growing the logits' norm on training images, so a softmax score grows with it whatever the

@@ -1,4 +1,4 @@
-"""Outlier exposure: a K-class student that learns to doubt the OOD rows of a merged index (issue 16 items 3-4).
+"""Outlier exposure (Hendrycks et al., ICLR 2019): a K-class student taught to doubt a merged index's OOD rows.
 
 Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with Outlier Exposure" (ICLR 2019), §3 eq. 1 with the
 cross-entropy to the uniform distribution of §4.2 for classifiers: on a merged index (``stillroom data merge-sink``,
