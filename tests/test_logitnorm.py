@@ -68,3 +68,15 @@ def test_params_resolve_the_base_and_refuse_wrappers():
         build_loss("logitnorm", terms="kd")
     with pytest.raises(StillroomError, match="tau must be a finite number > 0"):
         build_loss("logitnorm", tau=0.0)
+
+
+def test_a_base_without_cross_entropy_is_an_error_not_a_no_op():
+    class _KLOnly(torch.nn.Module):
+        def forward(self, z, t, y, **ctx):
+            return {"loss_kd": z.square().mean()}
+
+    loss = build_loss("logitnorm", base="kd")
+    loss.base = _KLOnly()
+    z, t, y = _batch()
+    with pytest.raises(StillroomError, match="base 'kd' has no loss_ce term"):
+        loss(z, t, y)

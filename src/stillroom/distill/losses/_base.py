@@ -50,6 +50,8 @@ class DistillLoss(nn.Module):
     learns_unlabelled: ClassVar[bool] = False
     #: constructor params that reduce the loss to plain cross-entropy (conformance tests); None: no such setting
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = None
+    #: whether a wrapper (``WrapperParams``) may take it as its ``base``: a K-class loss that reads no sink rows
+    wrappable: ClassVar[bool] = True
     #: misspelt or foreign parameter names -> hint shown with the "unknown parameter" error
     param_hints: ClassVar[dict[str, str]] = {}
 
@@ -119,11 +121,6 @@ def register_loss(name: str) -> Callable[[L], L]:
     return deco
 
 
-#: losses that cannot be the base of a wrapper (``WrapperParams``): they read a merged index's sink rows themselves
-#: (a K+1 student) or are wrappers
-NOT_A_BASE = ("logitnorm", "outlier_exposure", "target_dampened")
-
-
 class WrapperParams(LossParams):
     """The parameters of a loss that wraps another (``outlier_exposure``, ``logitnorm``): ``base``, a registered
     K-class loss, and ``base_params``, its parameters, stored resolved (its preset applied and its defaults
@@ -139,8 +136,8 @@ class WrapperParams(LossParams):
             return data
         data = dict(data)
         base, params = data.get("base", "luminet"), data.get("base_params", {})
-        if not isinstance(base, str) or base not in LOSSES or base in NOT_A_BASE:
-            known = ", ".join(n for n in LOSSES.list() if n not in NOT_A_BASE)
+        if not isinstance(base, str) or base not in LOSSES or not LOSSES.get(base).wrappable:
+            known = ", ".join(n for n in LOSSES.list() if LOSSES.get(n).wrappable)
             raise ValueError(f"base must be a K-class loss ({known}), got {base!r}")
         if not isinstance(params, Mapping):
             raise ValueError(f"base_params must be a mapping of {base!r}'s parameters, got {params!r}")
@@ -158,6 +155,7 @@ class WrapperLoss(DistillLoss):
     Params: ClassVar[type[WrapperParams]] = WrapperParams
     params: WrapperParams
     needs_teacher: ClassVar[bool] = True  # the default base's; the instance follows its base
+    wrappable: ClassVar[bool] = False  # one wrapper around another: not a combination anything here has measured
 
     def __init__(self, params: WrapperParams | None = None, /, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
+from stillroom._io import StillroomError
 from stillroom.distill.losses._base import WrapperLoss, WrapperParams, register_loss
 from stillroom.distill.losses._params import Positive
 
@@ -61,4 +62,6 @@ class LogitNormLoss(WrapperLoss):
         if self.params.terms == "all":
             return normed
         raw = self.base(student_logits, teacher_logits, target, **ctx)
+        if "loss_ce" not in raw:
+            raise StillroomError(f"loss 'logitnorm': base {self.params.base!r} has no loss_ce term to normalise")
         return {name: normed[name] if name == "loss_ce" else value for name, value in raw.items()}

@@ -83,6 +83,7 @@ class TargetDampenedLoss(DistillLoss):
     Params: ClassVar[type[TargetDampenedParams]] = TargetDampenedParams
     params: TargetDampenedParams
     needs_teacher: ClassVar[bool] = True  # for the default preset; an instance with kd_weight = 0 sets False
+    wrappable: ClassVar[bool] = False  # it reads the sink rows (K+1 outputs) itself
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = {"kd_weight": 0.0, "ood_weight": 1.0}
     param_hints: ClassVar[dict[str, str]] = {
         "alpha": "use kd_weight (seed 000's alpha, the weight of the KD term)",
