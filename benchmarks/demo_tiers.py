@@ -13,6 +13,12 @@ same species (``--style``: the box icons of ``stillroom data build style-icons``
         --tier 6x10 --tier 8x12 --seeds 0 1 2
     stillroom compare artifacts/s36/tiers/results_summary.csv --metric test_top1 --a kd_6x10 --b kd_8x12
 
+``--loss-arm NAME=YAML`` adds a distilled arm with another loss (a YAML mapping of ``loss``: name and params), the
+same teacher, store and seeds as ``kd``, as variant ``NAME_<tier>``:
+
+    python benchmarks/demo_tiers.py ... --arms kd --loss-arm \
+        'ln04={name: logitnorm, params: {base: luminet, base_params: {warmup_epochs: 2}, tau: 0.04}}'
+
 Tiers of the same teacher epochs share one teacher (named after the first of them) and its store, so ``--tier 8x12
 --tier 8x20`` compares student epochs alone; ``--arms kd`` trains the distilled students only. ``--teacher RUN``
 distils from a teacher already trained on ``--index`` (e.g. the demo's own, ``artifacts/demo/runs/teacher_*``)
@@ -33,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
@@ -58,6 +65,15 @@ def _score(run_dir: Path, sets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarr
         name: float((predict_logits(model, norm, ims, rows).argmax(1) == labels).mean())
         for name, (ims, rows, labels) in sets.items()
     }
+
+
+def _loss_arm(text: str) -> tuple[str, dict]:
+    """NAME=YAML -> (NAME, the loss mapping); the loss is checked when its runs' configs are built."""
+    name, sep, spec = text.partition("=")
+    loss = yaml.safe_load(spec) if sep else None
+    if not name.isidentifier() or name in ("scratch", "kd", "teacher") or not isinstance(loss, dict):
+        raise argparse.ArgumentTypeError(f"--loss-arm {text!r}: expected NAME=YAML mapping (NAME: not scratch/kd)")
+    return name, loss
 
 
 def mean_sd_rows(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
@@ -98,7 +114,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="student seeds")
     ap.add_argument("--arms", nargs="+", choices=("scratch", "kd"), default=["scratch", "kd"], help="students to train")
     ap.add_argument("--teacher", type=Path, help="a teacher run trained on --index instead of training one")
+    ap.add_argument("--loss-arm", type=_loss_arm, action="append", default=[],
+                    help="NAME=YAML: a distilled arm with this loss mapping (name, params)")  # fmt: skip
     args = ap.parse_args()
+    loss_arms = dict(args.loss_arm)
+    arms = [*args.arms, *loss_arms]
 
     budget = dict(DEMO_BUDGET)
     index = load_index(args.index)
@@ -133,14 +153,15 @@ def main() -> None:
             if "scratch" in args.arms:
                 raws.append(run_config(f"scratch_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed,
                                        budget, **common))  # fmt: skip
-            if "kd" in args.arms:
-                kd_teachers = {"cached": [str(s.path) for s in stores], "replay_seed": STUDENT_SEED}
-                raws.append(run_config(f"kd_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed, budget,
-                                       loss=budget["student_loss"], teachers=kd_teachers, **common))  # fmt: skip
+            kd_teachers = {"cached": [str(s.path) for s in stores], "replay_seed": STUDENT_SEED}
+            losses = {"kd": budget["student_loss"]} if "kd" in args.arms else {}
+            for arm, loss in {**losses, **loss_arms}.items():
+                raws.append(run_config(f"{arm}_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed,
+                                       budget, loss=loss, teachers=kd_teachers, **common))  # fmt: skip
         trained = _train_all(raws, config_dir, runs_dir, jobs=2)
         rows_out.append({"variant": f"teacher_{tier}", "seed": 0, **_score(teacher, sets)})
         for seed in args.seeds:
-            for kind in args.arms:
+            for kind in arms:
                 run_dir = trained[f"{kind}_{tier}_s{seed}"][0]
                 rows_out.append({"variant": f"{kind}_{tier}", "seed": seed, **_score(run_dir, sets)})
         _write(args.out, rows_out)
