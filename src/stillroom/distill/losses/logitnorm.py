@@ -16,7 +16,9 @@ KL standardises each class column over the batch, so on raw logits it is already
 and LogitNorm's point (no reward for long logits) holds for the sum. The served model is unchanged: its raw
 logits, whose argmax is the normalised logits' argmax, are what the evaluation, the post-hoc scores and the ladder
 read. ``tau`` = 0.04, the paper's value for CIFAR-10 (a norm of 25: a softmax that can still reach ~1 over 151
-classes); 1e-7 is added to the norm as in pytorch-ood.
+classes); 1e-7 is added to the norm as in pytorch-ood. Measured here (BENCHMARKS "LogitNorm for the student",
+3 seeds, the demo's recipe with the official artwork held out): -5.6 points of ID val top-1, -7.9 on the held-out
+style's val drawings, MSP AUROC against other-style OOD down 0.06-0.11, so it is an option, not a default.
 
     loss: {name: logitnorm, params: {base: luminet, tau: 0.04, terms: ce}}
 """
