@@ -72,7 +72,9 @@ def _loss_arm(text: str) -> tuple[str, dict]:
     name, sep, spec = text.partition("=")
     loss = yaml.safe_load(spec) if sep else None
     if not name.isidentifier() or name in ("scratch", "kd", "teacher") or not isinstance(loss, dict):
-        raise argparse.ArgumentTypeError(f"--loss-arm {text!r}: expected NAME=YAML mapping (NAME: not scratch/kd)")
+        raise argparse.ArgumentTypeError(
+            f"--loss-arm {text!r}: expected NAME=YAML mapping, NAME an identifier other than scratch, kd, teacher"
+        )
     return name, loss
 
 
