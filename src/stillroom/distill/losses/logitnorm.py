@@ -63,6 +63,8 @@ class LogitNormLoss(WrapperLoss):
         normed = self.base(logit_norm(student_logits, self.params.tau), teacher_logits, target, **ctx)
         if self.params.terms == "all":
             return normed
+        # a second call of the base on the raw logits keeps every base usable unchanged (no base exposes its CE
+        # alone); on (B, K) logits it costs microseconds beside the network's forward and backward passes
         raw = self.base(student_logits, teacher_logits, target, **ctx)
         if "loss_ce" not in raw:
             raise StillroomError(f"loss 'logitnorm': base {self.params.base!r} has no loss_ce term to normalise")
