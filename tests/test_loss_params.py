@@ -53,8 +53,9 @@ def test_params_are_strict_frozen_and_resolve_to_json(name):
     again = build_loss(name, **resolved)
     assert again.params == loss.params
     z, t, y = _batch()
-    for key, value in loss(z, t, y).items():
-        assert torch.equal(again(z, t, y)[key], value)
+    ctx = {"features": torch.randn(len(y), 16)} if cls.needs_features else {}  # supcon: pooled student features
+    for key, value in loss(z, t, y, **ctx).items():
+        assert torch.equal(again(z, t, y, **ctx)[key], value)
 
 
 @pytest.mark.parametrize("name", LOSSES.list())

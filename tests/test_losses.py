@@ -227,7 +227,8 @@ def test_conformance(name):
     z, t, y = _batch(b=8, k=7, m=2)
     z.requires_grad_(True)
     t.requires_grad_(True)
-    out = build_loss(name)(z, t, y)
+    ctx = {"features": torch.randn(8, 16)} if cls.needs_features else {}  # supcon: the student's pooled features
+    out = build_loss(name)(z, t, y, **ctx)
     assert out and all(k.startswith("loss_") for k in out)
     assert all(v.ndim == 0 and torch.isfinite(v) for v in out.values())
     _total(out).backward()
@@ -235,7 +236,7 @@ def test_conformance(name):
     assert t.grad is None, "teacher logits must be detached (frozen teacher)"
     if cls.needs_teacher:
         with pytest.raises(StillroomError):
-            build_loss(name)(z, None, y)
+            build_loss(name)(z, None, y, **ctx)
     if cls.ce_equivalent_params is not None:
         ref = F.cross_entropy(z.detach(), y)
         got = _total(build_loss(name, **cls.ce_equivalent_params)(z.detach(), t.detach(), y))

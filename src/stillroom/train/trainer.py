@@ -76,6 +76,7 @@ from stillroom.data.index import IGNORE_INDEX, TRANSFER, DatasetIndex, load_inde
 from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
+from stillroom.models.features import FeatureTap, attach_feature_tap
 from stillroom.models.inference import predict_logits
 from stillroom.models.mixstyle import attach_mixstyle
 from stillroom.models.pretrained import load_pretrained
@@ -89,9 +90,10 @@ __all__ = ["train", "config_differs", "Progress", "Objective", "OnFinished", "Gl
 
 Progress = Callable[..., None]  # (phase, done, total, record=None); record: the epoch's log line
 #: (cfg, index, alignment_json or None, replay {"augment", "augment_seed"}) -> (loss module, teachers or None).
-#: The loss is called as loss(student_logits, teacher_logits or None, target, epoch=e) -> {term name: tensor}; its
-#: optional ``num_outputs(num_classes, sink_class)`` gives the student's output count from the index's class count and
-#: its sink class (None without one): K for outlier exposure on a merged index. Teachers are called as
+#: The loss is called as loss(student_logits, teacher_logits or None, target, epoch=e) -> {term name: tensor}, with
+#: features=(B, D), the student's pooled features, where it ``needs_features``; its optional ``num_outputs(
+#: num_classes, sink_class)`` gives the student's output count from the index's class count and its sink class
+#: (None without one): K for outlier exposure on a merged index. Teachers are called as
 #: teachers(x, rows, views or None) -> (M, B, K) logits and may carry ``views`` (replay stores).
 Objective = Callable[[TrainConfig, DatasetIndex, "Path | None", dict[str, Any]], tuple[nn.Module, Any]]
 #: (run_dir, index, images): called on rank 0 once the last epoch is saved, e.g. to write metrics.json
@@ -239,16 +241,23 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _forward_loss(
-    model: nn.Module, loss_fn: nn.Module, batch: tuple, device: torch.device, use_amp: bool
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batch: tuple,
+    device: torch.device,
+    use_amp: bool,
+    tap: FeatureTap | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """One training batch through the model and the loss: (logits, loss terms, their sum). Mixed batches take
-    both labels by pixel share (label-free terms such as KD are the same in both calls)."""
+    both labels by pixel share (label-free terms such as KD are the same in both calls). ``tap``: the student's
+    pooled features, for a loss that ``needs_features``."""
     xn, t_logits, y, partner, lam, labelled, epoch = batch
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         logits = model(xn)
-    terms = loss_fn(logits.float(), t_logits, y, epoch=epoch)
+    ctx: dict[str, Any] = {"epoch": epoch} if tap is None else {"epoch": epoch, "features": tap.pooled()}
+    terms = loss_fn(logits.float(), t_logits, y, **ctx)
     if lam < 1.0:
-        other = loss_fn(logits.float(), t_logits, y[partner], epoch=epoch)
+        other = loss_fn(logits.float(), t_logits, y[partner], **ctx)
         terms = {k: lam * v + (1.0 - lam) * other[k] for k, v in terms.items()}
     if not bool(labelled.any()):  # a batch of transfer rows only: the CE mean is 0/0
         terms = {k: v if torch.isfinite(v) else torch.zeros_like(v) for k, v in terms.items()}
@@ -431,6 +440,8 @@ def _train(
     if cfg.model.mixstyle is not None:  # hooks, not modules: the weights stay the plain architecture's
         ms = cfg.model.mixstyle
         attach_mixstyle(net, ms.layers, ms.p, ms.alpha)
+    # a loss on the student's features (supcon) reads them from a hook on its last feature map (models.features)
+    tap = attach_feature_tap(net) if getattr(loss_fn, "needs_features", False) else None
     net = net.to(device)
     # convolutions on the last, tiny maps train as matrix products on the CPU (models/small_maps.py: steps of
     # mobilenet_v3_small at 64 px 1.66x faster, resnet18 1.30-1.36x, benchmarks/bench_small_maps.py; the same
@@ -571,7 +582,7 @@ def _train(
                 xn = xn.contiguous(memory_format=torch.channels_last)
             labelled = y != IGNORE_INDEX
             batch = (xn, t_logits, y, partner, lam, labelled, epoch)
-            logits, terms, loss = _forward_loss(model, loss_fn, batch, device, use_amp)
+            logits, terms, loss = _forward_loss(model, loss_fn, batch, device, use_amp, tap)
             if not torch.isfinite(loss):
                 raise StillroomError(f"epoch {epoch + 1} step {step}: loss is {loss.item()}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -580,7 +591,7 @@ def _train(
                 eps = sam.ascend(sam_params, cfg.optim.sam_rho, cfg.optim.sam_adaptive)
                 optimizer.zero_grad(set_to_none=True)
                 with sam.frozen_bn_stats(net):  # the batch already moved the running statistics once
-                    _forward_loss(model, loss_fn, batch, device, use_amp)[2].backward()
+                    _forward_loss(model, loss_fn, batch, device, use_amp, tap)[2].backward()
                 sam.descend(sam_params, eps)
             optimizer.step()
             scheduler.step()

@@ -7,7 +7,8 @@ The call surface is the same for all of them::
 
 The returned dict holds named scalar terms (``loss_ce``, ``loss_kd``, ...), each already multiplied by its
 weight; the trainer sums them for the backward pass and logs them one by one. ``ctx`` carries optional extras
-(epoch, OOD mask...) that a loss may read and must otherwise ignore.
+(epoch, OOD mask, the student's pooled features for a loss that ``needs_features``...) that a loss may read and
+must otherwise ignore.
 
 Parameters are typed: each loss declares a frozen pydantic model (``DistillLoss.Params``, a ``LossParams``) with
 the ranges of its parameters, its presets (named defaults that explicit parameters override) and the deprecated
@@ -35,6 +36,7 @@ from stillroom.distill.losses import (  # noqa: F401 (registers each)
     logitnorm,
     luminet,
     outlier_exposure,
+    supcon,
     target_dampened,
 )
 from stillroom.distill.losses._base import DEFAULT_TEMPERATURE, LOSSES, DistillLoss, LossParams, register_loss

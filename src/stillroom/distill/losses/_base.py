@@ -50,6 +50,9 @@ class DistillLoss(nn.Module):
     learns_unlabelled: ClassVar[bool] = False
     #: constructor params that reduce the loss to plain cross-entropy (conformance tests); None: no such setting
     ce_equivalent_params: ClassVar[dict[str, Any] | None] = None
+    #: whether ``forward`` needs ``features=`` (B, D), the student's pooled penultimate features (``supcon``): the
+    #: trainer then taps them from the network (``models.features``) and passes them with the logits
+    needs_features: ClassVar[bool] = False
     #: whether a wrapper (``WrapperParams``) may take it as its ``base``: a K-class loss that reads no sink rows
     wrappable: ClassVar[bool] = True
     #: misspelt or foreign parameter names -> hint shown with the "unknown parameter" error
