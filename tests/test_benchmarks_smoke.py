@@ -240,6 +240,24 @@ def test_style_openset_summary_row(tmp_path, capsys):
     assert capsys.readouterr().out.rstrip().endswith("| 85.0 | 10.0 | no |")
 
 
+def test_style_openset_summary_arm_means_over_seeds(tmp_path, capsys):
+    """--arm: one row per arm, each figure the mean over its runs; a run missing a file is an error naming it."""
+    import json
+
+    files = []
+    for run, acc in (("a_s0", 0.8), ("a_s1", 0.9)):
+        for split in ("val", "test"):
+            auroc = {"msp": acc - 0.1, "rmd": acc}
+            lad = {"id": {"coverage": acc}, "ood": {"acceptance": 1 - acc}}
+            rep = {"ood": {"summary": {"best": {"auroc": auroc}}}, "ladder": {"splits": {split: lad}}}
+            files.append(tmp_path / f"{run}__emoji64__{split}.json")
+            files[-1].write_text(json.dumps(rep))
+    _script("style_openset_summary").main([*map(str, files), "--arm", "arm=a_s0,a_s1"])
+    assert capsys.readouterr().out.splitlines()[-1] == "| arm | 2 | 85.0 / 85.0 | 15.0 / 15.0 | 0.750 | 0.850 |"
+    with pytest.raises(SystemExit, match="--arm arm: no file for run a_s2, OOD set emoji64, split val"):
+        _script("style_openset_summary").main([*map(str, files), "--arm", "arm=a_s0,a_s2"])
+
+
 def test_style_half_mix_adds_one_split_as_train_rows(shapes_index, tmp_path, capsys):
     from stillroom._io import StillroomError
     from stillroom.data.index import load_index
