@@ -36,6 +36,7 @@ from stillroom.distill.losses import (  # noqa: F401 (registers each)
     logitnorm,
     luminet,
     outlier_exposure,
+    similarity,
     supcon,
     target_dampened,
 )

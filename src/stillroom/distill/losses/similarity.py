@@ -1,0 +1,80 @@
+"""Similarity-preserving term on the student's features (Tung and Mori, ICCV 2019), beside a K-class loss.
+
+Tung and Mori, "Similarity-Preserving Knowledge Distillation" (ICCV 2019), eq. 1-4: for a batch of b images, the
+student's activations ``A_s`` (b, D) and the teacher's ``A_t`` (b, D'), the Gram matrices ``G = A A^T`` with each
+row scaled to unit L2 norm (eq. 2), and
+
+    L_sp = gamma / b^2 * || G_s - G_t ||_F^2                                           (eq. 3-4, one layer pair)
+
+so the student's features keep the teacher's pairwise similarities among the batch's images, whatever their
+dimension. Why here (issue 14 item 1, issue 16 item 5): a supervised contrastive term on the same features
+(``supcon``) pushed every other species away alike and fought the teacher's soft labels, which say which species
+look alike (BENCHMARKS "a supervised contrastive term across styles"); this term asks the feature geometry that KNN
+and RMD read, and a held-out style may borrow, to agree with the teacher instead.
+
+Where we differ from the paper: its teacher side is the teacher's activation map of the matching stage; the
+teachers here come from replay stores of logits (no teacher network runs while the student trains), so ``A_t`` is
+the teachers' mean logit vector of each image (M teachers averaged), the representation a store holds. The student
+side is the pooled penultimate feature (``models.features``, as ``supcon``). ``gamma`` = 3000, the paper's CIFAR-10
+value for one layer pair. It wraps a registered K-class ``base`` (default ``luminet``, the demo's), whose terms are
+returned unchanged beside ``loss_sp``; transfer rows take part (the term reads no label).
+
+    loss: {name: similarity, params: {base: luminet, gamma: 3000}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from stillroom._io import StillroomError
+from stillroom.distill.losses._base import WrapperLoss, WrapperParams, register_loss
+from stillroom.distill.losses._params import Positive
+
+__all__ = ["SimilarityLoss", "SimilarityParams", "similarity_preserving"]
+
+
+def similarity_preserving(student: Tensor, teacher: Tensor) -> Tensor:
+    """Eq. 3-4 without gamma: ||G_s - G_t||_F^2 / b^2 of the row-normalised Gram matrices of (b, D) and (b, D')."""
+    g_s = F.normalize(student.float() @ student.float().T, dim=1)
+    g_t = F.normalize(teacher.float() @ teacher.float().T, dim=1)
+    return (g_s - g_t).pow(2).sum() / student.shape[0] ** 2
+
+
+class SimilarityParams(WrapperParams):
+    """base (a registered K-class loss), base_params (its parameters, stored resolved), gamma > 0, the term's weight."""
+
+    gamma: Positive = 3000.0  # Tung and Mori 2019, CIFAR-10, one layer pair
+
+
+@register_loss("similarity")
+class SimilarityLoss(WrapperLoss):
+    """Parameters: ``SimilarityParams``. Returns the base loss's terms and ``loss_sp``; needs teacher logits and
+    ``features`` (B, D), the student's pooled penultimate features, passed by the trainer (``needs_features``)."""
+
+    Params: ClassVar[type[SimilarityParams]] = SimilarityParams
+    params: SimilarityParams
+    needs_features: ClassVar[bool] = True
+
+    def __init__(self, params: SimilarityParams | None = None, /, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.needs_teacher = True  # the term's own need, whatever the base's
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None,
+        target: Tensor,
+        features: Tensor | None = None,
+        **ctx: Any,
+    ) -> dict[str, Tensor]:
+        t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K), detached
+        if features is None or features.ndim != 2 or features.shape[0] != student_logits.shape[0]:
+            got = None if features is None else tuple(features.shape)
+            raise StillroomError(
+                f"loss 'similarity': needs the student's pooled features ({student_logits.shape[0]}, D), got {got}"
+            )
+        terms = self.base(student_logits, teacher_logits, target, **ctx)
+        return {**terms, "loss_sp": self.params.gamma * similarity_preserving(features, t.mean(dim=0))}
