@@ -19,9 +19,10 @@ trained that the served model does not hold). Rows without a class (transfer row
 row has a classmate gives 0. Positives are whatever classmates a batch happens to hold (the sampler is the usual
 one). ``temperature`` = 0.1, the paper's; ``weight`` = 0.5. Checked against pytorch-metric-learning's
 ``SupConLoss`` (tests/test_supcon.py). Measured (BENCHMARKS "a supervised contrastive term across styles", 3 seeds,
-the demo's recipe with the official artwork held out): -2.1 points of ID val top-1 and -2.6 on the held-out style's
-val drawings at weight 0.5, -6.0 / -10.5 at 2; LumiNet's KL term stays higher beside it (the term spreads all other
-species apart alike, the teacher's soft labels say which look alike), so it is an option, not a default.
+the demo's recipe with the official artwork held out): -2.5 points of ID val top-1 and -5.3 on the held-out style's
+val drawings at weight 0.5 (the demo's LumiNet, warm-up included, as base), worse at 2; LumiNet's KL term ends
+higher beside it (the term spreads all other species apart alike, the teacher's soft labels say which look alike),
+so it is an option, not a default.
 
     loss: {name: supcon, params: {base: luminet, weight: 0.5, temperature: 0.1}}
 """
