@@ -109,6 +109,13 @@ class DistillLoss(nn.Module):
             )
         return teacher_logits.detach().to(student_logits.dtype)
 
+    def _check_features(self, student_logits: Tensor, features: Tensor | None) -> Tensor:
+        """Validate ``features`` (B, D), the student's pooled features a ``needs_features`` loss is given."""
+        if features is None or features.ndim != 2 or features.shape[0] != student_logits.shape[0]:
+            got, b = None if features is None else tuple(features.shape), student_logits.shape[0]
+            raise StillroomError(f"loss {self.loss_name!r}: needs the student's pooled features ({b}, D), got {got}")
+        return features
+
 
 LOSSES: Registry[type[DistillLoss]] = Registry("loss")
 L = TypeVar("L", bound=type[DistillLoss])

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom._io import StillroomError
 from stillroom.distill.losses._base import WrapperLoss, WrapperParams, register_loss
 from stillroom.distill.losses._params import Positive
 
@@ -75,10 +74,6 @@ class SimilarityLoss(WrapperLoss):
         **ctx: Any,
     ) -> dict[str, Tensor]:
         t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K), detached
-        if features is None or features.ndim != 2 or features.shape[0] != student_logits.shape[0]:
-            got = None if features is None else tuple(features.shape)
-            raise StillroomError(
-                f"loss 'similarity': needs the student's pooled features ({student_logits.shape[0]}, D), got {got}"
-            )
+        features = self._check_features(student_logits, features)
         terms = self.base(student_logits, teacher_logits, target, **ctx)
         return {**terms, "loss_sp": self.params.gamma * similarity_preserving(features, t.mean(dim=0))}

@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom._io import StillroomError
 from stillroom.distill.losses._base import IGNORE_INDEX, WrapperLoss, WrapperParams, register_loss
 from stillroom.distill.losses._params import Positive
 
@@ -83,11 +82,7 @@ class SupConLoss(WrapperLoss):
         features: Tensor | None = None,
         **ctx: Any,
     ) -> dict[str, Tensor]:
-        if features is None or features.ndim != 2 or features.shape[0] != student_logits.shape[0]:
-            got = None if features is None else tuple(features.shape)
-            raise StillroomError(
-                f"loss 'supcon': needs the student's pooled features ({student_logits.shape[0]}, D), got {got}"
-            )
+        features = self._check_features(student_logits, features)
         terms = self.base(student_logits, teacher_logits, target, **ctx)
         p = self.params
         return {**terms, "loss_supcon": p.weight * supervised_contrastive(features, target, p.temperature)}
