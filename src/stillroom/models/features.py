@@ -1,10 +1,11 @@
 """The pooled last feature map of a network while it trains, for losses that shape the features themselves.
 
-A loss on penultimate features (``distill.losses.supcon``) needs, for the very batch the logits came from, the
-globally average-pooled output of the network's last feature block: the vector evaluation's KNN and RMD scores read
-(``evaluate.feature_ood.pool_features``: the same cut, the same pooling). It is taken with a forward hook, not by
-splitting the network, so the training step, DDP, the small-map convolutions and export see the plain architecture
-unchanged, and the hook records nothing while the network is in ``eval()`` (validation, precise BN).
+A loss on penultimate features (``distill.losses.supcon``, ``distill.losses.similarity``) needs, for the very batch
+the logits came from, the globally average-pooled output of the network's last feature block: the vector
+evaluation's KNN and RMD scores read (``evaluate.feature_ood.pool_features``: the same cut, the same pooling). It is
+taken with a forward hook, not by splitting the network, so the training step, DDP, the small-map convolutions and
+export see the plain architecture unchanged, and the hook records nothing while the network is in ``eval()``
+(validation, precise BN).
 """
 
 from __future__ import annotations

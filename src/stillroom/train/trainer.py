@@ -440,7 +440,8 @@ def _train(
     if cfg.model.mixstyle is not None:  # hooks, not modules: the weights stay the plain architecture's
         ms = cfg.model.mixstyle
         attach_mixstyle(net, ms.layers, ms.p, ms.alpha)
-    # a loss on the student's features (supcon) reads them from a hook on its last feature map (models.features)
+    # a loss on the student's features (supcon, similarity) reads them from a hook on the last feature map
+    # (models.features)
     tap = attach_feature_tap(net) if getattr(loss_fn, "needs_features", False) else None
     net = net.to(device)
     # convolutions on the last, tiny maps train as matrix products on the CPU (models/small_maps.py: steps of
