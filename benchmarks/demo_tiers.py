@@ -14,7 +14,9 @@ same species (``--style``: the box icons of ``stillroom data build style-icons``
     stillroom compare artifacts/s36/tiers/results_summary.csv --metric test_top1 --a kd_6x10 --b kd_8x12
 
 ``--loss-arm NAME=YAML`` adds a distilled arm with another loss (a YAML mapping of ``loss``: name and params), the
-same teacher, store and seeds as ``kd``, as variant ``NAME_<tier>``:
+same teacher, store and seeds as ``kd``, as variant ``NAME_<tier>``. A wrapper's ``base`` takes its registry defaults,
+not the demo's config: the script warns of every parameter of the demo's LumiNet that an arm runs otherwise without
+setting it (e.g. ``warmup_epochs``, 0 by default, 2 in the demo), so that two arms differ in the change under test only:
 
     python benchmarks/demo_tiers.py ... --arms kd --loss-arm \
         'ln04={name: logitnorm, params: {base: luminet, base_params: {warmup_epochs: 2}, tau: 0.04}}'
@@ -43,6 +45,7 @@ import yaml
 
 from stillroom.data.dataset import load_images
 from stillroom.data.index import load_index
+from stillroom.distill.losses import resolve_loss_params
 from stillroom.models.inference import predict_logits
 from stillroom.pipeline.budgets import DEMO_BUDGET, STUDENT_SEED, run_config
 from stillroom.pipeline.demo import _soft_labels, _train_all
@@ -76,6 +79,23 @@ def _loss_arm(text: str) -> tuple[str, dict]:
             f"--loss-arm {text!r}: expected NAME=YAML mapping, NAME an identifier other than scratch, kd, teacher"
         )
     return name, loss
+
+
+def unset_differences(loss: dict, reference: dict) -> dict[str, tuple]:
+    """The parameters in which an arm's loss, or the ``base`` it wraps, runs the ``reference`` loss (the ``kd`` arm's,
+    the demo's LumiNet) with other values without the arm setting them: {name: (arm's value, reference's)}. A
+    wrapper's base takes the registry's defaults, not the demo's config (LumiNet's warm-up: 0 epochs, not 2), which
+    would make the arms differ in more than the change under test."""
+    ref = resolve_loss_params(reference["name"], reference.get("params") or {})
+    given = dict(loss.get("params") or {})
+    resolved = resolve_loss_params(loss["name"], given)
+    if loss["name"] == reference["name"]:
+        mine, explicit = resolved, given
+    elif resolved.get("base") == reference["name"]:
+        mine, explicit = resolved["base_params"], dict(given.get("base_params") or {})
+    else:
+        return {}
+    return {k: (mine.get(k), v) for k, v in ref.items() if k not in explicit and mine.get(k) != v}
 
 
 def mean_sd_rows(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
@@ -121,6 +141,12 @@ def main() -> None:
     args = ap.parse_args()
     loss_arms = dict(args.loss_arm)
     arms = [*args.arms, *loss_arms]
+    for name, loss in loss_arms.items():
+        for key, (mine, ref) in unset_differences(loss, DEMO_BUDGET["student_loss"]).items():
+            print(
+                f"warning: --loss-arm {name}: its {DEMO_BUDGET['student_loss']['name']} runs with {key}={mine!r} where "
+                f"the kd arm has {ref!r}, not set by the arm: set it (params or base_params) to compare one change"
+            )
 
     budget = dict(DEMO_BUDGET)
     index = load_index(args.index)

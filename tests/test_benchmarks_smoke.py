@@ -221,6 +221,19 @@ def test_style_summary_reads_own_and_style_metrics(tmp_path, capsys):
     assert "scr_shape" not in out
 
 
+def test_demo_tiers_names_the_demo_loss_params_an_arm_leaves_at_other_defaults():
+    """demo_tiers --loss-arm: a wrapper's base (or LumiNet itself) left at registry defaults where the kd arm's
+    LumiNet differs (warm-up 0 vs 2 epochs) is reported; a value the arm sets, or another loss, is not."""
+    diff = _script("demo_tiers").unset_differences
+    ref = {"name": "luminet", "params": {"kd_scale": 578.0, "temperature": 4.0, "warmup_epochs": 2}}
+    assert diff({"name": "supcon", "params": {"weight": 0.5}}, ref) == {"warmup_epochs": (0.0, 2)}
+    assert diff({"name": "supcon", "params": {"base_params": {"warmup_epochs": 2}}}, ref) == {}
+    assert diff({"name": "luminet", "params": {"temperature": 8.0}}, ref) == {"warmup_epochs": (0.0, 2)}
+    assert diff({"name": "luminet", "params": {"temperature": 8.0, "warmup_epochs": 2}}, ref) == {}
+    assert diff({"name": "similarity", "params": {"base": "kd"}}, ref) == {}
+    assert diff({"name": "kd", "params": {}}, ref) == {}
+
+
 def test_style_openset_summary_row(tmp_path, capsys):
     """style_openset_summary.py: one row per run x OOD set x split, the best score named, ladder shares, bars."""
     import json
