@@ -20,6 +20,7 @@ __all__ = [
     "IGNORE_INDEX",
     "LOSSES",
     "DistillLoss",
+    "FeatureTermLoss",
     "LossParams",
     "WrapperLoss",
     "WrapperParams",
@@ -109,13 +110,6 @@ class DistillLoss(nn.Module):
             )
         return teacher_logits.detach().to(student_logits.dtype)
 
-    def _check_features(self, student_logits: Tensor, features: Tensor | None) -> Tensor:
-        """Validate ``features`` (B, D), the student's pooled features a ``needs_features`` loss is given."""
-        if features is None or features.ndim != 2 or features.shape[0] != student_logits.shape[0]:
-            got, b = None if features is None else tuple(features.shape), student_logits.shape[0]
-            raise StillroomError(f"loss {self.loss_name!r}: needs the student's pooled features ({b}, D), got {got}")
-        return features
-
 
 LOSSES: Registry[type[DistillLoss]] = Registry("loss")
 L = TypeVar("L", bound=type[DistillLoss])
@@ -171,3 +165,37 @@ class WrapperLoss(DistillLoss):
         super().__init__(params, **kwargs)
         self.base = LOSSES.get(self.params.base)(**self.params.base_params)  # checked by the params
         self.needs_teacher = self.base.needs_teacher
+
+
+class FeatureTermLoss(WrapperLoss):
+    """A wrapper that returns its base's terms unchanged and adds one term (``term_name``) computed by
+    ``feature_term`` on the student's pooled penultimate features, which the trainer passes as ``features=`` to a
+    loss that ``needs_features`` (``supcon``, ``similarity``). ``term_needs_teacher``: the term reads the teachers'
+    logits, so the loss needs them whatever its base does."""
+
+    needs_features: ClassVar[bool] = True
+    term_name: ClassVar[str] = ""
+    term_needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, params: WrapperParams | None = None, /, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.needs_teacher = self.needs_teacher or self.term_needs_teacher
+
+    def feature_term(self, features: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor:
+        """The added term, weighted: ``features`` (B, D), ``teacher_logits`` (M, B, K) detached or None."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None,
+        target: Tensor,
+        features: Tensor | None = None,
+        **ctx: Any,
+    ) -> dict[str, Tensor]:
+        t = self._check_inputs(student_logits, teacher_logits, target)
+        if features is None or features.ndim != 2 or features.shape[0] != student_logits.shape[0]:
+            got, b = None if features is None else tuple(features.shape), student_logits.shape[0]
+            raise StillroomError(f"loss {self.loss_name!r}: needs the student's pooled features ({b}, D), got {got}")
+        terms = self.base(student_logits, teacher_logits, target, **ctx)
+        return {**terms, self.term_name: self.feature_term(features, t, target)}

@@ -28,12 +28,12 @@ repeat), whose terms are returned unchanged beside ``loss_sp``; transfer rows ta
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom.distill.losses._base import WrapperLoss, WrapperParams, register_loss
+from stillroom.distill.losses._base import FeatureTermLoss, WrapperParams, register_loss
 from stillroom.distill.losses._params import Positive
 
 __all__ = ["SimilarityLoss", "SimilarityParams", "similarity_preserving"]
@@ -53,27 +53,15 @@ class SimilarityParams(WrapperParams):
 
 
 @register_loss("similarity")
-class SimilarityLoss(WrapperLoss):
+class SimilarityLoss(FeatureTermLoss):
     """Parameters: ``SimilarityParams``. Returns the base loss's terms and ``loss_sp``; needs teacher logits and
     ``features`` (B, D), the student's pooled penultimate features, passed by the trainer (``needs_features``)."""
 
     Params: ClassVar[type[SimilarityParams]] = SimilarityParams
     params: SimilarityParams
-    needs_features: ClassVar[bool] = True
+    term_name: ClassVar[str] = "loss_sp"
+    term_needs_teacher: ClassVar[bool] = True  # the term's own need, whatever the base's
 
-    def __init__(self, params: SimilarityParams | None = None, /, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self.needs_teacher = True  # the term's own need, whatever the base's
-
-    def forward(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None,
-        target: Tensor,
-        features: Tensor | None = None,
-        **ctx: Any,
-    ) -> dict[str, Tensor]:
-        t = self._check_inputs(student_logits, teacher_logits, target)  # (M, B, K), detached
-        features = self._check_features(student_logits, features)
-        terms = self.base(student_logits, teacher_logits, target, **ctx)
-        return {**terms, "loss_sp": self.params.gamma * similarity_preserving(features, t.mean(dim=0))}
+    def feature_term(self, features: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor:
+        assert teacher_logits is not None  # needs_teacher: _check_inputs refused None
+        return self.params.gamma * similarity_preserving(features, teacher_logits.mean(dim=0))

@@ -29,13 +29,13 @@ so it is an option, not a default.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stillroom.distill.losses._base import IGNORE_INDEX, WrapperLoss, WrapperParams, register_loss
+from stillroom.distill.losses._base import IGNORE_INDEX, FeatureTermLoss, WrapperParams, register_loss
 from stillroom.distill.losses._params import Positive
 
 __all__ = ["SupConLoss", "SupConParams", "supervised_contrastive"]
@@ -66,23 +66,13 @@ class SupConParams(WrapperParams):
 
 
 @register_loss("supcon")
-class SupConLoss(WrapperLoss):
+class SupConLoss(FeatureTermLoss):
     """Parameters: ``SupConParams``. Returns the base loss's terms and ``loss_supcon``; needs ``features`` (B, D),
     the student's pooled penultimate features, passed by the trainer (``needs_features``)."""
 
     Params: ClassVar[type[SupConParams]] = SupConParams
     params: SupConParams
-    needs_features: ClassVar[bool] = True
+    term_name: ClassVar[str] = "loss_supcon"
 
-    def forward(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None,
-        target: Tensor,
-        features: Tensor | None = None,
-        **ctx: Any,
-    ) -> dict[str, Tensor]:
-        features = self._check_features(student_logits, features)
-        terms = self.base(student_logits, teacher_logits, target, **ctx)
-        p = self.params
-        return {**terms, "loss_supcon": p.weight * supervised_contrastive(features, target, p.temperature)}
+    def feature_term(self, features: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor:
+        return self.params.weight * supervised_contrastive(features, target, self.params.temperature)
