@@ -17,7 +17,8 @@ from stillroom.distill.losses import build_loss
 from stillroom.distill.losses.supcon import supervised_contrastive
 from stillroom.evaluate.feature_ood import pool_features, split_model
 from stillroom.models.factory import create_model
-from stillroom.models.features import attach_feature_tap
+from stillroom.models.features import attach_feature_tap, feature_dim
+from stillroom.train.checkpoint import load_training_state
 
 
 def _feats(b: int = 16, d: int = 8, k: int = 4, seed: int = 0):
@@ -91,7 +92,7 @@ def test_tap_is_the_pooled_map_evaluation_reads_and_ignores_eval_passes(name):
     got = tap.pooled()
     net.eval()
     net(torch.randn(2, 1, 32, 32))
-    assert tap.pooled().shape == got.shape == (4, want.shape[1])
+    assert tap.pooled().shape == got.shape == (4, want.shape[1]) == (4, feature_dim(net))
     assert torch.equal(tap.pooled(), got)  # an evaluation forward left the training batch's features in place
     copy.deepcopy(net)(x)  # an evaluation copy (its map is part of a graph) gets a tap of its own
     assert torch.equal(tap.pooled(), got)
@@ -117,3 +118,53 @@ def test_run_with_supcon_trains_logs_its_term_and_loads_as_the_plain_model(shape
     net.load_state_dict(load_file(run / "final.safetensors"))  # nothing of the tap in the weights
     params = json.loads((run / "model.json").read_text())["loss_params"]
     assert params["weight"] == 1.0 and params["temperature"] == 0.1 and params["base"] == "ce"
+
+
+def test_projection_head_is_built_from_its_own_seed_and_reads_the_features():
+    f, y = _feats(b=16, d=8, k=4, seed=5)
+    z, t = torch.randn(16, 4), torch.randn(1, 16, 4)
+    loss = build_loss("supcon", base="ce", projection=3)
+    with pytest.raises(StillroomError, match="loss 'supcon': the projection head is not built"):
+        loss(z, t, y, features=f)
+    state = torch.get_rng_state()
+    loss.bind_features(8, seed=7)
+    assert torch.equal(torch.get_rng_state(), state)  # the student's init and the run's stream are untouched
+    twin = build_loss("supcon", base="ce", projection=3)
+    twin.bind_features(8, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(loss.parameters(), twin.parameters(), strict=True))
+    assert [tuple(p.shape) for p in loss.parameters()] == [(8, 8), (8,), (3, 8), (3,)]
+    out = loss(z, t, y, features=f)["loss_supcon"]
+    torch.testing.assert_close(out, 0.5 * supervised_contrastive(loss.head(f), y, 0.1))
+    assert not torch.isclose(out, 0.5 * supervised_contrastive(f, y, 0.1))
+    out.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.parameters())
+    plain = build_loss("supcon", base="ce")
+    plain.bind_features(8, seed=7)  # projection 0: nothing built, nothing to train
+    assert not list(plain.parameters())
+
+
+def test_run_with_a_projection_head_trains_it_and_resumes_exactly(shapes_index, tmp_path, tiny_config, cut_after):
+    from stillroom.pipeline import train
+
+    raw = tiny_config(shapes_index.root, "sch", epochs=3)
+    raw["loss"] = {"name": "supcon", "params": {"base": "ce", "weight": 1.0, "projection": 16}}
+    full = train(config_from_dict(raw), tmp_path / "full")
+    state = load_file(full / "last.safetensors")
+    head = {k: v for k, v in state.items() if k.startswith("loss.")}
+    assert sorted(head) == ["loss.head.0.bias", "loss.head.0.weight", "loss.head.2.bias", "loss.head.2.weight"]
+    net = create_model(raw["model"]["name"], 1, shapes_index.num_classes, 32)
+    width = feature_dim(net)
+    assert head["loss.head.0.weight"].shape == (width, width) and head["loss.head.2.weight"].shape == (16, width)
+    fresh = build_loss("supcon", base="ce", projection=16)
+    fresh.bind_features(width, raw["seed"])
+    assert not torch.equal(fresh.head[2].weight, head["loss.head.2.weight"])  # the head trained
+    net.load_state_dict(load_file(full / "final.safetensors"))  # the served weights hold no head
+    cut_after(raw, tmp_path / "cut", 2)
+    resumed = train(config_from_dict(raw), tmp_path / "cut", resume=True)
+    wa, wb = load_file(full / "final.safetensors"), load_file(resumed / "final.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the head and its momentum came back with the student
+    other = build_loss("supcon", base="ce", projection=8)
+    other.bind_features(width, 0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(StillroomError, match="last.safetensors: the loss's weights do not match this run's loss"):
+        load_training_state(resumed / "last.safetensors", net, opt, loss=other)

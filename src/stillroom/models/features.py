@@ -15,7 +15,7 @@ from torch import nn
 
 from stillroom._io import StillroomError
 
-__all__ = ["FeatureTap", "attach_feature_tap", "feature_map_module"]
+__all__ = ["FeatureTap", "attach_feature_tap", "feature_dim", "feature_map_module"]
 
 
 def feature_map_module(model: nn.Module) -> nn.Module:
@@ -30,6 +30,17 @@ def feature_map_module(model: nn.Module) -> nn.Module:
         f"{type(model).__name__}: no last feature map known for a loss on features (torchvision MobileNet, "
         "EfficientNet, ConvNeXt and ResNets have one)"
     )
+
+
+def feature_dim(model: nn.Module) -> int:
+    """Channels of ``feature_map_module(model)``'s map, i.e. the length of the pooled vector: the input width of the
+    first linear layer of the head that reads it (``classifier`` or ``fc``)."""
+    feature_map_module(model)  # the same models, the same error for any other
+    head = model.classifier if hasattr(model, "classifier") else model.fc
+    first = next((m for m in head.modules() if isinstance(m, nn.Linear)), None)
+    if first is None:
+        raise StillroomError(f"{type(model).__name__}: its head has no linear layer to read the feature width from")
+    return int(first.in_features)
 
 
 class FeatureTap:

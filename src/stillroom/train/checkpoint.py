@@ -39,13 +39,17 @@ def save_training_state(
     rng: torch.Tensor,
     state: dict[str, Any],
     ema: nn.Module | None = None,
+    loss: nn.Module | None = None,
 ) -> None:
-    """Weights, optimizer buffers, the torch RNG state (dropout), the loop state (epoch, history, best) and the
-    weight average (``ema``, when the run keeps one) in one safetensors file, so that a crash between two writes can
-    never pair weights with the wrong epoch."""
+    """Weights, optimizer buffers, the torch RNG state (dropout), the loop state (epoch, history, best), the
+    weight average (``ema``, when the run keeps one) and the loss's own weights (``loss``: supcon's projection head;
+    none for most losses) in one safetensors file, so that a crash between two writes can never pair weights with
+    the wrong epoch."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    if loss is not None:
+        tensors.update({f"loss.{k}": v for k, v in loss.state_dict().items()})
     for pid, pstate in optimizer.state_dict()["state"].items():
         for name, value in pstate.items():
             tensors[f"optim.{pid}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
@@ -54,11 +58,15 @@ def save_training_state(
 
 
 def load_training_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None = None
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None = None,
+    loss: nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Restore model, optimizer and the weight average (``ema``) in place; return (torch RNG state, loop state). A
-    state saved before the average started (or without one) leaves ``ema`` as it is: it starts at its first
-    update."""
+    """Restore model, optimizer, the weight average (``ema``) and the loss's weights (``loss``) in place; return
+    (torch RNG state, loop state). A state saved before the average started (or without one) leaves ``ema`` as it
+    is: it starts at its first update. A loss with weights must find them all (strict), as the model must."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             state = json.loads((fh.metadata() or {})["state"])
@@ -68,6 +76,11 @@ def load_training_state(
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None and any(k.startswith("ema.") for k in tensors):
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    if loss is not None:
+        try:
+            loss.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")})
+        except RuntimeError as err:  # a state from a run whose loss had other weights (e.g. another head width)
+            raise StillroomError(f"{path}: the loss's weights do not match this run's loss ({err})") from None
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -76,7 +76,7 @@ from stillroom.data.index import IGNORE_INDEX, TRANSFER, DatasetIndex, load_inde
 from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
-from stillroom.models.features import FeatureTap, attach_feature_tap
+from stillroom.models.features import FeatureTap, attach_feature_tap, feature_dim
 from stillroom.models.inference import predict_logits
 from stillroom.models.mixstyle import attach_mixstyle
 from stillroom.models.pretrained import load_pretrained
@@ -229,10 +229,12 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]
     return factor
 
 
-def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on norms and biases: standard for both CNNs and ViTs.
+def _optimizer(cfg: TrainConfig, model: nn.Module, loss_fn: nn.Module | None = None) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases: standard for both CNNs and ViTs. A loss's own weights (supcon's projection
+    # head) train with the model under the same rules.
     decay, no_decay = [], []
-    for p in model.parameters():
+    params = [*model.parameters(), *(loss_fn.parameters() if loss_fn is not None else ())]
+    for p in params:
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optim.name == "sgd":
@@ -443,6 +445,10 @@ def _train(
     # a loss on the student's features (supcon, similarity) reads them from a hook on the last feature map
     # (models.features)
     tap = attach_feature_tap(net) if getattr(loss_fn, "needs_features", False) else None
+    if tap is not None:  # a term with weights of its own builds them now that their input width is known
+        loss_fn.bind_features(feature_dim(net), cfg.seed)
+    loss_fn = loss_fn.to(device)
+    loss_weights = [p for p in loss_fn.parameters() if p.requires_grad]
     net = net.to(device)
     # convolutions on the last, tiny maps train as matrix products on the CPU (models/small_maps.py: steps of
     # mobilenet_v3_small at 64 px 1.66x faster, resnet18 1.30-1.36x, benchmarks/bench_small_maps.py; the same
@@ -491,7 +497,7 @@ def _train(
     batch_size = min(cfg.batch_size, len(train_rows))
     GlobalBatchSampler(len(train_rows), batch_size, 0, 0, ddp.world)  # fail on an indivisible batch before any step
     steps_per_epoch = len(train_rows) // batch_size  # drop_last: a batch of 1 breaks BatchNorm
-    optimizer = _optimizer(cfg, net)
+    optimizer = _optimizer(cfg, net, loss_fn)
     sam_params = [p for p in net.parameters() if p.requires_grad]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
     bn_rows = _bn_rows(index, cfg)
@@ -540,7 +546,7 @@ def _train(
     if sink is not None:
         best.update(val_id_top1=-1.0, val_id_nll=math.inf, selected_on="val_id_top1")
     if resumable:
-        rng, state = load_training_state(out_dir / "last.safetensors", net, optimizer, ema)
+        rng, state = load_training_state(out_dir / "last.safetensors", net, optimizer, ema, loss_fn)
         torch.set_rng_state(rng)
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         # Re-derive the LR from the restored step count (LambdaLR is stateless apart from last_epoch).
@@ -594,6 +600,11 @@ def _train(
                 with sam.frozen_bn_stats(net):  # the batch already moved the running statistics once
                     _forward_loss(model, loss_fn, batch, device, use_amp, tap)[2].backward()
                 sam.descend(sam_params, eps)
+            if loss_weights and ddp.world > 1:  # DDP averages the model's gradients only; the loss's: here
+                for p in loss_weights:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= ddp.world
             optimizer.step()
             scheduler.step()
             if ema is not None and epoch >= cfg.ema.start_epoch:
@@ -644,7 +655,9 @@ def _train(
         record["epoch_seconds"] = time.perf_counter() - t0
         history.append(record)
         loop_state = {"epoch": epoch + 1, "history": history, "best": best}
-        save_training_state(out_dir / "last.safetensors", net, optimizer, torch.get_rng_state(), loop_state, ema)
+        save_training_state(
+            out_dir / "last.safetensors", net, optimizer, torch.get_rng_state(), loop_state, ema, loss_fn
+        )
         atomic_write_json(out_dir / "state.json", loop_state)
         # Rewritten whole (atomically) from ``history``, which resume restores: a crash can neither tear the last
         # line nor keep the line of an epoch whose checkpoint was never saved.

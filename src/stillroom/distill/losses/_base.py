@@ -181,6 +181,12 @@ class FeatureTermLoss(WrapperLoss):
         super().__init__(params, **kwargs)
         self.needs_teacher = self.needs_teacher or self.term_needs_teacher
 
+    def bind_features(self, dim: int, seed: int) -> None:
+        """Called by the trainer once the student exists, before its optimizer: ``dim`` is the width of the pooled
+        features (``models.features.feature_dim``). A term with weights of its own (``supcon``'s projection head)
+        builds them here, from ``seed``; the trainer then trains them with the student and keeps them in its
+        resumable state, and the served model never holds them. Default: nothing to build."""
+
     def feature_term(self, features: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor:
         """The added term, weighted: ``features`` (B, D), ``teacher_logits`` (M, B, K) detached or None."""
         raise NotImplementedError

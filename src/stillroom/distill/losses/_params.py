@@ -20,7 +20,7 @@ import annotated_types as at
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-__all__ = ["LossParams", "Fraction", "NonNegative", "Positive", "Smoothing", "describe_errors"]
+__all__ = ["LossParams", "Fraction", "NonNegInt", "NonNegative", "Positive", "Smoothing", "describe_errors"]
 
 # Numbers are strict (an int or a float; not a bool, not a string) and finite.
 _Number = Annotated[float, Strict(), AllowInfNan(False)]
@@ -28,6 +28,7 @@ Fraction = Annotated[_Number, Field(ge=0, le=1)]
 NonNegative = Annotated[_Number, Field(ge=0)]
 Positive = Annotated[_Number, Field(gt=0)]
 Smoothing = Annotated[_Number, Field(ge=0, lt=1)]  # label smoothing epsilon, as in F.cross_entropy
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]  # a width or a count: 128, not 128.0 nor True
 
 
 class LossParams(BaseModel):

@@ -14,8 +14,14 @@ species, the geometry a style left out can borrow, and the one the feature-based
 
 It is a wrapper: the registered K-class loss ``base`` (default ``luminet``, the demo's) gives its terms unchanged,
 and ``loss_supcon`` = ``weight`` x the term above is added, on the features the trainer taps from the student's last
-feature map (``models.features``: globally pooled, as KNN and RMD pool them; no projection head, so nothing is
-trained that the served model does not hold). Rows without a class (transfer rows) are left out; a batch where no
+feature map (``models.features``: globally pooled, as KNN and RMD pool them). By default the term reads those
+features directly (``projection: 0``), so nothing is trained that the served model does not hold. ``projection: P``
+puts the paper's projection network in between (§3.1, "Projection Network"; the MLP of Chen et al. 2020, SimCLR):
+Linear(D, D), ReLU, Linear(D, P), whose output is normalised instead; it trains with the student (the trainer adds
+it to the optimizer and to the resumable state) and is dropped at the end, as the paper drops it, so the served
+model is the plain architecture either way. The paper's reason for it is this term's measured cost below: the
+contrastive pull acts on the projection, and the representation before it keeps what the other terms need.
+Rows without a class (transfer rows) are left out; a batch where no
 row has a classmate gives 0. Positives are whatever classmates a batch happens to hold (the sampler is the usual
 one). ``temperature`` = 0.1, the paper's; ``weight`` = 0.5. Checked against pytorch-metric-learning's
 ``SupConLoss`` (tests/test_supcon.py). Measured (BENCHMARKS "a supervised contrastive term across styles", 3 seeds,
@@ -24,7 +30,7 @@ val drawings at weight 0.5 (the demo's LumiNet, warm-up included, as base), wors
 higher beside it (the term spreads all other species apart alike, the teacher's soft labels say which look alike),
 so it is an option, not a default.
 
-    loss: {name: supcon, params: {base: luminet, weight: 0.5, temperature: 0.1}}
+    loss: {name: supcon, params: {base: luminet, weight: 0.5, temperature: 0.1, projection: 128}}
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from stillroom._io import StillroomError
 from stillroom.distill.losses._base import IGNORE_INDEX, FeatureTermLoss, WrapperParams, register_loss
-from stillroom.distill.losses._params import Positive
+from stillroom.distill.losses._params import NonNegInt, Positive
 
 __all__ = ["SupConLoss", "SupConParams", "supervised_contrastive"]
 
@@ -59,10 +66,11 @@ def supervised_contrastive(features: Tensor, target: Tensor, temperature: float)
 
 class SupConParams(WrapperParams):
     """base (a registered K-class loss), base_params (its parameters, stored resolved), weight > 0 of the added
-    term, temperature > 0 of its similarities."""
+    term, temperature > 0 of its similarities, projection >= 0 (the head's output width; 0: none)."""
 
     weight: Positive = 0.5
     temperature: Positive = 0.1  # Khosla et al. 2020, their ImageNet and CIFAR setting
+    projection: NonNegInt = 0  # output width of the projection head (the paper's 128); 0: no head
 
 
 @register_loss("supcon")
@@ -74,5 +82,23 @@ class SupConLoss(FeatureTermLoss):
     params: SupConParams
     term_name: ClassVar[str] = "loss_supcon"
 
+    def bind_features(self, dim: int, seed: int) -> None:
+        if not self.params.projection:
+            return
+        # from a generator of its own: the student's initial weights and the run's random stream stay those of the
+        # same run without a head
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            width = self.params.projection
+            self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, width))
+
     def feature_term(self, features: Tensor, teacher_logits: Tensor | None, target: Tensor) -> Tensor:
+        if self.params.projection:
+            head = getattr(self, "head", None)
+            if head is None:
+                raise StillroomError(
+                    f"loss {self.loss_name!r}: the projection head is not built; call bind_features(D, seed) first "
+                    "(the trainer does)"
+                )
+            features = head(features)
         return self.params.weight * supervised_contrastive(features, target, self.params.temperature)
