@@ -21,6 +21,11 @@ setting it (e.g. ``warmup_epochs``, 0 by default, 2 in the demo), so that two ar
     python benchmarks/demo_tiers.py ... --arms kd --loss-arm \
         'ln04={name: logitnorm, params: {base: luminet, base_params: {warmup_epochs: 2}, tau: 0.04}}'
 
+``--arm-data NAME=YAML`` sets data options of a loss arm's runs, e.g. batches of classmates (``data.per_class``):
+
+    python benchmarks/demo_tiers.py ... --arms kd --loss-arm 'pk4={name: luminet, params: {warmup_epochs: 2}}' \
+        --arm-data 'pk4={per_class: 4}'
+
 Tiers of the same teacher epochs share one teacher (named after the first of them) and its store, so ``--tier 8x12
 --tier 8x20`` compares student epochs alone; ``--arms kd`` trains the distilled students only. ``--teacher RUN``
 distils from a teacher already trained on ``--index`` (e.g. the demo's own, ``artifacts/demo/runs/teacher_*``)
@@ -81,6 +86,15 @@ def _loss_arm(text: str) -> tuple[str, dict]:
     return name, loss
 
 
+def _arm_data(text: str) -> tuple[str, dict]:
+    """NAME=YAML -> (NAME, options merged into that arm's ``data`` mapping; checked with its runs' configs)."""
+    name, sep, spec = text.partition("=")
+    data = yaml.safe_load(spec) if sep else None
+    if not isinstance(data, dict) or "index" in data:
+        raise argparse.ArgumentTypeError(f"--arm-data {text!r}: expected NAME=YAML mapping of data options but index")
+    return name, data
+
+
 def unset_differences(loss: dict, reference: dict) -> dict[str, tuple]:
     """The parameters in which an arm's loss, or the ``base`` it wraps, runs the ``reference`` loss (the ``kd`` arm's,
     the demo's LumiNet) with other values without the arm setting them: {name: (arm's value, reference's)}. A
@@ -138,8 +152,12 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, help="a teacher run trained on --index instead of training one")
     ap.add_argument("--loss-arm", type=_loss_arm, action="append", default=[],
                     help="NAME=YAML: a distilled arm with this loss mapping (name, params)")  # fmt: skip
+    ap.add_argument("--arm-data", type=_arm_data, action="append", default=[],
+                    help="NAME=YAML: data options of loss arm NAME's runs, e.g. 'pk4={per_class: 4}'")  # fmt: skip
     args = ap.parse_args()
-    loss_arms = dict(args.loss_arm)
+    loss_arms, arm_data = dict(args.loss_arm), dict(args.arm_data)
+    if set(arm_data) - set(loss_arms):
+        raise SystemExit(f"--arm-data {sorted(set(arm_data) - set(loss_arms))}: no --loss-arm of that name")
     arms = [*args.arms, *loss_arms]
     for name, loss in loss_arms.items():
         for key, (mine, ref) in unset_differences(loss, DEMO_BUDGET["student_loss"]).items():
@@ -186,6 +204,7 @@ def main() -> None:
             for arm, loss in {**losses, **loss_arms}.items():
                 raws.append(run_config(f"{arm}_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed,
                                        budget, loss=loss, teachers=kd_teachers, **common))  # fmt: skip
+                raws[-1]["data"].update(arm_data.get(arm, {}))
         trained = _train_all(raws, config_dir, runs_dir, jobs=2)
         rows_out.append({"variant": f"teacher_{tier}", "seed": 0, **_score(teacher, sets)})
         for seed in args.seeds:

@@ -6,6 +6,7 @@ two OpenMP threads stall badly when the test machine's cores are busy.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import re
@@ -232,6 +233,11 @@ def test_demo_tiers_names_the_demo_loss_params_an_arm_leaves_at_other_defaults()
     assert diff({"name": "luminet", "params": {"temperature": 8.0, "warmup_epochs": 2}}, ref) == {}
     assert diff({"name": "similarity", "params": {"base": "kd"}}, ref) == {}
     assert diff({"name": "kd", "params": {}}, ref) == {}
+    arm_data = _script("demo_tiers")._arm_data
+    assert arm_data("pk4={per_class: 4}") == ("pk4", {"per_class": 4})
+    for bad in ("pk4", "pk4=[4]", "pk4={index: other}"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=YAML mapping of data options"):
+            arm_data(bad)
 
 
 def test_style_openset_summary_row(tmp_path, capsys):

@@ -33,6 +33,13 @@ class DataConfig(_Strict):
         description="a distilled run also learns from the index's 'transfer' rows (no class; teacher targets only, "
         "`stillroom data add-transfer`); false: they are left out",
     )
+    per_class: int = Field(
+        0,
+        ge=0,
+        description="0: each epoch visits the train rows in a random order; k >= 2: every batch is made of runs of k "
+        "rows of one class, taken across the class's groups (P x K batches, train/sampling.py), so a loss on "
+        "classmates (supcon) finds them in every batch",
+    )
 
 
 class MixStyleConfig(_Strict):

@@ -65,7 +65,7 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
@@ -85,6 +85,7 @@ from stillroom.runs import index_sink
 from stillroom.train import sam
 from stillroom.train.checkpoint import load_training_state, save_training_state, save_weights
 from stillroom.train.precise_bn import canonical_bn_rows, recompute_bn_on_rows
+from stillroom.train.sampling import ClassBatchSampler, GlobalBatchSampler
 
 __all__ = ["train", "config_differs", "Progress", "Objective", "OnFinished", "GlobalBatchSampler"]
 
@@ -120,38 +121,6 @@ def _use_bf16(amp: str, device: torch.device) -> bool:
     # private probes of torch.cpu (no public one yet); a torch without them counts as no native bfloat16
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, f, lambda: False)()) for f in probes)
-
-
-class GlobalBatchSampler(Sampler[int]):
-    """This rank's samples of an epoch: ``randperm(n)`` from a generator seeded with ``seed``, cut into
-    ``n // batch_size`` global batches (the remainder dropped, as ``drop_last``), rank r taking the r-th contiguous
-    ``batch_size // world_size`` slice of each. Load with ``DataLoader(batch_size=batch_size // world_size)``.
-
-    With one process the order equals ``RandomSampler(generator=seeded)`` + ``drop_last``. torch's
-    ``DistributedSampler`` is not used because its permutation (seeded by seed + epoch, strided over ranks, padded)
-    differs from the single-process order, so an N-process run could not be compared with a 1-process one.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        if batch_size % world_size:
-            raise StillroomError(
-                f"batch_size {batch_size} is not divisible by the world size {world_size}: each rank must take an "
-                "equal share of every global batch"
-            )
-        if not 0 <= rank < world_size:
-            raise StillroomError(f"rank {rank} is not in 0..{world_size - 1}")
-        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
-        self.local = batch_size // world_size
-        self.steps = n // batch_size
-
-    def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
-        batches = perm[: self.steps * self.batch_size].view(self.steps, self.batch_size)  # (steps, batch_size)
-        shard = batches[:, self.rank * self.local : (self.rank + 1) * self.local]  # (steps, local)
-        return iter(shard.reshape(-1).tolist())
-
-    def __len__(self) -> int:
-        return self.steps * self.local
 
 
 class _Dist:
@@ -495,8 +464,16 @@ def _train(
             f"{cfg.name}: schedule.progressive.size {progressive.size} must be below the data's size {size}"
         )
     batch_size = min(cfg.batch_size, len(train_rows))
-    GlobalBatchSampler(len(train_rows), batch_size, 0, 0, ddp.world)  # fail on an indivisible batch before any step
-    steps_per_epoch = len(train_rows) // batch_size  # drop_last: a batch of 1 breaks BatchNorm
+
+    def epoch_sampler(epoch: int) -> GlobalBatchSampler:
+        seed = cfg.seed * 100_003 + epoch
+        if not cfg.data.per_class:
+            return GlobalBatchSampler(len(train_rows), batch_size, seed, ddp.rank, ddp.world)
+        groups = np.asarray(index.groups)[train_rows]
+        return ClassBatchSampler(targets[train_rows], groups, batch_size, cfg.data.per_class, seed, ddp.rank, ddp.world)
+
+    # fails on an indivisible batch before any step; drop_last: a batch of 1 breaks BatchNorm
+    steps_per_epoch = epoch_sampler(0).steps
     optimizer = _optimizer(cfg, net, loss_fn)
     sam_params = [p for p in net.parameters() if p.requires_grad]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
@@ -563,7 +540,7 @@ def _train(
         model.train()
         dataset.set_view(epoch)
         train_side = progressive.size if progressive is not None and epoch < progressive.epochs else None
-        sampler = GlobalBatchSampler(len(dataset), batch_size, cfg.seed * 100_003 + epoch, ddp.rank, ddp.world)
+        sampler = epoch_sampler(epoch)
         loader = DataLoader(
             dataset,
             batch_size=batch_size // ddp.world,
