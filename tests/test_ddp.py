@@ -51,6 +51,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun_train(raw: dict, out) -> None:
+    """``stillroom train`` of the config ``raw`` in 2 gloo processes (torchrun), into ``out``."""
+    cfg_path = out.parent / f"{out.name}.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+    cmd = [
+        *run,
+        f"--master_port={_free_port()}",
+        "-m",
+        "stillroom",
+        "train",
+        str(cfg_path),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def test_two_gloo_processes_match_one_process(shapes_index, tmp_path, tiny_config):
     raw = tiny_config(
         shapes_index.root,
@@ -60,26 +81,7 @@ def test_two_gloo_processes_match_one_process(shapes_index, tmp_path, tiny_confi
         optim={"name": "sgd", "lr": 0.05, "momentum": 0.9},
         precise_bn={"enabled": False},
     )
-    cfg_path = tmp_path / "ddp.yaml"
-    cfg_path.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        "-m",
-        "stillroom",
-        "train",
-        str(cfg_path),
-        "--out",
-        str(tmp_path / "two"),
-        "--quiet",
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun_train(raw, tmp_path / "two")
     single = train(config_from_dict(raw), tmp_path / "one")
 
     wa, wb = load_file(single / "final.safetensors"), load_file(tmp_path / "two" / "final.safetensors")
@@ -94,3 +96,16 @@ def test_two_gloo_processes_match_one_process(shapes_index, tmp_path, tiny_confi
     # rank 0 alone wrote the run: one log line per epoch, metrics present
     assert len((tmp_path / "two" / "log.jsonl").read_text().splitlines()) == 1
     assert (tmp_path / "two" / "metrics.json").is_file()
+
+
+def test_two_processes_train_a_loss_with_weights_on_batches_of_classmates(shapes_index, tmp_path, tiny_config):
+    """supcon's projection head is no DDP parameter: its gradients are all-reduced by the loop, and every rank joins
+    every all-reduce (a rank whose batch has no classmate pair has none). Batches of classmates shard by whole runs."""
+    raw = tiny_config(shapes_index.root, "ddp_head", epochs=1, batch_size=16, precise_bn={"enabled": False})
+    raw["loss"] = {"name": "supcon", "params": {"base": "ce", "projection": 8}}
+    raw["data"]["per_class"] = 2
+    _torchrun_train(raw, tmp_path / "two")
+    state = load_file(tmp_path / "two" / "last.safetensors")
+    assert state["loss.head.2.weight"].shape[0] == 8
+    log = json.loads((tmp_path / "two" / "log.jsonl").read_text().splitlines()[0])
+    assert log["loss_supcon"] > 0

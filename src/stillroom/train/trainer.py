@@ -579,9 +579,10 @@ def _train(
                 sam.descend(sam_params, eps)
             if loss_weights and ddp.world > 1:  # DDP averages the model's gradients only; the loss's: here
                 for p in loss_weights:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad /= ddp.world
+                    # every rank joins every all-reduce (a rank whose batch left the term at 0 has no gradient)
+                    p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                    dist.all_reduce(p.grad)
+                    p.grad /= ddp.world
             optimizer.step()
             scheduler.step()
             if ema is not None and epoch >= cfg.ema.start_epoch:
