@@ -83,8 +83,9 @@ def test_run_with_batches_of_classmates_trains_and_differs_from_the_random_order
 
     raw = tiny_config(shapes_index.root, "pk", epochs=2)
     raw["loss"] = {"name": "supcon", "params": {"base": "ce", "weight": 1.0}}
-    with pytest.raises(StillroomError, match="not a multiple of data.per_class 3"):
-        train(config_from_dict({**raw, "data": {**raw["data"], "per_class": 3}}), tmp_path / "bad")
+    for bad in (1, 3):  # refused when the config is read, before any data is loaded
+        with pytest.raises(StillroomError, match=f"data.per_class {bad}: must be 0 .random order. or >= 2 and divide"):
+            config_from_dict({**raw, "data": {**raw["data"], "per_class": bad}})
     pk = train(config_from_dict({**raw, "data": {**raw["data"], "per_class": 4}}), tmp_path / "pk")
     plain = train(config_from_dict(raw), tmp_path / "plain")
     log = [json.loads(line) for line in (pk / "log.jsonl").read_text().splitlines()]

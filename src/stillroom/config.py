@@ -199,6 +199,16 @@ class TrainConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _whole_runs_of_classmates(self) -> TrainConfig:
+        k = self.data.per_class
+        if k == 1 or (k and self.batch_size % k):
+            raise ValueError(
+                f"data.per_class {k}: must be 0 (random order) or >= 2 and divide batch_size ({self.batch_size}), "
+                "so that every batch holds whole runs of one class"
+            )
+        return self
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
