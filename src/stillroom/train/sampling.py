@@ -3,12 +3,12 @@
 ``GlobalBatchSampler`` (the default) shuffles all rows; ``ClassBatchSampler`` (``data.per_class: k``) builds every
 batch from runs of ``k`` rows of one class, the "P x K" batches of metric learning (Hermans, Beyer and Leibe 2017,
 "In Defense of the Triplet Loss", §2: P classes x K images each). Why here: a term that pulls the features of
-classmates together (``distill.losses.supcon``) only acts on the classmates a batch holds. With 151 species and
-batches of 128 rows drawn at random, an anchor finds a classmate in about half of the batches, and a drawing of its
-species in *another style* (the box icons are 14% of the demo's train rows) in about one in eight, so the pull it
-was meant to add across styles (issue 14 item 1) hardly happens. Within a class, the ``k`` rows of a run are taken
-round-robin over the class's groups (animations, another artist's drawings: the index's ``group`` column), so each
-run mixes drawings and views wherever a class has several.
+classmates together (``distill.losses.supcon``) only acts on the classmates a batch holds. With 151 species and the
+demo's batches of 64 rows drawn at random, an anchor finds a classmate in about a third of its batches, and a
+drawing of its species in *another style* (the box icons: 14% of the train rows when the artwork is held out) in
+about one in seventeen, so the pull it was meant to add across styles (issue 14 item 1) hardly happens. Within a
+class, the ``k`` rows of a run are taken round-robin over the class's groups (animations, another artist's drawings:
+the index's ``group`` column), so each run mixes drawings and views wherever a class has several.
 
 Measured (BENCHMARKS "The paper's projection head and batches of classmates", the demo's student, 3 seeds): batches
 of 4 classmates cost the distilled student 4.6 points of val top-1 and 7.0 on a held-out drawing style, with or
