@@ -216,3 +216,51 @@ def test_percentage_points_only_for_fractions():
     # a column already in percent: the difference is stated as is, never as 500 "percentage points"
     pct = compare([90.0, 91.0, 92.0], [95.0, 96.0, 97.0], metric="test_top1")
     assert "percentage points" not in pct["verdict"] and "+5" in pct["verdict"]
+
+
+def test_compare_command_tables_several_variants_from_several_summaries(tmp_path):
+    """Arms run in two batches beside the same baseline runs: one table, the shared baseline rows read once; a row
+    that two files hold with other values is refused."""
+    import typer
+    from typer.testing import CliRunner
+
+    from stillroom.cli.evaluate import register
+
+    def write(name: str, arms: dict[str, list[float]]) -> str:
+        lines = ["variant,seed,run_dir,test_top1"]
+        for arm, values in arms.items():
+            lines += [f"{arm},{seed},runs/{arm}_s{seed},{v}" for seed, v in enumerate(values)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return str(tmp_path / name)
+
+    kd = [0.90, 0.91, 0.92]
+    one = write("one.csv", {"kd": kd, "x": [0.92, 0.93, 0.91]})
+    two = write("two.csv", {"kd": kd, "y": [0.85, 0.86, 0.87]})
+    app = typer.Typer()
+    register(app)
+    args = [
+        "compare",
+        one,
+        two,
+        "--metric",
+        "top1",
+        "--a",
+        "kd",
+        "--b",
+        "x",
+        "--b",
+        "y",
+        "--md",
+        str(tmp_path / "t.md"),
+    ]
+    result = CliRunner().invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    rows = (tmp_path / "t.md").read_text().splitlines()
+    assert rows[0].startswith("| variant | seeds | mean ± std | difference (points) | 95% CI | seeds ahead |")
+    assert rows[2] == "| kd | 3 | 91.00 ± 1.00 |  |  |  |  |"
+    assert rows[3].startswith("| x | 3 | 92.00 ± 1.00 | +1.00 | [") and "| 2 of 3 |" in rows[3]
+    assert rows[4].startswith("| y | 3 | 86.00 ± 1.00 | -5.00 | [-5.00, -5.00] | 0 of 3 |")
+    clash = write("three.csv", {"kd": [0.90, 0.91, 0.95]})
+    bad = CliRunner().invoke(app, ["compare", one, clash, "--metric", "top1", "--a", "kd", "--b", "x", "--b", "x"])
+    assert isinstance(bad.exception, StillroomError)
+    assert "three.csv: variant 'kd' seed 2 differs from the same row of" in str(bad.exception)

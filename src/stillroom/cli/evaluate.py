@@ -25,10 +25,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
-from stillroom._io import StillroomError, atomic_write_json
+from stillroom._io import StillroomError, atomic_write_json, atomic_write_text
 from stillroom._progress import console
 
 __all__ = ["register"]
@@ -48,6 +49,30 @@ def _read_summary(path: Path) -> tuple[Path, list[dict[str, str]]]:
         raise StillroomError(f"{path}: summary CSV not found (run `stillroom sweep` first)") from None
 
 
+def _read_summaries(paths: list[Path]) -> tuple[Path, list[dict[str, str]]]:
+    """The rows of several summaries, as one: a (variant, seed) row that two files hold (arms run in several batches
+    beside the same baseline runs) is kept once when both agree on every column they share, and refused otherwise,
+    naming both files. Returns the first file's path (for messages) and the rows."""
+    first, merged, origin = None, [], {}
+    for given in paths:
+        path, rows = _read_summary(given)
+        first = first or path
+        for row in rows:
+            key = (row.get("variant"), row.get("seed"))
+            if key in origin:
+                seen, where = origin[key]
+                shared = [c for c in row if c in seen and c not in ("run_dir", "finished_at")]
+                if any(row[c] != seen[c] for c in shared):
+                    raise StillroomError(
+                        f"{path}: variant {key[0]!r} seed {key[1]} differs from the same row of {where}; give "
+                        "summaries of the same runs only"
+                    )
+                continue
+            origin[key] = (row, path)
+            merged.append(row)
+    return first, merged
+
+
 def _column(rows: list[dict[str, str]], metric: str, split: str, path: Path) -> str:
     columns = list(rows[0]) if rows else []
     for candidate in (metric, f"{split}_{metric}"):
@@ -63,6 +88,36 @@ def _variant_values(rows: list[dict[str, str]], variant: str, column: str, path:
         known = sorted({r["variant"] for r in rows})
         raise StillroomError(f"{path}: no finished run of variant {variant!r} with {column}; variants: {known}")
     return [float(r[column]) for r in picked], [int(r["seed"]) for r in picked]
+
+
+def _comparison_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a table of ``stats.compare`` results against one baseline (its row first); fractions are
+    shown as percentages and their differences in points."""
+    base = results[0]["a"]
+    frac = all(0 <= v <= 1 for r in results for side in ("a", "b") for v in r[side]["values"])
+    scale, unit = (100.0, " (points)") if frac else (1.0, "")
+    header = ["variant", "seeds", "mean ± std", f"difference{unit}", "95% CI", "seeds ahead", "permutation p"]
+    rows = []
+    for res in [{"b": base, "paired": None}, *results]:
+        side = res["b"]
+        std = "" if math.isnan(side["std"]) else f" ± {scale * side['std']:.2f}"
+        row = [side["name"], str(len(side["values"])), f"{scale * side['mean']:.2f}{std}"]
+        if res["paired"] is None:  # the baseline itself
+            rows.append([*row, "", "", "", ""])
+            continue
+        ci = res["bootstrap_ci"]
+        a, b = np.asarray(res["a"]["values"]), np.asarray(side["values"])
+        ahead = f"{int(((b > a) if res['higher_is_better'] else (b < a)).sum())} of {len(a)}" if res["paired"] else "-"
+        rows.append(
+            [
+                *row,
+                f"{scale * res['mean_diff']:+.2f}",
+                f"[{scale * ci['low']:+.2f}, {scale * ci['high']:+.2f}]",
+                ahead,
+                f"{res['permutation']['p_value']:.3g}",
+            ]
+        )
+    return header, rows
 
 
 def _json_safe(obj: Any) -> Any:
@@ -283,24 +338,53 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare")
     def compare_cmd(
-        summary: Path = typer.Argument(..., help="results_summary.csv (or the sweep directory holding it)"),
+        summaries: list[Path] = typer.Argument(
+            ..., help="results_summary.csv (or the sweep directory holding it); several: their rows together"
+        ),
         metric: str = typer.Option("macro_f1", "--metric", help="column, or metric name prefixed with --split"),
         a: str = typer.Option(..., "--a", help="baseline variant"),
-        b: str = typer.Option(..., "--b", help="variant compared against the baseline (difference = b - a)"),
+        bs: list[str] = typer.Option(
+            ..., "--b", help="variant compared against the baseline (difference = b - a); repeat for a table"
+        ),
         split: str = typer.Option("test", "--split", help="split prefix when --metric is not a full column name"),
         resamples: int = typer.Option(10_000, "--resamples", help="bootstrap resamples B"),
         seed: int = typer.Option(0, "--seed", help="random seed of the bootstrap (and Monte Carlo permutations)"),
         json_out: Path | None = typer.Option(None, "--json", help="also write the full result as JSON here"),
+        md_out: Path | None = typer.Option(
+            None, "--md", help="also write the table (the baseline, a row per --b) as Markdown"
+        ),
     ) -> None:
-        """Compare two variants over seeds: mean ± std, bootstrap 95% CI, permutation p, Cohen's d, verdict."""
+        """Compare variants over seeds: mean ± std, bootstrap 95% CI, permutation p, Cohen's d, verdict. Several
+        ``--b``: one row each against the same baseline (paired by seed where the seeds agree)."""
         from stillroom.evaluate.stats import compare
 
-        path, rows = _read_summary(summary)
+        path, rows = _read_summaries(summaries)
         column = _column(rows, metric, split, path)
         va, sa = _variant_values(rows, a, column, path)
-        vb, sb = _variant_values(rows, b, column, path)
         higher = not any(k in column for k in _LOWER_IS_BETTER)
-        res = compare(va, vb, sa, sb, names=(a, b), metric=column, higher_is_better=higher, B=resamples, seed=seed)
+        results = []
+        for b in bs:
+            vb, sb = _variant_values(rows, b, column, path)
+            results.append(
+                compare(va, vb, sa, sb, names=(a, b), metric=column, higher_is_better=higher, B=resamples, seed=seed)
+            )
+        header, table_rows = _comparison_rows(results)
+        if md_out is not None:
+            lines = [f"| {' | '.join(header)} |", "|---|" + "---:|" * (len(header) - 1)]
+            atomic_write_text(md_out, "\n".join([*lines, *(f"| {' | '.join(r)} |" for r in table_rows)]) + "\n")
+        if len(results) > 1:
+            table = Table(title=f"{column}: each variant against {a} (paired by seed where the seeds agree)")
+            for col in header:
+                table.add_column(col)
+            for row in table_rows:
+                table.add_row(*row)
+            console.print(table)
+            if json_out is not None:
+                atomic_write_json(json_out, _json_safe(results))
+            for written in (w for w in (md_out, json_out) if w is not None):
+                console.print(f"wrote {written}")
+            return
+        res, b = results[0], bs[0]
         table = Table(title=f"{column} per seed ({'paired by seed' if res['paired'] else 'unpaired'})")
         for col in ("variant", "seeds", "values", "mean", "std (ddof=1)"):
             table.add_column(col)
@@ -319,7 +403,8 @@ def register(app: typer.Typer) -> None:
         console.print(res["verdict"], highlight=False)
         if json_out is not None:
             atomic_write_json(json_out, _json_safe(res))
-            console.print(f"wrote {json_out}")
+        for written in (w for w in (md_out, json_out) if w is not None):
+            console.print(f"wrote {written}")
 
     @app.command("report")
     def report_cmd(
