@@ -10,8 +10,9 @@
 - ``stillroom style-proxy RUN [--ladder-signal auto] [--split val] [--ood-index DIR]``: the same rewrites judged by the
   served ladder (``deploy.style_proxy``: rewritten ID accepted, rewritten OOD rejected, AUROC) -> RUN/style_proxy.json;
 - ``stillroom sweep SWEEP.yaml [--out DIR] [--jobs N]``: variants x seeds, resumable (``stillroom.pipeline.sweep``);
-- ``stillroom compare SUMMARY.csv --metric macro_f1 --a VARIANT --b VARIANT``: per-seed values, mean ± std,
-  bootstrap CI, exact permutation p, Cohen's d and a verdict (``evaluate.stats``; seed 001 §5.1);
+- ``stillroom compare SUMMARY.csv [MORE.csv ...] --metric macro_f1 --a VARIANT --b VARIANT [--b ...]``: per-seed
+  values, mean ± std, bootstrap CI, exact permutation p, Cohen's d and a verdict (``evaluate.stats``; seed 001 §5.1);
+  several ``--b``: one table against the baseline (``cli.summaries``);
 - ``stillroom report RUN_OR_SWEEP_DIR -o report.html``: the self-contained HTML report (``report.html``);
 - ``stillroom calibrate RUN [--method nll|grid]``: fit the temperature on validation logits and store it in
   ``RUN/calibration.json``, then re-evaluate so ``metrics.json`` uses it (``evaluate.calibration``).
@@ -19,105 +20,26 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text
 from stillroom._progress import console
+from stillroom.cli.summaries import (
+    LOWER_IS_BETTER,
+    comparison_rows,
+    markdown_table,
+    read_summaries,
+    summary_column,
+    variant_values,
+)
 
 __all__ = ["register"]
-
-_LOWER_IS_BETTER = ("nll", "ece", "mce", "brier", "seconds", "fpr", "false_rejection")
-
-
-def _read_summary(path: Path) -> tuple[Path, list[dict[str, str]]]:
-    from stillroom.pipeline.sweep import SUMMARY_FILE
-
-    if path.is_dir():
-        path = path / SUMMARY_FILE
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            return path, list(csv.DictReader(fh))
-    except FileNotFoundError:
-        raise StillroomError(f"{path}: summary CSV not found (run `stillroom sweep` first)") from None
-
-
-def _read_summaries(paths: list[Path]) -> tuple[Path, list[dict[str, str]]]:
-    """The rows of several summaries, as one: a (variant, seed) row that two files hold (arms run in several batches
-    beside the same baseline runs) is kept once when both agree on every column they share, and refused otherwise,
-    naming both files. Returns the first file's path (for messages) and the rows."""
-    first, merged, origin = None, [], {}
-    for given in paths:
-        path, rows = _read_summary(given)
-        first = first or path
-        for row in rows:
-            key = (row.get("variant"), row.get("seed"))
-            if key in origin:
-                seen, where = origin[key]
-                shared = [c for c in row if c in seen and c not in ("run_dir", "finished_at")]
-                if any(row[c] != seen[c] for c in shared):
-                    raise StillroomError(
-                        f"{path}: variant {key[0]!r} seed {key[1]} differs from the same row of {where}; give "
-                        "summaries of the same runs only"
-                    )
-                continue
-            origin[key] = (row, path)
-            merged.append(row)
-    return first, merged
-
-
-def _column(rows: list[dict[str, str]], metric: str, split: str, path: Path) -> str:
-    columns = list(rows[0]) if rows else []
-    for candidate in (metric, f"{split}_{metric}"):
-        if candidate in columns:
-            return candidate
-    numeric = [c for c in columns if c not in ("variant", "seed", "run_dir", "finished_at")]
-    raise StillroomError(f"{path}: no column {metric!r} or {split}_{metric!r}; columns: {', '.join(numeric)}")
-
-
-def _variant_values(rows: list[dict[str, str]], variant: str, column: str, path: Path) -> tuple[list[float], list[int]]:
-    picked = [r for r in rows if r["variant"] == variant and r.get(column) not in (None, "")]
-    if not picked:
-        known = sorted({r["variant"] for r in rows})
-        raise StillroomError(f"{path}: no finished run of variant {variant!r} with {column}; variants: {known}")
-    return [float(r[column]) for r in picked], [int(r["seed"]) for r in picked]
-
-
-def _comparison_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a table of ``stats.compare`` results against one baseline (its row first); fractions are
-    shown as percentages and their differences in points."""
-    base = results[0]["a"]
-    frac = all(0 <= v <= 1 for r in results for side in ("a", "b") for v in r[side]["values"])
-    scale, unit = (100.0, " (points)") if frac else (1.0, "")
-    header = ["variant", "seeds", "mean ± std", f"difference{unit}", "95% CI", "seeds ahead", "permutation p"]
-    rows = []
-    for res in [{"b": base, "paired": None}, *results]:
-        side = res["b"]
-        std = "" if math.isnan(side["std"]) else f" ± {scale * side['std']:.2f}"
-        row = [side["name"], str(len(side["values"])), f"{scale * side['mean']:.2f}{std}"]
-        if res["paired"] is None:  # the baseline itself
-            rows.append([*row, "", "", "", ""])
-            continue
-        ci = res["bootstrap_ci"]
-        a, b = np.asarray(res["a"]["values"]), np.asarray(side["values"])
-        ahead = f"{int(((b > a) if res['higher_is_better'] else (b < a)).sum())} of {len(a)}" if res["paired"] else "-"
-        rows.append(
-            [
-                *row,
-                f"{scale * res['mean_diff']:+.2f}",
-                f"[{scale * ci['low']:+.2f}, {scale * ci['high']:+.2f}]",
-                ahead,
-                f"{res['permutation']['p_value']:.3g}",
-            ]
-        )
-    return header, rows
 
 
 def _json_safe(obj: Any) -> Any:
@@ -358,20 +280,19 @@ def register(app: typer.Typer) -> None:
         ``--b``: one row each against the same baseline (paired by seed where the seeds agree)."""
         from stillroom.evaluate.stats import compare
 
-        path, rows = _read_summaries(summaries)
-        column = _column(rows, metric, split, path)
-        va, sa = _variant_values(rows, a, column, path)
-        higher = not any(k in column for k in _LOWER_IS_BETTER)
+        path, rows = read_summaries(summaries)
+        column = summary_column(rows, metric, split, path)
+        va, sa = variant_values(rows, a, column, path)
+        higher = not any(k in column for k in LOWER_IS_BETTER)
         results = []
         for b in bs:
-            vb, sb = _variant_values(rows, b, column, path)
+            vb, sb = variant_values(rows, b, column, path)
             results.append(
                 compare(va, vb, sa, sb, names=(a, b), metric=column, higher_is_better=higher, B=resamples, seed=seed)
             )
-        header, table_rows = _comparison_rows(results)
+        header, table_rows = comparison_rows(results)
         if md_out is not None:
-            lines = [f"| {' | '.join(header)} |", "|---|" + "---:|" * (len(header) - 1)]
-            atomic_write_text(md_out, "\n".join([*lines, *(f"| {' | '.join(r)} |" for r in table_rows)]) + "\n")
+            atomic_write_text(md_out, markdown_table(header, table_rows))
         if len(results) > 1:
             table = Table(title=f"{column}: each variant against {a} (paired by seed where the seeds agree)")
             for col in header:
