@@ -33,7 +33,6 @@ from stillroom._progress import console
 from stillroom.cli.summaries import (
     LOWER_IS_BETTER,
     comparison_rows,
-    markdown_table,
     read_summaries,
     summary_column,
     variant_values,
@@ -279,6 +278,7 @@ def register(app: typer.Typer) -> None:
         """Compare variants over seeds: mean ± std, bootstrap 95% CI, permutation p, Cohen's d, verdict. Several
         ``--b``: one row each against the same baseline (paired by seed where the seeds agree)."""
         from stillroom.evaluate.stats import compare
+        from stillroom.report.markdown import markdown_table
 
         path, rows = read_summaries(summaries)
         column = summary_column(rows, metric, split, path)

@@ -14,7 +14,6 @@ from stillroom._io import StillroomError
 __all__ = [
     "LOWER_IS_BETTER",
     "comparison_rows",
-    "markdown_table",
     "read_summaries",
     "read_summary",
     "summary_column",
@@ -109,9 +108,3 @@ def comparison_rows(results: list[dict[str, Any]]) -> tuple[list[str], list[list
             ]
         )
     return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """``header`` and ``rows`` as a Markdown table (text columns left, the rest right-aligned)."""
-    lines = [f"| {' | '.join(header)} |", "|---|" + "---:|" * (len(header) - 1)]
-    return "\n".join([*lines, *(f"| {' | '.join(r)} |" for r in rows)]) + "\n"

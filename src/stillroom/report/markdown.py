@@ -24,7 +24,7 @@ from stillroom.data.species_names import display_names
 from stillroom.data.transfer import extra_train_sources
 from stillroom.report._tradeoff import TITLE, read_tradeoff, tradeoff_notes, tradeoff_table
 
-__all__ = ["write_demo_report", "metrics_rows", "extra_train_note"]
+__all__ = ["write_demo_report", "markdown_table", "metrics_rows", "extra_train_note"]
 
 
 def _pct(x: float | None) -> str:
@@ -60,6 +60,14 @@ def metrics_rows(runs: dict[str, Path], split: str = "test") -> list[dict[str, A
     return rows
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """``header`` and ``rows`` as a Markdown table: the first column left-aligned, the rest right-aligned, any ``|``
+    inside a cell escaped."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| model | weights (epoch) | top-1 | top-5 | macro-F1 | NLL | ECE (T = 1) | T | ECE (T) | NLL (T) "
@@ -90,9 +98,7 @@ def _tradeoff_section(report_dir: Path) -> list[str]:
     data = read_tradeoff(report_dir)
     if data is None:
         return lines + ["No `tradeoff.json` beside this report: the trade-off was not measured.", ""]
-    header, rows = tradeoff_table(data)
-    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    lines += markdown_table(*tradeoff_table(data)).splitlines()
     lines.append("")
     for note in tradeoff_notes(data):
         lines += [note, ""]
