@@ -465,12 +465,13 @@ def _train(
         )
     batch_size = min(cfg.batch_size, len(train_rows))
 
+    row_labels, row_groups = targets[train_rows], np.asarray(index.groups)[train_rows]  # per dataset position
+
     def epoch_sampler(epoch: int) -> GlobalBatchSampler:
-        seed = cfg.seed * 100_003 + epoch
-        if not cfg.data.per_class:
+        seed, k = cfg.seed * 100_003 + epoch, cfg.data.per_class
+        if not k:
             return GlobalBatchSampler(len(train_rows), batch_size, seed, ddp.rank, ddp.world)
-        groups = np.asarray(index.groups)[train_rows]
-        return ClassBatchSampler(targets[train_rows], groups, batch_size, cfg.data.per_class, seed, ddp.rank, ddp.world)
+        return ClassBatchSampler(row_labels, row_groups, batch_size, k, seed, ddp.rank, ddp.world)
 
     # fails on an indivisible batch before any step; drop_last: a batch of 1 breaks BatchNorm
     steps_per_epoch = epoch_sampler(0).steps
