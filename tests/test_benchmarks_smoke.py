@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -316,6 +317,30 @@ def test_style_half_mix_several_splits_without_excluded_classes(shapes_index, tm
     with pytest.raises(StillroomError, match="outside the excluded classes"):
         bench.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "none", split=["val"],
                              exclude_classes_of=shapes_index.root)  # fmt: skip
+
+
+def test_style_morph_blends_a_frame_and_an_added_drawing_of_one_species(shapes_index, tmp_path):
+    from stillroom._io import StillroomError
+    from stillroom.data.index import load_index
+
+    morph, mix = _script("style_morph"), _script("style_half_mix")
+    added = mix.build_half_mix(shapes_index.root, shapes_index.root, tmp_path / "mix", split="val", repeat=2)
+    with pytest.raises(StillroomError, match="no added-style train rows"):
+        morph.build_morphs(shapes_index.root, tmp_path / "none")
+    assert morph.main(["--index", str(added.root), "--out", str(tmp_path / "m"), "--per-drawing", "2"]) == 0
+    out = load_index(tmp_path / "m")
+    n_val = len(shapes_index.split_indices("val"))
+    assert len(out) == len(added) + 2 * n_val and out.paths[: len(added)] == added.paths  # copies of a drawing: once
+    new = range(len(added), len(out))
+    assert all(out.splits[i] == "train" and out.paths[i].startswith("morph/") for i in new)
+    for i in new:  # a binary silhouette of the drawing's class, not a pixel mixup
+        px = np.asarray(Image.open(out.root / out.paths[i]))
+        assert set(np.unique(px)) <= {0, 255} and (px == 0).any()
+    assert out.recipe["morph"]["rows"] == 2 * n_val and out.recipe["mean"] == shapes_index.recipe["mean"]
+    # the blend's ends are its two shapes, and a mirrored drawing is flipped back before blending
+    a = np.zeros((16, 16), bool)
+    a[4:12, 2:6] = True
+    assert (morph.morph(a, a[:, ::-1], 0.5) == a).all() and (morph.morph(a, a, 1.0) == a).all()
 
 
 def test_superset_teacher_scores_over_the_subset_columns(teacher_run, shapes_index, tmp_path, capsys, class_subset):

@@ -1,0 +1,113 @@
+"""Issue 14 item 1: do shapes *between* two drawing styles of the same species teach a third style?
+
+Every measured gain on a held-out drawing style came from drawings of the served species in another style (BENCHMARKS
+"Each drawing style of the served species, left out in turn"). This script makes more of those drawings from the
+ones we have: for a species, a training sprite frame and its drawing in the added style (the rows an index holds
+under ``extra/``, ``stillroom data add-style``) are blended through their signed distance fields,
+``phi = (1 - lam) * sdf(frame) + lam * sdf(drawing)``, and the blend's inside (``phi > 0``) is a new binary
+silhouette of that species: smooth outlines, proportions between the two styles (a shape interpolation, not a pixel
+mixup: the label is the species of both sides, so it is never mixed). The drawing is flipped left-right first when
+that overlaps the frame better (intersection over union), so a blend of two opposite poses does not become a blob.
+
+Only ``train`` rows take part on both sides, and the result is the input index, every row unchanged, plus
+``--per-drawing`` morphs per distinct added drawing as ``train`` rows under ``morph/`` (group ``morph/<group>``,
+recorded in ``recipe.morph``). Score teachers trained on it on a style in neither side (the official artwork when
+the icons are the added style):
+
+    python benchmarks/style_morph.py --index artifacts/s58/art_held/data/sprites64_1-151_icons_r3 \\
+        --out artifacts/s61/data/icons_r3_morph3 --per-drawing 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import distance_transform_edt
+
+from stillroom._io import StillroomError, sha256_bytes
+from stillroom.data.builder import link_or_copy
+from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
+
+
+def _mask(path: Path) -> np.ndarray:
+    """The silhouette of a binary index image (dark shape on a light ground)."""
+    return np.asarray(Image.open(path).convert("L")) < 128
+
+
+def _sdf(mask: np.ndarray) -> np.ndarray:
+    """Signed distance to the outline: positive inside, negative outside."""
+    return distance_transform_edt(mask) - distance_transform_edt(~mask)
+
+
+def morph(frame: np.ndarray, drawing: np.ndarray, lam: float) -> np.ndarray:
+    """The silhouette ``lam`` of the way from ``frame`` to ``drawing`` (flipped when that overlaps better)."""
+    flipped = drawing[:, ::-1]
+    iou = [(frame & d).sum() / max((frame | d).sum(), 1) for d in (drawing, flipped)]
+    d = flipped if iou[1] > iou[0] else drawing
+    return (1.0 - lam) * _sdf(frame) + lam * _sdf(d) > 0
+
+
+def build_morphs(index: str | Path, out: str | Path, per_drawing: int = 3, lam: tuple[float, float] = (0.25, 0.75),
+                 seed: int = 0) -> DatasetIndex:  # fmt: skip
+    ix, out = load_index(index), Path(out)
+    if per_drawing < 1:
+        raise StillroomError(f"--per-drawing must be >= 1, got {per_drawing}")
+    frames: dict[int, list[IndexRow]] = defaultdict(list)
+    drawings: dict[str, IndexRow] = {}
+    for r in ix.rows():
+        if r.split != "train":
+            continue
+        if r.path.startswith("extra"):
+            drawings.setdefault(r.sha256, r)  # the copies of one drawing count once
+        else:
+            frames[r.label].append(r)
+    if not drawings:
+        raise StillroomError(f"{ix.root}: no added-style train rows (extra/...); add a style first")
+    if out.exists():
+        shutil.rmtree(out)
+    rows = []
+    for r in ix.rows():
+        link_or_copy(ix.root / r.path, out / r.path)
+        rows.append(r)
+    rng = np.random.default_rng(seed)
+    for k, d in enumerate(sorted(drawings.values(), key=lambda r: r.path)):
+        if not frames[d.label]:
+            raise StillroomError(f"{ix.root}: class {d.label_name} has no train frame to blend with {d.path}")
+        drawing = _mask(ix.root / d.path)
+        for j in range(per_drawing):
+            f = frames[d.label][int(rng.integers(len(frames[d.label])))]
+            m = morph(_mask(ix.root / f.path), drawing, float(rng.uniform(*lam)))
+            buf = io.BytesIO()
+            Image.fromarray(np.where(m, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+            rel = f"morph/{d.label_name}/{k:04d}_{j}.png"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_bytes(buf.getvalue())
+            rows.append(IndexRow(rel, d.label, d.label_name, "train", f"morph/{d.group}", sha256_bytes(buf.getvalue())))
+    record = {"per_drawing": per_drawing, "lam": list(lam), "seed": seed, "drawings": len(drawings),
+              "rows": len(drawings) * per_drawing, "from": str(ix.root), "index_hash": ix.index_hash}  # fmt: skip
+    meta = {k: v for k, v in ix.meta.items() if k == "display_names"}
+    return write_index(out, rows, ix.classes, {**ix.recipe, "morph": record}, meta)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--index", required=True, help="an index with an added style (extra/ train rows)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--per-drawing", type=int, default=3)
+    ap.add_argument("--lam", type=float, nargs=2, default=(0.25, 0.75), metavar=("LO", "HI"))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    ix = build_morphs(args.index, args.out, args.per_drawing, tuple(args.lam), args.seed)
+    print(f"{ix.root}: {len(ix)} rows; morphs {ix.recipe['morph']['rows']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
