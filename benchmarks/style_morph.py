@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from PIL import Image
 from scipy.ndimage import distance_transform_edt
 
 from stillroom._io import StillroomError, sha256_bytes
-from stillroom.data.builder import link_or_copy
+from stillroom.data.builder import check_out_dir, install_build, link_or_copy, new_build_dir, rmtree
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
 
 
@@ -70,13 +69,28 @@ def build_morphs(index: str | Path, out: str | Path, per_drawing: int = 3, lam: 
             frames[r.label].append(r)
     if not drawings:
         raise StillroomError(f"{ix.root}: no added-style train rows (extra/...); add a style first")
-    if out.exists():
-        shutil.rmtree(out)
-    rows = []
-    for r in ix.rows():
-        link_or_copy(ix.root / r.path, out / r.path)
-        rows.append(r)
-    rng = np.random.default_rng(seed)
+    check_out_dir(out)
+    tmp = new_build_dir(out)  # written aside and moved in whole: an interrupted build leaves no half index at out
+    try:
+        rows = list(ix.rows())
+        for r in rows:
+            link_or_copy(ix.root / r.path, tmp / r.path)
+        rows += _morph_rows(ix, tmp, frames, drawings, per_drawing, lam, seed)
+        record = {"per_drawing": per_drawing, "lam": list(lam), "seed": seed, "drawings": len(drawings),
+                  "rows": len(drawings) * per_drawing, "from": str(ix.root), "index_hash": ix.index_hash}  # fmt: skip
+        meta = {k: v for k, v in ix.meta.items() if k == "display_names"}
+        write_index(tmp, rows, ix.classes, {**ix.recipe, "morph": record}, meta)
+        install_build(tmp, out)
+    except BaseException:
+        rmtree(tmp)
+        raise
+    return load_index(out)
+
+
+def _morph_rows(ix: DatasetIndex, out: Path, frames: dict[int, list[IndexRow]], drawings: dict[str, IndexRow],
+                per_drawing: int, lam: tuple[float, float], seed: int) -> list[IndexRow]:  # fmt: skip
+    """``per_drawing`` blends of each added drawing with random train frames of its species, written under ``out``."""
+    rows, rng = [], np.random.default_rng(seed)
     for k, d in enumerate(sorted(drawings.values(), key=lambda r: r.path)):
         if not frames[d.label]:
             raise StillroomError(f"{ix.root}: class {d.label_name} has no train frame to blend with {d.path}")
@@ -90,10 +104,7 @@ def build_morphs(index: str | Path, out: str | Path, per_drawing: int = 3, lam: 
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             (out / rel).write_bytes(buf.getvalue())
             rows.append(IndexRow(rel, d.label, d.label_name, "train", f"morph/{d.group}", sha256_bytes(buf.getvalue())))
-    record = {"per_drawing": per_drawing, "lam": list(lam), "seed": seed, "drawings": len(drawings),
-              "rows": len(drawings) * per_drawing, "from": str(ix.root), "index_hash": ix.index_hash}  # fmt: skip
-    meta = {k: v for k, v in ix.meta.items() if k == "display_names"}
-    return write_index(out, rows, ix.classes, {**ix.recipe, "morph": record}, meta)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
