@@ -7,7 +7,7 @@ under ``extra/``, ``stillroom data add-style``) are blended through their signed
 ``phi = (1 - lam) * sdf(frame) + lam * sdf(drawing)``, and the blend's inside (``phi > 0``) is a new binary
 silhouette of that species: smooth outlines, proportions between the two styles (a shape interpolation, not a pixel
 mixup: the label is the species of both sides, so it is never mixed). The drawing is flipped left-right first when
-that overlaps the frame better (intersection over union), so a blend of two opposite poses does not become a blob.
+that overlaps the frame better (intersection over union), so a pose is not blended with its own mirror image.
 
 Only ``train`` rows take part on both sides, and the result is the input index, every row unchanged, plus
 ``--per-drawing`` morphs per distinct added drawing as ``train`` rows under ``morph/`` (group ``morph/<group>``,
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import distance_transform_edt
 
 from stillroom._io import StillroomError, sha256_bytes
 from stillroom.data.builder import check_out_dir, install_build, link_or_copy, new_build_dir, rmtree
 from stillroom.data.index import DatasetIndex, IndexRow, load_index, write_index
+from stillroom.data.ood_chimera import mask_iou, signed_distance
 
 
 def _mask(path: Path) -> np.ndarray:
@@ -40,17 +40,12 @@ def _mask(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L")) < 128
 
 
-def _sdf(mask: np.ndarray) -> np.ndarray:
-    """Signed distance to the outline: positive inside, negative outside."""
-    return distance_transform_edt(mask) - distance_transform_edt(~mask)
-
-
 def morph(frame: np.ndarray, drawing: np.ndarray, lam: float) -> np.ndarray:
     """The silhouette ``lam`` of the way from ``frame`` to ``drawing`` (flipped when that overlaps better)."""
     flipped = drawing[:, ::-1]
-    iou = [(frame & d).sum() / max((frame | d).sum(), 1) for d in (drawing, flipped)]
-    d = flipped if iou[1] > iou[0] else drawing
-    return (1.0 - lam) * _sdf(frame) + lam * _sdf(d) > 0
+    d = flipped if mask_iou(frame, flipped) > mask_iou(frame, drawing) else drawing
+    # the blend of the `blend` chimeras (data/ood_chimera.py), there between two species for near-OOD, here of one
+    return (1.0 - lam) * signed_distance(frame) + lam * signed_distance(d) < 0
 
 
 def build_morphs(index: str | Path, out: str | Path, per_drawing: int = 3, lam: tuple[float, float] = (0.25, 0.75),

@@ -90,6 +90,7 @@ __all__ = [
     "PARENTS",
     "chimera_mask",
     "mask_iou",
+    "signed_distance",
     "resolve_parents",
     "shared_frame",
     "build_ood_chimera",
@@ -132,7 +133,7 @@ def _scaled(mask: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(img.resize((nw, nh), Image.Resampling.BOX)) >= 128
 
 
-def _signed_distance(mask: np.ndarray) -> np.ndarray:
+def signed_distance(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance to the outline of a boolean mask, negative inside and positive outside (float64)."""
     from scipy import ndimage
 
@@ -150,7 +151,7 @@ def _blend(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray
         return np.zeros((side, side), dtype=bool)
     up = np.ones((BLEND_UPSCALE, BLEND_UPSCALE), dtype=bool)
     t = rng.uniform(*BLEND_RANGE)
-    return (1 - t) * _signed_distance(np.kron(a, up)) + t * _signed_distance(np.kron(b, up)) < 0
+    return (1 - t) * signed_distance(np.kron(a, up)) + t * signed_distance(np.kron(b, up)) < 0
 
 
 def _seam(a: np.ndarray, b: np.ndarray, kind: str, rng: np.random.Generator) -> int:
