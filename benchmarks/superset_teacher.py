@@ -11,6 +11,9 @@ on (``model.json`` "index"; "n/a" when that index is not on this machine).
         --split val --split test artifacts/demo/runs/teacher_resnet18_s0 artifacts/s29/t649_resnet18_s0
 
 ``--ensemble`` adds a row for the mean softmax of all the runs given (the fused ensemble a student distils).
+``--versus RUN ...`` then compares each of those runs (e.g. students of the ensemble) with the ensemble drawing by
+drawing: how many drawings each reads right that the other misreads, and McNemar's exact two-sided p-value on those
+discordant drawings (a binomial test at 1/2, scipy), the paired test a mean over 75 drawings cannot give.
 ``--csv PATH`` also writes one row per run (variant = the run directory's name without ``_s<seed>``, seed, run_dir,
 ``<split>_top1`` and ``<split>_top5`` as fractions, ``<split>_mrr`` and ``<split>_nll``) in the layout ``stillroom
 compare`` reads, e.g. ``stillroom compare DIR --metric val_top1 --a A --b B`` for a paired comparison by seed.
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
+from scipy.stats import binomtest
 
 from stillroom._io import StillroomError
 from stillroom.data.dataset import load_images
@@ -101,6 +105,26 @@ def ensemble_scores(runs: Sequence[str], index_dir: str, splits: Sequence[str], 
     return out
 
 
+def versus_ensemble(
+    ensemble: Sequence[str], runs: Sequence[str], index_dir: str, splits: Sequence[str], weights: str = "best"
+) -> list[dict]:
+    """Per run and split: drawings read right by both, by the ensemble's mean softmax only, by the run only, and
+    McNemar's exact p (two-sided binomial test of ``run_only`` out of the discordant drawings at 1/2; 1.0 if none)."""
+    per = [subset_probs(r, index_dir, splits, weights) for r in ensemble]
+    out = []
+    for run in runs:
+        mine = subset_probs(run, index_dir, splits, weights)
+        for k in splits:
+            y = per[0][k]["labels"]
+            ens = np.mean([p[k]["probs"] for p in per], axis=0).argmax(1) == y
+            right = mine[k]["probs"].argmax(1) == y
+            e_only, r_only = int(np.sum(ens & ~right)), int(np.sum(right & ~ens))
+            p = binomtest(r_only, e_only + r_only, 0.5).pvalue if e_only + r_only else 1.0
+            out.append({"run": run, "split": k, "n": len(y), "both": int(np.sum(ens & right)),
+                        "ensemble_only": e_only, "run_only": r_only, "p": float(p)})  # fmt: skip
+    return out
+
+
 def _cells(s: dict, splits: Sequence[str]) -> str:
     return " | ".join(
         f"{100 * s[k]['top1']:.2f} | {100 * s[k]['top5']:.2f} | "
@@ -117,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--weights", default="best")
     ap.add_argument("--csv", help="write per-run rows here for `stillroom compare`")
     ap.add_argument("--ensemble", action="store_true", help="add a row: the mean softmax of all the runs given")
+    ap.add_argument("--versus", nargs="+", default=[], help="runs compared drawing by drawing with that ensemble")
     args = ap.parse_args(argv)
     splits = args.split or ["val", "test"]
     heads = " | ".join(f"{s} top-1 % | {s} top-5 % | {s} in run's train" for s in splits)
@@ -135,6 +160,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ensemble and len(args.runs) > 1:
         s = ensemble_scores(args.runs, args.index, splits, args.weights)
         print(f"| ensemble of the {len(args.runs)} runs (mean softmax) | | {_cells(s, splits)} |")
+    if args.versus:
+        print(
+            "\n| run vs the ensemble of the runs above | split | n | both right | ensemble only | run only | "
+            "McNemar exact p |\n|---|---|---:|---:|---:|---:|---:|"
+        )
+        for r in versus_ensemble(args.runs, args.versus, args.index, splits, args.weights):
+            print(
+                f"| {r['run']} | {r['split']} | {r['n']} | {r['both']} | {r['ensemble_only']} | {r['run_only']} | "
+                f"{r['p']:.3f} |"
+            )
     if args.csv:
         Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="", encoding="utf-8") as fh:

@@ -409,6 +409,33 @@ def test_superset_teacher_ensemble_averages_the_members(monkeypatch):
     assert bench._scores(fake["a"], y, 0)["top1"] == bench._scores(fake["b"], y, 0)["top1"] == pytest.approx(2 / 3)
 
 
+def test_superset_teacher_versus_counts_discordant_drawings(monkeypatch, capsys):
+    """--versus: a run against the members' mean softmax, drawing by drawing, with McNemar's exact p."""
+    from scipy.stats import binomtest
+
+    bench = _script("superset_teacher")
+    y = np.array([0, 1, 1, 0, 1, 0])
+    fake = {  # a and b agree, so the ensemble reads rows 0-2 right; s reads rows 2-5 right
+        "a": np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4], [0.3, 0.7]]),
+        "s": np.array([[0.4, 0.6], [0.7, 0.3], [0.2, 0.8], [0.9, 0.1], [0.1, 0.9], [0.8, 0.2]]),
+    }
+    fake["b"] = fake["a"]
+    monkeypatch.setattr(bench, "subset_probs", lambda run, index, splits, weights="best": {
+        "test": {"probs": fake[run], "labels": y, "in_run_train": 0}})  # fmt: skip
+    (got,) = bench.versus_ensemble(["a", "b"], ["s"], "unused", ["test"])
+    assert (got["n"], got["both"], got["ensemble_only"], got["run_only"]) == (6, 1, 2, 3)
+    assert got["p"] == pytest.approx(binomtest(3, 5, 0.5).pvalue) and got["p"] == pytest.approx(1.0)
+    (same,) = bench.versus_ensemble(["a"], ["a"], "unused", ["test"])
+    assert (same["ensemble_only"], same["run_only"], same["p"]) == (0, 0, 1.0)  # no discordant drawing
+    fake["t"] = fake["s"].copy()
+    fake["t"][:2] = fake["a"][:2]  # t reads every drawing right: 3 more than the ensemble, none fewer
+    (better,) = bench.versus_ensemble(["a", "b"], ["t"], "unused", ["test"])
+    assert (better["ensemble_only"], better["run_only"]) == (0, 3) and better["p"] == pytest.approx(0.25)
+    monkeypatch.setattr(bench, "load_run", lambda *a, **k: type("R", (), {"classes": ["x", "y"]})())
+    assert bench.main(["a", "b", "--index", "unused", "--split", "test", "--ensemble", "--versus", "s"]) == 0
+    assert "| s | test | 6 | 1 | 2 | 3 | 1.000 |" in capsys.readouterr().out
+
+
 def test_heldout_resolution_pairs_by_seed_and_resamples_both_axes(monkeypatch, capsys):
     """benchmarks/heldout_resolution.py: B - A per drawing, paired by the runs' seeds, intervals over seeds,
     drawings and both; the crossed interval is the widest, and a constant gain has a zero-width interval."""
