@@ -111,12 +111,13 @@ def versus_ensemble(
     """Per run and split: drawings read right by both, by the ensemble's mean softmax only, by the run only, and
     McNemar's exact p (two-sided binomial test of ``run_only`` out of the discordant drawings at 1/2; 1.0 if none)."""
     per = [subset_probs(r, index_dir, splits, weights) for r in ensemble]
+    labels = {k: per[0][k]["labels"] for k in splits}
+    ens_right = {k: np.mean([p[k]["probs"] for p in per], axis=0).argmax(1) == labels[k] for k in splits}
     out = []
     for run in runs:
         mine = subset_probs(run, index_dir, splits, weights)
         for k in splits:
-            y = per[0][k]["labels"]
-            ens = np.mean([p[k]["probs"] for p in per], axis=0).argmax(1) == y
+            y, ens = labels[k], ens_right[k]
             right = mine[k]["probs"].argmax(1) == y
             e_only, r_only = int(np.sum(ens & ~right)), int(np.sum(right & ~ens))
             p = binomtest(r_only, e_only + r_only, 0.5).pvalue if e_only + r_only else 1.0
