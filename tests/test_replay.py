@@ -126,3 +126,77 @@ def test_stores_must_agree_on_views(shapes_index, tmp_path):
     assert report["ok"] is False and report["replay_equal"] is False
     with pytest.raises(StillroomError, match="3-D"):
         write_store(tmp_path / "bad", a[0], shapes_index, teacher, {}, replay={"augment": "none", "augment_seed": 4})
+
+
+def _geometry_pair(index, seed: int, n: int = 64):
+    """``restyle`` and ``restyle_geometry`` views of the first ``n`` train rows, each from the same generators."""
+    from stillroom.data.augment import augment_batch, augment_rng
+
+    images = load_images(index)
+    rows = index.split_indices("train")[:n]
+    x = torch.from_numpy(np.asarray(images[rows]))
+    views = [
+        augment_batch(get_augment(name, index.recipe), x, [augment_rng(seed, int(r), 1) for r in rows])
+        for name in ("restyle", "restyle_geometry")
+    ]
+    return x, views[0], views[1]
+
+
+def test_geometry_view_is_the_students_view_before_its_style_change(shapes_index):
+    from stillroom.data.augment import _draw_geometry, _draw_shape
+
+    for s in range(50):  # same draws: same rotation, shift, flip and erasing; no stroke or rendering change
+        a = _draw_shape(np.random.default_rng(s), 64, 64, geometry=False)
+        g = _draw_geometry(np.random.default_rng(s), 64, 64)
+        assert (g.angle, g.translate, g.flip, g.box) == (a.angle, a.translate, a.flip, a.box)
+        assert g.thick_px == 0 and g.render_side == 0 and g.deform is None
+    x, student, teacher = _geometry_pair(shapes_index, seed=0)
+    assert not torch.equal(student, teacher) and not torch.equal(teacher, x)
+    # where the student's view draws no style change the two views are the very same image
+    from stillroom.data.augment import augment_rng
+
+    rows = shapes_index.split_indices("train")[: len(x)]
+    h = x.shape[-1]
+    plain = [
+        i
+        for i, r in enumerate(rows)
+        if (lambda v: v.thick_px == 0 and v.render_side == 0)(_draw_shape(augment_rng(0, int(r), 1), h, h, False))
+    ]
+    assert 0 < len(plain) < len(rows)
+    assert torch.equal(student[plain], teacher[plain])
+    changed = sorted(set(range(len(rows))) - set(plain))
+    assert any(not torch.equal(student[i], teacher[i]) for i in changed)
+
+
+def test_student_trains_on_targets_of_the_geometry_view(teacher_run, shapes_index, tmp_path, tiny_config):
+    store = export_softlabels(
+        teacher_run, shapes_index.root, tmp_path / "geo", views=2, augment="restyle_geometry", augment_seed=0
+    )
+    assert store.manifest["augment"] == "restyle_geometry"
+    base = {"epochs": 1, "augment": "restyle", "loss": {"name": "kd", "params": {}}}
+    raw = tiny_config(
+        shapes_index.root, "geo", teachers={"cached": [str(store.path)], "replay_view": "geometry"}, **base
+    )
+    run = train(config_from_dict(raw), tmp_path / "geo_run")
+    report = json.loads((run / "alignment_check.json").read_text())
+    assert report["ok"] is True and report["replay"]["augment"] == "restyle_geometry"
+    # the same store for a student that expects the teacher to have seen its own view: refused
+    raw = tiny_config(shapes_index.root, "same", teachers={"cached": [str(store.path)]}, **base)
+    with pytest.raises(StillroomError, match="replay mismatch: augment"):
+        train(config_from_dict(raw), tmp_path / "same_run")
+    # a view the student does not see needs a store that holds it
+    plain = export_softlabels(teacher_run, shapes_index.root, tmp_path / "plain")
+    raw = tiny_config(
+        shapes_index.root, "nv", teachers={"cached": [str(plain.path)], "replay_view": "geometry"}, **base
+    )
+    with pytest.raises(StillroomError, match="replay stores only"):
+        train(config_from_dict(raw), tmp_path / "nv_run")
+    # a recipe without style changes has no geometry view
+    raw = tiny_config(
+        shapes_index.root,
+        "sil",
+        teachers={"cached": [str(store.path)], "replay_view": "geometry"},
+        **{**base, "augment": "silhouette"},
+    )
+    with pytest.raises(StillroomError, match="recipe with style changes"):
+        train(config_from_dict(raw), tmp_path / "sil_run")

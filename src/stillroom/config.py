@@ -110,6 +110,14 @@ class TeachersConfig(_Strict):
     replay_seed: int | None = Field(
         None, description="augment seed replay stores must have been exported with (default: the run's seed)"
     )
+    replay_view: Literal["same", "geometry"] = Field(
+        "same",
+        description=(
+            "what a replay store's teacher saw of each view: 'same', the student's view; 'geometry', that view "
+            "before its drawing-style changes (stroke, rendering), exported with the augment "
+            "'restyle_geometry' (data.augment.teacher_view). Replay stores only"
+        ),
+    )
 
     @property
     def count(self) -> int:

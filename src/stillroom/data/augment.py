@@ -28,6 +28,10 @@ Recipes (registry ``AUGMENTS``):
   rotation, shift, flip or erasing: the drawing-style variation the service may meet after its own cropping and
   centring. Not a training recipe (``config`` does not offer it): the ladder can place its thresholds on val
   images under these views (``deploy.run_ladder.fit_run_ladder(style_views=V)``).
+- ``restyle_geometry`` (issue 14 item 1, issue 16 item 5): ``restyle``'s geometry alone (same draws, no stroke or
+  rendering change). Not a training recipe: the view a replay store's teacher sees under
+  ``teachers.replay_view = "geometry"`` (``teacher_view``), so the student's target for a re-drawn view is the
+  teacher's answer on the drawing as drawn.
 - ``deform`` (issue 14 item 1, experimental): ``restyle`` (its draws unchanged) plus, with p = 0.7, a smooth
   non-rigid warp: displacements of up to 8% of the side at a 3 x 3 grid of control points, interpolated bicubically
   and sampled nearest, so parts move against each other as another artist's proportions and poses move them.
@@ -50,6 +54,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
+from stillroom._io import StillroomError
 from stillroom._registry import Registry
 from stillroom.data.topology import retopologize
 
@@ -60,12 +65,14 @@ except ImportError:  # pragma: no cover - older or newer layouts
 
 __all__ = [
     "AUGMENTS",
+    "TEACHER_VIEWS",
     "augment_batch",
     "augment_name",
     "augment_rng",
     "downscale",
     "get_augment",
     "rerender",
+    "teacher_view",
     "thicken",
 ]
 
@@ -350,6 +357,37 @@ def _draw_style(rng: np.random.Generator, h: int, w: int) -> _View:
 
 
 style = AUGMENTS.register("style")(_batched(_draw_style))
+
+
+def _draw_geometry(rng: np.random.Generator, h: int, w: int) -> _View:
+    """``restyle``'s geometry alone (its draws, then no stroke-thickness change and no re-rendering): rotation,
+    shift, flip and erasing exactly as in ``restyle``'s view from the same generator, the drawing as it was drawn."""
+    v = _draw_shape(rng, h, w, geometry=False)
+    return replace(v, thick_px=0, render_side=0, render_smooth=False)
+
+
+restyle_geometry = AUGMENTS.register("restyle_geometry")(_batched(_draw_geometry))
+
+#: ``teachers.replay_view = "geometry"``: the recipe whose view a replay store's teacher sees, per student recipe
+#: (same draws: the same rotation, shift, flip and erasing as the student's view, without the style changes)
+TEACHER_VIEWS = {"restyle": "restyle_geometry"}
+
+
+def teacher_view(augment: str, replay_view: str) -> str:
+    """The recipe a replay store's views must have been made with for a student trained with ``augment`` (a
+    resolved name, ``augment_name``): ``augment`` itself for ``replay_view="same"`` (the teacher saw the very view
+    the student sees), ``TEACHER_VIEWS[augment]`` for ``"geometry"`` (the teacher saw that view before its drawing
+    style was changed, so the target says what the drawing is, not how sure a model is of a re-rendered one)."""
+    if replay_view == "same":
+        return augment
+    if replay_view != "geometry":
+        raise StillroomError(f"replay_view must be 'same' or 'geometry', got {replay_view!r}")
+    if augment not in TEACHER_VIEWS:
+        raise StillroomError(
+            f"replay_view 'geometry' needs a recipe with style changes to leave out of the teacher's view "
+            f"({', '.join(TEACHER_VIEWS)}); the student's augment is {augment!r}"
+        )
+    return TEACHER_VIEWS[augment]
 
 
 def augment_batch(augment: Augment, imgs: torch.Tensor, rngs: list[np.random.Generator]) -> torch.Tensor:

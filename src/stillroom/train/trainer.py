@@ -70,7 +70,7 @@ from torch.utils.data import DataLoader
 from stillroom import __version__
 from stillroom._io import StillroomError, atomic_write_json, atomic_write_text, read_json
 from stillroom.config import TrainConfig, config_from_dict
-from stillroom.data.augment import augment_name, downscale, get_augment
+from stillroom.data.augment import augment_name, downscale, get_augment, teacher_view
 from stillroom.data.dataset import IndexDataset, Normalizer, load_images
 from stillroom.data.index import IGNORE_INDEX, TRANSFER, DatasetIndex, load_index
 from stillroom.data.mix import mix_batch
@@ -399,9 +399,14 @@ def _train(
         cfg,
         index,
         out_dir / "alignment_check.json" if ddp.main else None,
-        {"augment": aug_name, "augment_seed": replay_seed},
+        {"augment": teacher_view(aug_name, cfg.teachers.replay_view), "augment_seed": replay_seed},
     )
     replay_views = int(getattr(teachers, "views", 0))
+    if cfg.teachers.replay_view != "same" and (not replay_views or cfg.teachers.online):
+        raise StillroomError(
+            f"{cfg.name}: teachers.replay_view {cfg.teachers.replay_view!r} needs replay stores only (cached "
+            "stores exported with --views V, no online teachers): only a store holds a view the student does not see"
+        )
 
     sink_class = index_sink(index)
     num_classes = int(getattr(loss_fn, "num_outputs", lambda k, _sink: k)(index.num_classes, sink_class))
