@@ -21,6 +21,11 @@ setting it (e.g. ``warmup_epochs``, 0 by default, 2 in the demo), so that two ar
     python benchmarks/demo_tiers.py ... --arms kd --loss-arm \
         'ln04={name: logitnorm, params: {base: luminet, base_params: {warmup_epochs: 2}, tau: 0.04}}'
 
+``--geometry-arm NAME`` adds a distilled arm with the ``kd`` arm's loss whose replay store holds the teacher's
+logits on each view *before* its drawing-style changes (augment ``restyle_geometry``, ``teachers.replay_view:
+geometry``): the student still trains on the restyled view, its target is the teacher's answer on the drawing as
+drawn. Its store is exported once per teacher beside the demo's (``..._replay_v<V>_restyle_geometry``).
+
 ``--arm-data NAME=YAML`` sets data options of a loss arm's runs, e.g. batches of classmates (``data.per_class``):
 
     python benchmarks/demo_tiers.py ... --arms kd --loss-arm 'pk4={name: luminet, params: {warmup_epochs: 2}}' \
@@ -141,6 +146,22 @@ def _write(out: Path, rows_out: list[dict]) -> None:
     print("\n".join(lines))
 
 
+def _geometry_stores(teacher: Path, index, budget: dict, out_json: Path) -> list:
+    """The teacher's replay store of the demo's views before their style changes (``data.augment.teacher_view``),
+    checked against the index and the views a ``replay_view: geometry`` student re-creates."""
+    from stillroom.data.augment import augment_name, teacher_view
+    from stillroom.softlabels.check import require_aligned
+    from stillroom.softlabels.export import export_softlabels
+
+    views, aug = budget["replay_views"], teacher_view(augment_name(budget["augment"], index.recipe), "geometry")
+    name = f"{index.index_hash[:12]}_replay_v{views}_{aug}"
+    store = export_softlabels(
+        teacher, index.root, teacher / "softlabels" / name, views=views, augment=aug, augment_seed=STUDENT_SEED
+    )
+    require_aligned([store], index, out_json=out_json, replay={"augment": aug, "augment_seed": STUDENT_SEED})
+    return [store]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--index", type=Path, required=True, help="the demo's species index")
@@ -154,11 +175,16 @@ def main() -> None:
                     help="NAME=YAML: a distilled arm with this loss mapping (name, params)")  # fmt: skip
     ap.add_argument("--arm-data", type=_arm_data, action="append", default=[],
                     help="NAME=YAML: data options of loss arm NAME's runs, e.g. 'pk4={per_class: 4}'")  # fmt: skip
+    ap.add_argument("--geometry-arm", action="append", default=[],
+                    help="NAME: a kd arm, its targets on the views before their style changes")  # fmt: skip
     args = ap.parse_args()
     loss_arms, arm_data = dict(args.loss_arm), dict(args.arm_data)
     if set(arm_data) - set(loss_arms):
         raise SystemExit(f"--arm-data {sorted(set(arm_data) - set(loss_arms))}: no --loss-arm of that name")
-    arms = [*args.arms, *loss_arms]
+    taken = {"scratch", "kd", "teacher", *loss_arms}
+    if any(not g.isidentifier() or g in taken for g in args.geometry_arm):
+        raise SystemExit(f"--geometry-arm {args.geometry_arm}: names must be new identifiers (taken: {sorted(taken)})")
+    arms = [*args.arms, *loss_arms, *args.geometry_arm]
     for name, loss in loss_arms.items():
         for key, (mine, ref) in unset_differences(loss, DEMO_BUDGET["student_loss"]).items():
             print(
@@ -193,6 +219,10 @@ def main() -> None:
             stores, _ = _soft_labels([teacher], index, budget, args.out / f"alignment_{tier}.json", {})
             teachers[t_epochs] = (teacher, stores)
         teacher, stores = teachers[t_epochs]
+        geo = {}  # the geometry arms' teachers: the store of the views before their style changes
+        if args.geometry_arm:
+            geo_stores = _geometry_stores(teacher, index, budget, args.out / f"alignment_{tier}_geometry.json")
+            geo = {"cached": [str(s.path) for s in geo_stores], "replay_seed": STUDENT_SEED, "replay_view": "geometry"}
         raws = []
         for seed in args.seeds:
             common = {"eval_every": budget["student_eval_every"]}
@@ -205,6 +235,9 @@ def main() -> None:
                 raws.append(run_config(f"{arm}_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed,
                                        budget, loss=loss, teachers=kd_teachers, **common))  # fmt: skip
                 raws[-1]["data"].update(arm_data.get(arm, {}))
+            for arm in args.geometry_arm:
+                raws.append(run_config(f"{arm}_{tier}_s{seed}", index.root, "mobilenet_v3_small", s_epochs, seed,
+                                       budget, loss=budget["student_loss"], teachers=geo, **common))  # fmt: skip
         trained = _train_all(raws, config_dir, runs_dir, jobs=2)
         rows_out.append({"variant": f"teacher_{tier}", "seed": 0, **_score(teacher, sets)})
         for seed in args.seeds:
