@@ -43,7 +43,9 @@ def softlabels_export_cmd(
     weights: str = typer.Option("best", help="best | final"),
     dtype: str = typer.Option("float32", help="float32 | float16"),
     views: int = typer.Option(0, help="augmented views per sample for replay (0: the un-augmented image only)"),
-    augment: str = typer.Option("auto", help="augmentation recipe of the views: the student's (restyle_geometry for teachers.replay_view geometry)"),
+    augment: str = typer.Option(
+        "auto", help="augmentation recipe of the views: the student's (restyle_geometry: teachers.replay_view geometry)"
+    ),
     augment_seed: int = typer.Option(0, help="seed of the views: the student's seed or its teachers.replay_seed"),
     topk: int = typer.Option(
         0, "--topk", help="keep each row's k largest logits + the rest's log-sum-exp (0: all; exact at T=1 only)"
