@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from stillroom._io import StillroomError
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -239,6 +243,22 @@ def test_demo_tiers_names_the_demo_loss_params_an_arm_leaves_at_other_defaults()
     for bad in ("pk4", "pk4=[4]", "pk4={index: other}"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=YAML mapping of data options"):
             arm_data(bad)
+
+
+def test_demo_tiers_geometry_store_holds_the_views_before_their_style_change(teacher_run, shapes_index, tmp_path):
+    """demo_tiers --geometry-arm: the teacher's store of the demo's views made with restyle_geometry, checked
+    against the index and the views a replay_view geometry student re-creates; exported once, then reused."""
+    geo = _script("demo_tiers")._geometry_stores
+    budget = {"replay_views": 2, "augment": "restyle"}
+    teacher_run = Path(shutil.copytree(teacher_run, tmp_path / "teacher", ignore=shutil.ignore_patterns("softlabels")))
+    (store,) = geo(teacher_run, shapes_index, budget, tmp_path / "align.json")
+    assert store.views == 2 and store.manifest["augment"] == "restyle_geometry"
+    assert store.path.name.endswith("_replay_v2_restyle_geometry") and store.path.parent == teacher_run / "softlabels"
+    assert json.loads((tmp_path / "align.json").read_text())["ok"] is True
+    (again,) = geo(teacher_run, shapes_index, budget, tmp_path / "align2.json")
+    np.testing.assert_array_equal(again.logits, store.logits)
+    with pytest.raises(StillroomError, match="recipe with style changes"):
+        geo(teacher_run, shapes_index, {"replay_views": 2, "augment": "silhouette"}, tmp_path / "a3.json")
 
 
 def test_style_openset_summary_row(tmp_path, capsys):
