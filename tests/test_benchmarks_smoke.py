@@ -299,7 +299,6 @@ def test_style_openset_summary_arm_means_over_seeds(tmp_path, capsys):
 
 
 def test_style_half_mix_adds_one_split_as_train_rows(shapes_index, tmp_path, capsys):
-    from stillroom._io import StillroomError
     from stillroom.data.index import load_index
 
     bench = _script("style_half_mix")
