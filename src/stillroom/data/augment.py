@@ -41,6 +41,11 @@ Recipes (registry ``AUGMENTS``):
 - ``rgb``: the usual photo recipe: random resized crop (scale 0.6-1), horizontal flip, brightness/contrast/saturation
   jitter of 0.2.
 - ``none``: identity.
+
+Why one module of over 400 lines: every silhouette recipe is ``_draw_shape``'s draws in one fixed order, then
+``_apply``; a replay store's views, and a ``teachers.replay_view`` teacher's view of them, are re-created from those
+draws alone, so the draws, the recipes made of them and the pairing of a student's recipe with its teacher's view
+stay side by side.
 """
 
 from __future__ import annotations
