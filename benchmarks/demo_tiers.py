@@ -149,17 +149,7 @@ def _write(out: Path, rows_out: list[dict]) -> None:
 def _geometry_stores(teacher: Path, index, budget: dict, out_json: Path) -> list:
     """The teacher's replay store of the demo's views before their style changes (``data.augment.teacher_view``),
     checked against the index and the views a ``replay_view: geometry`` student re-creates."""
-    from stillroom.data.augment import augment_name, teacher_view
-    from stillroom.softlabels.check import require_aligned
-    from stillroom.softlabels.export import export_softlabels
-
-    views, aug = budget["replay_views"], teacher_view(augment_name(budget["augment"], index.recipe), "geometry")
-    name = f"{index.index_hash[:12]}_replay_v{views}_{aug}"
-    store = export_softlabels(
-        teacher, index.root, teacher / "softlabels" / name, views=views, augment=aug, augment_seed=STUDENT_SEED
-    )
-    require_aligned([store], index, out_json=out_json, replay={"augment": aug, "augment_seed": STUDENT_SEED})
-    return [store]
+    return _soft_labels([teacher], index, budget, out_json, {}, replay_view="geometry")[0]
 
 
 def main() -> None:

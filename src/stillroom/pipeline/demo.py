@@ -183,28 +183,32 @@ def _free_path(path: Path) -> Path:
 
 
 def _soft_labels(
-    teachers: list[Path], index: DatasetIndex, budget: dict[str, Any], alignment_json: Path, timings: dict[str, float]
+    teachers: list[Path],
+    index: DatasetIndex,
+    budget: dict[str, Any],
+    alignment_json: Path,
+    timings: dict[str, float],
+    replay_view: str = "same",
 ) -> tuple[list[Any], dict[str, Any]]:
     """Export every teacher's store for the KD student and check them strictly against the index (and, for replay
     stores, against the views the student will re-create: its augmentation and seed). ``budget["replay_views"]``
-    = V > 0: V augmented views per image (RUN/softlabels/<hash>_replay_v<V>); 0: the clean images' logits."""
-    from stillroom.data.augment import augment_name
+    = V > 0: V augmented views per image (RUN/softlabels/<hash>_replay_v<V>); 0: the clean images' logits.
+    ``replay_view`` (``teachers.replay_view``): "geometry" exports the views before their style changes instead
+    (``data.augment.teacher_view``; RUN/softlabels/<hash>_replay_v<V>_<that recipe>, beside the demo's store)."""
+    from stillroom.data.augment import augment_name, teacher_view
     from stillroom.softlabels.check import require_aligned
     from stillroom.softlabels.export import export_softlabels
 
     views = budget["replay_views"]
-    replay = {"augment": augment_name(budget["augment"], index.recipe), "augment_seed": STUDENT_SEED} if views else None
+    augment = teacher_view(augment_name(budget["augment"], index.recipe), replay_view)
+    replay = {"augment": augment, "augment_seed": STUDENT_SEED} if views else None
+    suffix = "" if replay_view == "same" else f"_{augment}"
     stores = []
     for run in teachers:
         t0 = time.perf_counter()
-        name = f"{index.index_hash[:12]}_replay_v{views}" if views else index.index_hash[:12]
+        name = f"{index.index_hash[:12]}_replay_v{views}{suffix}" if views else index.index_hash[:12]
         store = export_softlabels(
-            run,
-            index.root,
-            run / "softlabels" / name,
-            views=views,
-            augment=budget["augment"],
-            augment_seed=STUDENT_SEED,
+            run, index.root, run / "softlabels" / name, views=views, augment=augment, augment_seed=STUDENT_SEED
         )
         stores.append(store)
         timings[f"export_{run.name}"] = time.perf_counter() - t0
