@@ -8,7 +8,16 @@ import pytest
 
 from stillroom._io import StillroomError
 from stillroom.config import config_from_dict
-from stillroom.pipeline.budgets import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET, run_config
+from stillroom.pipeline.budgets import (
+    BUDGETS,
+    DEMO_BUDGET,
+    FUSED_BUDGET,
+    PATIENT_BUDGET,
+    QUICK_BUDGET,
+    run_config,
+    student_config,
+    teacher_config,
+)
 
 
 @pytest.mark.parametrize("budget", list(BUDGETS.values()), ids=list(BUDGETS))
@@ -31,6 +40,27 @@ def test_patient_budget_is_the_demo_recipe_trained_longer():
     assert PATIENT_BUDGET["teacher_epochs"] > DEMO_BUDGET["teacher_epochs"]
     assert PATIENT_BUDGET["student_epochs"] > DEMO_BUDGET["student_epochs"]
     assert PATIENT_BUDGET["replay_views"] > DEMO_BUDGET["replay_views"]
+
+
+def test_fused_budget_is_the_demo_recipe_with_three_teachers_and_longer_students():
+    """As benchmarks/pretrained_teacher.sh measured it: the demo's teacher config for seeds 0-2 and the demo's student
+    config, 80 epochs validated at the end, from every teacher's store; the demo's data (every style)."""
+    changed = {k for k in DEMO_BUDGET if FUSED_BUDGET[k] != DEMO_BUDGET[k]}
+    assert changed == {"teacher_seeds", "student_epochs", "student_eval_every", "tiers", "wall_minutes"}
+    assert FUSED_BUDGET["teacher_seeds"] == (0, 1, 2) and FUSED_BUDGET["student_epochs"] == 80
+    teachers = [
+        config_from_dict(teacher_config(Path("data"), s, FUSED_BUDGET["teacher_epochs"], FUSED_BUDGET))
+        for s in FUSED_BUDGET["teacher_seeds"]
+    ]
+    assert [t.seed for t in teachers] == [0, 1, 2] and {t.schedule.epochs for t in teachers} == {12}
+    stores = [Path(f"stores/t{s}") for s in FUSED_BUDGET["teacher_seeds"]]
+    student = config_from_dict(
+        student_config(
+            "s", Path("data"), 80, FUSED_BUDGET, loss=FUSED_BUDGET["student_loss"], teachers={"cached": stores}
+        )
+    )
+    assert student.schedule.epochs == 80 and student.eval_every == 80
+    assert student.loss.params["multi_teacher"] == "fused" and len(student.teachers.cached) == 3
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,9 @@ Budgets (``pipeline/budgets.py``): on the 2-core CPU box ``make demo`` (DEMO_BUD
 under 15 minutes on an idle machine: it trains the longest recipe of ``plan.TIERS`` predicted to fit on the machine
 it runs on. ``budget="quick"`` (``quick=True``) shrinks everything to a smoke test; ``budget="patient"`` trains the
 same pipeline long enough to be limited by the data instead of the clock (PATIENT_BUDGET: about an hour on the same
-box); ``budget="best"`` trains the best student measured here, from three 60-epoch teachers (BEST_BUDGET: 91 min
-measured).
+box); ``budget="fused"`` distils the demo's mobilenet_v3_small from three teachers of the demo's recipe, fused, for
+80 epochs (FUSED_BUDGET: the best reader of a held-out style measured for this student); ``budget="best"`` trains the
+best student measured here, from three 60-epoch teachers (BEST_BUDGET: 91 min measured).
 """
 
 from __future__ import annotations
@@ -227,15 +228,15 @@ def run_demo(
     minutes: float | None = None,
     train_styles: Sequence[tuple[str, int]] | None = None,
 ) -> Path:
-    """Run the demo pipeline into ``out``; return the path of the written report. ``budget_name``: one of
-    ``BUDGETS`` ("demo", the 15-minute default; "quick", also ``quick=True``; "patient"). ``augment`` / ``batch_size``
-    override the budget's training recipe for every model (teachers and students alike); ``replay_views`` the
-    number of replayed views the KD student's targets come from (0: the clean images' logits); ``jobs`` how many
-    runs train at once (default: 2 when torch has at least 2 threads: the two students side by side, and the
-    teachers when there are several; 1: one after the other in this process). ``minutes``: the wall time to plan
-    the epochs for (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``).
-    ``train_styles``: [(style, copies)] of other drawings of the species trained on (``demo_data.STYLE_SETS``;
-    default the budget's, () for the sprites only); a style left out is the one the report scores as held out."""
+    """Run the demo pipeline into ``out``; return the path of the written report. ``budget_name``: one of ``BUDGETS``
+    ("demo", the 15-minute default; "quick", also ``quick=True``; "fused", "patient", "best"). ``augment`` /
+    ``batch_size`` override the budget's training recipe for every model (teachers and students alike); ``replay_views``
+    the number of replayed views the KD student's targets come from (0: the clean images' logits); ``jobs`` how many
+    runs train at once (default: 2 when torch has at least 2 threads: the two students side by side, and the teachers
+    when there are several; 1: one after the other in this process). ``minutes``: the wall time to plan the epochs for
+    (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``). ``train_styles``: [(style,
+    copies)] of other drawings of the species trained on (``demo_data.STYLE_SETS``; default the budget's, () for the
+    sprites only); a style left out is the one the report scores as held out."""
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
