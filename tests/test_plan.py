@@ -11,7 +11,7 @@ import torch
 from stillroom._io import StillroomError, read_json
 from stillroom.config import config_from_dict
 from stillroom.pipeline import plan as plan_mod
-from stillroom.pipeline.demo import BEST_BUDGET, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET
+from stillroom.pipeline.demo import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET
 from stillroom.pipeline.plan import (
     MIN_EPOCHS,
     SHARE,
@@ -210,22 +210,25 @@ def test_a_slow_host_plans_below_the_shortest_tier_and_says_so(tmp_path, shapes_
     assert (b2["teacher_epochs"], b2["student_epochs"]) == MIN_EPOCHS and "even these are not predicted" in b2["plan"]
 
 
-def test_a_fixed_budget_with_a_measured_reference_is_forecast_by_this_hosts_probes(monkeypatch):
-    ref = BEST_BUDGET["reference"]
+@pytest.mark.parametrize("name", [n for n, b in BUDGETS.items() if b.get("reference")])
+def test_a_fixed_budget_with_a_measured_reference_is_forecast_by_this_hosts_probes(name, monkeypatch):
+    budget = BUDGETS[name]
+    ref = budget["reference"]
     assert ref["total"] == pytest.approx(sum(ref["minutes"].values()), abs=0.05)  # the reference adds up
     # this host: teacher steps twice as slow as the reference host's, student steps as fast
     here = Pace(teacher_epoch=2 * ref["teacher_probe_s"], student_epoch=ref["student_probe_s"])
     probed = []
     monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: probed.append(cfgs) or here)
     monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
-    b = dict(BEST_BUDGET)
+    b = dict(budget)
     stages = forecast_fixed(b, ({"t": 1}, {"s": 1}))
     m = ref["minutes"]
     assert stages["teachers"] == pytest.approx(2 * m["teachers"]) and stages["students"] == pytest.approx(m["students"])
     assert stages["total"] == pytest.approx(2 * (m["teachers"] + m["export"] + m["other"]) + m["students"])
     assert f"predicted {stages['total']:.0f} min here" in b["plan"] and f"{ref['total']:g} min measured" in b["plan"]
-    assert (b["teacher_epochs"], b["student_epochs"]) == (BEST_BUDGET["teacher_epochs"], BEST_BUDGET["student_epochs"])
+    assert (b["teacher_epochs"], b["student_epochs"]) == (budget["teacher_epochs"], budget["student_epochs"])
     assert probed == [({"t": 1}, {"s": 1})]
+    assert {"best", "fused"} <= {n for n, b in BUDGETS.items() if b.get("reference")}
     for other in (DEMO_BUDGET, QUICK_BUDGET, PATIENT_BUDGET):  # planned, or without a measured run: no forecast
         b = dict(other)
         assert forecast_fixed(b, ({}, {})) is None and b == other

@@ -126,6 +126,16 @@ FUSED_BUDGET = {
     "tiers": (),
     "student_eval_every": 80,
     "wall_minutes": None,
+    # One measured run (`stillroom demo --budget fused --out artifacts/s64/fused --train-style icons=3`, its report's
+    # wall times) and the probe epochs on that host idle (`python benchmarks/probe_budget.py --budget fused --index
+    # artifacts/s64/fused/data/sprites64_1-151_icons_r3`); `pipeline.plan.forecast_fixed` scales it to the host.
+    "reference": {
+        "host": "the 2-core AMD EPYC box (2026-12-07)",
+        "total": 23.6,
+        "minutes": {"teachers": 10.3, "export": 2.1, "students": 10.8, "other": 0.4},
+        "teacher_probe_s": 15.1,
+        "student_probe_s": 7.3,
+    },
 }
 # The best student measured on the demo's data (BENCHMARKS "The larger student on the CPU, from three teachers"):
 # three resnet18 teachers of the demo's recipe trained 60 epochs each (bfloat16 where native, validated at the end),
