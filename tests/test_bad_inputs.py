@@ -498,5 +498,7 @@ def test_predictor_refuses_non_finite_limits(teacher_run, tmp_path_factory):
 def test_demo_unknown_budget_is_named(capsys, monkeypatch, tmp_path):
     code, output = cli(capsys, monkeypatch, "demo", "--out", tmp_path / "d", "--budget", "forever")
     assert code == 2
-    assert "unknown budget 'forever'; choose one of demo, quick, patient" in output
+    from stillroom.pipeline.budgets import BUDGETS
+
+    assert f"unknown budget 'forever'; choose one of {', '.join(BUDGETS)}" in output
     assert not (tmp_path / "d").exists()
