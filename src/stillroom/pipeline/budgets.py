@@ -117,8 +117,8 @@ PATIENT_BUDGET = {
 # students read the held-out artwork at 62.3-63.2% val / 68.9-69.3% test against 57.5-58.8 / 61.3-62.2% for the
 # demo's one-teacher 20-epoch students (+5.70 / +7.56 points, 3 of 3 seeds, second host), above or within two
 # drawings of their three teachers' mean softmax (59.2-63.2 / 70.7%); ID test 97.0-97.3% against 92.3-92.6%. Most
-# of that gain is the schedule: 80-epoch students from scratch read it at 61.4 / 66.2% (3 seeds; the teachers add
-# about two points there and cost 0.5-1.7 on the sprites; BENCHMARKS "The scratch twin at 80 epochs"), and the
+# of that gain is the schedule: 80-epoch students from scratch read it at 61.8 / 67.2% (5 seeds; the teachers add
+# 0.3 / 2.4 points there and cost 0.6-1.7 on the sprites; BENCHMARKS "The scratch twin at 80 epochs"), and the
 # report shows that twin beside the distilled student. Five teachers instead of three: no better (-2.6 val). The
 # demo's data: every style in training, as `make demo` (a model for an unknown style learns from every style there
 # is); `--train-style icons=3` repeats the measured setting, the artwork held out and scored in the report.
