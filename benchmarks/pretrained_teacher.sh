@@ -18,6 +18,8 @@
 #                                                           # from ImageNet weights), runs s_<STUDENT_OF>_<model>[pt]
 #   STUDENTS=1 TEACHER_SEEDS="0 1 2" ...                    # students of the fused ensemble of STUDENT_OF's seeds
 #                                                           # (one 4-view store each), runs s_<STUDENT_OF>x3_...
+#   STUDENTS=1 ARM_SEEDS="0 1 2" SEEDS="0 1 2 3 4" ...      # five student seeds of three teachers (default ARM_SEEDS:
+#                                                           # SEEDS, the teachers trained and scored)
 #   STUDENTS=1 EPOCHS_S=60 BASE_STUDENTS=OUT/<run prefix> ... # longer students (runs ..._e60), paired with another arm
 #   ARMS="ms:resnet18:scratch:tart" SETS_ms="model.mixstyle.p=0.5" ... # extra --set key=value for one arm's teachers
 #   HELD=<index> HELD_TAG=artwork ...                       # score on another held-out style than the box icons
@@ -28,6 +30,7 @@ source "$(dirname "$0")/_pairs.sh"
 OUT=${OUT:-artifacts/s42}
 BASE=${BASE:-artifacts/s41}
 SEEDS=${SEEDS:-"0 1 2"}
+ARM_SEEDS=${ARM_SEEDS:-$SEEDS}  # the arms' teachers trained and scored (students may have more seeds than them)
 EPOCHS=${EPOCHS:-20}
 EPOCHS_S=${EPOCHS_S:-30}
 REPEAT=${REPEAT:-8}
@@ -59,7 +62,7 @@ for spec in $ARMS; do
   # name:model:start:data; the model may hold a colon itself (timm:<name>)
   arm=${spec%%:*} rest=${spec#*:} data=${spec##*:}
   rest=${rest%:*} start=${rest##*:} model=${rest%:*}
-  for s in $SEEDS; do jobs+=("$arm $model $start $data $s"); done
+  for s in $ARM_SEEDS; do jobs+=("$arm $model $start $data $s"); done
 done
 teacher() {  # arm model start data seed
   local run="$OUT/$1_s$5" pre=()
@@ -85,9 +88,9 @@ if [ "$paired" -lt ${#jobs[@]} ]; then  # an odd job out trains alone: both core
   (export OMP_NUM_THREADS=2; teacher ${jobs[$paired]})
 fi
 
-score() {  # tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
-  local tag=$1 runs=(); shift
-  for p in "$@"; do for s in $SEEDS; do  # once each: the base arm may also be one of ARMS
+score() {  # seeds tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
+  local seeds=$1 tag=$2 runs=(); shift 2
+  for p in "$@"; do for s in $seeds; do  # once each: the base arm may also be one of ARMS
     [[ " ${runs[*]} " == *" ${p}_s$s "* ]] || runs+=("${p}_s$s")
   done; done
   python benchmarks/superset_teacher.py --index "$HELD" --split val --split test \
@@ -105,7 +108,7 @@ score() {  # tag base-prefix arm-prefix... (run dirs are <prefix>_s<seed>)
 }
 arms=(); for spec in $ARMS; do arms+=("$OUT/${spec%%:*}"); done
 {
-  score teachers "$BASE/$BASE_ARM" "${arms[@]}"
+  score "$ARM_SEEDS" teachers "$BASE/$BASE_ARM" "${arms[@]}"
   for pair in $PAIRS; do
     for m in val_top1 test_top1; do
       for t in "$HELD_TAG" id; do
@@ -140,5 +143,5 @@ student() {  # seed
 }
 # shellcheck disable=SC2086
 in_pairs student $SEEDS
-score "students${sname#s_"$STUDENT_OF"}" "${BASE_STUDENTS:-$BASE/sart_e$EPOCHS_S}" "$OUT/$sname" 2>&1 |
+score "$SEEDS" "students${sname#s_"$STUDENT_OF"}" "${BASE_STUDENTS:-$BASE/sart_e$EPOCHS_S}" "$OUT/$sname" 2>&1 |
   tee "$OUT/summary_students${sname#s_"$STUDENT_OF"}.txt"

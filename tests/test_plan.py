@@ -11,6 +11,7 @@ import torch
 from stillroom._io import StillroomError, read_json
 from stillroom.config import config_from_dict
 from stillroom.pipeline import plan as plan_mod
+from stillroom.pipeline.budgets import FUSED_BUDGET
 from stillroom.pipeline.demo import BUDGETS, DEMO_BUDGET, PATIENT_BUDGET, QUICK_BUDGET
 from stillroom.pipeline.plan import (
     MIN_EPOCHS,
@@ -223,13 +224,38 @@ def test_a_fixed_budget_with_a_measured_reference_is_forecast_by_this_hosts_prob
     b = dict(budget)
     stages = forecast_fixed(b, ({"t": 1}, {"s": 1}))
     m = ref["minutes"]
-    assert stages["teachers"] == pytest.approx(2 * m["teachers"]) and stages["students"] == pytest.approx(m["students"])
-    assert stages["total"] == pytest.approx(2 * (m["teachers"] + m["export"] + m["other"]) + m["students"])
+    # a reference measured with other epochs than the budget's: its training stages scale with the epochs too
+    te = budget["teacher_epochs"] / ref.get("teacher_epochs", budget["teacher_epochs"])
+    se = budget["student_epochs"] / ref.get("student_epochs", budget["student_epochs"])
+    assert stages["teachers"] == pytest.approx(2 * te * m["teachers"])
+    assert stages["students"] == pytest.approx(se * m["students"])
+    assert stages["total"] == pytest.approx(2 * (te * m["teachers"] + m["export"] + m["other"]) + se * m["students"])
     assert f"predicted {stages['total']:.0f} min here" in b["plan"] and f"{ref['total']:g} min measured" in b["plan"]
     assert (b["teacher_epochs"], b["student_epochs"]) == (budget["teacher_epochs"], budget["student_epochs"])
     assert probed == [({"t": 1}, {"s": 1})]
     assert {"best", "fused"} <= {n for n, b in BUDGETS.items() if b.get("reference")}
+    assert ("epochs (scaled to these)" in b["plan"]) == (te != 1 or se != 1)
     for other in (DEMO_BUDGET, QUICK_BUDGET, PATIENT_BUDGET):  # planned, or without a measured run: no forecast
         b = dict(other)
         assert forecast_fixed(b, ({}, {})) is None and b == other
     assert len(probed) == 1  # and no probe for them
+
+
+def test_a_reference_of_other_epochs_scales_only_the_training_stages(monkeypatch):
+    # fused's reference ran 12-epoch teachers; the budget trains 80: its teacher stage is 80 / 12 of the measured one
+    # on a host like the reference's, the stores (one pass of the finished teachers) and the students as measured
+    budget = dict(FUSED_BUDGET)
+    ref = budget["reference"]
+    assert (ref["teacher_epochs"], ref["student_epochs"]) == (12, 80) and budget["teacher_epochs"] == 80
+    monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: Pace(ref["teacher_probe_s"], ref["student_probe_s"]))
+    monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
+    stages = forecast_fixed(budget, ({}, {}))
+    m = ref["minutes"]
+    assert stages["teachers"] == pytest.approx(m["teachers"] * 80 / 12)
+    assert (stages["export"], stages["students"], stages["other"]) == pytest.approx(
+        (m["export"], m["students"], m["other"])
+    )
+    assert (
+        "with 12 + 80 epochs (scaled to these)" in budget["plan"]
+        and "fixed epochs (80 teacher + 80 student)" in budget["plan"]
+    )

@@ -149,9 +149,9 @@ def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="tiny budget (smoke test of the pipeline, minutes)"),
     budget: str = typer.Option(
         "demo",
-        help="demo (15 min on 2 cores) | quick (= --quick) | fused (the demo's teacher x 3 seeds, fused, 80-epoch "
-        "students) | patient (32 teacher, 96 student epochs, ~1 h) | best (three 60-epoch teachers, "
-        "efficientnet_lite0 students from ImageNet weights, 60 epochs, 91 min on 2 cores)",
+        help="demo (15 min on 2 cores) | quick (= --quick) | fused (the demo's teacher x 3 seeds, 80 epochs, "
+        "fused, 80-epoch students, ~80 min) | patient (32 teacher, 96 student epochs, ~1 h) | best (three 60-epoch "
+        "teachers, efficientnet_lite0 students from ImageNet weights, 60 epochs, 91 min on 2 cores)",
     ),
     augment: str | None = typer.Option(None, help="augmentation of every model (default: the budget's)"),
     batch_size: int | None = typer.Option(None, help="batch size of every model (default: the budget's)"),

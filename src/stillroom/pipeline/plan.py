@@ -299,22 +299,29 @@ def forecast_fixed(budget: dict[str, Any], probes: tuple[dict, dict]) -> dict[st
     Why a reference, not the stage model above: ``best`` trains three teachers in rounds of one-thread processes,
     whose pace beside another process the planner's factors were not measured for; scaling a measured run of the
     recipe by this host's probe epochs (teacher stages by the teacher's, students by the student's) carries every
-    such factor over. The line goes to the console and the report (``budget["plan"]``); the epochs are not changed."""
+    such factor over. A reference measured with other epochs than the budget's (its ``teacher_epochs`` /
+    ``student_epochs``) has its training stages scaled by the ratio too: training time grows with epochs, the stores
+    and the rest do not. The line goes to the console and the report (``budget["plan"]``); the epochs are not
+    changed."""
     ref = budget.get("reference")
     if not ref or budget.get("tiers"):
         return None
     pace = probe_pace(*(config_from_dict(raw) for raw in probes))
     t, s = pace.teacher_epoch / ref["teacher_probe_s"], pace.student_epoch / ref["student_probe_s"]
+    te, se = budget["teacher_epochs"], budget["student_epochs"]
+    rte, rse = ref.get("teacher_epochs", te), ref.get("student_epochs", se)
     m = ref["minutes"]
-    stages = {"teachers": m["teachers"] * t, "export": m["export"] * t, "students": m["students"] * s,
-              "other": m["other"] * t}  # fmt: skip
+    stages = {"teachers": m["teachers"] * t * te / rte, "export": m["export"] * t,
+              "students": m["students"] * s * se / rse, "other": m["other"] * t}  # fmt: skip
     total = sum(stages.values())
+    measured = f"{ref['total']:g} min measured on {ref['host']}"
+    if (rte, rse) != (te, se):
+        measured += f" with {rte} + {rse} epochs (scaled to these)"
     budget["plan"] = (
-        f"fixed epochs ({budget['teacher_epochs']} teacher + {budget['student_epochs']} student), predicted "
-        f"{total:.0f} min here (teachers {stages['teachers']:.0f}, stores {stages['export']:.0f}, students "
-        f"{stages['students']:.0f}): {ref['total']:g} min measured on {ref['host']}, scaled by this host's probe "
-        f"epochs (teacher {pace.teacher_epoch:.1f} s vs {ref['teacher_probe_s']:g}, student "
-        f"{pace.student_epoch:.1f} s vs {ref['student_probe_s']:g})"
+        f"fixed epochs ({te} teacher + {se} student), predicted {total:.0f} min here (teachers "
+        f"{stages['teachers']:.0f}, stores {stages['export']:.0f}, students {stages['students']:.0f}): "
+        f"{measured}, scaled by this host's probe epochs (teacher {pace.teacher_epoch:.1f} s vs "
+        f"{ref['teacher_probe_s']:g}, student {pace.student_epoch:.1f} s vs {ref['student_probe_s']:g})"
     )
     console.print(f"[bold]plan:[/] {budget['plan']}", highlight=False)
     return {**stages, "total": total}
