@@ -242,11 +242,12 @@ def test_a_fixed_budget_with_a_measured_reference_is_forecast_by_this_hosts_prob
 
 
 def test_a_reference_of_other_epochs_scales_only_the_training_stages(monkeypatch):
-    # fused's reference ran 12-epoch teachers; the budget trains 80: its teacher stage is 80 / 12 of the measured one
-    # on a host like the reference's, the stores (one pass of the finished teachers) and the students as measured
-    budget = dict(FUSED_BUDGET)
-    ref = budget["reference"]
-    assert (ref["teacher_epochs"], ref["student_epochs"]) == (12, 80) and budget["teacher_epochs"] == 80
+    # a reference run with 12-epoch teachers (fused's until its own 80-epoch run was measured) for a budget that trains
+    # 80: its teacher stage is 80 / 12 of the measured one on a host like the reference's, the stores (one pass of the
+    # finished teachers) and the students as measured
+    ref = {**FUSED_BUDGET["reference"], "teacher_epochs": 12, "student_epochs": 80}
+    budget = {**FUSED_BUDGET, "reference": ref}
+    assert budget["teacher_epochs"] == 80
     monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: Pace(ref["teacher_probe_s"], ref["student_probe_s"]))
     monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
     stages = forecast_fixed(budget, ({}, {}))
@@ -259,3 +260,15 @@ def test_a_reference_of_other_epochs_scales_only_the_training_stages(monkeypatch
         "with 12 + 80 epochs (scaled to these)" in budget["plan"]
         and "fixed epochs (80 teacher + 80 student)" in budget["plan"]
     )
+
+
+def test_the_fused_reference_is_a_measured_run_of_its_own_epochs(monkeypatch):
+    # fused's reference is one end-to-end run of the budget as it stands (80 + 80 epochs): no scaling by epochs, and
+    # on a host like the reference's the forecast is the measured run
+    budget = dict(FUSED_BUDGET)
+    ref = budget["reference"]
+    assert (ref["teacher_epochs"], ref["student_epochs"]) == (budget["teacher_epochs"], budget["student_epochs"])
+    monkeypatch.setattr(plan_mod, "probe_pace", lambda *cfgs: Pace(ref["teacher_probe_s"], ref["student_probe_s"]))
+    monkeypatch.setattr(plan_mod, "config_from_dict", lambda raw: raw)
+    assert forecast_fixed(budget, ({}, {}))["total"] == pytest.approx(ref["total"], abs=0.05)
+    assert "scaled to these" not in budget["plan"] and f"{ref['total']:g} min measured" in budget["plan"]

@@ -150,8 +150,8 @@ def demo_cmd(
     budget: str = typer.Option(
         "demo",
         help="demo (15 min on 2 cores) | quick (= --quick) | fused (the demo's teacher x 3 seeds, 80 epochs, "
-        "fused, 80-epoch students, ~80 min) | patient (32 teacher, 96 student epochs, ~1 h) | best (three 60-epoch "
-        "teachers, efficientnet_lite0 students from ImageNet weights, 60 epochs, 91 min on 2 cores)",
+        "fused, 80-epoch students, 83 min on 2 cores) | patient (32 teacher, 96 student epochs, ~1 h) | best (three "
+        "60-epoch teachers, efficientnet_lite0 students from ImageNet weights, 60 epochs, 91 min on 2 cores)",
     ),
     augment: str | None = typer.Option(None, help="augmentation of every model (default: the budget's)"),
     batch_size: int | None = typer.Option(None, help="batch size of every model (default: the budget's)"),

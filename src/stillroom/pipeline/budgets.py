@@ -133,20 +133,20 @@ FUSED_BUDGET = {
     "tiers": (),
     "student_eval_every": 80,
     "wall_minutes": None,
-    # One measured run of this pipeline with 12-epoch teachers (`stillroom demo --budget fused --out
-    # artifacts/s64/fused --train-style icons=3` at 7d84469, its report's wall times) and the probe epochs on that
-    # host idle (`python benchmarks/probe_budget.py --budget fused --index
-    # artifacts/s64/fused/data/sprites64_1-151_icons_r3`); `pipeline.plan.forecast_fixed` scales it to the host and
-    # its teacher stage from the reference's 12 epochs to this budget's 80 (on that host the three 80-epoch teachers
-    # of the benchmark above took 64 min: two side by side on one thread each, 39, then one on both, 25).
+    # One measured end-to-end run of this budget (`stillroom demo --budget fused --out artifacts/s66/fused
+    # --train-style icons=3` at 7276d91, 2026-12-07, its report's wall times: teachers 68.7 min, the first two side by
+    # side on one thread each, 40.7, then the third on both, 26.4; stores 2.2; students 11.4; data and trade-off 0.5)
+    # and the probe epochs that run measured before it trained (its plan line). Until then the reference was a run
+    # with 12-epoch teachers (`--out artifacts/s64/fused`, 23.6 min) scaled by 80 / 12: it forecast 85 min for this
+    # run (teachers 71), 3% over. `pipeline.plan.forecast_fixed` scales the reference to another host's probes.
     "reference": {
         "host": "the 2-core AMD EPYC box (2026-12-07)",
-        "total": 23.6,
-        "minutes": {"teachers": 10.3, "export": 2.1, "students": 10.8, "other": 0.4},
-        "teacher_epochs": 12,
+        "total": 82.8,
+        "minutes": {"teachers": 68.7, "export": 2.2, "students": 11.4, "other": 0.5},
+        "teacher_epochs": 80,
         "student_epochs": 80,
-        "teacher_probe_s": 15.1,
-        "student_probe_s": 7.3,
+        "teacher_probe_s": 15.7,
+        "student_probe_s": 7.4,
     },
 }
 # The best student measured on the demo's data (BENCHMARKS "The larger student on the CPU, from three teachers"):

@@ -21,9 +21,9 @@ under 15 minutes on an idle machine: it trains the longest recipe of ``plan.TIER
 it runs on. ``budget="quick"`` (``quick=True``) shrinks everything to a smoke test; ``budget="patient"`` trains the
 same pipeline long enough to be limited by the data instead of the clock (PATIENT_BUDGET: about an hour on the same
 box); ``budget="fused"`` distils the demo's mobilenet_v3_small from three teachers of the demo's recipe trained 80
-epochs, fused, for 80 epochs (FUSED_BUDGET: the best reader of a held-out style measured for this student, about 80
-min on the box); ``budget="best"`` trains the best student measured here, from three 60-epoch teachers (BEST_BUDGET:
-91 min measured).
+epochs, fused, for 80 epochs (FUSED_BUDGET: the best reader of a held-out style measured for this student, 83 min
+measured on the box); ``budget="best"`` trains the best student measured here, from three 60-epoch teachers
+(BEST_BUDGET: 91 min measured).
 """
 
 from __future__ import annotations
