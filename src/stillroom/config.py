@@ -57,6 +57,9 @@ class ModelConfig(_Strict):
     pretrained: Literal["imagenet"] | None = None
     #: mix feature styles while training (off by default)
     mixstyle: MixStyleConfig | None = None
+    #: last linear layer split into this many heads, head m taught by teacher m alone, answering with their mean
+    #: distribution (models/heads.py; Tran et al. 2020); 1 = the plain model. Needs 1 teacher per head (or none).
+    heads: int = Field(1, ge=1, le=64)
 
 
 class OptimConfig(_Strict):

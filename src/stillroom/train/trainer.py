@@ -77,6 +77,7 @@ from stillroom.data.mix import mix_batch
 from stillroom.data.species_names import display_names
 from stillroom.models.factory import create_model
 from stillroom.models.features import FeatureTap, attach_feature_tap, feature_dim
+from stillroom.models.heads import HeadBank, attach_heads, head_bank, heads_arch
 from stillroom.models.inference import predict_logits
 from stillroom.models.mixstyle import attach_mixstyle
 from stillroom.models.pretrained import load_pretrained
@@ -218,17 +219,30 @@ def _forward_loss(
     device: torch.device,
     use_amp: bool,
     tap: FeatureTap | None = None,
+    bank: HeadBank | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """One training batch through the model and the loss: (logits, loss terms, their sum). Mixed batches take
     both labels by pixel share (label-free terms such as KD are the same in both calls). ``tap``: the student's
-    pooled features, for a loss that ``needs_features``."""
+    pooled features, for a loss that ``needs_features``; ``bank``: the student's heads, one per teacher."""
     xn, t_logits, y, partner, lam, labelled, epoch = batch
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
         logits = model(xn)
     ctx: dict[str, Any] = {"epoch": epoch} if tap is None else {"epoch": epoch, "features": tap.pooled()}
-    terms = loss_fn(logits.float(), t_logits, y, **ctx)
+
+    def loss_terms(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if bank is None:
+            return loss_fn(logits.float(), t_logits, labels, **ctx)
+        # Hydra (models/heads.py): head m against teacher m alone, every term averaged over the heads
+        heads = bank.last_heads()
+        per_head = [
+            loss_fn(heads[m], None if t_logits is None else t_logits[m : m + 1], labels, **ctx)
+            for m in range(bank.heads)
+        ]
+        return {k: sum(h[k] for h in per_head) / bank.heads for k in per_head[0]}
+
+    terms = loss_terms(y)
     if lam < 1.0:
-        other = loss_fn(logits.float(), t_logits, y[partner], **ctx)
+        other = loss_terms(y[partner])
         terms = {k: lam * v + (1.0 - lam) * other[k] for k, v in terms.items()}
     if not bool(labelled.any()):  # a batch of transfer rows only: the CE mean is 0/0
         terms = {k: v if torch.isfinite(v) else torch.zeros_like(v) for k, v in terms.items()}
@@ -413,6 +427,13 @@ def _train(
     net = create_model(cfg.model.name, channels, num_classes, size)
     if cfg.model.pretrained and not resumable:  # a resumed run's checkpoint replaces every weight anyway
         load_pretrained(net, cfg.model.name, channels)
+    n_teachers = 0 if teachers is None else len(teachers)
+    if cfg.model.heads > 1 and n_teachers not in (0, cfg.model.heads):
+        raise StillroomError(
+            f"{cfg.name}: model.heads {cfg.model.heads} needs one teacher per head (or no teacher), got {n_teachers}"
+        )
+    attach_heads(net, cfg.model.heads, num_classes)  # after the ImageNet weights: those know one head only
+    bank = head_bank(net)
     if cfg.model.mixstyle is not None:  # hooks, not modules: the weights stay the plain architecture's
         ms = cfg.model.mixstyle
         attach_mixstyle(net, ms.layers, ms.p, ms.alpha)
@@ -490,7 +511,7 @@ def _train(
     classes = index.classes + (["ood"] if num_classes > index.num_classes else [])
     classes = classes[:num_classes]
     meta = {
-        "arch": cfg.model.name,
+        "arch": heads_arch(cfg.model.name, cfg.model.heads),  # what ``create_model`` builds again
         "amp": "bf16" if use_amp else "off",  # what training ran with (``amp: bf16`` falls back where unsupported)
         "small_map_convs": small_map_convs,  # layers that train as matrix products on small maps (models.small_maps)
         "in_chans": channels,
@@ -572,7 +593,7 @@ def _train(
                 xn = xn.contiguous(memory_format=torch.channels_last)
             labelled = y != IGNORE_INDEX
             batch = (xn, t_logits, y, partner, lam, labelled, epoch)
-            logits, terms, loss = _forward_loss(model, loss_fn, batch, device, use_amp, tap)
+            logits, terms, loss = _forward_loss(model, loss_fn, batch, device, use_amp, tap, bank)
             if not torch.isfinite(loss):
                 raise StillroomError(f"epoch {epoch + 1} step {step}: loss is {loss.item()}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -581,7 +602,7 @@ def _train(
                 eps = sam.ascend(sam_params, cfg.optim.sam_rho, cfg.optim.sam_adaptive)
                 optimizer.zero_grad(set_to_none=True)
                 with sam.frozen_bn_stats(net):  # the batch already moved the running statistics once
-                    _forward_loss(model, loss_fn, batch, device, use_amp, tap)[2].backward()
+                    _forward_loss(model, loss_fn, batch, device, use_amp, tap, bank)[2].backward()
                 sam.descend(sam_params, eps)
             if loss_weights and ddp.world > 1:  # DDP averages the model's gradients only; the loss's: here
                 for p in loss_weights:
