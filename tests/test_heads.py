@@ -106,3 +106,21 @@ def test_a_student_of_one_head_per_teacher_trains_and_loads(teacher_run, shapes_
     raw3 = {**raw, "name": "hydra3", "model": {**raw["model"], "heads": 3}}
     with pytest.raises(StillroomError, match="one teacher per head"):
         train(config_from_dict(raw3), tmp_path / "hydra3")
+
+
+def test_a_bank_exports_to_onnx_with_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from stillroom.deploy._ort import ort_logits, ort_session
+    from stillroom.deploy.onnx_export import export_model_onnx
+
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small+heads3", 1, 5, 32).eval()
+    path = tmp_path / "h.onnx"
+    export_model_onnx(model, path, (1, 32, 32), dynamic=True)
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = ort_logits(ort_session(path, threads=1), x.numpy(), batch_size=3)
+    assert np.abs(ref - got).max() < 1e-4
