@@ -25,7 +25,7 @@ def test_bank_answers_with_the_mean_distribution_of_its_heads(arch):
     torch.manual_seed(0)
     net = create_model(f"{arch}+heads3", 1, 5, 32)
     bank = head_bank(net)
-    assert isinstance(bank, HeadBank) and bank.heads == 3
+    assert isinstance(bank, HeadBank) and bank.num_heads == 3
     assert sum(isinstance(m, HeadBank) for m in net.modules()) == 1
     x = torch.randn(4, 1, 32, 32)
     net.train()
@@ -44,20 +44,37 @@ def test_bank_answers_with_the_mean_distribution_of_its_heads(arch):
     assert head_bank(create_model(arch, 1, 5, 32)) is None
 
 
+def test_whole_classifiers_as_heads():
+    """``+classifiers<M>``: mobilenet_v3_small's 576 -> 1024 -> K classifier repeated, each copy re-initialised."""
+    plain = create_model("mobilenet_v3_small", 1, 5, 32)
+    lin = create_model("mobilenet_v3_small+heads3", 1, 5, 32)
+    full = create_model("mobilenet_v3_small+classifiers3", 1, 5, 32)
+    n = [sum(p.numel() for p in m.parameters()) for m in (plain, lin, full)]
+    last, classifier = 1024 * 5 + 5, sum(p.numel() for p in plain.classifier.parameters())
+    assert n[1] - n[0] == 2 * last and n[2] - n[0] == 2 * classifier
+    bank = full.classifier
+    assert isinstance(bank, HeadBank) and all(isinstance(h, nn.Sequential) for h in bank.heads)
+    assert not torch.equal(bank.heads[0][0].weight, bank.heads[1][0].weight)
+    assert isinstance(head_bank(create_model("resnet18+classifiers2", 1, 5, 32)), HeadBank)  # fc is its classifier
+
+
 def test_copies_of_a_training_bank_start_empty():
     net = create_model("mobilenet_v3_small+heads2", 1, 4, 32).train()
     net(torch.randn(2, 1, 32, 32)).sum().backward()  # the stash now holds a tensor of the training graph
     twin = copy.deepcopy(net)  # evaluation copies and weight averaging deep-copy the network
     with pytest.raises(StillroomError, match="no training forward"):
         head_bank(twin).last_heads()
-    torch.testing.assert_close(twin.state_dict()["classifier.3.linear.weight"], net.classifier[3].linear.weight)
+    key = "classifier.3.heads.1.weight"
+    torch.testing.assert_close(twin.state_dict()[key], net.state_dict()[key])
 
 
 def test_architecture_names_round_trip_and_bad_counts_are_refused():
     assert heads_arch("resnet18", 1) == "resnet18" and heads_arch("resnet18", 4) == "resnet18+heads4"
-    assert split_heads_arch("resnet18+heads4") == ("resnet18", 4)
-    assert split_heads_arch("timm:resnet10t") == ("timm:resnet10t", 1)
-    for bad in ("resnet18+heads1", "resnet18+heads0"):
+    assert heads_arch("resnet18", 2, "classifier") == "resnet18+classifiers2"
+    assert split_heads_arch("resnet18+heads4") == ("resnet18", 4, "linear")
+    assert split_heads_arch("timm:resnet10t+classifiers3") == ("timm:resnet10t", 3, "classifier")
+    assert split_heads_arch("timm:resnet10t") == ("timm:resnet10t", 1, "linear")
+    for bad in ("resnet18+heads1", "resnet18+classifiers0"):
         with pytest.raises(StillroomError, match="at least 2"):
             create_model(bad, 1, 4, 32)
 
@@ -90,7 +107,7 @@ def test_each_head_learns_from_its_own_teacher_only():
         assert teacher.shape == (1, 6, 4) and bool((teacher == m).all())
     torch.testing.assert_close(terms["loss_x"], heads.mean(), atol=1e-6, rtol=1e-6)  # mean over the heads
     total.backward()
-    assert bank.linear.weight.grad is not None
+    assert all(h.weight.grad is not None for h in bank.heads)
 
 
 def test_a_student_of_one_head_per_teacher_trains_and_loads(teacher_run, shapes_index, tmp_path, tiny_config):

