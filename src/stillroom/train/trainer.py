@@ -432,9 +432,8 @@ def _train(
         raise StillroomError(
             f"{cfg.name}: model.heads {cfg.model.heads} needs one teacher per head (or no teacher), got {n_teachers}"
         )
-    attach_heads(
-        net, cfg.model.heads, num_classes, cfg.model.head_depth
-    )  # after the ImageNet weights: those know one head only
+    # after the ImageNet weights: those know one head only
+    attach_heads(net, cfg.model.heads, num_classes, cfg.model.head_depth)
     bank = head_bank(net)
     if cfg.model.mixstyle is not None:  # hooks, not modules: the weights stay the plain architecture's
         ms = cfg.model.mixstyle
