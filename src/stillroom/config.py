@@ -213,6 +213,13 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _one_teacher_per_head(self) -> TrainConfig:
+        n = len(self.teachers.cached) + len(self.teachers.online)
+        if self.model.heads > 1 and n not in (0, self.model.heads):
+            raise ValueError(f"model.heads {self.model.heads} needs one teacher per head (or no teacher), got {n}")
+        return self
+
+    @model_validator(mode="after")
     def _whole_runs_of_classmates(self) -> TrainConfig:
         k = self.data.per_class
         if k == 1 or (k and self.batch_size % k):

@@ -427,11 +427,6 @@ def _train(
     net = create_model(cfg.model.name, channels, num_classes, size)
     if cfg.model.pretrained and not resumable:  # a resumed run's checkpoint replaces every weight anyway
         load_pretrained(net, cfg.model.name, channels)
-    n_teachers = 0 if teachers is None else len(teachers)
-    if cfg.model.heads > 1 and n_teachers not in (0, cfg.model.heads):
-        raise StillroomError(
-            f"{cfg.name}: model.heads {cfg.model.heads} needs one teacher per head (or no teacher), got {n_teachers}"
-        )
     # after the ImageNet weights: those know one head only
     attach_heads(net, cfg.model.heads, num_classes, cfg.model.head_depth)
     bank = head_bank(net)
