@@ -9,6 +9,7 @@ import pytest
 from stillroom._io import StillroomError
 from stillroom.config import config_from_dict
 from stillroom.pipeline.budgets import (
+    BEST_BUDGET,
     BUDGETS,
     DEMO_BUDGET,
     FUSED_BUDGET,
@@ -16,6 +17,7 @@ from stillroom.pipeline.budgets import (
     QUICK_BUDGET,
     run_config,
     student_config,
+    student_name,
     teacher_config,
 )
 
@@ -74,6 +76,8 @@ def test_fused_budget_is_the_demo_recipe_with_three_longer_teachers_and_longer_s
         ({"budget_name": "forever"}, "unknown budget 'forever'"),
         ({"quick": True, "budget_name": "patient"}, "contradict"),
         ({"minutes": -1.0}, "minutes must be >= 0"),
+        ({"student": "resnet9000"}, "unknown student model 'resnet9000'; choose one of .*regnetx_002"),
+        ({"budget_name": "best", "student": "regnetx_002"}, "imagenet weights, which exist for efficientnet_lite0"),
     ],
 )
 def test_demo_refuses_a_bad_budget_before_any_work(kwargs, match, tmp_path):
@@ -359,3 +363,19 @@ def test_check_train_styles_keeps_order_and_whole_copies():
 
     assert check_train_styles([("icons", 3), ("artwork", np.int64(4))]) == (("icons", 3), ("artwork", 4))
     assert check_train_styles([]) == ()
+
+
+def test_student_option_swaps_both_students_architecture_and_names_the_runs_after_it():
+    """``stillroom demo --student regnetx_002``: both students (scratch and distilled) are that model, their runs are
+    named after it (so a finished mobilenet_v3_small run is never taken for it), and nothing else of the budget
+    moves; the budget itself is left as it was."""
+    from stillroom.pipeline.budgets import with_student
+
+    budget = with_student({"name": "demo", **DEMO_BUDGET}, "regnetx_002")
+    assert {k for k in DEMO_BUDGET if budget[k] != DEMO_BUDGET[k]} == {"student_model"}
+    assert DEMO_BUDGET["student_model"] == "mobilenet_v3_small"
+    assert student_name(budget) == "student_regnetx_002"
+    student = config_from_dict(student_config("student_regnetx_002_kd", Path("d"), 20, budget))
+    assert (student.model.name, student.model.pretrained, student.schedule.epochs) == ("regnetx_002", None, 20)
+    # ``best`` keeps an ImageNet start for a model that has those weights
+    assert with_student({"name": "best", **BEST_BUDGET}, "efficientnet_lite0")["student_start"] == "imagenet"

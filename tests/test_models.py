@@ -69,3 +69,21 @@ def test_batch_inference_runs_a_channels_last_copy_on_cpu_and_leaves_the_model_a
     with torch.no_grad():
         ref = model.eval()(norm(torch.from_numpy(images))).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)  # the same function, other summation order
+
+
+def test_regnetx_student_is_mobile_sized_and_cuts_for_feature_scores():
+    """RegNetX-200MF (``stillroom demo --student regnetx_002``) at the demo's shape: 2.37 M parameters as documented
+    (mobilenet_v3_small 1.67 M), and the backbone/head cut the KNN / RMD scores and the ladder need reproduces the
+    network's logits from a 4-D feature map."""
+    from stillroom.evaluate.feature_ood import split_model
+    from stillroom.models.factory import count_parameters
+
+    torch.manual_seed(0)
+    model = create_model("regnetx_002", in_chans=1, num_classes=151, img_size=64).eval()
+    assert 2.3e6 < count_parameters(model) < 2.45e6
+    backbone, head = split_model(model)
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        maps = backbone(x)
+        assert maps.ndim == 4 and maps.shape[:2] == (3, 368)
+        torch.testing.assert_close(head(maps), model(x))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from stillroom._io import StillroomError
 from stillroom.pipeline.plan import TIERS
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "student_config",
     "student_name",
     "teacher_config",
+    "with_student",
 ]
 
 # `make demo`, fresh clone, idle 2-core box: 11.9-14.6 min on recent hosts, up to 21.7 min without bfloat16 (README).
@@ -192,6 +194,23 @@ BUDGETS = {
 }
 #: run-name abbreviations of the students' models (the demo's runs keep their historical names)
 _SHORT = {"mobilenet_v3_small": "mnv3s", "efficientnet_lite0": "lite0"}
+
+
+def with_student(budget: dict[str, Any], model: str) -> dict[str, Any]:
+    """``budget`` with ``model`` as both students' architecture (``stillroom demo --student``): a name of the model
+    registry (``models.factory.MODELS``); an error naming the choices otherwise, or when the budget starts its
+    students from ImageNet weights that ``model`` does not have (``models.pretrained.PRETRAINED``)."""
+    from stillroom.models.factory import list_models
+    from stillroom.models.pretrained import PRETRAINED
+
+    if model not in list_models():
+        raise StillroomError(f"demo: unknown student model {model!r}; choose one of {', '.join(list_models())}")
+    if budget["student_start"] and model not in PRETRAINED.list():
+        raise StillroomError(
+            f"demo: budget {budget.get('name', '?')!r} starts its students from {budget['student_start']} weights, "
+            f"which exist for {', '.join(PRETRAINED.list())} only, not {model!r}"
+        )
+    return {**budget, "student_model": model}
 
 
 def run_config(

@@ -51,6 +51,7 @@ from stillroom.pipeline.budgets import (  # noqa: F401 - the budgets stay import
     student_config,
     student_name,
     teacher_config,
+    with_student,
 )
 from stillroom.pipeline.demo_data import check_train_styles, demo_dataset, held_out_style
 from stillroom.pipeline.plan import forecast_fixed, plan_epochs, replan_students
@@ -228,6 +229,7 @@ def run_demo(
     budget_name: str = "demo",
     minutes: float | None = None,
     train_styles: Sequence[tuple[str, int]] | None = None,
+    student: str | None = None,
 ) -> Path:
     """Run the demo pipeline into ``out``; return the path of the written report. ``budget_name``: one of ``BUDGETS``
     ("demo", the 15-minute default; "quick", also ``quick=True``; "fused", "patient", "best"). ``augment`` /
@@ -237,7 +239,8 @@ def run_demo(
     when there are several; 1: one after the other in this process). ``minutes``: the wall time to plan the epochs for
     (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``). ``train_styles``: [(style,
     copies)] of other drawings of the species trained on (``demo_data.STYLE_SETS``; default the budget's, () for the
-    sprites only); a style left out is the one the report scores as held out."""
+    sprites only); a style left out is the one the report scores as held out. ``student``: the students' architecture
+    (a ``models.factory.MODELS`` name) instead of the budget's ``student_model``; the runs are named after it."""
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
@@ -259,6 +262,8 @@ def run_demo(
         budget["replay_views"] = replay_views
     if train_styles is not None:
         budget["train_styles"] = check_train_styles(train_styles)
+    if student is not None:
+        budget = with_student(budget, student)
     if jobs is None:
         jobs = 2 if torch.get_num_threads() >= 2 else 1
     if jobs < 1:
