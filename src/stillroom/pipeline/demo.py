@@ -240,7 +240,8 @@ def run_demo(
     (default the budget's ``wall_minutes``; 0: the budget's fixed epochs; ``pipeline.plan``). ``train_styles``: [(style,
     copies)] of other drawings of the species trained on (``demo_data.STYLE_SETS``; default the budget's, () for the
     sprites only); a style left out is the one the report scores as held out. ``student``: the students' architecture
-    (a ``models.factory.MODELS`` name) instead of the budget's ``student_model``; the runs are named after it."""
+    (a ``models.factory.MODELS`` name) instead of the budget's ``student_model``; the runs are named after it (the
+    fixed budgets' time forecasts were measured with their own student, so they under-forecast a slower one)."""
     from stillroom.evaluate.tradeoff import TRADEOFF_FILE, measure_tradeoff
     from stillroom.report.html import write_html_report
     from stillroom.report.markdown import write_demo_report
