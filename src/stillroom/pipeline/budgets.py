@@ -200,12 +200,12 @@ def with_student(budget: dict[str, Any], model: str) -> dict[str, Any]:
     """``budget`` with ``model`` as both students' architecture (``stillroom demo --student``): a name of the model
     registry (``models.factory.MODELS``); an error naming the choices otherwise, or when the budget starts its
     students from ImageNet weights that ``model`` does not have (``models.pretrained.PRETRAINED``)."""
-    from stillroom.models.factory import list_models
+    from stillroom.models.factory import MODELS
     from stillroom.models.pretrained import PRETRAINED
 
-    if model not in list_models():
-        raise StillroomError(f"demo: unknown student model {model!r}; choose one of {', '.join(list_models())}")
-    if budget["student_start"] and model not in PRETRAINED.list():
+    if model not in MODELS:
+        raise StillroomError(f"demo: unknown student model {model!r}; choose one of {', '.join(MODELS.list())}")
+    if budget["student_start"] and model not in PRETRAINED:
         raise StillroomError(
             f"demo: budget {budget.get('name', '?')!r} starts its students from {budget['student_start']} weights, "
             f"which exist for {', '.join(PRETRAINED.list())} only, not {model!r}"
