@@ -12,3 +12,17 @@ in_pairs() {
     shift $(($# > 1 ? 2 : 1))
   done
 }
+
+# compare_arms DIR BASE PREFIX "METRICS" ARM...: `stillroom compare DIR` (a results_summary.csv of variants by seed)
+# of variant PREFIX<ARM> against variant BASE on each metric, paired by seed; an ARM whose variant is BASE is skipped.
+compare_arms() {
+  local dir=$1 base=$2 prefix=$3 metrics=$4 a m
+  shift 4
+  for a in "$@"; do
+    [ "$prefix$a" = "$base" ] && continue
+    for m in $metrics; do
+      echo "== $m: $prefix$a vs $base"
+      ${SL:-stillroom} compare "$dir" --metric "$m" --a "$base" --b "$prefix$a" || true
+    done
+  done
+}

@@ -25,6 +25,7 @@
 #   stillroom demo --out artifacts/s69/ico --minutes 0 --train-style artwork=4      # the box icons held out
 #   DEMO=artifacts/s69/ico HELD=icons OUT=artifacts/s69/ico_archs bash benchmarks/student_archs.sh
 set -euo pipefail
+source "$(dirname "$0")/_pairs.sh"
 DEMO=${DEMO:?DEMO: a demo directory built with --minutes 0 and a held-out style}
 HELD=${HELD:?HELD: the held-out style, artwork or icons}
 OUT=${OUT:?OUT: where the students and scores go}
@@ -85,12 +86,8 @@ mkdir -p "$OUT/score/held" "$OUT/score/id"
   python benchmarks/superset_teacher.py --index "$DEMO/data/sprites64_1-151" --split val --split test \
     --csv "$OUT/score/id/results_summary.csv" "${runs[@]}"
   for where in held id; do
-    for a in $ARMS; do
-      [ "$a" = "$BASE" ] && continue
-      for m in $METRICS; do
-        echo "== $where $m: $a vs $BASE"
-        $SL compare "$OUT/score/$where" --metric "$m" --a "$BASE" --b "$a" || true
-      done
-    done
+    echo "# $where"
+    # shellcheck disable=SC2086
+    compare_arms "$OUT/score/$where" "$BASE" "" "$METRICS" $ARMS
   done
 } 2>&1 | tee "$OUT/summary_student_archs.txt"

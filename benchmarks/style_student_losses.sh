@@ -98,13 +98,9 @@ for dir in $DIRS; do
       python benchmarks/superset_teacher.py --index "$idx" --split val --split test "$TEACHER"
       python benchmarks/superset_teacher.py --index "$idx" --split val --split test \
         --csv "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}/results_summary.csv" "${runs[@]}"
-      for a in $ARMS; do
-        [ "$a" = lum ] && continue
-        for m in $METRICS; do
-          echo "## $dir $t $m: $a - lum"
-          $SL compare "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}" --metric "$m" --a "sl_${dir}_lum" --b "sl_${dir}_$a" || true
-        done
-      done
+      echo "## $dir $t"
+      # shellcheck disable=SC2086
+      compare_arms "$OUT/cmp_sl_${dir}_$t${TAG:+_$TAG}" "sl_${dir}_lum" "sl_${dir}_" "$METRICS" $ARMS
     done
     python benchmarks/run_progress.py "$OUT"  # seconds an epoch and wall_s of each run
   } 2>&1 | tee "$OUT/summary_sl_$dir${TAG:+_$TAG}.txt"
