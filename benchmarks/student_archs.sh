@@ -4,7 +4,8 @@
 # style held out (`stillroom demo --minutes 0 --train-style ...`: the fixed 12 + 20 plan), each from that demo's own
 # student config, teacher and 4-view replay store (`teachers.replay_seed=0`), one after the other on every thread
 # (runs are deterministic per thread count on one host). Arms (the run directory's name is ARM_s<seed>):
-#   kd          the demo's mobilenet_v3_small student, 20 epochs (seed 0 is the demo's own run, copied)
+#   kd          the demo's mobilenet_v3_small student, 20 epochs (seed 0 is the demo's own run, copied: trained on
+#               one thread beside its scratch twin, where the other runs here have both threads)
 #   kd26        mobilenet_v3_small for 26 epochs: the wall time of a 20-epoch RegNetX-200MF (8.8 vs 6.8 s an epoch)
 #   regnetx002  RegNetX-200MF (`regnetx_002`), 20 epochs
 #   regnetx004  RegNetX-400MF (`regnetx_004`), 20 epochs
@@ -20,10 +21,11 @@
 # into OUT/score/{held,id}/results_summary.csv, then each arm paired by seed against BASE with `stillroom compare`
 # (METRICS). Resumable: a run with metrics.json is kept.
 #
-#   stillroom demo --out artifacts/s69/art --minutes 0 --train-style icons=3        # the artwork held out, 11 min
+#   stillroom demo --out artifacts/s69/art --minutes 0 --train-style icons=3        # the artwork held out, 8-11 min
 #   DEMO=artifacts/s69/art HELD=artwork OUT=artifacts/s69/art_archs bash benchmarks/student_archs.sh
 #   stillroom demo --out artifacts/s69/ico --minutes 0 --train-style artwork=4      # the box icons held out
-#   DEMO=artifacts/s69/ico HELD=icons OUT=artifacts/s69/ico_archs bash benchmarks/student_archs.sh
+#   ARMS="kd26 regnetx002" DEMO=artifacts/s69/ico HELD=icons OUT=artifacts/s69/ico_archs \
+#     bash benchmarks/student_archs.sh
 set -euo pipefail
 source "$(dirname "$0")/_pairs.sh"
 DEMO=${DEMO:?DEMO: a demo directory built with --minutes 0 and a held-out style}
@@ -60,6 +62,7 @@ arm_args() {  # arm -> extra --set arguments
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
 }
+for a in $ARMS; do arm_args "$a" > /dev/null; done  # an unknown arm stops here, not as a default run
 runs=("$TEACHER")
 for s in $SEEDS; do
   for a in $ARMS; do
