@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Issue 14 (row "other art style") and issue 16 item 5: which student network keeps the most of the demo's teacher
-# on a drawing style it never trained on, at the demo's cost? Trains ARMS x SEEDS students from a demo built with one
-# style held out (`stillroom demo --minutes 0 --train-style ...`: the fixed 12 + 20 plan), each from that demo's own
-# student config, teacher and 4-view replay store (`teachers.replay_seed=0`), one after the other on every thread
-# (runs are deterministic per thread count on one host). Arms (the run directory's name is ARM_s<seed>):
+# on a drawing style it never trained on, at the demo's cost? Trains ARMS x SEEDS students from a demo built with
+# one style held out (`stillroom demo --minutes 0 --train-style ...`: the fixed 12 + 20 plan), each from that demo's
+# own student config, teacher and 4-view replay store (`teachers.replay_seed=0`), one after the other on every
+# thread (runs are deterministic per thread count on one host). Arms (the run directory's name is ARM_s<seed>):
 #   kd          the demo's mobilenet_v3_small student, 20 epochs (seed 0 is the demo's own run, copied: trained on
 #               one thread beside its scratch twin, where the other runs here have both threads)
 #   kd26        mobilenet_v3_small for 26 epochs: the wall time of a 20-epoch RegNetX-200MF (8.8 vs 6.8 s an epoch)
