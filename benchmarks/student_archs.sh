@@ -8,6 +8,7 @@
 #               one thread beside its scratch twin, where the other runs here have both threads)
 #   kd26        mobilenet_v3_small for 26 epochs: the wall time of a 20-epoch RegNetX-200MF (8.8 vs 6.8 s an epoch)
 #   regnetx002  RegNetX-200MF (`regnetx_002`), 20 epochs
+#   regnetx002_lr10 / _lr20   the same with peak lr 0.1 / 0.2 instead of the demo's 0.05
 #   regnetx004  RegNetX-400MF (`regnetx_004`), 20 epochs
 #   mnv4        MobileNetV4-conv-small (`timm:mobilenetv4_conv_small`), 20 epochs
 #   r18         the teacher's network, resnet18 in bfloat16, 20 epochs
@@ -48,6 +49,8 @@ arm_args() {  # arm -> extra --set arguments
     kd) ;;
     kd26) echo "--set schedule.epochs=26" ;;
     regnetx002) echo "--set model.name=regnetx_002" ;;
+    regnetx002_lr10) echo "--set model.name=regnetx_002 --set optim.lr=0.1" ;;
+    regnetx002_lr20) echo "--set model.name=regnetx_002 --set optim.lr=0.2" ;;
     regnetx004) echo "--set model.name=regnetx_004" ;;
     mnv4) echo "--set model.name=timm:mobilenetv4_conv_small" ;;
     r18) echo "--set model.name=resnet18 --set amp=bf16" ;;
