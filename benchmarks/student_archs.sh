@@ -17,7 +17,8 @@
 #   scratch     mobilenet_v3_small, 20 epochs (seed 0 is the demo's own run, copied); scratch_lr10 / scratch_lr20:
 #               the same with peak lr 0.1 / 0.2 instead of the demo's 0.05
 #   rxscratch   RegNetX-200MF, 20 epochs, the demo's SGD (lr 0.05, 1 warm-up epoch)
-#   rxscratch_lr02 / _lr10 / _lr20 / _wu3   the same with peak lr 0.02 / 0.1 / 0.2 / with 3 warm-up epochs
+#   rxscratch_lr02 / _lr10 / _lr20 / _lr40 / _wu3   the same with peak lr 0.02 / 0.1 / 0.2 / 0.4 / with 3 warm-up
+#               epochs
 # Scored with `benchmarks/superset_teacher.py` (teacher row first) on the held-out style HELD and on ID val / test
 # into OUT/score/{held,id}/results_summary.csv, then each arm paired by seed against BASE with `stillroom compare`
 # (METRICS). Resumable: a run with metrics.json is kept.
@@ -61,6 +62,7 @@ arm_args() {  # arm -> extra --set arguments
     rxscratch_lr02) echo "--set model.name=regnetx_002 --set optim.lr=0.02" ;;
     rxscratch_lr10) echo "--set model.name=regnetx_002 --set optim.lr=0.1" ;;
     rxscratch_lr20) echo "--set model.name=regnetx_002 --set optim.lr=0.2" ;;
+    rxscratch_lr40) echo "--set model.name=regnetx_002 --set optim.lr=0.4" ;;
     rxscratch_wu3) echo "--set model.name=regnetx_002 --set schedule.warmup_epochs=3" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac

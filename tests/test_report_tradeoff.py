@@ -291,6 +291,25 @@ def test_html_report_opens_with_the_measured_tradeoff(demo_dir, shapes_index):
     assert load_index(shapes_index.root).index_hash == read_json(demo_dir / TRADEOFF_FILE)["index_hash"]
 
 
+def test_markdown_report_warns_when_the_students_lr_was_not_measured_for_their_network(
+    teacher_run, shapes_index, tmp_path
+):
+    """``stillroom demo --student`` with a network that has no STUDENT_LR entry trains its scratch twin at an lr chosen
+    for another network; the KD-over-scratch line says so, and only then."""
+    runs = {"student scratch": teacher_run, "student KD": teacher_run}
+
+    def kd_line(budget: dict) -> str:
+        text = write_demo_report(tmp_path / "report.md", shapes_index, runs, budget=budget).read_text()
+        return next(ln for ln in text.splitlines() if ln.startswith("KD over scratch"))
+
+    base = {"student_model": "efficientnet_b0", "student_lr": 0.05}
+    caveat = "chosen for another network than efficientnet_b0"
+    assert caveat in kd_line({**base, "student_lr_tuned": False}) and "peak lr 0.05" in kd_line(
+        {**base, "student_lr_tuned": False}
+    )
+    assert caveat not in kd_line({**base, "student_lr_tuned": True}) and caveat not in kd_line(base)
+
+
 def test_markdown_report_says_whether_the_demo_kept_its_wall_time_budget(teacher_run, shapes_index, tmp_path):
     def wall(total_s: float, budget: dict) -> list[str]:
         text = write_demo_report(

@@ -265,6 +265,13 @@ def run_demo(
         budget["train_styles"] = check_train_styles(train_styles)
     if student is not None:
         budget = with_student(budget, student)
+        if budget.get("student_lr_tuned") is False:
+            console.print(
+                f"[yellow]no learning rate measured for {student}[/]: both students train at the budget's "
+                f"{budget['student_lr']}, chosen for another network, so the report's KD-over-scratch figure may "
+                "measure the lr rather than the teacher (pipeline/budgets.py STUDENT_LR)",
+                highlight=False,
+            )
     if jobs is None:
         jobs = 2 if torch.get_num_threads() >= 2 else 1
     if jobs < 1:

@@ -199,6 +199,11 @@ def write_demo_report(
             f"macro-F1 {kd['macro_f1'] - scratch['macro_f1']:+.4f} (one seed each: a single comparison, not a "
             "statistical claim).",
         ]
+        if (budget or {}).get("student_lr_tuned") is False:  # `--student` with no measured lr (budgets.STUDENT_LR)
+            lines[-1] += (
+                f" Both students trained at peak lr {budget['student_lr']}, chosen for another network than "
+                f"{budget['student_model']}: a scratch twin away from its own lr can make KD look better than it is."
+            )
     if alignment is not None:
         lines += [
             "",
