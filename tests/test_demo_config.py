@@ -89,6 +89,21 @@ def test_demo_refuses_a_bad_budget_before_any_work(kwargs, match, tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_says_when_a_students_network_has_no_measured_learning_rate(capsys, tmp_path):
+    """``--student`` with a network that has no STUDENT_LR entry says so before any work (here the run then stops at a
+    bad ``jobs``); a network with one says nothing of it."""
+    from stillroom._io import StillroomError
+    from stillroom.pipeline.demo import run_demo
+
+    for student, noted in (("efficientnet_b0", True), ("regnetx_002", False)):
+        with pytest.raises(StillroomError, match="jobs must be >= 1"):
+            run_demo(tmp_path / "demo", student=student, jobs=0)
+        out = " ".join(capsys.readouterr().err.split())  # the console writes to stderr
+        assert ("no learning rate measured for efficientnet_b0" in out) is noted, out
+        assert ("KD-over-scratch figure may measure the lr" in out) is noted
+    assert not (tmp_path / "demo").exists()
+
+
 def test_override_is_validated():
     raw = run_config(
         "s", Path("data"), "mobilenet_v3_small", 3, 0, {**DEMO_BUDGET, "augment": "restyle", "batch_size": 64}

@@ -178,7 +178,8 @@ def demo_cmd(
         None,
         "--student",
         help="the students' architecture, a registered model (`stillroom models`; default the budget's: "
-        "mobilenet_v3_small for demo); e.g. regnetx_002 reads another drawing style better at 1.3x the epoch time",
+        "mobilenet_v3_small for demo), both students at its own peak lr where one was measured (else the budget's, "
+        "with a note); e.g. regnetx_002 (lr 0.2) reads another drawing style better at 1.3x the epoch time",
     ),
 ) -> None:
     """The whole pipeline on species 1-151 at 64 px: data, a teacher, soft labels, scratch + KD students, report."""
