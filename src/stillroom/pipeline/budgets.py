@@ -92,10 +92,10 @@ STUDENT_SEED = 0  # both students; replay stores are exported with it as their a
 # cosine decay; the artwork held out; BENCHMARKS "A learning rate per student architecture"). A network from scratch
 # learns well only near its own lr: at the demo's 0.05 a RegNetX-200MF scratch twin read 64.1% ID val against 89.4% at
 # 0.2 (single runs), so the report's KD-over-scratch line measured the lr, not the teacher. regnetx_002: 0.2 against 0.4
-# from scratch (3 seeds: ID val -0.9, artwork val +4.4) and against 0.05 distilled (3 seeds: ID val +0.8, artwork val
-# +0.4). mobilenet_v3_small keeps 0.05: from scratch 0.1 gave ID val +2.3 but the artwork -10.5 (single runs), distilled
-# 0.1 gave val -2.15 (3 seeds, the block split). An architecture not listed trains at the budget's ``student_lr``, and
-# the demo and its report say so.
+# from scratch (3 seeds: ID val -0.9, artwork val +4.4) and against 0.05 distilled (3 seeds on each of two hosts: ID val
+# +0.8 / +2.0, artwork val +0.4 / -0.4). mobilenet_v3_small keeps 0.05: from scratch 0.1 gave ID val +2.3 but the
+# artwork -10.5 (single runs), distilled 0.1 gave val -2.15 (3 seeds, the block split). An architecture not listed
+# trains at the budget's ``student_lr``, and the demo and its report say so.
 STUDENT_LR = {"mobilenet_v3_small": 0.05, "regnetx_002": 0.2}
 QUICK_BUDGET = {
     **DEMO_BUDGET,
